@@ -1,0 +1,190 @@
+'use strict'
+// Per-implementation adapters for the benchmark.
+//
+// Each adapter is one object:
+//   name         short id used on the command line and in results.json
+//   label        human-readable name for tables and the chart
+//   acks         true if send(..., cb) calls cb when the peer acknowledged the
+//                message (false: cb, if any, is not waited for; the burst
+//                benchmark then waits for a 'done' reply from the server)
+//   load()       require()s the implementation (throws if unavailable)
+//   makeServer(onConn)        -> Promise<{ port, close() }>, listening on
+//                                127.0.0.1, port chosen by the OS; onConn(conn)
+//                                runs once per connection whose handshake is done
+//   makeClient({ port, host })-> Promise<client>, resolved once the handshake
+//                                is complete (sends go out in the negotiated mode)
+// Both conn and client offer send(event, ...args[, cb]) and on(event, fn);
+// close(client) ends a client.
+//
+// A new transport variant (TLS, a createServer/createConnection factory, ...)
+// is one more entry built with uhuraAdapter({...}) or by hand.
+
+const net = require('net')
+const path = require('path')
+const { EventEmitter } = require('events')
+
+const HOST = '127.0.0.1'
+const ROOT = path.join(__dirname, '..')
+
+// Generic adapter for anything with the uhura API.
+//   isReady(args) decides whether a client-side 'connect' event means the
+//   handshake is complete (0.1.2 also emits a local 'connect' with no config
+//   as soon as the socket exists).
+function uhuraAdapter ({ name, label, modPath, acks, isReady, serverOpts, clientOpts }) {
+  let mod = null
+  const load = () => (mod = mod || require(modPath))
+  return {
+    name,
+    label,
+    acks,
+    load,
+    makeServer (onConn) {
+      const m = load()
+      return new Promise((resolve, reject) => {
+        const cb = (conn) => onConn(conn)
+        const srv = serverOpts ? m.createServer(serverOpts, cb) : m.createServer(cb)
+        if (typeof srv.on === 'function') srv.on('error', reject)
+        srv.listen(0, HOST, () => {
+          const addr = srv.address()
+          resolve({ port: addr.port, close: () => new Promise((res) => srv.close(() => res())) })
+        })
+      })
+    },
+    makeClient ({ port, host = HOST }) {
+      const m = load()
+      return new Promise((resolve, reject) => {
+        const client = clientOpts ? m.createClient(Object.assign({ port, host }, clientOpts)) : m.createClient(port, host)
+        const onConnect = (...args) => {
+          if (!isReady(args)) return
+          client.removeListener('connect', onConnect)
+          client.removeListener('error', onError)
+          resolve(client)
+        }
+        const onError = (err) => reject(err)
+        client.on('connect', onConnect)
+        client.on('error', onError)
+      })
+    },
+    close (client) {
+      client.disconnect()
+    }
+  }
+}
+
+// Raw baseline: net + newline-delimited JSON, with a per-message ack line so
+// that the acked-burst numbers compare like with like.
+//   event: {"e":"name","a":[args...],"id":7}   (id only when a callback is given)
+//   ack:   {"ack":7}
+//   handshake: the server writes {"e":"connect","a":[]} on accept; the client
+//   is ready when it reads it.
+// Writes are naive on purpose: one socket.write per message, one JSON.parse
+// per line, no batching beyond what Node's stream does itself.
+class LinePeer extends EventEmitter {
+  constructor (socket) {
+    super()
+    this.socket = socket
+    this.seq = 0
+    this.pending = new Map()
+    this.buf = ''
+    socket.setEncoding('utf8')
+    socket.setNoDelay(true)
+    socket.on('data', (chunk) => this._data(chunk))
+    socket.on('error', (err) => this.emit('error', err))
+    socket.on('close', () => this.emit('disconnect'))
+  }
+
+  _data (chunk) {
+    let buf = this.buf + chunk
+    let nl
+    let start = 0
+    while ((nl = buf.indexOf('\n', start)) !== -1) {
+      const line = buf.slice(start, nl)
+      start = nl + 1
+      if (line.length === 0) continue
+      const msg = JSON.parse(line)
+      if (msg.ack !== undefined) {
+        const cb = this.pending.get(msg.ack)
+        if (cb) {
+          this.pending.delete(msg.ack)
+          cb()
+        }
+        continue
+      }
+      if (msg.id !== undefined) this.socket.write('{"ack":' + JSON.stringify(msg.id) + '}\n')
+      this.emit(msg.e, ...msg.a)
+    }
+    this.buf = start === 0 ? buf : buf.slice(start)
+  }
+
+  send (event, ...args) {
+    let cb = null
+    if (typeof args[args.length - 1] === 'function') cb = args.pop()
+    const msg = { e: event, a: args }
+    if (cb) {
+      msg.id = ++this.seq
+      this.pending.set(msg.id, cb)
+    }
+    this.socket.write(JSON.stringify(msg) + '\n')
+  }
+
+  disconnect () {
+    this.socket.end()
+  }
+}
+
+const raw = {
+  name: 'raw',
+  label: 'raw net + NDJSON',
+  acks: true,
+  load () { return net },
+  makeServer (onConn) {
+    return new Promise((resolve, reject) => {
+      const srv = net.createServer((socket) => {
+        const peer = new LinePeer(socket)
+        socket.write('{"e":"connect","a":[]}\n')
+        onConn(peer)
+      })
+      srv.on('error', reject)
+      srv.listen(0, HOST, () => resolve({ port: srv.address().port, close: () => new Promise((res) => srv.close(() => res())) }))
+    })
+  },
+  makeClient ({ port, host = HOST }) {
+    return new Promise((resolve, reject) => {
+      const socket = net.connect(port, host)
+      const peer = new LinePeer(socket)
+      peer.once('connect', () => { peer.removeListener('error', reject); resolve(peer) })
+      peer.once('error', reject)
+    })
+  },
+  close (client) { client.disconnect() }
+}
+
+const impls = [
+  uhuraAdapter({
+    name: 'ours',
+    label: 'uhura 0.2 (Rust)',
+    modPath: ROOT,
+    acks: true,
+    // A replacement emits 'connect' once per completed handshake.
+    isReady: () => true
+  }),
+  uhuraAdapter({
+    name: 'uhura-0.1.2',
+    label: 'uhura@0.1.2',
+    modPath: path.join(ROOT, 'node_modules', 'uhura-0.1.2'),
+    acks: true,
+    // The first 'connect' (no args) is local, emitted when the socket is
+    // created; the server's connect carries the negotiated config.
+    isReady: (args) => args[0] != null && typeof args[0] === 'object'
+  }),
+  uhuraAdapter({
+    name: 'uhura-0.0.10',
+    label: 'uhura@0.0.10',
+    modPath: path.join(ROOT, 'node_modules', 'uhura-0.0.10'),
+    acks: false,
+    isReady: () => true
+  }),
+  raw
+]
+
+module.exports = { impls, byName: (n) => impls.find((i) => i.name === n), uhuraAdapter, LinePeer, HOST }

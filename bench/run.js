@@ -1,0 +1,474 @@
+#!/usr/bin/env node
+'use strict'
+// Benchmark harness: node bench/run.js [--quick] [--only=a,b] [--tests=burst,pingpong,idle]
+//
+// For every implementation in bench/impls.js, runs the server and the client in
+// two separate child processes (bench/child.js) on 127.0.0.1 and measures
+//   1. acked burst throughput client -> server (N = 20,000 and 1,000,000)
+//   2. ping-pong round-trip time (p50 / p99)
+//   3. RSS of a server holding many idle connected clients
+// Writes bench/results.json and bench/results.svg and prints a Markdown table.
+// See bench/README.md for what exactly each number means.
+
+const { spawn, spawnSync } = require('child_process')
+const fs = require('fs')
+const os = require('os')
+const path = require('path')
+const readline = require('readline')
+const { impls } = require('./impls')
+
+const argv = process.argv.slice(2)
+const QUICK = argv.includes('--quick')
+const opt = (name) => {
+  const a = argv.find((x) => x.startsWith(`--${name}=`))
+  return a ? a.slice(name.length + 3).split(',').filter(Boolean) : null
+}
+const ONLY = opt('only')
+const TESTS = opt('tests') || ['burst', 'pingpong', 'idle']
+
+const CFG = {
+  payload: 'some payload of about forty bytes, ok!!', // 39 chars
+  chunk: 1000, // sends issued per macrotask (setImmediate between chunks)
+  bursts: QUICK
+    ? [{ n: 20000, limitS: 15 }, { n: 1000000, limitS: 30 }]
+    : [{ n: 20000, limitS: 60 }, { n: 1000000, limitS: 120 }],
+  ping: { warmup: 200, rounds: 2000, stallMs: 3000, limitS: 60 },
+  idle: { count: QUICK ? 2000 : 10000, batch: 250, limitS: QUICK ? 60 : 150, settleMs: 3000 },
+  handshakeS: 20,
+  nofile: 65536
+}
+
+const CHILD = path.join(__dirname, 'child.js')
+const log = (...a) => console.error('[bench]', ...a)
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
+
+// ------------------------------------------------------------- child process
+// Each child goes through bash so that its open-files limit can be raised
+// (to the hard limit when 65536 is not allowed).
+function spawnChild (role, impl, scenario, cfg) {
+  const script = `ulimit -n ${CFG.nofile} 2>/dev/null || ulimit -n $(ulimit -Hn); exec "$0" "$@"`
+  const args = ['-c', script, process.execPath, '--expose-gc', '--max-old-space-size=4096', CHILD, role, impl.name, scenario, JSON.stringify(cfg)]
+  const proc = spawn('bash', args, { stdio: ['pipe', 'pipe', 'pipe'] })
+  const ch = {
+    proc,
+    role,
+    msgs: [],
+    waiters: [],
+    last: {},
+    stderr: '',
+    stdoutOther: '',
+    exited: null
+  }
+  readline.createInterface({ input: proc.stdout }).on('line', (line) => {
+    if (!line.startsWith('@@')) { ch.stdoutOther = (ch.stdoutOther + line + '\n').slice(-4000); return }
+    let msg
+    try { msg = JSON.parse(line.slice(2)) } catch { return }
+    ch.last[msg.type] = msg
+    ch.msgs.push(msg)
+    for (const w of ch.waiters.slice()) w.check()
+  })
+  proc.stderr.on('data', (d) => { ch.stderr = (ch.stderr + d).slice(-4000) })
+  proc.stdin.on('error', () => {})
+  proc.on('exit', (code, signal) => {
+    ch.exited = { code, signal }
+    for (const w of ch.waiters.slice()) w.check()
+  })
+  // Resolves with the first message of one of `types` after index `from`,
+  // or { type: 'exit' } / { type: 'timeout' }.
+  ch.waitFor = (types, timeoutMs, from = 0) => new Promise((resolve) => {
+    types = [].concat(types)
+    let i = from
+    const w = {
+      check () {
+        for (; i < ch.msgs.length; i++) {
+          if (types.includes(ch.msgs[i].type)) return done(ch.msgs[i])
+        }
+        if (ch.exited) return done({ type: 'exit', ...ch.exited })
+      }
+    }
+    const timer = setTimeout(() => done({ type: 'timeout' }), timeoutMs)
+    function done (m) {
+      clearTimeout(timer)
+      ch.waiters.splice(ch.waiters.indexOf(w), 1)
+      resolve(m)
+    }
+    ch.waiters.push(w)
+    w.check()
+  })
+  ch.ask = (cmd, type, timeoutMs = 5000) => {
+    const from = ch.msgs.length
+    if (!ch.exited) proc.stdin.write(cmd + '\n')
+    return ch.waitFor(type, timeoutMs, from)
+  }
+  ch.kill = async () => {
+    if (ch.exited) return
+    proc.kill('SIGKILL')
+    await ch.waitFor([], 5000)
+  }
+  return ch
+}
+
+function describeExit (ch, m) {
+  const tail = ch.stderr.trim().split('\n').filter((l) => !/DeprecationWarning|MaxListenersExceeded|--trace-(deprecation|warnings)/.test(l)).slice(-3).join(' | ')
+  return `${ch.role} exited (${m.signal || 'code ' + m.code})` + (tail ? `: ${tail.slice(0, 300)}` : '')
+}
+
+async function startServer (impl, scenario, cfg) {
+  const srv = spawnChild('server', impl, scenario, cfg)
+  const m = await srv.waitFor(['listening', 'fatal'], CFG.handshakeS * 1000)
+  if (m.type !== 'listening') {
+    const why = m.type === 'fatal' ? m.error : m.type === 'exit' ? describeExit(srv, m) : 'no listening report'
+    await srv.kill()
+    throw new Error('server did not start: ' + why.split('\n')[0])
+  }
+  return { srv, port: m.port, listening: m }
+}
+
+// ------------------------------------------------------------------- metrics
+async function runBurst (impl, n, limitS) {
+  const cfg = { n, payload: CFG.payload, chunk: CFG.chunk }
+  const { srv, port } = await startServer(impl, 'burst', cfg)
+  const cli = spawnChild('client', impl, 'burst', { ...cfg, port })
+  const out = { n, limitS }
+  try {
+    let m = await cli.waitFor(['ready', 'fatal'], CFG.handshakeS * 1000)
+    if (m.type !== 'ready') {
+      out.status = 'error'
+      out.note = m.type === 'fatal' ? m.error.split('\n')[0] : m.type === 'exit' ? describeExit(cli, m) : `no handshake within ${CFG.handshakeS} s`
+      return out
+    }
+    const from = cli.msgs.length
+    // Watch the server too: if it dies, stop at once.
+    const srvDied = srv.waitFor(['fatal'], limitS * 1000 + 1000).then((x) => (x.type === 'timeout' ? null : { type: 'server-' + x.type, ...x }))
+    m = await Promise.race([cli.waitFor(['result', 'fatal'], limitS * 1000, from), srvDied.then((x) => x || new Promise(() => {}))])
+    out.acks = m.type === 'result' ? m.acks : (cli.last.progress ? cli.last.progress.acks : 0)
+    const st = await srv.ask('stats', 'stats', 3000)
+    if (st.type === 'stats') {
+      out.serverEvents = st.stats.events
+      out.outOfOrder = st.stats.outOfOrder
+      out.badPayload = st.stats.badPayload
+      if (st.stats.lastError) out.serverError = st.stats.lastError
+    } else if (srv.last.progress) {
+      out.serverEvents = srv.last.progress.events
+    }
+    if (m.type === 'result') {
+      out.status = 'ok'
+      out.elapsedMs = m.elapsedMs
+      out.sendLoopMs = m.sendLoopMs
+      out.eventsPerSec = n / (m.elapsedMs / 1000)
+      out.clientRss = m.mem.rss
+      if (out.outOfOrder || out.badPayload || (out.serverEvents != null && out.serverEvents !== n)) {
+        out.note = `server saw ${out.serverEvents} events, ${out.outOfOrder} out of order, ${out.badPayload} bad payloads`
+      }
+    } else if (m.type === 'timeout') {
+      out.status = 'dnf'
+      out.note = `did not finish (>${limitS} s): ${out.acks} of ${n} ${impl.acks ? 'acks' : 'done'} arrived, server counted ${out.serverEvents ?? '?'}`
+    } else {
+      out.status = 'crashed'
+      const who = m.type.startsWith('server-') ? srv : cli
+      out.note = (m.type.endsWith('fatal') ? `${who.role}: ` + m.error.split('\n')[0] : describeExit(who, m)) +
+        ` after ${out.acks} acks`
+    }
+    return out
+  } finally {
+    await srv.kill()
+    await cli.kill()
+  }
+}
+
+async function runPingPong (impl) {
+  const cfg = { ...CFG.ping }
+  const { srv, port } = await startServer(impl, 'pingpong', {})
+  const cli = spawnChild('client', impl, 'pingpong', { ...cfg, port })
+  const out = { warmup: cfg.warmup, rounds: cfg.rounds }
+  try {
+    let m = await cli.waitFor(['ready', 'fatal'], CFG.handshakeS * 1000)
+    if (m.type !== 'ready') {
+      out.status = 'error'
+      out.note = m.type === 'fatal' ? m.error.split('\n')[0] : m.type === 'exit' ? describeExit(cli, m) : `no handshake within ${CFG.handshakeS} s`
+      return out
+    }
+    m = await cli.waitFor(['result', 'stalled', 'fatal'], cfg.limitS * 1000)
+    if (m.type === 'result') {
+      Object.assign(out, { status: 'ok', p50us: m.p50, p90us: m.p90, p99us: m.p99, minUs: m.min, maxUs: m.max, meanUs: m.mean })
+    } else if (m.type === 'stalled') {
+      Object.assign(out, { status: 'stalled', roundTrips: m.roundTrips, note: `stalled after ${m.roundTrips} round trips (no progress for ${cfg.stallMs / 1000} s)` })
+    } else if (m.type === 'timeout') {
+      Object.assign(out, { status: 'dnf', note: `did not finish (>${cfg.limitS} s)` })
+    } else {
+      Object.assign(out, { status: 'crashed', note: m.type === 'fatal' ? m.error.split('\n')[0] : describeExit(cli, m) })
+    }
+    return out
+  } finally {
+    await srv.kill()
+    await cli.kill()
+  }
+}
+
+async function runIdle (impl) {
+  const cfg = CFG.idle
+  const { srv, port, listening } = await startServer(impl, 'idle', {})
+  const cli = spawnChild('client', impl, 'idle', { count: cfg.count, batch: cfg.batch, port })
+  const out = { count: cfg.count }
+  try {
+    out.serverRssBeforeListen = listening.mem.rss
+    let r = await srv.ask('rss', 'rss')
+    out.serverRssBaseline = r.type === 'rss' ? r.mem.rss : null
+    const deadline = Date.now() + cfg.limitS * 1000
+    const m = await cli.waitFor(['connected', 'fatal'], cfg.limitS * 1000)
+    if (m.type !== 'connected') {
+      out.status = m.type === 'timeout' ? 'dnf' : 'crashed'
+      const p = cli.last.progress
+      out.note = (m.type === 'timeout' ? `did not finish (>${cfg.limitS} s)` : m.type === 'fatal' ? m.error.split('\n')[0] : describeExit(cli, m)) +
+        (p ? `: ${p.connected} clients connected` : '')
+      return out
+    }
+    out.connectMs = m.ms
+    out.clientRss = m.mem.rss
+    if (m.connected < cfg.count) {
+      out.status = 'error'
+      out.note = `only ${m.connected} of ${cfg.count} clients completed the handshake (${m.failed} failed: ${m.lastError})`
+      return out
+    }
+    // Wait until the server has seen every handshake, then let it settle.
+    for (;;) {
+      r = await srv.ask('rss', 'rss')
+      if (r.type !== 'rss') { out.status = 'crashed'; out.note = r.type === 'exit' ? describeExit(srv, r) : 'server did not answer'; return out }
+      if (r.conns >= cfg.count) break
+      if (Date.now() > deadline) { out.status = 'error'; out.note = `server saw only ${r.conns} of ${cfg.count} handshakes`; return out }
+      await sleep(200)
+    }
+    await sleep(cfg.settleMs)
+    r = await srv.ask('rss', 'rss', 15000)
+    if (r.type !== 'rss') { out.status = 'crashed'; out.note = 'server did not answer after settling'; return out }
+    out.status = 'ok'
+    out.serverRssIdle = r.mem.rss
+    out.serverHeapIdle = r.mem.heapUsed
+    out.serverConns = r.conns
+    out.perConnBytes = (out.serverRssIdle - out.serverRssBaseline) / cfg.count
+    const c = await cli.ask('rss', 'rss', 15000)
+    if (c.type === 'rss') out.clientRss = c.mem.rss
+    return out
+  } finally {
+    // Server first: the client sockets then close passively and leave no
+    // TIME_WAIT entries holding ephemeral ports for the next run.
+    await srv.kill()
+    await sleep(300)
+    await cli.kill()
+  }
+}
+
+// --------------------------------------------------------------- formatting
+const fmtInt = (x) => Math.round(x).toLocaleString('en-US')
+function fmtRate (x) {
+  if (x >= 1e6) return (x / 1e6).toFixed(2) + 'M'
+  if (x >= 1e3) return (x / 1e3).toFixed(x >= 1e5 ? 0 : 1) + 'k'
+  return x.toFixed(0)
+}
+const fmtMB = (b) => (b / 1048576).toFixed(1) + ' MB'
+const fmtUs = (u) => (u >= 10000 ? fmtInt(u) : u >= 100 ? u.toFixed(0) : u.toFixed(1))
+
+function burstCell (b) {
+  if (!b) return '—'
+  if (b.status === 'ok') {
+    return `${fmtInt(b.eventsPerSec)} ev/s (${(b.elapsedMs / 1000).toFixed(2)} s)` + (b.note ? ` ⚠ ${b.note}` : '')
+  }
+  if (b.status === 'dnf') return `did not finish (>${b.limitS} s; ${fmtInt(b.acks)} acked)`
+  if (b.status === 'skipped') return 'skipped'
+  return `${b.status}: ${b.note}`
+}
+
+function markdown (results) {
+  const n0 = CFG.bursts[0].n
+  const n1 = CFG.bursts[1].n
+  const lines = []
+  lines.push(`| implementation | acked burst ${fmtInt(n0)} | acked burst ${fmtInt(n1)} | ping-pong RTT p50 / p99 | server RSS: baseline → ${fmtInt(CFG.idle.count)} idle clients |`)
+  lines.push('|---|---|---|---|---|')
+  for (const name of Object.keys(results.impls)) {
+    const r = results.impls[name]
+    if (!r.available) {
+      lines.push(`| ${r.label} | not run: ${r.note} | | | |`)
+      continue
+    }
+    const p = r.pingpong
+    let pc = '—'
+    if (p) {
+      if (p.status === 'ok') pc = `${fmtUs(p.p50us)} µs / ${fmtUs(p.p99us)} µs`
+      else pc = p.note || p.status
+    }
+    const i = r.idle
+    let ic = '—'
+    if (i) {
+      if (i.status === 'ok') ic = `${fmtMB(i.serverRssBaseline)} → ${fmtMB(i.serverRssIdle)} (${(i.perConnBytes / 1024).toFixed(1)} KB/conn)`
+      else ic = `${i.status}: ${i.note}`
+    }
+    lines.push(`| ${r.label} | ${burstCell(r.burst && r.burst[n0])} | ${burstCell(r.burst && r.burst[n1])} | ${pc} | ${ic} |`)
+  }
+  return lines.join('\n')
+}
+
+function esc (s) {
+  return String(s).replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;')
+}
+
+// Hand-written grouped bar chart, log10 y axis.
+function svgChart (results) {
+  const ns = CFG.bursts.map((b) => b.n)
+  const colors = ['#4e79a7', '#f28e2b']
+  const names = Object.keys(results.impls)
+  const W = 860
+  const H = 440
+  const M = { l: 80, r: 20, t: 50, b: 90 }
+  const pw = W - M.l - M.r
+  const ph = H - M.t - M.b
+  const vals = []
+  for (const nm of names) {
+    for (const n of ns) {
+      const b = results.impls[nm].burst && results.impls[nm].burst[n]
+      if (b && b.status === 'ok') vals.push(b.eventsPerSec)
+      if (b && b.acks > 0 && b.limitS) vals.push(b.acks / b.limitS)
+    }
+  }
+  let lo = Math.floor(Math.log10(Math.max(1, Math.min(...vals, 1e4))))
+  let hi = Math.ceil(Math.log10(Math.max(...vals, 1e5)))
+  if (hi <= lo) hi = lo + 1
+  lo = Math.min(lo, 3)
+  const y = (v) => M.t + ph - ((Math.log10(Math.max(v, 10 ** lo)) - lo) / (hi - lo)) * ph
+  const o = []
+  o.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="Helvetica, Arial, sans-serif" font-size="12">`)
+  o.push(`<rect width="${W}" height="${H}" fill="#fff"/>`)
+  o.push(`<text x="${W / 2}" y="22" text-anchor="middle" font-size="15" font-weight="bold">Acked burst throughput, client → server (events/s, log scale; higher is better)</text>`)
+  o.push(`<text x="${W / 2}" y="40" text-anchor="middle" font-size="11" fill="#555">${esc(`node ${process.version}, ${os.cpus().length} CPUs, 127.0.0.1, server and client in separate processes${QUICK ? ', --quick' : ''}`)}</text>`)
+  for (let e = lo; e <= hi; e++) {
+    const yy = y(10 ** e)
+    o.push(`<line x1="${M.l}" x2="${M.l + pw}" y1="${yy}" y2="${yy}" stroke="#ddd"/>`)
+    o.push(`<text x="${M.l - 8}" y="${yy + 4}" text-anchor="end">${fmtRate(10 ** e)}</text>`)
+  }
+  o.push(`<line x1="${M.l}" x2="${M.l}" y1="${M.t}" y2="${M.t + ph}" stroke="#333"/>`)
+  o.push(`<line x1="${M.l}" x2="${M.l + pw}" y1="${M.t + ph}" y2="${M.t + ph}" stroke="#333"/>`)
+  o.push(`<text transform="translate(18 ${M.t + ph / 2}) rotate(-90)" text-anchor="middle">events per second</text>`)
+  const gw = pw / Math.max(1, names.length)
+  const bw = Math.min(70, (gw * 0.7) / ns.length)
+  names.forEach((nm, gi) => {
+    const r = results.impls[nm]
+    const gx = M.l + gi * gw + (gw - bw * ns.length) / 2
+    o.push(`<text x="${M.l + gi * gw + gw / 2}" y="${M.t + ph + 20}" text-anchor="middle" font-weight="bold">${esc(r.label)}</text>`)
+    ns.forEach((n, k) => {
+      const b = r.burst && r.burst[n]
+      const x = gx + k * bw
+      const base = M.t + ph
+      if (b && b.status === 'ok') {
+        const top = y(b.eventsPerSec)
+        o.push(`<rect x="${x + 2}" y="${top}" width="${bw - 4}" height="${base - top}" fill="${colors[k]}"/>`)
+        o.push(`<text x="${x + bw / 2}" y="${top - 4}" text-anchor="middle">${fmtRate(b.eventsPerSec)}</text>`)
+      } else {
+        // Empty dashed bar; for a timed-out run its height is the lower bound
+        // acks/limit (the rate it reached before being stopped).
+        const lb = b && b.acks > 0 && b.limitS ? b.acks / b.limitS : 0
+        const top = lb > 0 ? Math.min(y(lb), base - 30) : base - 30
+        const label = !r.available ? 'not run' : !b ? 'not run' : b.status === 'dnf' ? `DNF >${b.limitS}s` : b.status
+        o.push(`<rect x="${x + 2}" y="${top}" width="${bw - 4}" height="${base - top}" fill="none" stroke="${colors[k]}" stroke-width="1.5" stroke-dasharray="4 3"/>`)
+        o.push(`<text x="${x + bw / 2}" y="${top - 16}" text-anchor="middle" fill="#b00">${esc(label)}</text>`)
+        if (b && b.status === 'dnf') o.push(`<text x="${x + bw / 2}" y="${top - 4}" text-anchor="middle" font-size="10" fill="#b00">${esc(fmtInt(b.acks) + ' acked')}</text>`)
+      }
+      o.push(`<text x="${x + bw / 2}" y="${M.t + ph + 36}" text-anchor="middle" font-size="10" fill="#555">N=${n >= 1e6 ? n / 1e6 + 'M' : n / 1e3 + 'k'}</text>`)
+    })
+  })
+  const ly = H - 22
+  ns.forEach((n, k) => {
+    const lx = M.l + k * 150
+    o.push(`<rect x="${lx}" y="${ly - 10}" width="12" height="12" fill="${colors[k]}"/>`)
+    o.push(`<text x="${lx + 18}" y="${ly}">N = ${fmtInt(n)}</text>`)
+  })
+  o.push(`<rect x="${M.l + 300}" y="${ly - 10}" width="12" height="12" fill="none" stroke="#555" stroke-dasharray="3 2"/>`)
+  o.push(`<text x="${M.l + 318}" y="${ly}">did not finish / not run (height: acks ÷ time limit)</text>`)
+  o.push('</svg>')
+  return o.join('\n') + '\n'
+}
+
+// ---------------------------------------------------------------------- main
+function checkAvailable (impl) {
+  if (impl.name === 'raw') return { ok: true }
+  const modPath = impl.name === 'ours' ? path.join(__dirname, '..') : null
+  const code = modPath
+    ? `require(${JSON.stringify(modPath)})`
+    : `require(${JSON.stringify(path.join(__dirname, 'impls.js'))}).byName(${JSON.stringify(impl.name)}).load()`
+  const r = spawnSync(process.execPath, ['-e', code], { encoding: 'utf8', timeout: 30000 })
+  if (r.status === 0) return { ok: true }
+  const err = (r.stderr || '').split('\n').find((l) => /Error|error/.test(l)) || (r.error ? r.error.message : `exit ${r.status} ${r.signal || ''}`)
+  return { ok: false, note: `require() failed: ${err.trim().slice(0, 200)}` }
+}
+
+async function main () {
+  const t0 = Date.now()
+  const nofile = spawnSync('bash', ['-c', `ulimit -n ${CFG.nofile} 2>/dev/null || ulimit -n $(ulimit -Hn); ulimit -n`], { encoding: 'utf8' }).stdout.trim()
+  const results = {
+    meta: {
+      date: new Date().toISOString(),
+      node: process.version,
+      platform: `${os.platform()} ${os.release()} ${os.arch()}`,
+      cpus: os.cpus().length,
+      cpuModel: os.cpus()[0] && os.cpus()[0].model,
+      quick: QUICK,
+      childNofile: Number(nofile),
+      config: CFG
+    },
+    impls: {}
+  }
+  const selected = impls.filter((i) => !ONLY || ONLY.includes(i.name))
+  for (const impl of selected) {
+    const r = results.impls[impl.name] = { label: impl.label, acks: impl.acks }
+    const av = checkAvailable(impl)
+    r.available = av.ok
+    if (!av.ok) {
+      r.note = av.note
+      log(`${impl.name}: skipped (${av.note})`)
+      continue
+    }
+    const safe = async (what, fn) => {
+      try {
+        return await fn()
+      } catch (err) {
+        log(`${impl.name} ${what}: ${err.message}`)
+        return { status: 'error', note: err.message }
+      }
+    }
+    if (TESTS.includes('burst')) {
+      r.burst = {}
+      for (const b of CFG.bursts) {
+        log(`${impl.name}: acked burst N=${b.n} (limit ${b.limitS} s) ...`)
+        r.burst[b.n] = await safe('burst', () => runBurst(impl, b.n, b.limitS))
+        log(`${impl.name}: burst N=${b.n}: ${burstCell(r.burst[b.n])}`)
+      }
+    }
+    if (TESTS.includes('pingpong')) {
+      log(`${impl.name}: ping-pong ...`)
+      r.pingpong = await safe('ping-pong', () => runPingPong(impl))
+      const p = r.pingpong
+      log(`${impl.name}: ping-pong: ${p.status === 'ok' ? `p50 ${fmtUs(p.p50us)} µs, p99 ${fmtUs(p.p99us)} µs` : p.note}`)
+    }
+    if (TESTS.includes('idle')) {
+      log(`${impl.name}: ${CFG.idle.count} idle clients ...`)
+      r.idle = await safe('idle', () => runIdle(impl))
+      const i = r.idle
+      log(`${impl.name}: idle: ${i.status === 'ok' ? `${fmtMB(i.serverRssBaseline)} -> ${fmtMB(i.serverRssIdle)} (connect ${i.connectMs} ms)` : i.note}`)
+    }
+  }
+  results.meta.totalSeconds = (Date.now() - t0) / 1000
+  fs.writeFileSync(path.join(__dirname, 'results.json'), JSON.stringify(results, null, 2) + '\n')
+  fs.writeFileSync(path.join(__dirname, 'results.svg'), svgChart(results))
+  const md = markdown(results)
+  results.markdown = md
+  fs.writeFileSync(path.join(__dirname, 'results.json'), JSON.stringify(results, null, 2) + '\n')
+  console.log(md)
+  console.log()
+  console.log(`node ${process.version}, ${results.meta.cpus} × ${results.meta.cpuModel}; ${QUICK ? 'quick run, ' : ''}total ${results.meta.totalSeconds.toFixed(0)} s. ` +
+    'Acked burst: time from the first send until the last ack callback ran (uhura@0.0.10 has no acks: until the client got the server\'s "done" reply after it counted all N). ' +
+    `Ping-pong: ${CFG.ping.rounds} sequential round trips after ${CFG.ping.warmup} warm-up. RSS: server process after gc, before any client and with ${fmtInt(CFG.idle.count)} idle clients (handshake done) from another process.`)
+  log(`wrote bench/results.json and bench/results.svg in ${results.meta.totalSeconds.toFixed(0)} s`)
+}
+
+main().catch((err) => {
+  console.error(err)
+  process.exit(1)
+})

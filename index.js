@@ -1,0 +1,652 @@
+'use strict'
+// The JavaScript surface of uhura: EventEmitter classes with the method
+// names, argument forms and events of uhura 0.1.2. The protocol, sockets and
+// sessions live in Rust (uhura.node); this file converts arguments, keeps a
+// mirror of the session for synchronous get(), and dispatches event batches.
+
+const { EventEmitter } = require('events')
+const path = require('path')
+
+const addonPath = path.join(__dirname, 'uhura.node')
+let native
+try {
+  native = require(addonPath)
+} catch (e) {
+  const err = new Error(
+    `uhura: cannot load the native addon ${addonPath}: ${e.message}\n` +
+      'Build it with `npm rebuild uhura` (or `npm run build` in a checkout of uhura); this needs Rust\'s cargo (https://rustup.rs).'
+  )
+  err.code = 'UHURA_ADDON_NOT_FOUND'
+  err.cause = e
+  throw err
+}
+
+// Entry kinds of a delivered batch: [handle, kind, ...]. Mirrors src/engine/link.rs `kind`.
+const MESSAGE = 0
+const ACKED = 1
+const SET = 2
+const CONNECTED = 3
+const DISCONNECTED = 4
+const ERROR = 5
+const LISTENING = 6
+const CLOSED = 7
+const DROPPED = 8
+const RECONNECTING = 9
+
+const handles = new Map()
+
+native.init(drain)
+
+/** Runs on the JS thread whenever Rust has events: take every batch there is. */
+function drain () {
+  let batch
+  while ((batch = native.takeEvents()) != null) {
+    const entries = JSON.parse(batch)
+    for (let i = 0; i < entries.length; i++) {
+      try {
+        dispatch(entries[i])
+      } catch (err) {
+        // A throwing listener surfaces as an uncaughtException, as it would
+        // from a net socket; the rest of the batch is still delivered.
+        process.nextTick(rethrow, err)
+      }
+    }
+  }
+}
+
+function rethrow (err) {
+  throw err
+}
+
+function dispatch (e) {
+  const h = e[0]
+  const obj = handles.get(h)
+  switch (e[1]) {
+    case MESSAGE:
+      if (obj) obj._onMessage(e[2])
+      break
+    case ACKED:
+      if (obj) obj._settle(e[2], undefined)
+      break
+    case SET:
+      if (obj) obj._onRemoteSet(e[2])
+      break
+    case CONNECTED:
+      if (obj) obj._onConnected(e[2])
+      else if (e[2].server != null) {
+        const server = handles.get(e[2].server)
+        if (server) server._onConnection(h, e[2])
+      }
+      break
+    case DISCONNECTED:
+      if (obj) obj._onDisconnected(e[2])
+      break
+    case ERROR:
+      if (obj) obj._onError(e[2])
+      else if (e[2].server != null) {
+        const server = handles.get(e[2].server)
+        if (server) server._onClientError(e[2])
+      }
+      break
+    case LISTENING:
+      if (obj) obj._onListening(e[2])
+      break
+    case CLOSED:
+      if (obj) obj._onClose()
+      break
+    case DROPPED:
+      if (obj) obj._onDropped(e[2], e[3])
+      break
+    case RECONNECTING:
+      if (obj) obj.emit('reconnecting', e[2])
+      break
+  }
+}
+
+// Node exits when nothing ref'd is pending. Tokio tasks are invisible to it,
+// so one ref'd timer stands in for every live server, connection and ref'd client.
+let liveCount = 0
+let liveTimer = null
+function keepAlive (obj, on) {
+  on = !!on
+  if (!!obj._keepingAlive === on) return
+  obj._keepingAlive = on
+  liveCount += on ? 1 : -1
+  if (liveCount > 0 && liveTimer === null) liveTimer = setInterval(noop, 0x7fffffff)
+  else if (liveCount === 0 && liveTimer !== null) {
+    clearInterval(liveTimer)
+    liveTimer = null
+  }
+}
+function noop () {}
+
+function makeError (info) {
+  const err = new Error(info.message)
+  if (info.code) err.code = info.code
+  if (info.syscall) err.syscall = info.syscall
+  return err
+}
+
+function describe (v) {
+  if (v === null) return 'null'
+  if (typeof v === 'string') return JSON.stringify(v)
+  if (typeof v === 'function') return 'a function'
+  if (typeof v === 'object') return Array.isArray(v) ? 'an array' : 'an object'
+  return `${typeof v} ${String(v)}`
+}
+
+function checkedPort (port) {
+  const n = typeof port === 'string' && port.trim() !== '' ? Number(port) : port
+  if (typeof n !== 'number' || !Number.isInteger(n) || n < 0 || n > 65535) {
+    throw new RangeError(`uhura: port must be an integer >= 0 and <= 65535, got ${describe(port)}`)
+  }
+  return n
+}
+
+function peerOptions (o) {
+  const out = {}
+  if (o && o.maxMessageSize != null) out.maxMessageSize = Number(o.maxMessageSize)
+  if (o && o.maxQueueLength != null) out.maxQueueLength = Number(o.maxQueueLength)
+  return out
+}
+
+/** The `.socket` of a client or connection: the parts of net.Socket that make sense here. */
+class Socket extends EventEmitter {
+  constructor (owner) {
+    super()
+    this._owner = owner
+    this.remoteAddress = undefined
+    this.remotePort = undefined
+    this.remoteFamily = undefined
+    this.localAddress = undefined
+    this.localPort = undefined
+    this.destroyed = false
+    // socket.emit('error', err) reaches the owner, as `socket.on('error')` did in the original.
+    this.on('error', (err) => owner.emit('error', err))
+  }
+
+  _update (info) {
+    this.remoteAddress = info.remoteAddress
+    this.remotePort = info.remotePort
+    this.remoteFamily = info.remoteFamily
+    this.localAddress = info.localAddress
+    this.localPort = info.localPort
+    this.destroyed = false
+  }
+
+  write (data, encoding, cb) {
+    if (typeof encoding === 'function') {
+      cb = encoding
+      encoding = undefined
+    }
+    const buf = Buffer.isBuffer(data) ? data : Buffer.from(String(data), encoding)
+    this._owner._flush()
+    native.writeRaw(this._owner._h, buf)
+    if (typeof cb === 'function') setImmediate(cb)
+    return true
+  }
+
+  end (data, encoding, cb) {
+    if (typeof data === 'function') {
+      cb = data
+      data = undefined
+    }
+    if (data != null) this.write(data, encoding)
+    this._owner._flush()
+    native.end(this._owner._h)
+    if (typeof cb === 'function') this.once('close', cb)
+    return this
+  }
+
+  destroy (err) {
+    this._owner._flush()
+    native.destroy(this._owner._h)
+    this.destroyed = true
+    if (err) process.nextTick(() => this.emit('error', err))
+    return this
+  }
+
+  destroySoon () {
+    return this.end()
+  }
+
+  setNoDelay () {
+    // Always on: writes are coalesced per wake-up instead.
+    return this
+  }
+
+  setKeepAlive () {
+    return this
+  }
+
+  ref () {
+    this._owner.ref()
+    return this
+  }
+
+  unref () {
+    this._owner.unref()
+    return this
+  }
+
+  address () {
+    return this.localAddress === undefined
+      ? {}
+      : { address: this.localAddress, port: this.localPort, family: this.remoteFamily }
+  }
+}
+
+/** What clients and server-side connections share: send, set, get and the ack bookkeeping. */
+class SendEmitter extends EventEmitter {
+  constructor () {
+    super()
+    this._h = 0
+    this.session = {}
+    this.ready = false
+    this.objectMode = false
+    this.enableAcks = false
+    this.logErrors = false
+    this._maxQueueLength = Infinity
+    this._seq = 0
+    this._acks = new Map()
+    this._lines = []
+    this._flushScheduled = false
+    this.socket = new Socket(this)
+    // The original always listens for 'error', so errors never throw.
+    this.on('error', (err) => {
+      if (this.logErrors) console.error(err.stack)
+    })
+  }
+
+  get maxQueueLength () {
+    return this._maxQueueLength
+  }
+
+  set maxQueueLength (n) {
+    this._maxQueueLength = n
+    if (this._h) native.setMaxQueueLength(this._h, Number(n))
+  }
+
+  send (...args) {
+    const cb = typeof args[args.length - 1] === 'function' ? args.pop() : null
+    if (typeof args[0] !== 'string') {
+      throw new TypeError(`uhura: send(event, ...args): the event name must be a string, got ${describe(args[0])}`)
+    }
+    let json
+    try {
+      json = JSON.stringify(args)
+    } catch (e) {
+      throw new TypeError(`uhura: send(${JSON.stringify(args[0])}): the arguments cannot be sent as JSON: ${e.message}`)
+    }
+    const seq = this._seq++
+    if (cb) this._acks.set(seq, cb)
+    this._push((cb ? 'a' : 'e') + json)
+  }
+
+  /** Promise form of send with an ack: resolves when the peer acknowledges. */
+  sendWithAck (...args) {
+    return new Promise((resolve, reject) => {
+      this.send(...args, (err) => (err ? reject(err) : resolve()))
+    })
+  }
+
+  set (key, val) {
+    let json
+    if (typeof key === 'string') json = JSON.stringify([key, val === undefined ? null : val])
+    else if (key !== null && typeof key === 'object') json = JSON.stringify([key])
+    else throw new TypeError(`uhura: set(key, value) takes a string key or an object, got ${describe(key)}`)
+    this._merge(key, val)
+    this.emit('_set', key, val)
+    this._push('s' + json)
+  }
+
+  get (key) {
+    return key ? this.session[key] : this.session
+  }
+
+  _merge (key, val) {
+    if (typeof key === 'string') {
+      this.session[key] = val
+      return
+    }
+    for (const k in key) this.session[k] = key[k]
+  }
+
+  _push (line) {
+    this._lines.push(line)
+    if (!this._flushScheduled) {
+      this._flushScheduled = true
+      queueMicrotask(() => this._flush())
+    }
+  }
+
+  /** Hands every pending send to Rust in one call. */
+  _flush () {
+    this._flushScheduled = false
+    if (this._lines.length === 0) return
+    const lines = this._lines
+    this._lines = []
+    try {
+      native.write(this._h, lines.join('\n'))
+    } catch (e) {
+      // The connection is gone for good (a server-side connection after its
+      // disconnect): fail the ack callbacks of what could not be sent.
+      const err = new Error(`uhura: cannot send: ${e.message}`)
+      err.code = 'ERR_UHURA_CLOSED'
+      for (const [seq, cb] of this._acks) {
+        this._acks.delete(seq)
+        process.nextTick(cb, err)
+      }
+    }
+  }
+
+  _settle (seq, err) {
+    const cb = this._acks.get(seq)
+    if (cb === undefined) return
+    this._acks.delete(seq)
+    if (err) cb(err)
+    else cb()
+  }
+
+  _onMessage (args) {
+    this.emit.apply(this, args)
+  }
+
+  _onRemoteSet (args) {
+    this._merge(args[1], args[2])
+    this.emit.apply(this, args)
+  }
+
+  _onConnected (info) {
+    this.objectMode = info.objectMode
+    this.enableAcks = info.enableAcks
+    this.socket._update(info)
+    this.ready = true
+  }
+
+  _onError (info) {
+    this.emit('error', makeError(info))
+  }
+
+  _onDropped (seq, notify) {
+    const err = new Error('uhura: the send queue was full; the oldest queued event was dropped')
+    err.code = 'ERR_UHURA_DROPPED'
+    if (notify) this._settle(seq, err)
+    this.emit('drop', err)
+  }
+}
+
+class Client extends SendEmitter {
+  constructor () {
+    super()
+    this._ref = true
+    this._active = false
+    this._stopped = false
+    this.options = null
+  }
+
+  /**
+   * connect(port[, host][, cb]) or connect(options[, cb]).
+   */
+  connect (a, b, c) {
+    let options
+    let cb
+    if (a !== null && typeof a === 'object') {
+      options = Object.assign({}, a)
+      cb = typeof b === 'function' ? b : undefined
+    } else {
+      options = { port: a, host: typeof b === 'string' ? b : undefined }
+      cb = typeof b === 'function' ? b : typeof c === 'function' ? c : undefined
+    }
+    if (options.createConnection) {
+      throw new TypeError('uhura: options.createConnection is not supported yet by this version')
+    }
+    const port = checkedPort(options.port)
+    if (options.logErrors) this.logErrors = true
+    if (options.maxQueueLength != null) this._maxQueueLength = options.maxQueueLength
+    this.options = options
+    if (cb) this.once('connect', cb)
+    if (this._h) throw new Error('uhura: this client is already connected; use reconnect()')
+    this._h = native.createClient(options.host || undefined, port, peerOptions({
+      maxMessageSize: options.maxMessageSize,
+      maxQueueLength: this._maxQueueLength
+    }))
+    handles.set(this._h, this)
+    this._active = true
+    keepAlive(this, this._ref)
+    return this
+  }
+
+  reconnect (cb) {
+    if (typeof cb === 'function') this.once('connect', cb)
+    this.ready = false
+    this._stopped = false
+    this._flush()
+    native.clientReconnect(this._h)
+    this._active = true
+    keepAlive(this, this._ref)
+  }
+
+  autoReconnect (min, max) {
+    native.clientAutoReconnect(this._h, Number(min) || 100, Number(max) || 60000)
+    this._auto = true
+  }
+
+  disconnect () {
+    this._auto = false
+    this._stopped = true
+    this._flush()
+    native.clientDisconnect(this._h)
+  }
+
+  ref () {
+    this._ref = true
+    keepAlive(this, this._active)
+    return this
+  }
+
+  unref () {
+    this._ref = false
+    keepAlive(this, false)
+    return this
+  }
+
+  _onConnected (info) {
+    super._onConnected(info)
+    this.socket.emit('connect')
+    this.emit('connect', { objectMode: info.objectMode, enableAcks: info.enableAcks })
+  }
+
+  _onMessage (args) {
+    if (args[0] === 'invalidateSession') this.session = {}
+    super._onMessage(args)
+  }
+
+  _onDisconnected (willReconnect) {
+    this.ready = false
+    if (!willReconnect) {
+      this._active = false
+      keepAlive(this, false)
+    }
+    this.socket.destroyed = true
+    this.socket.emit('close')
+    this.emit('disconnect')
+  }
+}
+
+class Connection extends SendEmitter {
+  constructor (server, h, info) {
+    super()
+    this._h = h
+    this.server = server
+    this.logErrors = !!server.logErrors
+    this.session = info.session
+    this.sessionID = info.session.sessionID
+    if (server._maxQueueLength != null) this.maxQueueLength = server._maxQueueLength
+    handles.set(h, this)
+    keepAlive(this, true)
+  }
+
+  invalidateSession () {
+    this._flush()
+    native.invalidateSession(this._h)
+  }
+
+  ref () {
+    keepAlive(this, true)
+    return this
+  }
+
+  unref () {
+    keepAlive(this, false)
+    return this
+  }
+
+  _onConnected (info) {
+    super._onConnected(info)
+  }
+
+  _onMessage (args) {
+    super._onMessage(args)
+  }
+
+  _onDisconnected () {
+    this.ready = false
+    handles.delete(this._h)
+    keepAlive(this, false)
+    this.socket.destroyed = true
+    this.socket.emit('close')
+    this.emit('disconnect')
+  }
+}
+
+class Server extends EventEmitter {
+  constructor (options, onConnection) {
+    super()
+    if (typeof options === 'function') {
+      onConnection = options
+      options = {}
+    }
+    options = options || {}
+    if (options.createServer) {
+      throw new TypeError('uhura: options.createServer is not supported yet by this version')
+    }
+    if (options.store) {
+      throw new TypeError('uhura: options.store is not supported yet by this version; sessions are kept in memory')
+    }
+    this.options = options
+    this.logErrors = !!options.logErrors
+    this._maxQueueLength = options.maxQueueLength
+    this._address = null
+    this._listening = false
+    this._h = native.createServer(peerOptions(options))
+    handles.set(this._h, this)
+    if (typeof onConnection === 'function') this.on('connection', onConnection)
+  }
+
+  get listening () {
+    return this._listening
+  }
+
+  /**
+   * listen(port[, host][, backlog][, cb]), listen(options[, cb]) or listen([cb]).
+   */
+  listen (...args) {
+    const cb = typeof args[args.length - 1] === 'function' ? args.pop() : undefined
+    let port = 0
+    let host
+    let backlog
+    if (args[0] !== null && typeof args[0] === 'object') {
+      const o = args[0]
+      if (o.path != null) throw new TypeError('uhura: listening on a Unix socket path is not supported yet by this version')
+      port = o.port == null ? 0 : o.port
+      host = o.host
+      backlog = o.backlog
+    } else {
+      if (args[0] != null) port = args[0]
+      if (typeof args[1] === 'string') {
+        host = args[1]
+        backlog = args[2]
+      } else if (typeof args[1] === 'number') backlog = args[1]
+    }
+    if (typeof port === 'string' && !/^\s*\d+\s*$/.test(port)) {
+      throw new TypeError('uhura: listening on a Unix socket path is not supported yet by this version')
+    }
+    port = checkedPort(port)
+    if (cb) this.once('listening', cb)
+    native.listen(this._h, host || undefined, port, backlog == null ? undefined : Number(backlog))
+    keepAlive(this, true)
+    return this
+  }
+
+  address () {
+    return this._address
+  }
+
+  close (cb) {
+    if (typeof cb === 'function') this.once('close', cb)
+    native.closeServer(this._h)
+    return this
+  }
+
+  ref () {
+    keepAlive(this, this._listening)
+    return this
+  }
+
+  unref () {
+    keepAlive(this, false)
+    return this
+  }
+
+  _onListening (info) {
+    this._address = info
+    this._listening = true
+    this.emit('listening')
+  }
+
+  _onClose () {
+    this._listening = false
+    handles.delete(this._h)
+    keepAlive(this, false)
+    this.emit('close')
+  }
+
+  _onError (info) {
+    // listen() failed (EADDRINUSE and the like): as net.Server, an 'error' event.
+    this._listening = false
+    keepAlive(this, false)
+    this.emit('error', makeError(info))
+  }
+
+  _onClientError (info) {
+    // An error on a connection that never finished its handshake: there is no
+    // connection object yet, so it is reported here (as http.Server does).
+    const err = makeError(info)
+    if (this.logErrors) console.error(err.stack)
+    if (this.listenerCount('clientError') > 0) this.emit('clientError', err)
+  }
+
+  _onConnection (h, info) {
+    const conn = new Connection(this, h, info)
+    conn._onConnected(info)
+    // The original passes `true` on a resume and nothing on a new session.
+    const reconnect = info.resumed ? true : undefined
+    this.emit('connection', conn, reconnect)
+    conn.emit('connect', reconnect)
+  }
+}
+
+exports.Client = Client
+exports.Server = Server
+exports.Connection = Connection
+
+exports.createClient = function createClient (...args) {
+  const client = new Client()
+  client.connect(...args)
+  return client
+}
+
+exports.createServer = function createServer (options, cb) {
+  return new Server(options, cb)
+}

@@ -1,0 +1,113 @@
+//! Events bound for the application, batched.
+//!
+//! Every connection appends its events, as JSON array entries, to one shared
+//! buffer; the first append after a drain wakes the consumer (a
+//! ThreadsafeFunction in the Node binding). While the consumer is busy, events
+//! pile up and go across in one crossing. NAPI-NOTES.md measured one crossing
+//! per event at 0.9 M/s and batches at 3.3 M/s.
+//!
+//! The buffer is bounded: readers wait in `wait_capacity` before reading more
+//! from their sockets, so a slow consumer pushes back on the network instead
+//! of growing memory.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use tokio::sync::Notify;
+
+/// Readers pause above this many buffered bytes.
+const HIGH_WATER: usize = 8 * 1024 * 1024;
+
+pub struct Delivery {
+    buf: Mutex<String>,
+    scheduled: AtomicBool,
+    drained: Notify,
+    wake: Box<dyn Fn() + Send + Sync>,
+}
+
+impl Delivery {
+    pub fn new(wake: impl Fn() + Send + Sync + 'static) -> Self {
+        Delivery { buf: Mutex::new(String::new()), scheduled: AtomicBool::new(false), drained: Notify::new(), wake: Box::new(wake) }
+    }
+
+    /// Appends one entry written by `write` (a JSON value) and wakes the
+    /// consumer if it is not already due to run.
+    pub fn push(&self, write: impl FnOnce(&mut String)) {
+        {
+            let mut buf = lock(&self.buf);
+            if !buf.is_empty() {
+                buf.push(',');
+            }
+            write(&mut buf);
+        }
+        if !self.scheduled.swap(true, Ordering::AcqRel) {
+            (self.wake)();
+        }
+    }
+
+    /// Takes everything buffered as one JSON array text, or `None`.
+    pub fn take(&self) -> Option<String> {
+        let body = {
+            let mut buf = lock(&self.buf);
+            self.scheduled.store(false, Ordering::Release);
+            if buf.is_empty() {
+                return None;
+            }
+            let mut body = String::with_capacity(buf.len() + 2);
+            body.push('[');
+            body.push_str(&buf);
+            body.push(']');
+            buf.clear();
+            if buf.capacity() > HIGH_WATER {
+                buf.shrink_to(64 * 1024);
+            }
+            body
+        };
+        self.drained.notify_waiters();
+        Some(body)
+    }
+
+    pub fn backlog(&self) -> usize {
+        lock(&self.buf).len()
+    }
+
+    /// Waits until the consumer has room again.
+    pub async fn wait_capacity(&self) {
+        loop {
+            let drained = self.drained.notified();
+            if self.backlog() < HIGH_WATER {
+                return;
+            }
+            drained.await;
+        }
+    }
+}
+
+/// A poisoned lock only means another thread panicked mid-update of plain
+/// data; the data is still usable, and crashing Node over it would be worse.
+pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Arc;
+
+    #[test]
+    fn batches_and_wakes_once_per_drain() {
+        let wakes = Arc::new(AtomicUsize::new(0));
+        let w = wakes.clone();
+        let d = Delivery::new(move || {
+            w.fetch_add(1, Ordering::SeqCst);
+        });
+        d.push(|b| b.push('1'));
+        d.push(|b| b.push('2'));
+        assert_eq!(wakes.load(Ordering::SeqCst), 1);
+        assert_eq!(d.take().as_deref(), Some("[1,2]"));
+        assert_eq!(d.take(), None);
+        d.push(|b| b.push_str("[3]"));
+        assert_eq!(wakes.load(Ordering::SeqCst), 2);
+        assert_eq!(d.take().as_deref(), Some("[[3]]"));
+    }
+}

@@ -1,0 +1,146 @@
+//! The tokio side: one background runtime, listeners, connect and reconnect
+//! loops. Everything the application sees leaves through `Delivery`; every
+//! application call comes in through the `Engine` methods, addressed by
+//! numeric handle.
+
+pub mod client;
+pub mod delivery;
+pub mod link;
+pub mod server;
+pub mod store;
+
+use delivery::{lock, Delivery};
+use link::Link;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+
+pub use client::{Client, ClientOptions};
+pub use server::{ListenOptions, Server, ServerOptions};
+
+/// What the runtime's tasks share.
+pub struct Shared {
+    pub delivery: Arc<Delivery>,
+    next_handle: AtomicU32,
+    links: Mutex<HashMap<u32, Arc<Link>>>,
+    servers: Mutex<HashMap<u32, Arc<Server>>>,
+    clients: Mutex<HashMap<u32, Arc<Client>>>,
+    pub rt: tokio::runtime::Handle,
+}
+
+impl Shared {
+    pub fn alloc_handle(&self) -> u32 {
+        self.next_handle.fetch_add(1, Ordering::Relaxed)
+    }
+    pub fn register_link(&self, link: Arc<Link>) {
+        lock(&self.links).insert(link.handle, link);
+    }
+    pub fn unregister_link(&self, handle: u32) {
+        lock(&self.links).remove(&handle);
+    }
+    pub fn link(&self, handle: u32) -> Option<Arc<Link>> {
+        lock(&self.links).get(&handle).cloned()
+    }
+}
+
+pub struct Engine {
+    // Declared before the runtime so tasks' handles drop first.
+    shared: Arc<Shared>,
+    _rt: tokio::runtime::Runtime,
+}
+
+impl Engine {
+    /// `wake` is called (from any thread) when events are ready to `take()`.
+    pub fn new(wake: impl Fn() + Send + Sync + 'static) -> std::io::Result<Self> {
+        let threads = std::env::var("UHURA_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or(2usize);
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads.max(1))
+            .thread_name("uhura")
+            .enable_all()
+            .build()?;
+        let shared = Arc::new(Shared {
+            delivery: Arc::new(Delivery::new(wake)),
+            next_handle: AtomicU32::new(1),
+            links: Mutex::new(HashMap::new()),
+            servers: Mutex::new(HashMap::new()),
+            clients: Mutex::new(HashMap::new()),
+            rt: rt.handle().clone(),
+        });
+        Ok(Engine { shared, _rt: rt })
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Takes the events delivered so far, as one JSON array text.
+    pub fn take_events(&self) -> Option<String> {
+        self.shared.delivery.take()
+    }
+
+    pub fn create_server(&self, options: ServerOptions) -> u32 {
+        let handle = self.shared.alloc_handle();
+        let server = Server::new(handle, options);
+        lock(&self.shared.servers).insert(handle, server);
+        handle
+    }
+
+    pub fn listen(&self, server: u32, options: ListenOptions) -> Result<(), String> {
+        let server = lock(&self.shared.servers).get(&server).cloned().ok_or("unknown server")?;
+        let shared = self.shared.clone();
+        self.shared.rt.spawn(async move { server::listen_and_serve(shared, server, options).await });
+        Ok(())
+    }
+
+    pub fn close_server(&self, server: u32) {
+        if let Some(s) = lock(&self.shared.servers).get(&server).cloned() {
+            s.close(&self.shared);
+        }
+    }
+
+    pub fn create_client(&self, options: ClientOptions) -> u32 {
+        let handle = self.shared.alloc_handle();
+        let client = Client::new(handle, options, &self.shared);
+        lock(&self.shared.clients).insert(handle, client.clone());
+        let shared = self.shared.clone();
+        self.shared.rt.spawn(async move { client::run(shared, client).await });
+        handle
+    }
+
+    fn client(&self, handle: u32) -> Result<Arc<Client>, String> {
+        lock(&self.shared.clients).get(&handle).cloned().ok_or_else(|| "unknown client".into())
+    }
+
+    pub fn client_reconnect(&self, handle: u32) -> Result<(), String> {
+        self.client(handle)?.reconnect_now();
+        Ok(())
+    }
+
+    pub fn client_auto_reconnect(&self, handle: u32, min_ms: f64, max_ms: f64) -> Result<(), String> {
+        self.client(handle)?.auto_reconnect(min_ms, max_ms);
+        Ok(())
+    }
+
+    pub fn client_disconnect(&self, handle: u32) -> Result<(), String> {
+        self.client(handle)?.disconnect();
+        Ok(())
+    }
+
+    pub fn link(&self, handle: u32) -> Result<Arc<Link>, String> {
+        self.shared.link(handle).ok_or_else(|| "connection is closed".into())
+    }
+
+    /// `socket.end()`: flush, then close.
+    pub fn end(&self, handle: u32) {
+        if let Some(t) = self.shared.link(handle).and_then(|l| l.transport()) {
+            t.end();
+        }
+    }
+
+    /// `socket.destroy()`: close now.
+    pub fn destroy(&self, handle: u32) {
+        if let Some(t) = self.shared.link(handle).and_then(|l| l.transport()) {
+            t.kill();
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! uhura: the server-to-server event-emitter wire protocol of the `uhura` npm
+//! package, as a sans-IO core (`protocol`), a tokio engine (`engine`) and
+//! Node.js bindings (`node`, behind the default `node` feature).
+
+pub mod engine;
+pub mod protocol;
+
+#[cfg(feature = "node")]
+mod node;
