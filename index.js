@@ -32,8 +32,14 @@ const LISTENING = 6
 const CLOSED = 7
 const DROPPED = 8
 const RECONNECTING = 9
+const OUTPUT = 10
+const TRANSPORT_CLOSED = 11
+const RESUME_INPUT = 12
+const OPEN_TRANSPORT = 13
 
 const handles = new Map()
+// Handle -> the JavaScript stream carrying that link's bytes (factory transports).
+const streams = new Map()
 
 native.init(drain)
 
@@ -100,6 +106,25 @@ function dispatch (e) {
     case RECONNECTING:
       if (obj) obj.emit('reconnecting', e[2])
       break
+    case OUTPUT: {
+      const stream = streams.get(h)
+      const buf = native.takeOutput(h)
+      if (stream && buf.length > 0 && !stream.destroyed) stream.write(buf)
+      break
+    }
+    case TRANSPORT_CLOSED: {
+      const stream = streams.get(h)
+      if (stream) closeStream(h, stream)
+      break
+    }
+    case RESUME_INPUT: {
+      const stream = streams.get(h)
+      if (stream && typeof stream.resume === 'function') stream.resume()
+      break
+    }
+    case OPEN_TRANSPORT:
+      if (obj) obj._openTransport()
+      break
   }
 }
 
@@ -147,6 +172,62 @@ function peerOptions (o) {
   const out = {}
   if (o && o.maxMessageSize != null) out.maxMessageSize = Number(o.maxMessageSize)
   if (o && o.maxQueueLength != null) out.maxQueueLength = Number(o.maxQueueLength)
+  return out
+}
+
+function addressesOf (stream) {
+  return {
+    remoteAddress: stream.remoteAddress,
+    remotePort: stream.remotePort,
+    localAddress: stream.localAddress,
+    localPort: stream.localPort
+  }
+}
+
+/**
+ * Pumps a JavaScript duplex stream's bytes through the Rust link `h`:
+ * what it reads goes to `feed`, what Rust writes arrives as OUTPUT events.
+ */
+function bindStream (h, stream, onError) {
+  streams.set(h, stream)
+  stream.on('data', (chunk) => {
+    if (!Buffer.isBuffer(chunk)) chunk = Buffer.from(chunk)
+    if (!native.feed(h, chunk) && typeof stream.pause === 'function') stream.pause()
+  })
+  const ended = () => native.feedEnd(h)
+  stream.on('end', ended)
+  stream.on('close', () => {
+    ended()
+    if (streams.get(h) === stream) streams.delete(h)
+  })
+  stream.on('error', onError)
+}
+
+function closeStream (h, stream) {
+  if (streams.get(h) === stream) streams.delete(h)
+  if (stream.destroyed) return
+  stream.end()
+  // A peer that never closes its side does not hold the stream open for good.
+  const t = setTimeout(() => stream.destroy(), 5000)
+  if (t.unref) t.unref()
+  stream.once('close', () => clearTimeout(t))
+}
+
+function toBuffer (v) {
+  return Buffer.isBuffer(v) ? v : Buffer.from(typeof v === 'string' ? v : String(v))
+}
+
+/** Node-style tls options -> what the addon takes (PEM as Buffers). */
+function tlsOptions (o) {
+  if (o === true) o = {}
+  if (o === null || typeof o !== 'object') throw new TypeError('uhura: options.tls must be an object')
+  const out = {}
+  if (o.key != null) out.key = toBuffer(Array.isArray(o.key) ? o.key[0] : o.key)
+  if (o.cert != null) out.cert = toBuffer(Array.isArray(o.cert) ? o.cert.map(toBuffer).join('\n') : o.cert)
+  if (o.ca != null) out.ca = (Array.isArray(o.ca) ? o.ca : [o.ca]).map(toBuffer)
+  if (o.requestCert != null) out.requestCert = !!o.requestCert
+  if (o.rejectUnauthorized != null) out.rejectUnauthorized = !!o.rejectUnauthorized
+  if (o.servername != null) out.servername = String(o.servername)
   return out
 }
 
@@ -360,7 +441,7 @@ class SendEmitter extends EventEmitter {
   _onConnected (info) {
     this.objectMode = info.objectMode
     this.enableAcks = info.enableAcks
-    this.socket._update(info)
+    if (this.socket instanceof Socket) this.socket._update(info)
     this.ready = true
   }
 
@@ -398,19 +479,28 @@ class Client extends SendEmitter {
       options = { port: a, host: typeof b === 'string' ? b : undefined }
       cb = typeof b === 'function' ? b : typeof c === 'function' ? c : undefined
     }
-    if (options.createConnection) {
-      throw new TypeError('uhura: options.createConnection is not supported yet by this version')
-    }
-    const port = checkedPort(options.port)
     if (options.logErrors) this.logErrors = true
     if (options.maxQueueLength != null) this._maxQueueLength = options.maxQueueLength
     this.options = options
     if (cb) this.once('connect', cb)
     if (this._h) throw new Error('uhura: this client is already connected; use reconnect()')
-    this._h = native.createClient(options.host || undefined, port, peerOptions({
-      maxMessageSize: options.maxMessageSize,
-      maxQueueLength: this._maxQueueLength
-    }))
+    const native_ = {
+      servers: [],
+      maxMessageSize: options.maxMessageSize == null ? undefined : Number(options.maxMessageSize),
+      maxQueueLength: Number(this._maxQueueLength)
+    }
+    if (typeof options.createConnection === 'function') {
+      // The original's factory hook: each (re)connection asks it for a stream.
+      native_.js = true
+    } else {
+      if (options.createConnection != null) throw new TypeError('uhura: options.createConnection must be a function')
+      const servers = Array.isArray(options.servers) && options.servers.length > 0 ? options.servers : [options]
+      native_.servers = servers.map((o) => (o.path != null
+        ? { path: String(o.path) }
+        : { host: o.host || undefined, port: checkedPort(o.port) }))
+      if (options.tls) native_.tls = tlsOptions(options.tls)
+    }
+    this._h = native.createClient(native_)
     handles.set(this._h, this)
     this._active = true
     keepAlive(this, this._ref)
@@ -451,6 +541,33 @@ class Client extends SendEmitter {
     return this
   }
 
+  /** Rust asks for a stream: call the user's createConnection factory. */
+  _openTransport () {
+    const h = this._h
+    let called = false
+    const done = (err, stream) => {
+      if (called) return
+      called = true
+      if (err || !stream) {
+        const e = err || new Error('uhura: createConnection gave no stream')
+        native.clientOpenFailed(h, String(e.message || e))
+        this.emit('error', e)
+        return
+      }
+      this.socket = stream
+      native.clientOpened(h, addressesOf(stream))
+      bindStream(h, stream, (e) => this.emit('error', e))
+      if (!this._ref && typeof stream.unref === 'function') stream.unref()
+    }
+    try {
+      const r = this.options.createConnection(this.options, done)
+      // Also accept a factory that returns the stream (as net.createConnection does).
+      if (r && typeof r.on === 'function' && typeof r.write === 'function') done(null, r)
+    } catch (e) {
+      done(e)
+    }
+  }
+
   _onConnected (info) {
     super._onConnected(info)
     this.socket.emit('connect')
@@ -468,8 +585,10 @@ class Client extends SendEmitter {
       this._active = false
       keepAlive(this, false)
     }
-    this.socket.destroyed = true
-    this.socket.emit('close')
+    if (this.socket instanceof Socket) {
+      this.socket.destroyed = true
+      this.socket.emit('close')
+    }
     this.emit('disconnect')
   }
 }
@@ -514,8 +633,10 @@ class Connection extends SendEmitter {
     this.ready = false
     handles.delete(this._h)
     keepAlive(this, false)
-    this.socket.destroyed = true
-    this.socket.emit('close')
+    if (this.socket instanceof Socket) {
+      this.socket.destroyed = true
+      this.socket.emit('close')
+    }
     this.emit('disconnect')
   }
 }
@@ -528,9 +649,6 @@ class Server extends EventEmitter {
       options = {}
     }
     options = options || {}
-    if (options.createServer) {
-      throw new TypeError('uhura: options.createServer is not supported yet by this version')
-    }
     if (options.store) {
       throw new TypeError('uhura: options.store is not supported yet by this version; sessions are kept in memory')
     }
@@ -539,9 +657,30 @@ class Server extends EventEmitter {
     this._maxQueueLength = options.maxQueueLength
     this._address = null
     this._listening = false
-    this._h = native.createServer(peerOptions(options))
+    this._factoryServer = null
+    this._h = native.createServer({
+      maxMessageSize: options.maxMessageSize == null ? undefined : Number(options.maxMessageSize),
+      maxQueueLength: options.maxQueueLength == null ? undefined : Number(options.maxQueueLength),
+      tls: options.tls ? tlsOptions(options.tls) : undefined
+    })
     handles.set(this._h, this)
     if (typeof onConnection === 'function') this.on('connection', onConnection)
+    if (options.createServer != null) {
+      if (typeof options.createServer !== 'function') throw new TypeError('uhura: options.createServer must be a function')
+      // The original's factory hook (e.g. tls.createServer): it owns the
+      // listening socket; each stream it accepts is pumped through Rust.
+      this._factoryServer = options.createServer(options, (stream) => this._adoptStream(stream))
+      for (const ev of ['listening', 'close', 'error']) {
+        this._factoryServer.on(ev, (...a) => {
+          if (ev === 'listening') this._listening = true
+          if (ev === 'close') {
+            this._listening = false
+            keepAlive(this, false)
+          }
+          this.emit(ev, ...a)
+        })
+      }
+    }
   }
 
   get listening () {
@@ -549,54 +688,71 @@ class Server extends EventEmitter {
   }
 
   /**
-   * listen(port[, host][, backlog][, cb]), listen(options[, cb]) or listen([cb]).
+   * listen(port[, host][, backlog][, cb]), listen(path[, cb]),
+   * listen(options[, cb]) or listen([cb]).
    */
   listen (...args) {
+    if (this._factoryServer) {
+      this._factoryServer.listen(...args)
+      keepAlive(this, true)
+      return this
+    }
     const cb = typeof args[args.length - 1] === 'function' ? args.pop() : undefined
-    let port = 0
-    let host
+    let at
     let backlog
-    if (args[0] !== null && typeof args[0] === 'object') {
-      const o = args[0]
-      if (o.path != null) throw new TypeError('uhura: listening on a Unix socket path is not supported yet by this version')
-      port = o.port == null ? 0 : o.port
-      host = o.host
-      backlog = o.backlog
+    const a0 = args[0]
+    if (a0 !== null && typeof a0 === 'object') {
+      backlog = a0.backlog
+      at = a0.path != null ? { path: String(a0.path) } : { port: checkedPort(a0.port == null ? 0 : a0.port), host: a0.host || undefined }
+    } else if (typeof a0 === 'string' && !/^\s*\d+\s*$/.test(a0)) {
+      at = { path: a0 }
+      if (typeof args[1] === 'number') backlog = args[1]
     } else {
-      if (args[0] != null) port = args[0]
+      at = { port: checkedPort(a0 == null ? 0 : a0) }
       if (typeof args[1] === 'string') {
-        host = args[1]
+        at.host = args[1] || undefined
         backlog = args[2]
       } else if (typeof args[1] === 'number') backlog = args[1]
     }
-    if (typeof port === 'string' && !/^\s*\d+\s*$/.test(port)) {
-      throw new TypeError('uhura: listening on a Unix socket path is not supported yet by this version')
-    }
-    port = checkedPort(port)
     if (cb) this.once('listening', cb)
-    native.listen(this._h, host || undefined, port, backlog == null ? undefined : Number(backlog))
+    native.listen(this._h, at, backlog == null ? undefined : Number(backlog))
     keepAlive(this, true)
     return this
   }
 
   address () {
-    return this._address
+    return this._factoryServer ? this._factoryServer.address() : this._address
   }
 
   close (cb) {
+    if (this._factoryServer) {
+      this._factoryServer.close(cb)
+      return this
+    }
     if (typeof cb === 'function') this.once('close', cb)
     native.closeServer(this._h)
     return this
   }
 
   ref () {
+    if (this._factoryServer && this._factoryServer.ref) this._factoryServer.ref()
     keepAlive(this, this._listening)
     return this
   }
 
   unref () {
+    if (this._factoryServer && this._factoryServer.unref) this._factoryServer.unref()
     keepAlive(this, false)
     return this
+  }
+
+  _adoptStream (stream) {
+    const h = native.adoptStream(this._h, addressesOf(stream))
+    bindStream(h, stream, (err) => {
+      const conn = handles.get(h)
+      if (conn) conn.emit('error', err)
+      else this._onClientError({ message: err.message, code: err.code })
+    })
   }
 
   _onListening (info) {
@@ -607,8 +763,8 @@ class Server extends EventEmitter {
 
   _onClose () {
     this._listening = false
-    handles.delete(this._h)
     keepAlive(this, false)
+    if (!this._factoryServer) handles.delete(this._h)
     this.emit('close')
   }
 
@@ -629,6 +785,8 @@ class Server extends EventEmitter {
 
   _onConnection (h, info) {
     const conn = new Connection(this, h, info)
+    const stream = streams.get(h)
+    if (stream) conn.socket = stream
     conn._onConnected(info)
     // The original passes `true` on a resume and nothing on a new session.
     const reconnect = info.resumed ? true : undefined

@@ -30,8 +30,10 @@ const HANDSHAKE = '[\n["_set",{}]\n,\n["start",{"objectMode":true,"enableAcks":t
 const CASES = [
   { name: '"." (JSON syntax error)', fresh: '.', inStream: '.', message: /^Unexpected/, oldSurvives: true },
   { name: '[{"args":"notarray"}]', fresh: '[{"args":"notarray"}]', inStream: '\n,\n{"args":"notarray"}\n', message: /args/i },
-  { name: '[null]', fresh: '[null]', inStream: '\n,\nnull\n', message: /null/i },
-  { name: '[1,2]', fresh: '[1,2]', inStream: '\n,\n1\n,\n2\n', message: /number/i },
+  // Not one of the three message shapes (PROTOCOL.md §2): the message names
+  // the offending type or the shape rule.
+  { name: '[null]', fresh: '[null]', inStream: '\n,\nnull\n', message: /null|not an array or (an )?object/i },
+  { name: '[1,2]', fresh: '[1,2]', inStream: '\n,\n1\n,\n2\n', message: /number|not an array or (an )?object/i },
   {
     name: 'a never-ending message (> 16 MiB)',
     floodPrefix: { fresh: '[["x","', inStream: '\n,\n["x","' },

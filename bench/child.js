@@ -116,6 +116,7 @@ async function client () {
     const c = await impl.makeClient(addr)
     const total = cfg.warmup + cfg.rounds
     const rtts = new Float64Array(cfg.rounds)
+    const all = [] // every round trip, warm-up included (for partial reports)
     let done = 0
     let tSend = 0
     let lastProgress = Date.now()
@@ -123,6 +124,7 @@ async function client () {
       const t = nowUs()
       if (seq !== done) { report({ type: 'fatal', error: `pong ${seq} for ping ${done}` }); process.exit(71) }
       if (done >= cfg.warmup) rtts[done - cfg.warmup] = t - tSend
+      all.push(t - tSend)
       done++
       lastProgress = Date.now()
       if (done === total) {
@@ -135,6 +137,10 @@ async function client () {
       tSend = nowUs()
       c.send('ping', done)
     })
+    setInterval(() => {
+      const s = all.slice().sort((a, b) => a - b)
+      report({ type: 'progress', roundTrips: done, p50: s.length ? s[Math.floor(s.length / 2)] : null })
+    }, 1000)
     setInterval(() => {
       if (Date.now() - lastProgress > cfg.stallMs) {
         report({ type: 'stalled', roundTrips: done })

@@ -28,11 +28,13 @@ const TESTS = opt('tests') || ['burst', 'pingpong', 'idle']
 
 const CFG = {
   payload: 'some payload of about forty bytes, ok!!', // 39 chars
-  chunk: 1000, // sends issued per macrotask (setImmediate between chunks)
+  // Sends issued per macrotask (setImmediate between chunks). Default: all N
+  // in one synchronous loop, i.e. no ack can be handled before the last send.
+  chunk: Number((opt('chunk') || [0])[0]) || 0,
   bursts: QUICK
     ? [{ n: 20000, limitS: 15 }, { n: 1000000, limitS: 30 }]
     : [{ n: 20000, limitS: 60 }, { n: 1000000, limitS: 120 }],
-  ping: { warmup: 200, rounds: 2000, stallMs: 3000, limitS: 60 },
+  ping: { warmup: 200, rounds: 2000, stallMs: 3000, limitS: QUICK ? 15 : 30 },
   idle: { count: QUICK ? 2000 : 10000, batch: 250, limitS: QUICK ? 60 : 150, settleMs: 3000 },
   handshakeS: 20,
   nofile: 65536
@@ -126,7 +128,7 @@ async function startServer (impl, scenario, cfg) {
 
 // ------------------------------------------------------------------- metrics
 async function runBurst (impl, n, limitS) {
-  const cfg = { n, payload: CFG.payload, chunk: CFG.chunk }
+  const cfg = { n, payload: CFG.payload, chunk: CFG.chunk || n }
   const { srv, port } = await startServer(impl, 'burst', cfg)
   const cli = spawnChild('client', impl, 'burst', { ...cfg, port })
   const out = { n, limitS }
@@ -194,7 +196,10 @@ async function runPingPong (impl) {
     } else if (m.type === 'stalled') {
       Object.assign(out, { status: 'stalled', roundTrips: m.roundTrips, note: `stalled after ${m.roundTrips} round trips (no progress for ${cfg.stallMs / 1000} s)` })
     } else if (m.type === 'timeout') {
-      Object.assign(out, { status: 'dnf', note: `did not finish (>${cfg.limitS} s)` })
+      const pr = cli.last.progress
+      Object.assign(out, { status: 'dnf', roundTrips: pr ? pr.roundTrips : 0, partialP50us: pr ? pr.p50 : null })
+      out.note = `did not finish (>${cfg.limitS} s): ${out.roundTrips} round trips` +
+        (out.partialP50us != null ? `, median ${fmtUs(out.partialP50us)} µs` : '')
     } else {
       Object.assign(out, { status: 'crashed', note: m.type === 'fatal' ? m.error.split('\n')[0] : describeExit(cli, m) })
     }

@@ -3,23 +3,32 @@
 
 use super::delivery::lock;
 use super::link::{self, kind, Addresses, Link};
+use super::tls::TlsConnector;
+use super::transport::{self, secure_connect, BoxStream, Endpoint};
 use super::Shared;
 use crate::protocol::backoff::{unit_random, Backoff};
 use crate::protocol::peer::{Config, Peer, Role};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::net::TcpStream;
-use tokio::sync::Notify;
+use tokio::sync::{oneshot, Notify};
 
 /// A connection that stayed up this long resets the backoff; one that
 /// drops sooner keeps backing off, so a server that accepts and then drops
 /// at once is not hammered.
 const STABLE_AFTER: Duration = Duration::from_secs(2);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
-#[derive(Debug, Clone, Default)]
+#[derive(Clone)]
+pub enum Connector {
+    /// Our own sockets, tried in turn (several addresses: fail over).
+    Native { endpoints: Vec<Endpoint>, tls: Option<Arc<TlsConnector>> },
+    /// A JavaScript `createConnection` factory supplies each stream.
+    Js,
+}
+
+#[derive(Clone)]
 pub struct ClientOptions {
-    pub host: Option<String>,
-    pub port: u16,
+    pub connector: Connector,
     pub peer: Config,
 }
 
@@ -30,6 +39,8 @@ struct Control {
     stop: bool,
     /// `reconnect()` was called: close and connect again at once.
     now: bool,
+    /// Waiting for JavaScript to hand over a stream.
+    js_waiter: Option<oneshot::Sender<Result<(BoxStream, Addresses), String>>>,
 }
 
 pub struct Client {
@@ -64,6 +75,7 @@ impl Client {
             let mut c = lock(&self.control);
             c.stop = true;
             c.auto = None;
+            c.js_waiter = None;
         }
         // Queued sends go out first: the link ends its transport once the
         // handshake has flushed them.
@@ -71,44 +83,77 @@ impl Client {
         self.wake.notify_one();
     }
 
+    /// JavaScript's factory produced a stream (or failed) for this attempt.
+    pub fn js_opened(&self, result: Result<(BoxStream, Addresses), String>) -> bool {
+        match lock(&self.control).js_waiter.take() {
+            Some(tx) => tx.send(result).is_ok(),
+            None => false,
+        }
+    }
+
     fn stopping(&self) -> bool {
         lock(&self.control).stop
     }
-}
 
-async fn connect(options: &ClientOptions) -> std::io::Result<(TcpStream, Addresses)> {
-    let host = options.host.as_deref().filter(|h| !h.is_empty()).unwrap_or("localhost");
-    let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, format!("getaddrinfo ENOTFOUND {host}"));
-    for addr in tokio::net::lookup_host((host, options.port)).await? {
-        match TcpStream::connect(addr).await {
-            Ok(s) => {
-                let _ = s.set_nodelay(true);
-                let addrs = Addresses { remote: s.peer_addr().ok(), local: s.local_addr().ok() };
-                return Ok((s, addrs));
+    async fn open(&self, attempt: usize) -> Result<(BoxStream, Addresses), (String, Option<&'static str>)> {
+        match &self.options.connector {
+            Connector::Native { endpoints, tls } => {
+                let endpoint = &endpoints[attempt % endpoints.len()];
+                let io = async {
+                    let (stream, addrs) = transport::connect(endpoint).await?;
+                    Ok::<_, std::io::Error>((secure_connect(stream, endpoint, tls.as_deref()).await?, addrs))
+                };
+                match tokio::time::timeout(CONNECT_TIMEOUT, io).await {
+                    Ok(Ok(c)) => Ok(c),
+                    Ok(Err(e)) => {
+                        let code = link::io_code(&e);
+                        Err((format!("connect {} {endpoint}: {e}", code.unwrap_or("error")), code.or(tls.as_ref().map(|_| "ETLS"))))
+                    }
+                    Err(_) => Err((format!("connect ETIMEDOUT {endpoint}"), Some("ETIMEDOUT"))),
+                }
             }
-            Err(e) => last = e,
+            Connector::Js => {
+                let (tx, rx) = oneshot::channel();
+                lock(&self.control).js_waiter = Some(tx);
+                self.link.deliver(kind::OPEN_TRANSPORT, |b| b.push('0'));
+                tokio::select! {
+                    r = rx => match r {
+                        Ok(Ok(c)) => Ok(c),
+                        Ok(Err(e)) => Err((e, None)),
+                        Err(_) => Err(("connection attempt cancelled".into(), None)),
+                    },
+                    _ = self.wake.notified() => Err(("connection attempt cancelled".into(), None)),
+                }
+            }
         }
     }
-    Err(last)
 }
 
 pub async fn run(shared: Arc<Shared>, client: Arc<Client>) {
     let link = client.link.clone();
+    let mut target = 0usize;
     loop {
-        if client.stopping() && lock(&link.peer).queued_len() == 0 {
+        if client.stopping() {
             break;
         }
         lock(&client.control).now = false;
         let started = Instant::now();
-        match connect(&client.options).await {
+        let mut connected = false;
+        match client.open(target).await {
             Ok((stream, addrs)) => {
+                connected = true;
                 link.drive(stream, addrs).await;
+                shared.forget_pipe(link.handle);
             }
-            Err(e) => {
-                let port = client.options.port;
-                let msg = format!("connect {} {}:{port}: {e}", link::io_code(&e).unwrap_or("error"), client.options.host.as_deref().unwrap_or("localhost"));
-                link.deliver_error(&msg, link::io_code(&e));
+            Err((message, code)) => {
+                if !client.stopping() {
+                    link.deliver_error(&message, code);
+                }
             }
+        }
+        if !connected {
+            // With several servers, the next attempt tries the next one.
+            target = target.wrapping_add(1);
         }
         let (again, delay, attempt) = {
             let mut c = lock(&client.control);
@@ -117,7 +162,7 @@ pub async fn run(shared: Arc<Shared>, client: Arc<Client>) {
             } else if c.now {
                 (true, Duration::ZERO, 0)
             } else if let Some(b) = c.auto.as_mut() {
-                if started.elapsed() >= STABLE_AFTER {
+                if connected && started.elapsed() >= STABLE_AFTER {
                     b.reset();
                 }
                 let attempt = b.attempt();
@@ -152,10 +197,6 @@ pub async fn run(shared: Arc<Shared>, client: Arc<Client>) {
                 _ = client.wake.notified() => {}
             }
         }
-        if client.stopping() {
-            break;
-        }
     }
     shared.unregister_link(link.handle);
 }
-

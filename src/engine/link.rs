@@ -33,6 +33,14 @@ pub mod kind {
     pub const CLOSED: u8 = 7;
     pub const DROPPED: u8 = 8;
     pub const RECONNECTING: u8 = 9;
+    /// JS transports: output is ready for `take_output`.
+    pub const OUTPUT: u8 = 10;
+    /// JS transports: the link is done; close the JS stream.
+    pub const TRANSPORT_CLOSED: u8 = 11;
+    /// JS transports: input was paused by `feed`; resume it.
+    pub const RESUME_INPUT: u8 = 12;
+    /// JS client transports: call the `createConnection` factory.
+    pub const OPEN_TRANSPORT: u8 = 13;
 }
 
 /// Socket addresses as Node reports them.

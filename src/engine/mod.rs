@@ -4,10 +4,14 @@
 //! numeric handle.
 
 pub mod client;
+pub mod codec;
 pub mod delivery;
+pub mod js_pipe;
 pub mod link;
 pub mod server;
 pub mod store;
+pub mod tls;
+pub mod transport;
 
 use delivery::{lock, Delivery};
 use link::Link;
@@ -15,8 +19,11 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
-pub use client::{Client, ClientOptions};
+pub use client::{Client, ClientOptions, Connector};
+use js_pipe::JsPipe;
+use link::Addresses;
 pub use server::{ListenOptions, Server, ServerOptions};
+pub use transport::Endpoint;
 
 /// What the runtime's tasks share.
 pub struct Shared {
@@ -25,6 +32,7 @@ pub struct Shared {
     links: Mutex<HashMap<u32, Arc<Link>>>,
     servers: Mutex<HashMap<u32, Arc<Server>>>,
     clients: Mutex<HashMap<u32, Arc<Client>>>,
+    pipes: Mutex<HashMap<u32, Arc<JsPipe>>>,
     pub rt: tokio::runtime::Handle,
 }
 
@@ -40,6 +48,12 @@ impl Shared {
     }
     pub fn link(&self, handle: u32) -> Option<Arc<Link>> {
         lock(&self.links).get(&handle).cloned()
+    }
+    pub fn forget_pipe(&self, handle: u32) {
+        lock(&self.pipes).remove(&handle);
+    }
+    fn pipe(&self, handle: u32) -> Option<Arc<JsPipe>> {
+        lock(&self.pipes).get(&handle).cloned()
     }
 }
 
@@ -64,6 +78,7 @@ impl Engine {
             links: Mutex::new(HashMap::new()),
             servers: Mutex::new(HashMap::new()),
             clients: Mutex::new(HashMap::new()),
+            pipes: Mutex::new(HashMap::new()),
             rt: rt.handle().clone(),
         });
         Ok(Engine { shared, _rt: rt })
@@ -85,8 +100,12 @@ impl Engine {
         handle
     }
 
+    fn server(&self, server: u32) -> Result<Arc<Server>, String> {
+        lock(&self.shared.servers).get(&server).cloned().ok_or_else(|| "unknown server".into())
+    }
+
     pub fn listen(&self, server: u32, options: ListenOptions) -> Result<(), String> {
-        let server = lock(&self.shared.servers).get(&server).cloned().ok_or("unknown server")?;
+        let server = self.server(server)?;
         let shared = self.shared.clone();
         self.shared.rt.spawn(async move { server::listen_and_serve(shared, server, options).await });
         Ok(())
@@ -105,6 +124,52 @@ impl Engine {
         let shared = self.shared.clone();
         self.shared.rt.spawn(async move { client::run(shared, client).await });
         handle
+    }
+
+    /// A server-side connection over a JavaScript stream; returns its handle.
+    pub fn adopt_js_stream(&self, server: u32, addresses: Addresses) -> Result<u32, String> {
+        let server = self.server(server)?;
+        let link = server.new_link(&self.shared);
+        let (pipe, stream) = JsPipe::start(&link, &self.shared.rt);
+        lock(&self.shared.pipes).insert(link.handle, pipe);
+        server.run_link(&self.shared, link.clone(), async move { Ok(stream) }, addresses);
+        Ok(link.handle)
+    }
+
+    /// A client's `createConnection` factory produced a stream (`Ok`) or failed.
+    pub fn client_js_opened(&self, handle: u32, result: Result<Addresses, String>) -> Result<(), String> {
+        let client = self.client(handle)?;
+        let opened = match result {
+            Ok(addresses) => {
+                let (pipe, stream) = JsPipe::start(&client.link, &self.shared.rt);
+                lock(&self.shared.pipes).insert(handle, pipe);
+                client.js_opened(Ok((stream, addresses)))
+            }
+            Err(e) => client.js_opened(Err(e)),
+        };
+        if opened {
+            Ok(())
+        } else {
+            self.shared.forget_pipe(handle);
+            Err("this client is not waiting for a connection".into())
+        }
+    }
+
+    /// Bytes the JavaScript stream of `handle` read; false asks JS to pause it.
+    pub fn pipe_feed(&self, handle: u32, data: &[u8]) -> bool {
+        self.shared.pipe(handle).is_none_or(|p| p.feed(data))
+    }
+
+    /// The JavaScript stream of `handle` ended or closed.
+    pub fn pipe_end(&self, handle: u32) {
+        if let Some(p) = self.shared.pipe(handle) {
+            p.feed_end();
+        }
+    }
+
+    /// Output for the JavaScript stream of `handle`.
+    pub fn pipe_take(&self, handle: u32) -> Vec<u8> {
+        self.shared.pipe(handle).map(|p| p.take_output()).unwrap_or_default()
     }
 
     fn client(&self, handle: u32) -> Result<Arc<Client>, String> {

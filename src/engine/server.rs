@@ -2,27 +2,31 @@
 //! `close()` stops accepting; `close` is reported once the last connection
 //! has ended, as with Node's net.Server.
 
-use super::delivery::lock;
 use super::link::{self, kind, Addresses, Link};
 use super::store::{MemoryStore, SessionStore};
+use super::tls::TlsAcceptor;
+use super::transport::{secure_accept, BoxStream, Endpoint, Listener};
 use super::Shared;
 use crate::protocol::peer::{Config, Peer, Role};
 use serde_json::Value;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use tokio::net::{TcpListener, TcpSocket};
+use std::time::Duration;
 use tokio::sync::Notify;
+
+/// A TLS client gets this long to finish its handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Default)]
 pub struct ServerOptions {
     pub peer: Config,
     pub store: Option<Arc<dyn SessionStore>>,
+    pub tls: Option<Arc<TlsAcceptor>>,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ListenOptions {
-    pub host: Option<String>,
-    pub port: u16,
+    pub endpoint: Endpoint,
     pub backlog: Option<u32>,
 }
 
@@ -30,6 +34,7 @@ pub struct Server {
     pub handle: u32,
     config: Config,
     store: Arc<dyn SessionStore>,
+    tls: Option<Arc<TlsAcceptor>>,
     shutdown: Notify,
     closing: AtomicBool,
     listening: AtomicBool,
@@ -42,6 +47,7 @@ impl Server {
             handle,
             config: options.peer,
             store: options.store.unwrap_or_else(|| Arc::new(MemoryStore::default())),
+            tls: options.tls,
             shutdown: Notify::new(),
             closing: AtomicBool::new(false),
             listening: AtomicBool::new(false),
@@ -58,12 +64,8 @@ impl Server {
     }
 
     fn maybe_closed(&self, shared: &Shared) {
-        if self.closing.load(Ordering::Acquire)
-            && !self.listening.load(Ordering::Acquire)
-            && self.active.load(Ordering::Acquire) == 0
-        {
-            let h = self.handle;
-            shared.delivery.push(|b| b.push_str(&format!("[{h},{}]", kind::CLOSED)));
+        if self.closing.load(Ordering::Acquire) && !self.listening.load(Ordering::Acquire) && self.active.load(Ordering::Acquire) == 0 {
+            self.report(shared, kind::CLOSED, "0");
         }
     }
 
@@ -71,60 +73,77 @@ impl Server {
         let h = self.handle;
         shared.delivery.push(|b| b.push_str(&format!("[{h},{kind},{body}]")));
     }
+
+    pub(crate) fn new_link(&self, shared: &Arc<Shared>) -> Arc<Link> {
+        let link = Link::new(
+            shared.alloc_handle(),
+            Some(self.handle),
+            Peer::new(Role::Server, self.config.clone()),
+            shared.delivery.clone(),
+            Some(self.store.clone()),
+            shared.rt.clone(),
+        );
+        shared.register_link(link.clone());
+        self.active.fetch_add(1, Ordering::AcqRel);
+        link
+    }
+
+    pub(crate) fn run_link<F>(self: &Arc<Self>, shared: &Arc<Shared>, link: Arc<Link>, stream: F, addrs: Addresses)
+    where
+        F: std::future::Future<Output = std::io::Result<BoxStream>> + Send + 'static,
+    {
+        let (shared, server) = (shared.clone(), self.clone());
+        shared.rt.clone().spawn(async move {
+            match stream.await {
+                Ok(stream) => link.drive(stream, addrs).await,
+                Err(e) => link.deliver_error(&e.to_string(), link::io_code(&e).or(Some("ETLS"))),
+            }
+            shared.unregister_link(link.handle);
+            shared.forget_pipe(link.handle);
+            link.deliver(kind::DISCONNECTED, |b| b.push_str("false"));
+            server.active.fetch_sub(1, Ordering::AcqRel);
+            server.maybe_closed(&shared);
+        });
+    }
 }
 
-async fn bind(options: &ListenOptions) -> std::io::Result<TcpListener> {
-    let backlog = options.backlog.unwrap_or(511);
-    let addrs: Vec<std::net::SocketAddr> = match options.host.as_deref() {
-        // Like Node: no host means every address, IPv6 and IPv4 when possible.
-        None | Some("") => vec![(std::net::Ipv6Addr::UNSPECIFIED, options.port).into(), (std::net::Ipv4Addr::UNSPECIFIED, options.port).into()],
-        Some(host) => tokio::net::lookup_host((host, options.port)).await?.collect(),
-    };
-    let mut last = std::io::Error::new(std::io::ErrorKind::AddrNotAvailable, "no address to listen on");
-    for addr in addrs {
-        let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
-        socket.set_reuseaddr(true)?;
-        match socket.bind(addr).and_then(|_| socket.listen(backlog)) {
-            Ok(l) => return Ok(l),
-            Err(e) => last = e,
-        }
-    }
-    Err(last)
+fn error_json(e: &std::io::Error, syscall: &str, endpoint: &Endpoint) -> String {
+    let code = link::io_code(e);
+    let mut err = serde_json::Map::new();
+    err.insert("message".into(), format!("{syscall} {} {endpoint}: {e}", code.unwrap_or("error")).into());
+    err.insert("code".into(), code.map_or(Value::Null, Value::from));
+    err.insert("syscall".into(), syscall.into());
+    Value::Object(err).to_string()
 }
 
 pub async fn listen_and_serve(shared: Arc<Shared>, server: Arc<Server>, options: ListenOptions) {
-    let listener = match bind(&options).await {
+    let listener = match Listener::bind(&options.endpoint, options.backlog).await {
         Ok(l) => l,
         Err(e) => {
-            let mut err = serde_json::Map::new();
-            err.insert("message".into(), format!("listen {}: {e}", link::io_code(&e).unwrap_or("error")).into());
-            err.insert("code".into(), link::io_code(&e).map_or(Value::Null, Value::from));
-            err.insert("syscall".into(), "listen".into());
-            server.report(&shared, kind::ERROR, &Value::Object(err).to_string());
+            server.report(&shared, kind::ERROR, &error_json(&e, "listen", &options.endpoint));
             return;
         }
     };
     server.listening.store(true, Ordering::Release);
-    if let Ok(addr) = listener.local_addr() {
-        let info = serde_json::json!({
-            "address": addr.ip().to_string(),
-            "port": addr.port(),
-            "family": if addr.is_ipv4() { "IPv4" } else { "IPv6" },
-        });
-        server.report(&shared, kind::LISTENING, &info.to_string());
-    }
+    server.report(&shared, kind::LISTENING, &listener.address_json().to_string());
     loop {
         tokio::select! {
             _ = server.shutdown.notified() => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, remote)) => {
-                    let _ = stream.set_nodelay(true);
-                    let addrs = Addresses { remote: Some(remote), local: stream.local_addr().ok() };
-                    accept(&shared, &server, stream, addrs);
+                Ok((stream, addrs)) => {
+                    let link = server.new_link(&shared);
+                    let tls = server.tls.clone();
+                    let secured = async move {
+                        match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, secure_accept(stream, tls.as_deref())).await {
+                            Ok(r) => r,
+                            Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out")),
+                        }
+                    };
+                    server.run_link(&shared, link, secured, addrs);
                 }
                 // Out of descriptors and the like: back off briefly instead
                 // of spinning; the listener stays up.
-                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
             }
         }
         if server.closing.load(Ordering::Acquire) {
@@ -134,27 +153,4 @@ pub async fn listen_and_serve(shared: Arc<Shared>, server: Arc<Server>, options:
     drop(listener);
     server.listening.store(false, Ordering::Release);
     server.maybe_closed(&shared);
-}
-
-fn accept(shared: &Arc<Shared>, server: &Arc<Server>, stream: tokio::net::TcpStream, addrs: Addresses) {
-    let handle = shared.alloc_handle();
-    let link = Link::new(
-        handle,
-        Some(server.handle),
-        Peer::new(Role::Server, server.config.clone()),
-        shared.delivery.clone(),
-        Some(server.store.clone()),
-        shared.rt.clone(),
-    );
-    shared.register_link(link.clone());
-    server.active.fetch_add(1, Ordering::AcqRel);
-    let (shared, server) = (shared.clone(), server.clone());
-    shared.rt.clone().spawn(async move {
-        link.drive(stream, addrs).await;
-        shared.unregister_link(handle);
-        link.deliver(kind::DISCONNECTED, |b| b.push_str("false"));
-        server.active.fetch_sub(1, Ordering::AcqRel);
-        server.maybe_closed(&shared);
-        drop(lock(&link.peer));
-    });
 }

@@ -3,7 +3,9 @@
 //! once per batch of sends (`write`). Every export catches panics, so a bug
 //! surfaces as a JS exception rather than aborting Node.
 
-use crate::engine::{ClientOptions, Engine, ListenOptions, ServerOptions};
+use crate::engine::link::Addresses;
+use crate::engine::tls::{TlsAcceptor, TlsConnector, TlsOptions};
+use crate::engine::{ClientOptions, Connector, Endpoint, Engine, ListenOptions, ServerOptions};
 use crate::protocol::peer::Config;
 use napi::bindgen_prelude::*;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
@@ -63,15 +65,65 @@ fn peer_config(o: Option<PeerOptions>) -> Config {
     c
 }
 
-#[napi(catch_unwind)]
-pub fn create_server(options: Option<PeerOptions>) -> Result<u32> {
-    Ok(engine()?.create_server(ServerOptions { peer: peer_config(options), store: None }))
+/// TLS options with Node's names; PEM text as Buffers (index.js converts strings).
+#[napi(object)]
+pub struct JsTlsOptions {
+    pub key: Option<Buffer>,
+    pub cert: Option<Buffer>,
+    pub ca: Option<Vec<Buffer>>,
+    pub request_cert: Option<bool>,
+    pub reject_unauthorized: Option<bool>,
+    pub servername: Option<String>,
+}
+
+fn tls_options(o: JsTlsOptions) -> TlsOptions {
+    TlsOptions {
+        key: o.key.map(|b| b.to_vec()),
+        cert: o.cert.map(|b| b.to_vec()),
+        ca: o.ca.unwrap_or_default().into_iter().map(|b| b.to_vec()).collect(),
+        request_cert: o.request_cert.unwrap_or(false),
+        reject_unauthorized: o.reject_unauthorized.unwrap_or(true),
+        servername: o.servername,
+    }
+}
+
+#[napi(object)]
+pub struct JsServerOptions {
+    pub max_message_size: Option<f64>,
+    pub max_queue_length: Option<f64>,
+    pub tls: Option<JsTlsOptions>,
 }
 
 #[napi(catch_unwind)]
-pub fn listen(server: u32, host: Option<String>, port: u32, backlog: Option<u32>) -> Result<()> {
-    let port = u16::try_from(port).map_err(|_| Error::new(Status::InvalidArg, format!("port should be >= 0 and < 65536. Received {port}")))?;
-    engine()?.listen(server, ListenOptions { host, port, backlog }).map_err(js_err)
+pub fn create_server(options: JsServerOptions) -> Result<u32> {
+    let tls = match options.tls {
+        Some(t) => Some(Arc::new(TlsAcceptor::new(&tls_options(t)).map_err(|e| Error::new(Status::InvalidArg, format!("uhura: bad tls options: {e}")))?)),
+        None => None,
+    };
+    let peer = peer_config(Some(PeerOptions { max_message_size: options.max_message_size, max_queue_length: options.max_queue_length }));
+    Ok(engine()?.create_server(ServerOptions { peer, store: None, tls }))
+}
+
+/// A TCP address (`host`, `port`) or a Unix socket (`path`).
+#[napi(object)]
+pub struct JsEndpoint {
+    pub host: Option<String>,
+    pub port: Option<u32>,
+    pub path: Option<String>,
+}
+
+fn endpoint(e: JsEndpoint) -> Result<Endpoint> {
+    if let Some(path) = e.path {
+        return Ok(Endpoint::Unix { path: path.into() });
+    }
+    let port = e.port.unwrap_or(0);
+    let port = u16::try_from(port).map_err(|_| Error::new(Status::InvalidArg, format!("uhura: port should be >= 0 and < 65536, got {port}")))?;
+    Ok(Endpoint::Tcp { host: e.host.filter(|h| !h.is_empty()), port })
+}
+
+#[napi(catch_unwind)]
+pub fn listen(server: u32, at: JsEndpoint, backlog: Option<u32>) -> Result<()> {
+    engine()?.listen(server, ListenOptions { endpoint: endpoint(at)?, backlog }).map_err(js_err)
 }
 
 #[napi(catch_unwind)]
@@ -80,10 +132,91 @@ pub fn close_server(server: u32) -> Result<()> {
     Ok(())
 }
 
+#[napi(object)]
+pub struct JsClientOptions {
+    /// Addresses tried in turn; empty with `js` set.
+    pub servers: Vec<JsEndpoint>,
+    /// Streams come from a JavaScript `createConnection` factory.
+    pub js: Option<bool>,
+    pub tls: Option<JsTlsOptions>,
+    pub max_message_size: Option<f64>,
+    pub max_queue_length: Option<f64>,
+}
+
 #[napi(catch_unwind)]
-pub fn create_client(host: Option<String>, port: u32, options: Option<PeerOptions>) -> Result<u32> {
-    let port = u16::try_from(port).map_err(|_| Error::new(Status::InvalidArg, format!("port should be >= 0 and < 65536. Received {port}")))?;
-    Ok(engine()?.create_client(ClientOptions { host, port, peer: peer_config(options) }))
+pub fn create_client(options: JsClientOptions) -> Result<u32> {
+    let connector = if options.js.unwrap_or(false) {
+        Connector::Js
+    } else {
+        let endpoints = options.servers.into_iter().map(endpoint).collect::<Result<Vec<_>>>()?;
+        if endpoints.is_empty() {
+            return Err(Error::new(Status::InvalidArg, "uhura: a client needs at least one server address"));
+        }
+        let tls = match options.tls {
+            Some(t) => Some(Arc::new(TlsConnector::new(&tls_options(t)).map_err(|e| Error::new(Status::InvalidArg, format!("uhura: bad tls options: {e}")))?)),
+            None => None,
+        };
+        Connector::Native { endpoints, tls }
+    };
+    let peer = peer_config(Some(PeerOptions { max_message_size: options.max_message_size, max_queue_length: options.max_queue_length }));
+    Ok(engine()?.create_client(ClientOptions { connector, peer }))
+}
+
+/// Addresses of a JavaScript stream, for `.socket`-style reporting.
+#[napi(object)]
+pub struct JsAddresses {
+    pub remote_address: Option<String>,
+    pub remote_port: Option<u32>,
+    pub local_address: Option<String>,
+    pub local_port: Option<u32>,
+}
+
+fn addresses(a: Option<JsAddresses>) -> Addresses {
+    let parse = |ip: Option<String>, port: Option<u32>| -> Option<std::net::SocketAddr> {
+        let ip: std::net::IpAddr = ip?.parse().ok()?;
+        Some(std::net::SocketAddr::new(ip, u16::try_from(port?).ok()?))
+    };
+    match a {
+        Some(a) => Addresses { remote: parse(a.remote_address, a.remote_port), local: parse(a.local_address, a.local_port) },
+        None => Addresses::default(),
+    }
+}
+
+/// A server created with a JavaScript factory got a stream: returns the connection handle.
+#[napi(catch_unwind)]
+pub fn adopt_stream(server: u32, addrs: Option<JsAddresses>) -> Result<u32> {
+    engine()?.adopt_js_stream(server, addresses(addrs)).map_err(js_err)
+}
+
+/// A client's `createConnection` factory called back with a stream.
+#[napi(catch_unwind)]
+pub fn client_opened(client: u32, addrs: Option<JsAddresses>) -> Result<()> {
+    engine()?.client_js_opened(client, Ok(addresses(addrs))).map_err(js_err)
+}
+
+/// A client's `createConnection` factory called back with an error.
+#[napi(catch_unwind)]
+pub fn client_open_failed(client: u32, message: String) -> Result<()> {
+    let _ = engine()?.client_js_opened(client, Err(message));
+    Ok(())
+}
+
+/// Bytes read by a JavaScript stream; false means pause it until told to resume.
+#[napi(catch_unwind)]
+pub fn feed(handle: u32, data: Buffer) -> Result<bool> {
+    Ok(engine()?.pipe_feed(handle, &data))
+}
+
+#[napi(catch_unwind)]
+pub fn feed_end(handle: u32) -> Result<()> {
+    engine()?.pipe_end(handle);
+    Ok(())
+}
+
+/// Bytes to write to a JavaScript stream.
+#[napi(catch_unwind)]
+pub fn take_output(handle: u32) -> Result<Buffer> {
+    Ok(engine()?.pipe_take(handle).into())
 }
 
 #[napi(catch_unwind)]

@@ -1,0 +1,167 @@
+//! Byte streams a link can run over: TCP, Unix sockets, TLS over either, and
+//! streams pumped from JavaScript. Everything past this file sees one boxed
+//! `Stream`, so the protocol code is the same on all of them.
+
+use super::link::Addresses;
+use super::tls::{TlsAcceptor, TlsConnector};
+use std::io;
+use std::path::{Path, PathBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpSocket, TcpStream, UnixListener, UnixStream};
+
+pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Stream for T {}
+pub type BoxStream = Box<dyn Stream>;
+
+/// Where to listen or connect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    Tcp { host: Option<String>, port: u16 },
+    Unix { path: PathBuf },
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Endpoint::Tcp { host, port } => write!(f, "{}:{port}", host.as_deref().unwrap_or("localhost")),
+            Endpoint::Unix { path } => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+pub enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener, PathBuf),
+}
+
+impl Listener {
+    pub async fn bind(endpoint: &Endpoint, backlog: Option<u32>) -> io::Result<Listener> {
+        match endpoint {
+            Endpoint::Tcp { host, port } => bind_tcp(host.as_deref(), *port, backlog.unwrap_or(511)).await.map(Listener::Tcp),
+            Endpoint::Unix { path } => bind_unix(path).map(|l| Listener::Unix(l, path.clone())),
+        }
+    }
+
+    pub async fn accept(&self) -> io::Result<(BoxStream, Addresses)> {
+        match self {
+            Listener::Tcp(l) => {
+                let (s, remote) = l.accept().await?;
+                let _ = s.set_nodelay(true);
+                let local = s.local_addr().ok();
+                Ok((Box::new(s), Addresses { remote: Some(remote), local }))
+            }
+            Listener::Unix(l, _) => {
+                let (s, _) = l.accept().await?;
+                Ok((Box::new(s), Addresses::default()))
+            }
+        }
+    }
+
+    /// What `server.address()` returns, as JSON.
+    pub fn address_json(&self) -> serde_json::Value {
+        match self {
+            Listener::Tcp(l) => match l.local_addr() {
+                Ok(a) => serde_json::json!({
+                    "address": a.ip().to_string(),
+                    "port": a.port(),
+                    "family": if a.is_ipv4() { "IPv4" } else { "IPv6" },
+                }),
+                Err(_) => serde_json::Value::Null,
+            },
+            Listener::Unix(_, path) => serde_json::Value::String(path.display().to_string()),
+        }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        // Node's server.close() removes its socket file; so do we.
+        if let Listener::Unix(_, path) = self {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+async fn bind_tcp(host: Option<&str>, port: u16, backlog: u32) -> io::Result<TcpListener> {
+    let addrs: Vec<std::net::SocketAddr> = match host {
+        // Like Node: no host means every address, IPv6 and IPv4 when possible.
+        None | Some("") => vec![(std::net::Ipv6Addr::UNSPECIFIED, port).into(), (std::net::Ipv4Addr::UNSPECIFIED, port).into()],
+        Some(host) => tokio::net::lookup_host((host, port)).await?.collect(),
+    };
+    let mut last = io::Error::new(io::ErrorKind::AddrNotAvailable, "no address to listen on");
+    for addr in addrs {
+        let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+        socket.set_reuseaddr(true)?;
+        match socket.bind(addr).and_then(|_| socket.listen(backlog)) {
+            Ok(l) => return Ok(l),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+/// Binds a Unix socket. A socket file left by a dead process (nothing
+/// accepts on it) is removed first; a live one is EADDRINUSE, as in Node.
+fn bind_unix(path: &Path) -> io::Result<UnixListener> {
+    match UnixListener::bind(path) {
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+            match std::os::unix::net::UnixStream::connect(path) {
+                Ok(_) => Err(e),
+                Err(c) if c.kind() == io::ErrorKind::ConnectionRefused => {
+                    std::fs::remove_file(path)?;
+                    UnixListener::bind(path)
+                }
+                Err(_) => Err(e),
+            }
+        }
+        r => r,
+    }
+}
+
+/// Opens a stream to `endpoint`, trying each resolved address in turn.
+pub async fn connect(endpoint: &Endpoint) -> io::Result<(BoxStream, Addresses)> {
+    match endpoint {
+        Endpoint::Tcp { host, port } => {
+            let host = host.as_deref().filter(|h| !h.is_empty()).unwrap_or("localhost");
+            let mut last = io::Error::new(io::ErrorKind::NotFound, format!("getaddrinfo ENOTFOUND {host}"));
+            for addr in tokio::net::lookup_host((host, *port)).await? {
+                match TcpStream::connect(addr).await {
+                    Ok(s) => {
+                        let _ = s.set_nodelay(true);
+                        set_keepalive(&s);
+                        let addrs = Addresses { remote: s.peer_addr().ok(), local: s.local_addr().ok() };
+                        return Ok((Box::new(s), addrs));
+                    }
+                    Err(e) => last = e,
+                }
+            }
+            Err(last)
+        }
+        Endpoint::Unix { path } => Ok((Box::new(UnixStream::connect(path).await?), Addresses::default())),
+    }
+}
+
+/// TCP keepalive on native sockets, so the kernel eventually notices a peer
+/// that vanished even when the application is idle.
+pub fn set_keepalive(s: &TcpStream) {
+    let sock = socket2::SockRef::from(s);
+    let ka = socket2::TcpKeepalive::new().with_time(std::time::Duration::from_secs(30)).with_interval(std::time::Duration::from_secs(10));
+    let _ = sock.set_tcp_keepalive(&ka);
+}
+
+/// Wraps an accepted stream in TLS when the server has an acceptor.
+pub async fn secure_accept(stream: BoxStream, tls: Option<&TlsAcceptor>) -> io::Result<BoxStream> {
+    match tls {
+        Some(acceptor) => acceptor.accept(stream).await,
+        None => Ok(stream),
+    }
+}
+
+/// Wraps a connected stream in TLS when the client has a connector.
+pub async fn secure_connect(stream: BoxStream, endpoint: &Endpoint, tls: Option<&TlsConnector>) -> io::Result<BoxStream> {
+    match (tls, endpoint) {
+        (Some(connector), Endpoint::Tcp { host, .. }) => connector.connect(host.as_deref().unwrap_or("localhost"), stream).await,
+        (Some(connector), Endpoint::Unix { .. }) => connector.connect("localhost", stream).await,
+        (None, _) => Ok(stream),
+    }
+}
