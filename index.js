@@ -6,6 +6,7 @@
 
 const { EventEmitter } = require('events')
 const path = require('path')
+const sessions = require('./lib/session')
 
 const addonPath = path.join(__dirname, 'uhura.node')
 let native
@@ -36,6 +37,7 @@ const OUTPUT = 10
 const TRANSPORT_CLOSED = 11
 const RESUME_INPUT = 12
 const OPEN_TRANSPORT = 13
+const STORE_OP = 14
 
 const handles = new Map()
 // Handle -> the JavaScript stream carrying that link's bytes (factory transports).
@@ -124,6 +126,9 @@ function dispatch (e) {
     }
     case OPEN_TRANSPORT:
       if (obj) obj._openTransport()
+      break
+    case STORE_OP:
+      if (obj) obj._storeOp(e[2], e[3], e[4], e[5])
       break
   }
 }
@@ -228,6 +233,30 @@ function tlsOptions (o) {
   if (o.requestCert != null) out.requestCert = !!o.requestCert
   if (o.rejectUnauthorized != null) out.rejectUnauthorized = !!o.rejectUnauthorized
   if (o.servername != null) out.servername = String(o.servername)
+  return out
+}
+
+/** Server options that choose and tune the session store. */
+function storeOptions (options) {
+  const out = {}
+  const store = options.store
+  if (store instanceof sessions.RedisStore) {
+    out.store = 'redis'
+    out.redisUrl = store.url
+    out.redisPrefix = store.prefix
+    out.redisTtl = store.ttl
+  } else if (store != null) {
+    for (const m of ['get', 'set', 'destroy']) {
+      if (typeof store[m] !== 'function') {
+        throw new TypeError(`uhura: options.store must have get, set and destroy methods (connect-style); ${m} is ${describe(store[m])}`)
+      }
+    }
+    out.store = 'js'
+    if (options.storeTimeout != null) out.storeTimeout = Number(options.storeTimeout)
+  }
+  if (options.sessionTTL != null) out.sessionTtl = Number(options.sessionTTL)
+  if (options.maxSessions != null) out.maxSessions = Number(options.maxSessions)
+  out.cookie = JSON.stringify(new sessions.Cookie(options.cookie))
   return out
 }
 
@@ -649,9 +678,6 @@ class Server extends EventEmitter {
       options = {}
     }
     options = options || {}
-    if (options.store) {
-      throw new TypeError('uhura: options.store is not supported yet by this version; sessions are kept in memory')
-    }
     this.options = options
     this.logErrors = !!options.logErrors
     this._maxQueueLength = options.maxQueueLength
@@ -661,8 +687,10 @@ class Server extends EventEmitter {
     this._h = native.createServer({
       maxMessageSize: options.maxMessageSize == null ? undefined : Number(options.maxMessageSize),
       maxQueueLength: options.maxQueueLength == null ? undefined : Number(options.maxQueueLength),
-      tls: options.tls ? tlsOptions(options.tls) : undefined
+      tls: options.tls ? tlsOptions(options.tls) : undefined,
+      ...storeOptions(options)
     })
+    this.store = options.store || null
     handles.set(this._h, this)
     if (typeof onConnection === 'function') this.on('connection', onConnection)
     if (options.createServer != null) {
@@ -746,6 +774,31 @@ class Server extends EventEmitter {
     return this
   }
 
+  /** Runs one operation of a connect-style JavaScript store for Rust. */
+  _storeOp (req, op, sid, sess) {
+    const store = this.store
+    let settled = false
+    const h = this._h
+    const done = (err, value) => {
+      if (settled) return
+      settled = true
+      const message = err ? String(err.message || err) : undefined
+      const json = !err && op === 'get' && value != null ? JSON.stringify(value) : undefined
+      native.storeReply(h, req, message, json)
+    }
+    try {
+      let r
+      if (op === 'get') r = store.get(sid, done)
+      else if (op === 'set') r = store.set(sid, sess, (err) => done(err))
+      else r = store.destroy(sid, (err) => done(err))
+      if (r && typeof r.then === 'function') {
+        r.then((v) => done(null, v), (e) => done(e || new Error(`store.${op} rejected`)))
+      }
+    } catch (e) {
+      done(e)
+    }
+  }
+
   _adoptStream (stream) {
     const h = native.adoptStream(this._h, addressesOf(stream))
     bindStream(h, stream, (err) => {
@@ -795,6 +848,11 @@ class Server extends EventEmitter {
   }
 }
 
+exports.session = sessions.session
+exports.RedisStore = sessions.RedisStore
+exports.redisStore = function redisStore (options) {
+  return new sessions.RedisStore(options)
+}
 exports.Client = Client
 exports.Server = Server
 exports.Connection = Connection

@@ -41,6 +41,8 @@ pub mod kind {
     pub const RESUME_INPUT: u8 = 12;
     /// JS client transports: call the `createConnection` factory.
     pub const OPEN_TRANSPORT: u8 = 13;
+    /// Servers with a JavaScript store: run a store operation.
+    pub const STORE_OP: u8 = 14;
 }
 
 /// Socket addresses as Node reports them.
@@ -234,15 +236,18 @@ impl Link {
         self.rt.spawn(async move {
             match work {
                 StoreWork::Load(id) => {
-                    let loaded = match store.get(&id).await {
-                        Ok(s) => s,
-                        Err(e) => {
-                            link.deliver_error(&format!("session store get failed: {e}"), Some("ESTORE"));
-                            None
-                        }
+                    // A failing store starts a new session (as the original
+                    // does); the error follows `connect`, so it reaches the
+                    // connection object rather than the server.
+                    let (loaded, error) = match store.get(&id).await {
+                        Ok(s) => (s, None),
+                        Err(e) => (None, Some(e)),
                     };
                     lock(&link.peer).session_loaded(loaded);
                     link.pump();
+                    if let Some(e) = error {
+                        link.deliver_error(&format!("session store get failed: {e}"), Some("ESTORE"));
+                    }
                 }
                 StoreWork::Save(id, session) => {
                     if let Err(e) = store.set(&id, session).await {

@@ -7,7 +7,9 @@ pub mod client;
 pub mod codec;
 pub mod delivery;
 pub mod js_pipe;
+pub mod js_store;
 pub mod link;
+pub mod redis_store;
 pub mod server;
 pub mod store;
 pub mod tls;
@@ -22,7 +24,7 @@ use std::sync::{Arc, Mutex};
 pub use client::{Client, ClientOptions, Connector};
 use js_pipe::JsPipe;
 use link::Addresses;
-pub use server::{ListenOptions, Server, ServerOptions};
+pub use server::{ListenOptions, Server, ServerOptions, StoreChoice};
 pub use transport::Endpoint;
 
 /// What the runtime's tasks share.
@@ -33,6 +35,7 @@ pub struct Shared {
     servers: Mutex<HashMap<u32, Arc<Server>>>,
     clients: Mutex<HashMap<u32, Arc<Client>>>,
     pipes: Mutex<HashMap<u32, Arc<JsPipe>>>,
+    js_stores: Mutex<HashMap<u32, Arc<js_store::JsStore>>>,
     pub rt: tokio::runtime::Handle,
 }
 
@@ -48,6 +51,9 @@ impl Shared {
     }
     pub fn link(&self, handle: u32) -> Option<Arc<Link>> {
         lock(&self.links).get(&handle).cloned()
+    }
+    pub fn register_js_store(&self, server: u32, store: Arc<js_store::JsStore>) {
+        lock(&self.js_stores).insert(server, store);
     }
     pub fn forget_pipe(&self, handle: u32) {
         lock(&self.pipes).remove(&handle);
@@ -79,6 +85,7 @@ impl Engine {
             servers: Mutex::new(HashMap::new()),
             clients: Mutex::new(HashMap::new()),
             pipes: Mutex::new(HashMap::new()),
+            js_stores: Mutex::new(HashMap::new()),
             rt: rt.handle().clone(),
         });
         Ok(Engine { shared, _rt: rt })
@@ -95,7 +102,7 @@ impl Engine {
 
     pub fn create_server(&self, options: ServerOptions) -> u32 {
         let handle = self.shared.alloc_handle();
-        let server = Server::new(handle, options);
+        let server = Server::new(handle, options, &self.shared);
         lock(&self.shared.servers).insert(handle, server);
         handle
     }
@@ -124,6 +131,13 @@ impl Engine {
         let shared = self.shared.clone();
         self.shared.rt.spawn(async move { client::run(shared, client).await });
         handle
+    }
+
+    /// A JavaScript store answered request `req` of `server`'s store.
+    pub fn store_reply(&self, server: u32, req: u64, result: Result<Option<String>, String>) {
+        if let Some(store) = lock(&self.shared.js_stores).get(&server).cloned() {
+            store.reply(req, result);
+        }
     }
 
     /// A server-side connection over a JavaScript stream; returns its handle.

@@ -3,6 +3,7 @@
 //! has ended, as with Node's net.Server.
 
 use super::link::{self, kind, Addresses, Link};
+use super::js_store::JsStore;
 use super::store::{MemoryStore, SessionStore};
 use super::tls::TlsAcceptor;
 use super::transport::{secure_accept, BoxStream, Endpoint, Listener};
@@ -17,10 +18,26 @@ use tokio::sync::Notify;
 /// A TLS client gets this long to finish its handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Where a server keeps its sessions.
+#[derive(Clone)]
+pub enum StoreChoice {
+    /// In memory, in Rust: idle expiry and a cap on the number of sessions.
+    Memory { ttl: Duration, max_sessions: usize },
+    /// A connect-style JavaScript store, answering within `timeout`.
+    Js { timeout: Duration },
+    Custom(Arc<dyn SessionStore>),
+}
+
+impl Default for StoreChoice {
+    fn default() -> Self {
+        StoreChoice::Memory { ttl: Duration::from_secs(24 * 3600), max_sessions: 1_000_000 }
+    }
+}
+
 #[derive(Clone, Default)]
 pub struct ServerOptions {
     pub peer: Config,
-    pub store: Option<Arc<dyn SessionStore>>,
+    pub store: StoreChoice,
     pub tls: Option<Arc<TlsAcceptor>>,
 }
 
@@ -42,11 +59,20 @@ pub struct Server {
 }
 
 impl Server {
-    pub fn new(handle: u32, options: ServerOptions) -> Arc<Self> {
+    pub fn new(handle: u32, options: ServerOptions, shared: &Shared) -> Arc<Self> {
+        let store: Arc<dyn SessionStore> = match options.store {
+            StoreChoice::Memory { ttl, max_sessions } => Arc::new(MemoryStore::new(ttl, max_sessions)),
+            StoreChoice::Js { timeout } => {
+                let store = Arc::new(JsStore::new(handle, shared.delivery.clone(), timeout));
+                shared.register_js_store(handle, store.clone());
+                store
+            }
+            StoreChoice::Custom(store) => store,
+        };
         Arc::new(Server {
             handle,
             config: options.peer,
-            store: options.store.unwrap_or_else(|| Arc::new(MemoryStore::default())),
+            store,
             tls: options.tls,
             shutdown: Notify::new(),
             closing: AtomicBool::new(false),

@@ -5,12 +5,13 @@
 
 use crate::engine::link::Addresses;
 use crate::engine::tls::{TlsAcceptor, TlsConnector, TlsOptions};
-use crate::engine::{ClientOptions, Connector, Endpoint, Engine, ListenOptions, ServerOptions};
+use crate::engine::{ClientOptions, Connector, Endpoint, Engine, ListenOptions, ServerOptions, StoreChoice};
 use crate::protocol::peer::Config;
 use napi::bindgen_prelude::*;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 static ENGINE: OnceLock<Engine> = OnceLock::new();
 
@@ -92,16 +93,59 @@ pub struct JsServerOptions {
     pub max_message_size: Option<f64>,
     pub max_queue_length: Option<f64>,
     pub tls: Option<JsTlsOptions>,
+    /// "memory" (default), "js" (a connect-style JS store) or "redis".
+    pub store: Option<String>,
+    /// Idle expiry of the memory store, in ms.
+    pub session_ttl: Option<f64>,
+    /// Cap on the memory store's number of sessions.
+    pub max_sessions: Option<f64>,
+    /// How long a JS store may take to answer, in ms.
+    pub store_timeout: Option<f64>,
+    pub redis_url: Option<String>,
+    pub redis_prefix: Option<String>,
+    /// Redis key expiry, in seconds.
+    pub redis_ttl: Option<f64>,
+    /// JSON of the `cookie` field put in new sessions.
+    pub cookie: Option<String>,
+}
+
+fn ms(v: Option<f64>, default_ms: u64) -> Duration {
+    match v {
+        Some(v) if v.is_finite() && v > 0.0 => Duration::from_secs_f64(v / 1000.0),
+        _ => Duration::from_millis(default_ms),
+    }
+}
+
+fn store_choice(o: &JsServerOptions) -> Result<StoreChoice> {
+    Ok(match o.store.as_deref().unwrap_or("memory") {
+        "memory" => StoreChoice::Memory {
+            ttl: ms(o.session_ttl, 24 * 3600 * 1000),
+            max_sessions: o.max_sessions.filter(|n| *n >= 1.0).map_or(1_000_000, |n| n as usize),
+        },
+        "js" => StoreChoice::Js { timeout: ms(o.store_timeout, 10_000) },
+        "redis" => {
+            let url = o.redis_url.as_deref().unwrap_or("redis://127.0.0.1:6379");
+            let ttl = o.redis_ttl.filter(|s| *s > 0.0).map(Duration::from_secs_f64);
+            let store = crate::engine::redis_store::RedisStore::new(url, o.redis_prefix.clone(), ttl)
+                .map_err(|e| Error::new(Status::InvalidArg, format!("uhura: bad redis store options: {e}")))?;
+            StoreChoice::Custom(Arc::new(store))
+        }
+        other => return Err(Error::new(Status::InvalidArg, format!("uhura: unknown store kind {other:?}"))),
+    })
 }
 
 #[napi(catch_unwind)]
-pub fn create_server(options: JsServerOptions) -> Result<u32> {
-    let tls = match options.tls {
+pub fn create_server(mut options: JsServerOptions) -> Result<u32> {
+    let store = store_choice(&options)?;
+    let tls = match options.tls.take() {
         Some(t) => Some(Arc::new(TlsAcceptor::new(&tls_options(t)).map_err(|e| Error::new(Status::InvalidArg, format!("uhura: bad tls options: {e}")))?)),
         None => None,
     };
-    let peer = peer_config(Some(PeerOptions { max_message_size: options.max_message_size, max_queue_length: options.max_queue_length }));
-    Ok(engine()?.create_server(ServerOptions { peer, store: None, tls }))
+    let mut peer = peer_config(Some(PeerOptions { max_message_size: options.max_message_size, max_queue_length: options.max_queue_length }));
+    if let Some(cookie) = options.cookie.as_deref().and_then(|c| serde_json::from_str(c).ok()) {
+        peer.cookie = cookie;
+    }
+    Ok(engine()?.create_server(ServerOptions { peer, store, tls }))
 }
 
 /// A TCP address (`host`, `port`) or a Unix socket (`path`).
@@ -269,5 +313,16 @@ pub fn destroy(handle: u32) -> Result<()> {
 #[napi(catch_unwind)]
 pub fn invalidate_session(handle: u32) -> Result<()> {
     engine()?.link(handle).map_err(js_err)?.invalidate_session();
+    Ok(())
+}
+
+/// A JavaScript store's answer to request `req`: the session JSON for `get`, or an error message.
+#[napi(catch_unwind)]
+pub fn store_reply(server: u32, req: f64, error: Option<String>, session: Option<String>) -> Result<()> {
+    let result = match error {
+        Some(e) => Err(e),
+        None => Ok(session),
+    };
+    engine()?.store_reply(server, req as u64, result);
     Ok(())
 }

@@ -155,11 +155,6 @@ impl State {
     }
 }
 
-#[inline]
-fn is_ws(b: u8) -> bool {
-    matches!(b, b' ' | b'\t' | b'\n' | b'\r')
-}
-
 /// First byte of a JSON scalar (string, number, literal).
 #[inline]
 fn is_scalar_start(b: u8) -> bool {
@@ -220,10 +215,18 @@ fn scan_string(s: &[u8]) -> usize {
     i
 }
 
+/// `s` starts with `p` (a short literal; avoids a `memcmp` call).
+#[inline]
+fn has_prefix(s: &[u8], p: &[u8]) -> bool {
+    s.len() >= p.len() && s.iter().zip(p).all(|(a, b)| a == b)
+}
+
 /// Length of the run of ASCII digits at the start of `s`.
 #[inline]
 fn scan_digits(s: &[u8]) -> usize {
-    s.iter().position(|b| !b.is_ascii_digit()).unwrap_or(s.len())
+    s.iter()
+        .position(|b| !b.is_ascii_digit())
+        .unwrap_or(s.len())
 }
 
 /// Append `data` to `buf`, growing the allocation geometrically but never past `cap` bytes
@@ -231,7 +234,11 @@ fn scan_digits(s: &[u8]) -> usize {
 fn append_bounded(buf: &mut Vec<u8>, data: &[u8], cap: usize) {
     let need = buf.len() + data.len();
     if need > buf.capacity() {
-        let target = buf.capacity().saturating_mul(2).max(need).min(cap.max(need));
+        let target = buf
+            .capacity()
+            .saturating_mul(2)
+            .max(need)
+            .min(cap.max(need));
         buf.reserve_exact(target - buf.len());
     }
     buf.extend_from_slice(data);
@@ -325,7 +332,8 @@ impl Reader {
         } else {
             self.buf.reserve_exact(i + 1);
             self.buf.extend_from_slice(&chunk[..=i]);
-            String::from_utf8(std::mem::take(&mut self.buf)).map_err(|e| e.utf8_error().valid_up_to())
+            String::from_utf8(std::mem::take(&mut self.buf))
+                .map_err(|e| e.utf8_error().valid_up_to())
         };
         match text {
             Ok(s) => {
@@ -344,11 +352,15 @@ impl Reader {
         let base = self.consumed;
         let mut st = self.state;
         let mut i = 0usize;
+        // Innermost open container (`[`, `{`, or 0 at depth 0) and depth, mirrored from
+        // `self.stack` to keep them in registers.
+        let mut top = self.stack.last().copied().unwrap_or(0);
+        let mut depth = self.stack.len();
         // Where the current message starts in this chunk (0 if it started earlier).
         let mut start = 0usize;
         // Scanning stops here: the chunk end, or the byte that would make the current
         // message exceed `max`.
-        let mut end = if self.stack.len() >= 2 {
+        let mut end = if depth >= 2 {
             (max - self.buf.len()).min(n)
         } else {
             n
@@ -365,22 +377,63 @@ impl Reader {
                 fail!(unexpected($b, base + i as u64, st.name()))
             };
         }
-        // Close the innermost container with `$b` (already checked to match).
+        // Close the innermost container (the closing byte `chunk[i]` already checked).
         macro_rules! close {
             () => {{
                 self.stack.pop();
-                match self.stack.len() {
-                    0 => st = State::Root,
-                    1 => {
-                        st = State::CommaOrEnd;
-                        if let Err(e) = self.emit(chunk, start, i, out) {
-                            fail!(e);
-                        }
-                        end = n;
+                depth -= 1;
+                top = self.stack.last().copied().unwrap_or(0);
+                st = State::CommaOrEnd;
+                if depth <= 1 {
+                    if depth == 0 {
+                        st = State::Root;
+                    } else if let Err(e) = self.emit(chunk, start, i, out) {
+                        fail!(e);
                     }
-                    _ => st = State::CommaOrEnd,
+                    end = n;
                 }
                 i += 1;
+            }};
+        }
+        // Scan string content from `i` (just after the opening quote, or where an earlier
+        // chunk stopped); on the closing quote go to `$next`. Escapes split across chunks and
+        // bad escapes fall back to the byte-wise `StrEscape` / `StrUnicode` states.
+        macro_rules! string_body {
+            ($next:expr) => {{
+                st = State::Str;
+                loop {
+                    i += scan_string(&chunk[i..end]);
+                    if i >= end {
+                        break;
+                    }
+                    match chunk[i] {
+                        b'"' => {
+                            i += 1;
+                            st = $next;
+                            break;
+                        }
+                        b'\\' => {
+                            if i + 1 < end
+                                && matches!(
+                                    chunk[i + 1],
+                                    b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't'
+                                )
+                            {
+                                i += 2;
+                            } else if i + 5 < end
+                                && chunk[i + 1] == b'u'
+                                && chunk[i + 2..i + 6].iter().all(u8::is_ascii_hexdigit)
+                            {
+                                i += 6;
+                            } else {
+                                i += 1;
+                                st = State::StrEscape;
+                                break;
+                            }
+                        }
+                        c => unexpected!(c),
+                    }
+                }
             }};
         }
 
@@ -394,63 +447,72 @@ impl Reader {
             let b = chunk[i];
             match st {
                 State::Str => {
-                    i += scan_string(&chunk[i..end]);
-                    if i >= end {
-                        continue;
-                    }
-                    match chunk[i] {
-                        b'"' => {
-                            st = if self.string_is_key {
-                                State::Colon
-                            } else {
-                                State::CommaOrEnd
-                            };
-                        }
-                        b'\\' => st = State::StrEscape,
-                        c => unexpected!(c),
-                    }
-                    i += 1;
+                    let next = if self.string_is_key {
+                        State::Colon
+                    } else {
+                        State::CommaOrEnd
+                    };
+                    string_body!(next);
                 }
                 State::CommaOrEnd => match b {
-                    b' ' | b'\t' | b'\n' | b'\r' => i += 1,
                     b',' => {
-                        st = if self.stack.last() == Some(&b'[') {
-                            State::Value
-                        } else {
-                            State::Key
-                        };
                         i += 1;
+                        if top == b'[' {
+                            st = State::Value;
+                        } else {
+                            // Fast path for the usual `,"key"`.
+                            if i < end && chunk[i] == b'"' {
+                                i += 1;
+                                self.string_is_key = true;
+                                string_body!(State::Colon);
+                            } else {
+                                st = State::Key;
+                            }
+                        }
                     }
                     b']' | b'}' => {
-                        let open = if b == b']' { b'[' } else { b'{' };
-                        if self.stack.last() != Some(&open) {
+                        if b != top + 2 {
+                            // `[` + 2 == `]`, `{` + 2 == `}`
                             unexpected!(b);
                         }
                         close!();
                     }
+                    b' ' | b'\t' | b'\n' | b'\r' => i += 1,
                     _ => unexpected!(b),
                 },
                 State::Value | State::ValueOrEnd => match b {
-                    b' ' | b'\t' | b'\n' | b'\r' => i += 1,
+                    b'"' if depth >= 2 => {
+                        i += 1;
+                        self.string_is_key = false;
+                        string_body!(State::CommaOrEnd);
+                    }
                     b'[' | b'{' => {
-                        if self.stack.len() >= MAX_DEPTH {
+                        if depth >= MAX_DEPTH {
                             fail!(unexpected(b, base + i as u64, "MAX_DEPTH"));
                         }
-                        if self.stack.len() == 1 {
+                        if depth == 1 {
                             start = i;
                             self.msg_pos = base + i as u64;
                             end = i.saturating_add(max).min(n);
                         }
                         self.stack.push(b);
-                        st = if b == b'[' {
-                            State::ValueOrEnd
-                        } else {
-                            State::KeyOrEnd
-                        };
+                        depth += 1;
+                        top = b;
                         i += 1;
+                        if b == b'[' {
+                            st = State::ValueOrEnd;
+                        } else if i < end && chunk[i] == b'"' {
+                            // Fast path for the usual `{"key"`.
+                            i += 1;
+                            self.string_is_key = true;
+                            string_body!(State::Colon);
+                        } else {
+                            st = State::KeyOrEnd;
+                        }
                     }
+                    b' ' | b'\t' | b'\n' | b'\r' => i += 1,
                     b']' if st == State::ValueOrEnd => close!(),
-                    _ if self.stack.len() == 1 => {
+                    _ if depth == 1 => {
                         if is_scalar_start(b) {
                             fail!(FrameError::BadMessage {
                                 position: base + i as u64
@@ -458,10 +520,13 @@ impl Reader {
                         }
                         unexpected!(b);
                     }
-                    b'"' => {
-                        self.string_is_key = false;
-                        st = State::Str;
+                    b'1'..=b'9' => {
                         i += 1;
+                        i += scan_digits(&chunk[i..end]);
+                        st = State::NumInt;
+                        if i < end && !matches!(chunk[i], b'.' | b'e' | b'E') {
+                            st = State::CommaOrEnd;
+                        }
                     }
                     b'-' => {
                         st = State::NumMinus;
@@ -471,38 +536,40 @@ impl Reader {
                         st = State::NumZero;
                         i += 1;
                     }
-                    b'1'..=b'9' => {
-                        st = State::NumInt;
-                        i += 1;
-                    }
                     b't' | b'f' | b'n' => {
-                        self.lit = match b {
+                        let lit: &'static [u8] = match b {
                             b't' => b"true",
                             b'f' => b"false",
                             _ => b"null",
                         };
-                        self.lit_pos = 1;
-                        st = State::Literal;
-                        i += 1;
+                        if has_prefix(&chunk[i..end], lit) {
+                            i += lit.len();
+                            st = State::CommaOrEnd;
+                        } else {
+                            self.lit = lit;
+                            self.lit_pos = 1;
+                            st = State::Literal;
+                            i += 1;
+                        }
                     }
-                    _ => unexpected!(b),
-                },
-                State::KeyOrEnd | State::Key => match b {
-                    b' ' | b'\t' | b'\n' | b'\r' => i += 1,
-                    b'"' => {
-                        self.string_is_key = true;
-                        st = State::Str;
-                        i += 1;
-                    }
-                    b'}' if st == State::KeyOrEnd => close!(),
                     _ => unexpected!(b),
                 },
                 State::Colon => match b {
-                    b' ' | b'\t' | b'\n' | b'\r' => i += 1,
                     b':' => {
                         st = State::Value;
                         i += 1;
                     }
+                    b' ' | b'\t' | b'\n' | b'\r' => i += 1,
+                    _ => unexpected!(b),
+                },
+                State::KeyOrEnd | State::Key => match b {
+                    b'"' => {
+                        i += 1;
+                        self.string_is_key = true;
+                        string_body!(State::Colon);
+                    }
+                    b' ' | b'\t' | b'\n' | b'\r' => i += 1,
+                    b'}' if st == State::KeyOrEnd => close!(),
                     _ => unexpected!(b),
                 },
                 State::StrEscape => match b {
@@ -558,7 +625,10 @@ impl Reader {
                     }
                     _ => unexpected!(b),
                 },
-                State::NumZero => match b {
+                State::NumZero | State::NumInt => match b {
+                    b'0'..=b'9' if st == State::NumInt => {
+                        i += scan_digits(&chunk[i..end]);
+                    }
                     b'.' => {
                         st = State::NumDot;
                         i += 1;
@@ -570,23 +640,6 @@ impl Reader {
                     // The number ended; `b` is the next token.
                     _ => st = State::CommaOrEnd,
                 },
-                State::NumInt => {
-                    i += scan_digits(&chunk[i..end]);
-                    if i >= end {
-                        continue;
-                    }
-                    match chunk[i] {
-                        b'.' => {
-                            st = State::NumDot;
-                            i += 1;
-                        }
-                        b'e' | b'E' => {
-                            st = State::NumExp;
-                            i += 1;
-                        }
-                        _ => st = State::CommaOrEnd,
-                    }
-                }
                 State::NumDot => {
                     if !b.is_ascii_digit() {
                         unexpected!(b);
@@ -594,19 +647,14 @@ impl Reader {
                     st = State::NumFrac;
                     i += 1;
                 }
-                State::NumFrac => {
-                    i += scan_digits(&chunk[i..end]);
-                    if i >= end {
-                        continue;
+                State::NumFrac => match b {
+                    b'0'..=b'9' => i += scan_digits(&chunk[i..end]),
+                    b'e' | b'E' => {
+                        st = State::NumExp;
+                        i += 1;
                     }
-                    match chunk[i] {
-                        b'e' | b'E' => {
-                            st = State::NumExp;
-                            i += 1;
-                        }
-                        _ => st = State::CommaOrEnd,
-                    }
-                }
+                    _ => st = State::CommaOrEnd,
+                },
                 State::NumExp => match b {
                     b'+' | b'-' => {
                         st = State::NumExpSign;
@@ -635,6 +683,8 @@ impl Reader {
                     b' ' | b'\t' | b'\n' | b'\r' => i += 1,
                     b'[' => {
                         self.stack.push(b'[');
+                        depth += 1;
+                        top = b'[';
                         st = State::ValueOrEnd;
                         i += 1;
                     }
@@ -650,7 +700,7 @@ impl Reader {
         }
 
         self.state = st;
-        if self.stack.len() >= 2 {
+        if depth >= 2 {
             // `end` guarantees this keeps the buffer within `max`.
             append_bounded(&mut self.buf, &chunk[start..n], max);
         }
@@ -738,8 +788,14 @@ mod tests {
     fn display_shape() {
         let mut r = Reader::new(100);
         let e = r.feed(b".", &mut Vec::new()).unwrap_err();
-        assert_eq!(e.to_string(), "Unexpected \".\" at position 0 in state START");
+        assert_eq!(
+            e.to_string(),
+            "Unexpected \".\" at position 0 in state START"
+        );
         let e = unexpected(b'\n', 3, "COMMA");
-        assert_eq!(e.to_string(), "Unexpected \"\\n\" at position 3 in state COMMA");
+        assert_eq!(
+            e.to_string(),
+            "Unexpected \"\\n\" at position 3 in state COMMA"
+        );
     }
 }

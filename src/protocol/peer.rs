@@ -22,11 +22,13 @@ pub struct Config {
     pub max_message_size: usize,
     /// Queued (not yet sent) events beyond this count drop the oldest.
     pub max_queue_length: usize,
+    /// Server: the `cookie` field of new sessions (the old server's connect Cookie).
+    pub cookie: Value,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { max_message_size: DEFAULT_MAX_MESSAGE_SIZE, max_queue_length: usize::MAX }
+        Config { max_message_size: DEFAULT_MAX_MESSAGE_SIZE, max_queue_length: usize::MAX, cookie: session::default_cookie() }
     }
 }
 
@@ -205,7 +207,7 @@ impl Peer {
             Role::Server => {
                 self.phase = Phase::AwaitingStart;
                 self.session = Session::new();
-                self.session.insert("cookie".into(), session::default_cookie());
+                self.session.insert("cookie".into(), self.config.cookie.clone());
             }
         }
     }

@@ -1,0 +1,212 @@
+'use strict'
+// The `Uhura.session` export of the original: connect 2.x's session store
+// classes, so stores written for connect keep working. A store factory in
+// the `require('connect-redis')(Uhura)` style reads `Uhura.session.Store`
+// and subclasses it with `Store.call(this, options)`, so Store is an
+// ES5-style constructor, not a class.
+
+const { EventEmitter } = require('events')
+const util = require('util')
+
+/** connect's Cookie: the `cookie` field the 0.1.x server stores in every session. */
+function Cookie (options) {
+  this.path = '/'
+  this.maxAge = null
+  this.httpOnly = true
+  if (options) {
+    for (const key in options) this[key] = options[key]
+  }
+  this.originalMaxAge = this.originalMaxAge === undefined ? this.maxAge : this.originalMaxAge
+}
+
+Object.defineProperty(Cookie.prototype, 'maxAge', {
+  get () {
+    return this._expires instanceof Date ? this._expires.valueOf() - Date.now() : this._expires
+  },
+  set (ms) {
+    this._expires = typeof ms === 'number' ? new Date(Date.now() + ms) : ms
+  },
+  enumerable: false,
+  configurable: true
+})
+
+Object.defineProperty(Cookie.prototype, 'expires', {
+  get () {
+    return this._expires
+  },
+  set (date) {
+    this._expires = date
+  },
+  enumerable: false,
+  configurable: true
+})
+
+Cookie.prototype.toJSON = function () {
+  const out = { originalMaxAge: this.originalMaxAge, expires: this._expires === undefined ? null : this._expires }
+  if (this.secure !== undefined) out.secure = this.secure
+  out.httpOnly = this.httpOnly
+  if (this.domain !== undefined) out.domain = this.domain
+  out.path = this.path
+  return out
+}
+
+/** connect's Session: the session data plus a few methods, bound to a request-like object. */
+function Session (req, data) {
+  Object.defineProperty(this, 'req', { value: req, enumerable: false, writable: true })
+  Object.defineProperty(this, 'id', { value: req.sessionID, enumerable: false, writable: true })
+  if (data && typeof data === 'object') {
+    for (const key in data) this[key] = data[key]
+  }
+}
+
+Object.defineProperty(Session.prototype, 'touch', {
+  value () {
+    return this.resetMaxAge()
+  }
+})
+Object.defineProperty(Session.prototype, 'resetMaxAge', {
+  value () {
+    if (this.cookie) this.cookie.maxAge = this.cookie.originalMaxAge
+    return this
+  }
+})
+Object.defineProperty(Session.prototype, 'save', {
+  value (fn) {
+    this.req.sessionStore.set(this.id, this, fn || function () {})
+    return this
+  }
+})
+Object.defineProperty(Session.prototype, 'reload', {
+  value (fn) {
+    const req = this.req
+    const store = this.req.sessionStore
+    store.get(this.id, (err, sess) => {
+      if (err) return fn(err)
+      if (!sess) return fn(new Error('failed to load session'))
+      store.createSession(req, sess)
+      fn()
+    })
+    return this
+  }
+})
+Object.defineProperty(Session.prototype, 'destroy', {
+  value (fn) {
+    delete this.req.session
+    this.req.sessionStore.destroy(this.id, fn || function () {})
+    return this
+  }
+})
+Object.defineProperty(Session.prototype, 'regenerate', {
+  value (fn) {
+    this.req.sessionStore.regenerate(this.req, fn)
+    return this
+  }
+})
+
+/** connect's abstract Store: subclasses provide get, set and destroy. */
+function Store (options) {
+  EventEmitter.call(this)
+}
+util.inherits(Store, EventEmitter)
+
+Store.prototype.regenerate = function (req, fn) {
+  this.destroy(req.sessionID, (err) => {
+    if (typeof this.generate === 'function') this.generate(req)
+    fn(err)
+  })
+}
+
+Store.prototype.load = function (sid, fn) {
+  this.get(sid, (err, sess) => {
+    if (err) return fn(err)
+    if (!sess) return fn()
+    const req = { sessionID: sid, sessionStore: this }
+    fn(null, this.createSession(req, sess))
+  })
+}
+
+Store.prototype.createSession = function (req, sess) {
+  const expires = sess.cookie && sess.cookie.expires
+  const originalMaxAge = sess.cookie && sess.cookie.originalMaxAge
+  sess.cookie = new Cookie(sess.cookie)
+  if (typeof expires === 'string') sess.cookie.expires = new Date(expires)
+  sess.cookie.originalMaxAge = originalMaxAge
+  req.session = new Session(req, sess)
+  return req.session
+}
+
+/** connect's MemoryStore: sessions as JSON text in a plain object. */
+function MemoryStore () {
+  Store.call(this)
+  this.sessions = Object.create(null)
+}
+util.inherits(MemoryStore, Store)
+
+MemoryStore.prototype.get = function (sid, fn) {
+  setImmediate(() => {
+    const text = this.sessions[sid]
+    if (text === undefined) return fn()
+    const sess = JSON.parse(text)
+    const expires = sess.cookie && sess.cookie.expires
+    if (!expires || new Date() < new Date(expires)) return fn(null, sess)
+    this.destroy(sid, () => fn())
+  })
+}
+
+MemoryStore.prototype.set = function (sid, sess, fn) {
+  setImmediate(() => {
+    this.sessions[sid] = JSON.stringify(sess)
+    if (fn) fn()
+  })
+}
+
+MemoryStore.prototype.destroy = function (sid, fn) {
+  setImmediate(() => {
+    delete this.sessions[sid]
+    if (fn) fn()
+  })
+}
+
+MemoryStore.prototype.all = function (fn) {
+  setImmediate(() => fn(null, Object.keys(this.sessions).map((sid) => JSON.parse(this.sessions[sid]))))
+}
+
+MemoryStore.prototype.clear = function (fn) {
+  this.sessions = Object.create(null)
+  if (fn) setImmediate(fn)
+}
+
+MemoryStore.prototype.length = function (fn) {
+  setImmediate(() => fn(null, Object.keys(this.sessions).length))
+}
+
+/**
+ * The old `session(options)` export: returns the store a server would use.
+ * Kept for code that called it directly.
+ */
+function session (options) {
+  options = options || {}
+  return options.store || new MemoryStore()
+}
+
+/**
+ * A Redis-backed store, run natively: session reads and writes never cross
+ * into JavaScript. Pass it as `createServer({ store: Uhura.redisStore({ url }) })`.
+ */
+class RedisStore {
+  constructor (options) {
+    options = options || {}
+    if (options.url != null && typeof options.url !== 'string') throw new TypeError('uhura: redisStore({ url }) must be a string')
+    this.url = options.url || 'redis://127.0.0.1:6379'
+    this.prefix = options.prefix == null ? 'sess:' : String(options.prefix)
+    this.ttl = options.ttl == null ? 86400 : Number(options.ttl)
+    if (!(this.ttl > 0)) throw new TypeError('uhura: redisStore({ ttl }) must be a positive number of seconds')
+  }
+}
+
+session.Store = Store
+session.Cookie = Cookie
+session.Session = Session
+session.MemoryStore = MemoryStore
+
+module.exports = { session, Store, Cookie, Session, MemoryStore, RedisStore }
