@@ -38,6 +38,7 @@ const TRANSPORT_CLOSED = 11
 const RESUME_INPUT = 12
 const OPEN_TRANSPORT = 13
 const STORE_OP = 14
+const ACK_TIMEOUT = 15
 
 const handles = new Map()
 // Handle -> the JavaScript stream carrying that link's bytes (factory transports).
@@ -103,7 +104,10 @@ function dispatch (e) {
       if (obj) obj._onClose()
       break
     case DROPPED:
-      if (obj) obj._onDropped(e[2], e[3])
+      if (obj) obj._onDropped(e[2])
+      break
+    case ACK_TIMEOUT:
+      if (obj) obj._onAckTimeout(e[2])
       break
     case RECONNECTING:
       if (obj) obj.emit('reconnecting', e[2])
@@ -173,10 +177,16 @@ function checkedPort (port) {
   return n
 }
 
+/** Options of the protocol state machine, as the addon takes them. */
 function peerOptions (o) {
   const out = {}
-  if (o && o.maxMessageSize != null) out.maxMessageSize = Number(o.maxMessageSize)
-  if (o && o.maxQueueLength != null) out.maxQueueLength = Number(o.maxQueueLength)
+  for (const k of ['maxMessageSize', 'maxQueueLength', 'maxQueueBytes', 'ackTimeout', 'heartbeatInterval', 'heartbeatTimeout']) {
+    if (o[k] == null) continue
+    const n = Number(o[k])
+    if (Number.isNaN(n) || n < 0) throw new TypeError(`uhura: options.${k} must be a non-negative number, got ${describe(o[k])}`)
+    out[k] = n
+  }
+  if (o.extensions != null) out.extensions = !!o.extensions
   return out
 }
 
@@ -256,7 +266,6 @@ function storeOptions (options) {
   }
   if (options.sessionTTL != null) out.sessionTtl = Number(options.sessionTTL)
   if (options.maxSessions != null) out.maxSessions = Number(options.maxSessions)
-  out.cookie = JSON.stringify(new sessions.Cookie(options.cookie))
   return out
 }
 
@@ -361,6 +370,7 @@ class SendEmitter extends EventEmitter {
     this._acks = new Map()
     this._lines = []
     this._flushScheduled = false
+    this._ackTimeout = undefined
     this.socket = new Socket(this)
     // The original always listens for 'error', so errors never throw.
     this.on('error', (err) => {
@@ -388,9 +398,13 @@ class SendEmitter extends EventEmitter {
     } catch (e) {
       throw new TypeError(`uhura: send(${JSON.stringify(args[0])}): the arguments cannot be sent as JSON: ${e.message}`)
     }
-    const seq = this._seq++
-    if (cb) this._acks.set(seq, cb)
-    this._push((cb ? 'a' : 'e') + json)
+    if (cb) {
+      const seq = this._seq++
+      this._acks.set(seq, cb)
+      this._push('a' + seq + json)
+    } else {
+      this._push('e' + json)
+    }
   }
 
   /** Promise form of send with an ack: resolves when the peer acknowledges. */
@@ -454,9 +468,13 @@ class SendEmitter extends EventEmitter {
     const cb = this._acks.get(seq)
     if (cb === undefined) return
     this._acks.delete(seq)
+    if (this._acks.size === 0) this._acksSettled()
     if (err) cb(err)
     else cb()
   }
+
+  /** Called when the last pending ack callback has run. */
+  _acksSettled () {}
 
   _onMessage (args) {
     this.emit.apply(this, args)
@@ -478,11 +496,17 @@ class SendEmitter extends EventEmitter {
     this.emit('error', makeError(info))
   }
 
-  _onDropped (seq, notify) {
-    const err = new Error('uhura: the send queue was full; the oldest queued event was dropped')
+  _onDropped (seq) {
+    const err = new Error('uhura: the event was dropped: the send queue was over maxQueueLength or maxQueueBytes, or its session expired')
     err.code = 'ERR_UHURA_DROPPED'
-    if (notify) this._settle(seq, err)
+    if (seq != null) this._settle(seq, err)
     this.emit('drop', err)
+  }
+
+  _onAckTimeout (seq) {
+    const err = new Error(`uhura: no acknowledgement within ackTimeout (${this._ackTimeout} ms); the event stays queued for delivery`)
+    err.code = 'ERR_UHURA_ACK_TIMEOUT'
+    this._settle(seq, err)
   }
 }
 
@@ -513,10 +537,10 @@ class Client extends SendEmitter {
     this.options = options
     if (cb) this.once('connect', cb)
     if (this._h) throw new Error('uhura: this client is already connected; use reconnect()')
+    this._ackTimeout = options.ackTimeout
     const native_ = {
       servers: [],
-      maxMessageSize: options.maxMessageSize == null ? undefined : Number(options.maxMessageSize),
-      maxQueueLength: Number(this._maxQueueLength)
+      peer: peerOptions({ ...options, maxQueueLength: this._maxQueueLength })
     }
     if (typeof options.createConnection === 'function') {
       // The original's factory hook: each (re)connection asks it for a stream.
@@ -628,6 +652,7 @@ class Connection extends SendEmitter {
     this._h = h
     this.server = server
     this.logErrors = !!server.logErrors
+    this._ackTimeout = server.options.ackTimeout
     this.session = info.session
     this.sessionID = info.session.sessionID
     if (server._maxQueueLength != null) this.maxQueueLength = server._maxQueueLength
@@ -638,6 +663,10 @@ class Connection extends SendEmitter {
   invalidateSession () {
     this._flush()
     native.invalidateSession(this._h)
+  }
+
+  _acksSettled () {
+    if (this._disconnected) handles.delete(this._h)
   }
 
   ref () {
@@ -660,7 +689,10 @@ class Connection extends SendEmitter {
 
   _onDisconnected () {
     this.ready = false
-    handles.delete(this._h)
+    this._disconnected = true
+    // Sends on this object still reach the session (kept by the server for
+    // resumeWindow); it stays addressable until its ack callbacks have run.
+    if (this._acks.size === 0) handles.delete(this._h)
     keepAlive(this, false)
     if (this.socket instanceof Socket) {
       this.socket.destroyed = true
@@ -685,8 +717,8 @@ class Server extends EventEmitter {
     this._listening = false
     this._factoryServer = null
     this._h = native.createServer({
-      maxMessageSize: options.maxMessageSize == null ? undefined : Number(options.maxMessageSize),
-      maxQueueLength: options.maxQueueLength == null ? undefined : Number(options.maxQueueLength),
+      peer: { ...peerOptions(options), cookie: JSON.stringify(new sessions.Cookie(options.cookie)) },
+      resumeWindow: options.resumeWindow == null ? undefined : Number(options.resumeWindow),
       tls: options.tls ? tlsOptions(options.tls) : undefined,
       ...storeOptions(options)
     })

@@ -275,6 +275,31 @@ describe(`${IMPL}: reconnection and sessions`, () => {
     }
   })
 
+  it('sends issued while disconnected are delivered after autoReconnect', T, async (t) => {
+    const r = useResources(t)
+    const got = []
+    const srv = await r.startServer(IMPL, {
+      onConnection: (conn) => {
+        pingPong(conn)
+        conn.on('q', (i) => got.push(i))
+      },
+    })
+    const client = await r.connectClient(IMPL, srv.port)
+    client.autoReconnect(200, 400) // first retry after 1 ms (min ** 0), then 200 ms
+    const { conn } = await srv.waitConnection(0)
+    const disc = waitFor(client, 'disconnect', 5000, { label: 'client (disconnect)' })
+    conn.socket.destroy()
+    await disc
+    // Sent while the client is down (the retry is at most a few ms away, so
+    // some may go out on the new connection before or after the handshake).
+    for (let i = 0; i < 20; i++) client.send('q', i)
+    const { reconnect } = await srv.waitConnection(1)
+    assert.equal(reconnect, true)
+    await waitUntil(() => got.length >= 20, 5000, `the 20 queued events (got ${got.length})`)
+    assert.deepStrictEqual(got, Array.from({ length: 20 }, (_, i) => i), 'delivered once each, in order')
+    await roundTrip(client, 8)
+  })
+
   it("disconnect() delivers already-sent events, closes, emits 'disconnect' and does not reconnect", T, async (t) => {
     const r = useResources(t)
     const got = []

@@ -13,7 +13,7 @@
 const { describe, it } = require('node:test')
 const assert = require('node:assert/strict')
 const {
-  OLD_ONLY, HOST, useResources, waitFor, waitUntil, flood, parseFrames, installExitWatchdog,
+  OLD_ONLY, HOST, useResources, waitFor, waitUntil, collect, delay, flood, parseFrames, installExitWatchdog,
 } = require('./helpers')
 
 installExitWatchdog()
@@ -88,6 +88,31 @@ describe(`${IMPL} server: bad input on a fresh connection`, () => {
         "the Server object must not emit 'error' for one bad connection (an app without a server error listener would crash)")
       await assertGoodClientWorks(good, i)
       r.assertNoErrors()
+    })
+  }
+})
+
+// Beyond the minimal contract: ours reports an error of a connection that never
+// completed its handshake (so has no connection object) as a Server
+// 'clientError' event (err), like http.Server, and only when someone listens.
+describe(`${IMPL} server: 'clientError' for errors before the handshake`, () => {
+  for (const c of CASES) {
+    it(`${c.name}: 'clientError' (${c.message}), once`, { timeout: 60000, skip: OLD ? '0.1.2 has no clientError event' : false }, async (t) => {
+      const r = useResources(t)
+      const { srv, good } = await serverWithGoodClient(r)
+      const clientErrors = collect(srv.server, 'clientError')
+      const raw = r.rawConnect(srv.port)
+      await raw.connected()
+      await sendBad(raw.socket, c, 'fresh')
+      await raw.waitClosed(5000)
+      await waitUntil(() => clientErrors.length >= 1, 5000, "the server's 'clientError' event")
+      await delay(100)
+      assert.equal(clientErrors.length, 1, 'one clientError per bad connection')
+      const [err] = clientErrors[0]
+      assert.ok(err instanceof Error)
+      assert.match(err.message, c.message)
+      assert.deepEqual(srv.errors.map(String), [])
+      await assertGoodClientWorks(good, 50)
     })
   }
 })

@@ -69,6 +69,12 @@ describe(`${IMPL} × ${IMPL} throughput`, () => {
     })
     const client = await r.connectClient(IMPL, srv.port)
     assert.equal(client.enableAcks, true, 'acks must be on for this test to mean anything')
+    // 0.1.2 adds a 'disconnect' listener per acked send (PROTOCOL.md §8).
+    const warnings = []
+    const onWarning = (w) => warnings.push(`${w.name}: ${w.message}`)
+    process.on('warning', onWarning)
+    t.after(() => process.removeListener('warning', onWarning))
+    const listenersBefore = client.listenerCount('disconnect')
     let acked = 0
     let ackSeqErrors = 0
     const start = Date.now()
@@ -80,6 +86,7 @@ describe(`${IMPL} × ${IMPL} throughput`, () => {
       })
     }
     const queuedMs = Date.now() - start
+    const listenersDuring = client.listenerCount('disconnect')
     await waitUntil(() => acked >= BURST && received >= BURST, BURST_BOUND_MS, 'all events and acks')
       .catch((err) => { throw new Error(`${err.message}: ${received} received, ${acked} acked of ${BURST}`) })
     const ms = Date.now() - start
@@ -88,6 +95,13 @@ describe(`${IMPL} × ${IMPL} throughput`, () => {
     assert.equal(outOfOrder, 0, firstBad || '')
     assert.equal(acked, BURST)
     assert.equal(ackSeqErrors, 0, 'ack callbacks fired out of send order')
+    if (!OLD_ONLY) {
+      // Skipped for 0.1.2, which has exactly this defect.
+      await new Promise((resolve) => setImmediate(resolve)) // warnings are emitted on nextTick
+      assert.deepEqual(warnings.filter((w) => /MaxListeners/.test(w)), [], 'acked sends must not add listeners')
+      assert.ok(listenersDuring <= listenersBefore + 1,
+        `'disconnect' listeners grew from ${listenersBefore} to ${listenersDuring} during the burst`)
+    }
     r.assertNoErrors()
   })
 })

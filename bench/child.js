@@ -105,7 +105,10 @@ async function client () {
         for (; i < end; i++) c.send('e', i, payload)
       }
       if (i < n) setImmediate(pump)
-      else tSent = nowUs()
+      else {
+        tSent = nowUs()
+        report({ type: 'sent', ms: (tSent - t0) / 1000 })
+      }
     }
     t0 = nowUs()
     pump()

@@ -164,7 +164,9 @@ async function runBurst (impl, n, limitS) {
       }
     } else if (m.type === 'timeout') {
       out.status = 'dnf'
-      out.note = `did not finish (>${limitS} s): ${out.acks} of ${n} ${impl.acks ? 'acks' : 'done'} arrived, server counted ${out.serverEvents ?? '?'}`
+      out.sendLoopMs = cli.last.sent ? cli.last.sent.ms : null
+      out.note = `did not finish (>${limitS} s): ${out.acks} of ${n} ${impl.acks ? 'acks' : 'done'} arrived, server counted ${out.serverEvents ?? '?'}, ` +
+        (cli.last.sent ? `send loop took ${(cli.last.sent.ms / 1000).toFixed(1)} s` : 'send loop still running')
     } else {
       out.status = 'crashed'
       const who = m.type.startsWith('server-') ? srv : cli
@@ -307,7 +309,16 @@ function markdown (results) {
       if (i.status === 'ok') ic = `${fmtMB(i.serverRssBaseline)} → ${fmtMB(i.serverRssIdle)} (${(i.perConnBytes / 1024).toFixed(1)} KB/conn)`
       else ic = `${i.status}: ${i.note}`
     }
-    lines.push(`| ${r.label} | ${burstCell(r.burst && r.burst[n0])} | ${burstCell(r.burst && r.burst[n1])} | ${pc} | ${ic} |`)
+    lines.push(`| ${r.label}${r.acks ? '' : ' ¹'} | ${burstCell(r.burst && r.burst[n0])} | ${burstCell(r.burst && r.burst[n1])} | ${pc} | ${ic} |`)
+  }
+  lines.push('')
+  lines.push(`Acked burst: N × \`send('e', i, '<39-byte string>', ackCallback)\` issued ${CFG.chunk ? `${CFG.chunk} per macrotask` : 'in one synchronous loop'}; time from the first send until the last ack callback ran. ` +
+    `Ping-pong: ${fmtInt(CFG.ping.rounds)} sequential \`ping\`/\`pong\` round trips after ${CFG.ping.warmup} warm-up. ` +
+    `RSS: server process after gc, with the listening socket only and then with ${fmtInt(CFG.idle.count)} idle clients (handshake done) connected from another process. ` +
+    `Server and client run in separate processes on 127.0.0.1; node ${process.version}, ${os.cpus().length} CPUs, load average ${results.meta.loadavgAtStart[0].toFixed(1)} at start${QUICK ? ', --quick' : ''}.`)
+  if (Object.values(results.impls).some((r) => !r.acks)) {
+    lines.push('')
+    lines.push('¹ uhura 0.0.x has no acks: its burst time runs until the client received the single `done` event the server sends after counting all N events.')
   }
   return lines.join('\n')
 }
@@ -322,7 +333,7 @@ function svgChart (results) {
   const colors = ['#4e79a7', '#f28e2b']
   const names = Object.keys(results.impls)
   const W = 860
-  const H = 440
+  const H = 450
   const M = { l: 80, r: 20, t: 50, b: 90 }
   const pw = W - M.l - M.r
   const ph = H - M.t - M.b
@@ -347,7 +358,7 @@ function svgChart (results) {
   for (let e = lo; e <= hi; e++) {
     const yy = y(10 ** e)
     o.push(`<line x1="${M.l}" x2="${M.l + pw}" y1="${yy}" y2="${yy}" stroke="#ddd"/>`)
-    o.push(`<text x="${M.l - 8}" y="${yy + 4}" text-anchor="end">${fmtRate(10 ** e)}</text>`)
+    o.push(`<text x="${M.l - 8}" y="${yy + 4}" text-anchor="end">${['1', '10', '100', '1k', '10k', '100k', '1M', '10M', '100M'][e] || '1e' + e}</text>`)
   }
   o.push(`<line x1="${M.l}" x2="${M.l}" y1="${M.t}" y2="${M.t + ph}" stroke="#333"/>`)
   o.push(`<line x1="${M.l}" x2="${M.l + pw}" y1="${M.t + ph}" y2="${M.t + ph}" stroke="#333"/>`)
@@ -357,7 +368,7 @@ function svgChart (results) {
   names.forEach((nm, gi) => {
     const r = results.impls[nm]
     const gx = M.l + gi * gw + (gw - bw * ns.length) / 2
-    o.push(`<text x="${M.l + gi * gw + gw / 2}" y="${M.t + ph + 20}" text-anchor="middle" font-weight="bold">${esc(r.label)}</text>`)
+    o.push(`<text x="${M.l + gi * gw + gw / 2}" y="${M.t + ph + 20}" text-anchor="middle" font-weight="bold">${esc(r.label + (r.acks ? '' : ' *'))}</text>`)
     ns.forEach((n, k) => {
       const b = r.burst && r.burst[n]
       const x = gx + k * bw
@@ -387,6 +398,9 @@ function svgChart (results) {
   })
   o.push(`<rect x="${M.l + 300}" y="${ly - 10}" width="12" height="12" fill="none" stroke="#555" stroke-dasharray="3 2"/>`)
   o.push(`<text x="${M.l + 318}" y="${ly}">did not finish / not run (height: acks ÷ time limit)</text>`)
+  if (names.some((nm) => !results.impls[nm].acks)) {
+    o.push(`<text x="${M.l}" y="${H - 4}" font-size="10" fill="#555">* no acks in this protocol version: time until the server's single "done" reply after it counted all N events</text>`)
+  }
   o.push('</svg>')
   return o.join('\n') + '\n'
 }
@@ -415,6 +429,7 @@ async function main () {
       cpus: os.cpus().length,
       cpuModel: os.cpus()[0] && os.cpus()[0].model,
       quick: QUICK,
+      loadavgAtStart: os.loadavg(),
       childNofile: Number(nofile),
       config: CFG
     },
@@ -460,16 +475,13 @@ async function main () {
     }
   }
   results.meta.totalSeconds = (Date.now() - t0) / 1000
+  results.meta.loadavgAtEnd = os.loadavg()
   fs.writeFileSync(path.join(__dirname, 'results.json'), JSON.stringify(results, null, 2) + '\n')
   fs.writeFileSync(path.join(__dirname, 'results.svg'), svgChart(results))
   const md = markdown(results)
   results.markdown = md
   fs.writeFileSync(path.join(__dirname, 'results.json'), JSON.stringify(results, null, 2) + '\n')
   console.log(md)
-  console.log()
-  console.log(`node ${process.version}, ${results.meta.cpus} × ${results.meta.cpuModel}; ${QUICK ? 'quick run, ' : ''}total ${results.meta.totalSeconds.toFixed(0)} s. ` +
-    'Acked burst: time from the first send until the last ack callback ran (uhura@0.0.10 has no acks: until the client got the server\'s "done" reply after it counted all N). ' +
-    `Ping-pong: ${CFG.ping.rounds} sequential round trips after ${CFG.ping.warmup} warm-up. RSS: server process after gc, before any client and with ${fmtInt(CFG.idle.count)} idle clients (handshake done) from another process.`)
   log(`wrote bench/results.json and bench/results.svg in ${results.meta.totalSeconds.toFixed(0)} s`)
 }
 

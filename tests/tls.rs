@@ -36,7 +36,7 @@ fn with_client_cert(o: TlsOptions, name: &str) -> TlsOptions {
 /// everything back until EOF. Resolves to the handshake's or echo's result.
 async fn echo_server(addr: &str, opts: &TlsOptions) -> (u16, JoinHandle<io::Result<()>>) {
     let acceptor = TlsAcceptor::new(opts).expect("acceptor");
-    let listener = TcpListener::bind(addr).await.expect("bind");
+    let listener = TcpListener::bind((addr, 0)).await.expect("bind");
     let port = listener.local_addr().unwrap().port();
     let task = tokio::spawn(async move {
         let (tcp, _) = listener.accept().await?;
@@ -151,6 +151,31 @@ async fn untrusted_server_certificate_is_refused() {
 }
 
 #[tokio::test]
+async fn a_server_certificate_from_another_ca_is_refused() {
+    let client = TlsOptions { ca: vec![fixture("untrusted-cert.pem")], ..client_opts() };
+    let (c, _) = failed_handshake("127.0.0.1", &server_opts("server"), &client).await;
+    assert_tls_error(&c, "invalid peer certificate: UnknownIssuer");
+}
+
+#[tokio::test]
+async fn a_self_signed_certificate_listed_in_ca_is_trusted() {
+    // A plain self-signed leaf, and what a bare `openssl req -x509` makes (a
+    // CA certificate used as the server's own), as Node/OpenSSL allow.
+    for name in ["untrusted", "selfsigned"] {
+        let client = TlsOptions { ca: vec![fixture(&format!("{name}-cert.pem"))], ..client_opts() };
+        round_trip("127.0.0.1", "127.0.0.1", &server_opts(name), &client).await;
+        round_trip("127.0.0.1", "localhost", &server_opts(name), &client).await;
+        // The name is still checked.
+        let wrong = TlsOptions { servername: Some("example.com".into()), ..client.clone() };
+        let (c, _) = failed_handshake("127.0.0.1", &server_opts(name), &wrong).await;
+        assert_tls_error(&c, "example.com");
+    }
+    // Not listed: refused.
+    let (c, _) = failed_handshake("127.0.0.1", &server_opts("selfsigned"), &client_opts()).await;
+    assert_tls_error(&c, "invalid peer certificate");
+}
+
+#[tokio::test]
 async fn default_roots_do_not_trust_the_test_ca() {
     let client = TlsOptions { reject_unauthorized: true, ..Default::default() };
     let (c, _) = failed_handshake("127.0.0.1", &server_opts("server"), &client).await;
@@ -183,6 +208,13 @@ async fn mutual_tls_refuses_an_untrusted_client_certificate() {
     let (c, s) = failed_handshake("127.0.0.1", &mtls_server_opts(true), &with_client_cert(client_opts(), "untrusted")).await;
     assert_tls_error(&s, "invalid peer certificate: UnknownIssuer");
     assert_tls_error(&c, "UnknownCA");
+}
+
+#[tokio::test]
+async fn mutual_tls_with_a_client_certificate_pinned_in_ca() {
+    let server = TlsOptions { ca: vec![fixture("ca-cert.pem"), fixture("selfsigned-cert.pem")], ..mtls_server_opts(true) };
+    round_trip("127.0.0.1", "127.0.0.1", &server, &with_client_cert(client_opts(), "selfsigned")).await;
+    round_trip("127.0.0.1", "127.0.0.1", &server, &with_client_cert(client_opts(), "client")).await;
 }
 
 #[tokio::test]
@@ -270,8 +302,8 @@ async fn works_over_unix_sockets() {
 
 #[test]
 fn every_key_format_loads() {
-    // PKCS#8 RSA (server), SEC1 EC (client), PKCS#1 RSA (untrusted).
-    for name in ["server", "client", "untrusted"] {
+    // PKCS#8 RSA (server), SEC1 EC (client), PKCS#1 RSA (untrusted), PKCS#8 EC (selfsigned).
+    for name in ["server", "client", "untrusted", "selfsigned"] {
         TlsAcceptor::new(&server_opts(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
         TlsConnector::new(&with_client_cert(client_opts(), name)).unwrap_or_else(|e| panic!("{name}: {e}"));
     }
@@ -306,7 +338,7 @@ fn bad_options_give_clear_errors() {
     let e = server_err(TlsOptions::default());
     assert!(e.contains("`key` and `cert`"), "{e}");
     let e = server_err(TlsOptions { cert: Some(fixture("untrusted-cert.pem")), ..server_opts("server") });
-    assert!(e.contains("`key` / `cert`"), "mismatched key and cert: {e}");
+    assert!(e.contains("`key` does not match"), "mismatched key and cert: {e}");
     let e = server_err(TlsOptions { ca: vec![garbage.clone()], ..mtls_server_opts(true) });
     assert!(e.contains("no certificate found in `ca`"), "{e}");
     let broken = b"-----BEGIN CERTIFICATE-----\nnot base64!!\n-----END CERTIFICATE-----\n".to_vec();

@@ -52,7 +52,7 @@ pub struct Client {
 
 impl Client {
     pub fn new(handle: u32, options: ClientOptions, shared: &Arc<Shared>) -> Arc<Self> {
-        let link = Link::new(handle, None, Peer::new(Role::Client, options.peer.clone()), shared.delivery.clone(), None, shared.rt.clone());
+        let link = Link::new(handle, None, Peer::new(Role::Client, options.peer.clone(), Instant::now()), shared, None, None);
         shared.register_link(link.clone());
         Arc::new(Client { link, options, control: Mutex::new(Control::default()), wake: Notify::new() })
     }

@@ -5,13 +5,16 @@
 //! a peer that is busy writing to us can never deadlock against our writes.
 
 use super::delivery::{lock, Delivery};
-use super::store::SessionStore;
+use super::retention::Retention;
+use super::store::{DeliveryDelta, SessionStore};
+use super::timers::Timers;
+use super::Shared;
 use crate::protocol::peer::{Event, Peer};
 use serde_json::Value;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 
@@ -43,6 +46,8 @@ pub mod kind {
     pub const OPEN_TRANSPORT: u8 = 13;
     /// Servers with a JavaScript store: run a store operation.
     pub const STORE_OP: u8 = 14;
+    /// An ack did not arrive within `ackTimeout`.
+    pub const ACK_TIMEOUT: u8 = 15;
 }
 
 /// Socket addresses as Node reports them.
@@ -85,11 +90,22 @@ pub struct Link {
     pub peer: Mutex<Peer>,
     pub delivery: Arc<Delivery>,
     pub store: Option<Arc<dyn SessionStore>>,
+    /// Server: where a closed connection's state waits for its session to resume.
+    retention: Option<Arc<Retention>>,
+    shared: Weak<Shared>,
+    timers: Arc<Timers>,
     /// API calls arrive on the JS thread, outside the runtime.
     rt: tokio::runtime::Handle,
     transport: Mutex<Option<Arc<Transport>>>,
     /// `disconnect()` was called: end the transport once the peer is ready.
     end_when_ready: AtomicBool,
+    /// When the timer task is due to wake this link.
+    scheduled: Mutex<Option<Instant>>,
+    /// Handles of earlier connections of this session, now routed here.
+    aliases: Mutex<Vec<u32>>,
+    /// Delivery state changes not yet saved to a shared store, and whether
+    /// a task is saving them (one at a time, so they apply in order).
+    unsaved: Mutex<(DeliveryDelta, bool)>,
 }
 
 impl Link {
@@ -97,11 +113,26 @@ impl Link {
         handle: u32,
         server: Option<u32>,
         peer: Peer,
-        delivery: Arc<Delivery>,
+        shared: &Arc<Shared>,
         store: Option<Arc<dyn SessionStore>>,
-        rt: tokio::runtime::Handle,
+        retention: Option<Arc<Retention>>,
     ) -> Arc<Self> {
-        Arc::new(Link { handle, server, peer: Mutex::new(peer), delivery, store, rt, transport: Mutex::new(None), end_when_ready: AtomicBool::new(false) })
+        Arc::new(Link {
+            handle,
+            server,
+            peer: Mutex::new(peer),
+            delivery: shared.delivery.clone(),
+            store,
+            retention,
+            shared: Arc::downgrade(shared),
+            timers: shared.timers.clone(),
+            rt: shared.rt.clone(),
+            transport: Mutex::new(None),
+            end_when_ready: AtomicBool::new(false),
+            scheduled: Mutex::new(None),
+            aliases: Mutex::new(Vec::new()),
+            unsaved: Mutex::new((DeliveryDelta::default(), false)),
+        })
     }
 
     pub fn end_when_ready(self: &Arc<Self>) {
@@ -113,11 +144,20 @@ impl Link {
         lock(&self.transport).clone()
     }
 
-    /// Applies a batch of API calls from the application, one per line:
-    /// `e<json>` send, `a<json>` send and report the ack, `s<json>` set.
+    /// Every handle that routes to this link.
+    pub fn handles(&self) -> Vec<u32> {
+        let mut hs = lock(&self.aliases).clone();
+        hs.push(self.handle);
+        hs
+    }
+
+    /// Applies a batch of API calls that arrived through `caller` (this
+    /// link's handle or an alias), one per line: `e<json>` send,
+    /// `a<seq><json>` send and report its fate as `seq`, `s<json>` set.
     /// Lines cannot contain newlines: JSON.stringify escapes them.
-    pub fn write_lines(self: &Arc<Self>, lines: &str) -> Result<(), String> {
+    pub fn write_lines(self: &Arc<Self>, caller: u32, lines: &str) -> Result<(), String> {
         let mut result = Ok(());
+        let now = Instant::now();
         {
             let mut peer = lock(&self.peer);
             for line in lines.split('\n') {
@@ -126,8 +166,17 @@ impl Link {
                     None => continue,
                 };
                 match tag {
-                    b'e' | b'a' => {
-                        peer.send_event(body.to_owned(), tag == b'a');
+                    b'e' => {
+                        peer.send_event(body.to_owned(), None, now);
+                    }
+                    b'a' => {
+                        let digits = body.bytes().take_while(u8::is_ascii_digit).count();
+                        match body[..digits].parse::<u64>() {
+                            Ok(seq) => {
+                                peer.send_event(body[digits..].to_owned(), Some((caller, seq)), now);
+                            }
+                            Err(_) => result = Err("malformed ack sequence number".to_owned()),
+                        }
                     }
                     b's' => {
                         if let Err(e) = peer.set(body) {
@@ -153,10 +202,20 @@ impl Link {
         }
     }
 
+    /// The timer task woke us: ack deadlines, heartbeats.
+    pub fn on_timer(self: &Arc<Self>, now: Instant) {
+        *lock(&self.scheduled) = None;
+        lock(&self.peer).handle_timeout(now);
+        self.pump();
+    }
+
     /// Drains the state machine's events: application events go to the
-    /// delivery buffer, store work is spawned. Then wakes the writer.
+    /// delivery buffer, store work is spawned. Then wakes the writer and
+    /// schedules the next timer.
     pub fn pump(self: &Arc<Self>) {
         let mut store_work = Vec::new();
+        let mut delta = DeliveryDelta::default();
+        let next_timer;
         {
             let mut peer = lock(&self.peer);
             if peer.is_ready() && self.end_when_ready.load(Ordering::Acquire) {
@@ -168,12 +227,12 @@ impl Link {
                 match ev {
                     Event::Message(args) => self.deliver(kind::MESSAGE, |b| b.push_str(&args)),
                     Event::Set(args) => self.deliver(kind::SET, |b| b.push_str(&args)),
-                    Event::Acked(seq) => self.deliver(kind::ACKED, |b| {
-                        let _ = write!(b, "{seq}");
-                    }),
-                    Event::Dropped { seq, notify } => self.deliver(kind::DROPPED, |b| {
-                        let _ = write!(b, "{seq},{notify}");
-                    }),
+                    Event::Acked((h, seq)) => deliver_to(&self.delivery, h, kind::ACKED, &seq.to_string()),
+                    Event::AckTimeout((h, seq)) => deliver_to(&self.delivery, h, kind::ACK_TIMEOUT, &seq.to_string()),
+                    Event::Dropped { notify } => match notify {
+                        Some((h, seq)) => deliver_to(&self.delivery, h, kind::DROPPED, &seq.to_string()),
+                        None => self.deliver(kind::DROPPED, |b| b.push_str("null")),
+                    },
                     Event::Error(message) => self.deliver_error(&message, None),
                     Event::Connected { resumed } => {
                         let info = self.connected_info(&peer, resumed);
@@ -185,10 +244,36 @@ impl Link {
                             store_work.push(StoreWork::Save(id.to_owned(), peer.session().clone()));
                         }
                     }
+                    Event::Persist { id, args } => delta.add.push((id, args)),
+                    Event::Unpersist { id } => delta.remove.push(id),
+                    Event::Seen { sender, seq } => match delta.seen.iter_mut().find(|(s, _)| *s == sender) {
+                        Some((_, max)) => *max = seq.max(*max),
+                        None => delta.seen.push((sender, seq)),
+                    },
+                }
+            }
+            next_timer = peer.poll_timeout();
+            if !delta.is_empty() {
+                if let Some(id) = peer.session_id() {
+                    store_work.push(StoreWork::Delivery(id.to_owned()));
                 }
             }
         }
+        if let Some(at) = next_timer {
+            let mut scheduled = lock(&self.scheduled);
+            if scheduled.is_none_or(|s| at < s) {
+                *scheduled = Some(at);
+                self.timers.schedule(at, self.handle);
+            }
+        }
         self.wake_writer();
+        if !delta.is_empty() {
+            let mut unsaved = lock(&self.unsaved);
+            let u = &mut unsaved.0;
+            u.add.append(&mut delta.add);
+            u.remove.append(&mut delta.remove);
+            u.seen.append(&mut delta.seen);
+        }
         for work in store_work {
             self.spawn_store_work(work);
         }
@@ -200,6 +285,7 @@ impl Link {
         info.insert("resumed".into(), resumed.into());
         info.insert("objectMode".into(), peer.object_mode().into());
         info.insert("enableAcks".into(), peer.enable_acks().into());
+        info.insert("extended".into(), peer.extended().into());
         info.insert("session".into(), Value::Object(peer.session().clone()));
         info.insert("server".into(), self.server.map_or(Value::Null, Value::from));
         for (prefix, addr) in [("remote", addrs.remote), ("local", addrs.local)] {
@@ -233,29 +319,80 @@ impl Link {
     fn spawn_store_work(self: &Arc<Self>, work: StoreWork) {
         let Some(store) = self.store.clone() else { return };
         let link = self.clone();
-        self.rt.spawn(async move {
-            match work {
-                StoreWork::Load(id) => {
-                    // A failing store starts a new session (as the original
-                    // does); the error follows `connect`, so it reaches the
-                    // connection object rather than the server.
-                    let (loaded, error) = match store.get(&id).await {
-                        Ok(s) => (s, None),
-                        Err(e) => (None, Some(e)),
-                    };
-                    lock(&link.peer).session_loaded(loaded);
-                    link.pump();
-                    if let Some(e) = error {
-                        link.deliver_error(&format!("session store get failed: {e}"), Some("ESTORE"));
-                    }
-                }
-                StoreWork::Save(id, session) => {
+        match work {
+            StoreWork::Load(id) => {
+                self.rt.spawn(async move { link.resume(&store, &id).await });
+            }
+            StoreWork::Save(id, session) => {
+                self.rt.spawn(async move {
                     if let Err(e) = store.set(&id, session).await {
                         link.deliver_error(&format!("session store set failed: {e}"), Some("ESTORE"));
                     }
+                });
+            }
+            StoreWork::Delivery(id) => {
+                {
+                    let mut unsaved = lock(&self.unsaved);
+                    if unsaved.1 {
+                        return;
+                    }
+                    unsaved.1 = true;
+                }
+                self.rt.spawn(async move {
+                    loop {
+                        let delta = {
+                            let mut unsaved = lock(&link.unsaved);
+                            if unsaved.0.is_empty() {
+                                unsaved.1 = false;
+                                return;
+                            }
+                            std::mem::take(&mut unsaved.0)
+                        };
+                        if let Err(e) = store.save_delivery(&id, delta).await {
+                            link.deliver_error(&format!("session store could not save delivery state: {e}"), Some("ESTORE"));
+                        }
+                    }
+                });
+            }
+        }
+    }
+
+    /// Server: the client asked to resume session `id`. Takes over what an
+    /// earlier connection of that session left (in this process, or in a
+    /// shared store), then loads the session itself.
+    async fn resume(self: &Arc<Self>, store: &Arc<dyn SessionStore>, id: &str) {
+        if let Some(old) = self.retention.as_ref().and_then(|r| r.take(id)) {
+            let retained = lock(&old.peer).take_retained();
+            lock(&self.peer).adopt_retained(retained);
+            let moved = old.handles();
+            if let Some(shared) = self.shared.upgrade() {
+                for h in &moved {
+                    shared.route(*h, self.clone());
                 }
             }
-        });
+            lock(&self.aliases).extend(moved);
+        }
+        let mut error = None;
+        if store.keeps_delivery() {
+            match store.load_delivery(id).await {
+                Ok(state) => lock(&self.peer).adopt_foreign(state.outbox, state.seen),
+                Err(e) => error = Some(format!("session store could not load delivery state: {e}")),
+            }
+        }
+        // A failing store starts a new session (as the original does); the
+        // error follows `connect`, so it reaches the connection object.
+        let loaded = match store.get(id).await {
+            Ok(s) => s,
+            Err(e) => {
+                error = Some(format!("session store get failed: {e}"));
+                None
+            }
+        };
+        lock(&self.peer).session_loaded(loaded, Instant::now());
+        self.pump();
+        if let Some(e) = error {
+            self.deliver_error(&e, Some("ESTORE"));
+        }
     }
 
     /// Server: destroys the stored session, then tells the client.
@@ -271,7 +408,7 @@ impl Link {
             {
                 let mut peer = lock(&link.peer);
                 peer.clear_session();
-                peer.send_event("[\"invalidateSession\"]".to_owned(), false);
+                peer.send_event("[\"invalidateSession\"]".to_owned(), None, Instant::now());
             }
             link.pump();
         });
@@ -285,7 +422,7 @@ impl Link {
         let transport = Arc::new(Transport::default());
         *lock(&transport.addresses) = addresses;
         *lock(&self.transport) = Some(transport.clone());
-        lock(&self.peer).on_open();
+        lock(&self.peer).on_open(Instant::now());
         self.pump();
 
         let (mut rd, wr) = tokio::io::split(stream);
@@ -314,7 +451,7 @@ impl Link {
                         break;
                     }
                     Ok(n) => {
-                        lock(&self.peer).receive(&buf[..n]);
+                        lock(&self.peer).receive(&buf[..n], Instant::now());
                         self.pump();
                     }
                 },
@@ -338,6 +475,14 @@ impl Link {
 enum StoreWork {
     Load(String),
     Save(String, crate::protocol::session::Session),
+    /// Save this link's unsaved delivery state under the session id.
+    Delivery(String),
+}
+
+fn deliver_to(delivery: &Delivery, handle: u32, kind: u8, body: &str) {
+    delivery.push(|b| {
+        let _ = write!(b, "[{handle},{kind},{body}]");
+    });
 }
 
 async fn write_loop<W: AsyncWrite>(link: Arc<Link>, transport: Arc<Transport>, wr: W) {

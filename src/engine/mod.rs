@@ -10,8 +10,10 @@ pub mod js_pipe;
 pub mod js_store;
 pub mod link;
 pub mod redis_store;
+pub mod retention;
 pub mod server;
 pub mod store;
+pub mod timers;
 pub mod tls;
 pub mod transport;
 
@@ -36,6 +38,7 @@ pub struct Shared {
     clients: Mutex<HashMap<u32, Arc<Client>>>,
     pipes: Mutex<HashMap<u32, Arc<JsPipe>>>,
     js_stores: Mutex<HashMap<u32, Arc<js_store::JsStore>>>,
+    pub timers: Arc<timers::Timers>,
     pub rt: tokio::runtime::Handle,
 }
 
@@ -51,6 +54,10 @@ impl Shared {
     }
     pub fn link(&self, handle: u32) -> Option<Arc<Link>> {
         lock(&self.links).get(&handle).cloned()
+    }
+    /// Routes an earlier connection's handle to the link that resumed its session.
+    pub fn route(&self, handle: u32, link: Arc<Link>) {
+        lock(&self.links).insert(handle, link);
     }
     pub fn register_js_store(&self, server: u32, store: Arc<js_store::JsStore>) {
         lock(&self.js_stores).insert(server, store);
@@ -86,8 +93,10 @@ impl Engine {
             clients: Mutex::new(HashMap::new()),
             pipes: Mutex::new(HashMap::new()),
             js_stores: Mutex::new(HashMap::new()),
+            timers: Arc::new(timers::Timers::default()),
             rt: rt.handle().clone(),
         });
+        rt.spawn(shared.timers.clone().run(Arc::downgrade(&shared)));
         Ok(Engine { shared, _rt: rt })
     }
 

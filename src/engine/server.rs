@@ -2,7 +2,9 @@
 //! `close()` stops accepting; `close` is reported once the last connection
 //! has ended, as with Node's net.Server.
 
+use super::delivery::lock;
 use super::link::{self, kind, Addresses, Link};
+use super::retention::{release, Retention};
 use super::js_store::JsStore;
 use super::store::{MemoryStore, SessionStore};
 use super::tls::TlsAcceptor;
@@ -11,8 +13,8 @@ use super::Shared;
 use crate::protocol::peer::{Config, Peer, Role};
 use serde_json::Value;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 /// A TLS client gets this long to finish its handshake.
@@ -34,11 +36,28 @@ impl Default for StoreChoice {
     }
 }
 
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct ServerOptions {
     pub peer: Config,
     pub store: StoreChoice,
     pub tls: Option<Arc<TlsAcceptor>>,
+    /// How long a dropped connection's pending events wait for the session
+    /// to resume. Zero: not at all.
+    pub resume_window: Duration,
+    /// At most this many dropped sessions wait at once.
+    pub max_retained: usize,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            peer: Config::default(),
+            store: StoreChoice::default(),
+            tls: None,
+            resume_window: Duration::from_secs(120),
+            max_retained: 100_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -52,6 +71,7 @@ pub struct Server {
     config: Config,
     store: Arc<dyn SessionStore>,
     tls: Option<Arc<TlsAcceptor>>,
+    retention: Option<Arc<Retention>>,
     shutdown: Notify,
     closing: AtomicBool,
     listening: AtomicBool,
@@ -59,7 +79,7 @@ pub struct Server {
 }
 
 impl Server {
-    pub fn new(handle: u32, options: ServerOptions, shared: &Shared) -> Arc<Self> {
+    pub fn new(handle: u32, options: ServerOptions, shared: &Arc<Shared>) -> Arc<Self> {
         let store: Arc<dyn SessionStore> = match options.store {
             StoreChoice::Memory { ttl, max_sessions } => Arc::new(MemoryStore::new(ttl, max_sessions)),
             StoreChoice::Js { timeout } => {
@@ -69,11 +89,18 @@ impl Server {
             }
             StoreChoice::Custom(store) => store,
         };
+        let mut config = options.peer;
+        config.persist_delivery = store.keeps_delivery();
+        let retention = (!options.resume_window.is_zero()).then(|| Retention::new(options.resume_window, options.max_retained));
+        if let Some(r) = &retention {
+            shared.rt.spawn(sweep(Arc::downgrade(shared), r.clone()));
+        }
         Arc::new(Server {
             handle,
-            config: options.peer,
+            config,
             store,
             tls: options.tls,
+            retention,
             shutdown: Notify::new(),
             closing: AtomicBool::new(false),
             listening: AtomicBool::new(false),
@@ -104,10 +131,10 @@ impl Server {
         let link = Link::new(
             shared.alloc_handle(),
             Some(self.handle),
-            Peer::new(Role::Server, self.config.clone()),
-            shared.delivery.clone(),
+            Peer::new(Role::Server, self.config.clone(), Instant::now()),
+            shared,
             Some(self.store.clone()),
-            shared.rt.clone(),
+            self.retention.clone(),
         );
         shared.register_link(link.clone());
         self.active.fetch_add(1, Ordering::AcqRel);
@@ -124,12 +151,39 @@ impl Server {
                 Ok(stream) => link.drive(stream, addrs).await,
                 Err(e) => link.deliver_error(&e.to_string(), link::io_code(&e).or(Some("ETLS"))),
             }
-            shared.unregister_link(link.handle);
             shared.forget_pipe(link.handle);
+            server.retire(&shared, &link);
             link.deliver(kind::DISCONNECTED, |b| b.push_str("false"));
             server.active.fetch_sub(1, Ordering::AcqRel);
             server.maybe_closed(&shared);
         });
+    }
+}
+
+impl Server {
+    /// A connection ended: keep its state for its session's return, or let it go.
+    fn retire(&self, shared: &Arc<Shared>, link: &Arc<Link>) {
+        let sid = lock(&link.peer).session_id().map(str::to_owned);
+        match (&self.retention, sid) {
+            (Some(retention), Some(sid)) => {
+                for evicted in retention.keep(sid, link.clone(), Instant::now()) {
+                    release(shared, &evicted);
+                }
+            }
+            _ => release(shared, link),
+        }
+    }
+}
+
+/// Lets retained sessions go once their window has passed.
+async fn sweep(shared: Weak<Shared>, retention: Arc<Retention>) {
+    let period = (retention.window() / 10).clamp(Duration::from_millis(50), Duration::from_secs(5));
+    loop {
+        tokio::time::sleep(period).await;
+        let Some(shared) = shared.upgrade() else { return };
+        for link in retention.expire(Instant::now()) {
+            release(&shared, &link);
+        }
     }
 }
 

@@ -9,11 +9,48 @@ use std::time::{Duration, Instant};
 
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, String>> + Send + 'a>>;
 
+/// Delivery state kept beside a session, so that whichever server resumes
+/// it can resend what the client never acknowledged and suppress what the
+/// client resends.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct DeliveryState {
+    /// Outbound events not yet acknowledged: (message id, argument JSON), oldest first.
+    pub outbox: Vec<(String, String)>,
+    /// Per client sender id prefix: the highest sequence number delivered.
+    pub seen: Vec<(String, u64)>,
+}
+
+/// Changes to a session's `DeliveryState`, applied in one store call.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct DeliveryDelta {
+    pub add: Vec<(String, String)>,
+    pub remove: Vec<String>,
+    pub seen: Vec<(String, u64)>,
+}
+
+impl DeliveryDelta {
+    pub fn is_empty(&self) -> bool {
+        self.add.is_empty() && self.remove.is_empty() && self.seen.is_empty()
+    }
+}
+
 /// The connect-style store interface (`get`, `set`, `destroy`), async.
 pub trait SessionStore: Send + Sync {
     fn get<'a>(&'a self, sid: &'a str) -> StoreFuture<'a, Option<Session>>;
     fn set<'a>(&'a self, sid: &'a str, session: Session) -> StoreFuture<'a, ()>;
     fn destroy<'a>(&'a self, sid: &'a str) -> StoreFuture<'a, ()>;
+
+    /// Whether this store keeps delivery state (shared stores do; a store
+    /// inside one process needs not, the server keeps it in memory).
+    fn keeps_delivery(&self) -> bool {
+        false
+    }
+    fn load_delivery<'a>(&'a self, _sid: &'a str) -> StoreFuture<'a, DeliveryState> {
+        Box::pin(async { Ok(DeliveryState::default()) })
+    }
+    fn save_delivery<'a>(&'a self, _sid: &'a str, _delta: DeliveryDelta) -> StoreFuture<'a, ()> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// The default store: in memory, with an idle expiry and a cap on the

@@ -12,17 +12,22 @@
 //!
 //! Handshake failures come back as `io::Error`s whose text is rustls's reason
 //! ("invalid peer certificate: UnknownIssuer", "received fatal alert: …").
+//! A certificate listed in `ca` itself is taken as the peer's certificate
+//! even when it is marked as a CA (what a bare `openssl req -x509` makes), as
+//! OpenSSL does; webpki alone refuses such a leaf (`CaUsedAsEndEntity`).
+//!
 //! A peer that closes its socket without a TLS `close_notify` ends the stream
 //! like a plain EOF, as in Node, rather than raising an error.
 
 use super::transport::BoxStream;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{ClientConfig, DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme};
+use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, DistinguishedName, OtherError, RootCertStore, ServerConfig, SignatureScheme};
 use std::io;
 use std::net::IpAddr;
 use std::pin::Pin;
@@ -64,16 +69,16 @@ impl TlsAcceptor {
         let builder = if !o.request_cert {
             builder.with_no_client_auth()
         } else if o.reject_unauthorized {
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots(&o.ca)?), provider.clone())
+            let webpki = WebPkiClientVerifier::builder_with_provider(Arc::new(roots(&o.ca)?), provider.clone())
                 .build()
                 .map_err(|e| format!("bad `ca` for client verification: {e}"))?;
-            builder.with_client_cert_verifier(verifier)
+            builder.with_client_cert_verifier(Arc::new(PinnedOrWebPkiClient { webpki, pinned: ca_certs(&o.ca)? }))
         } else {
             // Ask, with the CA names as hints, but take whatever comes.
             let hints = if o.ca.is_empty() { Vec::new() } else { roots(&o.ca)?.subjects() };
             builder.with_client_cert_verifier(Arc::new(AcceptAnyClientCert { provider: provider.clone(), hints }))
         };
-        let config = builder.with_single_cert(chain, key).map_err(|e| format!("bad `key` / `cert`: {e}"))?;
+        let config = builder.with_single_cert(chain, key).map_err(key_cert_error)?;
         Ok(TlsAcceptor { inner: tokio_rustls::TlsAcceptor::from(Arc::new(config)) })
     }
 
@@ -95,14 +100,17 @@ impl TlsConnector {
         let provider = provider();
         let builder = ClientConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions().map_err(|e| e.to_string())?;
         let builder = if o.reject_unauthorized {
-            builder.with_root_certificates(roots(&o.ca)?)
+            let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots(&o.ca)?), provider.clone())
+                .build()
+                .map_err(|e| format!("bad `ca`: {e}"))?;
+            builder.dangerous().with_custom_certificate_verifier(Arc::new(PinnedOrWebPkiServer { webpki, pinned: ca_certs(&o.ca)? }))
         } else {
             builder.dangerous().with_custom_certificate_verifier(Arc::new(AcceptAnyServerCert { provider: provider.clone() }))
         };
         let config = match (&o.key, &o.cert) {
             (Some(key), Some(cert)) => {
                 let chain = parse_certs(cert, "cert")?;
-                builder.with_client_auth_cert(chain, parse_key(key)?).map_err(|e| format!("bad `key` / `cert`: {e}"))?
+                builder.with_client_auth_cert(chain, parse_key(key)?).map_err(key_cert_error)?
             }
             (None, None) => builder.with_no_client_auth(),
             (Some(_), None) => return Err("`key` given without `cert`".into()),
@@ -151,6 +159,13 @@ fn handshake_error(e: io::Error) -> io::Error {
     }
 }
 
+fn key_cert_error(e: rustls::Error) -> String {
+    match e {
+        rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => "`key` does not match the (first) certificate in `cert`".into(),
+        e => format!("bad `key` / `cert`: {e}"),
+    }
+}
+
 fn parse_certs(pem_text: &[u8], what: &str) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs = CertificateDer::pem_slice_iter(pem_text).collect::<Result<Vec<_>, _>>().map_err(|e| format!("bad PEM in `{what}`: {e}"))?;
     if certs.is_empty() {
@@ -172,18 +187,110 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
+/// Every certificate of the `ca` bundles.
+fn ca_certs(ca: &[Vec<u8>]) -> Result<Vec<CertificateDer<'static>>, String> {
+    let mut certs = Vec::new();
+    for bundle in ca {
+        certs.extend(parse_certs(bundle, "ca")?);
+    }
+    Ok(certs)
+}
+
 /// `ca` bundles, or the default (Mozilla) roots when there are none.
 fn roots(ca: &[Vec<u8>]) -> Result<RootCertStore, String> {
     if ca.is_empty() {
         return Ok(RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() });
     }
     let mut store = RootCertStore::empty();
-    for bundle in ca {
-        for cert in parse_certs(bundle, "ca")? {
-            store.add(cert).map_err(|e| format!("bad certificate in `ca`: {e}"))?;
-        }
+    for cert in ca_certs(ca)? {
+        store.add(cert).map_err(|e| format!("bad certificate in `ca`: {e}"))?;
     }
     Ok(store)
+}
+
+/// webpki refused `end_entity` only because it is a CA certificate, and it is
+/// one of the certificates the user trusts by name in `ca`.
+fn pinned_ca_leaf(e: &rustls::Error, end_entity: &CertificateDer<'_>, pinned: &[CertificateDer<'static>]) -> bool {
+    let ca_as_leaf = match e {
+        rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(inner))) => {
+            matches!(inner.downcast_ref::<webpki::Error>(), Some(webpki::Error::CaUsedAsEndEntity))
+        }
+        _ => false,
+    };
+    ca_as_leaf && pinned.iter().any(|c| c.as_ref() == end_entity.as_ref())
+}
+
+/// The default client verification: webpki, plus certificates pinned in `ca`.
+#[derive(Debug)]
+struct PinnedOrWebPkiServer {
+    webpki: Arc<WebPkiServerVerifier>,
+    pinned: Vec<CertificateDer<'static>>,
+}
+
+impl ServerCertVerifier for PinnedOrWebPkiServer {
+    fn verify_server_cert(&self, end_entity: &CertificateDer<'_>, intermediates: &[CertificateDer<'_>], name: &ServerName<'_>, ocsp: &[u8], now: UnixTime) -> Result<ServerCertVerified, rustls::Error> {
+        match self.webpki.verify_server_cert(end_entity, intermediates, name, ocsp, now) {
+            Err(e) if pinned_ca_leaf(&e, end_entity, &self.pinned) => {
+                // Trusted as it is; the name must still match.
+                rustls::client::verify_server_name(&rustls::server::ParsedCertificate::try_from(end_entity)?, name)?;
+                Ok(ServerCertVerified::assertion())
+            }
+            r => r,
+        }
+    }
+
+    fn verify_tls12_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.webpki.supported_verify_schemes()
+    }
+}
+
+/// `requestCert` + `rejectUnauthorized` on a server: webpki, plus
+/// certificates pinned in `ca`.
+#[derive(Debug)]
+struct PinnedOrWebPkiClient {
+    webpki: Arc<dyn ClientCertVerifier>,
+    pinned: Vec<CertificateDer<'static>>,
+}
+
+impl ClientCertVerifier for PinnedOrWebPkiClient {
+    fn offer_client_auth(&self) -> bool {
+        self.webpki.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.webpki.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.webpki.root_hint_subjects()
+    }
+
+    fn verify_client_cert(&self, end_entity: &CertificateDer<'_>, intermediates: &[CertificateDer<'_>], now: UnixTime) -> Result<ClientCertVerified, rustls::Error> {
+        match self.webpki.verify_client_cert(end_entity, intermediates, now) {
+            Err(e) if pinned_ca_leaf(&e, end_entity, &self.pinned) => Ok(ClientCertVerified::assertion()),
+            r => r,
+        }
+    }
+
+    fn verify_tls12_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.webpki.supported_verify_schemes()
+    }
 }
 
 /// `rejectUnauthorized: false` on a client: any server certificate goes.

@@ -47,21 +47,56 @@ pub fn take_events() -> Result<Option<String>> {
     Ok(engine()?.take_events())
 }
 
+/// Options of the protocol state machine, shared by clients and servers.
 #[napi(object)]
 pub struct PeerOptions {
     pub max_message_size: Option<f64>,
     pub max_queue_length: Option<f64>,
+    pub max_queue_bytes: Option<f64>,
+    /// ms; absent: no ack timeout.
+    pub ack_timeout: Option<f64>,
+    /// ms; 0 turns heartbeats off.
+    pub heartbeat_interval: Option<f64>,
+    /// ms.
+    pub heartbeat_timeout: Option<f64>,
+    /// Offer our protocol extensions to peers (default true).
+    pub extensions: Option<bool>,
+    /// Server: the `cookie` field of new sessions, as JSON.
+    pub cookie: Option<String>,
+}
+
+fn count(v: Option<f64>) -> Option<usize> {
+    v.filter(|n| *n >= 0.0).map(|n| if n.is_finite() { n as usize } else { usize::MAX })
 }
 
 fn peer_config(o: Option<PeerOptions>) -> Config {
     let mut c = Config::default();
-    if let Some(o) = o {
-        if let Some(n) = o.max_message_size.filter(|n| *n >= 1.0) {
-            c.max_message_size = n as usize;
-        }
-        if let Some(n) = o.max_queue_length.filter(|n| *n >= 0.0) {
-            c.max_queue_length = if n.is_finite() { n as usize } else { usize::MAX };
-        }
+    let Some(o) = o else { return c };
+    if let Some(n) = count(o.max_message_size).filter(|n| *n >= 1) {
+        c.max_message_size = n;
+    }
+    if let Some(n) = count(o.max_queue_length) {
+        c.max_queue_length = n;
+    }
+    if let Some(n) = count(o.max_queue_bytes) {
+        c.max_queue_bytes = n;
+    }
+    if let Some(t) = o.ack_timeout.filter(|t| t.is_finite() && *t > 0.0) {
+        c.ack_timeout = Some(Duration::from_secs_f64(t / 1000.0));
+    }
+    match o.heartbeat_interval {
+        Some(t) if t.is_finite() && t > 0.0 => c.heartbeat_interval = Some(Duration::from_secs_f64(t / 1000.0)),
+        Some(_) => c.heartbeat_interval = None,
+        None => {}
+    }
+    if let Some(t) = o.heartbeat_timeout.filter(|t| t.is_finite() && *t > 0.0) {
+        c.heartbeat_timeout = Duration::from_secs_f64(t / 1000.0);
+    }
+    if let Some(e) = o.extensions {
+        c.extensions = e;
+    }
+    if let Some(cookie) = o.cookie.as_deref().and_then(|c| serde_json::from_str(c).ok()) {
+        c.cookie = cookie;
     }
     c
 }
@@ -90,8 +125,9 @@ fn tls_options(o: JsTlsOptions) -> TlsOptions {
 
 #[napi(object)]
 pub struct JsServerOptions {
-    pub max_message_size: Option<f64>,
-    pub max_queue_length: Option<f64>,
+    pub peer: Option<PeerOptions>,
+    /// ms a dropped connection's pending events wait for its session; 0: not at all.
+    pub resume_window: Option<f64>,
     pub tls: Option<JsTlsOptions>,
     /// "memory" (default), "js" (a connect-style JS store) or "redis".
     pub store: Option<String>,
@@ -105,8 +141,6 @@ pub struct JsServerOptions {
     pub redis_prefix: Option<String>,
     /// Redis key expiry, in seconds.
     pub redis_ttl: Option<f64>,
-    /// JSON of the `cookie` field put in new sessions.
-    pub cookie: Option<String>,
 }
 
 fn ms(v: Option<f64>, default_ms: u64) -> Duration {
@@ -141,11 +175,12 @@ pub fn create_server(mut options: JsServerOptions) -> Result<u32> {
         Some(t) => Some(Arc::new(TlsAcceptor::new(&tls_options(t)).map_err(|e| Error::new(Status::InvalidArg, format!("uhura: bad tls options: {e}")))?)),
         None => None,
     };
-    let mut peer = peer_config(Some(PeerOptions { max_message_size: options.max_message_size, max_queue_length: options.max_queue_length }));
-    if let Some(cookie) = options.cookie.as_deref().and_then(|c| serde_json::from_str(c).ok()) {
-        peer.cookie = cookie;
+    let peer = peer_config(options.peer.take());
+    let mut server = ServerOptions { peer, store, tls, ..ServerOptions::default() };
+    if let Some(w) = options.resume_window.filter(|w| w.is_finite() && *w >= 0.0) {
+        server.resume_window = Duration::from_secs_f64(w / 1000.0);
     }
-    Ok(engine()?.create_server(ServerOptions { peer, store, tls }))
+    Ok(engine()?.create_server(server))
 }
 
 /// A TCP address (`host`, `port`) or a Unix socket (`path`).
@@ -183,12 +218,11 @@ pub struct JsClientOptions {
     /// Streams come from a JavaScript `createConnection` factory.
     pub js: Option<bool>,
     pub tls: Option<JsTlsOptions>,
-    pub max_message_size: Option<f64>,
-    pub max_queue_length: Option<f64>,
+    pub peer: Option<PeerOptions>,
 }
 
 #[napi(catch_unwind)]
-pub fn create_client(options: JsClientOptions) -> Result<u32> {
+pub fn create_client(mut options: JsClientOptions) -> Result<u32> {
     let connector = if options.js.unwrap_or(false) {
         Connector::Js
     } else {
@@ -202,8 +236,7 @@ pub fn create_client(options: JsClientOptions) -> Result<u32> {
         };
         Connector::Native { endpoints, tls }
     };
-    let peer = peer_config(Some(PeerOptions { max_message_size: options.max_message_size, max_queue_length: options.max_queue_length }));
-    Ok(engine()?.create_client(ClientOptions { connector, peer }))
+    Ok(engine()?.create_client(ClientOptions { connector, peer: peer_config(options.peer.take()) }))
 }
 
 /// Addresses of a JavaScript stream, for `.socket`-style reporting.
@@ -281,7 +314,7 @@ pub fn client_disconnect(client: u32) -> Result<()> {
 /// A batch of sends and sets, one per line (see `Link::write_lines`).
 #[napi(catch_unwind)]
 pub fn write(handle: u32, lines: String) -> Result<()> {
-    engine()?.link(handle).map_err(js_err)?.write_lines(&lines).map_err(js_err)
+    engine()?.link(handle).map_err(js_err)?.write_lines(handle, &lines).map_err(js_err)
 }
 
 #[napi(catch_unwind)]

@@ -1,15 +1,23 @@
 //! One side of a uhura connection as a state machine without I/O: the driver
-//! feeds it received bytes and API calls, and takes out bytes to write and
-//! events to deliver. A client's `Peer` outlives its sockets (the session,
-//! the queue and the unacknowledged events carry across reconnects); the
-//! driver calls `on_open` / `on_close` around each transport.
+//! feeds it received bytes, API calls and the time, and takes out bytes to
+//! write and events to deliver. A client's `Peer` outlives its sockets (the
+//! session, the queue and the unacknowledged events carry across
+//! reconnects); a server hands a closed peer's outbound state to the peer of
+//! the connection that resumes the session (`take_retained` /
+//! `adopt_retained`).
+//!
+//! Beyond the old protocol, two peers of ours negotiate extensions inside
+//! the `start` / `connect` config objects (old servers echo back only
+//! `objectMode` and `enableAcks`, old clients never ask): duplicate
+//! suppression by message id, and heartbeats.
 
 use super::framing::{FrameError, Reader, Writer, DEFAULT_MAX_MESSAGE_SIZE};
 use super::message::{self, Incoming};
 use super::session::{self, Session};
 use serde_json::Value;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt::Write as _;
+use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -17,20 +25,58 @@ pub enum Role {
     Server,
 }
 
+/// Version of our extensions, sent as `"uhura"` in the config objects.
+pub const EXTENSIONS_VERSION: u64 = 1;
+/// Name of the heartbeat message; only sent to peers that negotiated it.
+pub const HEARTBEAT: &str = "_uhura_hb";
+/// Past this much unwritten output, events wait in the queue instead, so a
+/// peer that stops reading makes the queue (which is bounded) grow, not the
+/// output buffer.
+const OUTPUT_HIGH_WATER: usize = 1024 * 1024;
+/// How many senders' duplicate-suppression watermarks a peer remembers.
+const MAX_SEEN_SENDERS: usize = 64;
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub max_message_size: usize,
-    /// Queued (not yet sent) events beyond this count drop the oldest.
+    /// Pending events (queued plus unacknowledged) beyond this count drop the oldest.
     pub max_queue_length: usize,
+    /// Pending events beyond this many bytes of JSON drop the oldest.
+    pub max_queue_bytes: usize,
     /// Server: the `cookie` field of new sessions (the old server's connect Cookie).
     pub cookie: Value,
+    /// Offer / accept our protocol extensions.
+    pub extensions: bool,
+    /// Send a heartbeat when nothing else was sent for this long (with our peers).
+    pub heartbeat_interval: Option<Duration>,
+    /// Declare the connection dead when nothing arrived for this long (with our peers).
+    pub heartbeat_timeout: Duration,
+    /// Report an error to an ack callback not acknowledged this long after `send`.
+    pub ack_timeout: Option<Duration>,
+    /// Server: report `Persist` / `Unpersist` / `Seen` so a shared store can
+    /// carry delivery state to another server.
+    pub persist_delivery: bool,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { max_message_size: DEFAULT_MAX_MESSAGE_SIZE, max_queue_length: usize::MAX, cookie: session::default_cookie() }
+        Config {
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            max_queue_length: usize::MAX,
+            max_queue_bytes: 64 * 1024 * 1024,
+            cookie: session::default_cookie(),
+            extensions: true,
+            heartbeat_interval: Some(Duration::from_secs(15)),
+            heartbeat_timeout: Duration::from_secs(30),
+            ack_timeout: None,
+            persist_delivery: false,
+        }
     }
 }
+
+/// Whom to tell about an event's fate: an application handle and its own
+/// sequence number for the event.
+pub type Notify = (u32, u64);
 
 /// What the peer reports to its driver and, through it, to the application.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,16 +87,24 @@ pub enum Event {
     Message(String),
     /// A `_set` from the peer (already merged): raw JSON, `"_set"` first.
     Set(String),
-    /// The event with this sequence number was acknowledged (or written, when
-    /// acks are off). Only for events sent with `notify`.
-    Acked(u64),
-    /// A queued event was dropped because the queue was full.
-    Dropped { seq: u64, notify: bool },
+    /// Acknowledged (or written, when acks are off).
+    Acked(Notify),
+    /// The ack did not come within `ack_timeout`. The event stays queued
+    /// for delivery; only the callback is released.
+    AckTimeout(Notify),
+    /// A pending event was dropped because the queue was over its limits.
+    Dropped { notify: Option<Notify> },
     /// Server: look this id up in the store, then call `session_loaded`.
     LoadSession(String),
     /// Server: the session changed; save it under `session_id()`.
     SaveSession,
-    /// A protocol error; the driver closes this transport.
+    /// Server (`persist_delivery`): an outbound event to keep until acked.
+    Persist { id: String, args: String },
+    /// Server (`persist_delivery`): that event was acknowledged or dropped.
+    Unpersist { id: String },
+    /// Server (`persist_delivery`): the highest message seen from a sender.
+    Seen { sender: String, seq: u64 },
+    /// A protocol error, or the peer went silent; the driver closes this transport.
     Error(String),
 }
 
@@ -72,8 +126,31 @@ enum Phase {
 #[derive(Debug, Clone)]
 struct Pending {
     seq: u64,
+    /// Set for events taken over from another server: their original id.
+    foreign_id: Option<String>,
     args: String,
-    notify: bool,
+    notify: Option<Notify>,
+}
+
+/// A closed server-side peer's outbound state, handed to the connection
+/// that resumes its session.
+#[derive(Debug, Default)]
+pub struct Retained {
+    id_prefix: String,
+    next_seq: u64,
+    pending: VecDeque<Pending>,
+    seen: Vec<(String, u64)>,
+    deadlines: VecDeque<(Instant, u64, Notify)>,
+}
+
+impl Retained {
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+    /// Who to tell that these events will never be delivered.
+    pub fn notifies(&self) -> Vec<Notify> {
+        self.pending.iter().filter_map(|p| p.notify).collect()
+    }
 }
 
 pub struct Peer {
@@ -88,21 +165,53 @@ pub struct Peer {
     events: VecDeque<Event>,
     object_mode: bool,
     enable_acks: bool,
+    /// Our extensions are on for this transport (the peer is one of ours).
+    extended: bool,
     /// Server: whether the client's `start` carried a config object.
     peer_has_config: bool,
+    /// The peer's heartbeat interval, if it sends heartbeats.
+    peer_heartbeat: Option<Duration>,
     session: Session,
     session_id: Option<String>,
     id_prefix: String,
     next_seq: u64,
     queue: VecDeque<Pending>,
     unacked: BTreeMap<u64, Pending>,
+    foreign_ids: HashMap<String, u64>,
+    pending_bytes: usize,
+    /// Per sender id prefix: the highest sequence number delivered.
+    seen: Vec<(String, u64)>,
+    /// Ack deadlines of events with callbacks, in send order.
+    deadlines: VecDeque<(Instant, u64, Notify)>,
+    last_rx: Instant,
+    /// When the last heartbeat went out.
+    last_tx: Instant,
     close_requested: bool,
 }
 
-const START_CONFIG: &str = r#"{"objectMode":true,"enableAcks":true}"#;
+fn start_config(config: &Config) -> String {
+    let mut s = String::from(r#"{"objectMode":true,"enableAcks":true"#);
+    if config.extensions {
+        let _ = write!(s, r#","uhura":{EXTENSIONS_VERSION}"#);
+        if let Some(hb) = config.heartbeat_interval {
+            let _ = write!(s, r#","heartbeat":{}"#, hb.as_millis());
+        }
+    }
+    s.push('}');
+    s
+}
+
+/// Splits one of our message ids, `<12 hex>-<seq>`, into sender and sequence.
+fn parse_our_id(id: &str) -> Option<(&str, u64)> {
+    let (prefix, seq) = id.split_at_checked(13)?;
+    if !prefix.ends_with('-') || !prefix[..12].bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    Some((prefix, seq.parse().ok()?))
+}
 
 impl Peer {
-    pub fn new(role: Role, config: Config) -> Self {
+    pub fn new(role: Role, config: Config, now: Instant) -> Self {
         let mut prefix = [0u8; 6];
         session::fill_random(&mut prefix);
         let id_prefix: String = prefix.iter().map(|b| format!("{b:02x}")).collect::<String>() + "-";
@@ -118,13 +227,21 @@ impl Peer {
             events: VecDeque::new(),
             object_mode: false,
             enable_acks: false,
+            extended: false,
             peer_has_config: false,
+            peer_heartbeat: None,
             session: Session::new(),
             session_id: None,
             id_prefix,
             next_seq: 0,
             queue: VecDeque::new(),
             unacked: BTreeMap::new(),
+            foreign_ids: HashMap::new(),
+            pending_bytes: 0,
+            seen: Vec::new(),
+            deadlines: VecDeque::new(),
+            last_rx: now,
+            last_tx: now,
             close_requested: false,
         }
     }
@@ -144,14 +261,17 @@ impl Peer {
     pub fn enable_acks(&self) -> bool {
         self.enable_acks
     }
+    /// Whether the peer is one of ours (extensions negotiated).
+    pub fn extended(&self) -> bool {
+        self.extended
+    }
     pub fn session(&self) -> &Session {
         &self.session
     }
     pub fn session_id(&self) -> Option<&str> {
         self.session_id.as_deref()
     }
-    /// The client was told to go away (`invalidateSession`) or hit an error:
-    /// the driver should close the transport once the output is written.
+    /// The transport should be closed once the output is written.
     pub fn close_requested(&self) -> bool {
         self.close_requested
     }
@@ -161,8 +281,13 @@ impl Peer {
     pub fn unacked_len(&self) -> usize {
         self.unacked.len()
     }
+    /// Bytes of JSON held for pending (queued or unacknowledged) events.
+    pub fn pending_bytes(&self) -> usize {
+        self.pending_bytes
+    }
     pub fn set_max_queue_length(&mut self, n: usize) {
         self.config.max_queue_length = n;
+        self.enforce_limits();
     }
 
     pub fn poll_event(&mut self) -> Option<Event> {
@@ -174,7 +299,8 @@ impl Peer {
         self.out.len()
     }
 
-    /// Moves the bytes to write into `buf` (swapping buffers, no copy when `buf` is empty).
+    /// Moves the bytes to write into `buf`, then lets queued events that
+    /// waited for room into the output.
     pub fn take_output(&mut self, buf: &mut Vec<u8>) {
         if buf.is_empty() {
             std::mem::swap(buf, &mut self.out);
@@ -182,6 +308,7 @@ impl Peer {
             buf.extend_from_slice(&self.out);
             self.out.clear();
         }
+        self.refill();
     }
 
     /// Raw bytes onto the wire, outside the framing (`socket.write`).
@@ -190,19 +317,24 @@ impl Peer {
     }
 
     /// A new transport is up. The client starts the handshake.
-    pub fn on_open(&mut self) {
+    pub fn on_open(&mut self, now: Instant) {
         self.reader = Reader::new(self.config.max_message_size);
         self.writer = Writer::new();
         self.out.clear();
         self.close_requested = false;
         self.object_mode = false;
         self.enable_acks = false;
+        self.extended = false;
+        self.peer_heartbeat = None;
+        self.last_rx = now;
+        self.last_tx = now;
         match self.role {
             Role::Client => {
                 self.phase = Phase::AwaitingConnect;
                 let session = Value::Object(self.session.clone()).to_string();
                 self.frame_str(&format!("[\"_set\",{session}]"));
-                self.frame_str(&format!("[\"start\",{START_CONFIG}]"));
+                let start = start_config(&self.config);
+                self.frame_str(&format!("[\"start\",{start}]"));
             }
             Role::Server => {
                 self.phase = Phase::AwaitingStart;
@@ -224,18 +356,71 @@ impl Peer {
         }
     }
 
+    /// Server: after `on_close`, takes the outbound state for the connection
+    /// that resumes this session. The peer keeps nothing pending.
+    pub fn take_retained(&mut self) -> Retained {
+        self.pending_bytes = 0;
+        self.foreign_ids.clear();
+        Retained {
+            id_prefix: self.id_prefix.clone(),
+            next_seq: self.next_seq,
+            pending: std::mem::take(&mut self.queue),
+            seen: std::mem::take(&mut self.seen),
+            deadlines: std::mem::take(&mut self.deadlines),
+        }
+    }
+
+    /// Server: continues a resumed session's outbound state. Call before
+    /// `session_loaded`, so the resent events follow `connect`.
+    pub fn adopt_retained(&mut self, r: Retained) {
+        self.id_prefix = r.id_prefix;
+        self.next_seq = self.next_seq.max(r.next_seq);
+        let mut pending = r.pending;
+        for p in &pending {
+            self.pending_bytes += p.args.len();
+            if let Some(id) = &p.foreign_id {
+                self.foreign_ids.insert(id.clone(), p.seq);
+            }
+        }
+        pending.append(&mut self.queue);
+        self.queue = pending;
+        for (sender, seq) in r.seen {
+            self.note_seen(&sender, seq);
+        }
+        self.deadlines = r.deadlines;
+    }
+
+    /// Server: events another server accepted for this session and that were
+    /// not acknowledged (from a shared store), and the senders it had seen.
+    pub fn adopt_foreign(&mut self, outbox: Vec<(String, String)>, seen: Vec<(String, u64)>) {
+        for (id, args) in outbox {
+            if self.foreign_ids.contains_key(&id) || parse_our_id(&id).is_some_and(|(p, _)| p == self.id_prefix) {
+                continue;
+            }
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            self.foreign_ids.insert(id.clone(), seq);
+            self.pending_bytes += args.len();
+            self.queue.push_back(Pending { seq, foreign_id: Some(id), args, notify: None });
+        }
+        for (sender, seq) in seen {
+            self.note_seen(&sender, seq);
+        }
+    }
+
     /// Feeds received bytes.
-    pub fn receive(&mut self, bytes: &[u8]) {
+    pub fn receive(&mut self, bytes: &[u8], now: Instant) {
         if matches!(self.phase, Phase::Failed | Phase::Closed) {
             return;
         }
+        self.last_rx = now;
         let mut msgs = std::mem::take(&mut self.received);
         let framed = self.reader.feed(bytes, &mut msgs);
         for msg in msgs.drain(..) {
             if self.phase == Phase::Failed {
                 break;
             }
-            if let Err(e) = self.handle_message(&msg) {
+            if let Err(e) = self.handle_message(&msg, now) {
                 self.fail(e.to_string());
             }
         }
@@ -253,7 +438,7 @@ impl Peer {
         self.events.push_back(Event::Error(message));
     }
 
-    fn handle_message(&mut self, text: &str) -> Result<(), message::MessageError> {
+    fn handle_message(&mut self, text: &str, now: Instant) -> Result<(), message::MessageError> {
         let (name, args, id) = match message::parse(text)? {
             Incoming::Ack { id } => {
                 self.on_ack(&id);
@@ -261,17 +446,21 @@ impl Peer {
             }
             Incoming::Event { name, args, id } => (name, args, id),
         };
-        if let Some(id) = id {
+        if let Some(id) = &id {
             self.scratch.clear();
-            message::encode_ack(&id, &mut self.scratch);
+            message::encode_ack(id, &mut self.scratch);
             let ack = std::mem::take(&mut self.scratch);
             self.frame_str(&ack);
             self.scratch = ack;
+            if self.extended && self.is_duplicate(id) {
+                return Ok(());
+            }
         }
         match (&*name, self.role) {
+            (HEARTBEAT, _) if self.extended => {}
             ("_set", _) => {
-                let values: Vec<Value> = serde_json::from_str(args)
-                    .map_err(|_| message::MessageError("unreadable _set message"))?;
+                let values: Vec<Value> =
+                    serde_json::from_str(args).map_err(|_| message::MessageError("unreadable _set message"))?;
                 session::merge(&mut self.session, &values[1..]);
                 if self.role == Role::Server && self.phase == Phase::Ready {
                     self.events.push_back(Event::SaveSession);
@@ -283,13 +472,18 @@ impl Peer {
                 self.peer_has_config = config.is_object();
                 self.object_mode = config.get("objectMode").is_some_and(truthy);
                 self.enable_acks = config.get("enableAcks").is_some_and(truthy);
+                self.extended = self.config.extensions
+                    && self.object_mode
+                    && self.enable_acks
+                    && config.get("uhura").and_then(Value::as_u64).is_some_and(|v| v >= 1);
+                self.peer_heartbeat = heartbeat_of(&config).filter(|_| self.extended);
                 match self.session.get("sessionID") {
                     Some(Value::String(id)) if !id.is_empty() => {
                         let id = id.clone();
                         self.phase = Phase::LoadingSession;
                         self.events.push_back(Event::LoadSession(id));
                     }
-                    _ => self.start_new_session(),
+                    _ => self.start_new_session(now),
                 }
             }
             ("connect", Role::Client) if self.phase == Phase::AwaitingConnect => {
@@ -298,7 +492,11 @@ impl Peer {
                 let config = second_arg(args)?;
                 self.object_mode = config.get("objectMode").is_some_and(truthy);
                 self.enable_acks = self.object_mode && config.get("enableAcks").is_some_and(truthy);
-                self.become_ready(false);
+                self.extended = self.config.extensions
+                    && self.enable_acks
+                    && config.get("uhura").and_then(Value::as_u64).is_some_and(|v| v >= 1);
+                self.peer_heartbeat = heartbeat_of(&config).filter(|_| self.extended);
+                self.become_ready(false, now);
             }
             ("invalidateSession", Role::Client) => {
                 self.session.clear();
@@ -310,58 +508,96 @@ impl Peer {
         Ok(())
     }
 
-    fn on_ack(&mut self, id: &str) {
-        let Some(seq) = id.strip_prefix(&self.id_prefix).and_then(|s| s.parse::<u64>().ok()) else {
-            return;
-        };
-        if let Some(p) = self.unacked.remove(&seq) {
-            if p.notify {
-                self.events.push_back(Event::Acked(p.seq));
+    /// With our peers, ids are `<sender>-<seq>` with increasing seq and
+    /// resends in order, so one watermark per sender finds every duplicate.
+    fn is_duplicate(&mut self, id: &str) -> bool {
+        let Some((sender, seq)) = parse_our_id(id) else { return false };
+        if self.seen.iter().any(|(s, max)| s == sender && seq <= *max) {
+            return true;
+        }
+        self.note_seen(sender, seq);
+        if self.config.persist_delivery {
+            self.events.push_back(Event::Seen { sender: sender.to_owned(), seq });
+        }
+        false
+    }
+
+    fn note_seen(&mut self, sender: &str, seq: u64) {
+        match self.seen.iter_mut().find(|(s, _)| s == sender) {
+            Some((_, max)) => *max = (*max).max(seq),
+            None => {
+                if self.seen.len() >= MAX_SEEN_SENDERS {
+                    self.seen.remove(0);
+                }
+                self.seen.push((sender.to_owned(), seq));
             }
         }
     }
 
-    fn start_new_session(&mut self) {
+    fn on_ack(&mut self, id: &str) {
+        let seq = match id.strip_prefix(&self.id_prefix).and_then(|s| s.parse::<u64>().ok()) {
+            Some(seq) => seq,
+            None => match self.foreign_ids.remove(id) {
+                Some(seq) => seq,
+                None => return,
+            },
+        };
+        if let Some(p) = self.unacked.remove(&seq) {
+            self.pending_bytes -= p.args.len();
+            if let Some(n) = p.notify {
+                self.events.push_back(Event::Acked(n));
+            }
+            if self.config.persist_delivery {
+                self.events.push_back(Event::Unpersist { id: id.to_owned() });
+            }
+        }
+    }
+
+    fn start_new_session(&mut self, now: Instant) {
         let id = session::new_session_id();
         self.session.insert("sessionID".into(), Value::String(id.clone()));
         self.session_id = Some(id.clone());
         self.frame_str(&format!("[\"_set\",\"sessionID\",\"{id}\"]"));
         self.events.push_back(Event::SaveSession);
         self.send_connect();
-        self.become_ready(false);
+        self.become_ready(false, now);
     }
 
     /// Server: the store answered `LoadSession`. `None`: unknown id (or a
     /// store failure), which starts a new session as the old server does.
-    pub fn session_loaded(&mut self, stored: Option<Session>) {
+    pub fn session_loaded(&mut self, stored: Option<Session>, now: Instant) {
         if self.phase != Phase::LoadingSession {
             return;
         }
         match stored {
             Some(stored) => {
+                let id = self.session.get("sessionID").cloned();
                 self.session = stored;
-                let id = match self.session.get("sessionID") {
-                    Some(Value::String(s)) => s.clone(),
-                    _ => String::new(),
-                };
-                self.session_id = Some(id);
+                if let Some(id) = id {
+                    self.session.insert("sessionID".into(), id);
+                }
+                self.session_id = self.session.get("sessionID").and_then(Value::as_str).map(str::to_owned);
                 let session = Value::Object(self.session.clone()).to_string();
                 self.frame_str(&format!("[\"_set\",{session}]"));
                 self.send_connect();
-                self.become_ready(true);
+                self.become_ready(true, now);
             }
             None => {
                 self.session.shift_remove("sessionID");
-                self.start_new_session();
+                self.start_new_session(now);
             }
         }
     }
 
     fn send_connect(&mut self) {
-        let config = format!(
-            "{{\"objectMode\":{},\"enableAcks\":{}}}",
-            self.object_mode, self.enable_acks
-        );
+        let mut config = format!("{{\"objectMode\":{},\"enableAcks\":{}", self.object_mode, self.enable_acks);
+        if self.extended {
+            let _ = write!(config, ",\"uhura\":{EXTENSIONS_VERSION}");
+            if let Some(hb) = self.config.heartbeat_interval {
+                let _ = write!(config, ",\"heartbeat\":{}", hb.as_millis());
+            }
+        }
+        config.push('}');
         let args = format!("[\"connect\",{config}]");
         let mut text = String::new();
         if self.peer_has_config && self.object_mode {
@@ -374,48 +610,103 @@ impl Peer {
         self.frame_str(&text);
     }
 
-    fn become_ready(&mut self, resumed: bool) {
+    fn become_ready(&mut self, resumed: bool, now: Instant) {
         self.phase = Phase::Ready;
+        self.last_rx = now;
         self.events.push_back(Event::Connected { resumed });
-        while let Some(p) = self.queue.pop_front() {
+        self.refill();
+    }
+
+    /// Moves queued events into the output while there is room.
+    fn refill(&mut self) {
+        if self.phase != Phase::Ready {
+            return;
+        }
+        while self.out.len() < OUTPUT_HIGH_WATER {
+            let Some(p) = self.queue.pop_front() else { break };
             self.transmit(p);
         }
     }
 
     /// An application event; `args` is the JSON array text, name first.
-    /// Returns its sequence number. Queued until the handshake completes.
-    pub fn send_event(&mut self, args: String, notify: bool) -> u64 {
+    /// `notify`: whom to tell when it is acknowledged. Returns its sequence
+    /// number. Queued until the handshake completes (and while the output is
+    /// backed up), within the queue limits.
+    pub fn send_event(&mut self, args: String, notify: Option<Notify>, now: Instant) -> u64 {
         let seq = self.next_seq;
         self.next_seq += 1;
-        let p = Pending { seq, args, notify };
-        if self.phase == Phase::Ready {
+        if let (Some(n), Some(t)) = (notify, self.config.ack_timeout) {
+            self.deadlines.push_back((now + t, seq, n));
+        }
+        if self.config.persist_delivery && self.role == Role::Server {
+            let id = format!("{}{seq}", self.id_prefix);
+            self.events.push_back(Event::Persist { id, args: args.clone() });
+        }
+        self.pending_bytes += args.len();
+        let p = Pending { seq, foreign_id: None, args, notify };
+        if self.phase == Phase::Ready && self.queue.is_empty() && self.out.len() < OUTPUT_HIGH_WATER {
             self.transmit(p);
         } else {
-            if self.queue.len() >= self.config.max_queue_length {
-                if let Some(old) = self.queue.pop_front() {
-                    self.events.push_back(Event::Dropped { seq: old.seq, notify: old.notify });
-                }
-            }
             self.queue.push_back(p);
         }
+        self.enforce_limits();
         seq
+    }
+
+    fn pending_len(&self) -> usize {
+        self.queue.len() + self.unacked.len()
+    }
+
+    /// Drops the oldest queued events (the oldest unacknowledged ones once
+    /// nothing is queued) until the pending events fit the limits.
+    fn enforce_limits(&mut self) {
+        while self.pending_len() > self.config.max_queue_length
+            || (self.pending_bytes > self.config.max_queue_bytes && self.pending_len() > 1)
+        {
+            let p = match self.queue.pop_front() {
+                Some(p) => p,
+                None => match self.unacked.pop_first() {
+                    Some((_, p)) => p,
+                    None => break,
+                },
+            };
+            self.pending_bytes -= p.args.len();
+            let id = match &p.foreign_id {
+                Some(id) => {
+                    self.foreign_ids.remove(id);
+                    id.clone()
+                }
+                None => format!("{}{}", self.id_prefix, p.seq),
+            };
+            if self.config.persist_delivery {
+                self.events.push_back(Event::Unpersist { id });
+            }
+            self.events.push_back(Event::Dropped { notify: p.notify });
+        }
     }
 
     fn transmit(&mut self, p: Pending) {
         let mut text = std::mem::take(&mut self.scratch);
         text.clear();
         if self.object_mode && self.enable_acks {
-            let mut id = String::with_capacity(self.id_prefix.len() + 12);
-            id.push_str(&self.id_prefix);
-            let _ = write!(id, "{}", p.seq);
+            let id = match &p.foreign_id {
+                Some(id) => id.clone(),
+                None => {
+                    let mut id = String::with_capacity(self.id_prefix.len() + 12);
+                    id.push_str(&self.id_prefix);
+                    let _ = write!(id, "{}", p.seq);
+                    id
+                }
+            };
             message::encode_event(&p.args, true, Some(&id), &mut text);
             self.frame_str(&text);
             self.unacked.insert(p.seq, p);
         } else {
             message::encode_event(&p.args, self.object_mode, None, &mut text);
             self.frame_str(&text);
-            if p.notify {
-                self.events.push_back(Event::Acked(p.seq));
+            self.pending_bytes -= p.args.len();
+            if let Some(n) = p.notify {
+                self.events.push_back(Event::Acked(n));
             }
         }
         self.scratch = text;
@@ -438,10 +729,71 @@ impl Peer {
         Ok(())
     }
 
-    /// Server: replaces the session after `invalidateSession` destroyed it.
+    /// Server: forgets the session after `invalidateSession` destroyed it.
     pub fn clear_session(&mut self) {
         self.session.clear();
         self.session_id = None;
+    }
+
+    /// When `handle_timeout` next has work to do.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let mut next = self.deadlines.front().map(|d| d.0);
+        if self.phase == Phase::Ready && self.extended {
+            let mut consider = |t: Instant| next = Some(next.map_or(t, |n: Instant| n.min(t)));
+            if let Some(hb) = self.config.heartbeat_interval {
+                consider(self.last_tx + hb);
+            }
+            if let Some(peer_hb) = self.peer_heartbeat {
+                consider(self.last_rx + self.silence_limit(peer_hb));
+            }
+        }
+        next
+    }
+
+    /// A peer that sends heartbeats every `peer_hb` is dead after our
+    /// timeout, and never sooner than three of its intervals.
+    fn silence_limit(&self, peer_hb: Duration) -> Duration {
+        self.config.heartbeat_timeout.max(peer_hb * 3)
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(&(deadline, seq, notify)) = self.deadlines.front() {
+            if deadline > now {
+                break;
+            }
+            self.deadlines.pop_front();
+            if let Some(p) = self.pending_mut(seq) {
+                if p.notify.take().is_some() {
+                    self.events.push_back(Event::AckTimeout(notify));
+                }
+            }
+        }
+        if self.phase != Phase::Ready || !self.extended {
+            return;
+        }
+        if let Some(peer_hb) = self.peer_heartbeat {
+            let limit = self.silence_limit(peer_hb);
+            if now.duration_since(self.last_rx) >= limit {
+                self.fail(format!("heartbeat timeout: nothing received for {} ms", limit.as_millis()));
+                return;
+            }
+        }
+        // One tiny message per interval, busy or not: simpler than tracking
+        // idleness, and negligible next to real traffic.
+        if let Some(hb) = self.config.heartbeat_interval {
+            if now.duration_since(self.last_tx) >= hb {
+                self.last_tx = now;
+                self.frame_str(&format!("[\"{HEARTBEAT}\"]"));
+            }
+        }
+    }
+
+    fn pending_mut(&mut self, seq: u64) -> Option<&mut Pending> {
+        if let Some(p) = self.unacked.get_mut(&seq) {
+            return Some(p);
+        }
+        let i = self.queue.binary_search_by_key(&seq, |p| p.seq).ok()?;
+        self.queue.get_mut(i)
     }
 
     fn frame_str(&mut self, text: &str) {
@@ -454,6 +806,10 @@ impl Peer {
 
 fn frame_error_text(e: &FrameError) -> String {
     e.to_string()
+}
+
+fn heartbeat_of(config: &Value) -> Option<Duration> {
+    config.get("heartbeat").and_then(Value::as_u64).filter(|ms| *ms > 0).map(Duration::from_millis)
 }
 
 fn truthy(v: &Value) -> bool {

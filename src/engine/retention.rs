@@ -1,0 +1,76 @@
+//! Server side: what a dropped connection leaves for its session's return.
+//! The closed link stays registered (the application may still send on the
+//! old connection object) and waits here, for a bounded window, until a new
+//! connection resumes the session and takes its queue, its unacknowledged
+//! events and its duplicate-suppression state.
+
+use super::delivery::lock;
+use super::link::{kind, Link};
+use super::Shared;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub struct Retention {
+    window: Duration,
+    max_sessions: usize,
+    map: Mutex<HashMap<String, (Arc<Link>, Instant)>>,
+}
+
+impl Retention {
+    pub fn new(window: Duration, max_sessions: usize) -> Arc<Self> {
+        Arc::new(Retention { window, max_sessions: max_sessions.max(1), map: Mutex::new(HashMap::new()) })
+    }
+
+    pub fn window(&self) -> Duration {
+        self.window
+    }
+
+    pub fn len(&self) -> usize {
+        lock(&self.map).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Keeps `link` for session `sid`. Returns the links that no longer fit
+    /// (an older one of the same session, or the oldest when full).
+    pub fn keep(&self, sid: String, link: Arc<Link>, now: Instant) -> Vec<Arc<Link>> {
+        let mut out = Vec::new();
+        let mut map = lock(&self.map);
+        if let Some((old, _)) = map.insert(sid, (link, now + self.window)) {
+            out.push(old);
+        }
+        if map.len() > self.max_sessions {
+            if let Some(oldest) = map.iter().min_by_key(|(_, (_, t))| *t).map(|(k, _)| k.clone()) {
+                if let Some((l, _)) = map.remove(&oldest) {
+                    out.push(l);
+                }
+            }
+        }
+        out
+    }
+
+    pub fn take(&self, sid: &str) -> Option<Arc<Link>> {
+        lock(&self.map).remove(sid).map(|(l, _)| l)
+    }
+
+    pub fn expire(&self, now: Instant) -> Vec<Arc<Link>> {
+        let mut map = lock(&self.map);
+        let expired: Vec<String> = map.iter().filter(|(_, (_, t))| *t <= now).map(|(k, _)| k.clone()).collect();
+        expired.into_iter().filter_map(|k| map.remove(&k).map(|(l, _)| l)).collect()
+    }
+}
+
+/// Gives up on a retained link: its pending events will never be sent, so
+/// their callbacks hear so, and its handles stop routing.
+pub fn release(shared: &Shared, link: &Arc<Link>) {
+    let retained = lock(&link.peer).take_retained();
+    for (h, seq) in retained.notifies() {
+        shared.delivery.push(|b| b.push_str(&format!("[{h},{},{seq}]", kind::DROPPED)));
+    }
+    for h in link.handles() {
+        shared.unregister_link(h);
+    }
+}

@@ -1,0 +1,67 @@
+//! One timer task for every link: ack deadlines and heartbeats. A link
+//! schedules its next deadline here after each change; the task wakes it
+//! then. Ack timeouts keep running while a client is disconnected, which a
+//! timer inside the socket loop could not do.
+
+use super::delivery::lock;
+use super::Shared;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Instant;
+use tokio::sync::Notify;
+
+#[derive(Default)]
+pub struct Timers {
+    heap: Mutex<BinaryHeap<Reverse<(Instant, u32)>>>,
+    changed: Notify,
+}
+
+impl Timers {
+    /// Wake link `handle` at `at` (stale wake-ups are harmless: the link
+    /// just finds nothing due).
+    pub fn schedule(&self, at: Instant, handle: u32) {
+        let mut heap = lock(&self.heap);
+        let earliest = heap.peek().is_none_or(|Reverse((t, _))| at < *t);
+        heap.push(Reverse((at, handle)));
+        drop(heap);
+        if earliest {
+            self.changed.notify_one();
+        }
+    }
+
+    pub async fn run(self: Arc<Self>, shared: Weak<Shared>) {
+        loop {
+            let next = lock(&self.heap).peek().map(|Reverse((t, _))| *t);
+            let sleep = async {
+                match next {
+                    Some(t) => tokio::time::sleep_until(t.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = sleep => {}
+                _ = self.changed.notified() => continue,
+            }
+            let now = Instant::now();
+            let mut due = Vec::new();
+            {
+                let mut heap = lock(&self.heap);
+                while let Some(Reverse((t, h))) = heap.peek().copied() {
+                    if t > now {
+                        break;
+                    }
+                    heap.pop();
+                    due.push(h);
+                }
+            }
+            due.dedup();
+            let Some(shared) = shared.upgrade() else { return };
+            for h in due {
+                if let Some(link) = shared.link(h) {
+                    link.on_timer(now);
+                }
+            }
+        }
+    }
+}
