@@ -577,16 +577,25 @@ fn display_texts() {
         let (_, e) = read_chunks([a, b], 100);
         assert_eq!(e.unwrap().to_string(), want);
     }
-    assert!(!FrameError::MessageTooLarge { limit: 5 }
-        .to_string()
-        .is_empty());
-    assert!(!FrameError::RootNotArray { position: 5 }
-        .to_string()
-        .is_empty());
-    assert!(!FrameError::BadMessage { position: 5 }
-        .to_string()
-        .is_empty());
-    assert!(!FrameError::InvalidUtf8 { position: 5 }
-        .to_string()
-        .is_empty());
+    // Every error reads `Unexpected ...` (PROTOCOL.md §7).
+    for (e, want) in [
+        (
+            FrameError::MessageTooLarge { limit: 5 },
+            "Unexpected message size: a message is larger than 5 bytes",
+        ),
+        (
+            read_err(b" {}"),
+            "Unexpected root value at position 1: not an array",
+        ),
+        (
+            read_err(b"[null]"),
+            "Unexpected message at position 1: not an array or an object",
+        ),
+        (
+            read_err(b"[[\"\xff\"]]"),
+            "Unexpected invalid UTF-8 at position 3",
+        ),
+    ] {
+        assert_eq!(e.to_string(), want);
+    }
 }

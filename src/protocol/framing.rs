@@ -50,18 +50,22 @@ impl fmt::Display for FrameError {
                 write_js_quoted(f, found)?;
                 write!(f, " at position {position} in state {state}")
             }
-            FrameError::MessageTooLarge { limit } => {
-                write!(f, "message larger than the limit of {limit} bytes")
-            }
-            FrameError::RootNotArray { position } => {
-                write!(f, "root value at position {position} is not an array")
-            }
+            // The other errors also read `Unexpected ...`, so that applications matching the
+            // old reader's error texts treat them alike.
+            FrameError::MessageTooLarge { limit } => write!(
+                f,
+                "Unexpected message size: a message is larger than {limit} bytes"
+            ),
+            FrameError::RootNotArray { position } => write!(
+                f,
+                "Unexpected root value at position {position}: not an array"
+            ),
             FrameError::BadMessage { position } => write!(
                 f,
-                "message at position {position} is not an array or an object"
+                "Unexpected message at position {position}: not an array or an object"
             ),
             FrameError::InvalidUtf8 { position } => {
-                write!(f, "invalid UTF-8 at position {position}")
+                write!(f, "Unexpected invalid UTF-8 at position {position}")
             }
         }
     }

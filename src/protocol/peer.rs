@@ -163,6 +163,8 @@ pub struct Peer {
     scratch: String,
     received: Vec<String>,
     events: VecDeque<Event>,
+    /// Server: events that arrived before the handshake completed.
+    held: Vec<Event>,
     object_mode: bool,
     enable_acks: bool,
     /// Our extensions are on for this transport (the peer is one of ours).
@@ -225,6 +227,7 @@ impl Peer {
             scratch: String::new(),
             received: Vec::new(),
             events: VecDeque::new(),
+            held: Vec::new(),
             object_mode: false,
             enable_acks: false,
             extended: false,
@@ -349,6 +352,7 @@ impl Peer {
     pub fn on_close(&mut self) {
         self.phase = Phase::Closed;
         self.out.clear();
+        self.held.clear();
         if !self.unacked.is_empty() {
             let mut resend: VecDeque<Pending> = std::mem::take(&mut self.unacked).into_values().collect();
             resend.append(&mut self.queue);
@@ -462,7 +466,13 @@ impl Peer {
                 let values: Vec<Value> =
                     serde_json::from_str(args).map_err(|_| message::MessageError("unreadable _set message"))?;
                 session::merge(&mut self.session, &values[1..]);
-                if self.role == Role::Server && self.phase == Phase::Ready {
+                if self.role == Role::Server && self.phase != Phase::Ready {
+                    // The application meets this connection at `Connected`,
+                    // with the merged session; as in the original, sets
+                    // before the handshake raise no event.
+                    return Ok(());
+                }
+                if self.role == Role::Server {
                     self.events.push_back(Event::SaveSession);
                 }
                 self.events.push_back(Event::Set(args.to_owned()));
@@ -502,6 +512,11 @@ impl Peer {
                 self.session.clear();
                 self.close_requested = true;
                 self.events.push_back(Event::Message(args.to_owned()));
+            }
+            _ if self.role == Role::Server && self.phase != Phase::Ready => {
+                // A resuming 0.1.2 client sends before our `connect`; the
+                // application can only take events once it has the connection.
+                self.held.push(Event::Message(args.to_owned()));
             }
             _ => self.events.push_back(Event::Message(args.to_owned())),
         }
@@ -614,6 +629,7 @@ impl Peer {
         self.phase = Phase::Ready;
         self.last_rx = now;
         self.events.push_back(Event::Connected { resumed });
+        self.events.extend(self.held.drain(..));
         self.refill();
     }
 

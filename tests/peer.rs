@@ -1,0 +1,391 @@
+//! The protocol state machine, driven without I/O: recorded handshakes of the
+//! published package, and simulated connections that drop at random.
+
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+use uhura::protocol::framing::Reader;
+use uhura::protocol::peer::{Config, Event, Peer, Role};
+use uhura::protocol::session::{is_well_formed_id, Session};
+
+fn vector(name: &str) -> (String, String) {
+    let path = format!("{}/../shared/vectors/{name}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let v: Value = serde_json::from_str(&text).unwrap();
+    (v["client_to_server"].as_str().unwrap().to_owned(), v["server_to_client"].as_str().unwrap().to_owned())
+}
+
+fn old_config() -> Config {
+    Config { extensions: false, ..Config::default() }
+}
+
+/// Everything the peer wrote, as parsed messages.
+fn output(peer: &mut Peer) -> Vec<Value> {
+    let mut out = Vec::new();
+    peer.take_output(&mut out);
+    // A later take continues the stream: give the fresh reader its opening bracket.
+    if out.starts_with(b"\n,\n") {
+        out.splice(..3, *b"[\n");
+    }
+    let mut msgs = Vec::new();
+    Reader::new(1 << 20).feed(&out, &mut msgs).expect("our own output frames cleanly");
+    msgs.iter().map(|m| serde_json::from_str(m).unwrap()).collect()
+}
+
+fn events(peer: &mut Peer) -> Vec<Event> {
+    std::iter::from_fn(|| peer.poll_event()).collect()
+}
+
+fn ids_of(msgs: &[Value]) -> Vec<String> {
+    msgs.iter().filter_map(|m| m.get("id").and_then(Value::as_str).map(str::to_owned)).collect()
+}
+
+#[test]
+fn client_handshake_bytes_match_the_recording() {
+    let (c2s, _) = vector("v0.1.2-new-session.json");
+    let mut client = Peer::new(Role::Client, old_config(), Instant::now());
+    client.on_open(Instant::now());
+    let mut out = Vec::new();
+    client.take_output(&mut out);
+    let expected = "[\n[\"_set\",{}]\n,\n[\"start\",{\"objectMode\":true,\"enableAcks\":true}]";
+    assert_eq!(String::from_utf8(out).unwrap(), expected);
+    assert!(c2s.starts_with(expected));
+}
+
+#[test]
+fn server_answers_a_recorded_012_client_like_the_012_server() {
+    let (c2s, s2c) = vector("v0.1.2-new-session.json");
+    let now = Instant::now();
+    let mut server = Peer::new(Role::Server, old_config(), now);
+    server.on_open(now);
+    // One byte at a time: the state machine must not care about chunking.
+    for b in c2s.as_bytes() {
+        server.receive(std::slice::from_ref(b), now);
+    }
+    let ours = output(&mut server);
+    let mut recorded = Vec::new();
+    Reader::new(1 << 20).feed(s2c.as_bytes(), &mut recorded).unwrap();
+    let recorded: Vec<Value> = recorded.iter().map(|m| serde_json::from_str(m).unwrap()).collect();
+
+    // The recorded server also sent its own events ("world", "unicode") and a
+    // set; ours only answers the protocol part: sessionID, connect, acks.
+    assert_eq!(ours[0][0], "_set");
+    assert_eq!(ours[0][1], "sessionID");
+    assert!(is_well_formed_id(ours[0][2].as_str().unwrap()));
+    assert_eq!(ours[1]["args"], recorded[1]["args"], "connect config as the 0.1.2 server sends it");
+    assert!(ours[1]["id"].is_string());
+    let acks: Vec<&Value> = ours[2..].iter().map(|m| &m["args"][0]).collect();
+    let client_ids = ids_of(&{
+        let mut m = Vec::new();
+        Reader::new(1 << 20).feed(c2s.as_bytes(), &mut m).unwrap();
+        m.iter().map(|x| serde_json::from_str(x).unwrap()).collect::<Vec<Value>>()
+    });
+    let expected_acks: Vec<Value> = client_ids.iter().map(|id| json!(format!("ack::{id}"))).collect();
+    assert_eq!(acks.into_iter().cloned().collect::<Vec<_>>(), expected_acks);
+
+    let evs = events(&mut server);
+    assert!(matches!(evs[0], Event::SaveSession));
+    assert_eq!(evs[1], Event::Connected { resumed: false });
+    let messages: Vec<Value> = evs
+        .iter()
+        .filter_map(|e| match e {
+            Event::Message(a) | Event::Set(a) => Some(serde_json::from_str(a).unwrap()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        messages,
+        vec![
+            json!(["_set", "clientKey", "v1"]),
+            json!(["hello", 1, [true, null, 2.5]]),
+            json!(["unicode", "héllo ☃ 😀 \"q\" \\ \n"]),
+            json!(["bye"]),
+        ]
+    );
+    assert_eq!(server.session().get("clientKey"), Some(&json!("v1")));
+}
+
+#[test]
+fn client_follows_a_recorded_012_server() {
+    let (_, s2c) = vector("v0.1.2-new-session.json");
+    let now = Instant::now();
+    let mut client = Peer::new(Role::Client, Config::default(), now);
+    client.on_open(now);
+    output(&mut client);
+    client.receive(s2c.as_bytes(), now);
+    assert!(client.is_ready() && client.object_mode() && client.enable_acks());
+    assert!(!client.extended(), "a 0.1.2 server echoes no extensions");
+    assert_eq!(client.session().get("sessionID"), Some(&json!("F3kg5mpwoh9CJH8WE6ZdgPdT")));
+    assert_eq!(client.session().get("k"), Some(&json!(1)));
+    let out = output(&mut client);
+    // Acks for every server message with an id, connect included.
+    assert_eq!(out.len(), 3);
+    assert!(out.iter().all(|m| m["args"][0].as_str().unwrap().starts_with("ack::")));
+}
+
+#[test]
+fn legacy_array_mode_both_ways() {
+    let (c2s, s2c) = vector("v0.0.10-legacy-array-mode.json");
+    let now = Instant::now();
+    let mut server = Peer::new(Role::Server, Config::default(), now);
+    server.on_open(now);
+    server.receive(c2s.as_bytes(), now);
+    let out = output(&mut server);
+    assert_eq!(out[1], json!(["connect", {"objectMode": false, "enableAcks": false}]));
+    assert!(!server.object_mode());
+    server.send_event(r#"["world",1]"#.into(), Some((7, 0)), now);
+    assert_eq!(output(&mut server), vec![json!(["world", 1])]);
+    assert!(events(&mut server).contains(&Event::Acked((7, 0))), "acks off: the callback runs on write");
+
+    let mut client = Peer::new(Role::Client, Config::default(), now);
+    client.on_open(now);
+    output(&mut client);
+    client.send_event(r#"["queued"]"#.into(), None, now);
+    client.receive(s2c.as_bytes(), now);
+    assert!(client.is_ready() && !client.object_mode() && !client.enable_acks());
+    assert_eq!(output(&mut client), vec![json!(["queued"])]);
+}
+
+#[test]
+fn resume_sends_the_stored_session_then_connect() {
+    let (c2s, s2c) = vector("v0.1.2-resume-and-invalidate.json");
+    let now = Instant::now();
+    let mut server = Peer::new(Role::Server, old_config(), now);
+    server.on_open(now);
+    server.receive(c2s.as_bytes(), now);
+    let evs = events(&mut server);
+    assert_eq!(evs, vec![Event::LoadSession("F3kg5mpwoh9CJH8WE6ZdgPdT".into())], "events wait for the handshake");
+    let stored: Session = serde_json::from_value(json!({"cookie": {"path": "/"}, "sessionID": "F3kg5mpwoh9CJH8WE6ZdgPdT", "k": 1})).unwrap();
+    server.session_loaded(Some(stored.clone()), now);
+    // Acks of the client's early events went out on arrival; then the session and connect.
+    let out: Vec<Value> = output(&mut server).into_iter().filter(|m| !m["args"][0].as_str().is_some_and(|n| n.starts_with("ack::"))).collect();
+    assert_eq!(out[0], json!(["_set", stored]));
+    assert_eq!(out[1]["args"][0], "connect");
+    let evs = events(&mut server);
+    assert_eq!(evs[0], Event::Connected { resumed: true });
+    assert_eq!(evs[1], Event::Message(r#"["hello",1,[true,null,2.5]]"#.into()), "then the held events, in order");
+    assert_eq!(evs.len(), 4);
+
+    // The recorded server's answer, fed to our client: resume, then invalidation.
+    let mut client = Peer::new(Role::Client, Config::default(), now);
+    client.on_open(now);
+    client.receive(s2c.as_bytes(), now);
+    assert!(client.close_requested());
+    assert!(client.session().is_empty());
+}
+
+#[test]
+fn unknown_session_id_starts_a_new_session() {
+    let now = Instant::now();
+    let mut server = Peer::new(Role::Server, Config::default(), now);
+    server.on_open(now);
+    server.receive(b"[[\"_set\",{\"sessionID\":\"nope\"}],[\"start\",{\"objectMode\":true,\"enableAcks\":true}]", now);
+    assert!(events(&mut server).contains(&Event::LoadSession("nope".into())));
+    server.session_loaded(None, now);
+    let id = server.session_id().unwrap().to_owned();
+    assert!(is_well_formed_id(&id) && id != "nope");
+}
+
+#[test]
+fn malformed_input_is_an_error_never_a_panic() {
+    for bad in [&b"."[..], b"[{\"args\":\"notarray\"}]", b"[null]", b"[1,2]", b"{}", b"[[\"x\"]]]"] {
+        let now = Instant::now();
+        let mut server = Peer::new(Role::Server, Config::default(), now);
+        server.on_open(now);
+        server.receive(bad, now);
+        let errors: Vec<_> = events(&mut server).into_iter().filter(|e| matches!(e, Event::Error(_))).collect();
+        assert_eq!(errors.len(), 1, "{:?}", String::from_utf8_lossy(bad));
+        assert!(server.close_requested());
+    }
+    let now = Instant::now();
+    let mut server = Peer::new(Role::Server, Config::default(), now);
+    server.on_open(now);
+    server.receive(b".", now);
+    match events(&mut server).pop() {
+        Some(Event::Error(m)) => assert!(m.starts_with("Unexpected \".\" at position 0"), "{m}"),
+        e => panic!("{e:?}"),
+    }
+}
+
+#[test]
+fn queue_limits_drop_the_oldest_and_say_so() {
+    let now = Instant::now();
+    let mut client = Peer::new(Role::Client, Config { max_queue_length: 3, ..Config::default() }, now);
+    for i in 0..5u64 {
+        client.send_event(format!("[\"e\",{i}]"), Some((1, i)), now);
+    }
+    let evs = events(&mut client);
+    assert_eq!(evs, vec![Event::Dropped { notify: Some((1, 0)) }, Event::Dropped { notify: Some((1, 1)) }]);
+    assert_eq!(client.queued_len(), 3);
+
+    let mut client = Peer::new(Role::Client, Config { max_queue_bytes: 100, ..Config::default() }, now);
+    for _ in 0..10 {
+        client.send_event(format!("[\"e\",\"{}\"]", "x".repeat(40)), None, now);
+    }
+    assert!(client.pending_bytes() <= 100);
+    assert_eq!(events(&mut client).len(), 8);
+}
+
+#[test]
+fn ack_timeout_releases_the_callback_but_keeps_the_event() {
+    let t0 = Instant::now();
+    let mut client = Peer::new(Role::Client, Config { ack_timeout: Some(Duration::from_millis(100)), ..Config::default() }, t0);
+    client.send_event(r#"["e"]"#.into(), Some((1, 0)), t0);
+    assert_eq!(client.poll_timeout(), Some(t0 + Duration::from_millis(100)));
+    client.handle_timeout(t0 + Duration::from_millis(99));
+    assert!(events(&mut client).is_empty());
+    client.handle_timeout(t0 + Duration::from_millis(100));
+    assert_eq!(events(&mut client), vec![Event::AckTimeout((1, 0))]);
+    assert_eq!(client.queued_len(), 1);
+}
+
+/// Two of our peers connected in memory.
+struct Wire {
+    client: Peer,
+    server: Peer,
+    now: Instant,
+}
+
+impl Wire {
+    fn new() -> Self {
+        let now = Instant::now();
+        let mut w = Wire {
+            client: Peer::new(Role::Client, Config::default(), now),
+            server: Peer::new(Role::Server, Config::default(), now),
+            now,
+        };
+        w.open();
+        w
+    }
+
+    fn open(&mut self) {
+        self.client.on_open(self.now);
+        self.server.on_open(self.now);
+    }
+
+    /// Moves bytes both ways, `chunk` bytes at a time, until quiet; a store
+    /// that knows every session answers the server.
+    fn settle(&mut self, chunk: usize, to_client: &mut Vec<Event>, to_server: &mut Vec<Event>) {
+        loop {
+            let mut c2s = Vec::new();
+            self.client.take_output(&mut c2s);
+            let mut s2c = Vec::new();
+            self.server.take_output(&mut s2c);
+            if c2s.is_empty() && s2c.is_empty() {
+                break;
+            }
+            for c in c2s.chunks(chunk.max(1)) {
+                self.server.receive(c, self.now);
+            }
+            for c in s2c.chunks(chunk.max(1)) {
+                self.client.receive(c, self.now);
+            }
+            while let Some(e) = self.server.poll_event() {
+                if let Event::LoadSession(_) = e {
+                    let s = self.server.session().clone();
+                    self.server.session_loaded(Some(s), self.now);
+                }
+                to_server.push(e);
+            }
+            to_client.extend(std::iter::from_fn(|| self.client.poll_event()));
+        }
+    }
+
+    /// Drops the connection after `deliver` bytes of each direction got
+    /// through, and reconnects; the server side resumes from retained state.
+    fn drop_and_resume(&mut self, deliver: usize, to_client: &mut Vec<Event>, to_server: &mut Vec<Event>) {
+        let mut c2s = Vec::new();
+        self.client.take_output(&mut c2s);
+        let mut s2c = Vec::new();
+        self.server.take_output(&mut s2c);
+        self.server.receive(&c2s[..deliver.min(c2s.len())], self.now);
+        self.client.receive(&s2c[..deliver.min(s2c.len())], self.now);
+        to_server.extend(std::iter::from_fn(|| self.server.poll_event()));
+        to_client.extend(std::iter::from_fn(|| self.client.poll_event()));
+        self.client.on_close();
+        self.server.on_close();
+        let retained = self.server.take_retained();
+        self.server = Peer::new(Role::Server, Config::default(), self.now);
+        self.server.adopt_retained(retained);
+        self.open();
+    }
+}
+
+fn delivered(events: &[Event], name: &str) -> Vec<u64> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Message(a) => {
+                let v: Value = serde_json::from_str(a).unwrap();
+                (v[0] == name).then(|| v[1].as_u64().unwrap())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn exactly_once_in_order_across_random_drops() {
+    // A fixed-seed generator keeps failures reproducible.
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut rand = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let mut w = Wire::new();
+    let (mut at_client, mut at_server) = (Vec::new(), Vec::new());
+    w.settle(7, &mut at_client, &mut at_server);
+    assert!(w.client.extended() && w.server.extended());
+    let total = 3000u64;
+    let (mut c_next, mut s_next) = (0u64, 0u64);
+    let mut drops = 0;
+    while c_next < total || s_next < total {
+        for _ in 0..rand(40) {
+            if c_next < total {
+                w.client.send_event(format!("[\"c2s\",{c_next}]"), Some((1, c_next)), w.now);
+                c_next += 1;
+            }
+            if s_next < total {
+                w.server.send_event(format!("[\"s2c\",{s_next}]"), None, w.now);
+                s_next += 1;
+            }
+        }
+        if rand(3) == 0 {
+            w.drop_and_resume(rand(3000) as usize, &mut at_client, &mut at_server);
+            drops += 1;
+        }
+        w.settle(1 + rand(500) as usize, &mut at_client, &mut at_server);
+    }
+    w.settle(64, &mut at_client, &mut at_server);
+    assert!(drops > 20, "the simulation should drop often ({drops})");
+    assert_eq!(delivered(&at_server, "c2s"), (0..total).collect::<Vec<_>>());
+    assert_eq!(delivered(&at_client, "s2c"), (0..total).collect::<Vec<_>>());
+    let acked: Vec<u64> = at_client.iter().filter_map(|e| if let Event::Acked((1, s)) = e { Some(*s) } else { None }).collect();
+    assert_eq!(acked.len() as u64, total, "every client ack callback ran once");
+    assert_eq!(w.client.unacked_len() + w.client.queued_len(), 0);
+}
+
+#[test]
+fn heartbeats_flow_and_silence_is_detected() {
+    let mut w = Wire::new();
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    w.settle(64, &mut a, &mut b);
+    let t = w.client.poll_timeout().expect("a heartbeat is scheduled");
+    assert!(t <= w.now + Duration::from_secs(15));
+    w.now += Duration::from_secs(16);
+    w.client.handle_timeout(w.now);
+    w.server.handle_timeout(w.now);
+    let mut hb = Vec::new();
+    w.client.take_output(&mut hb);
+    assert!(String::from_utf8_lossy(&hb).contains("_uhura_hb"));
+    w.server.receive(&hb, w.now);
+    assert!(w.server.poll_event().is_none(), "heartbeats are not delivered");
+    // Then the client goes silent for longer than the server's limit.
+    w.now += Duration::from_secs(46);
+    w.server.handle_timeout(w.now);
+    match w.server.poll_event() {
+        Some(Event::Error(m)) => assert!(m.contains("heartbeat timeout"), "{m}"),
+        e => panic!("{e:?}"),
+    }
+}
