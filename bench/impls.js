@@ -163,7 +163,9 @@ const impls = [
   uhuraAdapter({
     name: 'ours',
     label: 'uhura 0.2 (Rust)',
-    modPath: ROOT,
+    // UHURA_BENCH_OURS (set by run.js --ours=DIR) points at another build of
+    // this package, e.g. a release snapshot.
+    modPath: process.env.UHURA_BENCH_OURS || ROOT,
     acks: true,
     // A replacement emits 'connect' once per completed handshake.
     isReady: () => true

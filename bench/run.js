@@ -24,6 +24,8 @@ const opt = (name) => {
   return a ? a.slice(name.length + 3).split(',').filter(Boolean) : null
 }
 const ONLY = opt('only')
+if (opt('ours')) process.env.UHURA_BENCH_OURS = path.resolve(opt('ours')[0])
+const OURS_DIR = process.env.UHURA_BENCH_OURS || path.join(__dirname, '..')
 const TESTS = opt('tests') || ['burst', 'pingpong', 'idle']
 
 const CFG = {
@@ -316,6 +318,13 @@ function markdown (results) {
     `Ping-pong: ${fmtInt(CFG.ping.rounds)} sequential \`ping\`/\`pong\` round trips after ${CFG.ping.warmup} warm-up. ` +
     `RSS: server process after gc, with the listening socket only and then with ${fmtInt(CFG.idle.count)} idle clients (handshake done) connected from another process. ` +
     `Server and client run in separate processes on 127.0.0.1; node ${process.version}, ${os.cpus().length} CPUs, load average ${results.meta.loadavgAtStart[0].toFixed(1)} at start${QUICK ? ', --quick' : ''}.`)
+  const ours = results.impls.ours
+  if (ours && ours.available && ours.build && !ours.build.error) {
+    lines.push('')
+    lines.push(ours.build.debugInfo
+      ? `**Warning: ${ours.label} was measured with an addon that has debug info (${(ours.build.bytes / 1048576).toFixed(1)} MB), probably a debug build; its numbers are not representative.**`
+      : `${ours.label}: release build of the addon (${(ours.build.bytes / 1048576).toFixed(1)} MB).`)
+  }
   if (Object.values(results.impls).some((r) => !r.acks)) {
     lines.push('')
     lines.push('¹ uhura 0.0.x has no acks: its burst time runs until the client received the single `done` event the server sends after counting all N events.')
@@ -406,9 +415,22 @@ function svgChart (results) {
 }
 
 // ---------------------------------------------------------------------- main
+// Which build of the addon is benchmarked: a release build (profile.release
+// has strip = true) carries no .debug_info section; a debug build does.
+function oursBuild () {
+  const file = path.join(OURS_DIR, 'uhura.node')
+  try {
+    const st = fs.statSync(file)
+    const debugInfo = fs.readFileSync(file).includes('.debug_info')
+    return { dir: OURS_DIR, file, bytes: st.size, mtime: st.mtime.toISOString(), debugInfo, kind: debugInfo ? 'debug build?' : 'release build' }
+  } catch (err) {
+    return { dir: OURS_DIR, file, error: err.message }
+  }
+}
+
 function checkAvailable (impl) {
   if (impl.name === 'raw') return { ok: true }
-  const modPath = impl.name === 'ours' ? path.join(__dirname, '..') : null
+  const modPath = impl.name === 'ours' ? OURS_DIR : null
   const code = modPath
     ? `require(${JSON.stringify(modPath)})`
     : `require(${JSON.stringify(path.join(__dirname, 'impls.js'))}).byName(${JSON.stringify(impl.name)}).load()`
@@ -440,6 +462,10 @@ async function main () {
     const r = results.impls[impl.name] = { label: impl.label, acks: impl.acks }
     const av = checkAvailable(impl)
     r.available = av.ok
+    if (impl.name === 'ours') {
+      r.build = oursBuild()
+      if (r.build.debugInfo) log(`WARNING: ${r.build.file} (${(r.build.bytes / 1048576).toFixed(1)} MB) has debug info: probably a debug build, its numbers are not representative (npm run build)`)
+    }
     if (!av.ok) {
       r.note = av.note
       log(`${impl.name}: skipped (${av.note})`)

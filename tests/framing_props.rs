@@ -227,7 +227,7 @@ fn stream(msgs: &[Value], seed: u64, fancy: bool) -> (Vec<String>, Vec<u8>, Writ
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     /// (a) Written with Writer, read back in any chunking: the same messages, byte for byte.
     #[test]

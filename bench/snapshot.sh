@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Builds a release snapshot of this package outside the working tree, for
+# benchmarking while the checkout holds a debug build or is being edited:
+#   bash bench/snapshot.sh [DEST]   (default /tmp/uhura-bench-snapshot)
+#   node bench/run.js --ours=DEST
+# Copies the sources to DEST/src-copy, builds there with cargo --release
+# (its own target directory), and lays out DEST as a loadable package.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+dest="${1:-/tmp/uhura-bench-snapshot}"
+src="$dest/src-copy"
+mkdir -p "$src"
+# Only what the build and index.js need; the copy keeps its own target/ between runs.
+rm -rf "$src/src" "$src/lib"
+tar -C "$root" -cf - Cargo.toml Cargo.lock build.rs src lib index.js package.json | tar -C "$src" -xf -
+( cd "$src" && nice -n 10 cargo build --release --lib --offline --message-format=short 2>&1 | tail -5 )
+so="$src/target/release/libuhura.so"
+test -f "$so"
+cp "$src/index.js" "$src/package.json" "$dest/"
+rm -rf "$dest/lib" && cp -r "$src/lib" "$dest/lib"
+cp "$so" "$dest/uhura.node.tmp" && mv "$dest/uhura.node.tmp" "$dest/uhura.node"
+git -C "$root" rev-parse --short HEAD > "$dest/REVISION" 2>/dev/null || echo unknown > "$dest/REVISION"
+echo "snapshot: $dest ($(du -h "$dest/uhura.node" | cut -f1), HEAD $(cat "$dest/REVISION") plus working-tree changes as of $(date -u +%H:%M:%SZ))"
