@@ -5,5 +5,7 @@
 pub mod engine;
 pub mod protocol;
 
+// The napi macros register exports only outside `cargo test`.
 #[cfg(feature = "node")]
+#[cfg_attr(test, allow(dead_code))]
 mod node;
