@@ -39,6 +39,7 @@ const RESUME_INPUT = 12
 const OPEN_TRANSPORT = 13
 const STORE_OP = 14
 const ACK_TIMEOUT = 15
+const STOPPED = 16
 
 const handles = new Map()
 // Handle -> the JavaScript stream carrying that link's bytes (factory transports).
@@ -61,6 +62,8 @@ function drain () {
       }
     }
   }
+  // Acks of these events go out only now that the listeners have run.
+  native.eventsHandled()
 }
 
 function rethrow (err) {
@@ -108,6 +111,9 @@ function dispatch (e) {
       break
     case ACK_TIMEOUT:
       if (obj) obj._onAckTimeout(e[2])
+      break
+    case STOPPED:
+      if (obj) obj._onStopped()
       break
     case RECONNECTING:
       if (obj) obj.emit('reconnecting', e[2])
@@ -557,6 +563,10 @@ class Client extends SendEmitter {
     handles.set(this._h, this)
     this._active = true
     keepAlive(this, this._ref)
+    // Start on the next tick, so autoReconnect() and friends called right
+    // after createClient() apply to the first attempt, as in the original.
+    const h = this._h
+    process.nextTick(() => native.clientStart(h))
     return this
   }
 
@@ -630,6 +640,17 @@ class Client extends SendEmitter {
   _onMessage (args) {
     if (args[0] === 'invalidateSession') this.session = {}
     super._onMessage(args)
+  }
+
+  _onStopped () {
+    this.ready = false
+    this._active = false
+    keepAlive(this, false)
+    if (this._acks.size === 0) handles.delete(this._h)
+  }
+
+  _acksSettled () {
+    if (!this._active && this._stopped) handles.delete(this._h)
   }
 
   _onDisconnected (willReconnect) {

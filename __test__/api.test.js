@@ -259,11 +259,14 @@ describe(`${IMPL}: reconnection and sessions`, () => {
     client.autoReconnect(20, 200)
     const { conn } = await srv.waitConnection(0)
     const connects = collect(client, 'connect')
+    let readyAtDisconnect
+    // Read inside the listener: a fast reconnect can complete before a promise continuation runs.
+    client.once('disconnect', () => { readyAtDisconnect = client.ready })
     const disc = waitFor(client, 'disconnect', 5000, { label: 'client (disconnect)' })
     const hs = waitHandshake(IMPL, client)
     conn.socket.destroy()
     await disc
-    assert.equal(client.ready, false, 'ready is false while disconnected')
+    assert.equal(readyAtDisconnect, false, 'ready is false while disconnected')
     const { reconnect } = await srv.waitConnection(1)
     await hs
     assert.equal(reconnect, true, 'the server callback gets reconnect === true')
@@ -275,7 +278,9 @@ describe(`${IMPL}: reconnection and sessions`, () => {
     }
   })
 
-  it('sends issued while disconnected are delivered after autoReconnect', T, async (t) => {
+  // 0.1.2: its client sends the queue right after `start`, and its server drops
+  // what arrives before the (asynchronous) resume completes.
+  it('sends issued while disconnected are delivered after autoReconnect', oldSkip('events sent right after start on a resume are dropped'), async (t) => {
     const r = useResources(t)
     const got = []
     const srv = await r.startServer(IMPL, {
@@ -285,7 +290,7 @@ describe(`${IMPL}: reconnection and sessions`, () => {
       },
     })
     const client = await r.connectClient(IMPL, srv.port)
-    client.autoReconnect(200, 400) // first retry after 1 ms (min ** 0), then 200 ms
+    client.autoReconnect(200, 400) // 0.1.2: first retry after 1 ms (min ** 0); ours: jittered, <= 200 ms
     const { conn } = await srv.waitConnection(0)
     const disc = waitFor(client, 'disconnect', 5000, { label: 'client (disconnect)' })
     conn.socket.destroy()
@@ -332,9 +337,11 @@ describe(`${IMPL}: reconnection and sessions`, () => {
     const { conn } = await srv.waitConnection(0)
     await waitUntil(() => conn.get('clientKey') === 'v1', 5000, "the server to see the client's set")
     const invalidated = waitFor(client, 'invalidateSession', 5000, { label: 'client (invalidateSession)' })
+    // Read the session inside the listener: a fast reconnect's new sessionID
+    // can be delivered before a promise continuation runs.
     let sessionAtDisconnect
+    client.once('disconnect', () => { sessionAtDisconnect = JSON.parse(JSON.stringify(client.get())) })
     const disc = waitFor(client, 'disconnect', 5000, { label: 'client (disconnect)' })
-      .then(() => { sessionAtDisconnect = JSON.parse(JSON.stringify(client.get())) })
     const hs = waitHandshake(IMPL, client, 5000)
     conn.invalidateSession()
     await invalidated
@@ -497,7 +504,10 @@ describe(`${IMPL}: the wire, seen from a raw peer`, () => {
     assert.equal(client.get('sessionID'), 'AbCdEfGhIjKlMnOpQrStUv12')
     const frames = state.frames()
     assert.deepStrictEqual(frames[0], ['_set', {}], 'first message: the client session')
-    assert.deepStrictEqual(frames[1], ['start', { objectMode: true, enableAcks: true }], 'second message: start')
+    // Extra config fields are allowed (ours adds "uhura" and "heartbeat"; old servers ignore them).
+    assert.equal(frames[1][0], 'start', 'second message: start')
+    assert.equal(frames[1][1].objectMode, true, 'start asks for objectMode')
+    assert.equal(frames[1][1].enableAcks, true, 'start asks for enableAcks')
 
     let cbCalls = 0
     client.send('needsAck', 1, { k: 'ü' }, () => cbCalls++)

@@ -214,7 +214,7 @@ for (const pair of PAIRS) {
       const sid = client.get('sessionID')
       client.set('clientKey', 'kept')
       await waitUntil(() => conn.get('clientKey') === 'kept', 5000, "the server to see the client's set")
-      client.autoReconnect(200, 400) // first retry after 1 ms (min ** 0)
+      client.autoReconnect(200, 400) // old: first retry after 1 ms (min ** 0); ours: jittered, <= 200 ms
       const disc = waitFor(client, 'disconnect', 5000, { label: `${pair.client} client (disconnect)` })
       conn.socket.destroy()
       await disc

@@ -417,11 +417,28 @@ function svgChart (results) {
 // ---------------------------------------------------------------------- main
 // Which build of the addon is benchmarked: a release build (profile.release
 // has strip = true) carries no .debug_info section; a debug build does.
+function elfSections (buf) {
+  if (buf.readUInt32BE(0) !== 0x7f454c46 || buf[4] !== 2 || buf[5] !== 1) return null // ELF64 LE only
+  const shoff = Number(buf.readBigUInt64LE(0x28))
+  const shentsize = buf.readUInt16LE(0x3a)
+  const shnum = buf.readUInt16LE(0x3c)
+  const shstrndx = buf.readUInt16LE(0x3e)
+  const sh = (i) => shoff + i * shentsize
+  const strOff = Number(buf.readBigUInt64LE(sh(shstrndx) + 0x18))
+  const names = []
+  for (let i = 0; i < shnum; i++) {
+    const n = strOff + buf.readUInt32LE(sh(i))
+    names.push(buf.toString('latin1', n, buf.indexOf(0, n)))
+  }
+  return names
+}
+
 function oursBuild () {
   const file = path.join(OURS_DIR, 'uhura.node')
   try {
     const st = fs.statSync(file)
-    const debugInfo = fs.readFileSync(file).includes('.debug_info')
+    const sections = elfSections(fs.readFileSync(file))
+    const debugInfo = sections ? sections.includes('.debug_info') : st.size > 20e6
     return { dir: OURS_DIR, file, bytes: st.size, mtime: st.mtime.toISOString(), debugInfo, kind: debugInfo ? 'debug build?' : 'release build' }
   } catch (err) {
     return { dir: OURS_DIR, file, error: err.message }

@@ -39,6 +39,7 @@ struct Control {
     stop: bool,
     /// `reconnect()` was called: close and connect again at once.
     now: bool,
+    started: bool,
     /// Waiting for JavaScript to hand over a stream.
     js_waiter: Option<oneshot::Sender<Result<(BoxStream, Addresses), String>>>,
 }
@@ -52,7 +53,10 @@ pub struct Client {
 
 impl Client {
     pub fn new(handle: u32, options: ClientOptions, shared: &Arc<Shared>) -> Arc<Self> {
-        let link = Link::new(handle, None, Peer::new(Role::Client, options.peer.clone(), Instant::now()), shared, None, None);
+        // The engine's events always go through an application that takes
+        // them, so acks wait until it has (see `Engine::events_handled`).
+        let config = Config { defer_acks: true, ..options.peer.clone() };
+        let link = Link::new(handle, None, Peer::new(Role::Client, config, Instant::now()), shared, None, None);
         shared.register_link(link.clone());
         Arc::new(Client { link, options, control: Mutex::new(Control::default()), wake: Notify::new() })
     }
@@ -89,6 +93,11 @@ impl Client {
             Some(tx) => tx.send(result).is_ok(),
             None => false,
         }
+    }
+
+    /// True the first time only.
+    pub fn mark_started(&self) -> bool {
+        !std::mem::replace(&mut lock(&self.control).started, true)
     }
 
     fn stopping(&self) -> bool {
@@ -129,7 +138,18 @@ impl Client {
     }
 }
 
+/// The connect loop; reports `STOPPED` when the client is done for good.
 pub async fn run(shared: Arc<Shared>, client: Arc<Client>) {
+    connect_loop(&shared, &client).await;
+    lock(&client.control).js_waiter = None;
+    for h in client.link.handles() {
+        shared.unregister_link(h);
+    }
+    lock(&shared.clients).remove(&client.link.handle);
+    client.link.deliver(kind::STOPPED, |b| b.push('0'));
+}
+
+async fn connect_loop(shared: &Arc<Shared>, client: &Arc<Client>) {
     let link = client.link.clone();
     let mut target = 0usize;
     loop {
@@ -179,8 +199,6 @@ pub async fn run(shared: Arc<Shared>, client: Arc<Client>) {
                 client.wake.notified().await;
                 let c = lock(&client.control);
                 if c.stop {
-                    drop(c);
-                    shared.unregister_link(link.handle);
                     return;
                 }
                 if c.now {
@@ -198,5 +216,4 @@ pub async fn run(shared: Arc<Shared>, client: Arc<Client>) {
             }
         }
     }
-    shared.unregister_link(link.handle);
 }

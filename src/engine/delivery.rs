@@ -17,8 +17,15 @@ use tokio::sync::Notify;
 /// Readers pause above this many buffered bytes.
 const HIGH_WATER: usize = 8 * 1024 * 1024;
 
+/// Events are numbered by batch: everything pushed between two `take`s
+/// carries the same generation, so the consumer can say which it has handled.
+struct Batch {
+    text: String,
+    gen: u64,
+}
+
 pub struct Delivery {
-    buf: Mutex<String>,
+    buf: Mutex<Batch>,
     scheduled: AtomicBool,
     drained: Notify,
     wake: Box<dyn Fn() + Send + Sync>,
@@ -26,48 +33,53 @@ pub struct Delivery {
 
 impl Delivery {
     pub fn new(wake: impl Fn() + Send + Sync + 'static) -> Self {
-        Delivery { buf: Mutex::new(String::new()), scheduled: AtomicBool::new(false), drained: Notify::new(), wake: Box::new(wake) }
+        Delivery { buf: Mutex::new(Batch { text: String::new(), gen: 1 }), scheduled: AtomicBool::new(false), drained: Notify::new(), wake: Box::new(wake) }
     }
 
     /// Appends one entry written by `write` (a JSON value) and wakes the
-    /// consumer if it is not already due to run.
-    pub fn push(&self, write: impl FnOnce(&mut String)) {
-        {
+    /// consumer if it is not already due to run. Returns the entry's batch
+    /// generation.
+    pub fn push(&self, write: impl FnOnce(&mut String)) -> u64 {
+        let gen = {
             let mut buf = lock(&self.buf);
-            if !buf.is_empty() {
-                buf.push(',');
+            if !buf.text.is_empty() {
+                buf.text.push(',');
             }
-            write(&mut buf);
-        }
+            write(&mut buf.text);
+            buf.gen
+        };
         if !self.scheduled.swap(true, Ordering::AcqRel) {
             (self.wake)();
         }
+        gen
     }
 
-    /// Takes everything buffered as one JSON array text, or `None`.
-    pub fn take(&self) -> Option<String> {
-        let body = {
+    /// Takes everything buffered as one JSON array text, with its generation.
+    pub fn take(&self) -> Option<(String, u64)> {
+        let taken = {
             let mut buf = lock(&self.buf);
             self.scheduled.store(false, Ordering::Release);
-            if buf.is_empty() {
+            if buf.text.is_empty() {
                 return None;
             }
-            let mut body = String::with_capacity(buf.len() + 2);
+            let mut body = String::with_capacity(buf.text.len() + 2);
             body.push('[');
-            body.push_str(&buf);
+            body.push_str(&buf.text);
             body.push(']');
-            buf.clear();
-            if buf.capacity() > HIGH_WATER {
-                buf.shrink_to(64 * 1024);
+            buf.text.clear();
+            if buf.text.capacity() > HIGH_WATER {
+                buf.text.shrink_to(64 * 1024);
             }
-            body
+            let gen = buf.gen;
+            buf.gen += 1;
+            (body, gen)
         };
         self.drained.notify_waiters();
-        Some(body)
+        Some(taken)
     }
 
     pub fn backlog(&self) -> usize {
-        lock(&self.buf).len()
+        lock(&self.buf).text.len()
     }
 
     /// Waits until the consumer has room again.
@@ -101,13 +113,13 @@ mod tests {
         let d = Delivery::new(move || {
             w.fetch_add(1, Ordering::SeqCst);
         });
-        d.push(|b| b.push('1'));
-        d.push(|b| b.push('2'));
+        assert_eq!(d.push(|b| b.push('1')), 1);
+        assert_eq!(d.push(|b| b.push('2')), 1);
         assert_eq!(wakes.load(Ordering::SeqCst), 1);
-        assert_eq!(d.take().as_deref(), Some("[1,2]"));
+        assert_eq!(d.take(), Some(("[1,2]".to_owned(), 1)));
         assert_eq!(d.take(), None);
-        d.push(|b| b.push_str("[3]"));
+        assert_eq!(d.push(|b| b.push_str("[3]")), 2);
         assert_eq!(wakes.load(Ordering::SeqCst), 2);
-        assert_eq!(d.take().as_deref(), Some("[[3]]"));
+        assert_eq!(d.take(), Some(("[[3]]".to_owned(), 2)));
     }
 }

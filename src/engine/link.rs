@@ -12,7 +12,8 @@ use super::Shared;
 use crate::protocol::peer::{Event, Peer};
 use serde_json::Value;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -48,6 +49,8 @@ pub mod kind {
     pub const STORE_OP: u8 = 14;
     /// An ack did not arrive within `ackTimeout`.
     pub const ACK_TIMEOUT: u8 = 15;
+    /// A client stopped for good (after `disconnect()`).
+    pub const STOPPED: u8 = 16;
 }
 
 /// Socket addresses as Node reports them.
@@ -106,6 +109,13 @@ pub struct Link {
     /// Delivery state changes not yet saved to a shared store, and whether
     /// a task is saving them (one at a time, so they apply in order).
     unsaved: Mutex<(DeliveryDelta, bool)>,
+    /// Acks waiting for the application to handle the events before them:
+    /// (delivery generation of the last such event, message id).
+    deferred_acks: Mutex<VecDeque<(u64, String)>>,
+    /// Generation of this link's latest delivered entry.
+    last_gen: AtomicU64,
+    /// Listed in `Shared::ack_waiters`.
+    waiting: AtomicBool,
 }
 
 impl Link {
@@ -132,6 +142,9 @@ impl Link {
             scheduled: Mutex::new(None),
             aliases: Mutex::new(Vec::new()),
             unsaved: Mutex::new((DeliveryDelta::default(), false)),
+            deferred_acks: Mutex::new(VecDeque::new()),
+            last_gen: AtomicU64::new(0),
+            waiting: AtomicBool::new(false),
         })
     }
 
@@ -250,6 +263,10 @@ impl Link {
                         Some((_, max)) => *max = seq.max(*max),
                         None => delta.seen.push((sender, seq)),
                     },
+                    Event::AckDue(id) => {
+                        let gen = self.last_gen.load(Ordering::Acquire);
+                        lock(&self.deferred_acks).push_back((gen, id));
+                    }
                 }
             }
             next_timer = peer.poll_timeout();
@@ -264,6 +281,14 @@ impl Link {
             if scheduled.is_none_or(|s| at < s) {
                 *scheduled = Some(at);
                 self.timers.schedule(at, self.handle);
+            }
+        }
+        if let Some(shared) = self.shared.upgrade() {
+            if !self.release_acks(shared.delivered_gen()) && !self.waiting.swap(true, Ordering::AcqRel) {
+                shared.wait_for_delivery(self);
+                // The application may have finished the batch between the
+                // check and the registration; look once more.
+                self.release_acks(shared.delivered_gen());
             }
         }
         self.wake_writer();
@@ -300,11 +325,39 @@ impl Link {
 
     pub fn deliver(&self, kind: u8, body: impl FnOnce(&mut String)) {
         let handle = self.handle;
-        self.delivery.push(|b| {
+        let gen = self.delivery.push(|b| {
             let _ = write!(b, "[{handle},{kind},");
             body(b);
             b.push(']');
         });
+        self.last_gen.fetch_max(gen, Ordering::AcqRel);
+    }
+
+    /// Writes the deferred acks whose events the application has handled
+    /// (generation `upto`). Returns whether none are left waiting.
+    pub fn release_acks(&self, upto: u64) -> bool {
+        let mut due = Vec::new();
+        let empty = {
+            let mut deferred = lock(&self.deferred_acks);
+            while deferred.front().is_some_and(|(g, _)| *g <= upto) {
+                if let Some((_, id)) = deferred.pop_front() {
+                    due.push(id);
+                }
+            }
+            deferred.is_empty()
+        };
+        if !due.is_empty() {
+            let mut peer = lock(&self.peer);
+            for id in &due {
+                peer.write_ack(id);
+            }
+            drop(peer);
+            self.wake_writer();
+        }
+        if empty {
+            self.waiting.store(false, Ordering::Release);
+        }
+        empty
     }
 
     pub fn deliver_error(&self, message: &str, code: Option<&str>) {

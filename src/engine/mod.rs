@@ -20,8 +20,8 @@ pub mod transport;
 use delivery::{lock, Delivery};
 use link::Link;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 
 pub use client::{Client, ClientOptions, Connector};
 use js_pipe::JsPipe;
@@ -39,6 +39,12 @@ pub struct Shared {
     pipes: Mutex<HashMap<u32, Arc<JsPipe>>>,
     js_stores: Mutex<HashMap<u32, Arc<js_store::JsStore>>>,
     pub timers: Arc<timers::Timers>,
+    /// Generation of the last batch handed to the application, and of the
+    /// last one it finished handling.
+    taken_gen: AtomicU64,
+    delivered_gen: AtomicU64,
+    /// Links with acks waiting for `delivered_gen` to advance.
+    ack_waiters: Mutex<Vec<Weak<Link>>>,
     pub rt: tokio::runtime::Handle,
 }
 
@@ -55,6 +61,32 @@ impl Shared {
     pub fn link(&self, handle: u32) -> Option<Arc<Link>> {
         lock(&self.links).get(&handle).cloned()
     }
+    pub fn delivered_gen(&self) -> u64 {
+        self.delivered_gen.load(Ordering::Acquire)
+    }
+
+    pub fn wait_for_delivery(&self, link: &Arc<Link>) {
+        lock(&self.ack_waiters).push(Arc::downgrade(link));
+    }
+
+    /// The application has handled every batch up to generation `gen`:
+    /// release the acks that waited for it.
+    fn delivered(&self, gen: u64) {
+        if self.delivered_gen.fetch_max(gen, Ordering::AcqRel) >= gen {
+            return;
+        }
+        let waiters = std::mem::take(&mut *lock(&self.ack_waiters));
+        let mut still = Vec::new();
+        for w in waiters {
+            if let Some(link) = w.upgrade() {
+                if !link.release_acks(gen) {
+                    still.push(w);
+                }
+            }
+        }
+        lock(&self.ack_waiters).extend(still);
+    }
+
     /// Routes an earlier connection's handle to the link that resumed its session.
     pub fn route(&self, handle: u32, link: Arc<Link>) {
         lock(&self.links).insert(handle, link);
@@ -94,6 +126,9 @@ impl Engine {
             pipes: Mutex::new(HashMap::new()),
             js_stores: Mutex::new(HashMap::new()),
             timers: Arc::new(timers::Timers::default()),
+            taken_gen: AtomicU64::new(0),
+            delivered_gen: AtomicU64::new(0),
+            ack_waiters: Mutex::new(Vec::new()),
             rt: rt.handle().clone(),
         });
         rt.spawn(shared.timers.clone().run(Arc::downgrade(&shared)));
@@ -104,9 +139,20 @@ impl Engine {
         &self.shared
     }
 
-    /// Takes the events delivered so far, as one JSON array text.
+    /// Takes the events delivered so far, as one JSON array text. Taking
+    /// again means the previous batch was handled (see `events_handled`).
     pub fn take_events(&self) -> Option<String> {
-        self.shared.delivery.take()
+        self.events_handled();
+        let (text, gen) = self.shared.delivery.take()?;
+        self.shared.taken_gen.store(gen, Ordering::Release);
+        Some(text)
+    }
+
+    /// The application has handled every batch taken so far. Acks of those
+    /// events go out only now, so an ack never vouches for an event that
+    /// was still waiting in a buffer.
+    pub fn events_handled(&self) {
+        self.shared.delivered(self.shared.taken_gen.load(Ordering::Acquire));
     }
 
     pub fn create_server(&self, options: ServerOptions) -> u32 {
@@ -136,10 +182,20 @@ impl Engine {
     pub fn create_client(&self, options: ClientOptions) -> u32 {
         let handle = self.shared.alloc_handle();
         let client = Client::new(handle, options, &self.shared);
-        lock(&self.shared.clients).insert(handle, client.clone());
-        let shared = self.shared.clone();
-        self.shared.rt.spawn(async move { client::run(shared, client).await });
+        lock(&self.shared.clients).insert(handle, client);
         handle
+    }
+
+    /// Starts a created client's connect loop. Separate from creation so
+    /// that options set right after `createClient` (autoReconnect) apply to
+    /// the first attempt too, as they did in the original.
+    pub fn start_client(&self, handle: u32) -> Result<(), String> {
+        let client = self.client(handle)?;
+        if client.mark_started() {
+            let shared = self.shared.clone();
+            self.shared.rt.spawn(async move { client::run(shared, client).await });
+        }
+        Ok(())
     }
 
     /// A JavaScript store answered request `req` of `server`'s store.

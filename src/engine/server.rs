@@ -91,6 +91,7 @@ impl Server {
         };
         let mut config = options.peer;
         config.persist_delivery = store.keeps_delivery();
+        config.defer_acks = true;
         let retention = (!options.resume_window.is_zero()).then(|| Retention::new(options.resume_window, options.max_retained));
         if let Some(r) = &retention {
             shared.rt.spawn(sweep(Arc::downgrade(shared), r.clone()));

@@ -41,10 +41,18 @@ pub fn init(wake: Wake) -> Result<()> {
     Ok(())
 }
 
-/// All events delivered since the last call, as a JSON array text.
+/// All events delivered since the last call, as a JSON array text. Calling
+/// it again means the previous batch was handled.
 #[napi(catch_unwind)]
 pub fn take_events() -> Result<Option<String>> {
     Ok(engine()?.take_events())
+}
+
+/// Every batch taken so far has been dispatched: their acks may go out.
+#[napi(catch_unwind)]
+pub fn events_handled() -> Result<()> {
+    engine()?.events_handled();
+    Ok(())
 }
 
 /// Options of the protocol state machine, shared by clients and servers.
@@ -294,6 +302,11 @@ pub fn feed_end(handle: u32) -> Result<()> {
 #[napi(catch_unwind)]
 pub fn take_output(handle: u32) -> Result<Buffer> {
     Ok(engine()?.pipe_take(handle).into())
+}
+
+#[napi(catch_unwind)]
+pub fn client_start(client: u32) -> Result<()> {
+    engine()?.start_client(client).map_err(js_err)
 }
 
 #[napi(catch_unwind)]

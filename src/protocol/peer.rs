@@ -56,6 +56,8 @@ pub struct Config {
     /// Server: report `Persist` / `Unpersist` / `Seen` so a shared store can
     /// carry delivery state to another server.
     pub persist_delivery: bool,
+    /// Report `AckDue` instead of acknowledging on arrival (see `ack`).
+    pub defer_acks: bool,
 }
 
 impl Default for Config {
@@ -70,6 +72,7 @@ impl Default for Config {
             heartbeat_timeout: Duration::from_secs(30),
             ack_timeout: None,
             persist_delivery: false,
+            defer_acks: false,
         }
     }
 }
@@ -104,6 +107,9 @@ pub enum Event {
     Unpersist { id: String },
     /// Server (`persist_delivery`): the highest message seen from a sender.
     Seen { sender: String, seq: u64 },
+    /// (`defer_acks`) Once the application has handled the events before
+    /// this one, acknowledge message `id` with `write_ack`.
+    AckDue(String),
     /// A protocol error, or the peer went silent; the driver closes this transport.
     Error(String),
 }
@@ -450,17 +456,46 @@ impl Peer {
             }
             Incoming::Event { name, args, id } => (name, args, id),
         };
-        if let Some(id) = &id {
-            self.scratch.clear();
-            message::encode_ack(id, &mut self.scratch);
-            let ack = std::mem::take(&mut self.scratch);
-            self.frame_str(&ack);
-            self.scratch = ack;
-            if self.extended && self.is_duplicate(id) {
-                return Ok(());
-            }
+        let Some(id) = id else { return self.dispatch(&name, args, now).map(drop) };
+        if self.extended && self.is_duplicate(&id) {
+            // Delivered before; the ack that follows it may have been lost.
+            self.ack(id.into_owned(), false);
+            return Ok(());
         }
-        match (&*name, self.role) {
+        let delivered = self.dispatch(&name, args, now)?;
+        self.ack(id.into_owned(), delivered);
+        Ok(())
+    }
+
+    /// Acknowledges a message. With `defer_acks`, the ack of a message
+    /// handed to the application waits (as `Event::AckDue`, right behind the
+    /// message) until the driver knows the application has handled it, so an
+    /// ack never vouches for an event still in a buffer.
+    fn ack(&mut self, id: String, delivered: bool) {
+        if self.config.defer_acks && delivered {
+            let due = Event::AckDue(id);
+            if self.role == Role::Server && self.phase != Phase::Ready {
+                self.held.push(due);
+            } else {
+                self.events.push_back(due);
+            }
+            return;
+        }
+        self.write_ack(&id);
+    }
+
+    /// Writes `{"args":["ack::<id>"]}`.
+    pub fn write_ack(&mut self, id: &str) {
+        let mut ack = std::mem::take(&mut self.scratch);
+        ack.clear();
+        message::encode_ack(id, &mut ack);
+        self.frame_str(&ack);
+        self.scratch = ack;
+    }
+
+    /// Acts on one event; returns whether it went to the application.
+    fn dispatch(&mut self, name: &str, args: &str, now: Instant) -> Result<bool, message::MessageError> {
+        match (name, self.role) {
             (HEARTBEAT, _) if self.extended => {}
             ("_set", _) => {
                 let values: Vec<Value> =
@@ -470,7 +505,7 @@ impl Peer {
                     // The application meets this connection at `Connected`,
                     // with the merged session; as in the original, sets
                     // before the handshake raise no event.
-                    return Ok(());
+                    return Ok(false);
                 }
                 if self.role == Role::Server {
                     self.events.push_back(Event::SaveSession);
@@ -512,15 +547,20 @@ impl Peer {
                 self.session.clear();
                 self.close_requested = true;
                 self.events.push_back(Event::Message(args.to_owned()));
+                return Ok(true);
             }
             _ if self.role == Role::Server && self.phase != Phase::Ready => {
                 // A resuming 0.1.2 client sends before our `connect`; the
                 // application can only take events once it has the connection.
                 self.held.push(Event::Message(args.to_owned()));
+                return Ok(true);
             }
-            _ => self.events.push_back(Event::Message(args.to_owned())),
+            _ => {
+                self.events.push_back(Event::Message(args.to_owned()));
+                return Ok(true);
+            }
         }
-        Ok(())
+        Ok(false)
     }
 
     /// With our peers, ids are `<sender>-<seq>` with increasing seq and
