@@ -407,6 +407,9 @@ class SendEmitter extends EventEmitter {
     if (cb) {
       const seq = this._seq++
       this._acks.set(seq, cb)
+      // A server-side connection object outlives its socket (sends still reach
+      // the resumed session), so it must stay addressable for this ack.
+      if (this._disconnected) handles.set(this._h, this)
       this._push('a' + seq + json)
     } else {
       this._push('e' + json)

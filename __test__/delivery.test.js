@@ -48,8 +48,7 @@ async function freePort () {
 async function startServer (t, options, onConnection, port = 0) {
   const server = U.createServer(options || {}, onConnection)
   const conns = []
-  LIVE.push({ what: `server ${JSON.stringify(options)}`, obj: server })
-  server.on('connection', (conn) => { conns.push(conn); LIVE.push({ what: 'conn', obj: conn }) })
+  server.on('connection', (conn) => conns.push(conn))
   await withTimeout(new Promise((resolve, reject) => {
     server.once('error', reject)
     server.listen(port, HOST, () => {
@@ -73,7 +72,6 @@ async function startServer (t, options, onConnection, port = 0) {
 /** Creates one of our clients; disconnects it after the test. */
 function makeClient (t, options) {
   const client = U.createClient(Object.assign({ host: HOST }, options))
-  LIVE.push({ what: `client ${JSON.stringify(options)}`, obj: client })
   const errors = []
   client.on('error', (e) => errors.push(e))
   t.after(() => {
@@ -205,10 +203,10 @@ function makeCallbacks (n) {
       for (let i = 0; i < n; i++) if (calls[i] > 0) k++
       return k
     },
-    summary () {
+    summary (of = n) {
       const codes = {}
       for (const { err } of cb.errors) codes[err.code || err.message] = (codes[err.code || err.message] || 0) + 1
-      return `callbacks: ${cb.called()} of ${n} called, ${cb.ok} ok, ${cb.errors.length} with an error ${JSON.stringify(codes)}, ${cb.extraCalls} extra calls`
+      return `callbacks: ${cb.called()} of ${of} called, ${cb.ok} ok, ${cb.errors.length} with an error ${JSON.stringify(codes)}, ${cb.extraCalls} extra calls`
     },
   }
   return cb
@@ -219,7 +217,6 @@ function rss () {
 }
 
 const MB = 1024 * 1024
-const LIVE = []
 
 // ----------------------------------------------------------------- tests
 
@@ -232,6 +229,7 @@ describe('delivery under faults', () => {
     const SEND_DEADLINE_MS = 60000
     const SETTLE_MS = 15000
 
+    let started = null
     const c2s = makeTally(N)
     const s2c = makeTally(N)
     const clientCbs = makeCallbacks(N)
@@ -242,6 +240,8 @@ describe('delivery under faults', () => {
     let freshSessions = 0
     const { server, conns } = await startServer(t, {}, (conn, reconnect) => {
       current = conn
+      conn._connectedAt = started === null ? 0 : Date.now() - started
+      conn.on('disconnect', () => { conn._disconnectedAt = Date.now() - started })
       if (reconnect === true) resumed++
       else freshSessions++
       conn.on('c2s', c2s.on)
@@ -264,6 +264,7 @@ describe('delivery under faults', () => {
     let dropPending = false
     let stopDropping = false
     let sendsOnOldConns = 0
+    const s2cBatches = [] // where each server -> client batch was sent: for the report of a loss
     let c2sSent = 0
     let s2cSent = 0
     const doDrop = () => {
@@ -285,7 +286,7 @@ describe('delivery under faults', () => {
     }
     t.after(() => { stopDropping = true })
 
-    const started = Date.now()
+    started = Date.now()
     const sendDeadline = started + SEND_DEADLINE_MS
     while ((c2sSent < N || s2cSent < N) && Date.now() < sendDeadline) {
       let progressed = false
@@ -303,6 +304,7 @@ describe('delivery under faults', () => {
           conn = conns[Math.floor(Math.random() * (conns.length - 1))]
           sendsOnOldConns++
         }
+        s2cBatches.push({ start: s2cSent, conn: conns.indexOf(conn), of: conns.length, ready: conn.ready, t: Date.now() - started })
         const end = Math.min(N, s2cSent + BATCH)
         for (let i = s2cSent; i < end; i++) conn.send('s2c', i, serverCbs.make(i))
         s2cSent = end
@@ -327,6 +329,11 @@ describe('delivery under faults', () => {
     t.diagnostic(`drops: ${dropsDone} (${dropsDuringSends} while sending); server connections ${conns.length} (${resumed} resumed, ${freshSessions} new sessions); client connects ${clientConnects}, disconnects ${clientDisconnects}`)
     t.diagnostic(`client -> server: ${c2s.summary(c2sSent)}`)
     t.diagnostic(`server -> client: ${s2c.summary(s2cSent)}; batches sent on an earlier connection object: ${sendsOnOldConns}`)
+    const lostBatches = s2cBatches.filter((b) => s2c.count[b.start] === 0)
+    if (lostBatches.length) {
+      const connTimes = conns.map((c) => [c._connectedAt, c._disconnectedAt])
+      t.diagnostic(`server -> client batches lost (start index, conn # of conns then, conn ready then, ms): ${JSON.stringify(lostBatches.slice(0, 10))}; connection times: ${JSON.stringify(connTimes)}`)
+    }
     t.diagnostic(`client ${clientCbs.summary()}`)
     t.diagnostic(`server ${serverCbs.summary()}`)
     t.diagnostic(`send loop ${sendMs} ms, all settled after ${totalMs} ms${settled ? '' : ' (NOT settled: timed out)'}; client errors ${clientErrors.length}, server connection errors ${serverErrors.length}`)
@@ -353,7 +360,10 @@ describe('delivery under faults', () => {
       const RATE_BATCH = 20 // events per 10 ms tick: ~2,000/s
       const incarnations = []
       const startIncarnation = async () => {
-        const c = spawnFixture(t, 'delivery-server.js', { port })
+        // busyMs: the server's event loop is blocked 30 ms in every 50 ms
+        // (CPU work), so events are often received but not yet handled when
+        // the SIGKILL comes: their acks must not have been sent.
+        const c = spawnFixture(t, 'delivery-server.js', { port, busyMs: 30 })
         incarnations.push(c)
         await c.waitOut(/^listening \d+$/m)
         return c
@@ -406,7 +416,7 @@ describe('delivery under faults', () => {
       const lostList = []
       for (let i = 0; i < total; i++) if (tally[i] === 0) lostList.push(i)
       t.diagnostic(`sent ${total} (${atKill.sent} before the kill, ${atKill.acked} of them acked then), received ${received} (per incarnation: ${perIncarnation.join(' + ')}), duplicated ${duplicates}, lost ${lostList.length}${lostList.length ? ` (first: ${lostList.slice(0, 10).join(', ')})` : ''}`)
-      t.diagnostic(`client ${cbs.summary()}${settled ? '' : ' (NOT all acked in time)'}; client errors: ${clientErrors.length}`)
+      t.diagnostic(`client ${cbs.summary(total)}${settled ? '' : ' (NOT all acked in time)'}; client errors: ${clientErrors.length}`)
       assert.equal(lostList.length, 0, `events the client sent were lost across the SIGKILL: ${lostList.slice(0, 20).join(', ')}` +
         (lostList.length ? `; of these, acked before the kill: ${lostList.filter((i) => cbs.calls[i] > 0 && i < atKill.sent).length}` : ''))
       assert.equal(cbs.errors.length, 0, 'no ack callback gets an error')
@@ -520,12 +530,19 @@ describe('delivery under faults', () => {
       assert.equal(cbs.extraCalls, 0, 'no callback runs twice')
       assert.equal(dropEvents, cbs.errors.length, 'one drop event per dropped callback')
       assert.ok(pending <= bound, `pending events stay within maxQueueBytes: ${pending} pending, at most ${bound} fit in ${MAX_QUEUE_BYTES} bytes`)
-      // The oldest go first: every dropped event is older than every pending one.
-      let newestDropped = -1
-      for (const e of cbs.errors) newestDropped = Math.max(newestDropped, e.i)
-      let oldestPending = COUNT
-      for (let i = 0; i < COUNT; i++) if (cbs.calls[i] === 0) { oldestPending = i; break }
-      assert.ok(newestDropped < oldestPending, `the oldest events are dropped first (newest dropped #${newestDropped}, oldest pending #${oldestPending})`)
+      // On overflow the oldest pending event is dropped: every dropped event
+      // is older than every event still pending, i.e. the pending ones are
+      // the newest, a run ending at the last one sent.
+      const runs = []
+      for (let i = 0; i < COUNT; i++) {
+        if (cbs.calls[i] !== 0) continue
+        if (runs.length && runs[runs.length - 1][1] === i - 1) runs[runs.length - 1][1] = i
+        else runs.push([i, i])
+      }
+      const desc = JSON.stringify(runs.slice(0, 5)) + (runs.length > 5 ? ' ...' : '')
+      t.diagnostic(`${label}: still-pending events (index runs): ${desc}`)
+      assert.ok(runs.length === 1 && runs[0][1] === COUNT - 1,
+        `the oldest pending events are dropped first, so the pending ones must be the newest (a run ending at #${COUNT - 1}); still pending: ${desc}`)
     }
 
     it('our client -> a raw server that handshakes and never reads again', { timeout: 120000 }, async (t) => {
@@ -566,6 +583,28 @@ describe('delivery under faults', () => {
   describe('4. half-open peers (SIGSTOP) are found by heartbeats', () => {
     const HB = { heartbeatInterval: 200, heartbeatTimeout: 1000 }
 
+    /** Waits (up to 10 s, to measure) for the heartbeat 'error' and the 'disconnect'. */
+    async function detection (emitter, since) {
+      let err = null
+      let errorMs = null
+      let disconnectMs = null
+      const onError = (e) => {
+        if (err === null && /heartbeat timeout/.test(e && e.message)) {
+          err = e
+          errorMs = Date.now() - since
+        }
+      }
+      const onDisconnect = () => {
+        if (disconnectMs === null) disconnectMs = Date.now() - since
+      }
+      emitter.on('error', onError)
+      emitter.on('disconnect', onDisconnect)
+      await waitUntil(() => err !== null && disconnectMs !== null, 10000, 'heartbeat error and disconnect').catch(() => {})
+      emitter.removeListener('error', onError)
+      emitter.removeListener('disconnect', onDisconnect)
+      return { err, errorMs, disconnectMs }
+    }
+
     it('server process stopped: the client errors with "heartbeat timeout", disconnects, and reconnects after SIGCONT', { timeout: 30000 }, async (t) => {
       const srv = spawnFixture(t, 'delivery-server.js', { port: 0, options: HB })
       await srv.waitOut(/^listening \d+$/m)
@@ -579,27 +618,30 @@ describe('delivery under faults', () => {
       const stoppedAt = Date.now()
       srv.child.kill('SIGSTOP')
       t.after(() => { try { srv.child.kill('SIGCONT') } catch (_) {} })
-      const hbError = waitFor(client, 'error', 3000, { label: 'client (heartbeat timeout error)', filter: (e) => /heartbeat timeout/.test(e && e.message) })
-      const disconnected = waitFor(client, 'disconnect', 3000, { label: 'client (disconnect)' })
-      const [[err]] = await Promise.all([hbError, disconnected])
-      const detectMs = Date.now() - stoppedAt
-      t.diagnostic(`client detected the stopped server after ${detectMs} ms: ${err.message}`)
-      assert.ok(detectMs <= 3000)
+      const { err, errorMs, disconnectMs } = await detection(client, stoppedAt)
+      t.diagnostic(`client: 'error' ${errorMs} ms after the SIGSTOP (${err && err.message}), 'disconnect' after ${disconnectMs} ms`)
 
       // Still stopped: reconnect attempts reach the kernel's accept queue, but
-      // no handshake can complete. Observe whether the client notices.
+      // no handshake can complete. Observe what the client reports meanwhile.
       const extra = []
       const onErr = (e) => extra.push(e.message)
       client.on('error', onErr)
-      await delay(2000)
+      await delay(1500)
       client.removeListener('error', onErr)
-      t.diagnostic(`while the server stays stopped for 2 s more, the client reports: ${JSON.stringify(extra.slice(0, 5))}`)
+      t.diagnostic(`while the server stays stopped 1.5 s more, the client reports: ${JSON.stringify(extra.slice(0, 5))}`)
 
+      const contAt = Date.now()
       const reconnected = waitFor(client, 'connect', 10000, { label: 'client (reconnect after SIGCONT)' })
       srv.child.kill('SIGCONT')
-      await reconnected
-      t.diagnostic(`client reconnected ${Date.now() - stoppedAt} ms after the stop (SIGCONT at +${2000 + detectMs} ms)`)
+      let reconnectMs = null
+      await reconnected.then(() => { reconnectMs = Date.now() - contAt }, () => {})
+      t.diagnostic(`client reconnected ${reconnectMs} ms after the SIGCONT`)
       await srv.kill('SIGKILL')
+
+      assert.ok(err, 'the client emits an error containing "heartbeat timeout" (none within 10 s)')
+      assert.ok(errorMs <= 3000, `the heartbeat timeout error comes within 3 s of the SIGSTOP (after ${errorMs} ms)`)
+      assert.ok(disconnectMs !== null && disconnectMs <= 3000, `'disconnect' comes within 3 s of the SIGSTOP (after ${disconnectMs} ms)`)
+      assert.ok(reconnectMs !== null, 'the auto-reconnecting client completes a new handshake once the server runs again')
     })
 
     it('client process stopped: the server-side connection errors with "heartbeat timeout" and disconnects', { timeout: 30000 }, async (t) => {
@@ -615,10 +657,11 @@ describe('delivery under faults', () => {
 
       const stoppedAt = Date.now()
       cl.child.kill('SIGSTOP')
-      const hbError = waitFor(conn, 'error', 3000, { label: 'server connection (heartbeat timeout error)', filter: (e) => /heartbeat timeout/.test(e && e.message) })
-      const disconnected = waitFor(conn, 'disconnect', 3000, { label: 'server connection (disconnect)' })
-      const [[err]] = await Promise.all([hbError, disconnected])
-      t.diagnostic(`server detected the stopped client after ${Date.now() - stoppedAt} ms: ${err.message}`)
+      const { err, errorMs, disconnectMs } = await detection(conn, stoppedAt)
+      t.diagnostic(`server connection: 'error' ${errorMs} ms after the SIGSTOP (${err && err.message}), 'disconnect' after ${disconnectMs} ms`)
+      assert.ok(err, `the server-side connection emits an error containing "heartbeat timeout" (none within 10 s)`)
+      assert.ok(errorMs <= 3000, `the heartbeat timeout error comes within 3 s of the SIGSTOP (after ${errorMs} ms)`)
+      assert.ok(disconnectMs !== null && disconnectMs <= 3000, `'disconnect' comes within 3 s of the SIGSTOP (after ${disconnectMs} ms)`)
       await cl.kill('SIGKILL')
     })
   })
@@ -724,6 +767,48 @@ describe('delivery under faults', () => {
         if (k > 0) assert.ok(e.attempt > events[k - 1].attempt, `attempt numbers increase: ${list.join(' ')}`)
       }
     })
+
+    it('autoReconnect() right after createClient() applies even when the first attempt fails at once (20 clients)', { timeout: 20000 }, async (t) => {
+      const port = await freePort()
+      const counts = []
+      for (let k = 0; k < 20; k++) {
+        const { client } = makeClient(t, { port })
+        client.autoReconnect(10, 50)
+        let n = 0
+        client.on('reconnecting', () => n++)
+        counts.push(() => n)
+      }
+      await delay(600)
+      const got = counts.map((f) => f())
+      t.diagnostic(`reconnecting events per client in 600 ms: ${got.join(' ')}`)
+      assert.deepEqual(got.map((n) => n > 0), got.map(() => true), `every client keeps reconnecting: ${got.join(' ')}`)
+    })
+
+    it('disconnect() during the backoff wait lets the process exit', { timeout: 20000 }, async (t) => {
+      const port = await freePort()
+      const code = `
+        const U = require(${JSON.stringify(path.join(__dirname, '..'))})
+        const c = U.createClient({ host: '127.0.0.1', port: ${port} })
+        c.autoReconnect(200, 400)
+        c.on('error', () => {})
+        let n = 0
+        c.on('reconnecting', () => { if (++n === 2) { console.log('disconnect'); c.disconnect() } })
+      `
+      const child = spawn(process.execPath, ['-e', code], { stdio: ['ignore', 'pipe', 'pipe'] })
+      let out = ''
+      child.stdout.setEncoding('utf8').on('data', (d) => { out += d })
+      const exited = new Promise((resolve) => child.on('exit', (c, s) => resolve({ code: c, signal: s })))
+      t.after(() => { if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL') })
+      let res
+      try {
+        res = await withTimeout(exited, 8000, 'the child to exit after disconnect()')
+      } catch (e) {
+        child.kill('SIGKILL')
+        throw new Error(`the process did not exit within 8 s of client.disconnect() during a backoff wait (stdout: ${JSON.stringify(out)})`)
+      }
+      assert.match(out, /disconnect/, 'the child reached disconnect()')
+      assert.deepEqual(res, { code: 0, signal: null })
+    })
   })
 })
 
@@ -799,17 +884,3 @@ async function holdingProxy (t, target) {
   }
 }
 
-if (process.env.DELIVERY_DEBUG_HANDLES) {
-  require('node:test').after(() => {
-    setTimeout(() => {
-      for (const h of process._getActiveHandles()) {
-        void 0
-      }
-      console.error('RESOURCES', process.getActiveResourcesInfo())
-      for (const { what, obj } of LIVE) if (obj._keepingAlive) console.error('LIVE', what, obj._active, obj._stopped, obj.ready)
-      for (const h of []) {
-        console.error('HANDLE', h.constructor.name, h.localPort, h.remotePort, h._type, h.fd, h._handle && h._handle.fd, h.readable, h.writable, h.destroyed)
-      }
-    }, 3000).unref()
-  })
-}

@@ -26,6 +26,8 @@ const opt = (name) => {
 const ONLY = opt('only')
 if (opt('ours')) process.env.UHURA_BENCH_OURS = path.resolve(opt('ours')[0])
 const OURS_DIR = process.env.UHURA_BENCH_OURS || path.join(__dirname, '..')
+// --out=PREFIX writes PREFIX.json / PREFIX.svg instead of bench/results.*
+const OUT = opt('out') ? path.resolve(opt('out')[0]) : path.join(__dirname, 'results')
 const TESTS = opt('tests') || ['burst', 'pingpong', 'idle']
 
 const CFG = {
@@ -203,9 +205,13 @@ async function runPingPong (impl) {
       const pr = cli.last.progress
       Object.assign(out, { status: 'dnf', roundTrips: pr ? pr.roundTrips : 0, partialP50us: pr ? pr.p50 : null })
       out.note = `did not finish (>${cfg.limitS} s): ${out.roundTrips} round trips` +
-        (out.partialP50us != null ? `, median ${fmtUs(out.partialP50us)} µs` : '')
+        (out.partialP50us != null ? `, median ${fmtUs(out.partialP50us)}` : '')
     } else {
       Object.assign(out, { status: 'crashed', note: m.type === 'fatal' ? m.error.split('\n')[0] : describeExit(cli, m) })
+    }
+    if (srv.exited) {
+      out.status = out.status === 'ok' ? 'ok' : 'crashed'
+      out.note = (out.note ? out.note + '; ' : '') + describeExit(srv, srv.exited)
     }
     return out
   } finally {
@@ -275,7 +281,7 @@ function fmtRate (x) {
   return x.toFixed(0)
 }
 const fmtMB = (b) => (b / 1048576).toFixed(1) + ' MB'
-const fmtUs = (u) => (u >= 10000 ? fmtInt(u) : u >= 100 ? u.toFixed(0) : u.toFixed(1))
+const fmtUs = (u) => (u >= 10000 ? (u / 1000).toFixed(1) + ' ms' : (u >= 100 ? u.toFixed(0) : u.toFixed(1)) + ' µs')
 
 function burstCell (b) {
   if (!b) return '—'
@@ -302,7 +308,7 @@ function markdown (results) {
     const p = r.pingpong
     let pc = '—'
     if (p) {
-      if (p.status === 'ok') pc = `${fmtUs(p.p50us)} µs / ${fmtUs(p.p99us)} µs`
+      if (p.status === 'ok') pc = `${fmtUs(p.p50us)} / ${fmtUs(p.p99us)}`
       else pc = p.note || p.status
     }
     const i = r.idle
@@ -363,7 +369,7 @@ function svgChart (results) {
   o.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="Helvetica, Arial, sans-serif" font-size="12">`)
   o.push(`<rect width="${W}" height="${H}" fill="#fff"/>`)
   o.push(`<text x="${W / 2}" y="22" text-anchor="middle" font-size="15" font-weight="bold">Acked burst throughput, client → server (events/s, log scale; higher is better)</text>`)
-  o.push(`<text x="${W / 2}" y="40" text-anchor="middle" font-size="11" fill="#555">${esc(`node ${process.version}, ${os.cpus().length} CPUs, 127.0.0.1, server and client in separate processes${QUICK ? ', --quick' : ''}`)}</text>`)
+  o.push(`<text x="${W / 2}" y="40" text-anchor="middle" font-size="11" fill="#555">${esc(`node ${process.version}, ${os.cpus().length} CPUs, 127.0.0.1, server and client in separate processes, ${CFG.chunk ? `${CFG.chunk} sends per macrotask` : 'all N sends in one synchronous loop'}${QUICK ? ', --quick' : ''}`)}</text>`)
   for (let e = lo; e <= hi; e++) {
     const yy = y(10 ** e)
     o.push(`<line x1="${M.l}" x2="${M.l + pw}" y1="${yy}" y2="${yy}" stroke="#ddd"/>`)
@@ -508,7 +514,7 @@ async function main () {
       log(`${impl.name}: ping-pong ...`)
       r.pingpong = await safe('ping-pong', () => runPingPong(impl))
       const p = r.pingpong
-      log(`${impl.name}: ping-pong: ${p.status === 'ok' ? `p50 ${fmtUs(p.p50us)} µs, p99 ${fmtUs(p.p99us)} µs` : p.note}`)
+      log(`${impl.name}: ping-pong: ${p.status === 'ok' ? `p50 ${fmtUs(p.p50us)}, p99 ${fmtUs(p.p99us)}` : p.note}`)
     }
     if (TESTS.includes('idle')) {
       log(`${impl.name}: ${CFG.idle.count} idle clients ...`)
@@ -519,13 +525,13 @@ async function main () {
   }
   results.meta.totalSeconds = (Date.now() - t0) / 1000
   results.meta.loadavgAtEnd = os.loadavg()
-  fs.writeFileSync(path.join(__dirname, 'results.json'), JSON.stringify(results, null, 2) + '\n')
-  fs.writeFileSync(path.join(__dirname, 'results.svg'), svgChart(results))
+  fs.writeFileSync(OUT + '.json', JSON.stringify(results, null, 2) + '\n')
+  fs.writeFileSync(OUT + '.svg', svgChart(results))
   const md = markdown(results)
   results.markdown = md
-  fs.writeFileSync(path.join(__dirname, 'results.json'), JSON.stringify(results, null, 2) + '\n')
+  fs.writeFileSync(OUT + '.json', JSON.stringify(results, null, 2) + '\n')
   console.log(md)
-  log(`wrote bench/results.json and bench/results.svg in ${results.meta.totalSeconds.toFixed(0)} s`)
+  log(`wrote ${path.relative(process.cwd(), OUT)}.json and .svg in ${results.meta.totalSeconds.toFixed(0)} s`)
 }
 
 main().catch((err) => {

@@ -64,6 +64,7 @@ fn a_rust_server_and_client_exchange_events_and_acks() {
     });
     // Sent before the handshake: queued, then flushed in order.
     h.engine.link(client).unwrap().write_lines(client, "a0[\"hello\",\"wörld ☃\",{\"n\":[1,2]}]\ns[\"k\",42]").unwrap();
+    h.engine.start_client(client).unwrap();
 
     let conn_info = h.wait_for("server-side connection", |v| v[1] == CONNECTED && v[2]["server"] == server);
     let conn = conn_info[0].as_u64().unwrap() as u32;

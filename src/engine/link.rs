@@ -21,6 +21,9 @@ use tokio::sync::Notify;
 
 /// How long a graceful close waits for the peer to finish before dropping.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// How long a connection that failed (protocol error, heartbeat timeout) may
+/// take to flush before it is dropped.
+const FAIL_GRACE: Duration = Duration::from_millis(250);
 /// Readers stop reading while this much output is waiting (a peer that
 /// sends but does not read cannot grow our ack backlog without bound).
 const OUTPUT_HIGH_WATER: usize = 16 * 1024 * 1024;
@@ -109,13 +112,19 @@ pub struct Link {
     /// Delivery state changes not yet saved to a shared store, and whether
     /// a task is saving them (one at a time, so they apply in order).
     unsaved: Mutex<(DeliveryDelta, bool)>,
-    /// Acks waiting for the application to handle the events before them:
-    /// (delivery generation of the last such event, message id).
-    deferred_acks: Mutex<VecDeque<(u64, String)>>,
+    deferred: Mutex<DeferredAcks>,
     /// Generation of this link's latest delivered entry.
     last_gen: AtomicU64,
-    /// Listed in `Shared::ack_waiters`.
-    waiting: AtomicBool,
+}
+
+/// Acks waiting for the application to handle the events before them.
+#[derive(Default)]
+struct DeferredAcks {
+    /// (delivery generation of the last event before the ack, message id).
+    acks: VecDeque<(u64, String)>,
+    /// Listed in `Shared::ack_waiters`. Kept under the same lock as `acks`,
+    /// so a link with acks waiting is always listed.
+    listed: bool,
 }
 
 impl Link {
@@ -142,9 +151,8 @@ impl Link {
             scheduled: Mutex::new(None),
             aliases: Mutex::new(Vec::new()),
             unsaved: Mutex::new((DeliveryDelta::default(), false)),
-            deferred_acks: Mutex::new(VecDeque::new()),
+            deferred: Mutex::new(DeferredAcks::default()),
             last_gen: AtomicU64::new(0),
-            waiting: AtomicBool::new(false),
         })
     }
 
@@ -265,7 +273,7 @@ impl Link {
                     },
                     Event::AckDue(id) => {
                         let gen = self.last_gen.load(Ordering::Acquire);
-                        lock(&self.deferred_acks).push_back((gen, id));
+                        lock(&self.deferred).acks.push_back((gen, id));
                     }
                 }
             }
@@ -284,11 +292,17 @@ impl Link {
             }
         }
         if let Some(shared) = self.shared.upgrade() {
-            if !self.release_acks(shared.delivered_gen()) && !self.waiting.swap(true, Ordering::AcqRel) {
-                shared.wait_for_delivery(self);
-                // The application may have finished the batch between the
-                // check and the registration; look once more.
-                self.release_acks(shared.delivered_gen());
+            if !self.release_acks(shared.delivered_gen(), false) {
+                let list = {
+                    let mut d = lock(&self.deferred);
+                    !d.acks.is_empty() && !std::mem::replace(&mut d.listed, true)
+                };
+                if list {
+                    shared.wait_for_delivery(self);
+                    // The application may have finished the batch between
+                    // the check and the listing; look once more.
+                    self.release_acks(shared.delivered_gen(), false);
+                }
             }
         }
         self.wake_writer();
@@ -334,17 +348,24 @@ impl Link {
     }
 
     /// Writes the deferred acks whose events the application has handled
-    /// (generation `upto`). Returns whether none are left waiting.
-    pub fn release_acks(&self, upto: u64) -> bool {
+    /// (generation `upto`). Returns whether none are left waiting. With
+    /// `unlist` (the caller holds the link's entry in the waiters list), an
+    /// empty link counts as unlisted and the caller drops its entry; a
+    /// non-empty one the caller must keep listed.
+    pub fn release_acks(&self, upto: u64, unlist: bool) -> bool {
         let mut due = Vec::new();
         let empty = {
-            let mut deferred = lock(&self.deferred_acks);
-            while deferred.front().is_some_and(|(g, _)| *g <= upto) {
-                if let Some((_, id)) = deferred.pop_front() {
+            let mut d = lock(&self.deferred);
+            while d.acks.front().is_some_and(|(g, _)| *g <= upto) {
+                if let Some((_, id)) = d.acks.pop_front() {
                     due.push(id);
                 }
             }
-            deferred.is_empty()
+            let empty = d.acks.is_empty();
+            if empty && unlist {
+                d.listed = false;
+            }
+            empty
         };
         if !due.is_empty() {
             let mut peer = lock(&self.peer);
@@ -353,9 +374,6 @@ impl Link {
             }
             drop(peer);
             self.wake_writer();
-        }
-        if empty {
-            self.waiting.store(false, Ordering::Release);
         }
         empty
     }
@@ -483,9 +501,18 @@ impl Link {
         let mut buf = vec![0u8; 64 * 1024];
         let mut deadline: Option<tokio::time::Instant> = None;
         loop {
-            if deadline.is_none() && (transport.ending.load(Ordering::Acquire) || lock(&self.peer).close_requested()) {
-                transport.end();
-                deadline = Some(tokio::time::Instant::now() + CLOSE_GRACE);
+            if deadline.is_none() {
+                let (failed, requested) = {
+                    let peer = lock(&self.peer);
+                    (peer.has_failed(), peer.close_requested())
+                };
+                if failed || requested || transport.ending.load(Ordering::Acquire) {
+                    transport.end();
+                    // A broken or silent peer gets only a moment to take the
+                    // error's last bytes; a clean end waits for its FIN.
+                    let grace = if failed { FAIL_GRACE } else { CLOSE_GRACE };
+                    deadline = Some(tokio::time::Instant::now() + grace);
+                }
             }
             let grace = async {
                 match deadline {

@@ -79,7 +79,7 @@ impl Shared {
         let mut still = Vec::new();
         for w in waiters {
             if let Some(link) = w.upgrade() {
-                if !link.release_acks(gen) {
+                if !link.release_acks(gen, true) {
                     still.push(w);
                 }
             }

@@ -280,6 +280,10 @@ impl Peer {
     pub fn session_id(&self) -> Option<&str> {
         self.session_id.as_deref()
     }
+    /// A protocol error or heartbeat timeout ended this transport.
+    pub fn has_failed(&self) -> bool {
+        self.phase == Phase::Failed
+    }
     /// The transport should be closed once the output is written.
     pub fn close_requested(&self) -> bool {
         self.close_requested
@@ -713,16 +717,19 @@ impl Peer {
         self.queue.len() + self.unacked.len()
     }
 
-    /// Drops the oldest queued events (the oldest unacknowledged ones once
-    /// nothing is queued) until the pending events fit the limits.
+    /// Drops the oldest pending events until the rest fit the limits. An
+    /// unacknowledged event may still arrive; its callback hears it was
+    /// dropped, since nothing will resend it.
     fn enforce_limits(&mut self) {
         while self.pending_len() > self.config.max_queue_length
             || (self.pending_bytes > self.config.max_queue_bytes && self.pending_len() > 1)
         {
-            let p = match self.queue.pop_front() {
-                Some(p) => p,
-                None => match self.unacked.pop_first() {
-                    Some((_, p)) => p,
+            // The oldest first: unacknowledged events were sent before
+            // anything still queued.
+            let p = match self.unacked.pop_first() {
+                Some((_, p)) => p,
+                None => match self.queue.pop_front() {
+                    Some(p) => p,
                     None => break,
                 },
             };
