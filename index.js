@@ -48,8 +48,19 @@ const streams = new Map()
 native.init(drain)
 
 /** Runs on the JS thread whenever Rust has events: take every batch there is. */
+// Closing calls made by listeners wait until the batch is handled: the acks
+// of the events just handled go out first (see eventsHandled below).
+let dispatching = false
+let afterBatch = []
+
+function whenBatchHandled (fn) {
+  if (dispatching) afterBatch.push(fn)
+  else fn()
+}
+
 function drain () {
   let batch
+  dispatching = true
   while ((batch = native.takeEvents()) != null) {
     const entries = JSON.parse(batch)
     for (let i = 0; i < entries.length; i++) {
@@ -64,6 +75,10 @@ function drain () {
   }
   // Acks of these events go out only now that the listeners have run.
   native.eventsHandled()
+  dispatching = false
+  const later = afterBatch
+  afterBatch = []
+  for (const fn of later) fn()
 }
 
 function rethrow (err) {
@@ -118,12 +133,9 @@ function dispatch (e) {
     case RECONNECTING:
       if (obj) obj.emit('reconnecting', e[2])
       break
-    case OUTPUT: {
-      const stream = streams.get(h)
-      const buf = native.takeOutput(h)
-      if (stream && buf.length > 0 && !stream.destroyed) stream.write(buf)
+    case OUTPUT:
+      pumpOutput(h)
       break
-    }
     case TRANSPORT_CLOSED: {
       const stream = streams.get(h)
       if (stream) closeStream(h, stream)
@@ -224,6 +236,29 @@ function bindStream (h, stream, onError) {
   stream.on('error', onError)
 }
 
+/**
+ * Moves Rust's output for `h` into its JavaScript stream, honouring the
+ * stream's back-pressure: while it waits for 'drain', Rust's output stays in
+ * Rust, where it is bounded.
+ */
+function pumpOutput (h) {
+  const stream = streams.get(h)
+  if (!stream) {
+    native.takeOutput(h)
+    return
+  }
+  if (stream._uhuraAwaitingDrain || stream.destroyed) return
+  const buf = native.takeOutput(h)
+  if (buf.length === 0) return
+  if (!stream.write(buf)) {
+    stream._uhuraAwaitingDrain = true
+    stream.once('drain', () => {
+      stream._uhuraAwaitingDrain = false
+      pumpOutput(h)
+    })
+  }
+}
+
 function closeStream (h, stream) {
   if (streams.get(h) === stream) streams.delete(h)
   if (stream.destroyed) return
@@ -318,7 +353,8 @@ class Socket extends EventEmitter {
     }
     if (data != null) this.write(data, encoding)
     this._owner._flush()
-    native.end(this._owner._h)
+    const h = this._owner._h
+    whenBatchHandled(() => native.end(h))
     if (typeof cb === 'function') this.once('close', cb)
     return this
   }
@@ -592,7 +628,8 @@ class Client extends SendEmitter {
     this._auto = false
     this._stopped = true
     this._flush()
-    native.clientDisconnect(this._h)
+    const h = this._h
+    whenBatchHandled(() => native.clientDisconnect(h))
   }
 
   ref () {
@@ -757,7 +794,8 @@ class Server extends EventEmitter {
       for (const ev of ['listening', 'close', 'error']) {
         this._factoryServer.on(ev, (...a) => {
           if (ev === 'listening') this._listening = true
-          if (ev === 'close') {
+          // A failed listen holds nothing open, as with net.Server.
+          if (ev === 'close' || (ev === 'error' && !this._factoryServer.listening)) {
             this._listening = false
             keepAlive(this, false)
           }
@@ -777,8 +815,8 @@ class Server extends EventEmitter {
    */
   listen (...args) {
     if (this._factoryServer) {
-      this._factoryServer.listen(...args)
       keepAlive(this, true)
+      this._factoryServer.listen(...args)
       return this
     }
     const cb = typeof args[args.length - 1] === 'function' ? args.pop() : undefined

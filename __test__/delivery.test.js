@@ -330,6 +330,14 @@ describe('delivery under faults', () => {
     t.diagnostic(`client -> server: ${c2s.summary(c2sSent)}`)
     t.diagnostic(`server -> client: ${s2c.summary(s2cSent)}; batches sent on an earlier connection object: ${sendsOnOldConns}`)
     const lostBatches = s2cBatches.filter((b) => s2c.count[b.start] === 0)
+    const kinds = {}
+    for (const b of s2cBatches) {
+      const k = `${b.conn === b.of - 1 ? 'current' : 'earlier'} conn, ${b.ready ? 'connected' : 'disconnected'}`
+      kinds[k] = kinds[k] || { batches: 0, lost: 0 }
+      kinds[k].batches++
+      if (s2c.count[b.start] === 0) kinds[k].lost++
+    }
+    t.diagnostic(`server -> client batches by the connection object they were sent on: ${JSON.stringify(kinds)}`)
     if (lostBatches.length) {
       const connTimes = conns.map((c) => [c._connectedAt, c._disconnectedAt])
       t.diagnostic(`server -> client batches lost (start index, conn # of conns then, conn ready then, ms): ${JSON.stringify(lostBatches.slice(0, 10))}; connection times: ${JSON.stringify(connTimes)}`)

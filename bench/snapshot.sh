@@ -1,23 +1,34 @@
 #!/usr/bin/env bash
 # Builds a release snapshot of this package outside the working tree, for
 # benchmarking while the checkout holds a debug build or is being edited:
-#   bash bench/snapshot.sh [DEST]   (default /tmp/uhura-bench-snapshot)
+#   bash bench/snapshot.sh [DEST [REV]]   (default /tmp/uhura-bench-snapshot)
 #   node bench/run.js --ours=DEST
-# Copies the sources to DEST/src-copy, builds there with cargo --release
-# (its own target directory), and lays out DEST as a loadable package.
+# Copies the sources (the working tree, or git revision REV, e.g. HEAD) to
+# DEST/src-copy, builds there with cargo --release (its own target directory),
+# and lays out DEST as a loadable package.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 dest="${1:-/tmp/uhura-bench-snapshot}"
+rev="${2:-}"
 src="$dest/src-copy"
 mkdir -p "$src"
 # Only what the build and index.js need; the copy keeps its own target/ between runs.
 rm -rf "$src/src" "$src/lib"
-tar -C "$root" -cf - Cargo.toml Cargo.lock build.rs src lib index.js package.json | tar -C "$src" -xf -
+files="Cargo.toml Cargo.lock build.rs src lib index.js package.json"
+if [ -n "$rev" ]; then
+  git -C "$root" archive "$rev" $files | tar -C "$src" -xf -
+else
+  tar -C "$root" -cf - $files | tar -C "$src" -xf -
+fi
 ( cd "$src" && nice -n 10 cargo build --release --lib --offline --message-format=short 2>&1 | tail -5 )
 so="$src/target/release/libuhura.so"
 test -f "$so"
 cp "$src/index.js" "$src/package.json" "$dest/"
 rm -rf "$dest/lib" && cp -r "$src/lib" "$dest/lib"
 cp "$so" "$dest/uhura.node.tmp" && mv "$dest/uhura.node.tmp" "$dest/uhura.node"
-git -C "$root" rev-parse --short HEAD > "$dest/REVISION" 2>/dev/null || echo unknown > "$dest/REVISION"
-echo "snapshot: $dest ($(du -h "$dest/uhura.node" | cut -f1), HEAD $(cat "$dest/REVISION") plus working-tree changes as of $(date -u +%H:%M:%SZ))"
+if [ -n "$rev" ]; then
+  echo "$(git -C "$root" rev-parse --short "$rev")" > "$dest/REVISION"
+else
+  echo "$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown) + working tree at $(date -u +%H:%M:%SZ)" > "$dest/REVISION"
+fi
+echo "snapshot: $dest ($(du -h "$dest/uhura.node" | cut -f1), $(cat "$dest/REVISION"))"

@@ -166,7 +166,9 @@ async fn connect_loop(shared: &Arc<Shared>, client: &Arc<Client>) {
                 shared.forget_pipe(link.handle);
             }
             Err((message, code)) => {
-                if !client.stopping() {
+                // A JavaScript factory's failure was already reported there,
+                // with the factory's own error object.
+                if !client.stopping() && !matches!(client.options.connector, Connector::Js) {
                     link.deliver_error(&message, code);
                 }
             }
