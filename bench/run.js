@@ -329,7 +329,7 @@ function markdown (results) {
     lines.push('')
     lines.push(ours.build.debugInfo
       ? `**Warning: ${ours.label} was measured with an addon that has debug info (${(ours.build.bytes / 1048576).toFixed(1)} MB), probably a debug build; its numbers are not representative.**`
-      : `${ours.label}: release build of the addon (${(ours.build.bytes / 1048576).toFixed(1)} MB).`)
+      : `${ours.label}: release build of the addon (${(ours.build.bytes / 1048576).toFixed(1)} MB)${ours.build.revision ? `, revision ${ours.build.revision}` : ''}.`)
   }
   if (Object.values(results.impls).some((r) => !r.acks)) {
     lines.push('')
@@ -445,7 +445,13 @@ function oursBuild () {
     const st = fs.statSync(file)
     const sections = elfSections(fs.readFileSync(file))
     const debugInfo = sections ? sections.includes('.debug_info') : st.size > 20e6
-    return { dir: OURS_DIR, file, bytes: st.size, mtime: st.mtime.toISOString(), debugInfo, kind: debugInfo ? 'debug build?' : 'release build' }
+    let revision = null
+    try { revision = fs.readFileSync(path.join(OURS_DIR, 'REVISION'), 'utf8').trim() } catch {}
+    if (!revision) {
+      const g = spawnSync('git', ['-C', OURS_DIR, 'rev-parse', '--short', 'HEAD'], { encoding: 'utf8' })
+      if (g.status === 0) revision = g.stdout.trim() + ' (checkout; working tree may differ)'
+    }
+    return { dir: OURS_DIR, file, bytes: st.size, mtime: st.mtime.toISOString(), debugInfo, kind: debugInfo ? 'debug build?' : 'release build', revision }
   } catch (err) {
     return { dir: OURS_DIR, file, error: err.message }
   }

@@ -10,6 +10,7 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 dest="${1:-/tmp/uhura-bench-snapshot}"
 rev="${2:-}"
+[ -n "$rev" ] && rev="$(git -C "$root" rev-parse --short "$rev")"
 src="$dest/src-copy"
 mkdir -p "$src"
 # Only what the build and index.js need; the copy keeps its own target/ between runs.
@@ -27,7 +28,7 @@ cp "$src/index.js" "$src/package.json" "$dest/"
 rm -rf "$dest/lib" && cp -r "$src/lib" "$dest/lib"
 cp "$so" "$dest/uhura.node.tmp" && mv "$dest/uhura.node.tmp" "$dest/uhura.node"
 if [ -n "$rev" ]; then
-  echo "$(git -C "$root" rev-parse --short "$rev")" > "$dest/REVISION"
+  echo "$rev" > "$dest/REVISION"
 else
   echo "$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown) + working tree at $(date -u +%H:%M:%SZ)" > "$dest/REVISION"
 fi

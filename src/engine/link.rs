@@ -112,6 +112,10 @@ pub struct Link {
     /// Delivery state changes not yet saved to a shared store, and whether
     /// a task is saving them (one at a time, so they apply in order).
     unsaved: Mutex<(DeliveryDelta, bool)>,
+    /// The latest session not yet saved, and whether a task is saving. One
+    /// save at a time, always of the newest copy, so an older snapshot can
+    /// never land after a newer one.
+    unsaved_session: Mutex<(Option<(String, crate::protocol::session::Session)>, bool)>,
     deferred: Mutex<DeferredAcks>,
     /// Generation of this link's latest delivered entry.
     last_gen: AtomicU64,
@@ -151,6 +155,7 @@ impl Link {
             scheduled: Mutex::new(None),
             aliases: Mutex::new(Vec::new()),
             unsaved: Mutex::new((DeliveryDelta::default(), false)),
+            unsaved_session: Mutex::new((None, false)),
             deferred: Mutex::new(DeferredAcks::default()),
             last_gen: AtomicU64::new(0),
         })
@@ -261,8 +266,14 @@ impl Link {
                     }
                     Event::LoadSession(id) => store_work.push(StoreWork::Load(id)),
                     Event::SaveSession => {
+                        // The copy goes into the save slot under the peer lock,
+                        // so copies land there in the order they were taken.
                         if let Some(id) = peer.session_id() {
-                            store_work.push(StoreWork::Save(id.to_owned(), peer.session().clone()));
+                            let mut slot = lock(&self.unsaved_session);
+                            slot.0 = Some((id.to_owned(), peer.session().clone()));
+                            if !std::mem::replace(&mut slot.1, true) {
+                                store_work.push(StoreWork::Save);
+                            }
                         }
                     }
                     Event::Persist { id, args } => delta.add.push((id, args)),
@@ -279,6 +290,14 @@ impl Link {
             }
             next_timer = peer.poll_timeout();
             if !delta.is_empty() {
+                // Appended under the peer lock, so changes reach the store in
+                // the order they happened (an ack never before its add).
+                let mut unsaved = lock(&self.unsaved);
+                let u = &mut unsaved.0;
+                u.add.append(&mut delta.add);
+                u.remove.append(&mut delta.remove);
+                u.seen.append(&mut delta.seen);
+                drop(unsaved);
                 if let Some(id) = peer.session_id() {
                     store_work.push(StoreWork::Delivery(id.to_owned()));
                 }
@@ -306,13 +325,6 @@ impl Link {
             }
         }
         self.wake_writer();
-        if !delta.is_empty() {
-            let mut unsaved = lock(&self.unsaved);
-            let u = &mut unsaved.0;
-            u.add.append(&mut delta.add);
-            u.remove.append(&mut delta.remove);
-            u.seen.append(&mut delta.seen);
-        }
         for work in store_work {
             self.spawn_store_work(work);
         }
@@ -394,10 +406,20 @@ impl Link {
             StoreWork::Load(id) => {
                 self.rt.spawn(async move { link.resume(&store, &id).await });
             }
-            StoreWork::Save(id, session) => {
+            StoreWork::Save => {
                 self.rt.spawn(async move {
-                    if let Err(e) = store.set(&id, session).await {
-                        link.deliver_error(&format!("session store set failed: {e}"), Some("ESTORE"));
+                    loop {
+                        let Some((id, session)) = ({
+                            let mut slot = lock(&link.unsaved_session);
+                            let next = slot.0.take();
+                            slot.1 = next.is_some();
+                            next
+                        }) else {
+                            return;
+                        };
+                        if let Err(e) = store.set(&id, session).await {
+                            link.deliver_error(&format!("session store set failed: {e}"), Some("ESTORE"));
+                        }
                     }
                 });
             }
@@ -554,7 +576,8 @@ impl Link {
 
 enum StoreWork {
     Load(String),
-    Save(String, crate::protocol::session::Session),
+    /// Save the session copies in `unsaved_session`, newest last.
+    Save,
     /// Save this link's unsaved delivery state under the session id.
     Delivery(String),
 }
