@@ -283,12 +283,19 @@ function fmtRate (x) {
 const fmtMB = (b) => (b / 1048576).toFixed(1) + ' MB'
 const fmtUs = (u) => (u >= 10000 ? (u / 1000).toFixed(1) + ' ms' : (u >= 100 ? u.toFixed(0) : u.toFixed(1)) + ' µs')
 
-function burstCell (b) {
+// Events confirmed so far in a run that did not finish: acks, or for an
+// implementation without acks, what the server counted.
+const confirmed = (b, acks) => (acks ? b.acks : b.serverEvents) || 0
+
+function burstCell (b, acks) {
   if (!b) return '—'
   if (b.status === 'ok') {
     return `${fmtInt(b.eventsPerSec)} ev/s (${(b.elapsedMs / 1000).toFixed(2)} s)` + (b.note ? ` ⚠ ${b.note}` : '')
   }
-  if (b.status === 'dnf') return `did not finish (>${b.limitS} s; ${fmtInt(b.acks)} acked)`
+  if (b.status === 'dnf') {
+    const srv = b.serverEvents != null ? `server received ${b.serverEvents === b.n ? 'all' : fmtInt(b.serverEvents)}` : ''
+    return `did not finish (>${b.limitS} s; ` + (acks ? `${fmtInt(b.acks)} acked${srv ? ', ' + srv : ''}` : srv) + ')'
+  }
   if (b.status === 'skipped') return 'skipped'
   return `${b.status}: ${b.note}`
 }
@@ -317,13 +324,13 @@ function markdown (results) {
       if (i.status === 'ok') ic = `${fmtMB(i.serverRssBaseline)} → ${fmtMB(i.serverRssIdle)} (${(i.perConnBytes / 1024).toFixed(1)} KB/conn)`
       else ic = `${i.status}: ${i.note}`
     }
-    lines.push(`| ${r.label}${r.acks ? '' : ' ¹'} | ${burstCell(r.burst && r.burst[n0])} | ${burstCell(r.burst && r.burst[n1])} | ${pc} | ${ic} |`)
+    lines.push(`| ${r.label}${r.acks ? '' : ' ¹'} | ${burstCell(r.burst && r.burst[n0], r.acks)} | ${burstCell(r.burst && r.burst[n1], r.acks)} | ${pc} | ${ic} |`)
   }
   lines.push('')
   lines.push(`Acked burst: N × \`send('e', i, '<39-byte string>', ackCallback)\` issued ${CFG.chunk ? `${CFG.chunk} per macrotask` : 'in one synchronous loop'}; time from the first send until the last ack callback ran. ` +
     `Ping-pong: ${fmtInt(CFG.ping.rounds)} sequential \`ping\`/\`pong\` round trips after ${CFG.ping.warmup} warm-up. ` +
     `RSS: server process after gc, with the listening socket only and then with ${fmtInt(CFG.idle.count)} idle clients (handshake done) connected from another process. ` +
-    `Server and client run in separate processes on 127.0.0.1; node ${process.version}, ${os.cpus().length} CPUs, load average ${results.meta.loadavgAtStart[0].toFixed(1)} at start${QUICK ? ', --quick' : ''}.`)
+    `Server and client run in separate processes on 127.0.0.1; node ${process.version}, ${os.cpus().length} CPUs, load average ${results.meta.loadavgAtStart[0].toFixed(1)} at start${results.meta.quick ? ', --quick' : ''}.`)
   const ours = results.impls.ours
   if (ours && ours.available && ours.build && !ours.build.error) {
     lines.push('')
@@ -357,19 +364,18 @@ function svgChart (results) {
     for (const n of ns) {
       const b = results.impls[nm].burst && results.impls[nm].burst[n]
       if (b && b.status === 'ok') vals.push(b.eventsPerSec)
-      if (b && b.acks > 0 && b.limitS) vals.push(b.acks / b.limitS)
+      if (b && b.status !== 'ok' && confirmed(b, results.impls[nm].acks) > 0 && b.limitS) vals.push(confirmed(b, results.impls[nm].acks) / b.limitS)
     }
   }
-  let lo = Math.floor(Math.log10(Math.max(1, Math.min(...vals, 1e4))))
-  let hi = Math.ceil(Math.log10(Math.max(...vals, 1e5)))
-  if (hi <= lo) hi = lo + 1
-  lo = Math.min(lo, 3)
+  // At least half a decade below the smallest bar, and never above 100/s.
+  const lo = Math.min(2, Math.floor(Math.log10(Math.max(1, Math.min(...vals, 1e4) / 3))))
+  const hi = Math.max(lo + 1, Math.ceil(Math.log10(Math.max(...vals, 1e5) * 1.3)))
   const y = (v) => M.t + ph - ((Math.log10(Math.max(v, 10 ** lo)) - lo) / (hi - lo)) * ph
   const o = []
   o.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="Helvetica, Arial, sans-serif" font-size="12">`)
   o.push(`<rect width="${W}" height="${H}" fill="#fff"/>`)
   o.push(`<text x="${W / 2}" y="22" text-anchor="middle" font-size="15" font-weight="bold">Acked burst throughput, client → server (events/s, log scale; higher is better)</text>`)
-  o.push(`<text x="${W / 2}" y="40" text-anchor="middle" font-size="11" fill="#555">${esc(`node ${process.version}, ${os.cpus().length} CPUs, 127.0.0.1, server and client in separate processes, ${CFG.chunk ? `${CFG.chunk} sends per macrotask` : 'all N sends in one synchronous loop'}${QUICK ? ', --quick' : ''}`)}</text>`)
+  o.push(`<text x="${W / 2}" y="40" text-anchor="middle" font-size="11" fill="#555">${esc(`node ${process.version}, ${os.cpus().length} CPUs, 127.0.0.1, server and client in separate processes, ${CFG.chunk ? `${CFG.chunk} sends per macrotask` : 'all N sends in one synchronous loop'}${results.meta.quick ? ', --quick' : ''}`)}</text>`)
   for (let e = lo; e <= hi; e++) {
     const yy = y(10 ** e)
     o.push(`<line x1="${M.l}" x2="${M.l + pw}" y1="${yy}" y2="${yy}" stroke="#ddd"/>`)
@@ -395,12 +401,13 @@ function svgChart (results) {
       } else {
         // Empty dashed bar; for a timed-out run its height is the lower bound
         // acks/limit (the rate it reached before being stopped).
-        const lb = b && b.acks > 0 && b.limitS ? b.acks / b.limitS : 0
+        const got = b ? confirmed(b, r.acks) : 0
+        const lb = got > 0 && b.limitS ? got / b.limitS : 0
         const top = lb > 0 ? Math.min(y(lb), base - 30) : base - 30
         const label = !r.available ? 'not run' : !b ? 'not run' : b.status === 'dnf' ? `DNF >${b.limitS}s` : b.status
         o.push(`<rect x="${x + 2}" y="${top}" width="${bw - 4}" height="${base - top}" fill="none" stroke="${colors[k]}" stroke-width="1.5" stroke-dasharray="4 3"/>`)
         o.push(`<text x="${x + bw / 2}" y="${top - 16}" text-anchor="middle" fill="#b00">${esc(label)}</text>`)
-        if (b && b.status === 'dnf') o.push(`<text x="${x + bw / 2}" y="${top - 4}" text-anchor="middle" font-size="10" fill="#b00">${esc(fmtInt(b.acks) + ' acked')}</text>`)
+        if (b && b.status === 'dnf') o.push(`<text x="${x + bw / 2}" y="${top - 4}" text-anchor="middle" font-size="10" fill="#b00">${esc(fmtRate(got) + (r.acks ? ' acked' : ' received'))}</text>`)
       }
       o.push(`<text x="${x + bw / 2}" y="${M.t + ph + 36}" text-anchor="middle" font-size="10" fill="#555">N=${n >= 1e6 ? n / 1e6 + 'M' : n / 1e3 + 'k'}</text>`)
     })
@@ -412,7 +419,7 @@ function svgChart (results) {
     o.push(`<text x="${lx + 18}" y="${ly}">N = ${fmtInt(n)}</text>`)
   })
   o.push(`<rect x="${M.l + 300}" y="${ly - 10}" width="12" height="12" fill="none" stroke="#555" stroke-dasharray="3 2"/>`)
-  o.push(`<text x="${M.l + 318}" y="${ly}">did not finish / not run (height: acks ÷ time limit)</text>`)
+  o.push(`<text x="${M.l + 318}" y="${ly}">did not finish / not run (height: events confirmed ÷ time limit)</text>`)
   if (names.some((nm) => !results.impls[nm].acks)) {
     o.push(`<text x="${M.l}" y="${H - 4}" font-size="10" fill="#555">* no acks in this protocol version: time until the server's single "done" reply after it counted all N events</text>`)
   }
@@ -469,7 +476,18 @@ function checkAvailable (impl) {
   return { ok: false, note: `require() failed: ${err.trim().slice(0, 200)}` }
 }
 
+// --render: rewrite the SVG and the table from an existing results file.
+function render () {
+  const results = JSON.parse(fs.readFileSync(OUT + '.json', 'utf8'))
+  Object.assign(CFG, results.meta.config)
+  fs.writeFileSync(OUT + '.svg', svgChart(results))
+  results.markdown = markdown(results)
+  fs.writeFileSync(OUT + '.json', JSON.stringify(results, null, 2) + '\n')
+  console.log(results.markdown)
+}
+
 async function main () {
+  if (argv.includes('--render')) return render()
   const t0 = Date.now()
   const nofile = spawnSync('bash', ['-c', `ulimit -n ${CFG.nofile} 2>/dev/null || ulimit -n $(ulimit -Hn); ulimit -n`], { encoding: 'utf8' }).stdout.trim()
   const results = {
@@ -513,7 +531,7 @@ async function main () {
       for (const b of CFG.bursts) {
         log(`${impl.name}: acked burst N=${b.n} (limit ${b.limitS} s) ...`)
         r.burst[b.n] = await safe('burst', () => runBurst(impl, b.n, b.limitS))
-        log(`${impl.name}: burst N=${b.n}: ${burstCell(r.burst[b.n])}`)
+        log(`${impl.name}: burst N=${b.n}: ${burstCell(r.burst[b.n], impl.acks)}`)
       }
     }
     if (TESTS.includes('pingpong')) {

@@ -389,3 +389,43 @@ fn heartbeats_flow_and_silence_is_detected() {
         e => panic!("{e:?}"),
     }
 }
+
+#[test]
+fn a_closed_connection_absorbing_an_older_one_loses_and_reorders_nothing() {
+    let mut w = Wire::new();
+    let (mut at_client, mut at_server) = (Vec::new(), Vec::new());
+    w.settle(64, &mut at_client, &mut at_server);
+    let mut lost = Vec::new();
+    // Connection 1 drops with three events written but never received.
+    for i in 0..3 {
+        w.server.send_event(format!("[\"s2c\",{i}]"), None, w.now);
+    }
+    w.server.take_output(&mut lost);
+    w.client.on_close();
+    w.server.on_close();
+    let older = w.server.take_retained();
+    // Connection 2 resumes before the server saw connection 1 go (so it
+    // adopted nothing), sends two more, and drops the same way.
+    w.server = Peer::new(Role::Server, Config::default(), w.now);
+    w.open();
+    w.settle(64, &mut at_client, &mut at_server);
+    for i in 3..5 {
+        w.server.send_event(format!("[\"s2c\",{i}]"), Some((9, i)), w.now);
+    }
+    w.server.take_output(&mut lost);
+    w.client.on_close();
+    w.server.on_close();
+    // Retention finds both closed: the newer absorbs the older.
+    w.server.adopt_retained(older);
+    let merged = w.server.take_retained();
+    assert_eq!(merged.pending_len(), 5);
+    // Connection 3 resumes with everything.
+    w.server = Peer::new(Role::Server, Config::default(), w.now);
+    w.server.adopt_retained(merged);
+    w.open();
+    w.settle(64, &mut at_client, &mut at_server);
+    assert_eq!(delivered(&at_client, "s2c"), vec![0, 1, 2, 3, 4]);
+    assert_eq!(w.server.unacked_len() + w.server.queued_len(), 0, "every resent event was acknowledged");
+    let acked: Vec<_> = at_server.iter().filter(|e| matches!(e, Event::Acked((9, _)))).collect();
+    assert_eq!(acked, vec![&Event::Acked((9, 3)), &Event::Acked((9, 4))], "callbacks of the newer connection's sends still run");
+}

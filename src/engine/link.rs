@@ -24,6 +24,9 @@ const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// How long a connection that failed (protocol error, heartbeat timeout) may
 /// take to flush before it is dropped.
 const FAIL_GRACE: Duration = Duration::from_millis(250);
+/// How long a resuming connection waits for the session's previous
+/// connection to close and hand over its state.
+const TAKEOVER_WAIT: Duration = Duration::from_secs(2);
 /// Readers stop reading while this much output is waiting (a peer that
 /// sends but does not read cannot grow our ack backlog without bound).
 const OUTPUT_HIGH_WATER: usize = 16 * 1024 * 1024;
@@ -261,6 +264,9 @@ impl Link {
                     },
                     Event::Error(message) => self.deliver_error(&message, None),
                     Event::Connected { resumed } => {
+                        if let (Some(r), Some(sid)) = (&self.retention, peer.session_id()) {
+                            r.set_active(sid, self);
+                        }
                         let info = self.connected_info(&peer, resumed);
                         self.deliver(kind::CONNECTED, |b| b.push_str(&info));
                     }
@@ -454,16 +460,24 @@ impl Link {
     /// earlier connection of that session left (in this process, or in a
     /// shared store), then loads the session itself.
     async fn resume(self: &Arc<Self>, store: &Arc<dyn SessionStore>, id: &str) {
-        if let Some(old) = self.retention.as_ref().and_then(|r| r.take(id)) {
-            let retained = lock(&old.peer).take_retained();
-            lock(&self.peer).adopt_retained(retained);
-            let moved = old.handles();
-            if let Some(shared) = self.shared.upgrade() {
-                for h in &moved {
-                    shared.route(*h, self.clone());
+        if let Some(retention) = self.retention.clone() {
+            // The client may be back before this server noticed its old
+            // connection drop: end that one and take over what it leaves.
+            let deadline = tokio::time::Instant::now() + TAKEOVER_WAIT;
+            loop {
+                let changed = retention.changed();
+                if let Some(old) = retention.take(id) {
+                    self.absorb(&old);
+                    break;
+                }
+                let Some(other) = retention.active(id).filter(|l| !Arc::ptr_eq(l, self)) else { break };
+                if let Some(t) = other.transport() {
+                    t.kill();
+                }
+                if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                    break;
                 }
             }
-            lock(&self.aliases).extend(moved);
         }
         let mut error = None;
         if store.keeps_delivery() {
@@ -486,6 +500,21 @@ impl Link {
         if let Some(e) = error {
             self.deliver_error(&e, Some("ESTORE"));
         }
+    }
+
+    /// Server: takes over a closed connection of the same session: its
+    /// pending events (resent after ours' older ones), its duplicate
+    /// suppression, and its handles, which route here from now on.
+    pub fn absorb(self: &Arc<Self>, old: &Arc<Link>) {
+        let retained = lock(&old.peer).take_retained();
+        lock(&self.peer).adopt_retained(retained);
+        let moved = old.handles();
+        if let Some(shared) = self.shared.upgrade() {
+            for h in &moved {
+                shared.route(*h, self.clone());
+            }
+        }
+        lock(&self.aliases).extend(moved);
     }
 
     /// Server: destroys the stored session, then tells the client.

@@ -8,18 +8,29 @@ use super::delivery::lock;
 use super::link::{kind, Link};
 use super::Shared;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
+use tokio::sync::Notify;
 use std::time::{Duration, Instant};
 
 pub struct Retention {
     window: Duration,
     max_sessions: usize,
     map: Mutex<HashMap<String, (Arc<Link>, Instant)>>,
+    /// The connection currently serving each session, so a resume that
+    /// arrives before the old connection was seen to drop can end it.
+    active: Mutex<HashMap<String, Weak<Link>>>,
+    changed: Notify,
 }
 
 impl Retention {
     pub fn new(window: Duration, max_sessions: usize) -> Arc<Self> {
-        Arc::new(Retention { window, max_sessions: max_sessions.max(1), map: Mutex::new(HashMap::new()) })
+        Arc::new(Retention {
+            window,
+            max_sessions: max_sessions.max(1),
+            map: Mutex::new(HashMap::new()),
+            active: Mutex::new(HashMap::new()),
+            changed: Notify::new(),
+        })
     }
 
     pub fn window(&self) -> Duration {
@@ -34,14 +45,36 @@ impl Retention {
         self.len() == 0
     }
 
-    /// Keeps `link` for session `sid`. Returns the links that no longer fit
-    /// (an older one of the same session, or the oldest when full).
+    pub fn set_active(&self, sid: &str, link: &Arc<Link>) {
+        lock(&self.active).insert(sid.to_owned(), Arc::downgrade(link));
+    }
+
+    pub fn active(&self, sid: &str) -> Option<Arc<Link>> {
+        lock(&self.active).get(sid).and_then(Weak::upgrade)
+    }
+
+    /// Resolves when a connection is kept (see `keep`).
+    pub fn changed(&self) -> impl std::future::Future<Output = ()> + '_ {
+        self.changed.notified()
+    }
+
+    /// Keeps the closed `link` for session `sid`. Returns the links that no
+    /// longer fit (the oldest, when full).
     pub fn keep(&self, sid: String, link: Arc<Link>, now: Instant) -> Vec<Arc<Link>> {
+        {
+            let mut active = lock(&self.active);
+            if active.get(&sid).is_some_and(|w| w.upgrade().is_none_or(|l| Arc::ptr_eq(&l, &link))) {
+                active.remove(&sid);
+            }
+        }
         let mut out = Vec::new();
         let mut map = lock(&self.map);
-        if let Some((old, _)) = map.insert(sid, (link, now + self.window)) {
-            out.push(old);
+        // An older closed connection of the same session (it dropped while
+        // this one was starting): nothing of it may be lost.
+        if let Some((older, _)) = map.remove(&sid) {
+            link.absorb(&older);
         }
+        map.insert(sid, (link, now + self.window));
         if map.len() > self.max_sessions {
             if let Some(oldest) = map.iter().min_by_key(|(_, (_, t))| *t).map(|(k, _)| k.clone()) {
                 if let Some((l, _)) = map.remove(&oldest) {
@@ -49,6 +82,8 @@ impl Retention {
                 }
             }
         }
+        drop(map);
+        self.changed.notify_waiters();
         out
     }
 

@@ -89,16 +89,15 @@ fn peer_config(o: Option<PeerOptions>) -> Config {
     if let Some(n) = count(o.max_queue_bytes) {
         c.max_queue_bytes = n;
     }
-    if let Some(t) = o.ack_timeout.filter(|t| t.is_finite() && *t > 0.0) {
-        c.ack_timeout = Some(Duration::from_secs_f64(t / 1000.0));
+    if let Some(t) = millis(o.ack_timeout) {
+        c.ack_timeout = Some(t);
     }
-    match o.heartbeat_interval {
-        Some(t) if t.is_finite() && t > 0.0 => c.heartbeat_interval = Some(Duration::from_secs_f64(t / 1000.0)),
-        Some(_) => c.heartbeat_interval = None,
-        None => {}
+    if o.heartbeat_interval.is_some() {
+        // Present but zero (or nonsense) turns heartbeats off.
+        c.heartbeat_interval = millis(o.heartbeat_interval);
     }
-    if let Some(t) = o.heartbeat_timeout.filter(|t| t.is_finite() && *t > 0.0) {
-        c.heartbeat_timeout = Duration::from_secs_f64(t / 1000.0);
+    if let Some(t) = millis(o.heartbeat_timeout) {
+        c.heartbeat_timeout = t;
     }
     if let Some(e) = o.extensions {
         c.extensions = e;
@@ -151,11 +150,13 @@ pub struct JsServerOptions {
     pub redis_ttl: Option<f64>,
 }
 
+/// A positive, finite number of milliseconds from JavaScript.
+fn millis(v: Option<f64>) -> Option<Duration> {
+    v.filter(|v| v.is_finite() && *v > 0.0).map(|v| Duration::from_secs_f64(v / 1000.0))
+}
+
 fn ms(v: Option<f64>, default_ms: u64) -> Duration {
-    match v {
-        Some(v) if v.is_finite() && v > 0.0 => Duration::from_secs_f64(v / 1000.0),
-        _ => Duration::from_millis(default_ms),
-    }
+    millis(v).unwrap_or(Duration::from_millis(default_ms))
 }
 
 fn store_choice(o: &JsServerOptions) -> Result<StoreChoice> {
@@ -186,7 +187,7 @@ pub fn create_server(mut options: JsServerOptions) -> Result<u32> {
     let peer = peer_config(options.peer.take());
     let mut server = ServerOptions { peer, store, tls, ..ServerOptions::default() };
     if let Some(w) = options.resume_window.filter(|w| w.is_finite() && *w >= 0.0) {
-        server.resume_window = Duration::from_secs_f64(w / 1000.0);
+        server.resume_window = millis(Some(w)).unwrap_or(Duration::ZERO);
     }
     Ok(engine()?.create_server(server))
 }

@@ -387,21 +387,41 @@ impl Peer {
     /// Server: continues a resumed session's outbound state. Call before
     /// `session_loaded`, so the resent events follow `connect`.
     pub fn adopt_retained(&mut self, r: Retained) {
+        // Our own pending events keep the ids they were (or will be) sent
+        // with, and move behind the adopted ones with fresh sequence numbers,
+        // so both sets stay ordered and never share a key.
+        let mut own: VecDeque<Pending> = std::mem::take(&mut self.unacked).into_values().collect();
+        own.append(&mut self.queue);
+        let own_deadlines = std::mem::take(&mut self.deadlines);
+        self.foreign_ids.clear();
+        let mut next = self.next_seq.max(r.next_seq);
+        let mut renumbered = HashMap::new();
+        for p in &mut own {
+            let id = p.foreign_id.take().unwrap_or_else(|| format!("{}{}", self.id_prefix, p.seq));
+            renumbered.insert(p.seq, next);
+            p.seq = next;
+            next += 1;
+            p.foreign_id = Some(id);
+        }
         self.id_prefix = r.id_prefix;
-        self.next_seq = self.next_seq.max(r.next_seq);
+        self.next_seq = next;
         let mut pending = r.pending;
         for p in &pending {
             self.pending_bytes += p.args.len();
+        }
+        pending.append(&mut own);
+        for p in &pending {
             if let Some(id) = &p.foreign_id {
                 self.foreign_ids.insert(id.clone(), p.seq);
             }
         }
-        pending.append(&mut self.queue);
         self.queue = pending;
         for (sender, seq) in r.seen {
             self.note_seen(&sender, seq);
         }
         self.deadlines = r.deadlines;
+        self.deadlines.extend(own_deadlines.into_iter().filter_map(|(t, seq, n)| renumbered.get(&seq).map(|s| (t, *s, n))));
+        self.deadlines.make_contiguous().sort_by_key(|d| d.0);
     }
 
     /// Server: events another server accepted for this session and that were
