@@ -371,26 +371,24 @@ impl Link {
     /// empty link counts as unlisted and the caller drops its entry; a
     /// non-empty one the caller must keep listed.
     pub fn release_acks(&self, upto: u64, unlist: bool) -> bool {
-        let mut due = Vec::new();
-        let empty = {
-            let mut d = lock(&self.deferred);
-            while d.acks.front().is_some_and(|(g, _)| *g <= upto) {
-                if let Some((_, id)) = d.acks.pop_front() {
-                    due.push(id);
-                }
+        // Taken and written under the peer lock (taken first, as in `pump`),
+        // so two threads releasing at once cannot reorder acks on the wire.
+        let mut peer = lock(&self.peer);
+        let mut d = lock(&self.deferred);
+        let mut wrote = false;
+        while d.acks.front().is_some_and(|(g, _)| *g <= upto) {
+            if let Some((_, id)) = d.acks.pop_front() {
+                peer.write_ack(&id);
+                wrote = true;
             }
-            let empty = d.acks.is_empty();
-            if empty && unlist {
-                d.listed = false;
-            }
-            empty
-        };
-        if !due.is_empty() {
-            let mut peer = lock(&self.peer);
-            for id in &due {
-                peer.write_ack(id);
-            }
-            drop(peer);
+        }
+        let empty = d.acks.is_empty();
+        if empty && unlist {
+            d.listed = false;
+        }
+        drop(d);
+        drop(peer);
+        if wrote {
             self.wake_writer();
         }
         empty
