@@ -247,7 +247,10 @@ impl Link {
         let next_timer;
         {
             let mut peer = lock(&self.peer);
-            if peer.is_ready() && self.end_when_ready.load(Ordering::Acquire) {
+            // A timer (heartbeat) or the application can end the transport
+            // while its reader sleeps: wake it to close.
+            let ending = peer.has_failed() || peer.close_requested() || (peer.is_ready() && self.end_when_ready.load(Ordering::Acquire));
+            if ending {
                 if let Some(t) = self.transport() {
                     t.end();
                 }
