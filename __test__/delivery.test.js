@@ -362,6 +362,55 @@ describe('delivery under faults', () => {
     assert.equal(serverCbs.called(), N, `every server ack callback (including those of sends on earlier connection objects) ran exactly once (${serverCbs.summary()})`)
   })
 
+  it('1b. sends on a disconnected server-side connection object while the session resumes all arrive (30 resumes)', { timeout: 60000 }, async (t) => {
+    // Focused form of a loss seen in test 1: after conn's 'disconnect', the
+    // server keeps sending on conn (5 events per setImmediate for 100 ms)
+    // while the client reconnects and the session resumes on a new
+    // connection. Every event must reach the client and every callback run.
+    const ROUNDS = 30
+    let current = null
+    const { port } = await startServer(t, {}, (conn) => { current = conn })
+    const { client } = makeClient(t, { port })
+    client.autoReconnect(1, 2)
+    const got = new Set()
+    client.on('s2c', (i) => got.add(i))
+    await waitUntil(() => current && current.ready && client.ready, 5000, 'the first connection')
+    let next = 0
+    let totalSent = 0
+    let totalLost = 0
+    let missingCallbacks = 0
+    const bad = []
+    for (let round = 0; round < ROUNDS; round++) {
+      const conn = current
+      await withTimeout(new Promise((resolve) => { conn.once('disconnect', resolve); conn.socket.destroy() }), 5000, 'the disconnect')
+      const first = next
+      let cbs = 0
+      const until = Date.now() + 100
+      while (Date.now() < until) {
+        for (let k = 0; k < 5; k++) conn.send('s2c', next++, () => cbs++)
+        await immediate()
+      }
+      const last = next
+      await waitUntil(() => current !== conn && current.ready, 5000, 'the session to resume').catch(() => {})
+      const t0 = Date.now()
+      while (Date.now() - t0 < 1000) {
+        let all = cbs === last - first
+        for (let i = first; all && i < last; i++) if (!got.has(i)) all = false
+        if (all) break
+        await delay(5)
+      }
+      const lost = []
+      for (let i = first; i < last; i++) if (!got.has(i)) lost.push(i - first)
+      totalSent += last - first
+      totalLost += lost.length
+      missingCallbacks += last - first - cbs
+      if (lost.length || cbs !== last - first) bad.push(`round ${round}: sent ${last - first}, lost ${lost.length}${lost.length ? ` (#${lost[0]}..#${lost[lost.length - 1]} of the round)` : ''}, callbacks missing ${last - first - cbs}`)
+    }
+    t.diagnostic(`${ROUNDS} resumes: sent ${totalSent}, lost ${totalLost}, callbacks missing ${missingCallbacks}; rounds with a loss: ${bad.length}${bad.length ? ` (${bad.slice(0, 6).join('; ')})` : ''}`)
+    assert.equal(totalLost, 0, `events sent on the disconnected connection object were lost: ${bad.slice(0, 6).join('; ')}`)
+    assert.equal(missingCallbacks, 0, 'every ack callback ran')
+  })
+
   describe('2. server process SIGKILLed and restarted on the same port', () => {
     it('client -> server: nothing the client sent is lost (duplicates allowed, counted)', { timeout: 60000 }, async (t) => {
       const port = await freePort()

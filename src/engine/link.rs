@@ -27,6 +27,9 @@ const FAIL_GRACE: Duration = Duration::from_millis(250);
 /// How long a resuming connection waits for the session's previous
 /// connection to close and hand over its state.
 const TAKEOVER_WAIT: Duration = Duration::from_secs(2);
+/// Bounds of a connection's read buffer.
+const READ_MIN: usize = 4 * 1024;
+const READ_MAX: usize = 64 * 1024;
 /// Readers stop reading while this much output is waiting (a peer that
 /// sends but does not read cannot grow our ack backlog without bound).
 const OUTPUT_HIGH_WATER: usize = 16 * 1024 * 1024;
@@ -112,6 +115,10 @@ pub struct Link {
     scheduled: Mutex<Option<Instant>>,
     /// Handles of earlier connections of this session, now routed here.
     aliases: Mutex<Vec<u32>>,
+    /// Server: the session id this connection asked to resume.
+    resuming: Mutex<Option<String>>,
+    /// Server: the newer connection of the session that took this one over.
+    successor: Mutex<Option<Arc<Link>>>,
     /// Delivery state changes not yet saved to a shared store, and whether
     /// a task is saving them (one at a time, so they apply in order).
     unsaved: Mutex<(DeliveryDelta, bool)>,
@@ -157,6 +164,8 @@ impl Link {
             end_when_ready: AtomicBool::new(false),
             scheduled: Mutex::new(None),
             aliases: Mutex::new(Vec::new()),
+            resuming: Mutex::new(None),
+            successor: Mutex::new(None),
             unsaved: Mutex::new((DeliveryDelta::default(), false)),
             unsaved_session: Mutex::new((None, false)),
             deferred: Mutex::new(DeferredAcks::default()),
@@ -171,6 +180,12 @@ impl Link {
 
     pub fn transport(&self) -> Option<Arc<Transport>> {
         lock(&self.transport).clone()
+    }
+
+    /// Server: the session this connection serves, or asked to resume.
+    pub fn session_key(&self) -> Option<String> {
+        let sid = lock(&self.peer).session_id().map(str::to_owned);
+        sid.or_else(|| lock(&self.resuming).clone())
     }
 
     /// Every handle that routes to this link.
@@ -189,6 +204,12 @@ impl Link {
         let now = Instant::now();
         {
             let mut peer = lock(&self.peer);
+            // Absorbed into a newer connection of the session after the caller
+            // looked this link up: the state lives there now.
+            if let Some(next) = lock(&self.successor).clone() {
+                drop(peer);
+                return next.write_lines(caller, lines);
+            }
             for line in lines.split('\n') {
                 let (tag, body) = match line.as_bytes().first() {
                     Some(t) => (*t, &line[1..]),
@@ -273,7 +294,12 @@ impl Link {
                         let info = self.connected_info(&peer, resumed);
                         self.deliver(kind::CONNECTED, |b| b.push_str(&info));
                     }
-                    Event::LoadSession(id) => store_work.push(StoreWork::Load(id)),
+                    Event::LoadSession(id) => {
+                        // Known before the store answers, so a connection that
+                        // drops mid-resume is still kept under its session.
+                        *lock(&self.resuming) = Some(id.clone());
+                        store_work.push(StoreWork::Load(id));
+                    }
                     Event::SaveSession => {
                         // The copy goes into the save slot under the peer lock,
                         // so copies land there in the order they were taken.
@@ -507,7 +533,13 @@ impl Link {
     /// pending events (resent after ours' older ones), its duplicate
     /// suppression, and its handles, which route here from now on.
     pub fn absorb(self: &Arc<Self>, old: &Arc<Link>) {
-        let retained = lock(&old.peer).take_retained();
+        let retained = {
+            let mut old_peer = lock(&old.peer);
+            // Set under the old peer's lock: a write that gets the lock after
+            // this is forwarded, one before it is in what we take.
+            *lock(&old.successor) = Some(self.clone());
+            old_peer.take_retained()
+        };
         lock(&self.peer).adopt_retained(retained);
         let moved = old.handles();
         if let Some(shared) = self.shared.upgrade() {
@@ -531,6 +563,7 @@ impl Link {
             {
                 let mut peer = lock(&link.peer);
                 peer.clear_session();
+                *lock(&link.resuming) = None;
                 peer.send_event("[\"invalidateSession\"]".to_owned(), None, Instant::now());
             }
             link.pump();
@@ -550,7 +583,9 @@ impl Link {
 
         let (mut rd, wr) = tokio::io::split(stream);
         let writer = tokio::spawn(write_loop(self.clone(), transport.clone(), wr));
-        let mut buf = vec![0u8; 64 * 1024];
+        // Small while idle (10,000 idle connections should not hold 64 KiB
+        // each), doubled whenever a read fills it.
+        let mut buf = vec![0u8; READ_MIN];
         let mut deadline: Option<tokio::time::Instant> = None;
         loop {
             if deadline.is_none() {
@@ -585,6 +620,11 @@ impl Link {
                     Ok(n) => {
                         lock(&self.peer).receive(&buf[..n], Instant::now());
                         self.pump();
+                        if n == buf.len() && buf.len() < READ_MAX {
+                            buf.resize(buf.len() * 2, 0);
+                        } else if n < READ_MIN && buf.len() > READ_MIN {
+                            buf = vec![0u8; READ_MIN];
+                        }
                     }
                 },
             }

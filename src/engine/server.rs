@@ -2,7 +2,6 @@
 //! `close()` stops accepting; `close` is reported once the last connection
 //! has ended, as with Node's net.Server.
 
-use super::delivery::lock;
 use super::link::{self, kind, Addresses, Link};
 use super::retention::{release, Retention};
 use super::js_store::JsStore;
@@ -164,8 +163,7 @@ impl Server {
 impl Server {
     /// A connection ended: keep its state for its session's return, or let it go.
     fn retire(&self, shared: &Arc<Shared>, link: &Arc<Link>) {
-        let sid = lock(&link.peer).session_id().map(str::to_owned);
-        match (&self.retention, sid) {
+        match (&self.retention, link.session_key()) {
             (Some(retention), Some(sid)) => {
                 for evicted in retention.keep(sid, link.clone(), Instant::now()) {
                     release(shared, &evicted);
