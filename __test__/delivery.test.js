@@ -3,13 +3,15 @@
 // against raw sockets that misbehave):
 //
 //   1. exactly-once, in-order delivery in both directions while the server
-//      drops the connection 50 times at random moments;
+//      drops the connection 50 times at random moments (1b: sends on a
+//      disconnected server-side connection object while the session resumes);
 //   2. at-least-once across a SIGKILLed and restarted server process (and,
 //      with a shared Redis store, resumption of unacked server->client
 //      events by the next server incarnation);
 //   3. bounded memory against a peer that stops reading (maxQueueBytes);
 //   4. half-open connections (peer SIGSTOPped) found by heartbeats;
-//   5. ackTimeout, sendWithAck, maxQueueLength drops, reconnecting events.
+//   5. ackTimeout, sendWithAck, maxQueueLength drops, reconnecting events,
+//      autoReconnect() right after createClient(), disconnect() in a backoff.
 //
 // Counts are reported with t.diagnostic (shown by `node --test`).
 
@@ -230,6 +232,7 @@ describe('delivery under faults', () => {
     const SETTLE_MS = 15000
 
     let started = null
+    const connTimes = new Map() // conn -> [connected at, disconnected at] (ms)
     const c2s = makeTally(N)
     const s2c = makeTally(N)
     const clientCbs = makeCallbacks(N)
@@ -240,8 +243,9 @@ describe('delivery under faults', () => {
     let freshSessions = 0
     const { server, conns } = await startServer(t, {}, (conn, reconnect) => {
       current = conn
-      conn._connectedAt = started === null ? 0 : Date.now() - started
-      conn.on('disconnect', () => { conn._disconnectedAt = Date.now() - started })
+      const times = [started === null ? 0 : Date.now() - started, null]
+      connTimes.set(conn, times)
+      conn.on('disconnect', () => { times[1] = Date.now() - started })
       if (reconnect === true) resumed++
       else freshSessions++
       conn.on('c2s', c2s.on)
@@ -339,8 +343,7 @@ describe('delivery under faults', () => {
     }
     t.diagnostic(`server -> client batches by the connection object they were sent on: ${JSON.stringify(kinds)}`)
     if (lostBatches.length) {
-      const connTimes = conns.map((c) => [c._connectedAt, c._disconnectedAt])
-      t.diagnostic(`server -> client batches lost (start index, conn # of conns then, conn ready then, ms): ${JSON.stringify(lostBatches.slice(0, 10))}; connection times: ${JSON.stringify(connTimes)}`)
+      t.diagnostic(`server -> client batches lost (start index, conn # of conns then, conn ready then, ms): ${JSON.stringify(lostBatches.slice(0, 10))}; connection times: ${JSON.stringify(conns.map((c) => connTimes.get(c)))}`)
     }
     t.diagnostic(`client ${clientCbs.summary()}`)
     t.diagnostic(`server ${serverCbs.summary()}`)

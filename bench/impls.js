@@ -19,8 +19,10 @@
 // A new transport variant (TLS, a createServer/createConnection factory, ...)
 // is one more entry built with uhuraAdapter({...}) or by hand.
 
+const fs = require('fs')
 const net = require('net')
 const path = require('path')
+const tls = require('tls')
 const { EventEmitter } = require('events')
 
 const HOST = '127.0.0.1'
@@ -30,8 +32,12 @@ const ROOT = path.join(__dirname, '..')
 //   isReady(args) decides whether a client-side 'connect' event means the
 //   handshake is complete (0.1.2 also emits a local 'connect' with no config
 //   as soon as the socket exists).
+//   serverOpts / clientOpts (optional): options for createServer(opts, cb) and
+//   createClient({ port, host, ...opts }), or functions returning them
+//   (called on first use, e.g. to read certificates lazily).
 function uhuraAdapter ({ name, label, modPath, acks, isReady, serverOpts, clientOpts }) {
   let mod = null
+  const resolveOpts = (o) => (typeof o === 'function' ? o() : o)
   const load = () => (mod = mod || require(modPath))
   return {
     name,
@@ -42,7 +48,8 @@ function uhuraAdapter ({ name, label, modPath, acks, isReady, serverOpts, client
       const m = load()
       return new Promise((resolve, reject) => {
         const cb = (conn) => onConn(conn)
-        const srv = serverOpts ? m.createServer(serverOpts, cb) : m.createServer(cb)
+        const so = resolveOpts(serverOpts)
+        const srv = so ? m.createServer(so, cb) : m.createServer(cb)
         if (typeof srv.on === 'function') srv.on('error', reject)
         srv.listen(0, HOST, () => {
           const addr = srv.address()
@@ -53,7 +60,8 @@ function uhuraAdapter ({ name, label, modPath, acks, isReady, serverOpts, client
     makeClient ({ port, host = HOST }) {
       const m = load()
       return new Promise((resolve, reject) => {
-        const client = clientOpts ? m.createClient(Object.assign({ port, host }, clientOpts)) : m.createClient(port, host)
+        const co = resolveOpts(clientOpts)
+        const client = co ? m.createClient(Object.assign({ port, host }, co)) : m.createClient(port, host)
         const onConnect = (...args) => {
           if (!isReady(args)) return
           client.removeListener('connect', onConnect)
@@ -159,13 +167,65 @@ const raw = {
   close (client) { client.disconnect() }
 }
 
+// Fixed test certificates (see __test__/fixtures/gen.sh): a CA, and a server
+// certificate for localhost / 127.0.0.1 signed by it. Read on first use.
+const FIXTURES = path.join(ROOT, '__test__', 'fixtures')
+let certs = null
+function testCerts () {
+  if (!certs) {
+    const f = (name) => fs.readFileSync(path.join(FIXTURES, name))
+    certs = { ca: f('ca-cert.pem'), key: f('server-key.pem'), cert: f('server-cert.pem') }
+  }
+  return certs
+}
+
+// Transport variants of ours. `optIn`: run only when named in --only (the
+// default run compares ours over TCP with the other implementations).
+// `noIdle`: the idle-RSS test is skipped for it unless --tests names idle.
+const OURS_DIR = process.env.UHURA_BENCH_OURS || ROOT
+const oursVariant = (name, label, { server, client }) => Object.assign(
+  uhuraAdapter({ name, label, modPath: OURS_DIR, acks: true, isReady: () => true, serverOpts: server, clientOpts: client }),
+  { optIn: true, noIdle: true, variantOf: 'ours' }
+)
+
+const oursVariants = [
+  // Native TLS: rustls inside the addon on both sides.
+  oursVariant('ours-tls', 'uhura 0.2, native TLS', {
+    server: () => ({ tls: { key: testCerts().key, cert: testCerts().cert } }),
+    client: () => ({ tls: { ca: testCerts().ca } })
+  }),
+  // The original's factory hooks over plain TCP: Node's net owns the sockets,
+  // their bytes are pumped through the addon.
+  oursVariant('ours-factory', 'uhura 0.2, net factory', {
+    server: () => ({ createServer: net.createServer }),
+    client: () => ({ createConnection: (o, cb) => cb(null, net.connect(o.port, HOST)) })
+  }),
+  // The same hooks with Node's tls module.
+  oursVariant('ours-factory-tls', 'uhura 0.2, tls factory', {
+    server: () => ({ createServer: tls.createServer, key: testCerts().key, cert: testCerts().cert }),
+    client: () => ({ createConnection: (o, cb) => cb(null, tls.connect({ host: HOST, port: o.port, ca: testCerts().ca })) })
+  }),
+  // Diagnostics: the two factory variants with setNoDelay(true) on every
+  // socket. The factory streams belong to the caller and the addon leaves
+  // Nagle's algorithm on; with acks on, an ack frame and the next message go
+  // out as two writes, so a ping-pong then waits for delayed ACKs (~40 ms).
+  oursVariant('ours-factory-nodelay', 'uhura 0.2, net factory + noDelay', {
+    server: () => ({ createServer: (o, onStream) => net.createServer((s) => { s.setNoDelay(true); onStream(s) }) }),
+    client: () => ({ createConnection: (o, cb) => cb(null, net.connect(o.port, HOST).setNoDelay(true)) })
+  }),
+  oursVariant('ours-factory-tls-nodelay', 'uhura 0.2, tls factory + noDelay', {
+    server: () => ({ createServer: (o, onStream) => tls.createServer({ key: testCerts().key, cert: testCerts().cert }, (s) => { s.setNoDelay(true); onStream(s) }) }),
+    client: () => ({ createConnection: (o, cb) => cb(null, tls.connect({ host: HOST, port: o.port, ca: testCerts().ca }).setNoDelay(true)) })
+  })
+]
+
 const impls = [
   uhuraAdapter({
     name: 'ours',
     label: 'uhura 0.2 (Rust)',
     // UHURA_BENCH_OURS (set by run.js --ours=DIR) points at another build of
     // this package, e.g. a release snapshot.
-    modPath: process.env.UHURA_BENCH_OURS || ROOT,
+    modPath: OURS_DIR,
     acks: true,
     // A replacement emits 'connect' once per completed handshake.
     isReady: () => true
@@ -186,7 +246,8 @@ const impls = [
     acks: false,
     isReady: () => true
   }),
-  raw
+  raw,
+  ...oursVariants
 ]
 
 module.exports = { impls, byName: (n) => impls.find((i) => i.name === n), uhuraAdapter, LinePeer, HOST }

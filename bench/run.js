@@ -29,6 +29,9 @@ const OURS_DIR = process.env.UHURA_BENCH_OURS || path.join(__dirname, '..')
 // --out=PREFIX writes PREFIX.json / PREFIX.svg instead of bench/results.*
 const OUT = opt('out') ? path.resolve(opt('out')[0]) : path.join(__dirname, 'results')
 const TESTS = opt('tests') || ['burst', 'pingpong', 'idle']
+// Transport variants of ours (optIn in impls.js) run only when --only names
+// them; their idle test (noIdle) runs only when --tests names idle.
+const IDLE_EXPLICIT = !!opt('tests')
 
 const CFG = {
   payload: 'some payload of about forty bytes, ok!!', // 39 chars
@@ -303,34 +306,53 @@ function burstCell (b, acks) {
 function markdown (results) {
   const n0 = CFG.bursts[0].n
   const n1 = CFG.bursts[1].n
+  // Only the columns of the tests that were run (older results: all three).
+  const tests = results.meta.tests || ['burst', 'pingpong', 'idle']
   const lines = []
-  lines.push(`| implementation | acked burst ${fmtInt(n0)} | acked burst ${fmtInt(n1)} | ping-pong RTT p50 / p99 | server RSS: baseline → ${fmtInt(CFG.idle.count)} idle clients |`)
-  lines.push('|---|---|---|---|---|')
+  const head = ['implementation']
+  if (tests.includes('burst')) head.push(`acked burst ${fmtInt(n0)}`, `acked burst ${fmtInt(n1)}`)
+  if (tests.includes('pingpong')) head.push('ping-pong RTT p50 / p99')
+  if (tests.includes('idle')) head.push(`server RSS: baseline → ${fmtInt(CFG.idle.count)} idle clients`)
+  lines.push(`| ${head.join(' | ')} |`)
+  lines.push('|' + head.map(() => '---|').join(''))
   for (const name of Object.keys(results.impls)) {
     const r = results.impls[name]
     if (!r.available) {
-      lines.push(`| ${r.label} | not run: ${r.note} | | | |`)
+      lines.push(`| ${r.label} | not run: ${r.note} |` + ' |'.repeat(head.length - 2))
       continue
     }
-    const p = r.pingpong
-    let pc = '—'
-    if (p) {
-      if (p.status === 'ok') pc = `${fmtUs(p.p50us)} / ${fmtUs(p.p99us)}`
-      else pc = p.note || p.status
+    const row = [`${r.label}${r.acks ? '' : ' ¹'}`]
+    if (tests.includes('burst')) row.push(burstCell(r.burst && r.burst[n0], r.acks), burstCell(r.burst && r.burst[n1], r.acks))
+    if (tests.includes('pingpong')) {
+      const p = r.pingpong
+      let pc = '—'
+      if (p) {
+        if (p.status === 'ok') pc = `${fmtUs(p.p50us)} / ${fmtUs(p.p99us)}`
+        else pc = p.note || p.status
+      }
+      row.push(pc)
     }
-    const i = r.idle
-    let ic = '—'
-    if (i) {
-      if (i.status === 'ok') ic = `${fmtMB(i.serverRssBaseline)} → ${fmtMB(i.serverRssIdle)} (${(i.perConnBytes / 1024).toFixed(1)} KB/conn)`
-      else ic = `${i.status}: ${i.note}`
+    if (tests.includes('idle')) {
+      const i = r.idle
+      let ic = r.idleSkipped ? 'not run' : '—'
+      if (i) {
+        if (i.status === 'ok') ic = `${fmtMB(i.serverRssBaseline)} → ${fmtMB(i.serverRssIdle)} (${(i.perConnBytes / 1024).toFixed(1)} KB/conn)`
+        else ic = `${i.status}: ${i.note}`
+      }
+      row.push(ic)
     }
-    lines.push(`| ${r.label}${r.acks ? '' : ' ¹'} | ${burstCell(r.burst && r.burst[n0], r.acks)} | ${burstCell(r.burst && r.burst[n1], r.acks)} | ${pc} | ${ic} |`)
+    lines.push(`| ${row.join(' | ')} |`)
   }
   lines.push('')
-  lines.push(`Acked burst: N × \`send('e', i, '<39-byte string>', ackCallback)\` issued ${CFG.chunk ? `${CFG.chunk} per macrotask` : 'in one synchronous loop'}; time from the first send until the last ack callback ran. ` +
-    `Ping-pong: ${fmtInt(CFG.ping.rounds)} sequential \`ping\`/\`pong\` round trips after ${CFG.ping.warmup} warm-up. ` +
-    `RSS: server process after gc, with the listening socket only and then with ${fmtInt(CFG.idle.count)} idle clients (handshake done) connected from another process. ` +
-    `Server and client run in separate processes on 127.0.0.1; node ${process.version}, ${os.cpus().length} CPUs, load average ${results.meta.loadavgAtStart[0].toFixed(1)} at start${results.meta.quick ? ', --quick' : ''}.`)
+  const m = results.meta
+  const la = (x) => x.toFixed(1)
+  const load = `load average (1 min) ${la(m.loadavgAtStart[0])} at start` +
+    (m.loadavgMax ? `, up to ${la(m.loadavgMax)} during the run` : '') +
+    (m.loadavgAtEnd ? `, ${la(m.loadavgAtEnd[0])} at the end` : '')
+  lines.push((tests.includes('burst') ? `Acked burst: N × \`send('e', i, '<39-byte string>', ackCallback)\` issued ${CFG.chunk ? `${CFG.chunk} per macrotask` : 'in one synchronous loop'}; time from the first send until the last ack callback ran. ` : '') +
+    (tests.includes('pingpong') ? `Ping-pong: ${fmtInt(CFG.ping.rounds)} sequential \`ping\`/\`pong\` round trips after ${CFG.ping.warmup} warm-up. ` : '') +
+    (tests.includes('idle') ? `RSS: server process after gc, with the listening socket only and then with ${fmtInt(CFG.idle.count)} idle clients (handshake done) connected from another process. ` : '') +
+    `Server and client run in separate processes on 127.0.0.1; node ${m.node || process.version}, ${m.cpus || os.cpus().length} CPUs, ${load}${m.quick ? ', --quick' : ''}.`)
   const ours = results.impls.ours
   if (ours && ours.available && ours.build && !ours.build.error) {
     lines.push('')
@@ -466,7 +488,7 @@ function oursBuild () {
 
 function checkAvailable (impl) {
   if (impl.name === 'raw') return { ok: true }
-  const modPath = impl.name === 'ours' ? OURS_DIR : null
+  const modPath = impl.name === 'ours' || impl.variantOf === 'ours' ? OURS_DIR : null
   const code = modPath
     ? `require(${JSON.stringify(modPath)})`
     : `require(${JSON.stringify(path.join(__dirname, 'impls.js'))}).byName(${JSON.stringify(impl.name)}).load()`
@@ -499,17 +521,25 @@ async function main () {
       cpuModel: os.cpus()[0] && os.cpus()[0].model,
       quick: QUICK,
       loadavgAtStart: os.loadavg(),
+      tests: TESTS,
       childNofile: Number(nofile),
       config: CFG
     },
     impls: {}
   }
-  const selected = impls.filter((i) => !ONLY || ONLY.includes(i.name))
+  const selected = impls.filter((i) => (ONLY ? ONLY.includes(i.name) : !i.optIn))
+  if (ONLY) for (const n of ONLY) if (!impls.some((i) => i.name === n)) log(`unknown implementation '${n}' (known: ${impls.map((i) => i.name).join(', ')})`)
+  // The 1-minute load average, sampled every 5 s (the benchmark's own two
+  // processes count too: on 2 cores a busy burst adds up to about 2).
+  const loadSamples = results.meta.loadavgSamples = []
+  const sampleLoad = () => loadSamples.push([Math.round((Date.now() - t0) / 1000), Number(os.loadavg()[0].toFixed(2))])
+  const loadTimer = setInterval(sampleLoad, 5000)
+  sampleLoad()
   for (const impl of selected) {
     const r = results.impls[impl.name] = { label: impl.label, acks: impl.acks }
     const av = checkAvailable(impl)
     r.available = av.ok
-    if (impl.name === 'ours') {
+    if (impl.name === 'ours' || impl.variantOf === 'ours') {
       r.build = oursBuild()
       if (r.build.debugInfo) log(`WARNING: ${r.build.file} (${(r.build.bytes / 1048576).toFixed(1)} MB) has debug info: probably a debug build, its numbers are not representative (npm run build)`)
     }
@@ -540,15 +570,21 @@ async function main () {
       const p = r.pingpong
       log(`${impl.name}: ping-pong: ${p.status === 'ok' ? `p50 ${fmtUs(p.p50us)}, p99 ${fmtUs(p.p99us)}` : p.note}`)
     }
-    if (TESTS.includes('idle')) {
+    if (TESTS.includes('idle') && impl.noIdle && !IDLE_EXPLICIT) {
+      r.idleSkipped = true
+      log(`${impl.name}: idle test skipped (transport variant; pass --tests=...,idle to run it)`)
+    } else if (TESTS.includes('idle')) {
       log(`${impl.name}: ${CFG.idle.count} idle clients ...`)
       r.idle = await safe('idle', () => runIdle(impl))
       const i = r.idle
       log(`${impl.name}: idle: ${i.status === 'ok' ? `${fmtMB(i.serverRssBaseline)} -> ${fmtMB(i.serverRssIdle)} (connect ${i.connectMs} ms)` : i.note}`)
     }
   }
+  clearInterval(loadTimer)
+  sampleLoad()
   results.meta.totalSeconds = (Date.now() - t0) / 1000
   results.meta.loadavgAtEnd = os.loadavg()
+  results.meta.loadavgMax = Math.max(...loadSamples.map((x) => x[1]))
   fs.writeFileSync(OUT + '.json', JSON.stringify(results, null, 2) + '\n')
   fs.writeFileSync(OUT + '.svg', svgChart(results))
   const md = markdown(results)

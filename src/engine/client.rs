@@ -109,7 +109,11 @@ impl Client {
             Connector::Native { endpoints, tls } => {
                 let endpoint = &endpoints[attempt % endpoints.len()];
                 let io = async {
-                    let (stream, addrs) = transport::connect(endpoint).await?;
+                    let (stream, mut addrs) = transport::connect(endpoint).await?;
+                    if tls.is_some() {
+                        // Bytes must go through TLS, never straight to the socket.
+                        addrs.direct = None;
+                    }
                     Ok::<_, std::io::Error>((secure_connect(stream, endpoint, tls.as_deref()).await?, addrs))
                 };
                 match tokio::time::timeout(CONNECT_TIMEOUT, io).await {

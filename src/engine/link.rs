@@ -8,6 +8,7 @@ use super::delivery::{lock, Delivery};
 use super::retention::Retention;
 use super::store::{DeliveryDelta, SessionStore};
 use super::timers::Timers;
+use super::transport::DirectWrite;
 use super::Shared;
 use crate::protocol::peer::{Event, Peer};
 use serde_json::Value;
@@ -62,11 +63,14 @@ pub mod kind {
     pub const STOPPED: u8 = 16;
 }
 
-/// Socket addresses as Node reports them.
+/// What a link knows of its socket: addresses as Node reports them, and
+/// the socket itself when it may be written to directly (plain TCP or Unix;
+/// not TLS, not a JavaScript stream).
 #[derive(Debug, Clone, Default)]
 pub struct Addresses {
     pub remote: Option<std::net::SocketAddr>,
     pub local: Option<std::net::SocketAddr>,
+    pub direct: Option<Arc<dyn DirectWrite>>,
 }
 
 /// Control of the current transport, one per socket.
@@ -81,6 +85,9 @@ pub struct Transport {
     ending_wake: Notify,
     writer_wake: Notify,
     pub addresses: Mutex<Addresses>,
+    /// The writer task holds bytes it has not finished writing; set and
+    /// cleared under the peer lock, so direct writes never overtake them.
+    writer_busy: Mutex<bool>,
 }
 
 impl Transport {
@@ -246,10 +253,32 @@ impl Link {
         self.wake_writer();
     }
 
+    /// Gets pending output onto the wire: straight from this thread when the
+    /// socket allows it and the writer task is idle, else through that task.
     pub fn wake_writer(&self) {
-        if let Some(t) = self.transport() {
-            t.writer_wake.notify_one();
+        let Some(t) = self.transport() else { return };
+        let direct = lock(&t.addresses).direct.clone();
+        if let Some(direct) = direct.filter(|_| !t.ending.load(Ordering::Acquire)) {
+            let mut peer = lock(&self.peer);
+            if peer.pending_output() == 0 {
+                return;
+            }
+            if !*lock(&t.writer_busy) {
+                let mut out = Vec::new();
+                peer.take_output(&mut out);
+                match direct.try_write(&out) {
+                    Ok(n) if n == out.len() && peer.pending_output() == 0 => return,
+                    Ok(n) => peer.unshift_output(&out[n..]),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => peer.unshift_output(&out),
+                    Err(_) => {
+                        drop(peer);
+                        t.kill();
+                        return;
+                    }
+                }
+            }
         }
+        t.writer_wake.notify_one();
     }
 
     /// The timer task woke us: ack deadlines, heartbeats.
@@ -662,7 +691,11 @@ async fn write_loop<W: AsyncWrite>(link: Arc<Link>, transport: Arc<Transport>, w
     tokio::pin!(wr);
     let mut out = Vec::new();
     loop {
-        lock(&link.peer).take_output(&mut out);
+        {
+            let mut peer = lock(&link.peer);
+            peer.take_output(&mut out);
+            *lock(&transport.writer_busy) = !out.is_empty();
+        }
         if !out.is_empty() {
             if wr.write_all(&out).await.is_err() || wr.flush().await.is_err() {
                 transport.kill();

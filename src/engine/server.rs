@@ -209,9 +209,13 @@ pub async fn listen_and_serve(shared: Arc<Shared>, server: Arc<Server>, options:
         tokio::select! {
             _ = server.shutdown.notified() => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, addrs)) => {
+                Ok((stream, mut addrs)) => {
                     let link = server.new_link(&shared);
                     let tls = server.tls.clone();
+                    if tls.is_some() {
+                        // Bytes must go through TLS, never straight to the socket.
+                        addrs.direct = None;
+                    }
                     let secured = async move {
                         match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, secure_accept(stream, tls.as_deref())).await {
                             Ok(r) => r,

@@ -6,12 +6,86 @@ use super::link::Addresses;
 use super::tls::{TlsAcceptor, TlsConnector};
 use std::io;
 use std::path::{Path, PathBuf};
-use tokio::io::{AsyncRead, AsyncWrite};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpSocket, TcpStream, UnixListener, UnixStream};
 
 pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Stream for T {}
 pub type BoxStream = Box<dyn Stream>;
+
+/// A socket any thread may write to without waiting: the API thread writes
+/// straight to the kernel when the writer task is idle, which saves a
+/// cross-thread wake-up per send (NAPI-NOTES.md: ~15 µs each).
+pub trait DirectWrite: Send + Sync + std::fmt::Debug {
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize>;
+}
+
+/// A socket shared between its reader and writer tasks and `DirectWrite`
+/// callers; reads and writes go through readiness + `try_*`, which tokio
+/// allows on a shared reference.
+#[derive(Debug)]
+pub struct SharedSocket<T>(pub Arc<T>);
+
+macro_rules! shared_socket {
+    ($t:ty) => {
+        impl DirectWrite for $t {
+            fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+                <$t>::try_write(self, buf)
+            }
+        }
+
+        impl AsyncRead for SharedSocket<$t> {
+            fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+                loop {
+                    std::task::ready!(self.0.poll_read_ready(cx))?;
+                    match self.0.try_read(buf.initialize_unfilled()) {
+                        Ok(n) => {
+                            buf.advance(n);
+                            return Poll::Ready(Ok(()));
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                        Err(e) => return Poll::Ready(Err(e)),
+                    }
+                }
+            }
+        }
+
+        impl AsyncWrite for SharedSocket<$t> {
+            fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+                loop {
+                    std::task::ready!(self.0.poll_write_ready(cx))?;
+                    match self.0.try_write(buf) {
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                        r => return Poll::Ready(r),
+                    }
+                }
+            }
+            fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+                Poll::Ready(Ok(()))
+            }
+            fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+                Poll::Ready(socket2::SockRef::from(&*self.0).shutdown(std::net::Shutdown::Write))
+            }
+        }
+    };
+}
+
+shared_socket!(TcpStream);
+shared_socket!(UnixStream);
+
+/// A stream for the link, and the same socket for direct writes.
+fn shared<T>(socket: T) -> (BoxStream, Option<Arc<dyn DirectWrite>>)
+where
+    T: DirectWrite + 'static,
+    SharedSocket<T>: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let socket = Arc::new(socket);
+    let direct: Arc<dyn DirectWrite> = socket.clone();
+    (Box::new(SharedSocket(socket)), Some(direct))
+}
 
 /// Where to listen or connect.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,12 +121,15 @@ impl Listener {
             Listener::Tcp(l) => {
                 let (s, remote) = l.accept().await?;
                 let _ = s.set_nodelay(true);
+                set_keepalive(&s);
                 let local = s.local_addr().ok();
-                Ok((Box::new(s), Addresses { remote: Some(remote), local }))
+                let (stream, direct) = shared(s);
+                Ok((stream, Addresses { remote: Some(remote), local, direct }))
             }
             Listener::Unix(l, _) => {
                 let (s, _) = l.accept().await?;
-                Ok((Box::new(s), Addresses::default()))
+                let (stream, direct) = shared(s);
+                Ok((stream, Addresses { direct, ..Addresses::default() }))
             }
         }
     }
@@ -129,15 +206,19 @@ pub async fn connect(endpoint: &Endpoint) -> io::Result<(BoxStream, Addresses)> 
                     Ok(s) => {
                         let _ = s.set_nodelay(true);
                         set_keepalive(&s);
-                        let addrs = Addresses { remote: s.peer_addr().ok(), local: s.local_addr().ok() };
-                        return Ok((Box::new(s), addrs));
+                        let (remote, local) = (s.peer_addr().ok(), s.local_addr().ok());
+                        let (stream, direct) = shared(s);
+                        return Ok((stream, Addresses { remote, local, direct }));
                     }
                     Err(e) => last = e,
                 }
             }
             Err(last)
         }
-        Endpoint::Unix { path } => Ok((Box::new(UnixStream::connect(path).await?), Addresses::default())),
+        Endpoint::Unix { path } => {
+            let (stream, direct) = shared(UnixStream::connect(path).await?);
+            Ok((stream, Addresses { direct, ..Addresses::default() }))
+        }
     }
 }
 

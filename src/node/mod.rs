@@ -263,7 +263,7 @@ fn addresses(a: Option<JsAddresses>) -> Addresses {
         Some(std::net::SocketAddr::new(ip, u16::try_from(port?).ok()?))
     };
     match a {
-        Some(a) => Addresses { remote: parse(a.remote_address, a.remote_port), local: parse(a.local_address, a.local_port) },
+        Some(a) => Addresses { remote: parse(a.remote_address, a.remote_port), local: parse(a.local_address, a.local_port), direct: None },
         None => Addresses::default(),
     }
 }

@@ -324,6 +324,11 @@ impl Peer {
         self.refill();
     }
 
+    /// Puts back, in front of anything newer, output that could not be written.
+    pub fn unshift_output(&mut self, bytes: &[u8]) {
+        self.out.splice(0..0, bytes.iter().copied());
+    }
+
     /// Raw bytes onto the wire, outside the framing (`socket.write`).
     pub fn write_raw(&mut self, bytes: &[u8]) {
         self.out.extend_from_slice(bytes);
