@@ -16,11 +16,73 @@ export type AckCallback = (err?: Error) => void
 export interface PeerOptions {
   /** Largest single message accepted from the peer, in bytes. Default 16 MiB. */
   maxMessageSize?: number
-  /** Most events queued while not connected; beyond it the oldest is dropped (`drop` event). Default Infinity. */
+  /** Most pending events (queued + unacknowledged); beyond it the oldest is dropped (`drop` event). Default Infinity. */
   maxQueueLength?: number
+  /** Most bytes of pending events; beyond it the oldest is dropped. Default 64 MiB. */
+  maxQueueBytes?: number
+  /** ms after `send` when an unacknowledged callback gets an `ERR_UHURA_ACK_TIMEOUT` error (the event stays queued). Default: none. */
+  ackTimeout?: number
+  /** ms between heartbeats to our own peers; 0 turns them off. Default 15000. */
+  heartbeatInterval?: number
+  /** ms of silence after which a connection to our own peer is closed. Default 30000. */
+  heartbeatTimeout?: number
+  /** ms a new connection may take to complete the handshake. Default 30000. */
+  handshakeTimeout?: number
+  /** Offer the protocol extensions (duplicate suppression, heartbeats) to peers that support them. Default true. */
+  extensions?: boolean
   /** Print `err.stack` of every error event. */
   logErrors?: boolean
 }
+
+/** Node-style TLS options; PEM as strings or Buffers. */
+export interface TlsOptions {
+  key?: string | Buffer
+  cert?: string | Buffer | Array<string | Buffer>
+  ca?: string | Buffer | Array<string | Buffer>
+  /** Server: ask clients for a certificate (mutual TLS). */
+  requestCert?: boolean
+  /** Client: verify the server (default true). Server with requestCert: require a valid client certificate (default true). */
+  rejectUnauthorized?: boolean
+  /** Client: the name to send (SNI) and verify. Default: the host. */
+  servername?: string
+}
+
+/** A connect-style session store. Methods may call back or return a Promise. */
+export interface ConnectStyleStore {
+  get(sid: string, cb: (err?: Error | null, session?: Session | null) => void): void | Promise<Session | null | undefined>
+  set(sid: string, session: Session, cb: (err?: Error | null) => void): void | Promise<unknown>
+  destroy(sid: string, cb: (err?: Error | null) => void): void | Promise<unknown>
+}
+
+export interface RedisStoreOptions {
+  /** Default `redis://127.0.0.1:6379`. */
+  url?: string
+  /** Key prefix, as connect-redis. Default `sess:`. */
+  prefix?: string
+  /** Key expiry in seconds. Default 86400. */
+  ttl?: number
+}
+
+/** A native Redis session store (pass it as `options.store`). */
+export class RedisStore {
+  constructor(options?: RedisStoreOptions)
+  readonly url: string
+  readonly prefix: string
+  readonly ttl: number
+}
+
+export function redisStore(options?: RedisStoreOptions): RedisStore
+
+/** The connect 2.x session classes of the original's `session` export. */
+export interface SessionExport {
+  (options?: { store?: ConnectStyleStore }): ConnectStyleStore
+  Store: { new (options?: object): EventEmitter & Partial<ConnectStyleStore>; (this: any, options?: object): void; prototype: EventEmitter }
+  MemoryStore: { new (): EventEmitter & ConnectStyleStore & { sessions: Record<string, string> } }
+  Cookie: { new (options?: object): object }
+  Session: { new (req: object, data?: object): object }
+}
+
+export const session: SessionExport
 
 /** The `.socket` of a client or connection. */
 export interface UhuraSocket extends EventEmitter {
@@ -77,8 +139,16 @@ declare class SendEmitter extends EventEmitter {
 }
 
 export interface ClientOptions extends PeerOptions {
-  port: number | string
+  port?: number | string
   host?: string
+  /** A Unix socket instead of TCP. */
+  path?: string
+  /** Several servers, tried in turn (fail-over). */
+  servers?: Array<{ host?: string; port: number | string } | { path: string }>
+  /** Native TLS (rustls). */
+  tls?: TlsOptions
+  /** The original's factory hook: hand over any Node duplex stream. */
+  createConnection?: (options: ClientOptions, cb: (err: Error | null, stream?: NodeJS.ReadWriteStream) => void) => NodeJS.ReadWriteStream | void
 }
 
 export class Client extends SendEmitter {
@@ -113,11 +183,36 @@ export class Connection extends SendEmitter {
   on(event: string, listener: (...args: any[]) => void): this
 }
 
-export interface ServerOptions extends PeerOptions {}
+export interface ServerOptions extends PeerOptions {
+  /** A connect-style store, or `redisStore(...)`. Default: in memory, in Rust. */
+  store?: ConnectStyleStore | RedisStore
+  /** ms of idleness after which the default store forgets a session. Default 24 h. */
+  sessionTTL?: number
+  /** Cap on the default store's sessions (least recently used evicted). Default 1,000,000. */
+  maxSessions?: number
+  /** ms a JavaScript store may take to answer. Default 10000. */
+  storeTimeout?: number
+  /** ms a dropped session's pending events wait for it to resume. Default 120000. */
+  resumeWindow?: number
+  /** Options of the connect Cookie stored in each session, as in the original. */
+  cookie?: object
+  /** Native TLS (rustls). */
+  tls?: TlsOptions
+  /** The original's factory hook, e.g. `tls.createServer`: called as `createServer(options, onStream)`. */
+  createServer?: (options: ServerOptions, onStream: (stream: NodeJS.ReadWriteStream) => void) => {
+    listen(...args: any[]): unknown
+    close(cb?: (err?: Error) => void): unknown
+    address(): unknown
+    on(event: string, listener: (...args: any[]) => void): unknown
+  }
+  [option: string]: unknown
+}
 
 export interface ListenOptions {
   port?: number | string
   host?: string
+  /** A Unix socket. */
+  path?: string
   backlog?: number
 }
 
@@ -137,8 +232,10 @@ export class Server extends EventEmitter {
   listen(port: number | string, backlog: number, cb?: () => void): this
   listen(port: number | string, cb?: () => void): this
   listen(options: ListenOptions, cb?: () => void): this
+  listen(path: string, cb?: () => void): this
   listen(cb?: () => void): this
-  address(): AddressInfo | null
+  /** Port and address for TCP; the path for a Unix socket; null before listening. */
+  address(): AddressInfo | string | null
   close(cb?: () => void): this
   ref(): this
   unref(): this

@@ -198,7 +198,7 @@ function checkedPort (port) {
 /** Options of the protocol state machine, as the addon takes them. */
 function peerOptions (o) {
   const out = {}
-  for (const k of ['maxMessageSize', 'maxQueueLength', 'maxQueueBytes', 'ackTimeout', 'heartbeatInterval', 'heartbeatTimeout']) {
+  for (const k of ['maxMessageSize', 'maxQueueLength', 'maxQueueBytes', 'ackTimeout', 'heartbeatInterval', 'heartbeatTimeout', 'handshakeTimeout']) {
     if (o[k] == null) continue
     const n = Number(o[k])
     if (Number.isNaN(n) || n < 0) throw new TypeError(`uhura: options.${k} must be a non-negative number, got ${describe(o[k])}`)

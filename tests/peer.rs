@@ -429,3 +429,22 @@ fn a_closed_connection_absorbing_an_older_one_loses_and_reorders_nothing() {
     let acked: Vec<_> = at_server.iter().filter(|e| matches!(e, Event::Acked((9, _)))).collect();
     assert_eq!(acked, vec![&Event::Acked((9, 3)), &Event::Acked((9, 4))], "callbacks of the newer connection's sends still run");
 }
+
+#[test]
+fn a_handshake_that_never_completes_times_out() {
+    let t0 = Instant::now();
+    let config = Config { handshake_timeout: Duration::from_secs(5), ..Config::default() };
+    for role in [Role::Client, Role::Server] {
+        let mut peer = Peer::new(role, config.clone(), t0);
+        peer.on_open(t0);
+        assert_eq!(peer.poll_timeout(), Some(t0 + Duration::from_secs(5)));
+        peer.handle_timeout(t0 + Duration::from_secs(4));
+        assert!(!peer.has_failed());
+        peer.handle_timeout(t0 + Duration::from_secs(5));
+        assert!(peer.has_failed(), "{role:?}");
+        match events(&mut peer).pop() {
+            Some(Event::Error(m)) => assert!(m.starts_with("handshake timeout"), "{m}"),
+            e => panic!("{e:?}"),
+        }
+    }
+}

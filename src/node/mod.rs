@@ -67,6 +67,8 @@ pub struct PeerOptions {
     pub heartbeat_interval: Option<f64>,
     /// ms.
     pub heartbeat_timeout: Option<f64>,
+    /// ms.
+    pub handshake_timeout: Option<f64>,
     /// Offer our protocol extensions to peers (default true).
     pub extensions: Option<bool>,
     /// Server: the `cookie` field of new sessions, as JSON.
@@ -98,6 +100,9 @@ fn peer_config(o: Option<PeerOptions>) -> Config {
     }
     if let Some(t) = millis(o.heartbeat_timeout) {
         c.heartbeat_timeout = t;
+    }
+    if let Some(t) = millis(o.handshake_timeout) {
+        c.handshake_timeout = t;
     }
     if let Some(e) = o.extensions {
         c.extensions = e;

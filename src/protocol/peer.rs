@@ -53,6 +53,9 @@ pub struct Config {
     pub heartbeat_timeout: Duration,
     /// Report an error to an ack callback not acknowledged this long after `send`.
     pub ack_timeout: Option<Duration>,
+    /// A transport whose handshake has not completed by then is closed (a
+    /// hung server, or a client that never sends `start`).
+    pub handshake_timeout: Duration,
     /// Server: report `Persist` / `Unpersist` / `Seen` so a shared store can
     /// carry delivery state to another server.
     pub persist_delivery: bool,
@@ -71,6 +74,7 @@ impl Default for Config {
             heartbeat_interval: Some(Duration::from_secs(15)),
             heartbeat_timeout: Duration::from_secs(30),
             ack_timeout: None,
+            handshake_timeout: Duration::from_secs(30),
             persist_delivery: false,
             defer_acks: false,
         }
@@ -194,6 +198,8 @@ pub struct Peer {
     last_rx: Instant,
     /// When the last heartbeat went out.
     last_tx: Instant,
+    /// When the current transport opened.
+    opened_at: Instant,
     close_requested: bool,
 }
 
@@ -251,6 +257,7 @@ impl Peer {
             deadlines: VecDeque::new(),
             last_rx: now,
             last_tx: now,
+            opened_at: now,
             close_requested: false,
         }
     }
@@ -346,6 +353,7 @@ impl Peer {
         self.peer_heartbeat = None;
         self.last_rx = now;
         self.last_tx = now;
+        self.opened_at = now;
         match self.role {
             Role::Client => {
                 self.phase = Phase::AwaitingConnect;
@@ -826,6 +834,10 @@ impl Peer {
     /// When `handle_timeout` next has work to do.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let mut next = self.deadlines.front().map(|d| d.0);
+        if matches!(self.phase, Phase::AwaitingConnect | Phase::AwaitingStart) {
+            let t = self.opened_at + self.config.handshake_timeout;
+            next = Some(next.map_or(t, |n| n.min(t)));
+        }
         if self.phase == Phase::Ready && self.extended {
             let mut consider = |t: Instant| next = Some(next.map_or(t, |n: Instant| n.min(t)));
             if let Some(hb) = self.config.heartbeat_interval {
@@ -855,6 +867,13 @@ impl Peer {
                     self.events.push_back(Event::AckTimeout(notify));
                 }
             }
+        }
+        if matches!(self.phase, Phase::AwaitingConnect | Phase::AwaitingStart)
+            && now.duration_since(self.opened_at) >= self.config.handshake_timeout
+        {
+            let waited = self.config.handshake_timeout.as_millis();
+            self.fail(format!("handshake timeout: the peer did not complete the handshake within {waited} ms"));
+            return;
         }
         if self.phase != Phase::Ready || !self.extended {
             return;
