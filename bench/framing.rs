@@ -34,14 +34,10 @@ fn small_messages() -> Vec<String> {
 fn large_string_messages() -> Vec<String> {
     let mut body = String::new();
     while body.len() < 100_000 {
-        body.push_str(
-            "Lorem ipsum dolor sit amet, consectetur adipiscing elit; héllo ☃ \\\"q\\\" \\n ",
-        );
+        body.push_str("Lorem ipsum dolor sit amet, consectetur adipiscing elit; héllo ☃ \\\"q\\\" \\n ");
     }
     let n = TARGET_BYTES / body.len();
-    (0..n)
-        .map(|k| format!("{{\"args\":[\"blob\",\"{body}\"],\"id\":\"{k}\"}}"))
-        .collect()
+    (0..n).map(|k| format!("{{\"args\":[\"blob\",\"{body}\"],\"id\":\"{k}\"}}")).collect()
 }
 
 /// ~100 KB of nested structure: an array of ~1000 small objects.
@@ -115,12 +111,7 @@ fn bench(label: &str, msgs: &[String]) {
         }
     });
     assert_eq!(count, msgs.len());
-    row(
-        &format!("read  {label} (~{avg} B)"),
-        stream.len(),
-        msgs.len(),
-        d,
-    );
+    row(&format!("read  {label} (~{avg} B)"), stream.len(), msgs.len(), d);
 
     // writer
     let mut buf = Vec::with_capacity(stream.len());
@@ -133,12 +124,7 @@ fn bench(label: &str, msgs: &[String]) {
         black_box(&buf);
     });
     assert_eq!(buf, stream);
-    row(
-        &format!("write {label} (~{avg} B)"),
-        stream.len(),
-        msgs.len(),
-        d,
-    );
+    row(&format!("write {label} (~{avg} B)"), stream.len(), msgs.len(), d);
 
     // reference: serde_json validating the same text in one piece
     let mut closed = stream.clone();
@@ -147,12 +133,7 @@ fn bench(label: &str, msgs: &[String]) {
         let v: Vec<IgnoredAny> = serde_json::from_slice(black_box(&closed)).unwrap();
         black_box(v);
     });
-    row(
-        &format!("(ref) serde_json IgnoredAny {label}"),
-        closed.len(),
-        msgs.len(),
-        d,
-    );
+    row(&format!("(ref) serde_json IgnoredAny {label}"), closed.len(), msgs.len(), d);
 }
 
 fn main() {

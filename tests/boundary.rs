@@ -2,14 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-const FORBIDDEN: &[&str] = &[
-    "tokio::",
-    "tokio_util",
-    "use tokio",
-    "napi::",
-    "napi_derive",
-    "use napi",
-];
+const FORBIDDEN: &[&str] = &["tokio::", "tokio_util", "use tokio", "napi::", "napi_derive", "use napi"];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).unwrap() {
@@ -27,10 +20,7 @@ fn protocol_is_sans_io() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/protocol");
     let mut files = Vec::new();
     rust_files(&root, &mut files);
-    assert!(
-        files.iter().any(|f| f.ends_with("framing.rs")),
-        "no framing.rs under {root:?}"
-    );
+    assert!(files.iter().any(|f| f.ends_with("framing.rs")), "no framing.rs under {root:?}");
     let mut bad = Vec::new();
     for f in &files {
         let text = std::fs::read_to_string(f).unwrap();
@@ -42,9 +32,5 @@ fn protocol_is_sans_io() {
             }
         }
     }
-    assert!(
-        bad.is_empty(),
-        "runtime imports in the sans-IO core:\n{}",
-        bad.join("\n")
-    );
+    assert!(bad.is_empty(), "runtime imports in the sans-IO core:\n{}", bad.join("\n"));
 }

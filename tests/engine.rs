@@ -53,13 +53,19 @@ fn a_rust_server_and_client_exchange_events_and_acks() {
     let mut h = Harness::new();
     let server = h.engine.create_server(ServerOptions::default());
     h.engine
-        .listen(server, ListenOptions { endpoint: Endpoint::Tcp { host: Some("127.0.0.1".into()), port: 0 }, backlog: None })
+        .listen(
+            server,
+            ListenOptions { endpoint: Endpoint::Tcp { host: Some("127.0.0.1".into()), port: 0 }, backlog: None },
+        )
         .unwrap();
     let listening = h.wait_for("listening", |v| v[0] == server && v[1] == LISTENING);
     let port = listening[2]["port"].as_u64().unwrap() as u16;
 
     let client = h.engine.create_client(ClientOptions {
-        connector: Connector::Native { endpoints: vec![Endpoint::Tcp { host: Some("127.0.0.1".into()), port }], tls: None },
+        connector: Connector::Native {
+            endpoints: vec![Endpoint::Tcp { host: Some("127.0.0.1".into()), port }],
+            tls: None,
+        },
         peer: Config::default(),
     });
     // Sent before the handshake: queued, then flushed in order.

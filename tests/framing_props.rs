@@ -23,9 +23,7 @@ fn json_value() -> impl Strategy<Value = Value> {
         any::<bool>().prop_map(Value::Bool),
         any::<i64>().prop_map(Value::from),
         any::<u64>().prop_map(Value::from),
-        any::<f64>()
-            .prop_filter("finite", |f| f.is_finite())
-            .prop_map(Value::from),
+        any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
         json_string().prop_map(Value::String),
     ];
     leaf.prop_recursive(5, 64, 8, |inner| {
@@ -143,10 +141,7 @@ fn chunks<'a>(data: &'a [u8], cuts: &[Index]) -> Vec<&'a [u8]> {
     at.windows(2).map(|w| &data[w[0]..w[1]]).collect()
 }
 
-fn read<'a>(
-    pieces: impl IntoIterator<Item = &'a [u8]>,
-    max: usize,
-) -> (Vec<String>, Option<FrameError>) {
+fn read<'a>(pieces: impl IntoIterator<Item = &'a [u8]>, max: usize) -> (Vec<String>, Option<FrameError>) {
     let mut r = Reader::new(max);
     let mut out = Vec::new();
     for c in pieces {
@@ -163,9 +158,7 @@ fn read<'a>(
 fn junk_byte() -> impl Strategy<Value = u8> {
     prop_oneof![
         any::<u8>(),
-        prop::sample::select(
-            b"[]{}\",:0123456789-+.eEtrufalsn \\/\n\t\r\x00\xc3\xa9\xf0\x9f".to_vec()
-        ),
+        prop::sample::select(b"[]{}\",:0123456789-+.eEtrufalsn \\/\n\t\r\x00\xc3\xa9\xf0\x9f".to_vec()),
     ]
 }
 
@@ -183,8 +176,7 @@ fn mutation() -> impl Strategy<Value = Mutation> {
         (any::<Index>(), junk_byte()).prop_map(|(i, b)| Mutation::Replace(i, b)),
         (any::<Index>(), junk_byte()).prop_map(|(i, b)| Mutation::Insert(i, b)),
         any::<Index>().prop_map(Mutation::Delete),
-        (any::<Index>(), any::<Index>(), any::<Index>())
-            .prop_map(|(a, b, c)| Mutation::Splice(a, b, c)),
+        (any::<Index>(), any::<Index>(), any::<Index>()).prop_map(|(a, b, c)| Mutation::Splice(a, b, c)),
     ]
 }
 

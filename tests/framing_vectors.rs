@@ -8,10 +8,7 @@ use uhura::protocol::framing::{FrameError, Reader, Writer, DEFAULT_MAX_MESSAGE_S
 const VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/vectors");
 
 /// Feed `chunks` in order; all messages read, and the first error (reading stops there).
-fn read_chunks<'a>(
-    chunks: impl IntoIterator<Item = &'a [u8]>,
-    max: usize,
-) -> (Vec<String>, Option<FrameError>) {
+fn read_chunks<'a>(chunks: impl IntoIterator<Item = &'a [u8]>, max: usize) -> (Vec<String>, Option<FrameError>) {
     let mut r = Reader::new(max);
     let mut out = Vec::new();
     for c in chunks {
@@ -37,9 +34,7 @@ fn read_ok(data: &[u8]) -> Vec<String> {
 }
 
 fn read_err(data: &[u8]) -> FrameError {
-    read_all(data)
-        .1
-        .unwrap_or_else(|| panic!("no error for {:?}", String::from_utf8_lossy(data)))
+    read_all(data).1.unwrap_or_else(|| panic!("no error for {:?}", String::from_utf8_lossy(data)))
 }
 
 /// The same result for every way of cutting `data` into two chunks, one byte at a time, and
@@ -50,11 +45,7 @@ fn read_every_chunking(data: &[u8], max: usize) -> (Vec<String>, Option<FrameErr
         let (a, b) = data.split_at(cut);
         assert_eq!(read_chunks([a, b], max), whole, "cut at {cut}");
     }
-    assert_eq!(
-        read_chunks(data.chunks(1), max),
-        whole,
-        "one byte at a time"
-    );
+    assert_eq!(read_chunks(data.chunks(1), max), whole, "one byte at a time");
     whole
 }
 
@@ -66,10 +57,7 @@ fn vectors() -> Vec<(String, String)> {
         .filter(|p| p.extension().is_some_and(|x| x == "json"))
         .collect();
     files.sort();
-    assert!(
-        files.len() >= 3,
-        "expected the recorded vectors, got {files:?}"
-    );
+    assert!(files.len() >= 3, "expected the recorded vectors, got {files:?}");
     let mut out = Vec::new();
     for f in files {
         let v: Value = serde_json::from_str(&std::fs::read_to_string(&f).unwrap()).unwrap();
@@ -106,19 +94,12 @@ fn vectors_read_in_every_chunking() {
         let (msgs, err) = read_every_chunking(text.as_bytes(), DEFAULT_MAX_MESSAGE_SIZE);
         assert_eq!(err, None, "{label}");
         assert_eq!(msgs, literal, "{label}");
-        let parsed: Vec<Value> = msgs
-            .iter()
-            .map(|m| serde_json::from_str(m).unwrap())
-            .collect();
+        let parsed: Vec<Value> = msgs.iter().map(|m| serde_json::from_str(m).unwrap()).collect();
         assert_eq!(parsed, values, "{label}");
         // Re-serialized by serde_json, each message gives the same text as the expected value.
         for (m, v) in msgs.iter().zip(&values) {
             let mine: Value = serde_json::from_str(m).unwrap();
-            assert_eq!(
-                serde_json::to_string(&mine).unwrap(),
-                serde_json::to_string(v).unwrap(),
-                "{label}"
-            );
+            assert_eq!(serde_json::to_string(&mine).unwrap(), serde_json::to_string(v).unwrap(), "{label}");
         }
 
         // The reader is idle after the last message (array still open).
@@ -166,10 +147,7 @@ fn writer_framing() {
     w.write_raw("{\"args\":[\"b\"]}", &mut buf);
     w.finish(&mut buf);
     w.write_raw("[\"c\"]", &mut buf);
-    assert_eq!(
-        buf,
-        b"[\n[\"a\"]\n,\n{\"args\":[\"b\"]}\n]\n[\n[\"c\"]".as_slice()
-    );
+    assert_eq!(buf, b"[\n[\"a\"]\n,\n{\"args\":[\"b\"]}\n]\n[\n[\"c\"]".as_slice());
     assert_eq!(read_ok(&buf), ["[\"a\"]", "{\"args\":[\"b\"]}", "[\"c\"]"]);
 }
 
@@ -178,24 +156,15 @@ fn writer_framing() {
 #[test]
 fn table_dot() {
     let e = read_err(b".");
-    assert!(
-        e.to_string().starts_with("Unexpected \".\" at position 0"),
-        "{e}"
-    );
-    assert_eq!(
-        e.to_string(),
-        "Unexpected \".\" at position 0 in state START"
-    );
+    assert!(e.to_string().starts_with("Unexpected \".\" at position 0"), "{e}");
+    assert_eq!(e.to_string(), "Unexpected \".\" at position 0 in state START");
     assert!(matches!(e, FrameError::Unexpected { position: 0, .. }));
 }
 
 #[test]
 fn table_args_not_array_is_framed() {
     // A well-formed object message; its shape is checked above the framing.
-    assert_eq!(
-        read_ok(b"[{\"args\":\"notarray\"}]"),
-        ["{\"args\":\"notarray\"}"]
-    );
+    assert_eq!(read_ok(b"[{\"args\":\"notarray\"}]"), ["{\"args\":\"notarray\"}"]);
 }
 
 #[test]
@@ -234,18 +203,12 @@ fn table_message_that_never_ends() {
     // The message starts at byte 1; byte 1 + 1024 is the first one too many.
     assert_eq!(failed_at, Some(3), "fed {fed}");
     assert!(out.is_empty());
-    assert!(
-        e_to_string(r.feed(b"]]", &mut out)).contains("1024"),
-        "poisoned with the same error"
-    );
+    assert!(e_to_string(r.feed(b"]]", &mut out)).contains("1024"), "poisoned with the same error");
 
     // Same with one big chunk.
     let mut big = b"[[\"x\",\"".to_vec();
     big.resize(1 << 20, b'a');
-    assert_eq!(
-        read_chunks([&big[..]], limit).1,
-        Some(FrameError::MessageTooLarge { limit })
-    );
+    assert_eq!(read_chunks([&big[..]], limit).1, Some(FrameError::MessageTooLarge { limit }));
 
     // Default limit, 20 MB in 1 MB chunks: fails on the chunk that passes 16 MiB.
     let mut r = Reader::new(DEFAULT_MAX_MESSAGE_SIZE);
@@ -254,12 +217,7 @@ fn table_message_that_never_ends() {
     let mut failed_at = None;
     for k in 0..20 {
         if let Err(e) = r.feed(&mb, &mut out) {
-            assert_eq!(
-                e,
-                FrameError::MessageTooLarge {
-                    limit: DEFAULT_MAX_MESSAGE_SIZE
-                }
-            );
+            assert_eq!(e, FrameError::MessageTooLarge { limit: DEFAULT_MAX_MESSAGE_SIZE });
             failed_at = Some(k);
             break;
         }
@@ -296,10 +254,7 @@ fn several_root_arrays() {
         b"[[\"a\",1]]  \r\n\t [{\"args\":[\"b\"]}]\n",
         b"[[\"a\",1]][][{\"args\":[\"b\"]}][]",
     ] {
-        assert_eq!(
-            read_every_chunking(text, 1000),
-            (want.map(String::from).to_vec(), None)
-        );
+        assert_eq!(read_every_chunking(text, 1000), (want.map(String::from).to_vec(), None));
     }
 }
 
@@ -342,10 +297,7 @@ fn whitespace_everywhere() {
         t.extend_from_slice(ws);
         t.extend_from_slice(b"2]]");
         let e = read_err(&t);
-        assert!(
-            matches!(e, FrameError::Unexpected { position: 4, .. }),
-            "{e}"
-        );
+        assert!(matches!(e, FrameError::Unexpected { position: 4, .. }), "{e}");
     }
 }
 
@@ -356,10 +308,7 @@ fn unicode_escape_split_everywhere() {
     assert_eq!(e, None);
     assert_eq!(msgs, [&text[1..text.len() - 1]]);
     let v: Value = serde_json::from_str(&msgs[0]).unwrap();
-    assert_eq!(
-        v,
-        serde_json::json!(["café", "😀", "\"\\/\u{8}\u{c}\n\r\t"])
-    );
+    assert_eq!(v, serde_json::json!(["café", "😀", "\"\\/\u{8}\u{c}\n\r\t"]));
 }
 
 #[test]
@@ -398,42 +347,26 @@ fn invalid_utf8() {
         assert_eq!(e, Some(FrameError::InvalidUtf8 { position: 11 + at }));
     }
     // Outside strings a high byte is a syntax error.
-    assert!(matches!(
-        read_err(b"[[1,\xc3\xa9]]"),
-        FrameError::Unexpected { position: 4, .. }
-    ));
+    assert!(matches!(read_err(b"[[1,\xc3\xa9]]"), FrameError::Unexpected { position: 4, .. }));
 }
 
 #[test]
 fn root_not_array() {
     assert_eq!(read_err(b"{}"), FrameError::RootNotArray { position: 0 });
-    assert_eq!(
-        read_err(b"  {\"a\":1}"),
-        FrameError::RootNotArray { position: 2 }
-    );
+    assert_eq!(read_err(b"  {\"a\":1}"), FrameError::RootNotArray { position: 2 });
     assert_eq!(read_err(b"1"), FrameError::RootNotArray { position: 0 });
     assert_eq!(read_err(b"\"x\""), FrameError::RootNotArray { position: 0 });
     assert_eq!(read_err(b"null"), FrameError::RootNotArray { position: 0 });
-    assert_eq!(
-        read_err(b"[[1]]\n{}"),
-        FrameError::RootNotArray { position: 6 }
-    );
+    assert_eq!(read_err(b"[[1]]\n{}"), FrameError::RootNotArray { position: 6 });
 }
 
 #[test]
 fn trailing_garbage_after_root() {
-    for (text, pos) in [
-        (&b"[[1]]x"[..], 5),
-        (b"[[1]] ]", 6),
-        (b"[[1]],[[2]]", 5),
-        (b"[[1]]\n:", 6),
-    ] {
+    for (text, pos) in [(&b"[[1]]x"[..], 5), (b"[[1]] ]", 6), (b"[[1]],[[2]]", 5), (b"[[1]]\n:", 6)] {
         let (msgs, e) = read_every_chunking(text, 100);
         assert_eq!(msgs, ["[1]"]);
         match e {
-            Some(FrameError::Unexpected {
-                position, state, ..
-            }) => {
+            Some(FrameError::Unexpected { position, state, .. }) => {
                 assert_eq!((position, state), (pos, "START"))
             }
             other => panic!("{other:?}"),
@@ -478,9 +411,7 @@ fn syntax_errors() {
         let (msgs, e) = read_every_chunking(text, 100);
         assert!(msgs.len() <= 1);
         match e {
-            Some(FrameError::Unexpected {
-                position, found, ..
-            }) => {
+            Some(FrameError::Unexpected { position, found, .. }) => {
                 assert_eq!(position, pos, "{}", String::from_utf8_lossy(text));
                 assert_eq!(found, char::from(text[pos as usize]).to_string());
             }
@@ -494,10 +425,7 @@ fn valid_scalars_inside_messages() {
     let text = br#"[[0,-0,1,-1,12.5e-3,0.0,1E9,1e+2,-0.0e0,true,false,null,"",{},[],{"":""},"\u0000\uFFFF"]]"#;
     let (msgs, e) = read_every_chunking(text, 1000);
     assert_eq!(e, None);
-    assert_eq!(
-        msgs,
-        [std::str::from_utf8(&text[1..text.len() - 1]).unwrap()]
-    );
+    assert_eq!(msgs, [std::str::from_utf8(&text[1..text.len() - 1]).unwrap()]);
     serde_json::from_str::<Value>(&msgs[0]).unwrap();
 }
 
@@ -511,10 +439,7 @@ fn error_position_counts_across_chunks() {
     assert_eq!(out, ["[\"a\"]", "[\"b\"]"]);
     let e = r.feed(b",\n[\"c\"]\n,\n?", &mut out).unwrap_err();
     assert_eq!(out, ["[\"a\"]", "[\"b\"]", "[\"c\"]"]);
-    assert_eq!(
-        e.to_string(),
-        "Unexpected \"?\" at position 26 in state VALUE"
-    );
+    assert_eq!(e.to_string(), "Unexpected \"?\" at position 26 in state VALUE");
     assert_eq!(r.feed(b"", &mut out), Err(e));
 }
 
@@ -538,40 +463,17 @@ fn deep_nesting_is_an_error_not_a_crash() {
 fn messages_before_an_error_in_the_same_chunk_are_kept() {
     let (msgs, e) = read_all(b"[[1],{\"a\":[2]},[3]}");
     assert_eq!(msgs, ["[1]", "{\"a\":[2]}", "[3]"]);
-    assert!(matches!(
-        e,
-        Some(FrameError::Unexpected { position: 18, .. })
-    ));
+    assert!(matches!(e, Some(FrameError::Unexpected { position: 18, .. })));
 }
 
 #[test]
 fn display_texts() {
     let cases = [
-        (
-            &b"["[..],
-            &b"\x01"[..],
-            "Unexpected \"\\u0001\" at position 1 in state VALUE",
-        ),
-        (
-            b"[[\"",
-            b"\t",
-            "Unexpected \"\\t\" at position 3 in state STRING1",
-        ),
-        (
-            b"[[1",
-            b"\"",
-            "Unexpected \"\\\"\" at position 3 in state COMMA",
-        ),
-        (
-            b"[[1",
-            b"\\",
-            "Unexpected \"\\\\\" at position 3 in state COMMA",
-        ),
-        (
-            b"[[",
-            b"\xc3",
-            "Unexpected \"\u{c3}\" at position 2 in state VALUE",
-        ),
+        (&b"["[..], &b"\x01"[..], "Unexpected \"\\u0001\" at position 1 in state VALUE"),
+        (b"[[\"", b"\t", "Unexpected \"\\t\" at position 3 in state STRING1"),
+        (b"[[1", b"\"", "Unexpected \"\\\"\" at position 3 in state COMMA"),
+        (b"[[1", b"\\", "Unexpected \"\\\\\" at position 3 in state COMMA"),
+        (b"[[", b"\xc3", "Unexpected \"\u{c3}\" at position 2 in state VALUE"),
     ];
     for (a, b, want) in cases {
         let (_, e) = read_chunks([a, b], 100);
@@ -579,22 +481,10 @@ fn display_texts() {
     }
     // Every error reads `Unexpected ...` (PROTOCOL.md §7).
     for (e, want) in [
-        (
-            FrameError::MessageTooLarge { limit: 5 },
-            "Unexpected message size: a message is larger than 5 bytes",
-        ),
-        (
-            read_err(b" {}"),
-            "Unexpected root value at position 1: not an array",
-        ),
-        (
-            read_err(b"[null]"),
-            "Unexpected message at position 1: not an array or an object",
-        ),
-        (
-            read_err(b"[[\"\xff\"]]"),
-            "Unexpected invalid UTF-8 at position 3",
-        ),
+        (FrameError::MessageTooLarge { limit: 5 }, "Unexpected message size: a message is larger than 5 bytes"),
+        (read_err(b" {}"), "Unexpected root value at position 1: not an array"),
+        (read_err(b"[null]"), "Unexpected message at position 1: not an array or an object"),
+        (read_err(b"[[\"\xff\"]]"), "Unexpected invalid UTF-8 at position 3"),
     ] {
         assert_eq!(e.to_string(), want);
     }

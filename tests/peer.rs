@@ -154,10 +154,15 @@ fn resume_sends_the_stored_session_then_connect() {
     server.receive(c2s.as_bytes(), now);
     let evs = events(&mut server);
     assert_eq!(evs, vec![Event::LoadSession("F3kg5mpwoh9CJH8WE6ZdgPdT".into())], "events wait for the handshake");
-    let stored: Session = serde_json::from_value(json!({"cookie": {"path": "/"}, "sessionID": "F3kg5mpwoh9CJH8WE6ZdgPdT", "k": 1})).unwrap();
+    let stored: Session =
+        serde_json::from_value(json!({"cookie": {"path": "/"}, "sessionID": "F3kg5mpwoh9CJH8WE6ZdgPdT", "k": 1}))
+            .unwrap();
     server.session_loaded(Some(stored.clone()), now);
     // Acks of the client's early events went out on arrival; then the session and connect.
-    let out: Vec<Value> = output(&mut server).into_iter().filter(|m| !m["args"][0].as_str().is_some_and(|n| n.starts_with("ack::"))).collect();
+    let out: Vec<Value> = output(&mut server)
+        .into_iter()
+        .filter(|m| !m["args"][0].as_str().is_some_and(|n| n.starts_with("ack::")))
+        .collect();
     assert_eq!(out[0], json!(["_set", stored]));
     assert_eq!(out[1]["args"][0], "connect");
     let evs = events(&mut server);
@@ -228,7 +233,8 @@ fn queue_limits_drop_the_oldest_and_say_so() {
 #[test]
 fn ack_timeout_releases_the_callback_but_keeps_the_event() {
     let t0 = Instant::now();
-    let mut client = Peer::new(Role::Client, Config { ack_timeout: Some(Duration::from_millis(100)), ..Config::default() }, t0);
+    let mut client =
+        Peer::new(Role::Client, Config { ack_timeout: Some(Duration::from_millis(100)), ..Config::default() }, t0);
     client.send_event(r#"["e"]"#.into(), Some((1, 0)), t0);
     assert_eq!(client.poll_timeout(), Some(t0 + Duration::from_millis(100)));
     client.handle_timeout(t0 + Duration::from_millis(99));
@@ -361,7 +367,8 @@ fn exactly_once_in_order_across_random_drops() {
     assert!(drops > 20, "the simulation should drop often ({drops})");
     assert_eq!(delivered(&at_server, "c2s"), (0..total).collect::<Vec<_>>());
     assert_eq!(delivered(&at_client, "s2c"), (0..total).collect::<Vec<_>>());
-    let acked: Vec<u64> = at_client.iter().filter_map(|e| if let Event::Acked((1, s)) = e { Some(*s) } else { None }).collect();
+    let acked: Vec<u64> =
+        at_client.iter().filter_map(|e| if let Event::Acked((1, s)) = e { Some(*s) } else { None }).collect();
     assert_eq!(acked.len() as u64, total, "every client ack callback ran once");
     assert_eq!(w.client.unacked_len() + w.client.queued_len(), 0);
 }
@@ -427,7 +434,11 @@ fn a_closed_connection_absorbing_an_older_one_loses_and_reorders_nothing() {
     assert_eq!(delivered(&at_client, "s2c"), vec![0, 1, 2, 3, 4]);
     assert_eq!(w.server.unacked_len() + w.server.queued_len(), 0, "every resent event was acknowledged");
     let acked: Vec<_> = at_server.iter().filter(|e| matches!(e, Event::Acked((9, _)))).collect();
-    assert_eq!(acked, vec![&Event::Acked((9, 3)), &Event::Acked((9, 4))], "callbacks of the newer connection's sends still run");
+    assert_eq!(
+        acked,
+        vec![&Event::Acked((9, 3)), &Event::Acked((9, 4))],
+        "callbacks of the newer connection's sends still run"
+    );
 }
 
 #[test]

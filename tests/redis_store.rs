@@ -31,16 +31,7 @@ impl RedisServer {
 
     fn start_on(port: u16) -> Option<RedisServer> {
         let spawned = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -59,10 +50,7 @@ impl RedisServer {
             }
             Err(e) => panic!("could not start redis-server: {e}"),
         };
-        let mut server = RedisServer {
-            child: Some(child),
-            port,
-        };
+        let mut server = RedisServer { child: Some(child), port };
         server.wait_ready();
         Some(server)
     }
@@ -73,18 +61,10 @@ impl RedisServer {
             if ping(self.port) {
                 return;
             }
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                 panic!("redis-server on port {} exited early: {status}", self.port);
             }
-            assert!(
-                Instant::now() < deadline,
-                "redis-server on port {} never answered PING",
-                self.port
-            );
+            assert!(Instant::now() < deadline, "redis-server on port {} never answered PING", self.port);
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -109,17 +89,11 @@ impl Drop for RedisServer {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn ping(port: u16) -> bool {
-    let Ok(mut s) =
-        TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200))
-    else {
+    let Ok(mut s) = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200)) else {
         return false;
     };
     let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
@@ -133,10 +107,7 @@ async fn raw(server: &RedisServer) -> redis::aio::MultiplexedConnection {
     client.get_multiplexed_async_connection().await.unwrap()
 }
 
-async fn raw_cmd<T: redis::FromRedisValue>(
-    conn: &mut redis::aio::MultiplexedConnection,
-    args: &[&str],
-) -> T {
+async fn raw_cmd<T: redis::FromRedisValue>(conn: &mut redis::aio::MultiplexedConnection, args: &[&str]) -> T {
     let mut cmd = redis::cmd(args[0]);
     for a in &args[1..] {
         cmd.arg(*a);
@@ -168,15 +139,8 @@ async fn round_trips_nested_values_and_unicode() {
         "zeta": 1,
         "alpha": "\u{0}\n\"quoted\"",
     }));
-    store
-        .set("abcDEF0123456789abcdefXY", sess.clone())
-        .await
-        .unwrap();
-    let got = store
-        .get("abcDEF0123456789abcdefXY")
-        .await
-        .unwrap()
-        .unwrap();
+    store.set("abcDEF0123456789abcdefXY", sess.clone()).await.unwrap();
+    let got = store.get("abcDEF0123456789abcdefXY").await.unwrap().unwrap();
     assert_eq!(got, sess);
     // Field order is the session's own, as JSON.stringify would keep it.
     let keys: Vec<&String> = got.keys().collect();
@@ -185,10 +149,7 @@ async fn round_trips_nested_values_and_unicode() {
     // The stored form is connect-redis's: the JSON text under "sess:" + sid.
     let mut conn = raw(&server).await;
     let text: String = raw_cmd(&mut conn, &["GET", "sess:abcDEF0123456789abcdefXY"]).await;
-    assert_eq!(
-        serde_json::from_str::<Value>(&text).unwrap(),
-        Value::Object(sess)
-    );
+    assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), Value::Object(sess));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -210,10 +171,7 @@ async fn destroy_removes_the_session() {
     store.set("s2", session(json!({"b": 2}))).await.unwrap();
     store.destroy("s1").await.unwrap();
     assert_eq!(store.get("s1").await.unwrap(), None);
-    assert_eq!(
-        store.get("s2").await.unwrap(),
-        Some(session(json!({"b": 2})))
-    );
+    assert_eq!(store.get("s2").await.unwrap(), Some(session(json!({"b": 2}))));
     // Destroying what is not there is not an error.
     store.destroy("s1").await.unwrap();
     let mut conn = raw(&server).await;
@@ -229,10 +187,7 @@ async fn set_applies_the_ttl() {
     let mut conn = raw(&server).await;
 
     let default_ttl = store(&server);
-    default_ttl
-        .set("d", session(json!({"x": 1})))
-        .await
-        .unwrap();
+    default_ttl.set("d", session(json!({"x": 1}))).await.unwrap();
     let ttl: i64 = raw_cmd(&mut conn, &["TTL", "sess:d"]).await;
     assert!((86390..=86400).contains(&ttl), "default ttl {ttl}");
 
@@ -265,20 +220,10 @@ async fn two_servers_share_sessions() {
     };
     let a = store(&server);
     let b = store(&server);
-    a.set("shared", session(json!({"sessionID": "shared", "n": 1})))
-        .await
-        .unwrap();
-    assert_eq!(
-        b.get("shared").await.unwrap(),
-        Some(session(json!({"sessionID": "shared", "n": 1})))
-    );
-    b.set("shared", session(json!({"sessionID": "shared", "n": 2})))
-        .await
-        .unwrap();
-    assert_eq!(
-        a.get("shared").await.unwrap(),
-        Some(session(json!({"sessionID": "shared", "n": 2})))
-    );
+    a.set("shared", session(json!({"sessionID": "shared", "n": 1}))).await.unwrap();
+    assert_eq!(b.get("shared").await.unwrap(), Some(session(json!({"sessionID": "shared", "n": 1}))));
+    b.set("shared", session(json!({"sessionID": "shared", "n": 2}))).await.unwrap();
+    assert_eq!(a.get("shared").await.unwrap(), Some(session(json!({"sessionID": "shared", "n": 2}))));
     a.destroy("shared").await.unwrap();
     assert_eq!(b.get("shared").await.unwrap(), None);
 }
@@ -293,20 +238,11 @@ async fn prefixes_isolate_stores() {
     let app2 = RedisStore::new(&server.url(), Some("app2:".into()), None).unwrap();
     app1.set("sid", session(json!({"who": 1}))).await.unwrap();
     app2.set("sid", session(json!({"who": 2}))).await.unwrap();
-    assert_eq!(
-        app1.get("sid").await.unwrap(),
-        Some(session(json!({"who": 1})))
-    );
-    assert_eq!(
-        app2.get("sid").await.unwrap(),
-        Some(session(json!({"who": 2})))
-    );
+    assert_eq!(app1.get("sid").await.unwrap(), Some(session(json!({"who": 1}))));
+    assert_eq!(app2.get("sid").await.unwrap(), Some(session(json!({"who": 2}))));
     assert_eq!(default.get("sid").await.unwrap(), None);
     app1.destroy("sid").await.unwrap();
-    assert_eq!(
-        app2.get("sid").await.unwrap(),
-        Some(session(json!({"who": 2})))
-    );
+    assert_eq!(app2.get("sid").await.unwrap(), Some(session(json!({"who": 2}))));
 
     let mut conn = raw(&server).await;
     let mut keys: Vec<String> = raw_cmd(&mut conn, &["KEYS", "*"]).await;
@@ -321,13 +257,7 @@ async fn values_that_are_not_sessions_read_as_missing() {
     };
     let store = store(&server);
     let mut conn = raw(&server).await;
-    for (sid, text) in [
-        ("arr", "[1,2]"),
-        ("num", "42"),
-        ("str", "\"x\""),
-        ("null", "null"),
-        ("junk", "{not json"),
-    ] {
+    for (sid, text) in [("arr", "[1,2]"), ("num", "42"), ("str", "\"x\""), ("null", "null"), ("junk", "{not json")] {
         raw_cmd::<String>(&mut conn, &["SET", &format!("sess:{sid}"), text]).await;
         assert_eq!(store.get(sid).await.unwrap(), None, "{text}");
     }
@@ -339,21 +269,12 @@ async fn values_that_are_not_sessions_read_as_missing() {
     // A key of another Redis type: still missing, and a set replaces it.
     raw_cmd::<i64>(&mut conn, &["RPUSH", "sess:list", "a"]).await;
     assert_eq!(store.get("list").await.unwrap(), None);
-    store
-        .set("list", session(json!({"ok": true})))
-        .await
-        .unwrap();
-    assert_eq!(
-        store.get("list").await.unwrap(),
-        Some(session(json!({"ok": true})))
-    );
+    store.set("list", session(json!({"ok": true}))).await.unwrap();
+    assert_eq!(store.get("list").await.unwrap(), Some(session(json!({"ok": true}))));
 }
 
 /// Runs `op` and checks it failed with a store error within the bound.
-async fn fails_fast<T: std::fmt::Debug>(
-    what: &str,
-    op: impl std::future::Future<Output = Result<T, String>>,
-) {
+async fn fails_fast<T: std::fmt::Debug>(what: &str, op: impl std::future::Future<Output = Result<T, String>>) {
     let started = Instant::now();
     let r = op.await;
     let took = started.elapsed();
@@ -390,11 +311,7 @@ async fn survives_redis_dying_and_coming_back() {
     server.kill();
     for round in 0..3 {
         fails_fast(&format!("get #{round}"), store.get("s")).await;
-        fails_fast(
-            &format!("set #{round}"),
-            store.set("s", session(json!({"v": 2}))),
-        )
-        .await;
+        fails_fast(&format!("set #{round}"), store.set("s", session(json!({"v": 2})))).await;
         fails_fast(&format!("destroy #{round}"), store.destroy("s")).await;
     }
     // Many at once while down: each still bounded, none panics.
@@ -407,19 +324,12 @@ async fn survives_redis_dying_and_coming_back() {
     while let Some(r) = tasks.join_next().await {
         assert!(r.expect("a store op panicked").is_err());
     }
-    assert!(
-        started.elapsed() < OP_BOUND * 3,
-        "concurrent ops took {:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() < OP_BOUND * 3, "concurrent ops took {:?}", started.elapsed());
 
     let _server = RedisServer::start_on(port).unwrap();
     // The restarted Redis is empty (no persistence): a fresh save must land.
     set_until_ok(&store, "s", session(json!({"v": 3}))).await;
-    assert_eq!(
-        store.get("s").await.unwrap(),
-        Some(session(json!({"v": 3})))
-    );
+    assert_eq!(store.get("s").await.unwrap(), Some(session(json!({"v": 3}))));
     store.destroy("s").await.unwrap();
     assert_eq!(store.get("s").await.unwrap(), None);
 }
@@ -437,10 +347,7 @@ async fn recovers_from_a_restart_while_idle() {
     // The store's connection died unnoticed; the first op after the restart
     // must not surface that.
     store.set("s", session(json!({"v": 2}))).await.unwrap();
-    assert_eq!(
-        store.get("s").await.unwrap(),
-        Some(session(json!({"v": 2})))
-    );
+    assert_eq!(store.get("s").await.unwrap(), Some(session(json!({"v": 2}))));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -454,10 +361,7 @@ async fn connects_lazily_when_redis_comes_up_later() {
         return;
     };
     set_until_ok(&store, "s", session(json!({"v": 1}))).await;
-    assert_eq!(
-        store.get("s").await.unwrap(),
-        Some(session(json!({"v": 1})))
-    );
+    assert_eq!(store.get("s").await.unwrap(), Some(session(json!({"v": 1}))));
 }
 
 #[test]
@@ -466,12 +370,7 @@ fn new_rejects_only_unparsable_urls() {
     assert!(RedisStore::new("http://127.0.0.1/", None, None).is_err());
     // No runtime here and nothing listening: creating it must still work.
     assert!(RedisStore::new("redis://127.0.0.1:1/", None, None).is_ok());
-    assert!(RedisStore::new(
-        "redis://user:pw@redis.invalid:6380/3",
-        Some("x:".into()),
-        None
-    )
-    .is_ok());
+    assert!(RedisStore::new("redis://user:pw@redis.invalid:6380/3", Some("x:".into()), None).is_ok());
 }
 
 /// The store behind the trait object the server holds.
@@ -510,11 +409,7 @@ async fn a_silent_peer_times_out() {
     });
     let store = RedisStore::new(&format!("redis://127.0.0.1:{port}/"), None, None).unwrap();
     fails_fast("get from a silent peer", store.get("s")).await;
-    fails_fast(
-        "set to a silent peer",
-        store.set("s", session(json!({"v": 1}))),
-    )
-    .await;
+    fails_fast("set to a silent peer", store.set("s", session(json!({"v": 1})))).await;
     hold.abort();
 }
 
@@ -593,15 +488,8 @@ async fn a_hung_redis_times_out_then_recovers() {
     store.set("s", session(json!({"v": 1}))).await.unwrap();
     proxy.freeze(true);
     fails_fast("get from a hung redis", store.get("s")).await;
-    fails_fast(
-        "set to a hung redis",
-        store.set("s", session(json!({"v": 2}))),
-    )
-    .await;
+    fails_fast("set to a hung redis", store.set("s", session(json!({"v": 2})))).await;
     proxy.freeze(false);
     set_until_ok(&store, "s", session(json!({"v": 3}))).await;
-    assert_eq!(
-        store.get("s").await.unwrap(),
-        Some(session(json!({"v": 3})))
-    );
+    assert_eq!(store.get("s").await.unwrap(), Some(session(json!({"v": 3}))));
 }

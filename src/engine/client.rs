@@ -70,7 +70,13 @@ impl Client {
     }
 
     pub fn auto_reconnect(&self, min_ms: f64, max_ms: f64) {
-        let ms = |v: f64, d: u64| if v.is_finite() && v > 0.0 { Duration::from_secs_f64(v / 1000.0) } else { Duration::from_millis(d) };
+        let ms = |v: f64, d: u64| {
+            if v.is_finite() && v > 0.0 {
+                Duration::from_secs_f64(v / 1000.0)
+            } else {
+                Duration::from_millis(d)
+            }
+        };
         lock(&self.control).auto = Some(Backoff::new(ms(min_ms, 100), ms(max_ms, 60_000)));
     }
 
@@ -120,7 +126,10 @@ impl Client {
                     Ok(Ok(c)) => Ok(c),
                     Ok(Err(e)) => {
                         let code = link::io_code(&e);
-                        Err((format!("connect {} {endpoint}: {e}", code.unwrap_or("error")), code.or(tls.as_ref().map(|_| "ETLS"))))
+                        Err((
+                            format!("connect {} {endpoint}: {e}", code.unwrap_or("error")),
+                            code.or(tls.as_ref().map(|_| "ETLS")),
+                        ))
                     }
                     Err(_) => Err((format!("connect ETIMEDOUT {endpoint}"), Some("ETIMEDOUT"))),
                 }
@@ -215,7 +224,9 @@ async fn connect_loop(shared: &Arc<Shared>, client: &Arc<Client>) {
         }
         if !delay.is_zero() {
             let delay_ms = delay.as_secs_f64() * 1000.0;
-            link.deliver(kind::RECONNECTING, |b| b.push_str(&format!("{{\"attempt\":{attempt},\"delay\":{delay_ms:.3}}}")));
+            link.deliver(kind::RECONNECTING, |b| {
+                b.push_str(&format!("{{\"attempt\":{attempt},\"delay\":{delay_ms:.3}}}"))
+            });
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 _ = client.wake.notified() => {}

@@ -119,10 +119,7 @@ impl Decoder for UhuraCodec {
             return Ok(Some(m));
         }
         if !self.reader.is_idle() {
-            return Err(CodecError::Io(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "stream ended inside a message",
-            )));
+            return Err(CodecError::Io(io::Error::new(io::ErrorKind::UnexpectedEof, "stream ended inside a message")));
         }
         Ok(None)
     }
@@ -157,10 +154,7 @@ mod tests {
         let mut c = UhuraCodec::default();
         let mut src = BytesMut::from(&b"[\n[\"a\"]\n,\n{\"args\":[\"b\"]}\n,\n[\"c"[..]);
         assert_eq!(c.decode(&mut src).unwrap().as_deref(), Some("[\"a\"]"));
-        assert_eq!(
-            c.decode(&mut src).unwrap().as_deref(),
-            Some("{\"args\":[\"b\"]}")
-        );
+        assert_eq!(c.decode(&mut src).unwrap().as_deref(), Some("{\"args\":[\"b\"]}"));
         assert_eq!(c.decode(&mut src).unwrap(), None);
         assert!(!c.is_idle());
         src.extend_from_slice(b"\"]\n,\n[1] x");

@@ -33,7 +33,12 @@ pub struct Delivery {
 
 impl Delivery {
     pub fn new(wake: impl Fn() + Send + Sync + 'static) -> Self {
-        Delivery { buf: Mutex::new(Batch { text: String::new(), gen: 1 }), scheduled: AtomicBool::new(false), drained: Notify::new(), wake: Box::new(wake) }
+        Delivery {
+            buf: Mutex::new(Batch { text: String::new(), gen: 1 }),
+            scheduled: AtomicBool::new(false),
+            drained: Notify::new(),
+            wake: Box::new(wake),
+        }
     }
 
     /// Appends one entry written by `write` (a JSON value) and wakes the

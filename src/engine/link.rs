@@ -12,8 +12,8 @@ use super::transport::DirectWrite;
 use super::Shared;
 use crate::protocol::peer::{Event, Peer};
 use serde_json::Value;
-use std::fmt::Write as _;
 use std::collections::VecDeque;
+use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -299,7 +299,9 @@ impl Link {
             let mut peer = lock(&self.peer);
             // A timer (heartbeat) or the application can end the transport
             // while its reader sleeps: wake it to close.
-            let ending = peer.has_failed() || peer.close_requested() || (peer.is_ready() && self.end_when_ready.load(Ordering::Acquire));
+            let ending = peer.has_failed()
+                || peer.close_requested()
+                || (peer.is_ready() && self.end_when_ready.load(Ordering::Acquire));
             if ending {
                 if let Some(t) = self.transport() {
                     t.end();
@@ -407,7 +409,10 @@ impl Link {
             if let Some(a) = addr {
                 info.insert(format!("{prefix}Address"), a.ip().to_canonical().to_string().into());
                 info.insert(format!("{prefix}Port"), a.port().into());
-                info.insert(format!("{prefix}Family"), (if a.ip().to_canonical().is_ipv4() { "IPv4" } else { "IPv6" }).into());
+                info.insert(
+                    format!("{prefix}Family"),
+                    (if a.ip().to_canonical().is_ipv4() { "IPv4" } else { "IPv6" }).into(),
+                );
             }
         }
         Value::Object(info).to_string()
@@ -504,7 +509,10 @@ impl Link {
                             std::mem::take(&mut unsaved.0)
                         };
                         if let Err(e) = store.save_delivery(&id, delta).await {
-                            link.deliver_error(&format!("session store could not save delivery state: {e}"), Some("ESTORE"));
+                            link.deliver_error(
+                                &format!("session store could not save delivery state: {e}"),
+                                Some("ESTORE"),
+                            );
                         }
                     }
                 });

@@ -20,6 +20,9 @@ const DEFAULT_TTL: Duration = Duration::from_secs(24 * 3600);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const OP_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// An outbox entry: message id and argument JSON.
+type IdAndArgs = (String, String);
+
 pub struct RedisStore {
     client: redis::Client,
     prefix: String,
@@ -130,10 +133,7 @@ impl RedisStore {
     async fn set_session(&self, sid: &str, session: &Session) -> Result<(), String> {
         let json = serde_json::to_string(session).map_err(|e| format!("redis: {e}"))?;
         let mut cmd = redis::cmd("SET");
-        cmd.arg(self.key(sid))
-            .arg(json)
-            .arg("EX")
-            .arg(self.ttl_secs);
+        cmd.arg(self.key(sid)).arg(json).arg("EX").arg(self.ttl_secs);
         self.query(&cmd).await.map(drop).map_err(fail)
     }
 
@@ -149,7 +149,8 @@ impl RedisStore {
         let (out, seen) = self.delivery_keys(sid);
         // Order across servers: wall-clock microseconds, then the sender's
         // sequence (ids end in it) within one batch.
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
         let mut pipe = redis::pipe();
         if !delta.add.is_empty() {
             let cmd = pipe.cmd("HSET").arg(&out);
@@ -182,7 +183,7 @@ impl RedisStore {
         let (out, seen) = self.delivery_keys(sid);
         let mut pipe = redis::pipe();
         pipe.cmd("HGETALL").arg(&out).cmd("HGETALL").arg(&seen);
-        let (outbox, seen): (Vec<(String, String)>, Vec<(String, u64)>) = self
+        let (outbox, seen): (Vec<IdAndArgs>, Vec<(String, u64)>) = self
             .run(|mut conn| {
                 let pipe = pipe.clone();
                 async move { pipe.query_async(&mut conn).await }
@@ -237,11 +238,7 @@ fn is_broken_connection(e: &redis::RedisError) -> bool {
 
 fn timed_out(what: &str, limit: Duration) -> redis::RedisError {
     let secs = limit.as_secs_f32();
-    std::io::Error::new(
-        std::io::ErrorKind::TimedOut,
-        format!("{what} within {secs} s"),
-    )
-    .into()
+    std::io::Error::new(std::io::ErrorKind::TimedOut, format!("{what} within {secs} s")).into()
 }
 
 fn fail(e: redis::RedisError) -> String {

@@ -9,8 +9,8 @@ use super::link::{kind, Link};
 use super::Shared;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
-use tokio::sync::Notify;
 use std::time::{Duration, Instant};
+use tokio::sync::Notify;
 
 pub struct Retention {
     window: Duration,

@@ -2,9 +2,9 @@
 //! `close()` stops accepting; `close` is reported once the last connection
 //! has ended, as with Node's net.Server.
 
+use super::js_store::JsStore;
 use super::link::{self, kind, Addresses, Link};
 use super::retention::{release, Retention};
-use super::js_store::JsStore;
 use super::store::{MemoryStore, SessionStore};
 use super::tls::TlsAcceptor;
 use super::transport::{secure_accept, BoxStream, Endpoint, Listener};
@@ -23,9 +23,14 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Clone)]
 pub enum StoreChoice {
     /// In memory, in Rust: idle expiry and a cap on the number of sessions.
-    Memory { ttl: Duration, max_sessions: usize },
+    Memory {
+        ttl: Duration,
+        max_sessions: usize,
+    },
     /// A connect-style JavaScript store, answering within `timeout`.
-    Js { timeout: Duration },
+    Js {
+        timeout: Duration,
+    },
     Custom(Arc<dyn SessionStore>),
 }
 
@@ -91,7 +96,8 @@ impl Server {
         let mut config = options.peer;
         config.persist_delivery = store.keeps_delivery();
         config.defer_acks = true;
-        let retention = (!options.resume_window.is_zero()).then(|| Retention::new(options.resume_window, options.max_retained));
+        let retention =
+            (!options.resume_window.is_zero()).then(|| Retention::new(options.resume_window, options.max_retained));
         if let Some(r) = &retention {
             shared.rt.spawn(sweep(Arc::downgrade(shared), r.clone()));
         }
@@ -117,7 +123,10 @@ impl Server {
     }
 
     fn maybe_closed(&self, shared: &Shared) {
-        if self.closing.load(Ordering::Acquire) && !self.listening.load(Ordering::Acquire) && self.active.load(Ordering::Acquire) == 0 {
+        if self.closing.load(Ordering::Acquire)
+            && !self.listening.load(Ordering::Acquire)
+            && self.active.load(Ordering::Acquire) == 0
+        {
             self.report(shared, kind::CLOSED, "0");
         }
     }

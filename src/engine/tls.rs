@@ -28,8 +28,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{
-    CertificateError, ClientConfig, DigitallySignedStruct, DistinguishedName, OtherError,
-    RootCertStore, ServerConfig, SignatureScheme,
+    CertificateError, ClientConfig, DigitallySignedStruct, DistinguishedName, OtherError, RootCertStore, ServerConfig,
+    SignatureScheme,
 };
 use std::io;
 use std::net::IpAddr;
@@ -74,34 +74,17 @@ impl TlsAcceptor {
         let builder = if !o.request_cert {
             builder.with_no_client_auth()
         } else if o.reject_unauthorized {
-            let webpki = WebPkiClientVerifier::builder_with_provider(
-                Arc::new(roots(&o.ca)?),
-                provider.clone(),
-            )
-            .build()
-            .map_err(|e| format!("bad `ca` for client verification: {e}"))?;
-            builder.with_client_cert_verifier(Arc::new(PinnedOrWebPkiClient {
-                webpki,
-                pinned: ca_certs(&o.ca)?,
-            }))
+            let webpki = WebPkiClientVerifier::builder_with_provider(Arc::new(roots(&o.ca)?), provider.clone())
+                .build()
+                .map_err(|e| format!("bad `ca` for client verification: {e}"))?;
+            builder.with_client_cert_verifier(Arc::new(PinnedOrWebPkiClient { webpki, pinned: ca_certs(&o.ca)? }))
         } else {
             // Ask, with the CA names as hints, but take whatever comes.
-            let hints = if o.ca.is_empty() {
-                Vec::new()
-            } else {
-                roots(&o.ca)?.subjects()
-            };
-            builder.with_client_cert_verifier(Arc::new(AcceptAnyClientCert {
-                provider: provider.clone(),
-                hints,
-            }))
+            let hints = if o.ca.is_empty() { Vec::new() } else { roots(&o.ca)?.subjects() };
+            builder.with_client_cert_verifier(Arc::new(AcceptAnyClientCert { provider: provider.clone(), hints }))
         };
-        let config = builder
-            .with_single_cert(chain, key)
-            .map_err(key_cert_error)?;
-        Ok(TlsAcceptor {
-            inner: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
-        })
+        let config = builder.with_single_cert(chain, key).map_err(key_cert_error)?;
+        Ok(TlsAcceptor { inner: tokio_rustls::TlsAcceptor::from(Arc::new(config)) })
     }
 
     pub async fn accept(&self, s: BoxStream) -> io::Result<BoxStream> {
@@ -124,31 +107,21 @@ impl TlsConnector {
             .with_safe_default_protocol_versions()
             .map_err(|e| e.to_string())?;
         let builder = if o.reject_unauthorized {
-            let webpki = WebPkiServerVerifier::builder_with_provider(
-                Arc::new(roots(&o.ca)?),
-                provider.clone(),
-            )
-            .build()
-            .map_err(|e| format!("bad `ca`: {e}"))?;
+            let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots(&o.ca)?), provider.clone())
+                .build()
+                .map_err(|e| format!("bad `ca`: {e}"))?;
             builder
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(PinnedOrWebPkiServer {
-                    webpki,
-                    pinned: ca_certs(&o.ca)?,
-                }))
+                .with_custom_certificate_verifier(Arc::new(PinnedOrWebPkiServer { webpki, pinned: ca_certs(&o.ca)? }))
         } else {
             builder
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(AcceptAnyServerCert {
-                    provider: provider.clone(),
-                }))
+                .with_custom_certificate_verifier(Arc::new(AcceptAnyServerCert { provider: provider.clone() }))
         };
         let config = match (&o.key, &o.cert) {
             (Some(key), Some(cert)) => {
                 let chain = parse_certs(cert, "cert")?;
-                builder
-                    .with_client_auth_cert(chain, parse_key(key)?)
-                    .map_err(key_cert_error)?
+                builder.with_client_auth_cert(chain, parse_key(key)?).map_err(key_cert_error)?
             }
             (None, None) => builder.with_no_client_auth(),
             (Some(_), None) => return Err("`key` given without `cert`".into()),
@@ -185,29 +158,21 @@ fn provider() -> Arc<CryptoProvider> {
 
 /// An IP address (bare or in brackets) or a DNS name.
 fn server_name(host: &str) -> io::Result<ServerName<'static>> {
-    let bare = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
+    let bare = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
     if let Ok(ip) = bare.parse::<IpAddr>() {
         return Ok(ServerName::IpAddress(ip.into()));
     }
-    ServerName::try_from(bare.to_owned()).map_err(|_| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("invalid TLS server name {host:?}"),
-        )
-    })
+    ServerName::try_from(bare.to_owned())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, format!("invalid TLS server name {host:?}")))
 }
 
 /// Handshake errors keep rustls's text; their kind is `InvalidData` (a TLS
 /// failure) unless the socket itself failed.
 fn handshake_error(e: io::Error) -> io::Error {
     match e.kind() {
-        io::ErrorKind::UnexpectedEof => io::Error::new(
-            io::ErrorKind::ConnectionReset,
-            "socket closed before the TLS handshake finished",
-        ),
+        io::ErrorKind::UnexpectedEof => {
+            io::Error::new(io::ErrorKind::ConnectionReset, "socket closed before the TLS handshake finished")
+        }
         _ => e,
     }
 }
@@ -226,9 +191,7 @@ fn parse_certs(pem_text: &[u8], what: &str) -> Result<Vec<CertificateDer<'static
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("bad PEM in `{what}`: {e}"))?;
     if certs.is_empty() {
-        return Err(format!(
-            "no certificate found in `{what}` (expected PEM: -----BEGIN CERTIFICATE-----)"
-        ));
+        return Err(format!("no certificate found in `{what}` (expected PEM: -----BEGIN CERTIFICATE-----)"));
     }
     Ok(certs)
 }
@@ -239,9 +202,9 @@ fn parse_key(pem_text: &[u8]) -> Result<PrivateKeyDer<'static>, String> {
         Err(pem::Error::NoItemsFound) if contains(pem_text, b"ENCRYPTED") => {
             Err("encrypted private keys (`passphrase`) are not supported in `key`".into())
         }
-        Err(pem::Error::NoItemsFound) => Err(
-            "no private key found in `key` (expected PEM: PKCS#8, PKCS#1 RSA or SEC1 EC)".into(),
-        ),
+        Err(pem::Error::NoItemsFound) => {
+            Err("no private key found in `key` (expected PEM: PKCS#8, PKCS#1 RSA or SEC1 EC)".into())
+        }
         Err(e) => Err(format!("bad PEM in `key`: {e}")),
     }
 }
@@ -262,32 +225,21 @@ fn ca_certs(ca: &[Vec<u8>]) -> Result<Vec<CertificateDer<'static>>, String> {
 /// `ca` bundles, or the default (Mozilla) roots when there are none.
 fn roots(ca: &[Vec<u8>]) -> Result<RootCertStore, String> {
     if ca.is_empty() {
-        return Ok(RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-        });
+        return Ok(RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() });
     }
     let mut store = RootCertStore::empty();
     for cert in ca_certs(ca)? {
-        store
-            .add(cert)
-            .map_err(|e| format!("bad certificate in `ca`: {e}"))?;
+        store.add(cert).map_err(|e| format!("bad certificate in `ca`: {e}"))?;
     }
     Ok(store)
 }
 
 /// webpki refused `end_entity` only because it is a CA certificate, and it is
 /// one of the certificates the user trusts by name in `ca`.
-fn pinned_ca_leaf(
-    e: &rustls::Error,
-    end_entity: &CertificateDer<'_>,
-    pinned: &[CertificateDer<'static>],
-) -> bool {
+fn pinned_ca_leaf(e: &rustls::Error, end_entity: &CertificateDer<'_>, pinned: &[CertificateDer<'static>]) -> bool {
     let ca_as_leaf = match e {
         rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(inner))) => {
-            matches!(
-                inner.downcast_ref::<webpki::Error>(),
-                Some(webpki::Error::CaUsedAsEndEntity)
-            )
+            matches!(inner.downcast_ref::<webpki::Error>(), Some(webpki::Error::CaUsedAsEndEntity))
         }
         _ => false,
     };
@@ -310,16 +262,10 @@ impl ServerCertVerifier for PinnedOrWebPkiServer {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match self
-            .webpki
-            .verify_server_cert(end_entity, intermediates, name, ocsp, now)
-        {
+        match self.webpki.verify_server_cert(end_entity, intermediates, name, ocsp, now) {
             Err(e) if pinned_ca_leaf(&e, end_entity, &self.pinned) => {
                 // Trusted as it is; the name must still match.
-                rustls::client::verify_server_name(
-                    &rustls::server::ParsedCertificate::try_from(end_entity)?,
-                    name,
-                )?;
+                rustls::client::verify_server_name(&rustls::server::ParsedCertificate::try_from(end_entity)?, name)?;
                 Ok(ServerCertVerified::assertion())
             }
             r => r,
@@ -376,13 +322,8 @@ impl ClientCertVerifier for PinnedOrWebPkiClient {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        match self
-            .webpki
-            .verify_client_cert(end_entity, intermediates, now)
-        {
-            Err(e) if pinned_ca_leaf(&e, end_entity, &self.pinned) => {
-                Ok(ClientCertVerified::assertion())
-            }
+        match self.webpki.verify_client_cert(end_entity, intermediates, now) {
+            Err(e) if pinned_ca_leaf(&e, end_entity, &self.pinned) => Ok(ClientCertVerified::assertion()),
             r => r,
         }
     }
@@ -434,12 +375,7 @@ impl ServerCertVerifier for AcceptAnyServerCert {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn verify_tls13_signature(
@@ -448,18 +384,11 @@ impl ServerCertVerifier for AcceptAnyServerCert {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.provider.signature_verification_algorithms.supported_schemes()
     }
 }
 
@@ -499,12 +428,7 @@ impl ClientCertVerifier for AcceptAnyClientCert {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn verify_tls13_signature(
@@ -513,18 +437,11 @@ impl ClientCertVerifier for AcceptAnyClientCert {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.provider.signature_verification_algorithms.supported_schemes()
     }
 }
 
@@ -533,11 +450,7 @@ impl ClientCertVerifier for AcceptAnyClientCert {
 struct EofIsEnd<S>(S);
 
 impl<S: AsyncRead + Unpin> AsyncRead for EofIsEnd<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         match Pin::new(&mut self.0).poll_read(cx, buf) {
             Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => Poll::Ready(Ok(())),
             r => r,
@@ -546,11 +459,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for EofIsEnd<S> {
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for EofIsEnd<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.0).poll_write(cx, buf)
     }
 

@@ -111,7 +111,9 @@ pub enum Listener {
 impl Listener {
     pub async fn bind(endpoint: &Endpoint, backlog: Option<u32>) -> io::Result<Listener> {
         match endpoint {
-            Endpoint::Tcp { host, port } => bind_tcp(host.as_deref(), *port, backlog.unwrap_or(511)).await.map(Listener::Tcp),
+            Endpoint::Tcp { host, port } => {
+                bind_tcp(host.as_deref(), *port, backlog.unwrap_or(511)).await.map(Listener::Tcp)
+            }
             Endpoint::Unix { path } => bind_unix(path).map(|l| Listener::Unix(l, path.clone())),
         }
     }
@@ -162,7 +164,9 @@ impl Drop for Listener {
 async fn bind_tcp(host: Option<&str>, port: u16, backlog: u32) -> io::Result<TcpListener> {
     let addrs: Vec<std::net::SocketAddr> = match host {
         // Like Node: no host means every address, IPv6 and IPv4 when possible.
-        None | Some("") => vec![(std::net::Ipv6Addr::UNSPECIFIED, port).into(), (std::net::Ipv4Addr::UNSPECIFIED, port).into()],
+        None | Some("") => {
+            vec![(std::net::Ipv6Addr::UNSPECIFIED, port).into(), (std::net::Ipv4Addr::UNSPECIFIED, port).into()]
+        }
         Some(host) => tokio::net::lookup_host((host, port)).await?.collect(),
     };
     let mut last = io::Error::new(io::ErrorKind::AddrNotAvailable, "no address to listen on");
@@ -181,16 +185,14 @@ async fn bind_tcp(host: Option<&str>, port: u16, backlog: u32) -> io::Result<Tcp
 /// accepts on it) is removed first; a live one is EADDRINUSE, as in Node.
 fn bind_unix(path: &Path) -> io::Result<UnixListener> {
     match UnixListener::bind(path) {
-        Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
-            match std::os::unix::net::UnixStream::connect(path) {
-                Ok(_) => Err(e),
-                Err(c) if c.kind() == io::ErrorKind::ConnectionRefused => {
-                    std::fs::remove_file(path)?;
-                    UnixListener::bind(path)
-                }
-                Err(_) => Err(e),
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => match std::os::unix::net::UnixStream::connect(path) {
+            Ok(_) => Err(e),
+            Err(c) if c.kind() == io::ErrorKind::ConnectionRefused => {
+                std::fs::remove_file(path)?;
+                UnixListener::bind(path)
             }
-        }
+            Err(_) => Err(e),
+        },
         r => r,
     }
 }
@@ -226,7 +228,9 @@ pub async fn connect(endpoint: &Endpoint) -> io::Result<(BoxStream, Addresses)> 
 /// that vanished even when the application is idle.
 pub fn set_keepalive(s: &TcpStream) {
     let sock = socket2::SockRef::from(s);
-    let ka = socket2::TcpKeepalive::new().with_time(std::time::Duration::from_secs(30)).with_interval(std::time::Duration::from_secs(10));
+    let ka = socket2::TcpKeepalive::new()
+        .with_time(std::time::Duration::from_secs(30))
+        .with_interval(std::time::Duration::from_secs(10));
     let _ = sock.set_tcp_keepalive(&ka);
 }
 
@@ -239,9 +243,15 @@ pub async fn secure_accept(stream: BoxStream, tls: Option<&TlsAcceptor>) -> io::
 }
 
 /// Wraps a connected stream in TLS when the client has a connector.
-pub async fn secure_connect(stream: BoxStream, endpoint: &Endpoint, tls: Option<&TlsConnector>) -> io::Result<BoxStream> {
+pub async fn secure_connect(
+    stream: BoxStream,
+    endpoint: &Endpoint,
+    tls: Option<&TlsConnector>,
+) -> io::Result<BoxStream> {
     match (tls, endpoint) {
-        (Some(connector), Endpoint::Tcp { host, .. }) => connector.connect(host.as_deref().unwrap_or("localhost"), stream).await,
+        (Some(connector), Endpoint::Tcp { host, .. }) => {
+            connector.connect(host.as_deref().unwrap_or("localhost"), stream).await
+        }
         (Some(connector), Endpoint::Unix { .. }) => connector.connect("localhost", stream).await,
         (None, _) => Ok(stream),
     }

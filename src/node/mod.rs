@@ -186,7 +186,10 @@ fn store_choice(o: &JsServerOptions) -> Result<StoreChoice> {
 pub fn create_server(mut options: JsServerOptions) -> Result<u32> {
     let store = store_choice(&options)?;
     let tls = match options.tls.take() {
-        Some(t) => Some(Arc::new(TlsAcceptor::new(&tls_options(t)).map_err(|e| Error::new(Status::InvalidArg, format!("uhura: bad tls options: {e}")))?)),
+        Some(t) => Some(Arc::new(
+            TlsAcceptor::new(&tls_options(t))
+                .map_err(|e| Error::new(Status::InvalidArg, format!("uhura: bad tls options: {e}")))?,
+        )),
         None => None,
     };
     let peer = peer_config(options.peer.take());
@@ -210,7 +213,8 @@ fn endpoint(e: JsEndpoint) -> Result<Endpoint> {
         return Ok(Endpoint::Unix { path: path.into() });
     }
     let port = e.port.unwrap_or(0);
-    let port = u16::try_from(port).map_err(|_| Error::new(Status::InvalidArg, format!("uhura: port should be >= 0 and < 65536, got {port}")))?;
+    let port = u16::try_from(port)
+        .map_err(|_| Error::new(Status::InvalidArg, format!("uhura: port should be >= 0 and < 65536, got {port}")))?;
     Ok(Endpoint::Tcp { host: e.host.filter(|h| !h.is_empty()), port })
 }
 
@@ -245,7 +249,10 @@ pub fn create_client(mut options: JsClientOptions) -> Result<u32> {
             return Err(Error::new(Status::InvalidArg, "uhura: a client needs at least one server address"));
         }
         let tls = match options.tls {
-            Some(t) => Some(Arc::new(TlsConnector::new(&tls_options(t)).map_err(|e| Error::new(Status::InvalidArg, format!("uhura: bad tls options: {e}")))?)),
+            Some(t) => Some(Arc::new(
+                TlsConnector::new(&tls_options(t))
+                    .map_err(|e| Error::new(Status::InvalidArg, format!("uhura: bad tls options: {e}")))?,
+            )),
             None => None,
         };
         Connector::Native { endpoints, tls }
@@ -268,7 +275,11 @@ fn addresses(a: Option<JsAddresses>) -> Addresses {
         Some(std::net::SocketAddr::new(ip, u16::try_from(port?).ok()?))
     };
     match a {
-        Some(a) => Addresses { remote: parse(a.remote_address, a.remote_port), local: parse(a.local_address, a.local_port), direct: None },
+        Some(a) => Addresses {
+            remote: parse(a.remote_address, a.remote_port),
+            local: parse(a.local_address, a.local_port),
+            direct: None,
+        },
         None => Addresses::default(),
     }
 }

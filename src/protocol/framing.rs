@@ -23,11 +23,7 @@ pub enum FrameError {
     /// bytes >= 0x80 read as Latin-1), `position` its absolute offset in the stream (counted
     /// from the first byte ever fed), `state` the tokenizer state it arrived in.
     /// Displays as `Unexpected "." at position 0 in state START`.
-    Unexpected {
-        found: String,
-        position: u64,
-        state: &'static str,
-    },
+    Unexpected { found: String, position: u64, state: &'static str },
     /// A single message (one depth-1 element) grew beyond the configured max size (in bytes).
     MessageTooLarge { limit: usize },
     /// A root value that is not an array (e.g. `{` or a bare number/string at depth 0).
@@ -41,29 +37,22 @@ pub enum FrameError {
 impl fmt::Display for FrameError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            FrameError::Unexpected {
-                found,
-                position,
-                state,
-            } => {
+            FrameError::Unexpected { found, position, state } => {
                 f.write_str("Unexpected ")?;
                 write_js_quoted(f, found)?;
                 write!(f, " at position {position} in state {state}")
             }
             // The other errors also read `Unexpected ...`, so that applications matching the
             // old reader's error texts treat them alike.
-            FrameError::MessageTooLarge { limit } => write!(
-                f,
-                "Unexpected message size: a message is larger than {limit} bytes"
-            ),
-            FrameError::RootNotArray { position } => write!(
-                f,
-                "Unexpected root value at position {position}: not an array"
-            ),
-            FrameError::BadMessage { position } => write!(
-                f,
-                "Unexpected message at position {position}: not an array or an object"
-            ),
+            FrameError::MessageTooLarge { limit } => {
+                write!(f, "Unexpected message size: a message is larger than {limit} bytes")
+            }
+            FrameError::RootNotArray { position } => {
+                write!(f, "Unexpected root value at position {position}: not an array")
+            }
+            FrameError::BadMessage { position } => {
+                write!(f, "Unexpected message at position {position}: not an array or an object")
+            }
             FrameError::InvalidUtf8 { position } => {
                 write!(f, "Unexpected invalid UTF-8 at position {position}")
             }
@@ -166,11 +155,7 @@ fn is_scalar_start(b: u8) -> bool {
 }
 
 fn unexpected(b: u8, position: u64, state: &'static str) -> FrameError {
-    FrameError::Unexpected {
-        found: char::from(b).to_string(),
-        position,
-        state,
-    }
+    FrameError::Unexpected { found: char::from(b).to_string(), position, state }
 }
 
 fn literal_state_name(lit: &[u8], pos: u8) -> &'static str {
@@ -201,9 +186,7 @@ fn scan_string(s: &[u8]) -> usize {
         let bs = x ^ (LO * u64::from(b'\\'));
         // Lowest set bit of each term marks that term's first hit exactly (borrows only
         // propagate upward), so the lowest bit of the union is the first special byte.
-        let m = (q.wrapping_sub(LO) & !q)
-            | (bs.wrapping_sub(LO) & !bs)
-            | (x.wrapping_sub(LO * 0x20) & !x);
+        let m = (q.wrapping_sub(LO) & !q) | (bs.wrapping_sub(LO) & !bs) | (x.wrapping_sub(LO * 0x20) & !x);
         let m = m & HI;
         if m != 0 {
             return i + (m.trailing_zeros() / 8) as usize;
@@ -228,9 +211,7 @@ fn has_prefix(s: &[u8], p: &[u8]) -> bool {
 /// Length of the run of ASCII digits at the start of `s`.
 #[inline]
 fn scan_digits(s: &[u8]) -> usize {
-    s.iter()
-        .position(|b| !b.is_ascii_digit())
-        .unwrap_or(s.len())
+    s.iter().position(|b| !b.is_ascii_digit()).unwrap_or(s.len())
 }
 
 /// Append `data` to `buf`, growing the allocation geometrically but never past `cap` bytes
@@ -238,11 +219,7 @@ fn scan_digits(s: &[u8]) -> usize {
 fn append_bounded(buf: &mut Vec<u8>, data: &[u8], cap: usize) {
     let need = buf.len() + data.len();
     if need > buf.capacity() {
-        let target = buf
-            .capacity()
-            .saturating_mul(2)
-            .max(need)
-            .min(cap.max(need));
+        let target = buf.capacity().saturating_mul(2).max(need).min(cap.max(need));
         buf.reserve_exact(target - buf.len());
     }
     buf.extend_from_slice(data);
@@ -322,31 +299,20 @@ impl Reader {
 
     /// The message that ends at `chunk[i]` (it started at `chunk[start]`, or in an earlier
     /// chunk if `buf` is not empty).
-    fn emit(
-        &mut self,
-        chunk: &[u8],
-        start: usize,
-        i: usize,
-        out: &mut Vec<String>,
-    ) -> Result<(), FrameError> {
+    fn emit(&mut self, chunk: &[u8], start: usize, i: usize, out: &mut Vec<String>) -> Result<(), FrameError> {
         let text = if self.buf.is_empty() {
-            std::str::from_utf8(&chunk[start..=i])
-                .map(str::to_owned)
-                .map_err(|e| e.valid_up_to())
+            std::str::from_utf8(&chunk[start..=i]).map(str::to_owned).map_err(|e| e.valid_up_to())
         } else {
             self.buf.reserve_exact(i + 1);
             self.buf.extend_from_slice(&chunk[..=i]);
-            String::from_utf8(std::mem::take(&mut self.buf))
-                .map_err(|e| e.utf8_error().valid_up_to())
+            String::from_utf8(std::mem::take(&mut self.buf)).map_err(|e| e.utf8_error().valid_up_to())
         };
         match text {
             Ok(s) => {
                 out.push(s);
                 Ok(())
             }
-            Err(valid) => Err(FrameError::InvalidUtf8 {
-                position: self.msg_pos + valid as u64,
-            }),
+            Err(valid) => Err(FrameError::InvalidUtf8 { position: self.msg_pos + valid as u64 }),
         }
     }
 
@@ -364,11 +330,7 @@ impl Reader {
         let mut start = 0usize;
         // Scanning stops here: the chunk end, or the byte that would make the current
         // message exceed `max`.
-        let mut end = if depth >= 2 {
-            (max - self.buf.len()).min(n)
-        } else {
-            n
-        };
+        let mut end = if depth >= 2 { (max - self.buf.len()).min(n) } else { n };
 
         macro_rules! fail {
             ($e:expr) => {{
@@ -418,10 +380,7 @@ impl Reader {
                         }
                         b'\\' => {
                             if i + 1 < end
-                                && matches!(
-                                    chunk[i + 1],
-                                    b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't'
-                                )
+                                && matches!(chunk[i + 1], b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't')
                             {
                                 i += 2;
                             } else if i + 5 < end
@@ -451,11 +410,7 @@ impl Reader {
             let b = chunk[i];
             match st {
                 State::Str => {
-                    let next = if self.string_is_key {
-                        State::Colon
-                    } else {
-                        State::CommaOrEnd
-                    };
+                    let next = if self.string_is_key { State::Colon } else { State::CommaOrEnd };
                     string_body!(next);
                 }
                 State::CommaOrEnd => match b {
@@ -518,9 +473,7 @@ impl Reader {
                     b']' if st == State::ValueOrEnd => close!(),
                     _ if depth == 1 => {
                         if is_scalar_start(b) {
-                            fail!(FrameError::BadMessage {
-                                position: base + i as u64
-                            });
+                            fail!(FrameError::BadMessage { position: base + i as u64 });
                         }
                         unexpected!(b);
                     }
@@ -593,8 +546,7 @@ impl Reader {
                         fail!(unexpected(
                             b,
                             base + i as u64,
-                            ["STRING6", "STRING5", "STRING4", "STRING3"]
-                                [usize::from(self.hex_left.clamp(1, 4)) - 1]
+                            ["STRING6", "STRING5", "STRING4", "STRING3"][usize::from(self.hex_left.clamp(1, 4)) - 1]
                         ));
                     }
                     self.hex_left -= 1;
@@ -606,11 +558,7 @@ impl Reader {
                 State::Literal => {
                     let pos = usize::from(self.lit_pos);
                     if self.lit.get(pos) != Some(&b) {
-                        fail!(unexpected(
-                            b,
-                            base + i as u64,
-                            literal_state_name(self.lit, self.lit_pos)
-                        ));
+                        fail!(unexpected(b, base + i as u64, literal_state_name(self.lit, self.lit_pos)));
                     }
                     self.lit_pos += 1;
                     if usize::from(self.lit_pos) == self.lit.len() {
@@ -692,12 +640,8 @@ impl Reader {
                         st = State::ValueOrEnd;
                         i += 1;
                     }
-                    b'{' => fail!(FrameError::RootNotArray {
-                        position: base + i as u64
-                    }),
-                    _ if is_scalar_start(b) => fail!(FrameError::RootNotArray {
-                        position: base + i as u64
-                    }),
+                    b'{' => fail!(FrameError::RootNotArray { position: base + i as u64 }),
+                    _ if is_scalar_start(b) => fail!(FrameError::RootNotArray { position: base + i as u64 }),
                     _ => unexpected!(b),
                 },
             }
@@ -792,14 +736,8 @@ mod tests {
     fn display_shape() {
         let mut r = Reader::new(100);
         let e = r.feed(b".", &mut Vec::new()).unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "Unexpected \".\" at position 0 in state START"
-        );
+        assert_eq!(e.to_string(), "Unexpected \".\" at position 0 in state START");
         let e = unexpected(b'\n', 3, "COMMA");
-        assert_eq!(
-            e.to_string(),
-            "Unexpected \"\\n\" at position 3 in state COMMA"
-        );
+        assert_eq!(e.to_string(), "Unexpected \"\\n\" at position 3 in state COMMA");
     }
 }

@@ -13,14 +13,8 @@ pub const ACK_PREFIX: &str = "ack::";
 /// array, event name first (`["event", 1, {"x": 2}]`).
 #[derive(Debug, PartialEq, Eq)]
 pub enum Incoming<'a> {
-    Event {
-        name: Cow<'a, str>,
-        args: &'a str,
-        id: Option<Cow<'a, str>>,
-    },
-    Ack {
-        id: Cow<'a, str>,
-    },
+    Event { name: Cow<'a, str>, args: &'a str, id: Option<Cow<'a, str>> },
+    Ack { id: Cow<'a, str> },
 }
 
 /// A message that is valid JSON but not one of the shapes of §2.
@@ -49,11 +43,9 @@ pub fn parse(text: &str) -> Result<Incoming<'_>, MessageError> {
     let (args, id) = match trimmed.as_bytes().first() {
         Some(b'[') => (trimmed, None),
         Some(b'{') => {
-            let obj: ObjectShape<'_> = serde_json::from_str(trimmed)
-                .map_err(|_| MessageError("message object is not {\"args\": [...]}"))?;
-            let args = obj
-                .args
-                .ok_or(MessageError("message object has no \"args\" array"))?;
+            let obj: ObjectShape<'_> =
+                serde_json::from_str(trimmed).map_err(|_| MessageError("message object is not {\"args\": [...]}"))?;
+            let args = obj.args.ok_or(MessageError("message object has no \"args\" array"))?;
             (args.get(), obj.id.map(|raw| raw.get()))
         }
         _ => return Err(MessageError("message is neither an array nor an object")),
@@ -73,8 +65,8 @@ pub fn parse(text: &str) -> Result<Incoming<'_>, MessageError> {
     let id = match id {
         None | Some("null") => None,
         Some(raw) => {
-            let id: Cow<'_, str> = serde_json::from_str(raw)
-                .map_err(|_| MessageError("message \"id\" is not a string"))?;
+            let id: Cow<'_, str> =
+                serde_json::from_str(raw).map_err(|_| MessageError("message \"id\" is not a string"))?;
             // The old peers skip the ack when the id is falsy; so do we.
             (!id.is_empty()).then_some(id)
         }
@@ -162,26 +154,22 @@ mod tests {
     #[test]
     fn array_event() {
         let m = parse(r#"["hello",1,[true,null,2.5]]"#).unwrap();
-        assert_eq!(
-            m,
-            Incoming::Event { name: "hello".into(), args: r#"["hello",1,[true,null,2.5]]"#, id: None }
-        );
+        assert_eq!(m, Incoming::Event { name: "hello".into(), args: r#"["hello",1,[true,null,2.5]]"#, id: None });
     }
 
     #[test]
     fn object_event_and_ack() {
         let m = parse(r#"{"args":["w\u00e9",{"a":[1]}],"id":"abc"}"#).unwrap();
-        assert_eq!(
-            m,
-            Incoming::Event { name: "wé".into(), args: r#"["w\u00e9",{"a":[1]}]"#, id: Some("abc".into()) }
-        );
+        assert_eq!(m, Incoming::Event { name: "wé".into(), args: r#"["w\u00e9",{"a":[1]}]"#, id: Some("abc".into()) });
         assert_eq!(parse(r#"{"args":["ack::x-1"]}"#).unwrap(), Incoming::Ack { id: "x-1".into() });
         assert_eq!(parse(r#"["ack::y"]"#).unwrap(), Incoming::Ack { id: "y".into() });
     }
 
     #[test]
     fn bad_shapes() {
-        for bad in [r#"{"args":"notarray"}"#, "null", "1", r#"[1,2]"#, "[]", r#"{"id":"x"}"#, r#"{"args":["e"],"id":5}"#] {
+        for bad in
+            [r#"{"args":"notarray"}"#, "null", "1", r#"[1,2]"#, "[]", r#"{"id":"x"}"#, r#"{"args":["e"],"id":5}"#]
+        {
             assert!(parse(bad).is_err(), "{bad} should be rejected");
         }
     }

@@ -1,8 +1,8 @@
 //! The sans-IO core: bytes and time in, bytes and events out.
 //! Nothing here may import tokio, tokio-util or napi (checked by a test).
 
-pub mod framing;
 pub mod backoff;
+pub mod framing;
 pub mod message;
 pub mod peer;
 pub mod session;

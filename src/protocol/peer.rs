@@ -433,7 +433,8 @@ impl Peer {
             self.note_seen(&sender, seq);
         }
         self.deadlines = r.deadlines;
-        self.deadlines.extend(own_deadlines.into_iter().filter_map(|(t, seq, n)| renumbered.get(&seq).map(|s| (t, *s, n))));
+        self.deadlines
+            .extend(own_deadlines.into_iter().filter_map(|(t, seq, n)| renumbered.get(&seq).map(|s| (t, *s, n))));
         self.deadlines.make_contiguous().sort_by_key(|d| d.0);
     }
 
