@@ -223,6 +223,9 @@ function addressesOf (stream) {
  */
 function bindStream (h, stream, onError) {
   streams.set(h, stream)
+  // Each message and ack is a small write; with Nagle's algorithm a
+  // request/response exchange waits out delayed ACKs (~40 ms per message).
+  if (typeof stream.setNoDelay === 'function') stream.setNoDelay(true)
   stream.on('data', (chunk) => {
     if (!Buffer.isBuffer(chunk)) chunk = Buffer.from(chunk)
     if (!native.feed(h, chunk) && typeof stream.pause === 'function') stream.pause()
