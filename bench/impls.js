@@ -204,18 +204,6 @@ const oursVariants = [
   oursVariant('ours-factory-tls', 'uhura 0.2, tls factory', {
     server: () => ({ createServer: tls.createServer, key: testCerts().key, cert: testCerts().cert }),
     client: () => ({ createConnection: (o, cb) => cb(null, tls.connect({ host: HOST, port: o.port, ca: testCerts().ca })) })
-  }),
-  // Diagnostics: the two factory variants with setNoDelay(true) on every
-  // socket. The factory streams belong to the caller and the addon leaves
-  // Nagle's algorithm on; with acks on, an ack frame and the next message go
-  // out as two writes, so a ping-pong then waits for delayed ACKs (~40 ms).
-  oursVariant('ours-factory-nodelay', 'uhura 0.2, net factory + noDelay', {
-    server: () => ({ createServer: (o, onStream) => net.createServer((s) => { s.setNoDelay(true); onStream(s) }) }),
-    client: () => ({ createConnection: (o, cb) => cb(null, net.connect(o.port, HOST).setNoDelay(true)) })
-  }),
-  oursVariant('ours-factory-tls-nodelay', 'uhura 0.2, tls factory + noDelay', {
-    server: () => ({ createServer: (o, onStream) => tls.createServer({ key: testCerts().key, cert: testCerts().cert }, (s) => { s.setNoDelay(true); onStream(s) }) }),
-    client: () => ({ createConnection: (o, cb) => cb(null, tls.connect({ host: HOST, port: o.port, ca: testCerts().ca }).setNoDelay(true)) })
   })
 ]
 
