@@ -40,12 +40,17 @@ const OPEN_TRANSPORT = 13
 const STORE_OP = 14
 const ACK_TIMEOUT = 15
 const STOPPED = 16
+const WATCH = 17
+const UNWATCH = 18
 
 const handles = new Map()
 // Handle -> the JavaScript stream carrying that link's bytes (factory transports).
 const streams = new Map()
 
 native.init(drain)
+// Native sockets are read on this thread's event loop (src/node/uv.rs), which
+// saves a thread hop per received message.
+native.enableNodeReads(process.env.UHURA_NODE_READS !== '0')
 
 /** Runs on the JS thread whenever Rust has events: take every batch there is. */
 // Closing calls made by listeners wait until the batch is handled: the acks
@@ -129,6 +134,12 @@ function dispatch (e) {
       break
     case STOPPED:
       if (obj) obj._onStopped()
+      break
+    case WATCH:
+      native.watch(h, e[2])
+      break
+    case UNWATCH:
+      native.unwatch(e[2])
       break
     case RECONNECTING:
       if (obj) obj.emit('reconnecting', e[2])

@@ -172,6 +172,7 @@ async fn connect_loop(shared: &Arc<Shared>, client: &Arc<Client>) {
         lock(&client.control).now = false;
         let started = Instant::now();
         let mut connected = false;
+        link::trace(|| format!("client {} opening", link.handle));
         match client.open(target).await {
             Ok((stream, addrs)) => {
                 connected = true;
@@ -206,6 +207,7 @@ async fn connect_loop(shared: &Arc<Shared>, client: &Arc<Client>) {
                 (false, Duration::ZERO, 0)
             }
         };
+        link::trace(|| format!("client {} again {again} delay {delay:?} connected {connected}", link.handle));
         link.deliver(kind::DISCONNECTED, |b| b.push_str(if again { "true" } else { "false" }));
         if !again {
             // Wait for `reconnect()` or `disconnect()`; `autoReconnect()`

@@ -30,6 +30,9 @@ const FAIL_GRACE: Duration = Duration::from_millis(250);
 const TAKEOVER_WAIT: Duration = Duration::from_secs(2);
 /// Bounds of a connection's read buffer.
 const READ_MIN: usize = 4 * 1024;
+/// At most this much is read per readiness callback on the application's
+/// loop, so one busy socket does not starve the loop's other work.
+const EXTERNAL_READ_BUDGET: usize = 256 * 1024;
 const READ_MAX: usize = 64 * 1024;
 /// Readers stop reading while this much output is waiting (a peer that
 /// sends but does not read cannot grow our ack backlog without bound).
@@ -61,6 +64,10 @@ pub mod kind {
     pub const ACK_TIMEOUT: u8 = 15;
     /// A client stopped for good (after `disconnect()`).
     pub const STOPPED: u8 = 16;
+    /// Native sockets: watch this link's socket on the application's loop.
+    pub const WATCH: u8 = 17;
+    /// Native sockets: stop watching it.
+    pub const UNWATCH: u8 = 18;
 }
 
 /// What a link knows of its socket: addresses as Node reports them, and
@@ -76,6 +83,8 @@ pub struct Addresses {
 /// Control of the current transport, one per socket.
 #[derive(Default)]
 pub struct Transport {
+    /// Unique per transport, so events about it never apply to a later one.
+    pub id: u64,
     /// Set by `destroy()` or a write failure: drop the socket now.
     kill: Notify,
     killed: AtomicBool,
@@ -88,9 +97,44 @@ pub struct Transport {
     /// The writer task holds bytes it has not finished writing; set and
     /// cleared under the peer lock, so direct writes never overtake them.
     writer_busy: Mutex<bool>,
+    pub external: ExternalRead,
+}
+
+/// Reading moved to the application's own event loop (Node's libuv, see
+/// src/node/uv.rs): the socket's readiness then wakes the thread that runs
+/// the listeners, not a tokio thread that must wake it in turn.
+#[derive(Default)]
+pub struct ExternalRead {
+    /// The application's loop is watching the socket.
+    requested: AtomicBool,
+    /// The reader task has stopped reading: the application's loop reads.
+    /// Set by the reader task between reads, so no read of its own is in
+    /// flight when the other loop starts.
+    active: AtomicBool,
+    /// The other loop saw the end of the stream or an error.
+    done: AtomicBool,
+    /// The other loop stopped watching because our output is backed up (a
+    /// peer that sends but does not read); the writer asks it to resume.
+    paused: AtomicBool,
+    changed: Notify,
+}
+
+/// What the application's loop should do with its watch after a read.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Watch {
+    Keep,
+    /// Stop until a WATCH event asks again.
+    Pause,
+    /// The transport is done with the socket.
+    Stop,
 }
 
 impl Transport {
+    /// The socket, when it may be used directly (plain TCP or Unix).
+    pub fn direct_socket(&self) -> Option<Arc<dyn DirectWrite>> {
+        lock(&self.addresses).direct.clone()
+    }
+
     pub fn kill(&self) {
         self.killed.store(true, Ordering::Release);
         self.kill.notify_one();
@@ -195,6 +239,30 @@ impl Link {
         sid.or_else(|| lock(&self.resuming).clone())
     }
 
+    /// A JSON snapshot for diagnostics.
+    pub fn debug_state(&self, delivery_backlog: usize) -> String {
+        let t = self.transport();
+        let peer = lock(&self.peer);
+        serde_json::json!({
+            "handle": self.handle,
+            "transport": t.as_ref().map(|t| serde_json::json!({
+                "id": t.id,
+                "ending": t.ending.load(Ordering::Acquire),
+                "killed": t.killed.load(Ordering::Acquire),
+                "external": [t.external.requested.load(Ordering::Acquire), t.external.active.load(Ordering::Acquire), t.external.done.load(Ordering::Acquire), t.external.paused.load(Ordering::Acquire)],
+                "writerBusy": *lock(&t.writer_busy),
+            })),
+            "ready": peer.is_ready(),
+            "open": peer.is_open(),
+            "queued": peer.queued_len(),
+            "unacked": peer.unacked_len(),
+            "pendingOutput": peer.pending_output(),
+            "deferredAcks": lock(&self.deferred).acks.len(),
+            "deliveryBacklog": delivery_backlog,
+        })
+        .to_string()
+    }
+
     /// Every handle that routes to this link.
     pub fn handles(&self) -> Vec<u32> {
         let mut hs = lock(&self.aliases).clone();
@@ -260,6 +328,8 @@ impl Link {
         let direct = lock(&t.addresses).direct.clone();
         if let Some(direct) = direct.filter(|_| !t.ending.load(Ordering::Acquire)) {
             let mut peer = lock(&self.peer);
+            // Acks that just arrived may have made room in the window.
+            peer.refill();
             if peer.pending_output() == 0 {
                 return;
             }
@@ -524,6 +594,7 @@ impl Link {
     /// earlier connection of that session left (in this process, or in a
     /// shared store), then loads the session itself.
     async fn resume(self: &Arc<Self>, store: &Arc<dyn SessionStore>, id: &str) {
+        trace(|| format!("link {} resumes {id}", self.handle));
         if let Some(retention) = self.retention.clone() {
             // The client may be back before this server noticed its old
             // connection drop: end that one and take over what it leaves.
@@ -531,10 +602,12 @@ impl Link {
             loop {
                 let changed = retention.changed();
                 if let Some(old) = retention.take(id) {
+                    trace(|| format!("link {} absorbs {}", self.handle, old.handle));
                     self.absorb(&old);
                     break;
                 }
                 let Some(other) = retention.active(id).filter(|l| !Arc::ptr_eq(l, self)) else { break };
+                trace(|| format!("link {} waits for active {}", self.handle, other.handle));
                 if let Some(t) = other.transport() {
                     t.kill();
                 }
@@ -560,6 +633,7 @@ impl Link {
             }
         };
         lock(&self.peer).session_loaded(loaded, Instant::now());
+        trace(|| format!("link {} session loaded", self.handle));
         self.pump();
         if let Some(e) = error {
             self.deliver_error(&e, Some("ESTORE"));
@@ -612,12 +686,16 @@ impl Link {
     where
         S: AsyncRead + AsyncWrite + Send + 'static,
     {
-        let transport = Arc::new(Transport::default());
+        static NEXT_TRANSPORT: AtomicU64 = AtomicU64::new(1);
+        let transport =
+            Arc::new(Transport { id: NEXT_TRANSPORT.fetch_add(1, Ordering::Relaxed), ..Transport::default() });
         *lock(&transport.addresses) = addresses;
         *lock(&self.transport) = Some(transport.clone());
+        trace(|| format!("link {} transport {} open", self.handle, transport.id));
         lock(&self.peer).on_open(Instant::now());
         self.pump();
 
+        let watched = self.watch_externally(&transport);
         let (mut rd, wr) = tokio::io::split(stream);
         let writer = tokio::spawn(write_loop(self.clone(), transport.clone(), wr));
         // Small while idle (10,000 idle connections should not hold 64 KiB
@@ -644,11 +722,20 @@ impl Link {
                     None => std::future::pending().await,
                 }
             };
+            let ext = &transport.external;
+            if ext.requested.load(Ordering::Acquire) && !ext.active.load(Ordering::Acquire) {
+                ext.active.store(true, Ordering::Release);
+            }
+            let reading_here = !ext.active.load(Ordering::Acquire);
+            if ext.done.load(Ordering::Acquire) {
+                break;
+            }
             tokio::select! {
                 _ = transport.kill.notified() => break,
                 _ = grace => break,
                 _ = transport.ending_wake.notified(), if deadline.is_none() => continue,
-                r = rd.read(&mut buf) => match r {
+                _ = ext.changed.notified() => continue,
+                r = rd.read(&mut buf), if reading_here => match r {
                     Ok(0) => break,
                     Err(e) => {
                         self.deliver_error(&e.to_string(), io_code(&e));
@@ -673,11 +760,113 @@ impl Link {
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
         }
+        trace(|| {
+            format!(
+                "link {} transport {} loop ended (killed {})",
+                self.handle,
+                transport.id,
+                transport.killed.load(Ordering::Acquire)
+            )
+        });
         writer.abort();
         let _ = writer.await;
+        trace(|| format!("link {} transport {} writer done", self.handle, transport.id));
+        if let Some(socket) = watched {
+            // The other loop still holds the fd until it stops watching;
+            // the peer must see the close now.
+            socket.shutdown();
+            let id = transport.id;
+            self.deliver(kind::UNWATCH, |b| {
+                let _ = write!(b, "{id}");
+            });
+        }
         lock(&self.peer).on_close();
         self.pump();
         *lock(&self.transport) = None;
+        trace(|| format!("link {} transport {} closed", self.handle, transport.id));
+    }
+
+    /// Asks the application's loop to read this transport's socket, when the
+    /// engine is set up for it and the socket allows it.
+    fn watch_externally(&self, transport: &Transport) -> Option<Arc<dyn DirectWrite>> {
+        let shared = self.shared.upgrade()?;
+        if !shared.external_reads.load(Ordering::Acquire) {
+            return None;
+        }
+        let socket = lock(&transport.addresses).direct.clone()?;
+        let id = transport.id;
+        self.deliver(kind::WATCH, |b| {
+            let _ = write!(b, "{id}");
+        });
+        Some(socket)
+    }
+
+    /// The application's loop can no longer watch transport `id`: end it.
+    pub fn external_failed(&self, id: u64) {
+        if let Some(t) = self.transport_by_id(id) {
+            t.external.done.store(true, Ordering::Release);
+            t.external.changed.notify_one();
+        }
+    }
+
+    /// The live transport with this id, if it is still this link's.
+    pub fn transport_by_id(&self, id: u64) -> Option<Arc<Transport>> {
+        self.transport().filter(|t| t.id == id)
+    }
+
+    /// The application's loop is watching the socket (called on that loop).
+    pub fn external_watch_started(&self, t: &Transport) {
+        t.external.requested.store(true, Ordering::Release);
+        t.external.changed.notify_one();
+    }
+
+    /// Called on the application's loop when the socket is readable: reads
+    /// what is there (bounded per call) and feeds it to the state machine
+    /// under the peer lock, so reads from either loop stay in order. Returns
+    /// whether to keep watching.
+    pub fn read_external(self: &Arc<Self>, transport: u64, buf: &mut [u8]) -> Watch {
+        let Some(t) = self.transport_by_id(transport) else { return Watch::Stop };
+        if !t.external.active.load(Ordering::Acquire) {
+            // The reader task has not handed over yet; it will shortly.
+            return Watch::Keep;
+        }
+        if t.external.done.load(Ordering::Acquire) {
+            return Watch::Stop;
+        }
+        let Some(socket) = lock(&t.addresses).direct.clone() else { return Watch::Stop };
+        let mut total = 0;
+        loop {
+            let read = {
+                let mut peer = lock(&self.peer);
+                if peer.pending_output() > OUTPUT_HIGH_WATER {
+                    t.external.paused.store(true, Ordering::Release);
+                    return Watch::Pause;
+                }
+                let r = socket.try_read(buf);
+                if let Ok(n @ 1..) = r {
+                    peer.receive(&buf[..n], Instant::now());
+                }
+                r
+            };
+            match read {
+                Ok(0) => break,
+                Ok(n) => {
+                    self.pump();
+                    total += n;
+                    if n < buf.len() || total >= EXTERNAL_READ_BUDGET {
+                        return Watch::Keep;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Watch::Keep,
+                Err(e) => {
+                    self.deliver_error(&e.to_string(), io_code(&e));
+                    break;
+                }
+            }
+        }
+        t.external.done.store(true, Ordering::Release);
+        t.external.changed.notify_one();
+        Watch::Stop
     }
 }
 
@@ -713,6 +902,15 @@ async fn write_loop<W: AsyncWrite>(link: Arc<Link>, transport: Arc<Transport>, w
             if out.capacity() > 1 << 20 {
                 out = Vec::new();
             }
+            if transport.external.paused.load(Ordering::Acquire)
+                && lock(&link.peer).pending_output() < OUTPUT_HIGH_WATER / 2
+                && transport.external.paused.swap(false, Ordering::AcqRel)
+            {
+                let id = transport.id;
+                link.deliver(kind::WATCH, |b| {
+                    let _ = write!(b, "{id}");
+                });
+            }
             continue;
         }
         if transport.ending.load(Ordering::Acquire) {
@@ -740,4 +938,14 @@ pub fn io_code(e: &std::io::Error) -> Option<&'static str> {
         NetworkUnreachable => "ENETUNREACH",
         _ => return None,
     })
+}
+
+/// Diagnostics on stderr with UHURA_TRACE=1.
+pub fn trace(msg: impl FnOnce() -> String) {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    if *ON.get_or_init(|| std::env::var_os("UHURA_TRACE").is_some_and(|v| v == "1")) {
+        let t = START.get_or_init(Instant::now).elapsed().as_millis();
+        eprintln!("uhura {t}ms: {}", msg());
+    }
 }

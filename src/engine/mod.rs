@@ -45,6 +45,8 @@ pub struct Shared {
     delivered_gen: AtomicU64,
     /// Links with acks waiting for `delivered_gen` to advance.
     ack_waiters: Mutex<Vec<Weak<Link>>>,
+    /// The application reads native sockets on its own loop (WATCH events).
+    pub external_reads: std::sync::atomic::AtomicBool,
     pub rt: tokio::runtime::Handle,
 }
 
@@ -129,10 +131,17 @@ impl Engine {
             taken_gen: AtomicU64::new(0),
             delivered_gen: AtomicU64::new(0),
             ack_waiters: Mutex::new(Vec::new()),
+            external_reads: std::sync::atomic::AtomicBool::new(false),
             rt: rt.handle().clone(),
         });
         rt.spawn(shared.timers.clone().run(Arc::downgrade(&shared)));
         Ok(Engine { shared, _rt: rt })
+    }
+
+    /// Native sockets are then read on the application's loop: it must act
+    /// on WATCH / UNWATCH events (the Node binding does).
+    pub fn enable_external_reads(&self, on: bool) {
+        self.shared.external_reads.store(on, Ordering::Release);
     }
 
     pub fn shared(&self) -> &Arc<Shared> {

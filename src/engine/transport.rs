@@ -21,6 +21,11 @@ pub type BoxStream = Box<dyn Stream>;
 /// cross-thread wake-up per send (NAPI-NOTES.md: ~15 µs each).
 pub trait DirectWrite: Send + Sync + std::fmt::Debug {
     fn try_write(&self, buf: &[u8]) -> io::Result<usize>;
+    /// Reads without waiting (for a reader on another event loop).
+    fn try_read(&self, buf: &mut [u8]) -> io::Result<usize>;
+    fn raw_fd(&self) -> std::os::fd::RawFd;
+    /// Ends both directions now, even while other handles keep the fd open.
+    fn shutdown(&self);
 }
 
 /// A socket shared between its reader and writer tasks and `DirectWrite`
@@ -34,6 +39,15 @@ macro_rules! shared_socket {
         impl DirectWrite for $t {
             fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
                 <$t>::try_write(self, buf)
+            }
+            fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+                <$t>::try_read(self, buf)
+            }
+            fn raw_fd(&self) -> std::os::fd::RawFd {
+                std::os::fd::AsRawFd::as_raw_fd(self)
+            }
+            fn shutdown(&self) {
+                let _ = socket2::SockRef::from(self).shutdown(std::net::Shutdown::Both);
             }
         }
 

@@ -3,6 +3,8 @@
 //! once per batch of sends (`write`). Every export catches panics, so a bug
 //! surfaces as a JS exception rather than aborting Node.
 
+mod uv;
+
 use crate::engine::link::Addresses;
 use crate::engine::tls::{TlsAcceptor, TlsConnector, TlsOptions};
 use crate::engine::{ClientOptions, Connector, Endpoint, Engine, ListenOptions, ServerOptions, StoreChoice};
@@ -388,4 +390,41 @@ pub fn store_reply(server: u32, req: f64, error: Option<String>, session: Option
     };
     engine()?.store_reply(server, req as u64, result);
     Ok(())
+}
+
+/// Reads native sockets on Node's loop from now on (see `uv.rs`); off with
+/// UHURA_NODE_READS=0.
+#[napi(catch_unwind)]
+pub fn enable_node_reads(on: bool) -> Result<()> {
+    engine()?.enable_external_reads(on);
+    Ok(())
+}
+
+/// WATCH: watch link `handle`'s socket on this (the JS) thread.
+#[napi(catch_unwind)]
+pub fn watch(env: Env, handle: u32, transport: f64) -> Result<()> {
+    let Ok(link) = engine()?.link(handle) else { return Ok(()) };
+    let mut uv_loop = std::ptr::null_mut();
+    // SAFETY: env is the current, valid environment of this call.
+    let status = unsafe { napi::sys::napi_get_uv_event_loop(env.raw(), &mut uv_loop) };
+    if status != napi::sys::Status::napi_ok || uv_loop.is_null() {
+        return Err(Error::from_reason("uhura: no event loop"));
+    }
+    uv::watch(uv_loop as *mut std::ffi::c_void, &link, transport as u64).map_err(js_err)
+}
+
+/// UNWATCH: stop watching the socket of `transport`.
+#[napi(catch_unwind)]
+pub fn unwatch(transport: f64) -> Result<()> {
+    uv::unwatch(transport as u64);
+    Ok(())
+}
+
+/// Diagnostics for tests and bug reports: the state of link `handle`.
+#[napi(catch_unwind)]
+pub fn debug_state(handle: u32) -> Result<String> {
+    let engine = engine()?;
+    let backlog = engine.shared().delivery.backlog();
+    let Ok(link) = engine.link(handle) else { return Ok(format!("{{\"link\":null,\"backlog\":{backlog}}}")) };
+    Ok(link.debug_state(backlog))
 }

@@ -33,6 +33,10 @@ pub const HEARTBEAT: &str = "_uhura_hb";
 /// peer that stops reading makes the queue (which is bounded) grow, not the
 /// output buffer.
 const OUTPUT_HIGH_WATER: usize = 1024 * 1024;
+/// At most this many events are sent and not yet acknowledged. Bounds
+/// what a drop makes us resend (so frequent drops cannot starve progress)
+/// and what an old peer must search per ack (0.1.2's lookup is linear).
+const MAX_IN_FLIGHT: usize = 8192;
 /// How many senders' duplicate-suppression watermarks a peer remembers.
 const MAX_SEEN_SENDERS: usize = 64;
 
@@ -711,12 +715,16 @@ impl Peer {
         self.refill();
     }
 
+    fn has_room(&self) -> bool {
+        self.out.len() < OUTPUT_HIGH_WATER && self.unacked.len() < MAX_IN_FLIGHT
+    }
+
     /// Moves queued events into the output while there is room.
-    fn refill(&mut self) {
+    pub fn refill(&mut self) {
         if self.phase != Phase::Ready {
             return;
         }
-        while self.out.len() < OUTPUT_HIGH_WATER {
+        while self.has_room() {
             let Some(p) = self.queue.pop_front() else { break };
             self.transmit(p);
         }
@@ -738,7 +746,7 @@ impl Peer {
         }
         self.pending_bytes += args.len();
         let p = Pending { seq, foreign_id: None, args, notify };
-        if self.phase == Phase::Ready && self.queue.is_empty() && self.out.len() < OUTPUT_HIGH_WATER {
+        if self.phase == Phase::Ready && self.queue.is_empty() && self.has_room() {
             self.transmit(p);
         } else {
             self.queue.push_back(p);

@@ -1,0 +1,153 @@
+//! Reading native sockets on Node's own event loop.
+//!
+//! A tokio thread that reads a socket must then wake the JavaScript thread
+//! (a ThreadsafeFunction, ~15 µs): one extra thread hop per received
+//! message, which doubles a request/response round trip. Instead, once a
+//! connection is up, the engine asks (WATCH) for its socket to be watched
+//! with a libuv poll handle on the JavaScript thread; readiness then wakes
+//! that thread directly, the bytes are parsed right there, and the batch
+//! reaches the listeners in the same loop turn. Writing and everything else
+//! stays on tokio.
+//!
+//! libuv is part of the Node binary and its functions are exported to
+//! addons; the handles are unref'd so they never keep the process alive.
+
+use crate::engine::link::{Link, Watch};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::ffi::{c_int, c_void};
+use std::sync::{Arc, Weak};
+
+extern "C" {
+    fn uv_poll_init_socket(loop_: *mut c_void, handle: *mut c_void, socket: c_int) -> c_int;
+    fn uv_poll_start(handle: *mut c_void, events: c_int, cb: extern "C" fn(*mut c_void, c_int, c_int)) -> c_int;
+    fn uv_poll_stop(handle: *mut c_void) -> c_int;
+    fn uv_close(handle: *mut c_void, cb: extern "C" fn(*mut c_void));
+    fn uv_unref(handle: *mut c_void);
+    fn uv_handle_size(kind: c_int) -> usize;
+}
+
+/// `UV_POLL` in libuv's `uv_handle_type`, and `UV_READABLE`.
+const UV_POLL: c_int = 8;
+const UV_READABLE: c_int = 1;
+
+/// What a poll handle's `data` field (the first field of every uv handle)
+/// points to.
+struct PollContext {
+    link: Weak<Link>,
+    transport: u64,
+    /// Keeps the fd open (and so not reused by another socket) while the
+    /// handle watches it.
+    _socket: Arc<dyn crate::engine::transport::DirectWrite>,
+}
+
+struct Poll {
+    handle: *mut c_void,
+    running: bool,
+}
+
+thread_local! {
+    /// Transport id -> its poll handle. Only ever touched on the JS thread.
+    static POLLS: RefCell<HashMap<u64, Poll>> = RefCell::new(HashMap::new());
+    static READ_BUF: RefCell<Vec<u8>> = RefCell::new(vec![0; 64 * 1024]);
+}
+
+fn layout() -> std::alloc::Layout {
+    // SAFETY: uv_handle_size only reads a constant table.
+    let size = unsafe { uv_handle_size(UV_POLL) };
+    std::alloc::Layout::from_size_align(size.max(1), 16).expect("uv handle layout")
+}
+
+extern "C" fn on_readable(handle: *mut c_void, status: c_int, _events: c_int) {
+    // SAFETY: `data` was set to a leaked PollContext in `watch` and is only
+    // freed in `on_close`, after the handle stopped.
+    let ctx = unsafe { &*(*(handle as *mut *mut PollContext)) };
+    // libuv reports a socket error (EPOLLERR, e.g. a reset) as UV_EBADF; the
+    // read then returns the real error, which ends the transport.
+    let verdict = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match ctx.link.upgrade() {
+        Some(link) => {
+            let v = READ_BUF.with(|b| link.read_external(ctx.transport, &mut b.borrow_mut()));
+            if status < 0 && v == Watch::Keep {
+                link.external_failed(ctx.transport);
+                return Watch::Stop;
+            }
+            v
+        }
+        None => Watch::Stop,
+    }))
+    .unwrap_or(Watch::Stop);
+    if verdict != Watch::Keep {
+        crate::engine::link::trace(|| {
+            format!("poll for transport {} stops: {verdict:?} (status {status})", ctx.transport)
+        });
+        // SAFETY: a started poll handle on this loop's thread.
+        unsafe { uv_poll_stop(handle) };
+        POLLS.with(|p| {
+            if let Some(poll) = p.borrow_mut().get_mut(&ctx.transport) {
+                poll.running = false;
+            }
+        });
+    }
+}
+
+extern "C" fn on_close(handle: *mut c_void) {
+    // SAFETY: the handle is closed; nothing else refers to it or its context.
+    unsafe {
+        drop(Box::from_raw(*(handle as *mut *mut PollContext)));
+        std::alloc::dealloc(handle as *mut u8, layout());
+    }
+}
+
+/// Starts (or resumes) watching the socket of `link`'s transport `id`, if
+/// that transport is still live. `uv_loop` is Node's loop.
+pub fn watch(uv_loop: *mut c_void, link: &Arc<Link>, id: u64) -> Result<(), String> {
+    let Some(transport) = link.transport_by_id(id) else { return Ok(()) };
+    let Some(socket) = transport.direct_socket() else { return Ok(()) };
+    let resumed = POLLS.with(|p| {
+        let mut polls = p.borrow_mut();
+        let Some(poll) = polls.get_mut(&id) else { return false };
+        if !poll.running {
+            // SAFETY: an initialised, stopped poll handle of this thread.
+            unsafe { uv_poll_start(poll.handle, UV_READABLE, on_readable) };
+            poll.running = true;
+        }
+        true
+    });
+    if resumed {
+        return Ok(());
+    }
+    let fd = socket.raw_fd();
+    let ctx = Box::into_raw(Box::new(PollContext { link: Arc::downgrade(link), transport: id, _socket: socket }));
+    // SAFETY: a zeroed allocation of the size libuv asks for; libuv
+    // initialises it, and we set `data` (the first field) afterwards.
+    unsafe {
+        let handle = std::alloc::alloc_zeroed(layout()) as *mut c_void;
+        if handle.is_null() {
+            drop(Box::from_raw(ctx));
+            return Err("out of memory".into());
+        }
+        let rc = uv_poll_init_socket(uv_loop, handle, fd);
+        if rc != 0 {
+            drop(Box::from_raw(ctx));
+            std::alloc::dealloc(handle as *mut u8, layout());
+            return Err(format!("uv_poll_init_socket failed ({rc})"));
+        }
+        *(handle as *mut *mut PollContext) = ctx;
+        uv_unref(handle);
+        uv_poll_start(handle, UV_READABLE, on_readable);
+        POLLS.with(|p| p.borrow_mut().insert(id, Poll { handle, running: true }));
+    }
+    link.external_watch_started(&transport);
+    Ok(())
+}
+
+/// Stops watching and frees the poll handle of transport `id`.
+pub fn unwatch(id: u64) {
+    if let Some(poll) = POLLS.with(|p| p.borrow_mut().remove(&id)) {
+        // SAFETY: an initialised poll handle of this thread; freed in on_close.
+        unsafe {
+            uv_poll_stop(poll.handle);
+            uv_close(poll.handle, on_close);
+        }
+    }
+}
