@@ -57,6 +57,8 @@ native.enableNodeReads(process.env.UHURA_NODE_READS !== '0')
 // of the events just handled go out first (see eventsHandled below).
 let dispatching = false
 let afterBatch = []
+// Emitters with sends waiting for their microtask flush.
+const unflushed = new Set()
 
 function whenBatchHandled (fn) {
   if (dispatching) afterBatch.push(fn)
@@ -78,7 +80,10 @@ function drain () {
       }
     }
   }
-  // Acks of these events go out only now that the listeners have run.
+  // What the listeners sent goes out first (a reply travels ahead of the
+  // acks), then the acks of the handled events: only now, after the
+  // listeners ran, may they vouch for them.
+  for (const emitter of unflushed) emitter._flush()
   native.eventsHandled()
   dispatching = false
   const later = afterBatch
@@ -499,6 +504,7 @@ class SendEmitter extends EventEmitter {
     this._lines.push(line)
     if (!this._flushScheduled) {
       this._flushScheduled = true
+      unflushed.add(this)
       queueMicrotask(() => this._flush())
     }
   }
@@ -506,6 +512,7 @@ class SendEmitter extends EventEmitter {
   /** Hands every pending send to Rust in one call. */
   _flush () {
     this._flushScheduled = false
+    unflushed.delete(this)
     if (this._lines.length === 0) return
     const lines = this._lines
     this._lines = []
