@@ -20,7 +20,7 @@ const assert = require('node:assert/strict')
 const net = require('node:net')
 const path = require('node:path')
 const { spawn, spawnSync } = require('node:child_process')
-const { HOST, delay, waitFor, waitUntil, withTimeout, parseFrames, installExitWatchdog } = require('./helpers')
+const { HOST, delay, waitFor, waitUntil, withTimeout, parseFrames, installExitWatchdog, freePort } = require('./helpers')
 
 installExitWatchdog(20000)
 
@@ -33,18 +33,6 @@ const RAW_HANDSHAKE = '[\n["_set","sessionID","AAAAAAAAAAAAAAAAAAAAAAAA"]\n,\n{"
 // ---------------------------------------------------------------- helpers
 
 const immediate = () => new Promise((resolve) => setImmediate(resolve))
-
-/** A port nothing listens on (right now). */
-async function freePort () {
-  const s = net.createServer()
-  await new Promise((resolve, reject) => {
-    s.once('error', reject)
-    s.listen(0, HOST, resolve)
-  })
-  const port = s.address().port
-  await new Promise((resolve) => s.close(resolve))
-  return port
-}
 
 /** Starts one of our servers on HOST; closes it (and its connections) after the test. */
 async function startServer (t, options, onConnection, port = 0) {

@@ -430,6 +430,18 @@ function installExitWatchdog (ms = 10000) {
   })
 }
 
+/** A port nothing listens on (right now). */
+async function freePort () {
+  const s = net.createServer()
+  await new Promise((resolve, reject) => {
+    s.once('error', reject)
+    s.listen(0, HOST, resolve)
+  })
+  const port = s.address().port
+  await new Promise((resolve) => s.close(resolve))
+  return port
+}
+
 module.exports = {
   OLD_ONLY,
   HOST,
@@ -453,4 +465,5 @@ module.exports = {
   closeClient,
   flood,
   installExitWatchdog,
+  freePort,
 }

@@ -21,7 +21,7 @@ const util = require('node:util')
 const { spawn, spawnSync } = require('node:child_process')
 const {
   HOST, SESSION_ID_RE, useResources, waitFor, waitUntil, waitHandshake, delay, collect,
-  withTimeout, parseFrames, errorsOf, installExitWatchdog,
+  withTimeout, parseFrames, errorsOf, installExitWatchdog, freePort,
 } = require('./helpers')
 
 installExitWatchdog(15000)
@@ -160,18 +160,6 @@ function tryConnect (port) {
     s.on('connect', () => { s.destroy(); resolve(null) })
     s.on('error', resolve)
   }), 5000, `a probe connection to ${port}`)
-}
-
-/** A port nothing listens on (right now). */
-async function freePort () {
-  const s = net.createServer()
-  await new Promise((resolve, reject) => {
-    s.once('error', reject)
-    s.listen(0, HOST, resolve)
-  })
-  const port = s.address().port
-  await new Promise((resolve) => s.close(resolve))
-  return port
 }
 
 /**
