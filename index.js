@@ -57,8 +57,19 @@ native.enableNodeReads(process.env.UHURA_NODE_READS !== '0')
 // of the events just handled go out first (see eventsHandled below).
 let dispatching = false
 let afterBatch = []
-// Emitters with sends waiting for their microtask flush.
-const unflushed = new Set()
+// Sends of every emitter in call order, as segments [{ emitter, lines }].
+// One flush per tick hands them to Rust segment by segment, so sends on two
+// connection objects of one session keep their relative order too.
+let outbox = []
+let outboxScheduled = false
+
+function flushOutbox () {
+  outboxScheduled = false
+  if (outbox.length === 0) return
+  const segments = outbox
+  outbox = []
+  for (const { emitter, lines } of segments) emitter._write(lines)
+}
 
 function whenBatchHandled (fn) {
   if (dispatching) afterBatch.push(fn)
@@ -83,7 +94,7 @@ function drain () {
   // What the listeners sent goes out first (a reply travels ahead of the
   // acks), then the acks of the handled events: only now, after the
   // listeners ran, may they vouch for them.
-  for (const emitter of unflushed) emitter._flush()
+  flushOutbox()
   native.eventsHandled()
   dispatching = false
   const later = afterBatch
@@ -141,7 +152,12 @@ function dispatch (e) {
       if (obj) obj._onStopped()
       break
     case WATCH:
-      native.watch(h, e[2])
+      try {
+        native.watch(h, e[2])
+      } catch (err) {
+        // Not fatal: the socket is then read on a tokio thread as before.
+        if (obj && obj.logErrors) console.error(err.stack)
+      }
       break
     case UNWATCH:
       native.unwatch(e[2])
@@ -429,8 +445,6 @@ class SendEmitter extends EventEmitter {
     this._maxQueueLength = Infinity
     this._seq = 0
     this._acks = new Map()
-    this._lines = []
-    this._flushScheduled = false
     this._ackTimeout = undefined
     this.socket = new Socket(this)
     // The original always listens for 'error', so errors never throw.
@@ -501,21 +515,21 @@ class SendEmitter extends EventEmitter {
   }
 
   _push (line) {
-    this._lines.push(line)
-    if (!this._flushScheduled) {
-      this._flushScheduled = true
-      unflushed.add(this)
-      queueMicrotask(() => this._flush())
+    const last = outbox[outbox.length - 1]
+    if (last !== undefined && last.emitter === this) last.lines.push(line)
+    else outbox.push({ emitter: this, lines: [line] })
+    if (!outboxScheduled) {
+      outboxScheduled = true
+      queueMicrotask(flushOutbox)
     }
   }
 
-  /** Hands every pending send to Rust in one call. */
+  /** Hands every pending send (of every emitter, in order) to Rust now. */
   _flush () {
-    this._flushScheduled = false
-    unflushed.delete(this)
-    if (this._lines.length === 0) return
-    const lines = this._lines
-    this._lines = []
+    flushOutbox()
+  }
+
+  _write (lines) {
     try {
       native.write(this._h, lines.join('\n'))
     } catch (e) {
