@@ -29,8 +29,26 @@ fn js_err(e: String) -> Error {
     Error::from_reason(e)
 }
 
+/// The Node environment the engine delivers to. Events reach JavaScript
+/// through one ThreadsafeFunction of one environment, so a second
+/// environment (a worker thread) cannot share it.
+static HOME_ENV: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 #[napi(catch_unwind)]
-pub fn init(wake: Wake) -> Result<()> {
+pub fn init(env: Env, wake: Wake) -> Result<()> {
+    let this_env = env.raw() as usize;
+    match HOME_ENV.compare_exchange(
+        0,
+        this_env,
+        std::sync::atomic::Ordering::AcqRel,
+        std::sync::atomic::Ordering::Acquire,
+    ) {
+        Ok(_) => {}
+        Err(home) if home == this_env => return Ok(()),
+        Err(_) => return Err(Error::from_reason(
+            "uhura: the addon serves one Node environment per process; it cannot be loaded in several worker threads",
+        )),
+    }
     if ENGINE.get().is_some() {
         return Ok(());
     }
