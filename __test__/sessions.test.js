@@ -919,59 +919,41 @@ describe('3. sessions with uhura@0.1.2', () => {
     assertNoStoreOrProtocolErrors(r)
   })
 
-  it('invalidateSession: our server -> 0.1.2 client (emptied, back with a new id)', T, async (t) => {
+  // The server invalidates; the client empties its session, drops, and
+  // comes back (autoReconnect) with a new session id and none of the old values.
+  async function invalidateAcross (t, { serverImpl, clientImpl, label, reconnectArgs, store }) {
     const r = useResources(t)
-    const store = recordingStore()
-    const srv = await r.startServer('ours', { options: { store }, onConnection: pingPong })
-    const client = await r.connectClient('v0.1.2', srv.port)
-    client.autoReconnect()
+    const srv = await r.startServer(serverImpl, { options: store ? { store } : undefined, onConnection: pingPong })
+    const client = await r.connectClient(clientImpl, srv.port)
+    client.autoReconnect(...reconnectArgs)
     const sid = client.get('sessionID')
     const { conn } = await srv.waitConnection(0)
     client.set('k', 'v')
     await waitUntil(() => conn.get('k') === 'v', 5000, 'the server to see k')
     let sessionAtEvent
     client.on('invalidateSession', () => { sessionAtEvent = clone(client.get()) })
-    const got = waitFor(client, 'invalidateSession', 5000, { label: '0.1.2 client (invalidateSession)' })
+    const got = waitFor(client, 'invalidateSession', 5000, { label: `${label} (invalidateSession)` })
     conn.invalidateSession()
     await got
-    assert.deepStrictEqual(sessionAtEvent, {}, 'the 0.1.2 client emptied its session')
+    assert.deepStrictEqual(sessionAtEvent, {}, `the ${label} emptied its session`)
     const { conn: conn2, reconnect } = await srv.waitConnection(1)
-    await waitUntil(() => client.get('sessionID') && client.get('sessionID') !== sid, 5000, 'the 0.1.2 client to get a new sessionID')
+    await waitUntil(() => client.get('sessionID') && client.get('sessionID') !== sid, 5000, `the ${label} to get a new sessionID`)
     assert.notEqual(reconnect, true)
     const sid2 = client.get('sessionID')
     assert.match(String(sid2), SESSION_ID_RE)
     assert.equal(conn2.get('sessionID'), sid2)
-    assert.equal(conn2.get('k'), undefined, 'the old values are gone')
-    assert.ok(store.calls.some((c) => c.op === 'destroy' && c.sid === sid), 'the stored session was destroyed')
-    await roundTrip(client, 1, '0.1.2 client')
-    assertNoStoreOrProtocolErrors(r)
-  })
-
-  it('invalidateSession: 0.1.2 server -> our client (emptied, back with a new id)', T, async (t) => {
-    const r = useResources(t)
-    const srv = await r.startServer('v0.1.2', { onConnection: pingPong })
-    const client = await r.connectClient('ours', srv.port)
-    client.autoReconnect(20, 200)
-    const sid = client.get('sessionID')
-    const { conn } = await srv.waitConnection(0)
-    client.set('k', 'v')
-    await waitUntil(() => conn.get('k') === 'v', 5000, 'the server to see k')
-    let sessionAtEvent
-    client.on('invalidateSession', () => { sessionAtEvent = clone(client.get()) })
-    const got = waitFor(client, 'invalidateSession', 5000, { label: 'our client (invalidateSession)' })
-    conn.invalidateSession()
-    await got
-    assert.deepStrictEqual(sessionAtEvent, {}, 'our client emptied its session')
-    const { conn: conn2, reconnect } = await srv.waitConnection(1)
-    await waitUntil(() => client.get('sessionID') && client.get('sessionID') !== sid, 5000, 'our client to get a new sessionID')
-    assert.notEqual(reconnect, true)
-    const sid2 = client.get('sessionID')
-    assert.match(String(sid2), SESSION_ID_RE)
-    assert.equal(conn2.get('sessionID'), sid2)
+    assert.equal(conn2.get('k'), undefined, 'the old values are gone on the server')
     assert.equal(client.get('k'), undefined, 'the old values are gone on the client')
-    await roundTrip(client, 1)
+    if (store) assert.ok(store.calls.some((c) => c.op === 'destroy' && c.sid === sid), 'the stored session was destroyed')
+    await roundTrip(client, 1, label)
     assertNoStoreOrProtocolErrors(r)
-  })
+  }
+
+  it('invalidateSession: our server -> 0.1.2 client (emptied, back with a new id)', T, (t) =>
+    invalidateAcross(t, { serverImpl: 'ours', clientImpl: 'v0.1.2', label: '0.1.2 client', reconnectArgs: [], store: recordingStore() }))
+
+  it('invalidateSession: 0.1.2 server -> our client (emptied, back with a new id)', T, (t) =>
+    invalidateAcross(t, { serverImpl: 'v0.1.2', clientImpl: 'ours', label: 'our client', reconnectArgs: [20, 200] }))
 })
 
 // =============================================================== 4. fleet
