@@ -20,7 +20,7 @@ const assert = require('node:assert/strict')
 const net = require('node:net')
 const path = require('node:path')
 const { spawn, spawnSync } = require('node:child_process')
-const { HOST, delay, waitFor, waitUntil, withTimeout, parseFrames, installExitWatchdog, freePort } = require('./helpers')
+const { HOST, delay, waitFor, waitUntil, withTimeout, parseFrames, installExitWatchdog, freePort, useResources } = require('./helpers')
 
 installExitWatchdog(20000)
 
@@ -69,27 +69,6 @@ function makeClient (t, options) {
     try { client.socket.destroy() } catch (_) {}
   })
   return { client, errors }
-}
-
-/** A raw TCP server; every socket is destroyed after the test. */
-async function rawServer (t, onSocket) {
-  const sockets = new Set()
-  const server = net.createServer((s) => {
-    sockets.add(s)
-    s.on('error', () => {})
-    s.once('close', () => sockets.delete(s))
-    onSocket(s)
-  })
-  await new Promise((resolve, reject) => {
-    server.once('error', reject)
-    server.listen(0, HOST, resolve)
-  })
-  const close = () => withTimeout(new Promise((resolve) => {
-    for (const s of sockets) s.destroy()
-    server.close(() => resolve())
-  }), 5000, 'raw server close')
-  t.after(close)
-  return { server, port: server.address().port, sockets, close }
 }
 
 /** Spawns a fixture script; it is SIGKILLed (if still alive) after the test. */
@@ -594,7 +573,7 @@ describe('delivery under faults', () => {
     }
 
     it('our client -> a raw server that handshakes and never reads again', { timeout: 120000 }, async (t) => {
-      const raw = await rawServer(t, (s) => {
+      const raw = await useResources(t).rawServer((s) => {
         let text = ''
         const onData = (d) => {
           text += d
@@ -717,7 +696,7 @@ describe('delivery under faults', () => {
   describe('5. ack timeouts, sendWithAck, maxQueueLength, reconnecting', () => {
     it('ackTimeout: a raw server that never acks -> cb(err) with ERR_UHURA_ACK_TIMEOUT; the event stays queued and is resent after a reconnect', { timeout: 20000 }, async (t) => {
       const conns = []
-      const raw = await rawServer(t, (s) => {
+      const raw = await useResources(t).rawServer((s) => {
         const st = { s, text: '' }
         conns.push(st)
         s.setEncoding('utf8')
