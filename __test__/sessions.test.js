@@ -40,6 +40,16 @@ function pingPong (conn) {
   conn.on('ping', (n) => conn.send('pong', n))
 }
 
+/** Our server (with `options`) and one of our clients, connected. */
+async function ourPair (r, options, { reconnect = true } = {}) {
+  const srv = await r.startServer('ours', { options, onConnection: pingPong })
+  const client = await r.connectClient('ours', srv.port)
+  if (reconnect) client.autoReconnect(20, 200)
+  const sid = client.get('sessionID')
+  const { conn } = await srv.waitConnection(0)
+  return { srv, client, sid, conn }
+}
+
 async function roundTrip (client, n, label = 'client') {
   const pong = waitFor(client, 'pong', 5000, { label: `${label} (pong)`, filter: (m) => m === n })
   client.send('ping', n)
@@ -294,11 +304,7 @@ describe('1. session semantics (ours x ours)', () => {
 
   it('resume after conn.socket.destroy(): same sessionID, reconnect === true, every key on both sides', T, async (t) => {
     const r = useResources(t)
-    const srv = await r.startServer('ours', { onConnection: pingPong })
-    const client = await r.connectClient('ours', srv.port)
-    client.autoReconnect(20, 200)
-    const sid = client.get('sessionID')
-    const { conn } = await srv.waitConnection(0)
+    const { srv, client, sid, conn } = await ourPair(r)
     const fromClient = { c1: 'one', c2: { nested: [1, 'two', null] }, 'ключ 😀': 'ü' }
     const fromServer = { s1: 1.5, s2: [true, { x: 'y' }] }
     // One side after the other (saves that cross are tested below).
@@ -354,10 +360,7 @@ describe('1. session semantics (ours x ours)', () => {
   it('_set merges both ways (key and object forms) and every change is saved to the store', T, async (t) => {
     const r = useResources(t)
     const store = recordingStore()
-    const srv = await r.startServer('ours', { options: { store }, onConnection: pingPong })
-    const client = await r.connectClient('ours', srv.port)
-    const sid = client.get('sessionID')
-    const { conn } = await srv.waitConnection(0)
+    const { srv, client, sid, conn } = await ourPair(r, { store }, { reconnect: false })
     const connSets = collect(conn, '_set')
     const clientSets = collect(client, '_set')
     await waitUntil(() => store.sets(sid).length >= 1, 5000, 'the new session to be saved')
@@ -400,10 +403,7 @@ describe('1. session semantics (ours x ours)', () => {
   it('a burst of interleaved sets from both sides: the stored session ends with every key', T, async (t) => {
     const r = useResources(t)
     const store = recordingStore()
-    const srv = await r.startServer('ours', { options: { store }, onConnection: pingPong })
-    const client = await r.connectClient('ours', srv.port)
-    const sid = client.get('sessionID')
-    const { conn } = await srv.waitConnection(0)
+    const { srv, client, sid, conn } = await ourPair(r, { store }, { reconnect: false })
     await waitUntil(() => store.peek(sid), 5000, 'the new session to be saved')
     const expected = { sessionID: sid }
     // 40 quick sets from each side. The stored session must end up with all
@@ -519,11 +519,7 @@ describe('1. session semantics (ours x ours)', () => {
 
   it('our client keeps the cookie field our server stores and sends on resume', T, async (t) => {
     const r = useResources(t)
-    const srv = await r.startServer('ours', { onConnection: pingPong })
-    const client = await r.connectClient('ours', srv.port)
-    client.autoReconnect(20, 200)
-    const sid = client.get('sessionID')
-    const { conn } = await srv.waitConnection(0)
+    const { srv, client, sid, conn } = await ourPair(r)
     assert.deepStrictEqual(conn.get('cookie'), DEFAULT_COOKIE, 'the server session has the connect cookie')
     const hs = waitHandshake('ours', client)
     conn.socket.destroy()
