@@ -1,10 +1,12 @@
 //! Property tests of the stream framing.
 
+mod common;
+use common::read_chunks;
 use proptest::prelude::*;
 use proptest::sample::Index;
 use serde::de::IgnoredAny;
 use serde_json::{Map, Value};
-use uhura::protocol::framing::{FrameError, Reader, Writer};
+use uhura::protocol::framing::Writer;
 
 // ---- generators ----
 
@@ -141,20 +143,6 @@ fn chunks<'a>(data: &'a [u8], cuts: &[Index]) -> Vec<&'a [u8]> {
     at.windows(2).map(|w| &data[w[0]..w[1]]).collect()
 }
 
-fn read<'a>(pieces: impl IntoIterator<Item = &'a [u8]>, max: usize) -> (Vec<String>, Option<FrameError>) {
-    let mut r = Reader::new(max);
-    let mut out = Vec::new();
-    for c in pieces {
-        if let Err(e) = r.feed(c, &mut out) {
-            let n = out.len();
-            assert_eq!(r.feed(b"[[]]", &mut out), Err(e.clone()));
-            assert_eq!(out.len(), n);
-            return (out, Some(e));
-        }
-    }
-    (out, None)
-}
-
 fn junk_byte() -> impl Strategy<Value = u8> {
     prop_oneof![
         any::<u8>(),
@@ -234,7 +222,7 @@ proptest! {
         if close {
             w.finish(&mut buf);
         }
-        let (got, err) = read(chunks(&buf, &cuts), usize::MAX);
+        let (got, err) = read_chunks(chunks(&buf, &cuts), usize::MAX);
         prop_assert_eq!(err, None);
         prop_assert_eq!(&got, &texts);
         // (serde_json's default float parsing is not exact, so compare to the parsed text.)
@@ -243,7 +231,7 @@ proptest! {
             prop_assert_eq!(&v, &serde_json::from_str::<Value>(t).unwrap());
         }
         // one byte at a time
-        let (got1, err1) = read(buf.chunks(1), usize::MAX);
+        let (got1, err1) = read_chunks(buf.chunks(1), usize::MAX);
         prop_assert_eq!((got1, err1), (got, None));
     }
 
@@ -267,7 +255,7 @@ proptest! {
         let (tb, bb, _) = stream(&b, seed, true);
         buf.extend_from_slice(&bb);
         want.extend(tb);
-        let (got, err) = read(chunks(&buf, &cuts), usize::MAX);
+        let (got, err) = read_chunks(chunks(&buf, &cuts), usize::MAX);
         prop_assert_eq!(err, None);
         prop_assert_eq!(got, want);
     }
@@ -284,9 +272,9 @@ proptest! {
         if prefix {
             data.splice(0..0, b"[[".iter().copied());
         }
-        let whole = read([&data[..]], max);
-        prop_assert_eq!(read(chunks(&data, &cuts), max), whole.clone());
-        prop_assert_eq!(read(data.chunks(1), max), whole.clone());
+        let whole = read_chunks([&data[..]], max);
+        prop_assert_eq!(read_chunks(chunks(&data, &cuts), max), whole.clone());
+        prop_assert_eq!(read_chunks(data.chunks(1), max), whole.clone());
         for m in &whole.0 {
             prop_assert!(serde_json::from_str::<IgnoredAny>(m).is_ok(), "{}", m);
         }
@@ -304,9 +292,9 @@ proptest! {
     ) {
         let (_, mut buf, _) = stream(&msgs, seed, true);
         mutate(&mut buf, &muts);
-        let whole = read([&buf[..]], max);
-        prop_assert_eq!(read(chunks(&buf, &cuts), max), whole.clone());
-        prop_assert_eq!(read(buf.chunks(1), max), whole.clone());
+        let whole = read_chunks([&buf[..]], max);
+        prop_assert_eq!(read_chunks(chunks(&buf, &cuts), max), whole.clone());
+        prop_assert_eq!(read_chunks(buf.chunks(1), max), whole.clone());
         for m in &whole.0 {
             prop_assert!(m.len() <= max);
             prop_assert!(serde_json::from_str::<IgnoredAny>(m).is_ok(), "{}", m);
@@ -329,7 +317,7 @@ proptest! {
         let mut framed = b"[".to_vec();
         framed.extend_from_slice(&m);
         framed.push(b']');
-        let (got, err) = read([&framed[..]], usize::MAX);
+        let (got, err) = read_chunks([&framed[..]], usize::MAX);
         let trimmed = std::str::from_utf8(&m)
             .map(|s| s.trim_matches([' ', '\t', '\n', '\r']).to_owned());
         let mine = err.is_none()

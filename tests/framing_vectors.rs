@@ -1,27 +1,13 @@
 //! The stream framing against the recorded traffic of the old package (../shared/vectors)
 //! and against the malformed inputs of PROTOCOL.md §7.
 
+mod common;
+use common::read_chunks;
 use serde_json::value::RawValue;
 use serde_json::Value;
 use uhura::protocol::framing::{FrameError, Reader, Writer, DEFAULT_MAX_MESSAGE_SIZE};
 
 const VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/vectors");
-
-/// Feed `chunks` in order; all messages read, and the first error (reading stops there).
-fn read_chunks<'a>(chunks: impl IntoIterator<Item = &'a [u8]>, max: usize) -> (Vec<String>, Option<FrameError>) {
-    let mut r = Reader::new(max);
-    let mut out = Vec::new();
-    for c in chunks {
-        if let Err(e) = r.feed(c, &mut out) {
-            // poisoned: the same error again, nothing more pushed
-            let n = out.len();
-            assert_eq!(r.feed(b"[[1]]", &mut out), Err(e.clone()));
-            assert_eq!(out.len(), n);
-            return (out, Some(e));
-        }
-    }
-    (out, None)
-}
 
 fn read_all(data: &[u8]) -> (Vec<String>, Option<FrameError>) {
     read_chunks([data], DEFAULT_MAX_MESSAGE_SIZE)
