@@ -6,6 +6,7 @@
 
 const { EventEmitter } = require('events')
 const path = require('path')
+const util = require('util')
 const sessions = require('./lib/session')
 
 const addonPath = path.join(__dirname, 'uhura.node')
@@ -42,8 +43,13 @@ const ACK_TIMEOUT = 15
 const STOPPED = 16
 const WATCH = 17
 const UNWATCH = 18
+const ACCEPTED = 20
+const REFUSED = 21
 
 const handles = new Map()
+// Handle of a connection still in its handshake -> the server whose
+// `connection` event gave its socket.
+const acceptedBy = new Map()
 // Handle -> the JavaScript stream carrying that link's bytes (factory transports).
 const streams = new Map()
 
@@ -128,13 +134,20 @@ function dispatch (e) {
       break
     case DISCONNECTED:
       if (obj) obj._onDisconnected(e[2])
+      else if (acceptedBy.has(h)) acceptedBy.get(h)._onAcceptedClosed(h)
       break
     case ERROR:
       if (obj) obj._onError(e[2])
       else if (e[2].server != null) {
         const server = handles.get(e[2].server)
-        if (server) server._onClientError(e[2])
+        if (server) server._onClientError(h, e[2])
       }
+      break
+    case ACCEPTED:
+      if (obj) obj._onAccepted(e[2], e[3])
+      break
+    case REFUSED:
+      if (obj) obj.emit('drop', e[2])
       break
     case LISTENING:
       if (obj) obj._onListening(e[2])
@@ -209,6 +222,18 @@ function makeError (info) {
   if (info.code) err.code = info.code
   if (info.syscall) err.syscall = info.syscall
   return err
+}
+
+/** JSON text of `value`, or a TypeError naming the call (`what`) that cannot send it. */
+function toJson (value, what) {
+  let json
+  try {
+    json = JSON.stringify(value)
+  } catch (e) {
+    throw new TypeError(`uhura: ${what}: the arguments cannot be sent as JSON: ${e.message}`)
+  }
+  if (json === undefined) throw new TypeError(`uhura: ${what}: ${describe(value)} cannot be sent as JSON`)
+  return json
 }
 
 function describe (v) {
@@ -345,636 +370,814 @@ function storeOptions (options) {
   return out
 }
 
-/** The `.socket` of a client or connection: the parts of net.Socket that make sense here. */
-class Socket extends EventEmitter {
-  constructor (owner) {
-    super()
-    this._owner = owner
-    this.remoteAddress = undefined
-    this.remotePort = undefined
-    this.remoteFamily = undefined
-    this.localAddress = undefined
-    this.localPort = undefined
-    this.destroyed = false
-    // socket.emit('error', err) reaches the owner, as `socket.on('error')` did in the original.
-    this.on('error', (err) => owner.emit('error', err))
-  }
+// Every exported constructor is an ES5 function, not a class: code written
+// for uhura 0.1.x subclasses with `Ctor.call(this)` plus `util.inherits`,
+// which a class constructor refuses. `class X extends Ctor` works as well.
 
-  _update (info) {
-    this.remoteAddress = info.remoteAddress
-    this.remotePort = info.remotePort
-    this.remoteFamily = info.remoteFamily
-    this.localAddress = info.localAddress
-    this.localPort = info.localPort
-    this.destroyed = false
-  }
+/**
+ * The `.socket` of a client or connection, and the socket a server's
+ * `connection` event gives before the handshake: the parts of net.Socket
+ * that make sense here. `owner` is the client or connection it belongs to
+ * (none yet for a connection still in its handshake).
+ */
+function Socket (owner, h) {
+  if (!(this instanceof Socket)) return new Socket(owner, h)
+  EventEmitter.call(this)
+  this._owner = owner || null
+  this._handle = h || 0
+  this.remoteAddress = undefined
+  this.remotePort = undefined
+  this.remoteFamily = undefined
+  this.localAddress = undefined
+  this.localPort = undefined
+  this.destroyed = false
+  // socket.emit('error', err) reaches the owner, as `socket.on('error')` did in the original.
+  this.on('error', (err) => {
+    if (this._owner) this._owner.emit('error', err)
+  })
+}
+util.inherits(Socket, EventEmitter)
 
-  write (data, encoding, cb) {
-    if (typeof encoding === 'function') {
-      cb = encoding
-      encoding = undefined
-    }
-    const buf = Buffer.isBuffer(data) ? data : Buffer.from(String(data), encoding)
-    this._owner._flush()
-    native.writeRaw(this._owner._h, buf)
-    if (typeof cb === 'function') setImmediate(cb)
-    return true
+Object.defineProperty(Socket.prototype, '_h', {
+  get () {
+    return this._owner ? this._owner._h : this._handle
   }
+})
 
-  end (data, encoding, cb) {
-    if (typeof data === 'function') {
-      cb = data
-      data = undefined
-    }
-    if (data != null) this.write(data, encoding)
-    this._owner._flush()
-    const h = this._owner._h
-    whenBatchHandled(() => native.end(h))
-    if (typeof cb === 'function') this.once('close', cb)
-    return this
-  }
+Socket.prototype._update = function (info) {
+  this.remoteAddress = info.remoteAddress
+  this.remotePort = info.remotePort
+  this.remoteFamily = info.remoteFamily
+  this.localAddress = info.localAddress
+  this.localPort = info.localPort
+  this.destroyed = false
+}
 
-  destroy (err) {
-    this._owner._flush()
-    native.destroy(this._owner._h)
-    this.destroyed = true
-    if (err) process.nextTick(() => this.emit('error', err))
-    return this
-  }
+Socket.prototype._onClosed = function () {
+  this.destroyed = true
+  this.emit('close')
+}
 
-  destroySoon () {
-    return this.end()
+Socket.prototype.write = function (data, encoding, cb) {
+  if (typeof encoding === 'function') {
+    cb = encoding
+    encoding = undefined
   }
+  const buf = Buffer.isBuffer(data) ? data : Buffer.from(String(data), encoding)
+  flushOutbox()
+  native.writeRaw(this._h, buf)
+  if (typeof cb === 'function') setImmediate(cb)
+  return true
+}
 
-  setNoDelay () {
-    // Always on: writes are coalesced per wake-up instead.
-    return this
+Socket.prototype.end = function (data, encoding, cb) {
+  if (typeof data === 'function') {
+    cb = data
+    data = undefined
   }
+  if (data != null) this.write(data, encoding)
+  flushOutbox()
+  const h = this._h
+  whenBatchHandled(() => native.end(h))
+  if (typeof cb === 'function') this.once('close', cb)
+  return this
+}
 
-  setKeepAlive () {
-    return this
-  }
+Socket.prototype.destroy = function (err) {
+  flushOutbox()
+  native.destroy(this._h)
+  this.destroyed = true
+  if (err) process.nextTick(() => this.emit('error', err))
+  return this
+}
 
-  ref () {
-    this._owner.ref()
-    return this
-  }
+Socket.prototype.destroySoon = function () {
+  return this.end()
+}
 
-  unref () {
-    this._owner.unref()
-    return this
-  }
+Socket.prototype.setNoDelay = function () {
+  // Always on: writes are coalesced per wake-up instead.
+  return this
+}
 
-  address () {
-    return this.localAddress === undefined
-      ? {}
-      : { address: this.localAddress, port: this.localPort, family: this.remoteFamily }
-  }
+Socket.prototype.setKeepAlive = function () {
+  return this
+}
+
+Socket.prototype.ref = function () {
+  if (this._owner) this._owner.ref()
+  return this
+}
+
+Socket.prototype.unref = function () {
+  if (this._owner) this._owner.unref()
+  return this
+}
+
+Socket.prototype.address = function () {
+  return this.localAddress === undefined
+    ? {}
+    : { address: this.localAddress, port: this.localPort, family: this.remoteFamily }
 }
 
 /** What clients and server-side connections share: send, set, get and the ack bookkeeping. */
-class SendEmitter extends EventEmitter {
-  constructor () {
-    super()
-    this._h = 0
-    this.session = {}
-    this.ready = false
-    this.objectMode = false
-    this.enableAcks = false
-    this.logErrors = false
-    this._maxQueueLength = Infinity
-    this._seq = 0
-    this._acks = new Map()
-    this._ackTimeout = undefined
-    this.socket = new Socket(this)
-    // The original always listens for 'error', so errors never throw.
-    this.on('error', (err) => {
-      if (this.logErrors) console.error(err.stack)
-    })
-  }
+function SendEmitter () {
+  if (!(this instanceof SendEmitter)) return new SendEmitter()
+  EventEmitter.call(this)
+  this._h = 0
+  this.session = {}
+  this.ready = false
+  this.objectMode = false
+  this.enableAcks = false
+  this.logErrors = false
+  this._maxQueueLength = Infinity
+  this._seq = 0
+  this._acks = new Map()
+  this._ackTimeout = undefined
+  this.socket = new Socket(this)
+  // The original always listens for 'error', so errors never throw.
+  this.on('error', (err) => {
+    if (this.logErrors) console.error(err.stack)
+  })
+}
+util.inherits(SendEmitter, EventEmitter)
 
-  get maxQueueLength () {
+Object.defineProperty(SendEmitter.prototype, 'maxQueueLength', {
+  get () {
     return this._maxQueueLength
-  }
-
-  set maxQueueLength (n) {
+  },
+  set (n) {
     this._maxQueueLength = n
     if (this._h) native.setMaxQueueLength(this._h, Number(n))
-  }
+  },
+  configurable: true
+})
 
-  send (...args) {
-    const cb = typeof args[args.length - 1] === 'function' ? args.pop() : null
-    if (typeof args[0] !== 'string') {
-      throw new TypeError(`uhura: send(event, ...args): the event name must be a string, got ${describe(args[0])}`)
+SendEmitter.prototype.send = function (...args) {
+  const cb = typeof args[args.length - 1] === 'function' ? args.pop() : null
+  if (typeof args[0] !== 'string') {
+    throw new TypeError(`uhura: send(event, ...args): the event name must be a string, got ${describe(args[0])}`)
+  }
+  const json = toJson(args, `send(${JSON.stringify(args[0])})`)
+  if (cb) {
+    const seq = this._seq++
+    this._acks.set(seq, cb)
+    // A server-side connection object outlives its socket (sends still reach
+    // the resumed session), so it must stay addressable for this ack.
+    if (this._disconnected) handles.set(this._h, this)
+    this._push('a' + seq + json)
+  } else {
+    this._push('e' + json)
+  }
+}
+
+/** Promise form of send with an ack: resolves when the peer acknowledges. */
+SendEmitter.prototype.sendWithAck = function (...args) {
+  return new Promise((resolve, reject) => {
+    this.send(...args, (err) => (err ? reject(err) : resolve()))
+  })
+}
+
+SendEmitter.prototype.set = function (key, val) {
+  let json
+  if (typeof key === 'string') json = JSON.stringify([key, val === undefined ? null : val])
+  else if (key !== null && typeof key === 'object') json = toJson([key], 'set(object)')
+  else throw new TypeError(`uhura: set(key, value) takes a string key or an object, got ${describe(key)}`)
+  this._set(key, val)
+  this.emit('_set', key, val)
+  this._push('s' + json)
+}
+
+SendEmitter.prototype.get = function (key) {
+  return key ? this.session[key] : this.session
+}
+
+/**
+ * Sends the whole local session to the peer, which merges it (the
+ * original's syncSession). Useful after changing `session` directly.
+ */
+SendEmitter.prototype.syncSession = function () {
+  this._push('s' + toJson([this.session], 'syncSession()'))
+}
+
+/** Merges a key (or an object of keys) into the local session only. */
+SendEmitter.prototype._set = function (key, val) {
+  if (typeof key === 'string') {
+    this.session[key] = val
+    return
+  }
+  for (const k in key) this.session[k] = key[k]
+}
+
+/**
+ * Writes one whole message as given (an array in the legacy form, or an
+ * `{ args }` object), outside the event queue: no ack, no resend. The
+ * original's low-level `_send`.
+ */
+SendEmitter.prototype._send = function (data) {
+  this._push('r' + toJson(data, '_send(data)'))
+}
+
+SendEmitter.prototype._push = function (line) {
+  const last = outbox[outbox.length - 1]
+  if (last !== undefined && last.emitter === this) last.lines.push(line)
+  else outbox.push({ emitter: this, lines: [line] })
+  if (!outboxScheduled) {
+    outboxScheduled = true
+    queueMicrotask(flushOutbox)
+  }
+}
+
+/** Hands every pending send (of every emitter, in order) to Rust now. */
+SendEmitter.prototype._flush = function () {
+  flushOutbox()
+}
+
+SendEmitter.prototype._write = function (lines) {
+  try {
+    native.write(this._h, lines.join('\n'))
+  } catch (e) {
+    // The connection is gone for good (a server-side connection after its
+    // disconnect): fail the ack callbacks of what could not be sent.
+    const err = new Error(`uhura: cannot send: ${e.message}`)
+    err.code = 'ERR_UHURA_CLOSED'
+    for (const [seq, cb] of this._acks) {
+      this._acks.delete(seq)
+      process.nextTick(cb, err)
     }
-    let json
-    try {
-      json = JSON.stringify(args)
-    } catch (e) {
-      throw new TypeError(`uhura: send(${JSON.stringify(args[0])}): the arguments cannot be sent as JSON: ${e.message}`)
+  }
+}
+
+SendEmitter.prototype._settle = function (seq, err) {
+  const cb = this._acks.get(seq)
+  if (cb === undefined) return
+  this._acks.delete(seq)
+  if (this._acks.size === 0) this._acksSettled()
+  if (err) cb(err)
+  else cb()
+}
+
+/** Called when the last pending ack callback has run. */
+SendEmitter.prototype._acksSettled = function () {}
+
+SendEmitter.prototype._onMessage = function (args) {
+  this.emit.apply(this, args)
+}
+
+SendEmitter.prototype._onRemoteSet = function (args) {
+  this._set(args[1], args[2])
+  this.emit.apply(this, args)
+}
+
+SendEmitter.prototype._onConnected = function (info) {
+  this.objectMode = info.objectMode
+  this.enableAcks = info.enableAcks
+  if (this.socket instanceof Socket) this.socket._update(info)
+  this.ready = true
+}
+
+/** The transport closed: shared by clients and connections. */
+SendEmitter.prototype._onClosed = function () {
+  this.ready = false
+  if (this.socket instanceof Socket) this.socket._onClosed()
+  this.emit('disconnect')
+}
+
+SendEmitter.prototype._onError = function (info) {
+  this.emit('error', makeError(info))
+}
+
+SendEmitter.prototype._onDropped = function (seq) {
+  const err = new Error('uhura: the event was dropped: the send queue was over maxQueueLength or maxQueueBytes, or its session expired')
+  err.code = 'ERR_UHURA_DROPPED'
+  if (seq != null) this._settle(seq, err)
+  this.emit('drop', err)
+}
+
+SendEmitter.prototype._onAckTimeout = function (seq) {
+  const err = new Error(`uhura: no acknowledgement within ackTimeout (${this._ackTimeout} ms); the event stays queued for delivery`)
+  err.code = 'ERR_UHURA_ACK_TIMEOUT'
+  this._settle(seq, err)
+}
+
+function Client () {
+  if (!(this instanceof Client)) return new Client()
+  SendEmitter.call(this)
+  this._ref = true
+  this._active = false
+  this._stopped = false
+  this.options = null
+}
+util.inherits(Client, SendEmitter)
+
+/**
+ * connect(port[, host][, cb]) or connect(options[, cb]).
+ */
+Client.prototype.connect = function (a, b, c) {
+  let options
+  let cb
+  if (a !== null && typeof a === 'object') {
+    options = Object.assign({}, a)
+    cb = typeof b === 'function' ? b : undefined
+  } else {
+    options = { port: a, host: typeof b === 'string' ? b : undefined }
+    cb = typeof b === 'function' ? b : typeof c === 'function' ? c : undefined
+  }
+  if (options.logErrors) this.logErrors = true
+  if (options.maxQueueLength != null) this._maxQueueLength = options.maxQueueLength
+  this.options = options
+  if (cb) this.once('connect', cb)
+  if (this._h) throw new Error('uhura: this client is already connected; use reconnect()')
+  this._ackTimeout = options.ackTimeout
+  const native_ = {
+    servers: [],
+    peer: peerOptions({ ...options, maxQueueLength: this._maxQueueLength })
+  }
+  if (typeof options.createConnection === 'function') {
+    // The original's factory hook: each (re)connection asks it for a stream.
+    native_.js = true
+  } else {
+    if (options.createConnection != null) throw new TypeError('uhura: options.createConnection must be a function')
+    const servers = Array.isArray(options.servers) && options.servers.length > 0 ? options.servers : [options]
+    native_.servers = servers.map((o) => (o.path != null
+      ? { path: String(o.path) }
+      : { host: o.host || undefined, port: checkedPort(o.port) }))
+    if (options.tls) native_.tls = tlsOptions(options.tls)
+  }
+  this._h = native.createClient(native_)
+  handles.set(this._h, this)
+  this._active = true
+  keepAlive(this, this._ref)
+  // Start on the next tick, so autoReconnect() and friends called right
+  // after createClient() apply to the first attempt, as in the original.
+  const h = this._h
+  process.nextTick(() => native.clientStart(h))
+  return this
+}
+
+/**
+ * Connects over a duplex stream the application opened itself (the
+ * original's attach). Later reconnects need `options.createConnection`.
+ */
+Client.prototype.attach = function (stream) {
+  if (!stream || typeof stream.on !== 'function' || typeof stream.write !== 'function') {
+    throw new TypeError(`uhura: attach(stream) takes a duplex stream, got ${describe(stream)}`)
+  }
+  let given = stream
+  return this.connect({
+    createConnection: (options, cb) => {
+      if (given === null) return cb(new Error('uhura: the attached stream has closed; give connect() a createConnection factory to reconnect'))
+      const s = given
+      given = null
+      cb(null, s)
     }
-    if (cb) {
-      const seq = this._seq++
-      this._acks.set(seq, cb)
-      // A server-side connection object outlives its socket (sends still reach
-      // the resumed session), so it must stay addressable for this ack.
-      if (this._disconnected) handles.set(this._h, this)
-      this._push('a' + seq + json)
-    } else {
-      this._push('e' + json)
-    }
-  }
+  })
+}
 
-  /** Promise form of send with an ack: resolves when the peer acknowledges. */
-  sendWithAck (...args) {
-    return new Promise((resolve, reject) => {
-      this.send(...args, (err) => (err ? reject(err) : resolve()))
-    })
-  }
+Client.prototype.reconnect = function (cb) {
+  if (typeof cb === 'function') this.once('connect', cb)
+  this.ready = false
+  this._stopped = false
+  this._flush()
+  native.clientReconnect(this._h)
+  this._active = true
+  keepAlive(this, this._ref)
+}
 
-  set (key, val) {
-    let json
-    if (typeof key === 'string') json = JSON.stringify([key, val === undefined ? null : val])
-    else if (key !== null && typeof key === 'object') json = JSON.stringify([key])
-    else throw new TypeError(`uhura: set(key, value) takes a string key or an object, got ${describe(key)}`)
-    this._merge(key, val)
-    this.emit('_set', key, val)
-    this._push('s' + json)
-  }
+Client.prototype.autoReconnect = function (min, max) {
+  native.clientAutoReconnect(this._h, Number(min) || 100, Number(max) || 60000)
+}
 
-  get (key) {
-    return key ? this.session[key] : this.session
-  }
+Client.prototype.disconnect = function () {
+  // Never connected, or already stopped: nothing to close.
+  if (!this._h || (this._stopped && !this._active)) return
+  this._stopped = true
+  this._flush()
+  const h = this._h
+  whenBatchHandled(() => native.clientDisconnect(h))
+}
 
-  _merge (key, val) {
-    if (typeof key === 'string') {
-      this.session[key] = val
+Client.prototype.ref = function () {
+  this._ref = true
+  keepAlive(this, this._active)
+  return this
+}
+
+Client.prototype.unref = function () {
+  this._ref = false
+  keepAlive(this, false)
+  return this
+}
+
+/** Rust asks for a stream: call the user's createConnection factory. */
+Client.prototype._openTransport = function () {
+  const h = this._h
+  let called = false
+  const done = (err, stream) => {
+    if (called) return
+    called = true
+    if (err || !stream) {
+      const e = err || new Error('uhura: createConnection gave no stream')
+      native.clientOpenFailed(h, String(e.message || e))
+      this.emit('error', e)
       return
     }
-    for (const k in key) this.session[k] = key[k]
+    this.socket = stream
+    native.clientOpened(h, addressesOf(stream))
+    bindStream(h, stream, (e) => this.emit('error', e))
+    if (!this._ref && typeof stream.unref === 'function') stream.unref()
   }
-
-  _push (line) {
-    const last = outbox[outbox.length - 1]
-    if (last !== undefined && last.emitter === this) last.lines.push(line)
-    else outbox.push({ emitter: this, lines: [line] })
-    if (!outboxScheduled) {
-      outboxScheduled = true
-      queueMicrotask(flushOutbox)
-    }
-  }
-
-  /** Hands every pending send (of every emitter, in order) to Rust now. */
-  _flush () {
-    flushOutbox()
-  }
-
-  _write (lines) {
-    try {
-      native.write(this._h, lines.join('\n'))
-    } catch (e) {
-      // The connection is gone for good (a server-side connection after its
-      // disconnect): fail the ack callbacks of what could not be sent.
-      const err = new Error(`uhura: cannot send: ${e.message}`)
-      err.code = 'ERR_UHURA_CLOSED'
-      for (const [seq, cb] of this._acks) {
-        this._acks.delete(seq)
-        process.nextTick(cb, err)
-      }
-    }
-  }
-
-  _settle (seq, err) {
-    const cb = this._acks.get(seq)
-    if (cb === undefined) return
-    this._acks.delete(seq)
-    if (this._acks.size === 0) this._acksSettled()
-    if (err) cb(err)
-    else cb()
-  }
-
-  /** Called when the last pending ack callback has run. */
-  _acksSettled () {}
-
-  _onMessage (args) {
-    this.emit.apply(this, args)
-  }
-
-  _onRemoteSet (args) {
-    this._merge(args[1], args[2])
-    this.emit.apply(this, args)
-  }
-
-  _onConnected (info) {
-    this.objectMode = info.objectMode
-    this.enableAcks = info.enableAcks
-    if (this.socket instanceof Socket) this.socket._update(info)
-    this.ready = true
-  }
-
-  _onError (info) {
-    this.emit('error', makeError(info))
-  }
-
-  _onDropped (seq) {
-    const err = new Error('uhura: the event was dropped: the send queue was over maxQueueLength or maxQueueBytes, or its session expired')
-    err.code = 'ERR_UHURA_DROPPED'
-    if (seq != null) this._settle(seq, err)
-    this.emit('drop', err)
-  }
-
-  _onAckTimeout (seq) {
-    const err = new Error(`uhura: no acknowledgement within ackTimeout (${this._ackTimeout} ms); the event stays queued for delivery`)
-    err.code = 'ERR_UHURA_ACK_TIMEOUT'
-    this._settle(seq, err)
+  try {
+    const r = this.options.createConnection(this.options, done)
+    // Also accept a factory that returns the stream (as net.createConnection does).
+    if (r && typeof r.on === 'function' && typeof r.write === 'function') done(null, r)
+  } catch (e) {
+    done(e)
   }
 }
 
-class Client extends SendEmitter {
-  constructor () {
-    super()
-    this._ref = true
-    this._active = false
-    this._stopped = false
-    this.options = null
-  }
+Client.prototype._onConnected = function (info) {
+  SendEmitter.prototype._onConnected.call(this, info)
+  this.socket.emit('connect')
+  this.emit('connect', { objectMode: info.objectMode, enableAcks: info.enableAcks })
+}
 
-  /**
-   * connect(port[, host][, cb]) or connect(options[, cb]).
-   */
-  connect (a, b, c) {
-    let options
-    let cb
-    if (a !== null && typeof a === 'object') {
-      options = Object.assign({}, a)
-      cb = typeof b === 'function' ? b : undefined
-    } else {
-      options = { port: a, host: typeof b === 'string' ? b : undefined }
-      cb = typeof b === 'function' ? b : typeof c === 'function' ? c : undefined
-    }
-    if (options.logErrors) this.logErrors = true
-    if (options.maxQueueLength != null) this._maxQueueLength = options.maxQueueLength
-    this.options = options
-    if (cb) this.once('connect', cb)
-    if (this._h) throw new Error('uhura: this client is already connected; use reconnect()')
-    this._ackTimeout = options.ackTimeout
-    const native_ = {
-      servers: [],
-      peer: peerOptions({ ...options, maxQueueLength: this._maxQueueLength })
-    }
-    if (typeof options.createConnection === 'function') {
-      // The original's factory hook: each (re)connection asks it for a stream.
-      native_.js = true
-    } else {
-      if (options.createConnection != null) throw new TypeError('uhura: options.createConnection must be a function')
-      const servers = Array.isArray(options.servers) && options.servers.length > 0 ? options.servers : [options]
-      native_.servers = servers.map((o) => (o.path != null
-        ? { path: String(o.path) }
-        : { host: o.host || undefined, port: checkedPort(o.port) }))
-      if (options.tls) native_.tls = tlsOptions(options.tls)
-    }
-    this._h = native.createClient(native_)
-    handles.set(this._h, this)
-    this._active = true
-    keepAlive(this, this._ref)
-    // Start on the next tick, so autoReconnect() and friends called right
-    // after createClient() apply to the first attempt, as in the original.
-    const h = this._h
-    process.nextTick(() => native.clientStart(h))
-    return this
-  }
+Client.prototype._onMessage = function (args) {
+  if (args[0] === 'invalidateSession') this.session = {}
+  SendEmitter.prototype._onMessage.call(this, args)
+}
 
-  reconnect (cb) {
-    if (typeof cb === 'function') this.once('connect', cb)
-    this.ready = false
-    this._stopped = false
-    this._flush()
-    native.clientReconnect(this._h)
-    this._active = true
-    keepAlive(this, this._ref)
-  }
+Client.prototype._onStopped = function () {
+  this.ready = false
+  this._active = false
+  keepAlive(this, false)
+  if (this._acks.size === 0) handles.delete(this._h)
+}
 
-  autoReconnect (min, max) {
-    native.clientAutoReconnect(this._h, Number(min) || 100, Number(max) || 60000)
-    this._auto = true
-  }
+Client.prototype._acksSettled = function () {
+  if (!this._active && this._stopped) handles.delete(this._h)
+}
 
-  disconnect () {
-    this._auto = false
-    this._stopped = true
-    this._flush()
-    const h = this._h
-    whenBatchHandled(() => native.clientDisconnect(h))
-  }
-
-  ref () {
-    this._ref = true
-    keepAlive(this, this._active)
-    return this
-  }
-
-  unref () {
-    this._ref = false
-    keepAlive(this, false)
-    return this
-  }
-
-  /** Rust asks for a stream: call the user's createConnection factory. */
-  _openTransport () {
-    const h = this._h
-    let called = false
-    const done = (err, stream) => {
-      if (called) return
-      called = true
-      if (err || !stream) {
-        const e = err || new Error('uhura: createConnection gave no stream')
-        native.clientOpenFailed(h, String(e.message || e))
-        this.emit('error', e)
-        return
-      }
-      this.socket = stream
-      native.clientOpened(h, addressesOf(stream))
-      bindStream(h, stream, (e) => this.emit('error', e))
-      if (!this._ref && typeof stream.unref === 'function') stream.unref()
-    }
-    try {
-      const r = this.options.createConnection(this.options, done)
-      // Also accept a factory that returns the stream (as net.createConnection does).
-      if (r && typeof r.on === 'function' && typeof r.write === 'function') done(null, r)
-    } catch (e) {
-      done(e)
-    }
-  }
-
-  _onConnected (info) {
-    super._onConnected(info)
-    this.socket.emit('connect')
-    this.emit('connect', { objectMode: info.objectMode, enableAcks: info.enableAcks })
-  }
-
-  _onMessage (args) {
-    if (args[0] === 'invalidateSession') this.session = {}
-    super._onMessage(args)
-  }
-
-  _onStopped () {
-    this.ready = false
+Client.prototype._onDisconnected = function (willReconnect) {
+  if (!willReconnect) {
     this._active = false
     keepAlive(this, false)
-    if (this._acks.size === 0) handles.delete(this._h)
   }
-
-  _acksSettled () {
-    if (!this._active && this._stopped) handles.delete(this._h)
-  }
-
-  _onDisconnected (willReconnect) {
-    this.ready = false
-    if (!willReconnect) {
-      this._active = false
-      keepAlive(this, false)
-    }
-    if (this.socket instanceof Socket) {
-      this.socket.destroyed = true
-      this.socket.emit('close')
-    }
-    this.emit('disconnect')
-  }
+  this._onClosed()
 }
 
-class Connection extends SendEmitter {
-  constructor (server, h, info) {
-    super()
-    this._h = h
-    this.server = server
-    this.logErrors = !!server.logErrors
-    this._ackTimeout = server.options.ackTimeout
-    this.session = info.session
-    this.sessionID = info.session.sessionID
-    if (server._maxQueueLength != null) this.maxQueueLength = server._maxQueueLength
-    handles.set(h, this)
-    keepAlive(this, true)
-  }
+/** A server-side connection: made by the server when a handshake completes. */
+function Connection (server, h, info) {
+  if (!(this instanceof Connection)) return new Connection(server, h, info)
+  SendEmitter.call(this)
+  this._h = h
+  this.server = server
+  this.sessionStore = server.sessionStore
+  this.logErrors = !!server.logErrors
+  this._ackTimeout = server.options.ackTimeout
+  this.session = info.session
+  this.sessionID = info.session.sessionID
+  if (server._maxQueueLength != null) this.maxQueueLength = server._maxQueueLength
+  handles.set(h, this)
+  keepAlive(this, true)
+}
+util.inherits(Connection, SendEmitter)
 
-  invalidateSession () {
-    this._flush()
-    native.invalidateSession(this._h)
-  }
-
-  _acksSettled () {
-    if (this._disconnected) handles.delete(this._h)
-  }
-
-  ref () {
-    keepAlive(this, true)
-    return this
-  }
-
-  unref () {
-    keepAlive(this, false)
-    return this
-  }
-
-  _onConnected (info) {
-    super._onConnected(info)
-  }
-
-  _onMessage (args) {
-    super._onMessage(args)
-  }
-
-  _onDisconnected () {
-    this.ready = false
-    this._disconnected = true
-    // Sends on this object still reach the session (kept by the server for
-    // resumeWindow); it stays addressable until its ack callbacks have run.
-    if (this._acks.size === 0) handles.delete(this._h)
-    keepAlive(this, false)
-    if (this.socket instanceof Socket) {
-      this.socket.destroyed = true
-      this.socket.emit('close')
-    }
-    this.emit('disconnect')
-  }
+Connection.prototype.invalidateSession = function () {
+  this._flush()
+  native.invalidateSession(this._h)
 }
 
-class Server extends EventEmitter {
-  constructor (options, onConnection) {
-    super()
-    if (typeof options === 'function') {
-      onConnection = options
-      options = {}
-    }
-    options = options || {}
-    this.options = options
-    this.logErrors = !!options.logErrors
-    this._maxQueueLength = options.maxQueueLength
-    this._address = null
-    this._listening = false
-    this._factoryServer = null
-    this._h = native.createServer({
-      peer: { ...peerOptions(options), cookie: JSON.stringify(new sessions.Cookie(options.cookie)) },
-      resumeWindow: options.resumeWindow == null ? undefined : Number(options.resumeWindow),
-      tls: options.tls ? tlsOptions(options.tls) : undefined,
-      ...storeOptions(options)
-    })
-    this.store = options.store || null
-    handles.set(this._h, this)
-    if (typeof onConnection === 'function') this.on('connection', onConnection)
-    if (options.createServer != null) {
-      if (typeof options.createServer !== 'function') throw new TypeError('uhura: options.createServer must be a function')
-      // The original's factory hook (e.g. tls.createServer): it owns the
-      // listening socket; each stream it accepts is pumped through Rust.
-      this._factoryServer = options.createServer(options, (stream) => this._adoptStream(stream))
-      for (const ev of ['listening', 'close', 'error']) {
-        this._factoryServer.on(ev, (...a) => {
-          if (ev === 'listening') this._listening = true
-          // A failed listen holds nothing open, as with net.Server.
-          if (ev === 'close' || (ev === 'error' && !this._factoryServer.listening)) {
-            this._listening = false
-            keepAlive(this, false)
-          }
-          this.emit(ev, ...a)
-        })
-      }
+/**
+ * Closes this connection after what was sent on it is written, as
+ * `client.disconnect()` does; `disconnect` fires once it is closed. The
+ * session stays resumable for `resumeWindow`.
+ */
+Connection.prototype.disconnect = function () {
+  if (this._disconnected) return
+  this._flush()
+  const h = this._h
+  whenBatchHandled(() => native.end(h))
+}
+
+/**
+ * The original's handshake handlers, run when the peer's `start` arrives.
+ * Here the handshake completes in Rust before this object exists, so there
+ * is nothing left to start or resume: they only return the connection.
+ */
+Connection.prototype.start = function () {
+  return this
+}
+
+Connection.prototype.resume = function () {
+  return this
+}
+
+/** A server-side connection's stream is chosen by its server (listen or options.createServer). */
+Connection.prototype.attach = function () {
+  throw new Error('uhura: a server-side connection cannot attach a stream; give the server options.createServer, or use client.attach(stream)')
+}
+
+Connection.prototype._acksSettled = function () {
+  if (this._disconnected) handles.delete(this._h)
+}
+
+Connection.prototype.ref = function () {
+  keepAlive(this, true)
+  return this
+}
+
+Connection.prototype.unref = function () {
+  keepAlive(this, false)
+  return this
+}
+
+Connection.prototype._onDisconnected = function () {
+  this._disconnected = true
+  // Sends on this object still reach the session (kept by the server for
+  // resumeWindow); it stays addressable until its ack callbacks have run.
+  if (this._acks.size === 0) handles.delete(this._h)
+  keepAlive(this, false)
+  this._onClosed()
+}
+
+/**
+ * A uhura server with net.Server's surface (the original's createServer
+ * returned a net.Server). `connection` gives a socket for every accepted
+ * connection before its handshake, as net does; `handshake` (and the
+ * createServer callback) gives the uhura connection once it completes.
+ */
+function Server (options, onConnection) {
+  if (!(this instanceof Server)) return new Server(options, onConnection)
+  EventEmitter.call(this)
+  if (typeof options === 'function') {
+    onConnection = options
+    options = {}
+  }
+  options = options || {}
+  this.options = options
+  this.logErrors = !!options.logErrors
+  this._maxQueueLength = options.maxQueueLength
+  this._maxConnections = undefined
+  this._address = null
+  this._listening = false
+  this._factoryServer = null
+  // Sockets of accepted connections still in their handshake, by handle.
+  this._accepted = new Map()
+  // net.Server's fields, as this server behaves.
+  this.allowHalfOpen = false
+  this.pauseOnConnect = false
+  this.noDelay = true
+  this.keepAlive = true
+  this.keepAliveInitialDelay = 30000
+  this.highWaterMark = 65536
+  this._h = native.createServer({
+    peer: { ...peerOptions(options), cookie: JSON.stringify(new sessions.Cookie(options.cookie)) },
+    resumeWindow: options.resumeWindow == null ? undefined : Number(options.resumeWindow),
+    tls: options.tls ? tlsOptions(options.tls) : undefined,
+    ...storeOptions(options)
+  })
+  this.store = options.store || null
+  // The original's name for it, also on each connection.
+  this.sessionStore = this.store
+  handles.set(this._h, this)
+  if (typeof onConnection === 'function') this.on('handshake', onConnection)
+  if (options.createServer != null) {
+    if (typeof options.createServer !== 'function') throw new TypeError('uhura: options.createServer must be a function')
+    // The original's factory hook (e.g. tls.createServer): it owns the
+    // listening socket; each stream it accepts is pumped through Rust.
+    this._factoryServer = options.createServer(options, (stream) => this._adoptStream(stream))
+    for (const ev of ['listening', 'close', 'error', 'connection', 'drop']) {
+      this._factoryServer.on(ev, (...a) => {
+        if (ev === 'listening') this._listening = true
+        // A failed listen holds nothing open, as with net.Server.
+        if (ev === 'close' || (ev === 'error' && !this._factoryServer.listening)) {
+          this._listening = false
+          keepAlive(this, false)
+        }
+        this.emit(ev, ...a)
+      })
     }
   }
+}
+util.inherits(Server, EventEmitter)
 
-  get listening () {
+Object.defineProperty(Server.prototype, 'listening', {
+  get () {
     return this._listening
-  }
+  },
+  configurable: true
+})
 
-  /**
-   * listen(port[, host][, backlog][, cb]), listen(path[, cb]),
-   * listen(options[, cb]) or listen([cb]).
-   */
-  listen (...args) {
+/** net.Server's maxConnections: connections beyond it are closed at once (`drop` event). */
+Object.defineProperty(Server.prototype, 'maxConnections', {
+  get () {
+    return this._factoryServer ? this._factoryServer.maxConnections : this._maxConnections
+  },
+  set (n) {
     if (this._factoryServer) {
-      keepAlive(this, true)
-      this._factoryServer.listen(...args)
-      return this
+      this._factoryServer.maxConnections = n
+      return
     }
-    const cb = typeof args[args.length - 1] === 'function' ? args.pop() : undefined
-    let at
-    let backlog
-    const a0 = args[0]
-    if (a0 !== null && typeof a0 === 'object') {
-      backlog = a0.backlog
-      at = a0.path != null ? { path: String(a0.path) } : { port: checkedPort(a0.port == null ? 0 : a0.port), host: a0.host || undefined }
-    } else if (typeof a0 === 'string' && !/^\s*\d+\s*$/.test(a0)) {
-      at = { path: a0 }
-      if (typeof args[1] === 'number') backlog = args[1]
-    } else {
-      at = { port: checkedPort(a0 == null ? 0 : a0) }
-      if (typeof args[1] === 'string') {
-        at.host = args[1] || undefined
-        backlog = args[2]
-      } else if (typeof args[1] === 'number') backlog = args[1]
+    if (n != null && (typeof n !== 'number' || Number.isNaN(n) || n < 0)) {
+      throw new RangeError(`uhura: server.maxConnections must be a non-negative number, got ${describe(n)}`)
     }
-    if (cb) this.once('listening', cb)
-    native.listen(this._h, at, backlog == null ? undefined : Number(backlog))
+    this._maxConnections = n
+    native.setMaxConnections(this._h, n == null ? undefined : n)
+  },
+  configurable: true
+})
+
+/** The original's Server#start(options, cb): takes the connection callback, returns the server. */
+Server.prototype.start = function (options, cb) {
+  if (typeof options === 'function') cb = options
+  if (typeof cb === 'function') this.on('handshake', cb)
+  return this
+}
+
+/**
+ * listen(port[, host][, backlog][, cb]), listen(path[, cb]),
+ * listen(options[, cb]) or listen([cb]).
+ */
+Server.prototype.listen = function (...args) {
+  if (this._factoryServer) {
     keepAlive(this, true)
+    this._factoryServer.listen(...args)
     return this
   }
-
-  address () {
-    return this._factoryServer ? this._factoryServer.address() : this._address
+  const cb = typeof args[args.length - 1] === 'function' ? args.pop() : undefined
+  let at
+  let backlog
+  const a0 = args[0]
+  if (a0 !== null && typeof a0 === 'object') {
+    backlog = a0.backlog
+    at = a0.path != null ? { path: String(a0.path) } : { port: checkedPort(a0.port == null ? 0 : a0.port), host: a0.host || undefined }
+  } else if (typeof a0 === 'string' && !/^\s*\d+\s*$/.test(a0)) {
+    at = { path: a0 }
+    if (typeof args[1] === 'number') backlog = args[1]
+  } else {
+    at = { port: checkedPort(a0 == null ? 0 : a0) }
+    if (typeof args[1] === 'string') {
+      at.host = args[1] || undefined
+      backlog = args[2]
+    } else if (typeof args[1] === 'number') backlog = args[1]
   }
+  if (cb) this.once('listening', cb)
+  native.listen(this._h, at, backlog == null ? undefined : Number(backlog))
+  keepAlive(this, true)
+  return this
+}
 
-  close (cb) {
-    if (this._factoryServer) {
-      this._factoryServer.close(cb)
-      return this
+Server.prototype.address = function () {
+  return this._factoryServer ? this._factoryServer.address() : this._address
+}
+
+/** net.Server's getConnections(cb): cb(null, connections open now). */
+Server.prototype.getConnections = function (cb) {
+  if (typeof cb !== 'function') throw new TypeError('uhura: getConnections(cb) takes a callback')
+  if (this._factoryServer) return this._factoryServer.getConnections(cb)
+  const n = native.serverConnections(this._h)
+  process.nextTick(cb, null, n == null ? 0 : n)
+  return this
+}
+
+/**
+ * Stops accepting; `close` fires once every connection has ended. As with
+ * net.Server, `cb` gets an ERR_SERVER_NOT_RUNNING error if the server was
+ * not listening.
+ */
+Server.prototype.close = function (cb) {
+  if (this._factoryServer) {
+    this._factoryServer.close(cb)
+    return this
+  }
+  if (typeof cb === 'function') {
+    if (this._listening) this.once('close', cb)
+    else {
+      this.once('close', () => {
+        const err = new Error('Server is not running.')
+        err.code = 'ERR_SERVER_NOT_RUNNING'
+        cb(err)
+      })
     }
-    if (typeof cb === 'function') this.once('close', cb)
-    native.closeServer(this._h)
-    return this
   }
+  native.closeServer(this._h)
+  return this
+}
 
-  ref () {
-    if (this._factoryServer && this._factoryServer.ref) this._factoryServer.ref()
-    keepAlive(this, this._listening)
-    return this
+Server.prototype.ref = function () {
+  if (this._factoryServer && this._factoryServer.ref) this._factoryServer.ref()
+  keepAlive(this, this._listening)
+  return this
+}
+
+Server.prototype.unref = function () {
+  if (this._factoryServer && this._factoryServer.unref) this._factoryServer.unref()
+  keepAlive(this, false)
+  return this
+}
+
+/** Runs one operation of a connect-style JavaScript store for Rust. */
+Server.prototype._storeOp = function (req, op, sid, sess) {
+  const store = this.store
+  let settled = false
+  const h = this._h
+  const done = (err, value) => {
+    if (settled) return
+    settled = true
+    const message = err ? String(err.message || err) : undefined
+    const json = !err && op === 'get' && value != null ? JSON.stringify(value) : undefined
+    native.storeReply(h, req, message, json)
   }
-
-  unref () {
-    if (this._factoryServer && this._factoryServer.unref) this._factoryServer.unref()
-    keepAlive(this, false)
-    return this
-  }
-
-  /** Runs one operation of a connect-style JavaScript store for Rust. */
-  _storeOp (req, op, sid, sess) {
-    const store = this.store
-    let settled = false
-    const h = this._h
-    const done = (err, value) => {
-      if (settled) return
-      settled = true
-      const message = err ? String(err.message || err) : undefined
-      const json = !err && op === 'get' && value != null ? JSON.stringify(value) : undefined
-      native.storeReply(h, req, message, json)
+  try {
+    let r
+    if (op === 'get') r = store.get(sid, done)
+    else if (op === 'set') r = store.set(sid, sess, (err) => done(err))
+    else r = store.destroy(sid, (err) => done(err))
+    if (r && typeof r.then === 'function') {
+      r.then((v) => done(null, v), (e) => done(e || new Error(`store.${op} rejected`)))
     }
-    try {
-      let r
-      if (op === 'get') r = store.get(sid, done)
-      else if (op === 'set') r = store.set(sid, sess, (err) => done(err))
-      else r = store.destroy(sid, (err) => done(err))
-      if (r && typeof r.then === 'function') {
-        r.then((v) => done(null, v), (e) => done(e || new Error(`store.${op} rejected`)))
-      }
-    } catch (e) {
-      done(e)
-    }
+  } catch (e) {
+    done(e)
   }
+}
 
-  _adoptStream (stream) {
-    const h = native.adoptStream(this._h, addressesOf(stream))
-    bindStream(h, stream, (err) => {
-      const conn = handles.get(h)
-      if (conn) conn.emit('error', err)
-      else this._onClientError({ message: err.message, code: err.code })
-    })
-  }
+Server.prototype._adoptStream = function (stream) {
+  const h = native.adoptStream(this._h, addressesOf(stream))
+  bindStream(h, stream, (err) => {
+    const conn = handles.get(h)
+    if (conn) conn.emit('error', err)
+    else this._onClientError(h, { message: err.message, code: err.code })
+  })
+}
 
-  _onListening (info) {
-    this._address = info
-    this._listening = true
-    this.emit('listening')
-  }
+Server.prototype._onListening = function (info) {
+  this._address = info
+  this._listening = true
+  this.emit('listening')
+}
 
-  _onClose () {
-    this._listening = false
-    keepAlive(this, false)
-    if (!this._factoryServer) handles.delete(this._h)
-    this.emit('close')
-  }
+Server.prototype._onClose = function () {
+  this._listening = false
+  keepAlive(this, false)
+  if (!this._factoryServer) handles.delete(this._h)
+  this.emit('close')
+}
 
-  _onError (info) {
-    // listen() failed (EADDRINUSE and the like): as net.Server, an 'error' event.
-    this._listening = false
-    keepAlive(this, false)
-    this.emit('error', makeError(info))
-  }
+Server.prototype._onError = function (info) {
+  // listen() failed (EADDRINUSE and the like): as net.Server, an 'error' event.
+  this._listening = false
+  keepAlive(this, false)
+  this.emit('error', makeError(info))
+}
 
-  _onClientError (info) {
-    // An error on a connection that never finished its handshake: there is no
-    // connection object yet, so it is reported here (as http.Server does).
-    const err = makeError(info)
-    if (this.logErrors) console.error(err.stack)
-    if (this.listenerCount('clientError') > 0) this.emit('clientError', err)
-  }
+Server.prototype._onClientError = function (h, info) {
+  // An error on a connection that never finished its handshake: there is no
+  // connection object yet, so it is reported here (as http.Server does).
+  const err = makeError(info)
+  if (this.logErrors) console.error(err.stack)
+  const socket = this._accepted.get(h)
+  if (socket) socket.emit('error', err)
+  if (this.listenerCount('clientError') > 0) this.emit('clientError', err)
+}
 
-  _onConnection (h, info) {
-    const conn = new Connection(this, h, info)
-    const stream = streams.get(h)
-    if (stream) conn.socket = stream
-    conn._onConnected(info)
-    // The original passes `true` on a resume and nothing on a new session.
-    const reconnect = info.resumed ? true : undefined
-    this.emit('connection', conn, reconnect)
-    conn.emit('connect', reconnect)
+/** A connection was accepted: net's `connection` event, with a socket, before the handshake. */
+Server.prototype._onAccepted = function (h, info) {
+  // Only made when somebody listens: an idle server pays nothing for it.
+  if (this.listenerCount('connection') === 0) return
+  const socket = new Socket(null, h)
+  socket._update(info)
+  this._accepted.set(h, socket)
+  acceptedBy.set(h, this)
+  this.emit('connection', socket)
+}
+
+/** A connection closed before its handshake completed. */
+Server.prototype._onAcceptedClosed = function (h) {
+  const socket = this._accepted.get(h)
+  acceptedBy.delete(h)
+  if (!socket) return
+  this._accepted.delete(h)
+  socket._onClosed()
+}
+
+Server.prototype._onConnection = function (h, info) {
+  const conn = new Connection(this, h, info)
+  const stream = streams.get(h)
+  const socket = this._accepted.get(h)
+  if (stream) conn.socket = stream
+  else if (socket) {
+    // The socket the `connection` event gave now belongs to this connection.
+    this._accepted.delete(h)
+    acceptedBy.delete(h)
+    socket._owner = conn
+    conn.socket = socket
   }
+  conn._onConnected(info)
+  // The original passes `true` on a resume and nothing on a new session.
+  const reconnect = info.resumed ? true : undefined
+  this.emit('handshake', conn, reconnect)
+  conn.emit('connect', reconnect)
 }
 
 exports.session = sessions.session

@@ -38,7 +38,7 @@ const immediate = () => new Promise((resolve) => setImmediate(resolve))
 async function startServer (t, options, onConnection, port = 0) {
   const server = U.createServer(options || {}, onConnection)
   const conns = []
-  server.on('connection', (conn) => conns.push(conn))
+  server.on('handshake', (conn) => conns.push(conn))
   await withTimeout(new Promise((resolve, reject) => {
     server.once('error', reject)
     server.listen(port, HOST, () => {

@@ -193,15 +193,14 @@ function session (options) {
  * A Redis-backed store, run natively: session reads and writes never cross
  * into JavaScript. Pass it as `createServer({ store: Uhura.redisStore({ url }) })`.
  */
-class RedisStore {
-  constructor (options) {
-    options = options || {}
-    if (options.url != null && typeof options.url !== 'string') throw new TypeError('uhura: redisStore({ url }) must be a string')
-    this.url = options.url || 'redis://127.0.0.1:6379'
-    this.prefix = options.prefix == null ? 'sess:' : String(options.prefix)
-    this.ttl = options.ttl == null ? 86400 : Number(options.ttl)
-    if (!(this.ttl > 0)) throw new TypeError('uhura: redisStore({ ttl }) must be a positive number of seconds')
-  }
+function RedisStore (options) {
+  if (!(this instanceof RedisStore)) return new RedisStore(options)
+  options = options || {}
+  if (options.url != null && typeof options.url !== 'string') throw new TypeError('uhura: redisStore({ url }) must be a string')
+  this.url = options.url || 'redis://127.0.0.1:6379'
+  this.prefix = options.prefix == null ? 'sess:' : String(options.prefix)
+  this.ttl = options.ttl == null ? 86400 : Number(options.ttl)
+  if (!(this.ttl > 0)) throw new TypeError('uhura: redisStore({ ttl }) must be a positive number of seconds')
 }
 
 session.Store = Store

@@ -68,6 +68,10 @@ pub mod kind {
     pub const WATCH: u8 = 17;
     /// Native sockets: stop watching it.
     pub const UNWATCH: u8 = 18;
+    /// Servers: a connection was accepted (before its handshake): `[link, addresses]`.
+    pub const ACCEPTED: u8 = 20;
+    /// Servers: a connection over `maxConnections` was closed at once.
+    pub const REFUSED: u8 = 21;
 }
 
 /// What a link knows of its socket: addresses as Node reports them, and
@@ -308,6 +312,7 @@ impl Link {
                             result = Err(e.to_string());
                         }
                     }
+                    b'r' => peer.send_message(body),
                     _ => result = Err(format!("unknown write tag {:?}", tag as char)),
                 }
             }

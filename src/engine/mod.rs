@@ -188,6 +188,17 @@ impl Engine {
         }
     }
 
+    /// Open connections of a server (accepted, not yet ended).
+    pub fn server_connections(&self, server: u32) -> Option<usize> {
+        lock(&self.shared.servers).get(&server).map(|s| s.connections())
+    }
+
+    pub fn set_max_connections(&self, server: u32, max: Option<usize>) {
+        if let Some(s) = lock(&self.shared.servers).get(&server) {
+            s.set_max_connections(max);
+        }
+    }
+
     pub fn create_client(&self, options: ClientOptions) -> u32 {
         let handle = self.shared.alloc_handle();
         let client = Client::new(handle, options, &self.shared);

@@ -79,7 +79,11 @@ pub struct Server {
     shutdown: Notify,
     closing: AtomicBool,
     listening: AtomicBool,
+    /// Open connections, handshaken or not (net.Server's getConnections()).
     active: AtomicUsize,
+    /// net.Server's maxConnections: a connection accepted beyond it is
+    /// closed at once and reported as `drop`. `usize::MAX`: no limit.
+    max_connections: AtomicUsize,
 }
 
 impl Server {
@@ -111,6 +115,7 @@ impl Server {
             closing: AtomicBool::new(false),
             listening: AtomicBool::new(false),
             active: AtomicUsize::new(0),
+            max_connections: AtomicUsize::new(usize::MAX),
         })
     }
 
@@ -120,6 +125,15 @@ impl Server {
         if !self.listening.load(Ordering::Acquire) {
             self.maybe_closed(shared);
         }
+    }
+
+    /// Connections open now (accepted and not yet ended).
+    pub fn connections(&self) -> usize {
+        self.active.load(Ordering::Acquire)
+    }
+
+    pub fn set_max_connections(&self, max: Option<usize>) {
+        self.max_connections.store(max.unwrap_or(usize::MAX), Ordering::Release);
     }
 
     fn maybe_closed(&self, shared: &Shared) {
@@ -195,6 +209,19 @@ async fn sweep(shared: Weak<Shared>, retention: Arc<Retention>) {
     }
 }
 
+/// The addresses of an accepted connection, as net's `drop` event reports them.
+fn addresses_json(addrs: &Addresses) -> String {
+    let mut out = serde_json::Map::new();
+    for (prefix, addr) in [("local", addrs.local), ("remote", addrs.remote)] {
+        if let Some(a) = addr {
+            out.insert(format!("{prefix}Address"), a.ip().to_string().into());
+            out.insert(format!("{prefix}Port"), a.port().into());
+            out.insert(format!("{prefix}Family"), (if a.is_ipv4() { "IPv4" } else { "IPv6" }).into());
+        }
+    }
+    Value::Object(out).to_string()
+}
+
 fn error_json(e: &std::io::Error, syscall: &str, endpoint: &Endpoint) -> String {
     let code = link::io_code(e);
     let mut err = serde_json::Map::new();
@@ -219,7 +246,15 @@ pub async fn listen_and_serve(shared: Arc<Shared>, server: Arc<Server>, options:
             _ = server.shutdown.notified() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, mut addrs)) => {
+                    let peers = addresses_json(&addrs);
+                    if server.active.load(Ordering::Acquire) >= server.max_connections.load(Ordering::Acquire) {
+                        // As net.Server: closed unread, reported as `drop`.
+                        drop(stream);
+                        server.report(&shared, kind::REFUSED, &peers);
+                        continue;
+                    }
                     let link = server.new_link(&shared);
+                    server.report(&shared, kind::ACCEPTED, &format!("{},{peers}", link.handle));
                     let tls = server.tls.clone();
                     if tls.is_some() {
                         // Bytes must go through TLS, never straight to the socket.

@@ -249,6 +249,20 @@ pub fn close_server(server: u32) -> Result<()> {
     Ok(())
 }
 
+/// net.Server's getConnections(): connections open now; null once the server is gone.
+#[napi(catch_unwind)]
+pub fn server_connections(server: u32) -> Result<Option<u32>> {
+    Ok(engine()?.server_connections(server).map(|n| n.min(u32::MAX as usize) as u32))
+}
+
+/// net.Server's maxConnections; a negative or missing value: no limit.
+#[napi(catch_unwind)]
+pub fn set_max_connections(server: u32, max: Option<f64>) -> Result<()> {
+    let max = max.filter(|m| *m >= 0.0 && m.is_finite()).map(|m| m as usize);
+    engine()?.set_max_connections(server, max);
+    Ok(())
+}
+
 #[napi(object)]
 pub struct JsClientOptions {
     /// Addresses tried in turn; empty with `js` set.

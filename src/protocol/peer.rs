@@ -912,6 +912,13 @@ impl Peer {
         self.queue.get_mut(i)
     }
 
+    /// One whole message as the application wrote it (the original's
+    /// `_send`): framed now, outside the event queue, so it is neither
+    /// acknowledged nor resent. `json` must be one JSON value.
+    pub fn send_message(&mut self, json: &str) {
+        self.frame_str(json);
+    }
+
     fn frame_str(&mut self, text: &str) {
         if matches!(self.phase, Phase::Closed) {
             return;
