@@ -1,5 +1,5 @@
-//! The stream framing against the recorded traffic of the old package (../shared/vectors)
-//! and against the malformed inputs of PROTOCOL.md §7.
+//! The stream framing against the recorded traffic of the old package (tests/vectors)
+//! and against the malformed inputs of docs/PROTOCOL.md §7.
 
 mod common;
 use common::read_chunks;
@@ -7,7 +7,7 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 use uhura::protocol::framing::{FrameError, Reader, Writer, DEFAULT_MAX_MESSAGE_SIZE};
 
-const VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/vectors");
+const VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors");
 
 fn read_all(data: &[u8]) -> (Vec<String>, Option<FrameError>) {
     read_chunks([data], DEFAULT_MAX_MESSAGE_SIZE)
