@@ -137,7 +137,7 @@ fn writer_framing() {
     assert_eq!(read_ok(&buf), ["[\"a\"]", "{\"args\":[\"b\"]}", "[\"c\"]"]);
 }
 
-// ---- PROTOCOL.md §7 ----
+// ---- docs/PROTOCOL.md §7 ----
 
 #[test]
 fn table_dot() {
@@ -465,7 +465,7 @@ fn display_texts() {
         let (_, e) = read_chunks([a, b], 100);
         assert_eq!(e.unwrap().to_string(), want);
     }
-    // Every error reads `Unexpected ...` (PROTOCOL.md §7).
+    // Every error reads `Unexpected ...` (docs/PROTOCOL.md §7).
     for (e, want) in [
         (FrameError::MessageTooLarge { limit: 5 }, "Unexpected message size: a message is larger than 5 bytes"),
         (read_err(b" {}"), "Unexpected root value at position 1: not an array"),
