@@ -1,5 +1,5 @@
-//! The stream framing against the recorded traffic of the old package (../shared/vectors)
-//! and against the malformed inputs of PROTOCOL.md §7.
+//! The stream framing against the recorded traffic of the old package (tests/vectors)
+//! and against the malformed inputs of docs/PROTOCOL.md §7.
 
 mod common;
 use common::read_chunks;
@@ -7,7 +7,7 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 use uhura::protocol::framing::{FrameError, Reader, Writer, DEFAULT_MAX_MESSAGE_SIZE};
 
-const VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/vectors");
+const VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors");
 
 fn read_all(data: &[u8]) -> (Vec<String>, Option<FrameError>) {
     read_chunks([data], DEFAULT_MAX_MESSAGE_SIZE)
@@ -137,7 +137,7 @@ fn writer_framing() {
     assert_eq!(read_ok(&buf), ["[\"a\"]", "{\"args\":[\"b\"]}", "[\"c\"]"]);
 }
 
-// ---- PROTOCOL.md §7 ----
+// ---- docs/PROTOCOL.md §7 ----
 
 #[test]
 fn table_dot() {
@@ -465,7 +465,7 @@ fn display_texts() {
         let (_, e) = read_chunks([a, b], 100);
         assert_eq!(e.unwrap().to_string(), want);
     }
-    // Every error reads `Unexpected ...` (PROTOCOL.md §7).
+    // Every error reads `Unexpected ...` (docs/PROTOCOL.md §7).
     for (e, want) in [
         (FrameError::MessageTooLarge { limit: 5 }, "Unexpected message size: a message is larger than 5 bytes"),
         (read_err(b" {}"), "Unexpected root value at position 1: not an array"),

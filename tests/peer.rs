@@ -8,7 +8,7 @@ use uhura::protocol::peer::{Config, Event, Peer, Role};
 use uhura::protocol::session::{is_well_formed_id, Session};
 
 fn vector(name: &str) -> (String, String) {
-    let path = format!("{}/../shared/vectors/{name}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!("{}/tests/vectors/{name}", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     let v: Value = serde_json::from_str(&text).unwrap();
     (v["client_to_server"].as_str().unwrap().to_owned(), v["server_to_client"].as_str().unwrap().to_owned())

@@ -3,8 +3,9 @@
 //! Every connection appends its events, as JSON array entries, to one shared
 //! buffer; the first append after a drain wakes the consumer (a
 //! ThreadsafeFunction in the Node binding). While the consumer is busy, events
-//! pile up and go across in one crossing. NAPI-NOTES.md measured one crossing
-//! per event at 0.9 M/s and batches at 3.3 M/s.
+//! pile up and go across in one crossing: one crossing per event measured
+//! 0.9 M/s, batches 3.3 M/s (docs/ARCHITECTURE.md, "The JavaScript/Rust
+//! boundary").
 //!
 //! The buffer is bounded: readers wait in `wait_capacity` before reading more
 //! from their sockets, so a slow consumer pushes back on the network instead

@@ -18,7 +18,7 @@ pub type BoxStream = Box<dyn Stream>;
 
 /// A socket any thread may write to without waiting: the API thread writes
 /// straight to the kernel when the writer task is idle, which saves a
-/// cross-thread wake-up per send (NAPI-NOTES.md: ~15 µs each).
+/// cross-thread wake-up per send (~15 µs each, docs/ARCHITECTURE.md).
 pub trait DirectWrite: Send + Sync + std::fmt::Debug {
     fn try_write(&self, buf: &[u8]) -> io::Result<usize>;
     /// Reads without waiting (for a reader on another event loop).

@@ -1,4 +1,5 @@
-//! Reconnect delays: exponential from `min` to `max` with full jitter.
+//! Reconnect delays: exponential from `min` to `max` with full jitter
+//! (docs/PROTOCOL.md §6).
 //!
 //! The old client waits `min(max, min ** retries)`: 1 ms, then `min`, then
 //! `min²`, which reaches the cap after three tries and makes every client of a

@@ -1,4 +1,4 @@
-//! Stream framing (PROTOCOL.md §1): each direction of a connection is one streaming JSON
+//! Stream framing (docs/PROTOCOL.md §1): each direction of a connection is one streaming JSON
 //! array whose depth-1 elements are the messages.
 //!
 //! [`Reader`] is an incremental JSON tokenizer / pushdown state machine in the spirit of the

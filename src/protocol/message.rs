@@ -1,4 +1,4 @@
-//! The three message shapes of PROTOCOL.md §2, parsed without touching user
+//! The three message shapes of docs/PROTOCOL.md §2, parsed without touching user
 //! arguments: they stay raw JSON text so JavaScript can take them untouched.
 
 use serde::Deserialize;
@@ -17,7 +17,7 @@ pub enum Incoming<'a> {
     Ack { id: Cow<'a, str> },
 }
 
-/// A message that is valid JSON but not one of the shapes of §2.
+/// A message that is valid JSON but not one of the shapes of docs/PROTOCOL.md §2.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageError(pub &'static str);
 

@@ -4,12 +4,13 @@
 //! session, the queue and the unacknowledged events carry across
 //! reconnects); a server hands a closed peer's outbound state to the peer of
 //! the connection that resumes the session (`take_retained` /
-//! `adopt_retained`).
+//! `adopt_retained`). Handshake, acks and the session: docs/PROTOCOL.md
+//! §3-§5; legacy array mode: §10.
 //!
 //! Beyond the old protocol, two peers of ours negotiate extensions inside
 //! the `start` / `connect` config objects (old servers echo back only
 //! `objectMode` and `enableAcks`, old clients never ask): duplicate
-//! suppression by message id, and heartbeats.
+//! suppression by message id, and heartbeats (docs/PROTOCOL.md §9).
 
 use super::framing::{FrameError, Reader, Writer, DEFAULT_MAX_MESSAGE_SIZE};
 use super::message::{self, Incoming};

@@ -1,4 +1,4 @@
-//! The shared key/value session (PROTOCOL.md §5) and session ids.
+//! The shared key/value session (docs/PROTOCOL.md §5) and session ids.
 
 use serde_json::{Map, Value};
 
