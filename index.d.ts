@@ -129,6 +129,12 @@ declare class SendEmitter extends EventEmitter {
   get(key: string): any
   /** The whole session object. */
   get(): Session
+  /** Sends the whole local session to the peer (after changing `session` in place). */
+  syncSession(): void
+  /** Merges fields into the local session only (the peer is not told). */
+  _set(key: string | Record<string, any>, value?: any): void
+  /** Writes one whole message as given (`[event, ...args]` or `{ args }`): no ack, no resend. */
+  _send(data: any[] | { args: any[] }): void
 
   on(event: 'connect', listener: (arg?: any) => void): this
   on(event: 'disconnect', listener: () => void): this
@@ -151,7 +157,9 @@ export interface ClientOptions extends PeerOptions {
   createConnection?: (options: ClientOptions, cb: (err: Error | null, stream?: NodeJS.ReadWriteStream) => void) => NodeJS.ReadWriteStream | void
 }
 
+/** Also callable as `Client.call(this)` from an ES5 subclass (`util.inherits`). */
 export class Client extends SendEmitter {
+  constructor()
   options: ClientOptions | null
   connect(port: number | string, host?: string, cb?: () => void): this
   connect(port: number | string, cb: () => void): this
@@ -162,6 +170,8 @@ export class Client extends SendEmitter {
   autoReconnect(min?: number, max?: number): void
   /** Turns auto-reconnect off, flushes pending writes, then closes. */
   disconnect(): void
+  /** Connects over a duplex stream the application opened (reconnects need `options.createConnection`). */
+  attach(stream: NodeJS.ReadWriteStream): this
   ref(): this
   unref(): this
 
@@ -175,8 +185,15 @@ export class Client extends SendEmitter {
 export class Connection extends SendEmitter {
   readonly server: Server
   readonly sessionID: string
+  /** The server's store (`options.store`), or null for the built-in one. */
+  readonly sessionStore: ConnectStyleStore | RedisStore | null
   /** Destroys the stored session and tells the client, which drops and starts a new one. */
   invalidateSession(): void
+  /** Closes this connection after what was sent on it; `disconnect` fires once closed. */
+  disconnect(): void
+  /** The original's handshake handlers; the handshake has completed before the object exists, so they only return it. */
+  start(config?: object): this
+  resume(id?: string, config?: object): this
   ref(): this
   unref(): this
   on(event: 'connect', listener: (reconnect?: true) => void): this
@@ -222,11 +239,29 @@ export interface AddressInfo {
   family: string
 }
 
+/** net's `drop` event: a connection refused over `maxConnections`. */
+export interface DropInfo {
+  localAddress?: string
+  localPort?: number
+  localFamily?: string
+  remoteAddress?: string
+  remotePort?: number
+  remoteFamily?: string
+}
+
+/** A uhura server with net.Server's surface. Also callable as `Server.call(this, options, cb)`. */
 export class Server extends EventEmitter {
   constructor(options?: ServerOptions, onConnection?: (conn: Connection, reconnect?: true) => void)
   constructor(onConnection?: (conn: Connection, reconnect?: true) => void)
   readonly listening: boolean
   logErrors: boolean
+  /** Connections beyond this many are closed at once (`drop` event). Default: no limit. */
+  maxConnections: number | undefined
+  readonly sessionStore: ConnectStyleStore | RedisStore | null
+  /** The original's `new Server(options).start(options, cb)`: takes the connection callback. */
+  start(options: ServerOptions | ((conn: Connection, reconnect?: true) => void), cb?: (conn: Connection, reconnect?: true) => void): this
+  /** Connections open now, handshaken or not. */
+  getConnections(cb: (err: Error | null, count: number) => void): this
   listen(port?: number | string, host?: string, backlog?: number, cb?: () => void): this
   listen(port: number | string, host: string, cb?: () => void): this
   listen(port: number | string, backlog: number, cb?: () => void): this
@@ -236,11 +271,16 @@ export class Server extends EventEmitter {
   listen(cb?: () => void): this
   /** Port and address for TCP; the path for a Unix socket; null before listening. */
   address(): AddressInfo | string | null
-  close(cb?: () => void): this
+  /** Stops accepting; `close` fires when every connection has ended. `cb` gets ERR_SERVER_NOT_RUNNING if it was not listening. */
+  close(cb?: (err?: Error) => void): this
   ref(): this
   unref(): this
 
-  on(event: 'connection', listener: (conn: Connection, reconnect?: true) => void): this
+  /** Every accepted connection, before its handshake (as net.Server). */
+  on(event: 'connection', listener: (socket: UhuraSocket) => void): this
+  /** A completed handshake: the createServer callback's arguments. */
+  on(event: 'handshake', listener: (conn: Connection, reconnect?: true) => void): this
+  on(event: 'drop', listener: (info: DropInfo) => void): this
   on(event: 'listening' | 'close', listener: () => void): this
   on(event: 'error' | 'clientError', listener: (err: Error & { code?: string }) => void): this
   on(event: string, listener: (...args: any[]) => void): this

@@ -1,5 +1,5 @@
 'use strict'
-// Malformed input (PROTOCOL.md §7) and API misuse.
+// Malformed input (docs/PROTOCOL.md §7) and API misuse.
 //
 // A correct peer treats each bad input as a protocol error of that one
 // connection: an `error` event (message starting `Unexpected` for a JSON
@@ -30,7 +30,7 @@ const HANDSHAKE = '[\n["_set",{}]\n,\n["start",{"objectMode":true,"enableAcks":t
 const CASES = [
   { name: '"." (JSON syntax error)', fresh: '.', inStream: '.', message: /^Unexpected/, oldSurvives: true },
   { name: '[{"args":"notarray"}]', fresh: '[{"args":"notarray"}]', inStream: '\n,\n{"args":"notarray"}\n', message: /args/i },
-  // Not one of the three message shapes (PROTOCOL.md §2): the message names
+  // Not one of the three message shapes (docs/PROTOCOL.md §2): the message names
   // the offending type or the shape rule.
   { name: '[null]', fresh: '[null]', inStream: '\n,\nnull\n', message: /null|not an array or (an )?object/i },
   { name: '[1,2]', fresh: '[1,2]', inStream: '\n,\n1\n,\n2\n', message: /number|not an array or (an )?object/i },
@@ -67,7 +67,7 @@ async function assertGoodClientWorks (good, n) {
 
 function caseOpts (c) {
   // 0.1.2 crashes the whole process on these inputs (or buffers forever).
-  return { timeout: 60000, skip: OLD && !c.oldSurvives ? 'crashes / hangs 0.1.2 (PROTOCOL.md §7)' : false }
+  return { timeout: 60000, skip: OLD && !c.oldSurvives ? 'crashes / hangs 0.1.2 (docs/PROTOCOL.md §7)' : false }
 }
 
 describe(`${IMPL} server: bad input on a fresh connection`, () => {

@@ -203,7 +203,7 @@ for (const pair of PAIRS) {
       ...TEST_OPTS,
       // Old servers resume asynchronously (store lookup) and drop the events
       // that arrive between `start` and the end of the resume; a 0.1.2 client
-      // sends its queue right after `start` (PROTOCOL.md §2), so they are lost.
+      // sends its queue right after `start` (docs/PROTOCOL.md §2), so they are lost.
       skip: pair.server !== 'ours' && pair.client === 'v0.1.2'
         ? `${pair.server} server drops events sent right after start on a resume` : false,
     }, async (t) => {

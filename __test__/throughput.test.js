@@ -69,7 +69,7 @@ describe(`${IMPL} × ${IMPL} throughput`, () => {
     })
     const client = await r.connectClient(IMPL, srv.port)
     assert.equal(client.enableAcks, true, 'acks must be on for this test to mean anything')
-    // 0.1.2 adds a 'disconnect' listener per acked send (PROTOCOL.md §8).
+    // 0.1.2 adds a 'disconnect' listener per acked send (docs/PROTOCOL.md §8).
     const warnings = []
     const onWarning = (w) => warnings.push(`${w.name}: ${w.message}`)
     process.on('warning', onWarning)
