@@ -9,7 +9,8 @@ const path = require('path')
 const util = require('util')
 const sessions = require('./lib/session')
 
-const addonPath = path.join(__dirname, 'uhura.node')
+// UHURA_NATIVE_PATH: another build of the addon (tests load a fault-injection build this way).
+const addonPath = process.env.UHURA_NATIVE_PATH ? path.resolve(process.env.UHURA_NATIVE_PATH) : path.join(__dirname, 'uhura.node')
 let native
 try {
   native = require(addonPath)
@@ -200,6 +201,8 @@ function dispatch (e) {
   }
 }
 
+const releaseOnCollect = new FinalizationRegistry((h) => native.clientRelease(h))
+
 // Node exits when nothing ref'd is pending. Tokio tasks are invisible to it,
 // so one ref'd timer stands in for every live server, connection and ref'd client.
 let liveCount = 0
@@ -252,14 +255,24 @@ function checkedPort (port) {
   return n
 }
 
+/**
+ * A count or a time in ms: a TypeError for what is not a number, a
+ * RangeError for NaN or a negative one. Huge values (Infinity included)
+ * are kept; Rust saturates them.
+ */
+function nonNegative (v, name) {
+  // Numeric strings ('5000', from an environment variable) count as numbers.
+  const n = typeof v === 'string' && v.trim() !== '' && !Number.isNaN(Number(v)) ? Number(v) : v
+  if (typeof n !== 'number') throw new TypeError(`uhura: ${name} must be a number, got ${describe(v)}`)
+  if (Number.isNaN(n) || n < 0) throw new RangeError(`uhura: ${name} must be a non-negative number, got ${describe(v)}`)
+  return n
+}
+
 /** Options of the protocol state machine, as the addon takes them. */
 function peerOptions (o) {
   const out = {}
   for (const k of ['maxMessageSize', 'maxQueueLength', 'maxQueueBytes', 'ackTimeout', 'heartbeatInterval', 'heartbeatTimeout', 'handshakeTimeout']) {
-    if (o[k] == null) continue
-    const n = Number(o[k])
-    if (Number.isNaN(n) || n < 0) throw new TypeError(`uhura: options.${k} must be a non-negative number, got ${describe(o[k])}`)
-    out[k] = n
+    if (o[k] != null) out[k] = nonNegative(o[k], `options.${k}`)
   }
   if (o.extensions != null) out.extensions = !!o.extensions
   return out
@@ -363,10 +376,10 @@ function storeOptions (options) {
       }
     }
     out.store = 'js'
-    if (options.storeTimeout != null) out.storeTimeout = Number(options.storeTimeout)
+    if (options.storeTimeout != null) out.storeTimeout = nonNegative(options.storeTimeout, 'options.storeTimeout')
   }
-  if (options.sessionTTL != null) out.sessionTtl = Number(options.sessionTTL)
-  if (options.maxSessions != null) out.maxSessions = Number(options.maxSessions)
+  if (options.sessionTTL != null) out.sessionTtl = nonNegative(options.sessionTTL, 'options.sessionTTL')
+  if (options.maxSessions != null) out.maxSessions = nonNegative(options.maxSessions, 'options.maxSessions')
   return out
 }
 
@@ -507,8 +520,8 @@ Object.defineProperty(SendEmitter.prototype, 'maxQueueLength', {
     return this._maxQueueLength
   },
   set (n) {
-    this._maxQueueLength = n
-    if (this._h) native.setMaxQueueLength(this._h, Number(n))
+    this._maxQueueLength = nonNegative(n, 'maxQueueLength')
+    if (this._h) native.setMaxQueueLength(this._h, this._maxQueueLength)
   },
   configurable: true
 })
@@ -706,6 +719,8 @@ Client.prototype.connect = function (a, b, c) {
   }
   this._h = native.createClient(native_)
   handles.set(this._h, this)
+  // A stopped client keeps its Rust side for reconnect(); it goes when this object does.
+  releaseOnCollect.register(this, this._h)
   this._active = true
   keepAlive(this, this._ref)
   // Start on the next tick, so autoReconnect() and friends called right
@@ -734,18 +749,26 @@ Client.prototype.attach = function (stream) {
   })
 }
 
+/** Closes the connection and connects again; also starts a client stopped by disconnect() again. */
 Client.prototype.reconnect = function (cb) {
+  if (!this._h) throw new Error('uhura: reconnect() before connect(): there is nowhere to reconnect to')
   if (typeof cb === 'function') this.once('connect', cb)
   this.ready = false
   this._stopped = false
+  handles.set(this._h, this)
   this._flush()
-  native.clientReconnect(this._h)
+  // In call order with a disconnect() made in the same listener.
+  const h = this._h
+  whenBatchHandled(() => native.clientReconnect(h))
   this._active = true
   keepAlive(this, this._ref)
 }
 
 Client.prototype.autoReconnect = function (min, max) {
-  native.clientAutoReconnect(this._h, Number(min) || 100, Number(max) || 60000)
+  // 0 or nothing means the default, as in the original.
+  min = min ? nonNegative(min, 'autoReconnect(min)') : 100
+  max = max ? nonNegative(max, 'autoReconnect(max)') : 60000
+  native.clientAutoReconnect(this._h, min, max)
 }
 
 Client.prototype.disconnect = function () {
@@ -808,6 +831,8 @@ Client.prototype._onMessage = function (args) {
 }
 
 Client.prototype._onStopped = function () {
+  // reconnect() was called since: the client is starting again.
+  if (!this._stopped) return
   this.ready = false
   this._active = false
   keepAlive(this, false)
@@ -845,7 +870,15 @@ util.inherits(Connection, SendEmitter)
 
 Connection.prototype.invalidateSession = function () {
   this._flush()
-  native.invalidateSession(this._h)
+  try {
+    native.invalidateSession(this._h)
+  } catch (e) {
+    // Gone for good (its session's resume window has passed): say so here,
+    // not as a throw from some later, unrelated call.
+    const err = new Error(`uhura: cannot invalidate the session: ${e.message}`)
+    err.code = 'ERR_UHURA_CLOSED'
+    process.nextTick(() => this.emit('error', err))
+  }
 }
 
 /**
@@ -921,6 +954,7 @@ function Server (options, onConnection) {
   this._maxConnections = undefined
   this._address = null
   this._listening = false
+  this._bound = false
   this._factoryServer = null
   // Sockets of accepted connections still in their handshake, by handle.
   this._accepted = new Map()
@@ -933,7 +967,7 @@ function Server (options, onConnection) {
   this.highWaterMark = 65536
   this._h = native.createServer({
     peer: { ...peerOptions(options), cookie: JSON.stringify(new sessions.Cookie(options.cookie)) },
-    resumeWindow: options.resumeWindow == null ? undefined : Number(options.resumeWindow),
+    resumeWindow: options.resumeWindow == null ? undefined : nonNegative(options.resumeWindow, 'options.resumeWindow'),
     tls: options.tls ? tlsOptions(options.tls) : undefined,
     ...storeOptions(options)
   })
@@ -1000,6 +1034,11 @@ Server.prototype.start = function (options, cb) {
  * listen(options[, cb]) or listen([cb]).
  */
 Server.prototype.listen = function (...args) {
+  if (this._bound) {
+    const err = new Error('Listen method has been called more than once without closing.')
+    err.code = 'ERR_SERVER_ALREADY_LISTEN'
+    throw err
+  }
   if (this._factoryServer) {
     keepAlive(this, true)
     this._factoryServer.listen(...args)
@@ -1024,6 +1063,9 @@ Server.prototype.listen = function (...args) {
   }
   if (cb) this.once('listening', cb)
   native.listen(this._h, at, backlog == null ? undefined : Number(backlog))
+  // Listening until close() or a failed listen; a listen after close() serves again.
+  this._bound = true
+  handles.set(this._h, this)
   keepAlive(this, true)
   return this
 }
@@ -1061,6 +1103,7 @@ Server.prototype.close = function (cb) {
       })
     }
   }
+  this._bound = false
   native.closeServer(this._h)
   return this
 }
@@ -1118,6 +1161,8 @@ Server.prototype._onListening = function (info) {
 }
 
 Server.prototype._onClose = function () {
+  // listen() again since: that close is moot, as with net.Server.
+  if (this._bound) return
   this._listening = false
   keepAlive(this, false)
   if (!this._factoryServer) handles.delete(this._h)
@@ -1126,6 +1171,7 @@ Server.prototype._onClose = function () {
 
 Server.prototype._onError = function (info) {
   // listen() failed (EADDRINUSE and the like): as net.Server, an 'error' event.
+  this._bound = false
   this._listening = false
   keepAlive(this, false)
   this.emit('error', makeError(info))

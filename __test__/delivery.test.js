@@ -314,7 +314,7 @@ describe('delivery under faults', () => {
     }
     t.diagnostic(`client ${clientCbs.summary()}`)
     t.diagnostic(`server ${serverCbs.summary()}`)
-    t.diagnostic(`send loop ${sendMs} ms, all settled after ${totalMs} ms${settled ? '' : ' (NOT settled: timed out)'}; client errors ${clientErrors.length}, server connection errors ${serverErrors.length}`)
+    t.diagnostic(`send loop ${sendMs} ms, all settled after ${totalMs} ms${settled ? '' : ' (NOT settled: timed out)'}; client errors ${clientErrors.length}${clientErrors.length ? ` (first: ${clientErrors[0].code} ${clientErrors[0].message})` : ''}, server connection errors ${serverErrors.length}`)
 
     assert.equal(c2sSent, N, 'the send loop finished in time (client -> server)')
     assert.equal(s2cSent, N, 'the send loop finished in time (server -> client)')

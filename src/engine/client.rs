@@ -35,8 +35,10 @@ pub struct ClientOptions {
 #[derive(Default)]
 struct Control {
     auto: Option<Backoff>,
-    /// `disconnect()` was called: flush, close and stop.
+    /// `disconnect()` was called: flush, close and stop until `reconnect()`.
     stop: bool,
+    /// The application let go of the client: end its task for good.
+    released: bool,
     /// `reconnect()` was called: close and connect again at once.
     now: bool,
     started: bool,
@@ -61,8 +63,16 @@ impl Client {
         Arc::new(Client { link, options, control: Mutex::new(Control::default()), wake: Notify::new() })
     }
 
+    /// Closes the current connection (if any) and connects again at once;
+    /// also starts a client stopped by `disconnect()` again, as the original's
+    /// reconnect() did.
     pub fn reconnect_now(&self) {
-        lock(&self.control).now = true;
+        {
+            let mut c = lock(&self.control);
+            c.now = true;
+            c.stop = false;
+        }
+        self.link.cancel_end();
         match self.link.transport() {
             Some(t) => t.end(),
             None => self.wake.notify_one(),
@@ -70,13 +80,7 @@ impl Client {
     }
 
     pub fn auto_reconnect(&self, min_ms: f64, max_ms: f64) {
-        let ms = |v: f64, d: u64| {
-            if v.is_finite() && v > 0.0 {
-                Duration::from_secs_f64(v / 1000.0)
-            } else {
-                Duration::from_millis(d)
-            }
-        };
+        let ms = |v: f64, d: u64| super::timers::millis(v).unwrap_or(Duration::from_millis(d));
         lock(&self.control).auto = Some(Backoff::new(ms(min_ms, 100), ms(max_ms, 60_000)));
     }
 
@@ -91,6 +95,35 @@ impl Client {
         // handshake has flushed them.
         self.link.end_when_ready();
         self.wake.notify_one();
+    }
+
+    /// The application holds the client no more: stop and free it.
+    pub fn release(&self) {
+        {
+            let mut c = lock(&self.control);
+            c.released = true;
+            c.stop = true;
+            c.auto = None;
+            c.js_waiter = None;
+        }
+        self.link.end_when_ready();
+        self.wake.notify_one();
+    }
+
+    /// Stopped: waits for `reconnect()` (true) or `release()` (false).
+    async fn parked(&self) -> bool {
+        loop {
+            {
+                let c = lock(&self.control);
+                if c.released {
+                    return false;
+                }
+                if !c.stop {
+                    return true;
+                }
+            }
+            self.wake.notified().await;
+        }
     }
 
     /// JavaScript's factory produced a stream (or failed) for this attempt.
@@ -151,7 +184,8 @@ impl Client {
     }
 }
 
-/// The connect loop; reports `STOPPED` when the client is done for good.
+/// The client's task: the connect loop, `STOPPED` after each
+/// `disconnect()`, until the application releases the client.
 pub async fn run(shared: Arc<Shared>, client: Arc<Client>) {
     connect_loop(&shared, &client).await;
     lock(&client.control).js_waiter = None;
@@ -159,7 +193,6 @@ pub async fn run(shared: Arc<Shared>, client: Arc<Client>) {
         shared.unregister_link(h);
     }
     lock(&shared.clients).remove(&client.link.handle);
-    client.link.deliver(kind::STOPPED, |b| b.push('0'));
 }
 
 async fn connect_loop(shared: &Arc<Shared>, client: &Arc<Client>) {
@@ -167,7 +200,12 @@ async fn connect_loop(shared: &Arc<Shared>, client: &Arc<Client>) {
     let mut target = 0usize;
     loop {
         if client.stopping() {
-            break;
+            // Session, queue and unacknowledged events stay, for a later
+            // reconnect() to resume with.
+            link.deliver(kind::STOPPED, |b| b.push('0'));
+            if !client.parked().await {
+                return;
+            }
         }
         lock(&client.control).now = false;
         let started = Instant::now();
@@ -215,10 +253,7 @@ async fn connect_loop(shared: &Arc<Shared>, client: &Arc<Client>) {
             loop {
                 client.wake.notified().await;
                 let c = lock(&client.control);
-                if c.stop {
-                    return;
-                }
-                if c.now {
+                if c.stop || c.now {
                     break;
                 }
             }

@@ -233,6 +233,11 @@ impl Link {
         self.pump();
     }
 
+    /// `reconnect()` after `disconnect()`: the next transport stays up.
+    pub fn cancel_end(&self) {
+        self.end_when_ready.store(false, Ordering::Release);
+    }
+
     pub fn transport(&self) -> Option<Arc<Transport>> {
         lock(&self.transport).clone()
     }
@@ -359,8 +364,47 @@ impl Link {
     /// The timer task woke us: ack deadlines, heartbeats.
     pub fn on_timer(self: &Arc<Self>, now: Instant) {
         *lock(&self.scheduled) = None;
-        lock(&self.peer).handle_timeout(now);
-        self.pump();
+        let handled = self.guarded(|| {
+            lock(&self.peer).handle_timeout(now);
+            self.pump();
+        });
+        if handled.is_none() {
+            if let Some(t) = self.transport() {
+                t.kill();
+            }
+        }
+    }
+
+    /// Runs input or timer handling. A panic there is a bug of ours; it must
+    /// not leave a dead connection, kill the reader or timer task, or reach
+    /// Node's loop (src/node/uv.rs): the connection gets an
+    /// `ERR_UHURA_INTERNAL` error and the caller closes it (None).
+    fn guarded<R>(&self, f: impl FnOnce() -> R) -> Option<R> {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+            Ok(r) => Some(r),
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "panic".into());
+                self.deliver_error(
+                    &format!("uhura: internal error, connection closed: {what}"),
+                    Some("ERR_UHURA_INTERNAL"),
+                );
+                None
+            }
+        }
+    }
+
+    /// Hands received bytes to the peer; false if that panicked.
+    fn receive(self: &Arc<Self>, bytes: &[u8]) -> bool {
+        self.guarded(|| {
+            super::fault::inject(bytes);
+            lock(&self.peer).receive(bytes, Instant::now());
+            self.pump();
+        })
+        .is_some()
     }
 
     /// Drains the state machine's events: application events go to the
@@ -747,8 +791,9 @@ impl Link {
                         break;
                     }
                     Ok(n) => {
-                        lock(&self.peer).receive(&buf[..n], Instant::now());
-                        self.pump();
+                        if !self.receive(&buf[..n]) {
+                            break;
+                        }
                         if n == buf.len() && buf.len() < READ_MAX {
                             buf.resize(buf.len() * 2, 0);
                         } else if n < READ_MIN && buf.len() > READ_MIN {
@@ -841,22 +886,16 @@ impl Link {
         let Some(socket) = lock(&t.addresses).direct.clone() else { return Watch::Stop };
         let mut total = 0;
         loop {
-            let read = {
-                let mut peer = lock(&self.peer);
-                if peer.pending_output() > OUTPUT_HIGH_WATER {
-                    t.external.paused.store(true, Ordering::Release);
-                    return Watch::Pause;
-                }
-                let r = socket.try_read(buf);
-                if let Ok(n @ 1..) = r {
-                    peer.receive(&buf[..n], Instant::now());
-                }
-                r
-            };
-            match read {
+            if lock(&self.peer).pending_output() > OUTPUT_HIGH_WATER {
+                t.external.paused.store(true, Ordering::Release);
+                return Watch::Pause;
+            }
+            match socket.try_read(buf) {
                 Ok(0) => break,
                 Ok(n) => {
-                    self.pump();
+                    if !self.receive(&buf[..n]) {
+                        break;
+                    }
                     total += n;
                     if n < buf.len() || total >= EXTERNAL_READ_BUDGET {
                         return Watch::Keep;

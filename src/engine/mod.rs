@@ -6,6 +6,7 @@
 pub mod client;
 pub mod codec;
 pub mod delivery;
+pub mod fault;
 pub mod js_pipe;
 pub mod js_store;
 pub mod link;
@@ -178,7 +179,8 @@ impl Engine {
     pub fn listen(&self, server: u32, options: ListenOptions) -> Result<(), String> {
         let server = self.server(server)?;
         let shared = self.shared.clone();
-        self.shared.rt.spawn(async move { server::listen_and_serve(shared, server, options).await });
+        let shutdown = server.begin_listen();
+        self.shared.rt.spawn(async move { server::listen_and_serve(shared, server, options, shutdown).await });
         Ok(())
     }
 
@@ -288,6 +290,13 @@ impl Engine {
     pub fn client_disconnect(&self, handle: u32) -> Result<(), String> {
         self.client(handle)?.disconnect();
         Ok(())
+    }
+
+    /// The application dropped the client object: free it.
+    pub fn client_release(&self, handle: u32) {
+        if let Ok(c) = self.client(handle) {
+            c.release();
+        }
     }
 
     pub fn link(&self, handle: u32) -> Result<Arc<Link>, String> {

@@ -2,6 +2,7 @@
 //! `close()` stops accepting; `close` is reported once the last connection
 //! has ended, as with Node's net.Server.
 
+use super::delivery::lock;
 use super::js_store::JsStore;
 use super::link::{self, kind, Addresses, Link};
 use super::retention::{release, Retention};
@@ -12,9 +13,9 @@ use super::Shared;
 use crate::protocol::peer::{Config, Peer, Role};
 use serde_json::Value;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
-use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 /// A TLS client gets this long to finish its handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -76,9 +77,12 @@ pub struct Server {
     store: Arc<dyn SessionStore>,
     tls: Option<Arc<TlsAcceptor>>,
     retention: Option<Arc<Retention>>,
-    shutdown: Notify,
+    /// Cancelled by `close()`; each `listen()` after a close gets a new one.
+    shutdown: Mutex<CancellationToken>,
+    /// `close()` was called and `close` is not reported yet.
     closing: AtomicBool,
-    listening: AtomicBool,
+    /// Bound listeners (a listener of a closed server may still be winding down).
+    listening: AtomicUsize,
     /// Open connections, handshaken or not (net.Server's getConnections()).
     active: AtomicUsize,
     /// net.Server's maxConnections: a connection accepted beyond it is
@@ -111,20 +115,30 @@ impl Server {
             store,
             tls: options.tls,
             retention,
-            shutdown: Notify::new(),
+            shutdown: Mutex::new(CancellationToken::new()),
             closing: AtomicBool::new(false),
-            listening: AtomicBool::new(false),
+            listening: AtomicUsize::new(0),
             active: AtomicUsize::new(0),
             max_connections: AtomicUsize::new(usize::MAX),
         })
     }
 
+    /// Called by `listen()`, before its task starts, so a `close()` right
+    /// after it cancels that listener. A listen() after close() serves
+    /// again, as net.Server's does.
+    pub fn begin_listen(&self) -> CancellationToken {
+        let mut token = lock(&self.shutdown);
+        if token.is_cancelled() {
+            *token = CancellationToken::new();
+        }
+        self.closing.store(false, Ordering::Release);
+        token.clone()
+    }
+
     pub fn close(&self, shared: &Shared) {
         self.closing.store(true, Ordering::Release);
-        self.shutdown.notify_one();
-        if !self.listening.load(Ordering::Acquire) {
-            self.maybe_closed(shared);
-        }
+        lock(&self.shutdown).cancel();
+        self.maybe_closed(shared);
     }
 
     /// Connections open now (accepted and not yet ended).
@@ -137,9 +151,9 @@ impl Server {
     }
 
     fn maybe_closed(&self, shared: &Shared) {
-        if self.closing.load(Ordering::Acquire)
-            && !self.listening.load(Ordering::Acquire)
+        if self.listening.load(Ordering::Acquire) == 0
             && self.active.load(Ordering::Acquire) == 0
+            && self.closing.swap(false, Ordering::AcqRel)
         {
             self.report(shared, kind::CLOSED, "0");
         }
@@ -231,7 +245,13 @@ fn error_json(e: &std::io::Error, syscall: &str, endpoint: &Endpoint) -> String 
     Value::Object(err).to_string()
 }
 
-pub async fn listen_and_serve(shared: Arc<Shared>, server: Arc<Server>, options: ListenOptions) {
+/// Serves until `shutdown` (from `Server::begin_listen`) is cancelled.
+pub async fn listen_and_serve(
+    shared: Arc<Shared>,
+    server: Arc<Server>,
+    options: ListenOptions,
+    shutdown: CancellationToken,
+) {
     let listener = match Listener::bind(&options.endpoint, options.backlog).await {
         Ok(l) => l,
         Err(e) => {
@@ -239,11 +259,11 @@ pub async fn listen_and_serve(shared: Arc<Shared>, server: Arc<Server>, options:
             return;
         }
     };
-    server.listening.store(true, Ordering::Release);
+    server.listening.fetch_add(1, Ordering::AcqRel);
     server.report(&shared, kind::LISTENING, &listener.address_json().to_string());
     loop {
         tokio::select! {
-            _ = server.shutdown.notified() => break,
+            _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, mut addrs)) => {
                     let peers = addresses_json(&addrs);
@@ -273,11 +293,11 @@ pub async fn listen_and_serve(shared: Arc<Shared>, server: Arc<Server>, options:
                 Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
             }
         }
-        if server.closing.load(Ordering::Acquire) {
+        if shutdown.is_cancelled() {
             break;
         }
     }
     drop(listener);
-    server.listening.store(false, Ordering::Release);
+    server.listening.fetch_sub(1, Ordering::AcqRel);
     server.maybe_closed(&shared);
 }

@@ -8,7 +8,7 @@ use super::Shared;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 #[derive(Default)]
@@ -64,4 +64,14 @@ impl Timers {
             }
         }
     }
+}
+
+/// The longest wait an option can ask for (about 30 years): a longer one,
+/// Infinity included, is saturated to it, which `Instant` arithmetic and
+/// tokio's timers can still take.
+pub const LONGEST_WAIT: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
+
+/// A wait of `ms` milliseconds from JavaScript; none for zero, negative or NaN.
+pub fn millis(ms: f64) -> Option<Duration> {
+    (ms > 0.0).then(|| Duration::try_from_secs_f64(ms / 1000.0).map_or(LONGEST_WAIT, |d| d.min(LONGEST_WAIT)))
 }

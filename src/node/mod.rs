@@ -175,9 +175,9 @@ pub struct JsServerOptions {
     pub redis_ttl: Option<f64>,
 }
 
-/// A positive, finite number of milliseconds from JavaScript.
+/// A positive number of milliseconds from JavaScript, saturated.
 fn millis(v: Option<f64>) -> Option<Duration> {
-    v.filter(|v| v.is_finite() && *v > 0.0).map(|v| Duration::from_secs_f64(v / 1000.0))
+    v.and_then(crate::engine::timers::millis)
 }
 
 fn ms(v: Option<f64>, default_ms: u64) -> Duration {
@@ -193,7 +193,7 @@ fn store_choice(o: &JsServerOptions) -> Result<StoreChoice> {
         "js" => StoreChoice::Js { timeout: ms(o.store_timeout, 10_000) },
         "redis" => {
             let url = o.redis_url.as_deref().unwrap_or("redis://127.0.0.1:6379");
-            let ttl = o.redis_ttl.filter(|s| *s > 0.0).map(Duration::from_secs_f64);
+            let ttl = o.redis_ttl.and_then(|s| crate::engine::timers::millis(s * 1000.0));
             let store = crate::engine::redis_store::RedisStore::new(url, o.redis_prefix.clone(), ttl)
                 .map_err(|e| Error::new(Status::InvalidArg, format!("uhura: bad redis store options: {e}")))?;
             StoreChoice::Custom(Arc::new(store))
@@ -373,6 +373,13 @@ pub fn client_auto_reconnect(client: u32, min_ms: f64, max_ms: f64) -> Result<()
 #[napi(catch_unwind)]
 pub fn client_disconnect(client: u32) -> Result<()> {
     engine()?.client_disconnect(client).map_err(js_err)
+}
+
+/// The JavaScript client object was garbage-collected: free its Rust side.
+#[napi(catch_unwind)]
+pub fn client_release(client: u32) -> Result<()> {
+    engine()?.client_release(client);
+    Ok(())
 }
 
 /// A batch of sends and sets, one per line (see `Link::write_lines`).
