@@ -88,6 +88,11 @@ impl Delivery {
         lock(&self.buf).text.len()
     }
 
+    /// Readers must wait: the consumer has this much to take already.
+    pub fn over_capacity(&self) -> bool {
+        self.backlog() >= HIGH_WATER
+    }
+
     /// Waits until the consumer has room again.
     pub async fn wait_capacity(&self) {
         loop {

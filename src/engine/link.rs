@@ -859,6 +859,16 @@ impl Link {
         }
     }
 
+    /// Watches transport `id` on the application's loop again, if it paused.
+    pub fn resume_external(&self, id: u64) {
+        let Some(t) = self.transport_by_id(id) else { return };
+        if t.external.paused.swap(false, Ordering::AcqRel) {
+            self.deliver(kind::WATCH, |b| {
+                let _ = write!(b, "{id}");
+            });
+        }
+    }
+
     /// The live transport with this id, if it is still this link's.
     pub fn transport_by_id(&self, id: u64) -> Option<Arc<Transport>> {
         self.transport().filter(|t| t.id == id)
@@ -871,9 +881,9 @@ impl Link {
     }
 
     /// Called on the application's loop when the socket is readable: reads
-    /// what is there (bounded per call) and feeds it to the state machine
-    /// under the peer lock, so reads from either loop stay in order. Returns
-    /// whether to keep watching.
+    /// what is there (bounded per call) and feeds it to the state machine.
+    /// Only one loop reads a transport at a time (`external.active`).
+    /// Returns whether to keep watching.
     pub fn read_external(self: &Arc<Self>, transport: u64, buf: &mut [u8]) -> Watch {
         let Some(t) = self.transport_by_id(transport) else { return Watch::Stop };
         if !t.external.active.load(Ordering::Acquire) {
@@ -889,6 +899,15 @@ impl Link {
             if lock(&self.peer).pending_output() > OUTPUT_HIGH_WATER {
                 t.external.paused.store(true, Ordering::Release);
                 return Watch::Pause;
+            }
+            // The application is behind: as the tokio reader waits in
+            // `wait_capacity`, stop watching until it takes the batch.
+            if self.delivery.over_capacity() {
+                if let Some(shared) = self.shared.upgrade() {
+                    t.external.paused.store(true, Ordering::Release);
+                    shared.pause_for_delivery(self, transport);
+                    return Watch::Pause;
+                }
             }
             match socket.try_read(buf) {
                 Ok(0) => break,
@@ -948,12 +967,8 @@ async fn write_loop<W: AsyncWrite>(link: Arc<Link>, transport: Arc<Transport>, w
             }
             if transport.external.paused.load(Ordering::Acquire)
                 && lock(&link.peer).pending_output() < OUTPUT_HIGH_WATER / 2
-                && transport.external.paused.swap(false, Ordering::AcqRel)
             {
-                let id = transport.id;
-                link.deliver(kind::WATCH, |b| {
-                    let _ = write!(b, "{id}");
-                });
+                link.resume_external(transport.id);
             }
             continue;
         }

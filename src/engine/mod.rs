@@ -46,6 +46,9 @@ pub struct Shared {
     delivered_gen: AtomicU64,
     /// Links with acks waiting for `delivered_gen` to advance.
     ack_waiters: Mutex<Vec<Weak<Link>>>,
+    /// Transports read on the application's loop that paused because the
+    /// delivery buffer was full: watched again once it is taken.
+    delivery_paused: Mutex<Vec<(Weak<Link>, u64)>>,
     /// The application reads native sockets on its own loop (WATCH events).
     pub external_reads: std::sync::atomic::AtomicBool,
     pub rt: tokio::runtime::Handle,
@@ -66,6 +69,20 @@ impl Shared {
     }
     pub fn delivered_gen(&self) -> u64 {
         self.delivered_gen.load(Ordering::Acquire)
+    }
+
+    pub fn pause_for_delivery(&self, link: &Arc<Link>, transport: u64) {
+        lock(&self.delivery_paused).push((Arc::downgrade(link), transport));
+    }
+
+    /// The application took a batch: watch the paused transports again.
+    fn resume_paused_reads(&self) {
+        let paused = std::mem::take(&mut *lock(&self.delivery_paused));
+        for (link, transport) in paused {
+            if let Some(link) = link.upgrade() {
+                link.resume_external(transport);
+            }
+        }
     }
 
     pub fn wait_for_delivery(&self, link: &Arc<Link>) {
@@ -132,6 +149,7 @@ impl Engine {
             taken_gen: AtomicU64::new(0),
             delivered_gen: AtomicU64::new(0),
             ack_waiters: Mutex::new(Vec::new()),
+            delivery_paused: Mutex::new(Vec::new()),
             external_reads: std::sync::atomic::AtomicBool::new(false),
             rt: rt.handle().clone(),
         });
@@ -155,6 +173,7 @@ impl Engine {
         self.events_handled();
         let (text, gen) = self.shared.delivery.take()?;
         self.shared.taken_gen.store(gen, Ordering::Release);
+        self.shared.resume_paused_reads();
         Some(text)
     }
 
