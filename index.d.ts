@@ -28,6 +28,8 @@ export interface PeerOptions {
   heartbeatTimeout?: number
   /** ms a new connection may take to complete the handshake. Default 30000. */
   handshakeTimeout?: number
+  /** Server: bytes of events a connection may send before its handshake completes. Default 1 MiB. */
+  maxHandshakeBytes?: number
   /** Offer the protocol extensions (duplicate suppression, heartbeats) to peers that support them. Default true. */
   extensions?: boolean
   /** Print `err.stack` of every error event. */

@@ -271,7 +271,7 @@ function nonNegative (v, name) {
 /** Options of the protocol state machine, as the addon takes them. */
 function peerOptions (o) {
   const out = {}
-  for (const k of ['maxMessageSize', 'maxQueueLength', 'maxQueueBytes', 'ackTimeout', 'heartbeatInterval', 'heartbeatTimeout', 'handshakeTimeout']) {
+  for (const k of ['maxMessageSize', 'maxQueueLength', 'maxQueueBytes', 'ackTimeout', 'heartbeatInterval', 'heartbeatTimeout', 'handshakeTimeout', 'maxHandshakeBytes']) {
     if (o[k] != null) out[k] = nonNegative(o[k], `options.${k}`)
   }
   if (o.extensions != null) out.extensions = !!o.extensions

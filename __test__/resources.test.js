@@ -5,7 +5,7 @@
 const { describe, it } = require('node:test')
 const assert = require('node:assert/strict')
 const path = require('node:path')
-const { HOST, ROOT, useResources, waitUntil, installExitWatchdog } = require('./helpers')
+const { HOST, ROOT, useResources, waitUntil, waitFor, delay, installExitWatchdog } = require('./helpers')
 
 installExitWatchdog()
 
@@ -45,5 +45,59 @@ describe('delivery to JavaScript stays bounded', () => {
     await waitUntil(() => received === CONNS * PER_CONN, 30000, `all ${CONNS * PER_CONN} events (got ${received})`)
     t.diagnostic(`largest batch: ${(largest / MB).toFixed(1)} MB`)
     assert.ok(largest < 12 * MB, `a batch of ${(largest / MB).toFixed(1)} MB crossed into JavaScript; the bound is 8 MiB plus one read`)
+  })
+})
+
+describe('what a connection may send before its handshake is bounded', () => {
+  const events = (n, size) => Buffer.from(Array.from({ length: n }, (_, i) => `\n,\n{"args":["e",${i},"${'y'.repeat(size)}"]}`).join(''))
+
+  it('events before start beyond maxHandshakeBytes are a protocol error: the connection is closed', { timeout: 20000 }, async (t) => {
+    const r = useResources(t)
+    const srv = await r.startServer('ours', { options: { maxHandshakeBytes: 64 * 1024 } })
+    const errors = []
+    srv.server.on('clientError', (e) => errors.push(e))
+    const raw = r.rawConnect(srv.port, HOST)
+    await raw.connected()
+    raw.socket.write('[\n["_set",{"k":1}]')
+    raw.socket.write(events(4096, 1000)) // 4 MB, and never a start
+    await raw.waitClosed(5000)
+    await waitUntil(() => errors.length === 1, 5000, 'the clientError')
+    assert.match(errors[0].message, /maxHandshakeBytes/)
+    assert.equal(srv.connections.length, 0)
+  })
+
+  it('a resuming old client that sends its queue while the session loads is read at the pace of the load, and loses nothing', { timeout: 30000 }, async (t) => {
+    const r = useResources(t)
+    // A connect-style store whose get takes a while, as a remote one may.
+    const data = {}
+    let slow = false
+    const store = {
+      get: (sid, cb) => setTimeout(() => cb(null, data[sid] ? JSON.parse(data[sid]) : undefined), slow ? 1500 : 0),
+      set: (sid, sess, cb) => { data[sid] = JSON.stringify(sess); cb() },
+      destroy: (sid, cb) => { delete data[sid]; cb() },
+    }
+    const got = []
+    const srv = await r.startServer('ours', { options: { store, maxHandshakeBytes: 64 * 1024 }, onConnection: (conn) => conn.on('e', (i) => got.push(i)) })
+    const first = r.createClient('ours', srv.port, HOST)
+    await srv.waitConnection(0)
+    await waitUntil(() => typeof first.get('sessionID') === 'string', 5000, 'a session id')
+    const sid = first.get('sessionID')
+    first.disconnect()
+    await waitUntil(() => data[sid], 5000, 'the session stored')
+
+    slow = true
+    const N = 8000
+    const raw = r.rawConnect(srv.port, HOST)
+    await raw.connected()
+    raw.socket.write(`[\n["_set",{"sessionID":"${sid}"}]\n,\n["start",{"objectMode":true,"enableAcks":true}]`)
+    raw.socket.write(events(N, 1000)) // 8 MB right behind start, as 0.1.2 sends its queue
+    await delay(500)
+    assert.ok(raw.socket.writableLength > 1024 * 1024, `the server stopped reading while the session loads (${raw.socket.writableLength} bytes still unsent)`)
+    const [conn, reconnect] = await waitFor(srv.server, 'handshake', 10000)
+    assert.equal(reconnect, true)
+    assert.ok(conn)
+    await waitUntil(() => got.length === N, 20000, `all ${N} events (got ${got.length})`)
+    assert.deepEqual(got.slice(0, 3), [0, 1, 2])
+    assert.equal(got[N - 1], N - 1)
   })
 })

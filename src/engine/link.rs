@@ -166,6 +166,8 @@ pub struct Link {
     transport: Mutex<Option<Arc<Transport>>>,
     /// `disconnect()` was called: end the transport once the peer is ready.
     end_when_ready: AtomicBool,
+    /// Wakes the reader when input may flow again (`Peer::input_paused`).
+    input_wake: Notify,
     /// When the timer task is due to wake this link.
     scheduled: Mutex<Option<Instant>>,
     /// Handles of earlier connections of this session, now routed here.
@@ -217,6 +219,7 @@ impl Link {
             rt: shared.rt.clone(),
             transport: Mutex::new(None),
             end_when_ready: AtomicBool::new(false),
+            input_wake: Notify::new(),
             scheduled: Mutex::new(None),
             aliases: Mutex::new(Vec::new()),
             resuming: Mutex::new(None),
@@ -684,6 +687,11 @@ impl Link {
         lock(&self.peer).session_loaded(loaded, Instant::now());
         trace(|| format!("link {} session loaded", self.handle));
         self.pump();
+        // Reading may have paused for the load (`Peer::input_paused`).
+        self.input_wake.notify_one();
+        if let Some(t) = self.transport() {
+            self.resume_external(t.id);
+        }
         if let Some(e) = error {
             self.deliver_error(&e, Some("ESTORE"));
         }
@@ -779,12 +787,14 @@ impl Link {
             if ext.done.load(Ordering::Acquire) {
                 break;
             }
+            let input_open = !lock(&self.peer).input_paused();
             tokio::select! {
                 _ = transport.kill.notified() => break,
                 _ = grace => break,
                 _ = transport.ending_wake.notified(), if deadline.is_none() => continue,
                 _ = ext.changed.notified() => continue,
-                r = rd.read(&mut buf), if reading_here => match r {
+                _ = self.input_wake.notified(), if !input_open => continue,
+                r = rd.read(&mut buf), if reading_here && input_open => match r {
                     Ok(0) => break,
                     Err(e) => {
                         self.deliver_error(&e.to_string(), io_code(&e));
@@ -896,7 +906,11 @@ impl Link {
         let Some(socket) = lock(&t.addresses).direct.clone() else { return Watch::Stop };
         let mut total = 0;
         loop {
-            if lock(&self.peer).pending_output() > OUTPUT_HIGH_WATER {
+            let blocked = {
+                let peer = lock(&self.peer);
+                peer.pending_output() > OUTPUT_HIGH_WATER || peer.input_paused()
+            };
+            if blocked {
                 t.external.paused.store(true, Ordering::Release);
                 return Watch::Pause;
             }

@@ -89,6 +89,8 @@ pub struct PeerOptions {
     pub heartbeat_timeout: Option<f64>,
     /// ms.
     pub handshake_timeout: Option<f64>,
+    /// Server: bytes of events held before the handshake completes.
+    pub max_handshake_bytes: Option<f64>,
     /// Offer our protocol extensions to peers (default true).
     pub extensions: Option<bool>,
     /// Server: the `cookie` field of new sessions, as JSON.
@@ -123,6 +125,9 @@ fn peer_config(o: Option<PeerOptions>) -> Config {
     }
     if let Some(t) = millis(o.handshake_timeout) {
         c.handshake_timeout = t;
+    }
+    if let Some(n) = count(o.max_handshake_bytes) {
+        c.max_handshake_bytes = n;
     }
     if let Some(e) = o.extensions {
         c.extensions = e;

@@ -61,6 +61,11 @@ pub struct Config {
     /// A transport whose handshake has not completed by then is closed (a
     /// hung server, or a client that never sends `start`).
     pub handshake_timeout: Duration,
+    /// Server: bytes of events held before the handshake completes. Before
+    /// `start` no client of any version sends events, so more is a protocol
+    /// error; while a resumed session loads, more pauses reading instead
+    /// (`input_paused`), since an old client sends its queue right then.
+    pub max_handshake_bytes: usize,
     /// Server: report `Persist` / `Unpersist` / `Seen` so a shared store can
     /// carry delivery state to another server.
     pub persist_delivery: bool,
@@ -80,6 +85,7 @@ impl Default for Config {
             heartbeat_timeout: Duration::from_secs(30),
             ack_timeout: None,
             handshake_timeout: Duration::from_secs(30),
+            max_handshake_bytes: 1024 * 1024,
             persist_delivery: false,
             defer_acks: false,
         }
@@ -180,6 +186,8 @@ pub struct Peer {
     events: VecDeque<Event>,
     /// Server: events that arrived before the handshake completed.
     held: Vec<Event>,
+    /// Bytes of the arguments in `held`.
+    held_bytes: usize,
     object_mode: bool,
     enable_acks: bool,
     /// Our extensions are on for this transport (the peer is one of ours).
@@ -245,6 +253,7 @@ impl Peer {
             received: Vec::new(),
             events: VecDeque::new(),
             held: Vec::new(),
+            held_bytes: 0,
             object_mode: false,
             enable_acks: false,
             extended: false,
@@ -293,6 +302,12 @@ impl Peer {
         self.session_id.as_deref()
     }
     /// A protocol error or heartbeat timeout ended this transport.
+    /// Server: stop reading for now. A resuming session is loading and
+    /// more than `max_handshake_bytes` of events wait for it.
+    pub fn input_paused(&self) -> bool {
+        self.phase == Phase::LoadingSession && self.held_bytes > self.config.max_handshake_bytes
+    }
+
     pub fn has_failed(&self) -> bool {
         self.phase == Phase::Failed
     }
@@ -381,6 +396,7 @@ impl Peer {
         self.phase = Phase::Closed;
         self.out.clear();
         self.held.clear();
+        self.held_bytes = 0;
         if !self.unacked.is_empty() {
             let mut resend: VecDeque<Pending> = std::mem::take(&mut self.unacked).into_values().collect();
             resend.append(&mut self.queue);
@@ -595,6 +611,11 @@ impl Peer {
             _ if self.role == Role::Server && self.phase != Phase::Ready => {
                 // A resuming 0.1.2 client sends before our `connect`; the
                 // application can only take events once it has the connection.
+                if self.phase == Phase::AwaitingStart && self.held_bytes + args.len() > self.config.max_handshake_bytes
+                {
+                    return Err(message::MessageError("more than maxHandshakeBytes of events before the handshake"));
+                }
+                self.held_bytes += args.len();
                 self.held.push(Event::Message(args.to_owned()));
                 return Ok(true);
             }
@@ -713,6 +734,7 @@ impl Peer {
         self.last_rx = now;
         self.events.push_back(Event::Connected { resumed });
         self.events.extend(self.held.drain(..));
+        self.held_bytes = 0;
         self.refill();
     }
 
