@@ -101,3 +101,34 @@ describe('what a connection may send before its handshake is bounded', () => {
     assert.equal(got[N - 1], N - 1)
   })
 })
+
+describe('session work stays linear', () => {
+  it('10,000 one-key _sets in one burst do not stall the server for other connections', { timeout: 30000 }, async (t) => {
+    const { monitorEventLoopDelay } = require('node:perf_hooks')
+    const r = useResources(t)
+    let last = null
+    const srv = await r.startServer('ours', {
+      onConnection: (conn) => {
+        conn.on('_set', (k) => { if (k === 'k9999') last = conn })
+      },
+    })
+    const N = 10000
+    const raw = r.rawConnect(srv.port, HOST)
+    await raw.connected()
+    raw.socket.write(HANDSHAKE)
+    await srv.waitConnection(0)
+    const histogram = monitorEventLoopDelay({ resolution: 10 })
+    histogram.enable()
+    const started = Date.now()
+    raw.socket.write(Array.from({ length: N }, (_, i) => `\n,\n["_set","k${i}",${i}]`).join(''))
+    await waitUntil(() => last !== null, 20000, 'the last _set')
+    const elapsed = Date.now() - started
+    histogram.disable()
+    assert.equal(last.get('k9999'), 9999)
+    assert.equal(Object.keys(last.get()).filter((k) => /^k\d+$/.test(k)).length, N, 'every key')
+    const stallMs = histogram.max / 1e6
+    t.diagnostic(`applied in ${elapsed} ms; longest event-loop stall ${stallMs.toFixed(0)} ms`)
+    // A session copy per _set took 3-7 s here; one per read takes milliseconds.
+    assert.ok(stallMs < 1000, `the event loop stalled for ${stallMs.toFixed(0)} ms`)
+  })
+})

@@ -416,6 +416,7 @@ impl Link {
     pub fn pump(self: &Arc<Self>) {
         let mut store_work = Vec::new();
         let mut delta = DeliveryDelta::default();
+        let mut save_due = false;
         let next_timer;
         {
             let mut peer = lock(&self.peer);
@@ -453,17 +454,7 @@ impl Link {
                         *lock(&self.resuming) = Some(id.clone());
                         store_work.push(StoreWork::Load(id));
                     }
-                    Event::SaveSession => {
-                        // The copy goes into the save slot under the peer lock,
-                        // so copies land there in the order they were taken.
-                        if let Some(id) = peer.session_id() {
-                            let mut slot = lock(&self.unsaved_session);
-                            slot.0 = Some((id.to_owned(), peer.session().clone()));
-                            if !std::mem::replace(&mut slot.1, true) {
-                                store_work.push(StoreWork::Save);
-                            }
-                        }
-                    }
+                    Event::SaveSession => save_due = true,
                     Event::Persist { id, args } => delta.add.push((id, args)),
                     Event::Unpersist { id } => delta.remove.push(id),
                     Event::Seen { sender, seq } => match delta.seen.iter_mut().find(|(s, _)| *s == sender) {
@@ -474,6 +465,17 @@ impl Link {
                         let gen = self.last_gen.load(Ordering::Acquire);
                         lock(&self.deferred).acks.push_back((gen, id));
                     }
+                }
+            }
+            // One copy of the session per pump, however many `_set`s it
+            // handled: a copy per `_set` made a burst of small sets
+            // quadratic. The copy goes into the save slot under the peer
+            // lock, so copies land there in the order they were taken.
+            if let Some(id) = peer.session_id().filter(|_| save_due) {
+                let mut slot = lock(&self.unsaved_session);
+                slot.0 = Some((id.to_owned(), peer.session().clone()));
+                if !std::mem::replace(&mut slot.1, true) {
+                    store_work.push(StoreWork::Save);
                 }
             }
             next_timer = peer.poll_timeout();
