@@ -61,8 +61,10 @@ export interface RedisStoreOptions {
   url?: string
   /** Key prefix, as connect-redis. Default `sess:`. */
   prefix?: string
-  /** Key expiry in seconds. Default 86400. */
+  /** Key expiry in seconds of sessions whose cookie has no `maxAge` (those expire `maxAge` after their last save). Default 86400. */
   ttl?: number
+  /** Prefix of the delivery-state keys (`out:<sid>`, `seen:<sid>`); must not start with `prefix`. Default `uhura:`. */
+  auxPrefix?: string
 }
 
 /** A native Redis session store (pass it as `options.store`). */
@@ -70,6 +72,7 @@ export class RedisStore {
   constructor(options?: RedisStoreOptions)
   readonly url: string
   readonly prefix: string
+  readonly auxPrefix: string
   readonly ttl: number
 }
 
@@ -85,6 +88,8 @@ export interface SessionExport {
 }
 
 export const session: SessionExport
+/** `session.Store`, for store factories that read `.Store` off their argument (`require('connect-redis')(Uhura)`). */
+export const Store: SessionExport['Store']
 
 /** The `.socket` of a client or connection. */
 export interface UhuraSocket extends EventEmitter {

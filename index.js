@@ -368,6 +368,7 @@ function storeOptions (options) {
     out.store = 'redis'
     out.redisUrl = store.url
     out.redisPrefix = store.prefix
+    out.redisAuxPrefix = store.auxPrefix
     out.redisTtl = store.ttl
   } else if (store != null) {
     for (const m of ['get', 'set', 'destroy']) {
@@ -1122,27 +1123,10 @@ Server.prototype.unref = function () {
 
 /** Runs one operation of a connect-style JavaScript store for Rust. */
 Server.prototype._storeOp = function (req, op, sid, sess) {
-  const store = this.store
-  let settled = false
   const h = this._h
-  const done = (err, value) => {
-    if (settled) return
-    settled = true
-    const message = err ? String(err.message || err) : undefined
-    const json = !err && op === 'get' && value != null ? JSON.stringify(value) : undefined
-    native.storeReply(h, req, message, json)
-  }
-  try {
-    let r
-    if (op === 'get') r = store.get(sid, done)
-    else if (op === 'set') r = store.set(sid, sess, (err) => done(err))
-    else r = store.destroy(sid, (err) => done(err))
-    if (r && typeof r.then === 'function') {
-      r.then((v) => done(null, v), (e) => done(e || new Error(`store.${op} rejected`)))
-    }
-  } catch (e) {
-    done(e)
-  }
+  sessions.runStoreOp(this.store, op, sid, sess, (err, json) => {
+    native.storeReply(h, req, err ? String(err.message || err) : undefined, json)
+  })
 }
 
 Server.prototype._adoptStream = function (stream) {
@@ -1227,6 +1211,10 @@ Server.prototype._onConnection = function (h, info) {
 }
 
 exports.session = sessions.session
+// Store factories take connect (`.session.Store`) or, from the
+// express-session era on (connect-redis 1.5, session-file-store), the
+// session module (`.Store`): `require('connect-redis')(Uhura)` works both ways.
+exports.Store = sessions.Store
 exports.RedisStore = sessions.RedisStore
 exports.redisStore = function redisStore (options) {
   return new sessions.RedisStore(options)

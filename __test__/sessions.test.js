@@ -1,5 +1,5 @@
 'use strict'
-// Sessions and stores (PROTOCOL.md §3, §5; README "Sessions and stores"):
+// Sessions and stores (docs/PROTOCOL.md §3, §5; README "Sessions and stores"):
 //
 //   1. semantics, ours x ours: id format, resume after a drop, unknown ids,
 //      `_set` merging and saving, unknown fields carried by the client;
@@ -15,13 +15,11 @@
 
 const { describe, it } = require('node:test')
 const assert = require('node:assert/strict')
-const fs = require('node:fs')
 const net = require('node:net')
 const util = require('node:util')
-const { spawn, spawnSync } = require('node:child_process')
 const {
   HOST, SESSION_ID_RE, useResources, waitFor, waitUntil, waitHandshake, delay, collect,
-  withTimeout, parseFrames, errorsOf, installExitWatchdog, freePort,
+  withTimeout, parseFrames, errorsOf, installExitWatchdog, needRedis, redisCommand, redisGetJSON, startRedis,
 } = require('./helpers')
 
 installExitWatchdog(15000)
@@ -54,17 +52,6 @@ async function roundTrip (client, n, label = 'client') {
   const pong = waitFor(client, 'pong', 5000, { label: `${label} (pong)`, filter: (m) => m === n })
   client.send('ping', n)
   assert.deepStrictEqual(await pong, [n], `${label} must round-trip an event`)
-}
-
-// Polls an async predicate every 20 ms until it returns truthy.
-async function waitUntilAsync (pred, ms = 5000, what = 'condition') {
-  const deadline = Date.now() + ms
-  for (;;) {
-    const v = await pred()
-    if (v) return v
-    if (Date.now() >= deadline) throw new Error(`Timed out after ${ms} ms waiting for ${what}`)
-    await delay(20)
-  }
 }
 
 /**
@@ -180,104 +167,10 @@ function tryConnect (port) {
 async function killServer (srv) {
   const closed = waitFor(srv.server, 'close', 5000, { label: 'server A (close)' })
   srv.server.close()
-  await waitUntilAsync(async () => (await tryConnect(srv.port)) !== null, 5000, `server A's port ${srv.port} to refuse connections`)
+  await waitUntil(async () => (await tryConnect(srv.port)) !== null, 5000, `server A's port ${srv.port} to refuse connections`)
   for (const { conn } of srv.connections) conn.socket.destroy()
   await closed
   srv.closed = true
-}
-
-// ------------------------------------------------------------------ redis
-
-const SKIP_REDIS = process.env.UHURA_SKIP_REDIS === '1'
-
-function findRedis () {
-  // UHURA_REDIS_SERVER: an explicit redis-server binary (only that one is tried).
-  if (process.env.UHURA_REDIS_SERVER) return fs.existsSync(process.env.UHURA_REDIS_SERVER) ? process.env.UHURA_REDIS_SERVER : null
-  if (fs.existsSync('/usr/bin/redis-server')) return '/usr/bin/redis-server'
-  const which = spawnSync('sh', ['-c', 'command -v redis-server'], { encoding: 'utf8' })
-  return which.status === 0 && which.stdout.trim() ? which.stdout.trim() : null
-}
-
-/** Returns false (test skipped) or throws when redis-server is missing; true when present. */
-function needRedis (t) {
-  if (findRedis()) return true
-  if (SKIP_REDIS) {
-    t.skip('redis-server not found; skipped because UHURA_SKIP_REDIS=1')
-    return false
-  }
-  throw new Error('redis-server is not installed (looked at $UHURA_REDIS_SERVER, /usr/bin/redis-server and PATH). ' +
-    'Install it (Debian: apt-get install redis-server) or set UHURA_SKIP_REDIS=1 to skip the Redis store tests.')
-}
-
-/** One RESP command on a fresh connection; resolves with the decoded reply. */
-function redisCommand (port, ...args) {
-  return withTimeout(new Promise((resolve, reject) => {
-    const s = net.connect(port, HOST)
-    let buf = Buffer.alloc(0)
-    s.on('error', reject)
-    s.on('connect', () => {
-      let out = `*${args.length}\r\n`
-      for (const a of args) out += `$${Buffer.byteLength(String(a))}\r\n${a}\r\n`
-      s.write(out)
-    })
-    s.on('data', (d) => {
-      buf = Buffer.concat([buf, d])
-      const nl = buf.indexOf('\r\n')
-      if (nl < 0) return
-      const head = buf.slice(0, nl).toString()
-      const type = head[0]
-      const rest = head.slice(1)
-      if (type === '+') { s.destroy(); return resolve(rest) }
-      if (type === '-') { s.destroy(); return reject(new Error(rest)) }
-      if (type === ':') { s.destroy(); return resolve(Number(rest)) }
-      if (type === '$') {
-        const n = Number(rest)
-        if (n < 0) { s.destroy(); return resolve(null) }
-        if (buf.length < nl + 2 + n + 2) return
-        s.destroy()
-        return resolve(buf.slice(nl + 2, nl + 2 + n).toString('utf8'))
-      }
-      s.destroy()
-      reject(new Error(`unexpected redis reply ${JSON.stringify(head)}`))
-    })
-  }), 3000, `redis ${args[0]}`)
-}
-
-async function redisGetJSON (port, key) {
-  const text = await redisCommand(port, 'GET', key)
-  return text == null ? null : JSON.parse(text)
-}
-
-/**
- * A redis-server on a random port (no persistence), killed in t.after.
- * `kill()` SIGKILLs it; `start()` (re)starts it on the same port.
- */
-async function startRedis (t) {
-  const bin = findRedis()
-  const port = await freePort()
-  const redis = {
-    port,
-    url: `redis://${HOST}:${port}`,
-    proc: null,
-    exited: null,
-    async start () {
-      const proc = spawn(bin, ['--port', String(port), '--bind', HOST, '--save', '', '--appendonly', 'no'], { stdio: 'ignore' })
-      redis.proc = proc
-      redis.exited = new Promise((resolve) => proc.on('exit', resolve))
-      await waitUntilAsync(async () => {
-        if (proc.exitCode !== null) throw new Error(`redis-server exited with code ${proc.exitCode} on port ${port}`)
-        return (await redisCommand(port, 'PING').catch(() => null)) === 'PONG'
-      }, 5000, `redis-server on port ${port} to answer PING`)
-    },
-    async kill () {
-      const proc = redis.proc
-      if (proc && proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL')
-      if (redis.exited) await withTimeout(redis.exited, 5000, 'redis-server to exit')
-    },
-  }
-  t.after(() => redis.kill())
-  await redis.start()
-  return redis
 }
 
 // =========================================================== 1. semantics
@@ -552,12 +445,12 @@ async function storeLifecycle (t, store, peek) {
   const want = { fromClient: { a: [1, 'b'] }, fromServer: 'ü😀', sessionID: sid }
   // One side after the other, each once the previous save is in the store
   // (saves that cross are tested in section 1).
-  await waitUntilAsync(async () => (await peek(sid)) != null, 5000, 'the store to hold the new session')
+  await waitUntil(async () => (await peek(sid)) != null, 5000, 'the store to hold the new session')
   client.set('fromClient', want.fromClient)
-  await waitUntilAsync(async () => hasAll(await peek(sid), { fromClient: want.fromClient }), 5000, "the store to hold the client's key")
+  await waitUntil(async () => hasAll(await peek(sid), { fromClient: want.fromClient }), 5000, "the store to hold the client's key")
   conn.set({ fromServer: want.fromServer })
   await waitUntil(() => hasAll(client.get(), want) && hasAll(conn.get(), want), 5000, 'both sides to have both keys')
-  await waitUntilAsync(async () => hasAll(await peek(sid), want), 5000, 'the store to hold both keys')
+  await waitUntil(async () => hasAll(await peek(sid), want), 5000, 'the store to hold both keys')
 
   const hs = waitHandshake('ours', client)
   conn.socket.destroy()
@@ -579,8 +472,8 @@ async function storeLifecycle (t, store, peek) {
   assert.match(String(sid2), SESSION_ID_RE)
   assert.notEqual(sid2, sid, 'a new session id after invalidateSession')
   assert.equal(conn3.get('fromClient'), undefined, 'the new session starts empty')
-  await waitUntilAsync(async () => (await peek(sid)) == null, 5000, 'the store to forget the invalidated session')
-  await waitUntilAsync(async () => (await peek(sid2)) != null, 5000, 'the store to hold the new session')
+  await waitUntil(async () => (await peek(sid)) == null, 5000, 'the store to forget the invalidated session')
+  await waitUntil(async () => (await peek(sid2)) != null, 5000, 'the store to hold the new session')
   await roundTrip(client, 2)
   assertNoStoreOrProtocolErrors(r)
   return { r, srv, client }
@@ -972,7 +865,7 @@ async function fleetFailover (t, makeStore, peek) {
   const want = { sessionID: sid, c1: 'client', c2: { nested: [1, null] }, s1: 'server', s2: { a: 'é😀' } }
   // The new session, then the client's keys, then the server's, each once
   // the previous save is in the store (saves that cross are tested in section 1).
-  await waitUntilAsync(async () => (await peek(sid)) != null, 5000, 'the shared store to hold the new session')
+  await waitUntil(async () => (await peek(sid)) != null, 5000, 'the shared store to hold the new session')
   client.set('c1', want.c1)
   client.set({ c2: want.c2 })
   for (let i = 0; i < 20; i++) {
@@ -980,7 +873,7 @@ async function fleetFailover (t, makeStore, peek) {
     want[`cb${i}`] = i
   }
   const clientWant = Object.fromEntries(Object.entries(want).filter(([k]) => k !== 's1' && k !== 's2'))
-  await waitUntilAsync(async () => hasAll(await peek(sid), clientWant), 5000, "the shared store to hold the client's keys")
+  await waitUntil(async () => hasAll(await peek(sid), clientWant), 5000, "the shared store to hold the client's keys")
   conn.set('s1', want.s1)
   conn.set({ s2: want.s2 })
   for (let i = 0; i < 20; i++) {
@@ -988,7 +881,7 @@ async function fleetFailover (t, makeStore, peek) {
     want[`sb${i}`] = i
   }
   await waitUntil(() => hasAll(client.get(), want) && hasAll(conn.get(), want), 5000, 'both sides to have every key')
-  await waitUntilAsync(async () => hasAll(await peek(sid), want), 5000, 'the shared store to hold every key')
+  await waitUntil(async () => hasAll(await peek(sid), want), 5000, 'the shared store to hold every key')
   await delay(100)
   assertHasAll(await peek(sid), want, 'the shared store, settled')
 
@@ -1029,7 +922,7 @@ describe('4. a fleet sharing a store', () => {
     const sid1 = c1.get('sessionID')
     const { conn: conn1 } = await srv.waitConnection(0)
     c1.set('before', 1)
-    await waitUntilAsync(async () => hasAll(await redisGetJSON(redis.port, 'uht:' + sid1), { before: 1, sessionID: sid1 }), 5000,
+    await waitUntil(async () => hasAll(await redisGetJSON(redis.port, 'uht:' + sid1), { before: 1, sessionID: sid1 }), 5000,
       'the session in Redis under prefix + sid')
     const ttl = await redisCommand(redis.port, 'TTL', 'uht:' + sid1)
     assert.ok(ttl > 0 && ttl <= 600, `the key has the store's ttl (TTL ${ttl})`)
@@ -1073,10 +966,10 @@ describe('4. a fleet sharing a store', () => {
       const sid = c.get('sessionID')
       const { conn } = await entryOf(srv, sid)
       // The new session's save first (a set racing it is the ordering test of section 1).
-      const created = await waitUntilAsync(async () => (await redisGetJSON(redis.port, 'uht:' + sid)) != null, 2500, 'created')
+      const created = await waitUntil(async () => (await redisGetJSON(redis.port, 'uht:' + sid)) != null, 2500, 'created')
         .then(() => true, () => false)
       if (created) c.set('after', attempts)
-      const saved = created && await waitUntilAsync(async () => hasAll(await redisGetJSON(redis.port, 'uht:' + sid), { after: attempts }), 2000, 'saved')
+      const saved = created && await waitUntil(async () => hasAll(await redisGetJSON(redis.port, 'uht:' + sid), { after: attempts }), 2000, 'saved')
         .then(() => true, () => false)
       if (!saved) {
         t.diagnostic(`attempt ${attempts}: not saved yet (${errorsOf(conn).map((e) => e.message).join(' | ')})`)

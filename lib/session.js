@@ -16,7 +16,11 @@ function Cookie (options) {
   if (options) {
     for (const key in options) this[key] = options[key]
   }
-  this.originalMaxAge = this.originalMaxAge === undefined ? this.maxAge : this.originalMaxAge
+  if (this.originalMaxAge === undefined) {
+    // connect reads its maxAge getter back, which is a ms short when the
+    // clock ticks in between; the option itself is what was asked for.
+    this.originalMaxAge = options && typeof options.maxAge === 'number' ? options.maxAge : this.maxAge
+  }
 }
 
 Object.defineProperty(Cookie.prototype, 'maxAge', {
@@ -181,6 +185,51 @@ MemoryStore.prototype.length = function (fn) {
 }
 
 /**
+ * The session a connect-style store is handed to `set`, as the original
+ * hands it: a connect Session whose `cookie` is a live Cookie (`maxAge`,
+ * `expires` as a Date, the rest as its JSON shows), its expiry reset to
+ * `maxAge` from now (`resetMaxAge()`, done before every save). Stores take
+ * their TTL from `cookie.maxAge` (connect-redis 1.x) or `cookie.expires`.
+ */
+function sessionForStore (store, sid, data) {
+  const req = { sessionID: sid, sessionStore: store }
+  if (data && data.cookie !== null && typeof data.cookie === 'object') {
+    const sess = Store.prototype.createSession.call(store, req, data)
+    sess.resetMaxAge()
+    return sess
+  }
+  return new Session(req, data)
+}
+
+/**
+ * Runs one operation of a connect-style store (callback or Promise style)
+ * for the server; `done(err, json)` answers it once, `json` being the
+ * session `get` found. An ENOENT error from `get` means no such session
+ * (file stores answer so), as express-session takes it.
+ */
+function runStoreOp (store, op, sid, data, done) {
+  let settled = false
+  const reply = (err, value) => {
+    if (settled) return
+    settled = true
+    if (err && op === 'get' && err.code === 'ENOENT') err = null
+    if (err) return done(err)
+    done(null, op === 'get' && value != null ? JSON.stringify(value) : undefined)
+  }
+  try {
+    let r
+    if (op === 'get') r = store.get(sid, reply)
+    else if (op === 'set') r = store.set(sid, sessionForStore(store, sid, data), (err) => reply(err))
+    else r = store.destroy(sid, (err) => reply(err))
+    if (r && typeof r.then === 'function') {
+      r.then((v) => reply(null, v), (e) => reply(e || new Error(`store.${op} rejected`)))
+    }
+  } catch (e) {
+    reply(e)
+  }
+}
+
+/**
  * The old `session(options)` export: returns the store a server would use.
  * Kept for code that called it directly.
  */
@@ -199,6 +248,12 @@ function RedisStore (options) {
   if (options.url != null && typeof options.url !== 'string') throw new TypeError('uhura: redisStore({ url }) must be a string')
   this.url = options.url || 'redis://127.0.0.1:6379'
   this.prefix = options.prefix == null ? 'sess:' : String(options.prefix)
+  // Delivery state (not sessions) goes here, out of the session prefix
+  // that connect-redis scans.
+  this.auxPrefix = options.auxPrefix == null ? 'uhura:' : String(options.auxPrefix)
+  if (this.prefix !== '' && this.auxPrefix.startsWith(this.prefix)) {
+    throw new TypeError(`uhura: redisStore({ auxPrefix }) ${JSON.stringify(this.auxPrefix)} must not start with the session prefix ${JSON.stringify(this.prefix)}`)
+  }
   this.ttl = options.ttl == null ? 86400 : Number(options.ttl)
   if (!(this.ttl > 0)) throw new TypeError('uhura: redisStore({ ttl }) must be a positive number of seconds')
 }
@@ -208,4 +263,4 @@ session.Cookie = Cookie
 session.Session = Session
 session.MemoryStore = MemoryStore
 
-module.exports = { session, Store, Cookie, Session, MemoryStore, RedisStore }
+module.exports = { session, Store, Cookie, Session, MemoryStore, RedisStore, sessionForStore, runStoreOp }

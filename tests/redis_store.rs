@@ -10,7 +10,7 @@ use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use uhura::engine::redis_store::RedisStore;
-use uhura::engine::store::SessionStore;
+use uhura::engine::store::{DeliveryDelta, SessionStore};
 use uhura::protocol::session::Session;
 
 /// The store's own bound on one operation, plus slack for a loaded machine.
@@ -211,6 +211,43 @@ async fn set_applies_the_ttl() {
         assert!(Instant::now() < deadline, "a 1 s session never expired");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cookie_max_age_is_the_ttl_and_delivery_state_stays_out_of_the_prefix() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let mut conn = raw(&server).await;
+    let store = RedisStore::new(&server.url(), None, Some(Duration::from_secs(600))).unwrap();
+    let with_cookie = session(json!({"cookie": {"originalMaxAge": 3000, "expires": null}, "x": 1}));
+    store.set("c", with_cookie).await.unwrap();
+    let ttl: i64 = raw_cmd(&mut conn, &["TTL", "sess:c"]).await;
+    assert_eq!(ttl, 3, "the cookie's maxAge, not the store's ttl");
+
+    let delta = DeliveryDelta { add: vec![("m-1".into(), "[1]".into())], remove: vec![], seen: vec![("p-".into(), 4)] };
+    store.save_delivery("c", delta).await.unwrap();
+    let mut keys: Vec<String> = raw_cmd(&mut conn, &["KEYS", "*"]).await;
+    keys.sort();
+    assert_eq!(keys, ["sess:c", "uhura:out:c", "uhura:seen:c"]);
+    let under: Vec<String> = raw_cmd(&mut conn, &["KEYS", "sess:*"]).await;
+    assert_eq!(under, ["sess:c"], "only sessions under the session prefix");
+    for key in ["uhura:out:c", "uhura:seen:c"] {
+        let ttl: i64 = raw_cmd(&mut conn, &["TTL", key]).await;
+        assert_eq!(ttl, 3, "{key} lives as long as its session");
+    }
+    let state = store.load_delivery("c").await.unwrap();
+    assert_eq!(state.outbox, [("m-1".to_owned(), "[1]".to_owned())]);
+    assert_eq!(state.seen, [("p-".to_owned(), 4)]);
+
+    store.destroy("c").await.unwrap();
+    let keys: Vec<String> = raw_cmd(&mut conn, &["KEYS", "*"]).await;
+    assert!(keys.is_empty(), "destroy takes the delivery state too: {keys:?}");
+
+    // An expired cookie (maxAge 0): destroyed instead of set, as connect-redis does.
+    store.set("z", session(json!({"x": 1}))).await.unwrap();
+    store.set("z", session(json!({"cookie": {"originalMaxAge": 0}}))).await.unwrap();
+    assert_eq!(store.get("z").await.unwrap(), None);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -11,6 +11,7 @@ use super::timers::Timers;
 use super::transport::DirectWrite;
 use super::Shared;
 use crate::protocol::peer::{Event, Peer};
+use crate::protocol::session;
 use serde_json::Value;
 use std::collections::VecDeque;
 use std::fmt::Write as _;
@@ -600,7 +601,7 @@ impl Link {
             StoreWork::Save => {
                 self.rt.spawn(async move {
                     loop {
-                        let Some((id, session)) = ({
+                        let Some((id, mut session)) = ({
                             let mut slot = lock(&link.unsaved_session);
                             let next = slot.0.take();
                             slot.1 = next.is_some();
@@ -608,6 +609,9 @@ impl Link {
                         }) else {
                             return;
                         };
+                        // connect's resetMaxAge() before every save: the cookie's
+                        // expiry slides to maxAge from now.
+                        session::touch_cookie(&mut session, session::now_millis());
                         if let Err(e) = store.set(&id, session).await {
                             link.deliver_error(&format!("session store set failed: {e}"), Some("ESTORE"));
                         }

@@ -3,17 +3,26 @@
 //!
 //! The format is connect-redis's (key = prefix + sid, value = the session as
 //! JSON text, expiry set with `SET .. EX`), so a fleet still running the npm
-//! package can share sessions with this one.
+//! package can share sessions with this one. As with connect-redis, a session
+//! whose cookie has a `maxAge` expires that long after its last save; the
+//! store's ttl applies to the others.
+//!
+//! Delivery state (our extension) lives under a separate prefix, so that
+//! nothing but sessions is under the session prefix: connect-redis's `ids()`,
+//! `length()` and `all()` scan `prefix*`.
 
 use super::store::{DeliveryDelta, DeliveryState, SessionStore, StoreFuture};
-use crate::protocol::session::Session;
+use crate::protocol::session::{cookie_max_age, Session};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::Mutex;
 
 // connect-redis's defaults.
 const DEFAULT_PREFIX: &str = "sess:";
 const DEFAULT_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Where delivery state goes: `uhura:out:<sid>` and `uhura:seen:<sid>`.
+pub const DEFAULT_AUX_PREFIX: &str = "uhura:";
 
 // A handshake waits on the store, so a dead Redis must cost a client a
 // couple of seconds, not the OS's TCP timeouts.
@@ -26,7 +35,12 @@ type IdAndArgs = (String, String);
 pub struct RedisStore {
     client: redis::Client,
     prefix: String,
+    aux_prefix: String,
     ttl_secs: u64,
+    /// The TTL of the latest session saved with a cookie `maxAge` (0: none
+    /// yet), which delivery state takes too. The cookie options are the
+    /// server's, so this is the same for all its sessions.
+    cookie_ttl_secs: AtomicU64,
     // Empty until the first operation: creating a ConnectionManager connects
     // and spawns onto the current tokio runtime, and `new` may run on a
     // thread without one (the JS thread) while Redis is still down. Left
@@ -36,23 +50,64 @@ pub struct RedisStore {
 
 impl RedisStore {
     /// Never blocks and never needs Redis to be up: connects lazily on first
-    /// use and reconnects after failures.
+    /// use and reconnects after failures. Delivery state goes under
+    /// `DEFAULT_AUX_PREFIX`.
     pub fn new(url: &str, prefix: Option<String>, ttl: Option<Duration>) -> Result<Self, String> {
+        Self::open(url, prefix, None, ttl)
+    }
+
+    /// As `new`, with delivery state under `aux_prefix` (default `uhura:`).
+    /// That must not start with the session prefix (unless this is empty,
+    /// when every key is under it): whatever is there counts as a session
+    /// to connect-redis.
+    pub fn open(
+        url: &str,
+        prefix: Option<String>,
+        aux_prefix: Option<String>,
+        ttl: Option<Duration>,
+    ) -> Result<Self, String> {
         let client = redis::Client::open(url).map_err(|e| format!("redis: bad url: {e}"))?;
-        let ttl = ttl.unwrap_or(DEFAULT_TTL);
-        // EX takes whole seconds and rejects 0; rounding up keeps a short
-        // ttl from expiring a session before it was asked to.
-        let ttl_secs = (ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0)).max(1);
+        let prefix = prefix.unwrap_or_else(|| DEFAULT_PREFIX.to_owned());
+        let aux_prefix = aux_prefix.unwrap_or_else(|| DEFAULT_AUX_PREFIX.to_owned());
+        if !prefix.is_empty() && aux_prefix.starts_with(&prefix) {
+            return Err(format!(
+                "redis: the auxiliary prefix {aux_prefix:?} is under the session prefix {prefix:?}; choose another auxPrefix"
+            ));
+        }
         Ok(RedisStore {
             client,
-            prefix: prefix.unwrap_or_else(|| DEFAULT_PREFIX.to_owned()),
-            ttl_secs,
+            prefix,
+            aux_prefix,
+            ttl_secs: whole_secs(ttl.unwrap_or(DEFAULT_TTL).as_millis()),
+            cookie_ttl_secs: AtomicU64::new(0),
             conn: Mutex::new(None),
         })
     }
 
     fn key(&self, sid: &str) -> String {
         format!("{}{}", self.prefix, sid)
+    }
+
+    /// The session's TTL: its cookie's `maxAge` when it has one (`None`: zero
+    /// or less, expired at once), else the store's ttl.
+    fn ttl_of(&self, session: &Session) -> Option<u64> {
+        match cookie_max_age(session) {
+            Some(ms) if ms <= 0 => None,
+            Some(ms) => {
+                let secs = whole_secs(ms as u128);
+                self.cookie_ttl_secs.store(secs, Ordering::Relaxed);
+                Some(secs)
+            }
+            None => Some(self.ttl_secs),
+        }
+    }
+
+    /// How long delivery state lives: as long as the sessions.
+    fn aux_ttl(&self) -> u64 {
+        match self.cookie_ttl_secs.load(Ordering::Relaxed) {
+            0 => self.ttl_secs,
+            secs => secs,
+        }
     }
 
     async fn connection(&self) -> redis::RedisResult<ConnectionManager> {
@@ -131,18 +186,29 @@ impl RedisStore {
     }
 
     async fn set_session(&self, sid: &str, session: &Session) -> Result<(), String> {
+        // A cookie already expired: as connect-redis, destroy instead of set.
+        let Some(ttl) = self.ttl_of(session) else { return self.destroy_session(sid).await };
         let json = serde_json::to_string(session).map_err(|e| format!("redis: {e}"))?;
-        let mut cmd = redis::cmd("SET");
-        cmd.arg(self.key(sid)).arg(json).arg("EX").arg(self.ttl_secs);
-        self.query(&cmd).await.map(drop).map_err(fail)
+        let (out, seen) = self.delivery_keys(sid);
+        // The session's delivery state lives as long as the session.
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET").arg(self.key(sid)).arg(json).arg("EX").arg(ttl).ignore();
+        pipe.cmd("EXPIRE").arg(&out).arg(ttl).ignore();
+        pipe.cmd("EXPIRE").arg(&seen).arg(ttl).ignore();
+        self.run(|mut conn| {
+            let pipe = pipe.clone();
+            async move { pipe.query_async::<()>(&mut conn).await }
+        })
+        .await
+        .map_err(fail)
     }
 
-    /// Delivery state lives in two hashes beside the session: `out:` maps
-    /// message id to `[order, args]` (unacknowledged outbound events) and
-    /// `seen:` maps a client's sender prefix to the highest sequence number
-    /// delivered. Hashes make each add and ack O(1).
+    /// Delivery state lives in two hashes under the auxiliary prefix: `out:`
+    /// maps message id to `[order, args]` (unacknowledged outbound events)
+    /// and `seen:` maps a client's sender prefix to the highest sequence
+    /// number delivered. Hashes make each add and ack O(1).
     fn delivery_keys(&self, sid: &str) -> (String, String) {
-        (format!("{}out:{}", self.prefix, sid), format!("{}seen:{}", self.prefix, sid))
+        (format!("{}out:{}", self.aux_prefix, sid), format!("{}seen:{}", self.aux_prefix, sid))
     }
 
     async fn save_delivery_state(&self, sid: &str, delta: DeliveryDelta) -> Result<(), String> {
@@ -169,8 +235,9 @@ impl RedisStore {
             }
             pipe.ignore();
         }
-        pipe.cmd("EXPIRE").arg(&out).arg(self.ttl_secs).ignore();
-        pipe.cmd("EXPIRE").arg(&seen).arg(self.ttl_secs).ignore();
+        let ttl = self.aux_ttl();
+        pipe.cmd("EXPIRE").arg(&out).arg(ttl).ignore();
+        pipe.cmd("EXPIRE").arg(&seen).arg(ttl).ignore();
         self.run(|mut conn| {
             let pipe = pipe.clone();
             async move { pipe.query_async::<()>(&mut conn).await }
@@ -223,10 +290,17 @@ impl RedisStore {
     }
 
     async fn destroy_session(&self, sid: &str) -> Result<(), String> {
+        let (out, seen) = self.delivery_keys(sid);
         let mut cmd = redis::cmd("DEL");
-        cmd.arg(self.key(sid));
+        cmd.arg(self.key(sid)).arg(out).arg(seen);
         self.query(&cmd).await.map(drop).map_err(fail)
     }
+}
+
+/// `SET .. EX` takes whole seconds and rejects 0; rounding up keeps a short
+/// ttl from expiring a session before it was asked to.
+fn whole_secs(ms: u128) -> u64 {
+    u64::try_from(ms.div_ceil(1000)).unwrap_or(u64::MAX).max(1)
 }
 
 /// Errors after which the same command on a fresh connection may succeed.
@@ -290,5 +364,39 @@ mod tests {
         assert_eq!(s(Duration::ZERO).ttl_secs, 1);
         assert_eq!(s(Duration::from_secs(90)).ttl_secs, 90);
         assert_eq!(s(Duration::from_secs(90)).key("x"), "p:x");
+    }
+
+    #[test]
+    fn delivery_state_is_outside_the_session_prefix() {
+        let store = RedisStore::new("redis://127.0.0.1/", None, None).unwrap();
+        assert_eq!(store.delivery_keys("abc"), ("uhura:out:abc".to_owned(), "uhura:seen:abc".to_owned()));
+        let store = RedisStore::open("redis://127.0.0.1/", None, Some("{app}aux:".into()), None).unwrap();
+        assert_eq!(store.delivery_keys("abc").1, "{app}aux:seen:abc");
+        let err = RedisStore::open("redis://127.0.0.1/", None, Some("sess:aux:".into()), None).err().unwrap();
+        assert!(err.contains("auxPrefix"), "{err}");
+        let err = RedisStore::new("redis://127.0.0.1/", Some("uhura:".into()), None).err().unwrap();
+        assert!(err.contains("auxPrefix"), "the default one under the session prefix is refused too: {err}");
+        assert!(RedisStore::open("redis://127.0.0.1/", Some("uhura:".into()), Some("aux:".into()), None).is_ok());
+        let store = RedisStore::new("redis://127.0.0.1/", Some(String::new()), None).unwrap();
+        assert_eq!(store.delivery_keys("abc").0, "uhura:out:abc");
+    }
+
+    #[test]
+    fn a_cookie_max_age_sets_the_ttl() {
+        let store = RedisStore::new("redis://127.0.0.1/", None, Some(Duration::from_secs(600))).unwrap();
+        let with = |max_age: serde_json::Value| {
+            let mut s = Session::new();
+            s.insert("cookie".into(), serde_json::json!({"originalMaxAge": max_age, "expires": null}));
+            s
+        };
+        assert_eq!(store.aux_ttl(), 600);
+        assert_eq!(store.ttl_of(&with(serde_json::Value::Null)), Some(600));
+        assert_eq!(store.ttl_of(&Session::new()), Some(600));
+        assert_eq!(store.ttl_of(&with(3000.into())), Some(3));
+        assert_eq!(store.ttl_of(&with(300.into())), Some(1));
+        assert_eq!(store.ttl_of(&with(2500.5.into())), Some(3));
+        assert_eq!(store.aux_ttl(), 3);
+        assert_eq!(store.ttl_of(&with(0.into())), None);
+        assert_eq!(store.ttl_of(&with((-5).into())), None);
     }
 }

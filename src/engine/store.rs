@@ -1,6 +1,6 @@
 //! Where a server keeps sessions between connections.
 
-use crate::protocol::session::Session;
+use crate::protocol::session::{cookie_max_age, Session};
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -55,12 +55,16 @@ pub trait SessionStore: Send + Sync {
 
 /// The default store: in memory, with an idle expiry and a cap on the
 /// number of sessions (oldest idle evicted first), so a long-running server
-/// does not grow without bound.
+/// does not grow without bound. A session whose cookie has a `maxAge` also
+/// expires `maxAge` after its last save, as in connect's MemoryStore.
 pub struct MemoryStore {
     ttl: Duration,
     max_sessions: usize,
-    map: Mutex<HashMap<String, (Session, Instant)>>,
+    map: Mutex<HashMap<String, Entry>>,
 }
+
+/// A stored session, its last use, and its cookie's expiry.
+type Entry = (Session, Instant, Option<Instant>);
 
 impl MemoryStore {
     pub fn new(ttl: Duration, max_sessions: usize) -> Self {
@@ -79,11 +83,11 @@ impl MemoryStore {
         let mut map = super::delivery::lock(&self.map);
         let now = Instant::now();
         match map.get_mut(sid) {
-            Some((_, seen)) if now.duration_since(*seen) > self.ttl => {
+            Some((_, seen, expires)) if now.duration_since(*seen) > self.ttl || expires.is_some_and(|at| now >= at) => {
                 map.remove(sid);
                 None
             }
-            Some((s, seen)) => {
+            Some((s, seen, _)) => {
                 *seen = now;
                 Some(s.clone())
             }
@@ -96,11 +100,11 @@ impl MemoryStore {
         let now = Instant::now();
         if !map.contains_key(sid) && map.len() >= self.max_sessions {
             let ttl = self.ttl;
-            map.retain(|_, (_, seen)| now.duration_since(*seen) <= ttl);
+            map.retain(|_, (_, seen, expires)| now.duration_since(*seen) <= ttl && expires.is_none_or(|at| now < at));
             if map.len() >= self.max_sessions {
                 // Evict the least recently used tenth in one pass, so a full
                 // store does not pay a scan on every insert.
-                let mut ages: Vec<(Instant, String)> = map.iter().map(|(k, (_, t))| (*t, k.clone())).collect();
+                let mut ages: Vec<(Instant, String)> = map.iter().map(|(k, (_, t, _))| (*t, k.clone())).collect();
                 ages.sort_unstable();
                 let n = (self.max_sessions / 10).max(1);
                 for (_, k) in ages.into_iter().take(n) {
@@ -108,7 +112,8 @@ impl MemoryStore {
                 }
             }
         }
-        map.insert(sid.to_owned(), (session, now));
+        let expires = cookie_max_age(&session).map(|ms| now + Duration::from_millis(ms.max(0) as u64));
+        map.insert(sid.to_owned(), (session, now, expires));
     }
 }
 
@@ -149,6 +154,21 @@ mod tests {
         store.set_now("a", sess(1));
         assert_eq!(store.get_now("a"), Some(sess(1)));
         std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(store.get_now("a"), None);
+    }
+
+    #[test]
+    fn expires_sessions_max_age_after_their_last_save() {
+        let store = MemoryStore::new(Duration::from_secs(60), 10);
+        let mut s = sess(1);
+        s.insert("cookie".into(), serde_json::json!({"originalMaxAge": 300, "expires": null}));
+        store.set_now("a", s.clone());
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(store.get_now("a").is_some(), "a read does not slide the expiry, a save does");
+        store.set_now("a", s);
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(store.get_now("a").is_some());
+        std::thread::sleep(Duration::from_millis(200));
         assert_eq!(store.get_now("a"), None);
     }
 

@@ -176,6 +176,8 @@ pub struct JsServerOptions {
     pub store_timeout: Option<f64>,
     pub redis_url: Option<String>,
     pub redis_prefix: Option<String>,
+    /// Where the Redis store keeps delivery state (default "uhura:").
+    pub redis_aux_prefix: Option<String>,
     /// Redis key expiry, in seconds.
     pub redis_ttl: Option<f64>,
 }
@@ -199,7 +201,8 @@ fn store_choice(o: &JsServerOptions) -> Result<StoreChoice> {
         "redis" => {
             let url = o.redis_url.as_deref().unwrap_or("redis://127.0.0.1:6379");
             let ttl = o.redis_ttl.and_then(|s| crate::engine::timers::millis(s * 1000.0));
-            let store = crate::engine::redis_store::RedisStore::new(url, o.redis_prefix.clone(), ttl)
+            let prefixes = (o.redis_prefix.clone(), o.redis_aux_prefix.clone());
+            let store = crate::engine::redis_store::RedisStore::open(url, prefixes.0, prefixes.1, ttl)
                 .map_err(|e| Error::new(Status::InvalidArg, format!("uhura: bad redis store options: {e}")))?;
             StoreChoice::Custom(Arc::new(store))
         }

@@ -385,7 +385,7 @@ impl Peer {
             Role::Server => {
                 self.phase = Phase::AwaitingStart;
                 self.session = Session::new();
-                self.session.insert("cookie".into(), self.config.cookie.clone());
+                self.session.insert("cookie".into(), session::new_cookie(&self.config.cookie, session::now_millis()));
             }
         }
     }

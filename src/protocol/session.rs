@@ -59,6 +59,55 @@ pub fn default_cookie() -> Value {
     serde_json::json!({"originalMaxAge": null, "expires": null, "httpOnly": true, "path": "/"})
 }
 
+/// Milliseconds since the Unix epoch, from the wall clock.
+pub fn now_millis() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The cookie's `originalMaxAge` (connect's `maxAge` option, in ms), when it has one.
+pub fn cookie_max_age(session: &Session) -> Option<i64> {
+    let ms = session.get("cookie")?.get("originalMaxAge")?.as_f64()?;
+    ms.is_finite().then_some(ms as i64)
+}
+
+/// A new session's cookie from the server's template (the JSON of the
+/// configured connect Cookie): with a `maxAge`, it expires `maxAge` from
+/// `now_ms`, as the original's `store.generate` builds one per session.
+pub fn new_cookie(template: &Value, now_ms: i64) -> Value {
+    let mut cookie = template.clone();
+    if let Some(ms) = cookie.get("originalMaxAge").and_then(Value::as_f64).filter(|ms| ms.is_finite()) {
+        cookie["expires"] = Value::String(iso_millis(now_ms.saturating_add(ms as i64)));
+    }
+    cookie
+}
+
+/// connect's `session.resetMaxAge()`, done before every save: a cookie with a
+/// `maxAge` expires `maxAge` from `now_ms`. Returns that `maxAge`, if any.
+pub fn touch_cookie(session: &mut Session, now_ms: i64) -> Option<i64> {
+    let ms = cookie_max_age(session)?;
+    if let Some(Value::Object(cookie)) = session.get_mut("cookie") {
+        cookie.insert("expires".into(), Value::String(iso_millis(now_ms.saturating_add(ms))));
+    }
+    Some(ms)
+}
+
+/// `new Date(ms).toJSON()`: `YYYY-MM-DDTHH:MM:SS.mmmZ`, UTC.
+pub fn iso_millis(ms: i64) -> String {
+    let (days, rem) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (h, m, s, milli) = (rem / 3_600_000, rem / 60_000 % 60, rem / 1000 % 60, rem % 1000);
+    format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{milli:03}Z")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,6 +134,39 @@ mod tests {
         for c in counts {
             assert!((650..900).contains(&c), "{counts:?}");
         }
+    }
+
+    #[test]
+    fn iso_dates_match_javascript() {
+        // new Date(ms).toJSON() for each.
+        assert_eq!(iso_millis(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(iso_millis(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(iso_millis(1_709_251_199_999), "2024-02-29T23:59:59.999Z");
+        assert_eq!(iso_millis(1_735_689_600_123), "2025-01-01T00:00:00.123Z");
+        assert_eq!(iso_millis(-1), "1969-12-31T23:59:59.999Z");
+    }
+
+    #[test]
+    fn cookies_expire_max_age_after_creation_and_every_touch() {
+        let template =
+            json!({"originalMaxAge": 3000, "expires": "2000-01-01T00:00:00.000Z", "httpOnly": true, "path": "/"});
+        let cookie = new_cookie(&template, 1000);
+        assert_eq!(
+            cookie,
+            json!({"originalMaxAge": 3000, "expires": "1970-01-01T00:00:04.000Z", "httpOnly": true, "path": "/"})
+        );
+        let mut s = Session::new();
+        s.insert("cookie".into(), cookie);
+        assert_eq!(touch_cookie(&mut s, 7000), Some(3000));
+        assert_eq!(s["cookie"]["expires"], "1970-01-01T00:00:10.000Z");
+
+        // No maxAge: a browser-session cookie, never expiring by itself.
+        assert_eq!(new_cookie(&default_cookie(), 1000), default_cookie());
+        let mut s = Session::new();
+        s.insert("cookie".into(), default_cookie());
+        assert_eq!(touch_cookie(&mut s, 1000), None);
+        assert_eq!(Value::Object(s.clone())["cookie"], default_cookie());
+        assert_eq!(touch_cookie(&mut Session::new(), 1000), None);
     }
 
     #[test]
