@@ -30,6 +30,8 @@ export interface PeerOptions {
   handshakeTimeout?: number
   /** Server: bytes of events a connection may send before its handshake completes. Default 1 MiB. */
   maxHandshakeBytes?: number
+  /** A `set` or a peer's `_set` that would make the session larger than this many bytes of JSON is refused. Default 1 MiB. */
+  maxSessionBytes?: number
   /** Offer the protocol extensions (duplicate suppression, heartbeats) to peers that support them. Default true. */
   extensions?: boolean
   /** Print `err.stack` of every error event. */
@@ -214,6 +216,8 @@ export interface ServerOptions extends PeerOptions {
   sessionTTL?: number
   /** Cap on the default store's sessions (least recently used evicted). Default 1,000,000. */
   maxSessions?: number
+  /** Cap on the bytes of all sessions in the default store (least recently used evicted). Default 256 MiB. */
+  maxStoreBytes?: number
   /** ms a JavaScript store may take to answer. Default 10000. */
   storeTimeout?: number
   /** ms a dropped session's pending events wait for it to resume. Default 120000. */

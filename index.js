@@ -47,6 +47,9 @@ const UNWATCH = 18
 const ACCEPTED = 20
 const REFUSED = 21
 
+// Mirrors the default of `Config::max_session_bytes` (src/protocol/peer.rs).
+const DEFAULT_MAX_SESSION_BYTES = 1024 * 1024
+
 const handles = new Map()
 // Handle of a connection still in its handshake -> the server whose
 // `connection` event gave its socket.
@@ -271,7 +274,7 @@ function nonNegative (v, name) {
 /** Options of the protocol state machine, as the addon takes them. */
 function peerOptions (o) {
   const out = {}
-  for (const k of ['maxMessageSize', 'maxQueueLength', 'maxQueueBytes', 'ackTimeout', 'heartbeatInterval', 'heartbeatTimeout', 'handshakeTimeout', 'maxHandshakeBytes']) {
+  for (const k of ['maxMessageSize', 'maxQueueLength', 'maxQueueBytes', 'ackTimeout', 'heartbeatInterval', 'heartbeatTimeout', 'handshakeTimeout', 'maxHandshakeBytes', 'maxSessionBytes']) {
     if (o[k] != null) out[k] = nonNegative(o[k], `options.${k}`)
   }
   if (o.extensions != null) out.extensions = !!o.extensions
@@ -381,6 +384,7 @@ function storeOptions (options) {
   }
   if (options.sessionTTL != null) out.sessionTtl = nonNegative(options.sessionTTL, 'options.sessionTTL')
   if (options.maxSessions != null) out.maxSessions = nonNegative(options.maxSessions, 'options.maxSessions')
+  if (options.maxStoreBytes != null) out.maxStoreBytes = nonNegative(options.maxStoreBytes, 'options.maxStoreBytes')
   return out
 }
 
@@ -505,6 +509,7 @@ function SendEmitter () {
   this.enableAcks = false
   this.logErrors = false
   this._maxQueueLength = Infinity
+  this._maxSessionBytes = DEFAULT_MAX_SESSION_BYTES
   this._seq = 0
   this._acks = new Map()
   this._ackTimeout = undefined
@@ -557,6 +562,11 @@ SendEmitter.prototype.set = function (key, val) {
   if (typeof key === 'string') json = JSON.stringify([key, val === undefined ? null : val])
   else if (key !== null && typeof key === 'object') json = toJson([key], 'set(object)')
   else throw new TypeError(`uhura: set(key, value) takes a string key or an object, got ${describe(key)}`)
+  // What alone is over the limit fails here; a set that only adds up to
+  // too much is refused by Rust, which knows the session's size.
+  if (json.length > this._maxSessionBytes) {
+    throw new RangeError(`uhura: set(): ${json.length} bytes of JSON is more than maxSessionBytes (${this._maxSessionBytes})`)
+  }
   this._set(key, val)
   this.emit('_set', key, val)
   this._push('s' + json)
@@ -699,6 +709,7 @@ Client.prototype.connect = function (a, b, c) {
   }
   if (options.logErrors) this.logErrors = true
   if (options.maxQueueLength != null) this._maxQueueLength = options.maxQueueLength
+  if (options.maxSessionBytes != null) this._maxSessionBytes = nonNegative(options.maxSessionBytes, 'options.maxSessionBytes')
   this.options = options
   if (cb) this.once('connect', cb)
   if (this._h) throw new Error('uhura: this client is already connected; use reconnect()')
@@ -864,6 +875,7 @@ function Connection (server, h, info) {
   this.session = info.session
   this.sessionID = info.session.sessionID
   if (server._maxQueueLength != null) this.maxQueueLength = server._maxQueueLength
+  if (server.options.maxSessionBytes != null) this._maxSessionBytes = server.options.maxSessionBytes
   handles.set(h, this)
   keepAlive(this, true)
 }

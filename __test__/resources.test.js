@@ -132,3 +132,44 @@ describe('session work stays linear', () => {
     assert.ok(stallMs < 1000, `the event loop stalled for ${stallMs.toFixed(0)} ms`)
   })
 })
+
+describe('sessions have a size limit', () => {
+  it('a peer\'s _set that would grow the session past maxSessionBytes is refused with an error; the connection goes on', { timeout: 20000 }, async (t) => {
+    const r = useResources(t)
+    const srv = await r.startServer('ours', {
+      options: { maxSessionBytes: 10000 },
+      onConnection: (conn) => conn.on('ping', (n) => conn.send('pong', n)),
+    })
+    const raw = r.rawConnect(srv.port, HOST)
+    await raw.connected()
+    raw.socket.write(HANDSHAKE)
+    const { conn } = await srv.waitConnection(0)
+    const errored = waitFor(conn, 'error')
+    raw.socket.write(`\n,\n["_set","small","ok"]\n,\n["_set","big","${'b'.repeat(20000)}"]\n,\n["_set",{"a":"${'a'.repeat(6000)}","c":"${'c'.repeat(6000)}"}]\n,\n["_set","after",1]`)
+    const [err] = await errored
+    assert.match(err.message, /maxSessionBytes/)
+    await waitUntil(() => conn.get('after') === 1, 5000, 'the _set after the refused ones')
+    assert.equal(conn.get('small'), 'ok')
+    assert.equal(conn.get('big'), undefined, 'the oversized value was not merged')
+    assert.equal(conn.get('a'), undefined, 'an object _set is refused whole')
+    raw.socket.write('\n,\n["ping",5]')
+    await raw.waitText(/"pong",5/)
+    // Replacing a value with a smaller one is always allowed.
+    raw.socket.write(`\n,\n["_set","small","${'s'.repeat(3000)}"]\n,\n["_set","small","x"]`)
+    await waitUntil(() => conn.get('small') === 'x', 5000, 'the shrinking _set')
+  })
+
+  it('set() of a value larger than maxSessionBytes by itself throws a RangeError, and sends nothing', { timeout: 20000 }, async (t) => {
+    const r = useResources(t)
+    const srv = await r.startServer('ours', { onConnection: (conn) => conn.on('ping', (n) => conn.send('pong', n)) })
+    const client = r.createClient('ours', { port: srv.port, host: HOST, maxSessionBytes: 1000 })
+    const { conn } = await srv.waitConnection(0)
+    assert.throws(() => client.set('big', 'x'.repeat(2000)), (e) => e instanceof RangeError && /maxSessionBytes/.test(e.message))
+    assert.throws(() => conn.set({ big: 'x'.repeat(2 * 1024 * 1024) }), RangeError, 'the server side has the 1 MiB default')
+    assert.equal(client.get('big'), undefined)
+    const pong = waitFor(client, 'pong')
+    client.send('ping', 1)
+    assert.deepEqual(await pong, [1])
+    assert.equal(conn.get('big'), undefined)
+  })
+})

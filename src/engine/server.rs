@@ -20,6 +20,9 @@ use tokio_util::sync::CancellationToken;
 /// A TLS client gets this long to finish its handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The default memory store's cap on the bytes of all sessions.
+pub const DEFAULT_MAX_STORE_BYTES: usize = 256 * 1024 * 1024;
+
 /// Where a server keeps its sessions.
 #[derive(Clone)]
 pub enum StoreChoice {
@@ -27,6 +30,8 @@ pub enum StoreChoice {
     Memory {
         ttl: Duration,
         max_sessions: usize,
+        /// Bytes of all sessions together.
+        max_bytes: usize,
     },
     /// A connect-style JavaScript store, answering within `timeout`.
     Js {
@@ -37,7 +42,11 @@ pub enum StoreChoice {
 
 impl Default for StoreChoice {
     fn default() -> Self {
-        StoreChoice::Memory { ttl: Duration::from_secs(24 * 3600), max_sessions: 1_000_000 }
+        StoreChoice::Memory {
+            ttl: Duration::from_secs(24 * 3600),
+            max_sessions: 1_000_000,
+            max_bytes: DEFAULT_MAX_STORE_BYTES,
+        }
     }
 }
 
@@ -93,7 +102,9 @@ pub struct Server {
 impl Server {
     pub fn new(handle: u32, options: ServerOptions, shared: &Arc<Shared>) -> Arc<Self> {
         let store: Arc<dyn SessionStore> = match options.store {
-            StoreChoice::Memory { ttl, max_sessions } => Arc::new(MemoryStore::new(ttl, max_sessions)),
+            StoreChoice::Memory { ttl, max_sessions, max_bytes } => {
+                Arc::new(MemoryStore::new(ttl, max_sessions).with_max_bytes(max_bytes))
+            }
             StoreChoice::Js { timeout } => {
                 let store = Arc::new(JsStore::new(handle, shared.delivery.clone(), timeout));
                 shared.register_js_store(handle, store.clone());

@@ -53,67 +53,125 @@ pub trait SessionStore: Send + Sync {
     }
 }
 
-/// The default store: in memory, with an idle expiry and a cap on the
-/// number of sessions (oldest idle evicted first), so a long-running server
-/// does not grow without bound. A session whose cookie has a `maxAge` also
-/// expires `maxAge` after its last save, as in connect's MemoryStore.
+/// The default store: in memory, with an idle expiry and caps on the
+/// number of sessions and on their bytes (least recently used evicted
+/// first), so a long-running server does not grow without bound. A session
+/// whose cookie has a `maxAge` also expires `maxAge` after its last save, as
+/// in connect's MemoryStore.
 pub struct MemoryStore {
     ttl: Duration,
     max_sessions: usize,
-    map: Mutex<HashMap<String, Entry>>,
+    max_bytes: usize,
+    inner: Mutex<Inner>,
 }
 
-/// A stored session, its last use, and its cookie's expiry.
-type Entry = (Session, Instant, Option<Instant>);
+#[derive(Default)]
+struct Inner {
+    map: HashMap<String, Entry>,
+    /// Sum of the entries' `bytes`.
+    bytes: usize,
+}
+
+struct Entry {
+    session: Session,
+    last_used: Instant,
+    /// The cookie's expiry, if it has a `maxAge`.
+    expires: Option<Instant>,
+    /// The session's size as JSON.
+    bytes: usize,
+}
+
+impl Entry {
+    fn expired(&self, now: Instant, ttl: Duration) -> bool {
+        now.duration_since(self.last_used) > ttl || self.expires.is_some_and(|at| now >= at)
+    }
+}
+
+impl Inner {
+    fn remove(&mut self, sid: &str) {
+        if let Some(e) = self.map.remove(sid) {
+            self.bytes -= e.bytes;
+        }
+    }
+
+    /// Evicts the least recently used entries until `fits` holds.
+    fn evict_oldest(&mut self, fits: impl Fn(&Inner) -> bool) {
+        let mut ages: Vec<(Instant, String)> = self.map.iter().map(|(k, e)| (e.last_used, k.clone())).collect();
+        ages.sort_unstable();
+        for (_, k) in ages {
+            if fits(self) {
+                break;
+            }
+            self.remove(&k);
+        }
+    }
+}
 
 impl MemoryStore {
     pub fn new(ttl: Duration, max_sessions: usize) -> Self {
-        MemoryStore { ttl, max_sessions: max_sessions.max(1), map: Mutex::new(HashMap::new()) }
+        MemoryStore { ttl, max_sessions: max_sessions.max(1), max_bytes: usize::MAX, inner: Mutex::default() }
+    }
+
+    /// Caps the bytes of all sessions together.
+    pub fn with_max_bytes(mut self, max_bytes: usize) -> Self {
+        self.max_bytes = max_bytes;
+        self
     }
 
     pub fn len(&self) -> usize {
-        super::delivery::lock(&self.map).len()
+        super::delivery::lock(&self.inner).map.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
+    /// Bytes of all stored sessions.
+    pub fn bytes(&self) -> usize {
+        super::delivery::lock(&self.inner).bytes
+    }
+
     fn get_now(&self, sid: &str) -> Option<Session> {
-        let mut map = super::delivery::lock(&self.map);
+        let mut inner = super::delivery::lock(&self.inner);
         let now = Instant::now();
-        match map.get_mut(sid) {
-            Some((_, seen, expires)) if now.duration_since(*seen) > self.ttl || expires.is_some_and(|at| now >= at) => {
-                map.remove(sid);
+        match inner.map.get_mut(sid) {
+            Some(e) if e.expired(now, self.ttl) => {
+                inner.remove(sid);
                 None
             }
-            Some((s, seen, _)) => {
-                *seen = now;
-                Some(s.clone())
+            Some(e) => {
+                e.last_used = now;
+                Some(e.session.clone())
             }
             None => None,
         }
     }
 
     fn set_now(&self, sid: &str, session: Session) {
-        let mut map = super::delivery::lock(&self.map);
+        let mut inner = super::delivery::lock(&self.inner);
         let now = Instant::now();
-        if !map.contains_key(sid) && map.len() >= self.max_sessions {
+        inner.remove(sid);
+        let bytes = crate::protocol::session::size(&session);
+        if inner.map.len() >= self.max_sessions || inner.bytes + bytes > self.max_bytes {
             let ttl = self.ttl;
-            map.retain(|_, (_, seen, expires)| now.duration_since(*seen) <= ttl && expires.is_none_or(|at| now < at));
-            if map.len() >= self.max_sessions {
-                // Evict the least recently used tenth in one pass, so a full
-                // store does not pay a scan on every insert.
-                let mut ages: Vec<(Instant, String)> = map.iter().map(|(k, (_, t, _))| (*t, k.clone())).collect();
-                ages.sort_unstable();
-                let n = (self.max_sessions / 10).max(1);
-                for (_, k) in ages.into_iter().take(n) {
-                    map.remove(&k);
-                }
+            let expired: Vec<String> =
+                inner.map.iter().filter(|(_, e)| e.expired(now, ttl)).map(|(k, _)| k.clone()).collect();
+            for k in expired {
+                inner.remove(&k);
+            }
+            // Down to nine tenths of a cap in one pass, so a full store does
+            // not pay a scan on every insert.
+            let (max_n, max_b) = (self.max_sessions, self.max_bytes);
+            if inner.map.len() >= max_n {
+                inner.evict_oldest(|i| i.map.len() < max_n - max_n / 10);
+            }
+            if inner.bytes + bytes > max_b {
+                inner.evict_oldest(|i| i.bytes + bytes <= max_b - max_b / 10);
             }
         }
         let expires = cookie_max_age(&session).map(|ms| now + Duration::from_millis(ms.max(0) as u64));
-        map.insert(sid.to_owned(), (session, now, expires));
+        inner.bytes += bytes;
+        inner.map.insert(sid.to_owned(), Entry { session, last_used: now, expires, bytes });
     }
 }
 
@@ -133,7 +191,7 @@ impl SessionStore for MemoryStore {
         Box::pin(async { Ok(()) })
     }
     fn destroy<'a>(&'a self, sid: &'a str) -> StoreFuture<'a, ()> {
-        super::delivery::lock(&self.map).remove(sid);
+        super::delivery::lock(&self.inner).remove(sid);
         Box::pin(async { Ok(()) })
     }
 }
@@ -185,5 +243,30 @@ mod tests {
         assert!(store.get_now("s0").is_some());
         assert!(store.get_now("s1").is_none());
         assert!(store.get_now("new").is_some());
+    }
+
+    #[test]
+    fn caps_the_bytes_of_all_sessions_evicting_the_oldest() {
+        let big = |c: &str| {
+            let mut s = Session::new();
+            s.insert("blob".into(), c.repeat(1000).into());
+            s
+        };
+        let store = MemoryStore::new(Duration::from_secs(60), 1000).with_max_bytes(10_000);
+        for i in 0..9 {
+            store.set_now(&format!("s{i}"), big("x"));
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(store.len(), 9);
+        store.get_now("s0"); // touched: no longer the oldest
+        store.set_now("s1", big("y")); // replaced: counted once
+        assert_eq!(store.len(), 9);
+        store.set_now("new", big("z"));
+        assert!(store.bytes() <= 10_000, "{} bytes", store.bytes());
+        assert!(store.get_now("s0").is_some());
+        assert!(store.get_now("s2").is_none(), "the least recently used went first");
+        assert!(store.get_now("new").is_some());
+        store.set_now("new", Session::new());
+        assert!(store.bytes() < 9 * 1010);
     }
 }

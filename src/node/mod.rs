@@ -91,6 +91,8 @@ pub struct PeerOptions {
     pub handshake_timeout: Option<f64>,
     /// Server: bytes of events held before the handshake completes.
     pub max_handshake_bytes: Option<f64>,
+    /// Largest session, in bytes of JSON.
+    pub max_session_bytes: Option<f64>,
     /// Offer our protocol extensions to peers (default true).
     pub extensions: Option<bool>,
     /// Server: the `cookie` field of new sessions, as JSON.
@@ -128,6 +130,9 @@ fn peer_config(o: Option<PeerOptions>) -> Config {
     }
     if let Some(n) = count(o.max_handshake_bytes) {
         c.max_handshake_bytes = n;
+    }
+    if let Some(n) = count(o.max_session_bytes) {
+        c.max_session_bytes = n;
     }
     if let Some(e) = o.extensions {
         c.extensions = e;
@@ -172,6 +177,8 @@ pub struct JsServerOptions {
     pub session_ttl: Option<f64>,
     /// Cap on the memory store's number of sessions.
     pub max_sessions: Option<f64>,
+    /// The default store's cap on the bytes of all sessions.
+    pub max_store_bytes: Option<f64>,
     /// How long a JS store may take to answer, in ms.
     pub store_timeout: Option<f64>,
     pub redis_url: Option<String>,
@@ -196,6 +203,7 @@ fn store_choice(o: &JsServerOptions) -> Result<StoreChoice> {
         "memory" => StoreChoice::Memory {
             ttl: ms(o.session_ttl, 24 * 3600 * 1000),
             max_sessions: o.max_sessions.filter(|n| *n >= 1.0).map_or(1_000_000, |n| n as usize),
+            max_bytes: count(o.max_store_bytes).unwrap_or(crate::engine::server::DEFAULT_MAX_STORE_BYTES),
         },
         "js" => StoreChoice::Js { timeout: ms(o.store_timeout, 10_000) },
         "redis" => {

@@ -66,6 +66,9 @@ pub struct Config {
     /// error; while a resumed session loads, more pauses reading instead
     /// (`input_paused`), since an old client sends its queue right then.
     pub max_handshake_bytes: usize,
+    /// A `_set` (either side's) that would make the session larger than
+    /// this many bytes of JSON is refused.
+    pub max_session_bytes: usize,
     /// Server: report `Persist` / `Unpersist` / `Seen` so a shared store can
     /// carry delivery state to another server.
     pub persist_delivery: bool,
@@ -86,6 +89,7 @@ impl Default for Config {
             ack_timeout: None,
             handshake_timeout: Duration::from_secs(30),
             max_handshake_bytes: 1024 * 1024,
+            max_session_bytes: 1024 * 1024,
             persist_delivery: false,
             defer_acks: false,
         }
@@ -197,6 +201,8 @@ pub struct Peer {
     /// The peer's heartbeat interval, if it sends heartbeats.
     peer_heartbeat: Option<Duration>,
     session: Session,
+    /// `session::size(&session)`, when known; None after a wholesale change.
+    session_size: Option<usize>,
     session_id: Option<String>,
     id_prefix: String,
     next_seq: u64,
@@ -260,6 +266,7 @@ impl Peer {
             peer_has_config: false,
             peer_heartbeat: None,
             session: Session::new(),
+            session_size: None,
             session_id: None,
             id_prefix,
             next_seq: 0,
@@ -386,6 +393,7 @@ impl Peer {
                 self.phase = Phase::AwaitingStart;
                 self.session = Session::new();
                 self.session.insert("cookie".into(), session::new_cookie(&self.config.cookie, session::now_millis()));
+                self.session_size = None;
             }
         }
     }
@@ -559,7 +567,11 @@ impl Peer {
             ("_set", _) => {
                 let values: Vec<Value> =
                     serde_json::from_str(args).map_err(|_| message::MessageError("unreadable _set message"))?;
-                session::merge(&mut self.session, &values[1..]);
+                if let Err(e) = self.merge_session(&values[1..]) {
+                    // Refused, not fatal: the connection goes on without it.
+                    self.events.push_back(Event::Error(e.to_string()));
+                    return Ok(false);
+                }
                 if self.role == Role::Server && self.phase != Phase::Ready {
                     // The application meets this connection at `Connected`,
                     // with the merged session; as in the original, sets
@@ -604,6 +616,7 @@ impl Peer {
             }
             ("invalidateSession", Role::Client) => {
                 self.session.clear();
+                self.session_size = None;
                 self.close_requested = true;
                 self.events.push_back(Event::Message(args.to_owned()));
                 return Ok(true);
@@ -675,6 +688,7 @@ impl Peer {
     fn start_new_session(&mut self, now: Instant) {
         let id = session::new_session_id();
         self.session.insert("sessionID".into(), Value::String(id.clone()));
+        self.session_size = None;
         self.session_id = Some(id.clone());
         self.frame_str(&format!("[\"_set\",\"sessionID\",\"{id}\"]"));
         self.events.push_back(Event::SaveSession);
@@ -692,6 +706,7 @@ impl Peer {
             Some(stored) => {
                 let id = self.session.get("sessionID").cloned();
                 self.session = stored;
+                self.session_size = None;
                 if let Some(id) = id {
                     self.session.insert("sessionID".into(), id);
                 }
@@ -703,6 +718,7 @@ impl Peer {
             }
             None => {
                 self.session.shift_remove("sessionID");
+                self.session_size = None;
                 self.start_new_session(now);
             }
         }
@@ -845,7 +861,7 @@ impl Peer {
     pub fn set(&mut self, args: &str) -> Result<(), message::MessageError> {
         let values: Vec<Value> =
             serde_json::from_str(args).map_err(|_| message::MessageError("set() arguments are not a JSON array"))?;
-        session::merge(&mut self.session, &values);
+        self.merge_session(&values)?;
         if matches!(self.phase, Phase::AwaitingConnect | Phase::Ready | Phase::AwaitingStart | Phase::LoadingSession) {
             let inner = args.trim()[1..].trim_start();
             let text = if inner.starts_with(']') { "[\"_set\"]".to_owned() } else { format!("[\"_set\",{inner}") };
@@ -857,9 +873,23 @@ impl Peer {
         Ok(())
     }
 
+    /// Merges a `_set`'s arguments unless the session would grow past
+    /// `max_session_bytes`; measures only the keys it changes.
+    fn merge_session(&mut self, args: &[Value]) -> Result<(), message::MessageError> {
+        let now = *self.session_size.get_or_insert_with(|| session::size(&self.session));
+        let after = session::size_after_merge(&self.session, args, now);
+        if after > self.config.max_session_bytes && after > now {
+            return Err(message::MessageError("_set refused: the session would be larger than maxSessionBytes"));
+        }
+        session::merge(&mut self.session, args);
+        self.session_size = Some(after);
+        Ok(())
+    }
+
     /// Server: forgets the session after `invalidateSession` destroyed it.
     pub fn clear_session(&mut self) {
         self.session.clear();
+        self.session_size = None;
         self.session_id = None;
     }
 

@@ -53,6 +53,49 @@ pub fn merge(session: &mut Session, args: &[Value]) {
     }
 }
 
+/// Bytes of `value` as JSON text, counted without building the text.
+pub fn json_len(value: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut n = Count(0);
+    // Writing a Value into a counter cannot fail.
+    let _ = serde_json::to_writer(&mut n, value);
+    n.0
+}
+
+/// Bytes of one `"key":value` member of the session's JSON, with its comma.
+fn member_len(key: &str, value: &Value) -> usize {
+    // The key is measured as JSON text, escapes included.
+    json_len(&Value::String(key.to_owned())) + 1 + json_len(value) + 1
+}
+
+/// Bytes of the whole session as JSON text (within a byte).
+pub fn size(session: &Session) -> usize {
+    2 + session.iter().map(|(k, v)| member_len(k, v)).sum::<usize>()
+}
+
+/// The session's size after `merge(session, args)`, from its size now
+/// (`current`), measuring only the keys the merge changes.
+pub fn size_after_merge(session: &Session, args: &[Value], current: usize) -> usize {
+    let change = |current: usize, key: &str, value: &Value| {
+        let old = session.get(key).map_or(0, |old| member_len(key, old));
+        (current + member_len(key, value)).saturating_sub(old)
+    };
+    match args.first() {
+        Some(Value::String(key)) => change(current, key, args.get(1).unwrap_or(&Value::Null)),
+        Some(Value::Object(fields)) => fields.iter().fold(current, |n, (k, v)| change(n, k, v)),
+        _ => current,
+    }
+}
+
 /// The `cookie` field the 0.1.x server puts in every stored session
 /// (connect's default Cookie); old clients carry it, so we store and send it too.
 pub fn default_cookie() -> Value {
