@@ -84,6 +84,17 @@ export interface SessionExport {
 
 export const session: SessionExport
 
+/**
+ * The `debug` namespaces (`DEBUG=uhura:protocol`, `uhura:connection`,
+ * `uhura:reconnect`, `uhura:session`) are read when uhura is loaded. After
+ * `require('debug').enable(...)` at run time, `refresh()` applies the change
+ * and returns the uhura namespaces now on.
+ */
+export const debug: {
+  readonly namespaces: readonly string[]
+  refresh(): string[]
+}
+
 /** The `.socket` of a client or connection. */
 export interface UhuraSocket extends EventEmitter {
   readonly remoteAddress: string | undefined

@@ -7,6 +7,7 @@
 const { EventEmitter } = require('events')
 const path = require('path')
 const sessions = require('./lib/session')
+const debugLog = require('./lib/debug')
 
 const addonPath = path.join(__dirname, 'uhura.node')
 let native
@@ -42,12 +43,15 @@ const ACK_TIMEOUT = 15
 const STOPPED = 16
 const WATCH = 17
 const UNWATCH = 18
+const LOG = 19
 
 const handles = new Map()
 // Handle -> the JavaScript stream carrying that link's bytes (factory transports).
 const streams = new Map()
 
 native.init(drain)
+// DEBUG=uhura:* namespaces (lib/debug.js), read now; adds exports.debug.refresh().
+debugLog.init(native, exports)
 // Native sockets are read on this thread's event loop (src/node/uv.rs), which
 // saves a thread hop per received message.
 native.enableNodeReads(process.env.UHURA_NODE_READS !== '0')
@@ -183,6 +187,9 @@ function dispatch (e) {
       break
     case STORE_OP:
       if (obj) obj._storeOp(e[2], e[3], e[4], e[5])
+      break
+    case LOG:
+      debugLog.log(e)
       break
   }
 }
