@@ -7,7 +7,6 @@
 const { EventEmitter } = require('events')
 const path = require('path')
 const sessions = require('./lib/session')
-const debugLog = require('./lib/debug')
 
 const addonPath = path.join(__dirname, 'uhura.node')
 let native
@@ -51,6 +50,7 @@ const streams = new Map()
 
 native.init(drain)
 // DEBUG=uhura:* namespaces (lib/debug.js), read now; adds exports.debug.refresh().
+const debugLog = require('./lib/debug')
 debugLog.init(native, exports)
 // Native sockets are read on this thread's event loop (src/node/uv.rs), which
 // saves a thread hop per received message.
