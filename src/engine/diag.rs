@@ -9,6 +9,7 @@
 //! JavaScript in the order they happened on each connection.
 
 use super::delivery::Delivery;
+use super::link::kind::LOG;
 use crate::protocol::message::push_json_string;
 use crate::protocol::peer::{Direction, WireTap};
 use std::fmt::Write as _;
@@ -51,10 +52,7 @@ pub fn on(ns: Ns) -> bool {
     flag(ns).load(Ordering::Relaxed)
 }
 
-/// Entry kind of a log line in the delivery format (index.js `LOG`):
-/// `[handle, LOG, code, "text"]`.
-pub const LOG: u8 = 19;
-
+/// A log line in the delivery format: `[handle, LOG, code, "text"]`.
 fn push(delivery: &Delivery, handle: u32, code: u8, text: &str) {
     delivery.push(|b| {
         let _ = write!(b, "[{handle},{LOG},{code},");

@@ -69,6 +69,8 @@ pub mod kind {
     pub const WATCH: u8 = 17;
     /// Native sockets: stop watching it.
     pub const UNWATCH: u8 = 18;
+    /// A `DEBUG=uhura:*` line (see `diag`).
+    pub const LOG: u8 = 19;
 }
 
 /// What a link knows of its socket: addresses as Node reports them, and
