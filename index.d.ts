@@ -93,6 +93,17 @@ export const session: SessionExport
 /** `session.Store`, for store factories that read `.Store` off their argument (`require('connect-redis')(Uhura)`). */
 export const Store: SessionExport['Store']
 
+/**
+ * The `debug` namespaces (`DEBUG=uhura:protocol`, `uhura:connection`,
+ * `uhura:reconnect`, `uhura:session`) are read when uhura is loaded. After
+ * `require('debug').enable(...)` at run time, `refresh()` applies the change
+ * and returns the uhura namespaces now on.
+ */
+export const debug: {
+  readonly namespaces: readonly string[]
+  refresh(): string[]
+}
+
 /** The `.socket` of a client or connection. */
 export interface UhuraSocket extends EventEmitter {
   readonly remoteAddress: string | undefined

@@ -44,6 +44,7 @@ const ACK_TIMEOUT = 15
 const STOPPED = 16
 const WATCH = 17
 const UNWATCH = 18
+const LOG = 19
 const ACCEPTED = 20
 const REFUSED = 21
 
@@ -58,6 +59,9 @@ const acceptedBy = new Map()
 const streams = new Map()
 
 native.init(drain)
+// DEBUG=uhura:* namespaces (lib/debug.js), read now; adds exports.debug.refresh().
+const debugLog = require('./lib/debug')
+debugLog.init(native, exports)
 // Native sockets are read on this thread's event loop (src/node/uv.rs), which
 // saves a thread hop per received message.
 native.enableNodeReads(process.env.UHURA_NODE_READS !== '0')
@@ -200,6 +204,9 @@ function dispatch (e) {
       break
     case STORE_OP:
       if (obj) obj._storeOp(e[2], e[3], e[4], e[5])
+      break
+    case LOG:
+      debugLog.log(e)
       break
   }
 }

@@ -26,6 +26,8 @@ so="$src/target/release/libuhura.so"
 test -f "$so"
 cp "$src/index.js" "$src/package.json" "$dest/"
 rm -rf "$dest/lib" && cp -r "$src/lib" "$dest/lib"
+# index.js requires the `debug` package: resolve it from the checkout.
+ln -sfn "$root/node_modules" "$dest/node_modules"
 cp "$so" "$dest/uhura.node.tmp" && mv "$dest/uhura.node.tmp" "$dest/uhura.node"
 if [ -n "$rev" ]; then
   echo "$rev" > "$dest/REVISION"

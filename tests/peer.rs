@@ -459,3 +459,59 @@ fn a_handshake_that_never_completes_times_out() {
         }
     }
 }
+
+#[test]
+fn the_wire_tap_sees_every_message_in_wire_order() {
+    use std::sync::{Arc, Mutex};
+    use uhura::protocol::peer::{Direction, WireTap};
+    let now = Instant::now();
+    let log: Arc<Mutex<Vec<(Role, Direction, String)>>> = Arc::default();
+    let tap = |role: Role| -> WireTap {
+        let log = log.clone();
+        Arc::new(move |dir, text| log.lock().unwrap().push((role, dir, text.to_owned())))
+    };
+    let mut client = Peer::new(Role::Client, Config::default(), now);
+    let mut server = Peer::new(Role::Server, Config::default(), now);
+    client.set_wire_tap(Some(tap(Role::Client)));
+    server.set_wire_tap(Some(tap(Role::Server)));
+    client.on_open(now);
+    server.on_open(now);
+    client.send_event(r#"["ev",1,"two"]"#.into(), Some((1, 0)), now);
+    client.set(r#"["k","v"]"#).unwrap();
+    let mut client_bytes = Vec::new();
+    for _ in 0..4 {
+        let mut b = Vec::new();
+        client.take_output(&mut b);
+        client_bytes.extend_from_slice(&b);
+        server.receive(&b, now);
+        let mut b = Vec::new();
+        server.take_output(&mut b);
+        client.receive(&b, now);
+    }
+    let log = log.lock().unwrap();
+    let texts = |role, dir| -> Vec<String> {
+        log.iter().filter(|(r, d, _)| *r == role && *d == dir).map(|(_, _, t)| t.clone()).collect()
+    };
+    // What one side logs as sent, the other logs as received, in the same order...
+    let c2s = texts(Role::Client, Direction::Sent);
+    assert_eq!(c2s, texts(Role::Server, Direction::Received));
+    assert_eq!(texts(Role::Server, Direction::Sent), texts(Role::Client, Direction::Received));
+    // ...and it is exactly what went over the wire.
+    let mut framed = Vec::new();
+    Reader::new(1 << 20).feed(&client_bytes, &mut framed).unwrap();
+    assert_eq!(c2s, framed);
+    let names: Vec<String> = c2s
+        .iter()
+        .map(|t| {
+            let v: Value = serde_json::from_str(t).unwrap();
+            let name = v.get("args").map_or(&v[0], |a| &a[0]).as_str().unwrap().to_owned();
+            if name.starts_with("ack::") {
+                "ack".into()
+            } else {
+                name
+            }
+        })
+        .collect();
+    // `set` goes out at once; the event waits for `connect`, which is acked after it.
+    assert_eq!(names, ["_set", "start", "_set", "ev", "ack"]);
+}

@@ -2,6 +2,7 @@
 //! unacknowledged events survive reconnects.
 
 use super::delivery::lock;
+use super::diag::Ns;
 use super::link::{self, kind, Addresses, Link};
 use super::tls::TlsConnector;
 use super::transport::{self, secure_connect, BoxStream, Endpoint};
@@ -210,7 +211,6 @@ async fn connect_loop(shared: &Arc<Shared>, client: &Arc<Client>) {
         lock(&client.control).now = false;
         let started = Instant::now();
         let mut connected = false;
-        link::trace(|| format!("client {} opening", link.handle));
         match client.open(target).await {
             Ok((stream, addrs)) => {
                 connected = true;
@@ -218,6 +218,7 @@ async fn connect_loop(shared: &Arc<Shared>, client: &Arc<Client>) {
                 shared.forget_pipe(link.handle);
             }
             Err((message, code)) => {
+                link.log(Ns::Reconnect, || format!("{} connection attempt failed: {message}", link.who()));
                 // A JavaScript factory's failure was already reported there,
                 // with the factory's own error object.
                 if !client.stopping() && !matches!(client.options.connector, Connector::Js) {
@@ -245,7 +246,19 @@ async fn connect_loop(shared: &Arc<Shared>, client: &Arc<Client>) {
                 (false, Duration::ZERO, 0)
             }
         };
-        link::trace(|| format!("client {} again {again} delay {delay:?} connected {connected}", link.handle));
+        link.log(Ns::Reconnect, || {
+            let c = lock(&client.control);
+            let who = link.who();
+            if c.stop {
+                format!("{who} stopped (disconnect())")
+            } else if !again {
+                format!("{who} not reconnecting: autoReconnect() is off; waiting for reconnect()")
+            } else if c.now {
+                format!("{who} reconnecting now (reconnect())")
+            } else {
+                format!("{who} reconnect attempt {attempt} in {:.0} ms", delay.as_secs_f64() * 1000.0)
+            }
+        });
         link.deliver(kind::DISCONNECTED, |b| b.push_str(if again { "true" } else { "false" }));
         if !again {
             // Wait for `reconnect()` or `disconnect()`; `autoReconnect()`

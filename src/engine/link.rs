@@ -5,6 +5,7 @@
 //! a peer that is busy writing to us can never deadlock against our writes.
 
 use super::delivery::{lock, Delivery};
+use super::diag::{self, Ns};
 use super::retention::Retention;
 use super::store::{DeliveryDelta, SessionStore};
 use super::timers::Timers;
@@ -69,6 +70,8 @@ pub mod kind {
     pub const WATCH: u8 = 17;
     /// Native sockets: stop watching it.
     pub const UNWATCH: u8 = 18;
+    /// A `DEBUG=uhura:*` line (see `diag`).
+    pub const LOG: u8 = 19;
     /// Servers: a connection was accepted (before its handshake): `[link, addresses]`.
     pub const ACCEPTED: u8 = 20;
     /// Servers: a connection over `maxConnections` was closed at once.
@@ -118,6 +121,8 @@ pub struct ExternalRead {
     active: AtomicBool,
     /// The other loop saw the end of the stream or an error.
     done: AtomicBool,
+    /// It was an error.
+    failed: AtomicBool,
     /// The other loop stopped watching because our output is backed up (a
     /// peer that sends but does not read); the writer asks it to resume.
     paused: AtomicBool,
@@ -203,11 +208,12 @@ impl Link {
     pub fn new(
         handle: u32,
         server: Option<u32>,
-        peer: Peer,
+        mut peer: Peer,
         shared: &Arc<Shared>,
         store: Option<Arc<dyn SessionStore>>,
         retention: Option<Arc<Retention>>,
     ) -> Arc<Self> {
+        peer.set_wire_tap(Some(diag::wire_tap(shared.delivery.clone(), handle)));
         Arc::new(Link {
             handle,
             server,
@@ -448,6 +454,22 @@ impl Link {
                         }
                         let info = self.connected_info(&peer, resumed);
                         self.deliver(kind::CONNECTED, |b| b.push_str(&info));
+                        self.log(Ns::Connection, || {
+                            let sid = peer.session().get("sessionID").and_then(Value::as_str).unwrap_or("none");
+                            let mode = match (peer.object_mode(), peer.enable_acks(), peer.extended()) {
+                                (_, _, true) => "object mode, acks, extensions",
+                                (true, true, false) => "object mode, acks",
+                                (true, false, false) => "object mode",
+                                (false, _, false) => "array mode",
+                            };
+                            // A client cannot tell whether the server resumed its session.
+                            let how = match (self.server, resumed) {
+                                (None, _) => "",
+                                (Some(_), true) => "resumed ",
+                                (Some(_), false) => "new ",
+                            };
+                            format!("{} handshake done: {how}session {sid} ({mode})", self.who())
+                        });
                     }
                     Event::LoadSession(id) => {
                         // Known before the store answers, so a connection that
@@ -543,6 +565,19 @@ impl Link {
         Value::Object(info).to_string()
     }
 
+    /// `#<handle>`, and for a server-side connection its server's handle.
+    pub fn who(&self) -> String {
+        match self.server {
+            Some(s) => format!("#{} (server #{s})", self.handle),
+            None => format!("#{}", self.handle),
+        }
+    }
+
+    /// A diagnostic line under `ns` (see `diag`); `msg` runs only when it is on.
+    pub fn log(&self, ns: Ns, msg: impl FnOnce() -> String) {
+        diag::log(&self.delivery, self.handle, ns, msg);
+    }
+
     pub fn deliver(&self, kind: u8, body: impl FnOnce(&mut String)) {
         let handle = self.handle;
         let gen = self.delivery.push(|b| {
@@ -612,8 +647,12 @@ impl Link {
                         // connect's resetMaxAge() before every save: the cookie's
                         // expiry slides to maxAge from now.
                         session::touch_cookie(&mut session, session::now_millis());
-                        if let Err(e) = store.set(&id, session).await {
-                            link.deliver_error(&format!("session store set failed: {e}"), Some("ESTORE"));
+                        match store.set(&id, session).await {
+                            Ok(()) => link.log(Ns::Session, || format!("{} session {id} saved", link.who())),
+                            Err(e) => {
+                                link.log(Ns::Session, || format!("{} session {id} not saved: {e}", link.who()));
+                                link.deliver_error(&format!("session store set failed: {e}"), Some("ESTORE"));
+                            }
                         }
                     }
                 });
@@ -652,7 +691,7 @@ impl Link {
     /// earlier connection of that session left (in this process, or in a
     /// shared store), then loads the session itself.
     async fn resume(self: &Arc<Self>, store: &Arc<dyn SessionStore>, id: &str) {
-        trace(|| format!("link {} resumes {id}", self.handle));
+        self.log(Ns::Session, || format!("{} resuming session {id}", self.who()));
         if let Some(retention) = self.retention.clone() {
             // The client may be back before this server noticed its old
             // connection drop: end that one and take over what it leaves.
@@ -660,12 +699,16 @@ impl Link {
             loop {
                 let changed = retention.changed();
                 if let Some(old) = retention.take(id) {
-                    trace(|| format!("link {} absorbs {}", self.handle, old.handle));
+                    self.log(Ns::Session, || {
+                        format!("{} session {id}: takes over the pending events of #{}", self.who(), old.handle)
+                    });
                     self.absorb(&old);
                     break;
                 }
                 let Some(other) = retention.active(id).filter(|l| !Arc::ptr_eq(l, self)) else { break };
-                trace(|| format!("link {} waits for active {}", self.handle, other.handle));
+                self.log(Ns::Session, || {
+                    format!("{} session {id} is still open on #{}: closing that one", self.who(), other.handle)
+                });
                 if let Some(t) = other.transport() {
                     t.kill();
                 }
@@ -690,8 +733,12 @@ impl Link {
                 None
             }
         };
+        self.log(Ns::Session, || match (&loaded, &error) {
+            (Some(_), _) => format!("{} session {id} loaded", self.who()),
+            (None, Some(e)) => format!("{} session {id} not loaded ({e}): a new session", self.who()),
+            (None, None) => format!("{} session {id} unknown to the store: a new session", self.who()),
+        });
         lock(&self.peer).session_loaded(loaded, Instant::now());
-        trace(|| format!("link {} session loaded", self.handle));
         self.pump();
         // Reading may have paused for the load (`Peer::input_paused`).
         self.input_wake.notify_one();
@@ -730,8 +777,14 @@ impl Link {
         self.rt.spawn(async move {
             let id = lock(&link.peer).session_id().map(str::to_owned);
             if let (Some(store), Some(id)) = (link.store.clone(), id) {
-                if let Err(e) = store.destroy(&id).await {
-                    link.deliver_error(&format!("session store destroy failed: {e}"), Some("ESTORE"));
+                match store.destroy(&id).await {
+                    Ok(()) => {
+                        link.log(Ns::Session, || format!("{} session {id} destroyed (invalidateSession)", link.who()))
+                    }
+                    Err(e) => {
+                        link.log(Ns::Session, || format!("{} session {id} not destroyed: {e}", link.who()));
+                        link.deliver_error(&format!("session store destroy failed: {e}"), Some("ESTORE"));
+                    }
                 }
             }
             {
@@ -754,7 +807,14 @@ impl Link {
             Arc::new(Transport { id: NEXT_TRANSPORT.fetch_add(1, Ordering::Relaxed), ..Transport::default() });
         *lock(&transport.addresses) = addresses;
         *lock(&self.transport) = Some(transport.clone());
-        trace(|| format!("link {} transport {} open", self.handle, transport.id));
+        self.log(Ns::Connection, || {
+            let a = lock(&transport.addresses);
+            let addr = |x: Option<std::net::SocketAddr>| x.map_or("a stream".to_owned(), |a| a.to_string());
+            match self.server {
+                Some(_) => format!("{} accepted from {}", self.who(), addr(a.remote)),
+                None => format!("{} connected to {}", self.who(), addr(a.remote)),
+            }
+        });
         lock(&self.peer).on_open(Instant::now());
         self.pump();
 
@@ -765,6 +825,8 @@ impl Link {
         // each), doubled whenever a read fills it.
         let mut buf = vec![0u8; READ_MIN];
         let mut deadline: Option<tokio::time::Instant> = None;
+        // Why the loop ended, for `uhura:connection`.
+        let reason: std::borrow::Cow<'static, str>;
         loop {
             if deadline.is_none() {
                 let (failed, requested) = {
@@ -791,23 +853,35 @@ impl Link {
             }
             let reading_here = !ext.active.load(Ordering::Acquire);
             if ext.done.load(Ordering::Acquire) {
+                reason = if ext.failed.load(Ordering::Acquire) { "socket error" } else { "the peer closed" }.into();
                 break;
             }
             let input_open = !lock(&self.peer).input_paused();
             tokio::select! {
-                _ = transport.kill.notified() => break,
-                _ = grace => break,
+                _ = transport.kill.notified() => {
+                    reason = "destroyed (or a write failed)".into();
+                    break;
+                }
+                _ = grace => {
+                    reason = "the peer did not close in time after our end".into();
+                    break;
+                }
                 _ = transport.ending_wake.notified(), if deadline.is_none() => continue,
                 _ = ext.changed.notified() => continue,
                 _ = self.input_wake.notified(), if !input_open => continue,
                 r = rd.read(&mut buf), if reading_here && input_open => match r {
-                    Ok(0) => break,
+                    Ok(0) => {
+                        reason = "the peer closed".into();
+                        break;
+                    }
                     Err(e) => {
                         self.deliver_error(&e.to_string(), io_code(&e));
+                        reason = format!("socket error: {e}").into();
                         break;
                     }
                     Ok(n) => {
                         if !self.receive(&buf[..n]) {
+                            reason = "an internal error".into();
                             break;
                         }
                         if n == buf.len() && buf.len() < READ_MAX {
@@ -819,6 +893,7 @@ impl Link {
                 },
             }
             if transport.killed.load(Ordering::Acquire) {
+                reason = "destroyed (or a write failed)".into();
                 break;
             }
             self.delivery.wait_capacity().await;
@@ -826,17 +901,8 @@ impl Link {
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
         }
-        trace(|| {
-            format!(
-                "link {} transport {} loop ended (killed {})",
-                self.handle,
-                transport.id,
-                transport.killed.load(Ordering::Acquire)
-            )
-        });
         writer.abort();
         let _ = writer.await;
-        trace(|| format!("link {} transport {} writer done", self.handle, transport.id));
         if let Some(socket) = watched {
             // The other loop still holds the fd until it stops watching;
             // the peer must see the close now.
@@ -846,10 +912,21 @@ impl Link {
                 let _ = write!(b, "{id}");
             });
         }
+        self.log(Ns::Connection, || {
+            let failed = lock(&self.peer).has_failed();
+            let ending = transport.ending.load(Ordering::Acquire);
+            let why = if failed {
+                " after a protocol error or timeout"
+            } else if ending && deadline.is_some() {
+                " after our end()"
+            } else {
+                ""
+            };
+            format!("{} closed: {reason}{why}", self.who())
+        });
         lock(&self.peer).on_close();
         self.pump();
         *lock(&self.transport) = None;
-        trace(|| format!("link {} transport {} closed", self.handle, transport.id));
     }
 
     /// Asks the application's loop to read this transport's socket, when the
@@ -870,6 +947,7 @@ impl Link {
     /// The application's loop can no longer watch transport `id`: end it.
     pub fn external_failed(&self, id: u64) {
         if let Some(t) = self.transport_by_id(id) {
+            t.external.failed.store(true, Ordering::Release);
             t.external.done.store(true, Ordering::Release);
             t.external.changed.notify_one();
         }
@@ -943,6 +1021,7 @@ impl Link {
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Watch::Keep,
                 Err(e) => {
                     self.deliver_error(&e.to_string(), io_code(&e));
+                    t.external.failed.store(true, Ordering::Release);
                     break;
                 }
             }
@@ -1017,14 +1096,4 @@ pub fn io_code(e: &std::io::Error) -> Option<&'static str> {
         NetworkUnreachable => "ENETUNREACH",
         _ => return None,
     })
-}
-
-/// Diagnostics on stderr with UHURA_TRACE=1.
-pub fn trace(msg: impl FnOnce() -> String) {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    if *ON.get_or_init(|| std::env::var_os("UHURA_TRACE").is_some_and(|v| v == "1")) {
-        let t = START.get_or_init(Instant::now).elapsed().as_millis();
-        eprintln!("uhura {t}ms: {}", msg());
-    }
 }

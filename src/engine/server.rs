@@ -281,6 +281,9 @@ pub async fn listen_and_serve(
                     if server.active.load(Ordering::Acquire) >= server.max_connections.load(Ordering::Acquire) {
                         // As net.Server: closed unread, reported as `drop`.
                         drop(stream);
+                        super::diag::log(&shared.delivery, server.handle, super::diag::Ns::Connection, || {
+                            format!("server #{} refused {peers}: maxConnections reached", server.handle)
+                        });
                         server.report(&shared, kind::REFUSED, &peers);
                         continue;
                     }

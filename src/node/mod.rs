@@ -475,6 +475,14 @@ pub fn unwatch(transport: f64) -> Result<()> {
     Ok(())
 }
 
+/// Which `debug` namespaces are on (lib/debug.js): bit 0 `uhura:protocol`,
+/// 1 `uhura:connection`, 2 `uhura:reconnect`, 3 `uhura:session`.
+#[napi(catch_unwind)]
+pub fn set_debug(bits: u32) -> Result<()> {
+    crate::engine::diag::set(bits);
+    Ok(())
+}
+
 /// Diagnostics for tests and bug reports: the state of link `handle`.
 #[napi(catch_unwind)]
 pub fn debug_state(handle: u32) -> Result<String> {

@@ -77,9 +77,6 @@ extern "C" fn on_readable(handle: *mut c_void, status: c_int, _events: c_int) {
     }))
     .unwrap_or(Watch::Stop);
     if verdict != Watch::Keep {
-        crate::engine::link::trace(|| {
-            format!("poll for transport {} stops: {verdict:?} (status {status})", ctx.transport)
-        });
         // SAFETY: a started poll handle on this loop's thread.
         unsafe { uv_poll_stop(handle) };
         POLLS.with(|p| {

@@ -157,6 +157,17 @@ struct Pending {
     notify: Option<Notify>,
 }
 
+/// Which way a message went, for a [`WireTap`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Received,
+    Sent,
+}
+
+/// Sees the JSON text of every message as it is framed for the wire or
+/// taken off it, in wire order (diagnostics: `DEBUG=uhura:protocol`).
+pub type WireTap = std::sync::Arc<dyn Fn(Direction, &str) + Send + Sync>;
+
 /// A closed server-side peer's outbound state, handed to the connection
 /// that resumes its session.
 #[derive(Debug, Default)]
@@ -220,6 +231,7 @@ pub struct Peer {
     /// When the current transport opened.
     opened_at: Instant,
     close_requested: bool,
+    tap: Option<WireTap>,
 }
 
 fn start_config(config: &Config) -> String {
@@ -280,7 +292,13 @@ impl Peer {
             last_tx: now,
             opened_at: now,
             close_requested: false,
+            tap: None,
         }
+    }
+
+    /// Installs (or removes) the observer of every message sent and received.
+    pub fn set_wire_tap(&mut self, tap: Option<WireTap>) {
+        self.tap = tap;
     }
 
     pub fn role(&self) -> Role {
@@ -496,6 +514,9 @@ impl Peer {
         for msg in msgs.drain(..) {
             if self.phase == Phase::Failed {
                 break;
+            }
+            if let Some(tap) = &self.tap {
+                tap(Direction::Received, &msg);
             }
             if let Err(e) = self.handle_message(&msg, now) {
                 self.fail(e.to_string());
@@ -975,6 +996,9 @@ impl Peer {
     fn frame_str(&mut self, text: &str) {
         if matches!(self.phase, Phase::Closed) {
             return;
+        }
+        if let Some(tap) = &self.tap {
+            tap(Direction::Sent, text);
         }
         self.writer.write_raw(text, &mut self.out);
     }
