@@ -550,7 +550,7 @@ impl Link {
         info.insert("objectMode".into(), peer.object_mode().into());
         info.insert("enableAcks".into(), peer.enable_acks().into());
         info.insert("extended".into(), peer.extended().into());
-        info.insert("session".into(), Value::Object(peer.session().clone()));
+        info.insert("session".into(), session::public_view(peer.session()));
         info.insert("server".into(), self.server.map_or(Value::Null, Value::from));
         for (prefix, addr) in [("remote", addrs.remote), ("local", addrs.local)] {
             if let Some(a) = addr {
@@ -692,6 +692,40 @@ impl Link {
     /// shared store), then loads the session itself.
     async fn resume(self: &Arc<Self>, store: &Arc<dyn SessionStore>, id: &str) {
         self.log(Ns::Session, || format!("{} resuming session {id}", self.who()));
+        // The credential first: a client that may not resume this session
+        // must not close its connection nor take over its events.
+        let mut error = None;
+        let mut loaded = match store.get(id).await {
+            Ok(s) => s,
+            Err(e) => {
+                error = Some(format!("session store get failed: {e}"));
+                None
+            }
+        };
+        let refused = match &loaded {
+            Some(stored) => !lock(&self.peer).may_resume(stored),
+            // Not in the store (yet: a first save may still be on its way):
+            // a connection of this process that holds it has the credential.
+            None => self.holder_of(id).is_some_and(|other| {
+                let mut digest = session::Session::new();
+                if let Some(d) = lock(&other.peer).session().get(session::RESUME_KEY) {
+                    digest.insert(session::RESUME_KEY.into(), d.clone());
+                }
+                !lock(&self.peer).may_resume(&digest)
+            }),
+        };
+        if refused {
+            self.log(Ns::Session, || format!("{} session {id}: resume refused, no valid secret", self.who()));
+            lock(&self.peer).session_loaded(None, Instant::now());
+            self.pump();
+            self.loaded();
+            self.deliver_error(
+                &format!("uhura: resume of session {id} refused: it was made for a client that must present its resume secret; a new session was started"),
+                Some("ERR_UHURA_RESUME_REFUSED"),
+            );
+            return;
+        }
+        let mut took_over = false;
         if let Some(retention) = self.retention.clone() {
             // The client may be back before this server noticed its old
             // connection drop: end that one and take over what it leaves.
@@ -703,6 +737,7 @@ impl Link {
                         format!("{} session {id}: takes over the pending events of #{}", self.who(), old.handle)
                     });
                     self.absorb(&old);
+                    took_over = true;
                     break;
                 }
                 let Some(other) = retention.active(id).filter(|l| !Arc::ptr_eq(l, self)) else { break };
@@ -712,27 +747,28 @@ impl Link {
                 if let Some(t) = other.transport() {
                     t.kill();
                 }
+                took_over = true;
                 if tokio::time::timeout_at(deadline, changed).await.is_err() {
                     break;
                 }
             }
         }
-        let mut error = None;
         if store.keeps_delivery() {
             match store.load_delivery(id).await {
                 Ok(state) => lock(&self.peer).adopt_foreign(state.outbox, state.seen),
                 Err(e) => error = Some(format!("session store could not load delivery state: {e}")),
             }
         }
+        // What the connection taken over saved last is newer than the first read.
+        if took_over {
+            match store.get(id).await {
+                Ok(Some(s)) => loaded = Some(s),
+                Ok(None) => {}
+                Err(e) => error = Some(format!("session store get failed: {e}")),
+            }
+        }
         // A failing store starts a new session (as the original does); the
         // error follows `connect`, so it reaches the connection object.
-        let loaded = match store.get(id).await {
-            Ok(s) => s,
-            Err(e) => {
-                error = Some(format!("session store get failed: {e}"));
-                None
-            }
-        };
         self.log(Ns::Session, || match (&loaded, &error) {
             (Some(_), _) => format!("{} session {id} loaded", self.who()),
             (None, Some(e)) => format!("{} session {id} not loaded ({e}): a new session", self.who()),
@@ -740,13 +776,25 @@ impl Link {
         });
         lock(&self.peer).session_loaded(loaded, Instant::now());
         self.pump();
-        // Reading may have paused for the load (`Peer::input_paused`).
+        self.loaded();
+        if let Some(e) = error {
+            self.deliver_error(&e, Some("ESTORE"));
+        }
+    }
+
+    /// Another connection of this process that holds session `id`: open,
+    /// or dropped and kept for its return.
+    fn holder_of(self: &Arc<Self>, id: &str) -> Option<Arc<Link>> {
+        let retention = self.retention.as_ref()?;
+        retention.peek(id).or_else(|| retention.active(id)).filter(|l| !Arc::ptr_eq(l, self))
+    }
+
+    /// The session is loaded (or a new one started): reading may have
+    /// paused for it (`Peer::input_paused`).
+    fn loaded(&self) {
         self.input_wake.notify_one();
         if let Some(t) = self.transport() {
             self.resume_external(t.id);
-        }
-        if let Some(e) = error {
-            self.deliver_error(&e, Some("ESTORE"));
         }
     }
 

@@ -87,6 +87,11 @@ impl Retention {
         out
     }
 
+    /// The dropped connection kept for `sid`, left in place.
+    pub fn peek(&self, sid: &str) -> Option<Arc<Link>> {
+        lock(&self.map).get(sid).map(|(l, _)| l.clone())
+    }
+
     pub fn take(&self, sid: &str) -> Option<Arc<Link>> {
         lock(&self.map).remove(sid).map(|(l, _)| l)
     }

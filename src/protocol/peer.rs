@@ -212,6 +212,9 @@ pub struct Peer {
     /// The peer's heartbeat interval, if it sends heartbeats.
     peer_heartbeat: Option<Duration>,
     session: Session,
+    /// The session's resume secret: the client's, issued by our server; on a
+    /// server, what the client presented in `start`.
+    resume_secret: Option<String>,
     /// `session::size(&session)`, when known; None after a wholesale change.
     session_size: Option<usize>,
     session_id: Option<String>,
@@ -234,12 +237,16 @@ pub struct Peer {
     tap: Option<WireTap>,
 }
 
-fn start_config(config: &Config) -> String {
+fn start_config(config: &Config, resume_secret: Option<&str>) -> String {
     let mut s = String::from(r#"{"objectMode":true,"enableAcks":true"#);
     if config.extensions {
         let _ = write!(s, r#","uhura":{EXTENSIONS_VERSION}"#);
         if let Some(hb) = config.heartbeat_interval {
             let _ = write!(s, r#","heartbeat":{}"#, hb.as_millis());
+        }
+        if let Some(secret) = resume_secret {
+            s.push_str(r#","resume":"#);
+            message::push_json_string(secret, &mut s);
         }
     }
     s.push('}');
@@ -278,6 +285,7 @@ impl Peer {
             peer_has_config: false,
             peer_heartbeat: None,
             session: Session::new(),
+            resume_secret: None,
             session_size: None,
             session_id: None,
             id_prefix,
@@ -404,11 +412,12 @@ impl Peer {
                 self.phase = Phase::AwaitingConnect;
                 let session = Value::Object(self.session.clone()).to_string();
                 self.frame_str(&format!("[\"_set\",{session}]"));
-                let start = start_config(&self.config);
+                let start = start_config(&self.config, self.resume_secret.as_deref());
                 self.frame_str(&format!("[\"start\",{start}]"));
             }
             Role::Server => {
                 self.phase = Phase::AwaitingStart;
+                self.resume_secret = None;
                 self.session = Session::new();
                 self.session.insert("cookie".into(), session::new_cookie(&self.config.cookie, session::now_millis()));
                 self.session_size = None;
@@ -614,6 +623,9 @@ impl Peer {
                     && self.enable_acks
                     && config.get("uhura").and_then(Value::as_u64).is_some_and(|v| v >= 1);
                 self.peer_heartbeat = heartbeat_of(&config).filter(|_| self.extended);
+                if self.extended {
+                    self.resume_secret = config.get("resume").and_then(Value::as_str).map(str::to_owned);
+                }
                 match self.session.get("sessionID") {
                     Some(Value::String(id)) if !id.is_empty() => {
                         let id = id.clone();
@@ -633,11 +645,16 @@ impl Peer {
                     && self.enable_acks
                     && config.get("uhura").and_then(Value::as_u64).is_some_and(|v| v >= 1);
                 self.peer_heartbeat = heartbeat_of(&config).filter(|_| self.extended);
+                // A new session's secret; a resumed one keeps the one we have.
+                if let Some(secret) = config.get("secret").and_then(Value::as_str).filter(|_| self.extended) {
+                    self.resume_secret = Some(secret.to_owned());
+                }
                 self.become_ready(false, now);
             }
             ("invalidateSession", Role::Client) => {
                 self.session.clear();
                 self.session_size = None;
+                self.resume_secret = None;
                 self.close_requested = true;
                 self.events.push_back(Event::Message(args.to_owned()));
                 return Ok(true);
@@ -709,11 +726,16 @@ impl Peer {
     fn start_new_session(&mut self, now: Instant) {
         let id = session::new_session_id();
         self.session.insert("sessionID".into(), Value::String(id.clone()));
+        // One of our clients gets a secret that it alone can resume with.
+        let secret = self.extended.then(session::new_resume_secret);
+        if let Some(secret) = &secret {
+            self.session.insert(session::RESUME_KEY.into(), Value::String(session::resume_digest(secret)));
+        }
         self.session_size = None;
         self.session_id = Some(id.clone());
         self.frame_str(&format!("[\"_set\",\"sessionID\",\"{id}\"]"));
         self.events.push_back(Event::SaveSession);
-        self.send_connect();
+        self.send_connect(secret.as_deref());
         self.become_ready(false, now);
     }
 
@@ -732,9 +754,9 @@ impl Peer {
                     self.session.insert("sessionID".into(), id);
                 }
                 self.session_id = self.session.get("sessionID").and_then(Value::as_str).map(str::to_owned);
-                let session = Value::Object(self.session.clone()).to_string();
+                let session = session::public_view(&self.session).to_string();
                 self.frame_str(&format!("[\"_set\",{session}]"));
-                self.send_connect();
+                self.send_connect(None);
                 self.become_ready(true, now);
             }
             None => {
@@ -745,12 +767,17 @@ impl Peer {
         }
     }
 
-    fn send_connect(&mut self) {
+    /// The handshake's reply; `secret`: a new session's resume secret (our peers only).
+    fn send_connect(&mut self, secret: Option<&str>) {
         let mut config = format!("{{\"objectMode\":{},\"enableAcks\":{}", self.object_mode, self.enable_acks);
         if self.extended {
             let _ = write!(config, ",\"uhura\":{EXTENSIONS_VERSION}");
             if let Some(hb) = self.config.heartbeat_interval {
                 let _ = write!(config, ",\"heartbeat\":{}", hb.as_millis());
+            }
+            if let Some(secret) = secret {
+                config.push_str(",\"secret\":");
+                message::push_json_string(secret, &mut config);
             }
         }
         config.push('}');
@@ -905,6 +932,12 @@ impl Peer {
         session::merge(&mut self.session, args);
         self.session_size = Some(after);
         Ok(())
+    }
+
+    /// Server: whether this connection may resume `stored` (see
+    /// `session::may_resume`); one that may not gets a new session.
+    pub fn may_resume(&self, stored: &Session) -> bool {
+        session::may_resume(stored, self.resume_secret.as_deref())
     }
 
     /// Server: forgets the session after `invalidateSession` destroyed it.

@@ -1,6 +1,7 @@
 //! The shared key/value session (docs/PROTOCOL.md §5) and session ids.
 
 use serde_json::{Map, Value};
+use std::fmt::Write as _;
 
 pub type Session = Map<String, Value>;
 
@@ -38,19 +39,62 @@ pub fn fill_random(buf: &mut [u8]) {
 
 /// Applies the arguments of a `_set` message (after the name) the way the old
 /// peers do: `[key, value]` sets one field (a missing value becomes null),
-/// `[{...}]` merges fields, anything else changes nothing.
+/// `[{...}]` merges fields, anything else changes nothing. `RESUME_KEY` is
+/// the server's own and no `_set` changes it.
 pub fn merge(session: &mut Session, args: &[Value]) {
     match args.first() {
-        Some(Value::String(key)) => {
+        Some(Value::String(key)) if key != RESUME_KEY => {
             session.insert(key.clone(), args.get(1).cloned().unwrap_or(Value::Null));
         }
         Some(Value::Object(fields)) => {
-            for (k, v) in fields {
+            for (k, v) in fields.iter().filter(|(k, _)| *k != RESUME_KEY) {
                 session.insert(k.clone(), v.clone());
             }
         }
         _ => {}
     }
+}
+
+/// Where a server keeps, in a session made for one of our clients, the
+/// SHA-256 of the session's resume secret (hex). It never leaves the server
+/// and its store: the client and the application see the session without it.
+pub const RESUME_KEY: &str = "uhura:resume";
+
+/// A new resume secret: as long and as random as a session id.
+pub fn new_resume_secret() -> String {
+    new_session_id()
+}
+
+/// The value `RESUME_KEY` holds for `secret`.
+pub fn resume_digest(secret: &str) -> String {
+    ring::digest::digest(&ring::digest::SHA256, secret.as_bytes()).as_ref().iter().fold(
+        String::with_capacity(64),
+        |mut hex, b| {
+            let _ = write!(hex, "{b:02x}");
+            hex
+        },
+    )
+}
+
+/// Whether a client presenting `secret` may resume `stored`. Sessions made
+/// by old clients have no secret and resume by id, as in the original;
+/// the others need theirs. Compared in constant time.
+pub fn may_resume(stored: &Session, secret: Option<&str>) -> bool {
+    use subtle::ConstantTimeEq;
+    match stored.get(RESUME_KEY) {
+        None => true,
+        Some(Value::String(want)) => {
+            secret.is_some_and(|s| bool::from(resume_digest(s).as_bytes().ct_eq(want.as_bytes())))
+        }
+        Some(_) => false,
+    }
+}
+
+/// `session` as the client and the application may see it.
+pub fn public_view(session: &Session) -> Value {
+    let mut view = session.clone();
+    view.shift_remove(RESUME_KEY);
+    Value::Object(view)
 }
 
 /// Bytes of `value` as JSON text, counted without building the text.
