@@ -173,6 +173,8 @@ export interface ClientOptions extends PeerOptions {
   servers?: Array<{ host?: string; port: number | string } | { path: string }>
   /** Native TLS (rustls). */
   tls?: TlsOptions
+  /** The resume secret of the session this client resumes (`client.resumeSecret` of an earlier run). */
+  resumeSecret?: string
   /** The original's factory hook: hand over any Node duplex stream. */
   createConnection?: (options: ClientOptions, cb: (err: Error | null, stream?: NodeJS.ReadWriteStream) => void) => NodeJS.ReadWriteStream | void
 }
@@ -181,6 +183,8 @@ export interface ClientOptions extends PeerOptions {
 export class Client extends SendEmitter {
   constructor()
   options: ClientOptions | null
+  /** The secret our server issued for this session (undefined with an old server): keep it with `sessionID` to resume after a restart. */
+  resumeSecret: string | undefined
   connect(port: number | string, host?: string, cb?: () => void): this
   connect(port: number | string, cb: () => void): this
   connect(options: ClientOptions, cb?: () => void): this

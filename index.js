@@ -285,6 +285,10 @@ function peerOptions (o) {
     if (o[k] != null) out[k] = nonNegative(o[k], `options.${k}`)
   }
   if (o.extensions != null) out.extensions = !!o.extensions
+  if (o.resumeSecret != null) {
+    if (typeof o.resumeSecret !== 'string') throw new TypeError(`uhura: options.resumeSecret must be a string, got ${describe(o.resumeSecret)}`)
+    out.resumeSecret = o.resumeSecret
+  }
   return out
 }
 
@@ -698,6 +702,7 @@ function Client () {
   this._active = false
   this._stopped = false
   this.options = null
+  this.resumeSecret = undefined
 }
 util.inherits(Client, SendEmitter)
 
@@ -840,6 +845,8 @@ Client.prototype._openTransport = function () {
 
 Client.prototype._onConnected = function (info) {
   SendEmitter.prototype._onConnected.call(this, info)
+  // With `sessionID`, what a restarted process needs to resume this session.
+  if (info.resumeSecret !== undefined) this.resumeSecret = info.resumeSecret
   this.socket.emit('connect')
   this.emit('connect', { objectMode: info.objectMode, enableAcks: info.enableAcks })
 }

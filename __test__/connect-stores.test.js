@@ -167,8 +167,10 @@ function assertNoErrors (srv, clients) {
 }
 
 /** A client that asks to resume session `sid`, connected. */
-async function resumer (r, port, sid) {
-  const client = r.createClient('ours', port, HOST)
+// A new client object (a restarted process) that resumes `sid`; sessions
+// made by our clients need the resume secret their client was given.
+async function resumer (r, port, sid, resumeSecret) {
+  const client = r.createClient('ours', { port, host: HOST, resumeSecret })
   client.set('sessionID', sid)
   await waitHandshake('ours', client, 5000)
   return client
@@ -320,8 +322,10 @@ describe('what 0.1.2 stores, ours stores', () => {
         assert.ok(expires >= t0 + M - 2 && expires <= t1 + M, `${impl}: expires maxAge after the save (${expires - t0} ms after the set)`)
         // connect's Cookie takes originalMaxAge from its maxAge getter, which can be a ms short.
         const orig = sess.cookie.originalMaxAge
+        if (impl === 'ours') assert.match(sess['uhura:resume'], /^[0-9a-f]{64}$/, 'ours adds the digest of the resume secret')
         seen[impl] = {
-          keys: Object.keys(sess).filter((k) => k !== '__lastAccess').sort(),
+          // uhura:resume: ours, on purpose (README "Security").
+          keys: Object.keys(sess).filter((k) => k !== '__lastAccess' && k !== 'uhura:resume').sort(),
           cookie: { ...sess.cookie, expires: typeof sess.cookie.expires, originalMaxAge: orig === M - 1 ? M : orig },
           ttl: ttl ? await ttl(sid) : null,
         }
@@ -388,7 +392,7 @@ describe('our native redisStore beside connect-redis', () => {
     }
 
     // A's session resumes on B: connect-redis reads what the native store wrote.
-    const c = await resumer(r, B.port, sidA)
+    const c = await resumer(r, B.port, sidA, a.resumeSecret)
     const { reconnect } = await B.waitConnection(1)
     assert.equal(reconnect, true, "B resumed A's session through connect-redis")
     assert.equal(c.get('on'), 'A')
@@ -396,7 +400,7 @@ describe('our native redisStore beside connect-redis', () => {
 
     // Back on A: the pending event arrives; invalidateSession removes the
     // session and its delivery state.
-    const a2 = r.createClient('ours', A.port, HOST)
+    const a2 = r.createClient('ours', { port: A.port, host: HOST, resumeSecret: a.resumeSecret })
     a2.set('sessionID', sidA)
     const later = waitFor(a2, 'later', 5000)
     await waitHandshake('ours', a2, 5000)

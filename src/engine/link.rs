@@ -551,6 +551,9 @@ impl Link {
         info.insert("enableAcks".into(), peer.enable_acks().into());
         info.insert("extended".into(), peer.extended().into());
         info.insert("session".into(), session::public_view(peer.session()));
+        if let Some(secret) = peer.resume_secret().filter(|_| self.server.is_none()) {
+            info.insert("resumeSecret".into(), secret.into());
+        }
         info.insert("server".into(), self.server.map_or(Value::Null, Value::from));
         for (prefix, addr) in [("remote", addrs.remote), ("local", addrs.local)] {
             if let Some(a) = addr {
@@ -719,10 +722,14 @@ impl Link {
             lock(&self.peer).session_loaded(None, Instant::now());
             self.pump();
             self.loaded();
-            self.deliver_error(
-                &format!("uhura: resume of session {id} refused: it was made for a client that must present its resume secret; a new session was started"),
-                Some("ERR_UHURA_RESUME_REFUSED"),
-            );
+            // Gone from the store (expired, invalidated), it is just an
+            // unknown id; only a stored session refused is worth an error.
+            if loaded.is_some() {
+                self.deliver_error(
+                    &format!("uhura: resume of session {id} refused: it was made for a client that must present its resume secret; a new session was started"),
+                    Some("ERR_UHURA_RESUME_REFUSED"),
+                );
+            }
             return;
         }
         let mut took_over = false;

@@ -93,6 +93,8 @@ pub struct PeerOptions {
     pub max_handshake_bytes: Option<f64>,
     /// Largest session, in bytes of JSON.
     pub max_session_bytes: Option<f64>,
+    /// Client: the resume secret of the session it starts with.
+    pub resume_secret: Option<String>,
     /// Offer our protocol extensions to peers (default true).
     pub extensions: Option<bool>,
     /// Server: the `cookie` field of new sessions, as JSON.
@@ -134,6 +136,7 @@ fn peer_config(o: Option<PeerOptions>) -> Config {
     if let Some(n) = count(o.max_session_bytes) {
         c.max_session_bytes = n;
     }
+    c.resume_secret = o.resume_secret;
     if let Some(e) = o.extensions {
         c.extensions = e;
     }

@@ -69,6 +69,9 @@ pub struct Config {
     /// A `_set` (either side's) that would make the session larger than
     /// this many bytes of JSON is refused.
     pub max_session_bytes: usize,
+    /// Client: the resume secret of the session it starts with (kept by the
+    /// application from an earlier run; see `Peer::resume_secret`).
+    pub resume_secret: Option<String>,
     /// Server: report `Persist` / `Unpersist` / `Seen` so a shared store can
     /// carry delivery state to another server.
     pub persist_delivery: bool,
@@ -90,6 +93,7 @@ impl Default for Config {
             handshake_timeout: Duration::from_secs(30),
             max_handshake_bytes: 1024 * 1024,
             max_session_bytes: 1024 * 1024,
+            resume_secret: None,
             persist_delivery: false,
             defer_acks: false,
         }
@@ -267,6 +271,7 @@ impl Peer {
         let mut prefix = [0u8; 6];
         session::fill_random(&mut prefix);
         let id_prefix: String = prefix.iter().map(|b| format!("{b:02x}")).collect::<String>() + "-";
+        let resume_secret = config.resume_secret.clone();
         Peer {
             role,
             reader: Reader::new(config.max_message_size),
@@ -285,7 +290,7 @@ impl Peer {
             peer_has_config: false,
             peer_heartbeat: None,
             session: Session::new(),
-            resume_secret: None,
+            resume_secret,
             session_size: None,
             session_id: None,
             id_prefix,
@@ -524,10 +529,10 @@ impl Peer {
             if self.phase == Phase::Failed {
                 break;
             }
-            if let Some(tap) = &self.tap {
-                tap(Direction::Received, &msg);
-            }
-            if let Err(e) = self.handle_message(&msg, now) {
+            let handled = self.handle_message(&msg, now);
+            // After handling, so a secret the message carried is known and hidden.
+            self.tap(Direction::Received, &msg);
+            if let Err(e) = handled {
                 self.fail(e.to_string());
             }
         }
@@ -731,6 +736,8 @@ impl Peer {
         if let Some(secret) = &secret {
             self.session.insert(session::RESUME_KEY.into(), Value::String(session::resume_digest(secret)));
         }
+        // This session's secret from now on (and hidden from the wire tap).
+        self.resume_secret = secret.clone();
         self.session_size = None;
         self.session_id = Some(id.clone());
         self.frame_str(&format!("[\"_set\",\"sessionID\",\"{id}\"]"));
@@ -934,6 +941,12 @@ impl Peer {
         Ok(())
     }
 
+    /// Client: the secret our server issued for this session; with the
+    /// session id, an application can persist it to resume after a restart.
+    pub fn resume_secret(&self) -> Option<&str> {
+        self.resume_secret.as_deref()
+    }
+
     /// Server: whether this connection may resume `stored` (see
     /// `session::may_resume`); one that may not gets a new session.
     pub fn may_resume(&self, stored: &Session) -> bool {
@@ -1030,10 +1043,18 @@ impl Peer {
         if matches!(self.phase, Phase::Closed) {
             return;
         }
-        if let Some(tap) = &self.tap {
-            tap(Direction::Sent, text);
-        }
+        self.tap(Direction::Sent, text);
         self.writer.write_raw(text, &mut self.out);
+    }
+
+    /// Shows a message to the wire tap (`DEBUG=uhura:protocol`), with the
+    /// resume secret hidden: logs must not hand out the credential.
+    fn tap(&self, direction: Direction, text: &str) {
+        let Some(tap) = &self.tap else { return };
+        match self.resume_secret.as_deref().filter(|s| text.contains(s)) {
+            Some(secret) => tap(direction, &text.replace(secret, "<secret>")),
+            None => tap(direction, text),
+        }
     }
 }
 
