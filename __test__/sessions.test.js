@@ -721,15 +721,18 @@ describe('2. session stores', () => {
     const CAP = 5
     const srv = await r.startServer('ours', { options: { maxSessions: CAP }, onConnection: pingPong })
     const sids = []
+    const secrets = new Map()
     for (let i = 0; i < CAP + 5; i++) {
       const c = await r.connectClient('ours', srv.port)
       sids.push(c.get('sessionID'))
+      secrets.set(c.get('sessionID'), c.resumeSecret)
       await entryOf(srv, c.get('sessionID')) // counted before the next step
       c.disconnect()
     }
     assert.equal(new Set(sids).size, sids.length)
+    // A new client object for each, as a restarted process: id and secret.
     const resume = async (sid) => {
-      const c = r.createClient('ours', srv.port, HOST)
+      const c = r.createClient('ours', { port: srv.port, host: HOST, resumeSecret: secrets.get(sid) })
       c.set('sessionID', sid)
       const n = srv.connections.length
       await waitHandshake('ours', c)
