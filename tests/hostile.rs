@@ -209,8 +209,8 @@ fn a_set_our_limits_refuse_is_an_error_and_changes_nothing() {
 #[test]
 fn a_message_the_peer_keeps_refusing_is_dropped_not_resent_forever() {
     let now = Instant::now();
-    let mut client = Peer::new(Role::Client, Config { extensions: false, ..Config::default() }, now);
-    let connect = "[\n[\"_set\",\"sessionID\",\"aaaaaaaaaaaaaaaaaaaaaaaa\"]\n,\n{\"args\":[\"connect\",{\"objectMode\":true,\"enableAcks\":true}]}";
+    let mut client = Peer::new(Role::Client, Config::default(), now);
+    let connect = "[\n[\"_set\",\"sessionID\",\"aaaaaaaaaaaaaaaaaaaaaaaa\"]\n,\n{\"args\":[\"connect\",{\"objectMode\":true,\"enableAcks\":true,\"uhura\":1}]}";
     client.send_event(r#"["ok",1]"#.to_owned(), Some((1, 0)), now);
     client.send_event(r#"["poison",1]"#.to_owned(), Some((1, 1)), now);
     client.send_event(r#"["after",1]"#.to_owned(), Some((1, 2)), now);
@@ -240,7 +240,8 @@ fn a_message_the_peer_keeps_refusing_is_dropped_not_resent_forever() {
             assert!(!names.contains(&json!("poison")), "round {round}: dropped after {REFUSALS_BEFORE_DROP} refusals");
             assert!(names.contains(&json!("after")), "round {round}: what was behind it goes out");
         }
-        // The peer's reader fails on the poison and closes.
+        // The peer's reader fails on the poison, says so and closes.
+        client.receive(b"\n,\n[\"_uhura_refused\"]", now);
         client.on_close();
         if dropped.is_none() {
             dropped = events(&mut client).into_iter().find(|e| matches!(e, Event::Refused { .. })).map(|e| (round, e));
@@ -250,10 +251,41 @@ fn a_message_the_peer_keeps_refusing_is_dropped_not_resent_forever() {
 }
 
 #[test]
+fn plain_drops_never_drop_an_event() {
+    // A flaky network: the same event is the oldest in flight at every drop,
+    // but the peer never said it refused anything.
+    let now = Instant::now();
+    let mut client = Peer::new(Role::Client, Config::default(), now);
+    let connect = "[\n{\"args\":[\"connect\",{\"objectMode\":true,\"enableAcks\":true,\"uhura\":1}]}";
+    client.send_event(r#"["e",1]"#.to_owned(), Some((1, 0)), now);
+    for _ in 0..10 {
+        client.on_open(now);
+        client.receive(connect.as_bytes(), now);
+        output_texts(&mut client);
+        client.on_close();
+        assert!(!events(&mut client).iter().any(|e| matches!(e, Event::Refused { .. })));
+    }
+    assert_eq!(client.queued_len(), 1);
+}
+
+#[test]
+fn a_peer_of_ours_says_it_refused_before_closing() {
+    let now = Instant::now();
+    let mut server = Peer::new(Role::Server, Config { max_depth: 3, ..Config::default() }, now);
+    server.on_open(now);
+    server.receive(b"[\n[\"_set\",{}]\n,\n[\"start\",{\"objectMode\":true,\"enableAcks\":true,\"uhura\":1}]", now);
+    assert!(server.extended());
+    output_texts(&mut server);
+    server.receive(b"\n,\n{\"args\":[\"e\",[[[1]]]],\"id\":\"x\"}", now);
+    assert!(server.has_failed());
+    assert_eq!(output_texts(&mut server), vec!["[\"_uhura_refused\"]".to_owned()]);
+}
+
+#[test]
 fn closes_with_progress_in_between_drop_nothing() {
     let now = Instant::now();
-    let mut client = Peer::new(Role::Client, Config { extensions: false, ..Config::default() }, now);
-    let connect = "[\n{\"args\":[\"connect\",{\"objectMode\":true,\"enableAcks\":true}]}";
+    let mut client = Peer::new(Role::Client, Config::default(), now);
+    let connect = "[\n{\"args\":[\"connect\",{\"objectMode\":true,\"enableAcks\":true,\"uhura\":1}]}";
     for i in 0..10 {
         client.send_event(format!("[\"e\",{i}]"), Some((1, i)), now);
     }
@@ -265,6 +297,7 @@ fn closes_with_progress_in_between_drop_nothing() {
         let v: Value =
             sent.iter().map(|m| serde_json::from_str::<Value>(m).unwrap()).find(|v| v["id"].is_string()).unwrap();
         client.receive(format!("\n,\n{{\"args\":[\"ack::{}\"]}}", v["id"].as_str().unwrap()).as_bytes(), now);
+        client.receive(b"\n,\n[\"_uhura_refused\"]", now);
         client.on_close();
         assert!(!events(&mut client).iter().any(|e| matches!(e, Event::Refused { .. })));
     }

@@ -30,6 +30,9 @@ pub enum Role {
 pub const EXTENSIONS_VERSION: u64 = 1;
 /// Name of the heartbeat message; only sent to peers that negotiated it.
 pub const HEARTBEAT: &str = "_uhura_hb";
+/// Sent, to peers that negotiated our extensions, right before closing the
+/// connection over a protocol error in what the peer sent.
+pub const REFUSED: &str = "_uhura_refused";
 /// Past this much unwritten output, events wait in the queue instead, so a
 /// peer that stops reading makes the queue (which is bounded) grow, not the
 /// output buffer.
@@ -40,10 +43,11 @@ const OUTPUT_HIGH_WATER: usize = 1024 * 1024;
 const MAX_IN_FLIGHT: usize = 8192;
 /// How many senders' duplicate-suppression watermarks a peer remembers.
 const MAX_SEEN_SENDERS: usize = 64;
-/// An event that is the oldest unacknowledged one each time the peer closes
-/// the connection, this many times in a row with nothing acknowledged in
-/// between, is taken as refused by the peer (its reader rejects it) and
-/// dropped instead of being resent forever (docs/PROTOCOL.md §9).
+/// An event that is the oldest unacknowledged one each time the peer
+/// refuses our input (`REFUSED`) and closes the connection, this many times
+/// in a row with nothing acknowledged in between, is taken as refused by the
+/// peer (its reader rejects it) and dropped instead of being resent forever
+/// (docs/PROTOCOL.md §9).
 pub const REFUSALS_BEFORE_DROP: u32 = 3;
 
 /// Event names the peer can never raise: local lifecycle events of the
@@ -235,6 +239,8 @@ pub struct Peer {
     suspect: Option<(u64, u32)>,
     /// Something was acknowledged on the current transport.
     progressed: bool,
+    /// The peer said it refused our input on the current transport.
+    peer_refused: bool,
 }
 
 fn start_config(config: &Config) -> String {
@@ -295,6 +301,7 @@ impl Peer {
             close_requested: false,
             suspect: None,
             progressed: false,
+            peer_refused: false,
         }
     }
 
@@ -381,6 +388,7 @@ impl Peer {
     pub fn on_open(&mut self, now: Instant) {
         self.reader = Reader::with_limits(self.config.max_message_size, self.config.max_depth);
         self.progressed = false;
+        self.peer_refused = false;
         self.writer = Writer::new();
         self.out.clear();
         self.close_requested = false;
@@ -410,10 +418,10 @@ impl Peer {
     /// The transport closed. Unacknowledged events go back to the head of the
     /// queue, in order, to be sent again after the next handshake.
     pub fn on_close(&mut self) {
-        let was_ready = self.phase == Phase::Ready;
+        let refused = self.phase == Phase::Ready && std::mem::take(&mut self.peer_refused);
         self.phase = Phase::Closed;
         self.out.clear();
-        self.note_refusal(was_ready);
+        self.note_refusal(refused);
         self.held.clear();
         if !self.unacked.is_empty() {
             let mut resend: VecDeque<Pending> = std::mem::take(&mut self.unacked).into_values().collect();
@@ -424,23 +432,27 @@ impl Peer {
 
     /// A poison message (one the peer's reader rejects, e.g. too deep for
     /// it) would be resent on every reconnect and block everything behind
-    /// it. The peer closing with the same oldest event unacknowledged, with
-    /// no ack on the way, `REFUSALS_BEFORE_DROP` times in a row: drop it.
-    fn note_refusal(&mut self, was_ready: bool) {
+    /// it. The peer refusing our input and closing with the same oldest
+    /// event unacknowledged, with no ack on the way, `REFUSALS_BEFORE_DROP`
+    /// times in a row: drop it. Plain drops (a flaky network, a restarted
+    /// server) never count, whatever is in flight.
+    fn note_refusal(&mut self, refused: bool) {
         let Some(&oldest) = self.unacked.keys().next() else {
             if self.progressed {
                 self.suspect = None;
             }
             return;
         };
-        if !was_ready {
+        if !refused {
+            if self.progressed {
+                self.suspect = None;
+            }
             return;
         }
         let count = match self.suspect {
             Some((seq, n)) if seq == oldest && !self.progressed => n + 1,
             _ => 1,
         };
-        self.progressed = false;
         if count < REFUSALS_BEFORE_DROP {
             self.suspect = Some((oldest, count));
             return;
@@ -550,15 +562,25 @@ impl Peer {
                 break;
             }
             if let Err(e) = self.handle_message(&msg, now) {
-                self.fail(e.to_string());
+                self.refuse_input(e.to_string());
             }
         }
         self.received = msgs;
         if let Err(e) = framed {
             if self.phase != Phase::Failed {
-                self.fail(frame_error_text(&e));
+                self.refuse_input(frame_error_text(&e));
             }
         }
+    }
+
+    /// What the peer sent breaks the protocol or our limits. A peer of ours
+    /// is told before the connection closes, so it can tell a refusal from
+    /// a network drop (see `note_refusal`).
+    fn refuse_input(&mut self, message: String) {
+        if self.extended {
+            self.frame_str(&format!("[\"{REFUSED}\"]"));
+        }
+        self.fail(message);
     }
 
     fn fail(&mut self, message: String) {
@@ -617,6 +639,7 @@ impl Peer {
     fn dispatch(&mut self, name: &str, args: &str, now: Instant) -> Result<bool, message::MessageError> {
         match (name, self.role) {
             (HEARTBEAT, _) if self.extended => {}
+            (REFUSED, _) if self.extended => self.peer_refused = true,
             ("_set", _) => {
                 // Within the framing's depth rule, so this cannot fail on
                 // anything the reader let through (docs/PROTOCOL.md §5).
