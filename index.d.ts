@@ -16,6 +16,10 @@ export type AckCallback = (err?: Error) => void
 export interface PeerOptions {
   /** Largest single message accepted from the peer, in bytes. Default 16 MiB. */
   maxMessageSize?: number
+  /** Most arguments (after the event name) of one event from the peer; more is a protocol error, and `send()` throws a TypeError beyond it. Default 4096. */
+  maxArgs?: number
+  /** Deepest nesting of an event's argument array (the array itself is level 1) accepted from the peer; deeper is a protocol error, and `send()` / `set()` throw a TypeError beyond it. Default 1000, at most 2000. */
+  maxDepth?: number
   /** Most pending events (queued + unacknowledged); beyond it the oldest is dropped (`drop` event). Default Infinity. */
   maxQueueLength?: number
   /** Most bytes of pending events; beyond it the oldest is dropped. Default 64 MiB. */

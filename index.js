@@ -99,9 +99,8 @@ function drain () {
       try {
         dispatch(entries[i])
       } catch (err) {
-        // A throwing listener surfaces as an uncaughtException, as it would
-        // from a net socket; the rest of the batch is still delivered.
-        process.nextTick(rethrow, err)
+        // The rest of the batch is still delivered either way.
+        listenerThrew(entries[i], err)
       }
     }
   }
@@ -113,11 +112,46 @@ function drain () {
   dispatching = false
   const later = afterBatch
   afterBatch = []
-  for (const fn of later) fn()
+  for (const fn of later) {
+    try {
+      fn()
+    } catch (err) {
+      // A close requested from a listener, of something that closed in the
+      // meantime: it is closed, which is what was asked.
+      if (process.env.UHURA_TRACE === '1') console.error('uhura: deferred close failed:', err)
+    }
+  }
 }
 
 function rethrow (err) {
   throw err
+}
+
+/**
+ * A listener (or an ack callback) threw while a delivered entry was
+ * dispatched. What the peer sends cannot make that crash the process: the
+ * error goes to the emitter as an 'error' event (code ERR_UHURA_LISTENER, the
+ * thrown value as `cause`), which the built-in listener swallows unless
+ * `logErrors` is on. Only an 'error' listener that throws, or an entry with
+ * no emitter, is rethrown (an uncaughtException, as from a net socket).
+ */
+function listenerThrew (entry, thrown) {
+  const obj = handles.get(entry[0])
+  if (!obj || entry[1] === ERROR || typeof obj.emit !== 'function') {
+    process.nextTick(rethrow, thrown)
+    return
+  }
+  const what = entry[1] === MESSAGE && Array.isArray(entry[2]) ? `the "${String(entry[2][0])}" event` : 'an event'
+  const cause = thrown instanceof Error ? thrown.message : String(thrown)
+  const err = new Error(`uhura: a listener of ${what} threw: ${cause}`)
+  err.code = 'ERR_UHURA_LISTENER'
+  err.cause = thrown
+  if (thrown instanceof Error && thrown.stack) err.stack = `${err.stack}\nCaused by: ${thrown.stack}`
+  try {
+    obj.emit('error', err)
+  } catch (e) {
+    process.nextTick(rethrow, e)
+  }
 }
 
 function dispatch (e) {
@@ -164,7 +198,7 @@ function dispatch (e) {
       if (obj) obj._onClose()
       break
     case DROPPED:
-      if (obj) obj._onDropped(e[2])
+      if (obj) obj._onDropped(e[2], e[3])
       break
     case ACK_TIMEOUT:
       if (obj) obj._onAckTimeout(e[2])
@@ -278,10 +312,75 @@ function nonNegative (v, name) {
   return n
 }
 
+// Defaults of the limits on incoming messages (src/protocol/framing.rs and
+// message.rs); send() and set() refuse what a peer with these would refuse.
+const DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
+const DEFAULT_MAX_ARGS = 4096
+const DEFAULT_MAX_DEPTH = 1000
+// The highest maxDepth Rust accepts (framing::MAX_DEPTH_LIMIT).
+const MAX_DEPTH_LIMIT = 2000
+
+/** The limits of `options` that send() and set() check, with their defaults. */
+function limitsOf (o) {
+  const n = (v, d) => (v == null || Number.isNaN(Number(v)) ? d : Number(v))
+  return {
+    maxArgs: n(o.maxArgs, DEFAULT_MAX_ARGS),
+    maxDepth: Math.min(Math.max(1, n(o.maxDepth, DEFAULT_MAX_DEPTH)), MAX_DEPTH_LIMIT),
+    maxMessageSize: Math.max(1, n(o.maxMessageSize, DEFAULT_MAX_MESSAGE_SIZE))
+  }
+}
+
+/** Whether JSON text nests deeper than `limit` (the outermost array is level 1). */
+function deeperThan (json, limit) {
+  // Each level takes two characters at least.
+  if (json.length <= 2 * limit) return false
+  let depth = 0
+  for (let i = 0; i < json.length; i++) {
+    const c = json.charCodeAt(i)
+    if (c === 34) {
+      // A string: skip it (JSON.stringify output, so escapes are well formed).
+      for (i++; i < json.length; i++) {
+        const d = json.charCodeAt(i)
+        if (d === 92) i++
+        else if (d === 34) break
+      }
+    } else if (c === 91 || c === 123) {
+      if (++depth > limit) return true
+    } else if (c === 93 || c === 125) depth--
+  }
+  return false
+}
+
+/**
+ * Throws a TypeError when the message `json` (an argument array, event
+ * name first) is beyond what our own reader accepts: a peer with the same
+ * limits would refuse it, so it must never enter the resend queue.
+ */
+function checkLimits (limits, json, nargs, what) {
+  if (nargs > limits.maxArgs) {
+    throw new TypeError(`uhura: ${what}: ${nargs} arguments are more than maxArgs (${limits.maxArgs})`)
+  }
+  if (deeperThan(json, limits.maxDepth)) {
+    throw new TypeError(`uhura: ${what}: the arguments are nested deeper than maxDepth (${limits.maxDepth})`)
+  }
+  // The wire form adds at most this much: {"args":…,"id":"<prefix>-<seq>"}.
+  const overhead = 64
+  if (json.length * 3 + overhead > limits.maxMessageSize && Buffer.byteLength(json) + overhead > limits.maxMessageSize) {
+    throw new TypeError(`uhura: ${what}: the message is larger than maxMessageSize (${limits.maxMessageSize} bytes)`)
+  }
+}
+
+/** Sets `obj[key]` as plain data, whatever the key (`__proto__` included). */
+function setData (obj, key, value) {
+  if (key === '__proto__') {
+    Object.defineProperty(obj, key, { value, writable: true, enumerable: true, configurable: true })
+  } else obj[key] = value
+}
+
 /** Options of the protocol state machine, as the addon takes them. */
 function peerOptions (o) {
   const out = {}
-  for (const k of ['maxMessageSize', 'maxQueueLength', 'maxQueueBytes', 'ackTimeout', 'heartbeatInterval', 'heartbeatTimeout', 'handshakeTimeout', 'maxHandshakeBytes', 'maxSessionBytes']) {
+  for (const k of ['maxMessageSize', 'maxArgs', 'maxDepth', 'maxQueueLength', 'maxQueueBytes', 'ackTimeout', 'heartbeatInterval', 'heartbeatTimeout', 'handshakeTimeout', 'maxHandshakeBytes', 'maxSessionBytes']) {
     if (o[k] != null) out[k] = nonNegative(o[k], `options.${k}`)
   }
   if (o.extensions != null) out.extensions = !!o.extensions
@@ -524,10 +623,11 @@ function SendEmitter () {
   this._seq = 0
   this._acks = new Map()
   this._ackTimeout = undefined
+  this._limits = limitsOf({})
   this.socket = new Socket(this)
   // The original always listens for 'error', so errors never throw.
   this.on('error', (err) => {
-    if (this.logErrors) console.error(err.stack)
+    if (this.logErrors) console.error(err instanceof Error ? err.stack : err)
   })
 }
 util.inherits(SendEmitter, EventEmitter)
@@ -549,6 +649,7 @@ SendEmitter.prototype.send = function (...args) {
     throw new TypeError(`uhura: send(event, ...args): the event name must be a string, got ${describe(args[0])}`)
   }
   const json = toJson(args, `send(${JSON.stringify(args[0])})`)
+  checkLimits(this._limits, json, args.length - 1, `send(${JSON.stringify(args[0])})`)
   if (cb) {
     const seq = this._seq++
     this._acks.set(seq, cb)
@@ -570,9 +671,11 @@ SendEmitter.prototype.sendWithAck = function (...args) {
 
 SendEmitter.prototype.set = function (key, val) {
   let json
-  if (typeof key === 'string') json = JSON.stringify([key, val === undefined ? null : val])
+  if (typeof key === 'string') json = toJson([key, val === undefined ? null : val], `set(${JSON.stringify(key)})`)
   else if (key !== null && typeof key === 'object') json = toJson([key], 'set(object)')
   else throw new TypeError(`uhura: set(key, value) takes a string key or an object, got ${describe(key)}`)
+  // Refused before anything changes: the local session keeps what the peer would have.
+  checkLimits(this._limits, json, 0, typeof key === 'string' ? `set(${JSON.stringify(key)})` : 'set(object)')
   // What alone is over the limit fails here; a set that only adds up to
   // too much is refused by Rust, which knows the session's size.
   if (json.length > this._maxSessionBytes) {
@@ -597,11 +700,12 @@ SendEmitter.prototype.syncSession = function () {
 
 /** Merges a key (or an object of keys) into the local session only. */
 SendEmitter.prototype._set = function (key, val) {
+  // Every key is plain data: a peer's `__proto__` never replaces the prototype.
   if (typeof key === 'string') {
-    this.session[key] = val
+    setData(this.session, key, val)
     return
   }
-  for (const k in key) this.session[k] = key[k]
+  for (const k in key) setData(this.session, k, key[k])
 }
 
 /**
@@ -632,11 +736,22 @@ SendEmitter.prototype._write = function (lines) {
   try {
     native.write(this._h, lines.join('\n'))
   } catch (e) {
+    if (!/connection is closed/.test(e.message)) {
+      // Not a closed connection (the other lines were applied): report it,
+      // and leave every ack callback to its event's real fate.
+      this.emit('error', new Error(`uhura: cannot send: ${e.message}`))
+      return
+    }
     // The connection is gone for good (a server-side connection after its
-    // disconnect): fail the ack callbacks of what could not be sent.
+    // disconnect): fail the ack callbacks of the events of these lines,
+    // which never reached it. Earlier events have their own fate.
     const err = new Error(`uhura: cannot send: ${e.message}`)
     err.code = 'ERR_UHURA_CLOSED'
-    for (const [seq, cb] of this._acks) {
+    for (const line of lines) {
+      if (line.charCodeAt(0) !== 97) continue // 'a<seq>…': a send with a callback
+      const seq = parseInt(line.slice(1), 10)
+      const cb = this._acks.get(seq)
+      if (cb === undefined) continue
       this._acks.delete(seq)
       process.nextTick(cb, err)
     }
@@ -682,9 +797,15 @@ SendEmitter.prototype._onError = function (info) {
   this.emit('error', makeError(info))
 }
 
-SendEmitter.prototype._onDropped = function (seq) {
-  const err = new Error('uhura: the event was dropped: the send queue was over maxQueueLength or maxQueueBytes, or its session expired')
-  err.code = 'ERR_UHURA_DROPPED'
+SendEmitter.prototype._onDropped = function (seq, reason) {
+  let err
+  if (reason === 'refused') {
+    err = new Error('uhura: the event was dropped: the peer refused it (it closed the connection with this event unacknowledged 3 times in a row)')
+    err.code = 'ERR_UHURA_REFUSED'
+  } else {
+    err = new Error('uhura: the event was dropped: the send queue was over maxQueueLength or maxQueueBytes, or its session expired')
+    err.code = 'ERR_UHURA_DROPPED'
+  }
   if (seq != null) this._settle(seq, err)
   this.emit('drop', err)
 }
@@ -722,6 +843,7 @@ Client.prototype.connect = function (a, b, c) {
   if (options.logErrors) this.logErrors = true
   if (options.maxQueueLength != null) this._maxQueueLength = options.maxQueueLength
   if (options.maxSessionBytes != null) this._maxSessionBytes = nonNegative(options.maxSessionBytes, 'options.maxSessionBytes')
+  this._limits = limitsOf(options)
   this.options = options
   if (cb) this.once('connect', cb)
   if (this._h) throw new Error('uhura: this client is already connected; use reconnect()')
@@ -886,6 +1008,7 @@ function Connection (server, h, info) {
   this.sessionStore = server.sessionStore
   this.logErrors = !!server.logErrors
   this._ackTimeout = server.options.ackTimeout
+  this._limits = limitsOf(server.options)
   this.session = info.session
   this.sessionID = info.session.sessionID
   if (server._maxQueueLength != null) this.maxQueueLength = server._maxQueueLength

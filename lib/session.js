@@ -59,7 +59,11 @@ function Session (req, data) {
   Object.defineProperty(this, 'req', { value: req, enumerable: false, writable: true })
   Object.defineProperty(this, 'id', { value: req.sessionID, enumerable: false, writable: true })
   if (data && typeof data === 'object') {
-    for (const key in data) this[key] = data[key]
+    // Plain data whatever the key: a stored `__proto__` never replaces the prototype.
+    for (const key in data) {
+      if (key === '__proto__') Object.defineProperty(this, key, { value: data[key], writable: true, enumerable: true, configurable: true })
+      else this[key] = data[key]
+    }
   }
 }
 

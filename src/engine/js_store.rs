@@ -6,7 +6,7 @@
 use super::delivery::{lock, Delivery};
 use super::link::kind;
 use super::store::{SessionStore, StoreFuture};
-use crate::protocol::session::Session;
+use crate::protocol::session::{self, Session};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -63,10 +63,12 @@ impl SessionStore for JsStore {
         Box::pin(async move {
             match self.call("get", sid, None).await? {
                 None => Ok(None),
-                Some(text) => match serde_json::from_str::<Value>(&text) {
+                // JSON.stringify's output, read as JSON.parse would (lone
+                // surrogates, deep nesting), as the peer reads `_set`.
+                Some(text) => match session::parse_value(&text, crate::protocol::framing::MAX_DEPTH_LIMIT) {
                     Ok(Value::Object(s)) => Ok(Some(s)),
                     Ok(_) => Ok(None),
-                    Err(e) => Err(format!("the store returned unreadable JSON: {e}")),
+                    Err(e) => Err(format!("the store returned unreadable JSON: {e:?}")),
                 },
             }
         })

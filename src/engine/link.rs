@@ -447,6 +447,11 @@ impl Link {
                         Some((h, seq)) => deliver_to(&self.delivery, h, kind::DROPPED, &seq.to_string()),
                         None => self.deliver(kind::DROPPED, |b| b.push_str("null")),
                     },
+                    // The same entry with a reason: `[handle, DROPPED, seq, "refused"]`.
+                    Event::Refused { notify } => match notify {
+                        Some((h, seq)) => deliver_to(&self.delivery, h, kind::DROPPED, &format!("{seq},\"refused\"")),
+                        None => self.deliver(kind::DROPPED, |b| b.push_str("null,\"refused\"")),
+                    },
                     Event::Error(message) => self.deliver_error(&message, None),
                     Event::Connected { resumed } => {
                         if let (Some(r), Some(sid)) = (&self.retention, peer.session_id()) {

@@ -136,6 +136,9 @@ impl Engine {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads.max(1))
             .thread_name("uhura")
+            // Sessions are serde_json values, cloned and dropped recursively:
+            // room for `maxDepth` up to framing::MAX_DEPTH_LIMIT (tests/hostile.rs).
+            .thread_stack_size(8 << 20)
             .enable_all()
             .build()?;
         let shared = Arc::new(Shared {

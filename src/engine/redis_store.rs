@@ -179,7 +179,10 @@ impl RedisStore {
         };
         // Anything but a JSON object cannot be resumed, so it is as good as
         // missing; failing the handshake over it would lock the client out.
-        match serde_json::from_slice::<serde_json::Value>(&bytes) {
+        // Read as JSON.parse would (lone surrogates, deep nesting), as the
+        // peer reads `_set`: a session stored elsewhere must load here.
+        let text = String::from_utf8_lossy(&bytes);
+        match crate::protocol::session::parse_value(&text, crate::protocol::framing::MAX_DEPTH_LIMIT) {
             Ok(serde_json::Value::Object(map)) => Ok(Some(map)),
             _ => Ok(None),
         }

@@ -79,6 +79,10 @@ pub fn events_handled() -> Result<()> {
 #[napi(object)]
 pub struct PeerOptions {
     pub max_message_size: Option<f64>,
+    /// Arguments per event, after its name.
+    pub max_args: Option<f64>,
+    /// Nesting depth of an event's argument array (the array is level 1).
+    pub max_depth: Option<f64>,
     pub max_queue_length: Option<f64>,
     pub max_queue_bytes: Option<f64>,
     /// ms; absent: no ack timeout.
@@ -110,6 +114,14 @@ fn peer_config(o: Option<PeerOptions>) -> Config {
     let Some(o) = o else { return c };
     if let Some(n) = count(o.max_message_size).filter(|n| *n >= 1) {
         c.max_message_size = n;
+    }
+    if let Some(n) = count(o.max_args) {
+        c.max_args = n;
+    }
+    if let Some(n) = count(o.max_depth).filter(|n| *n >= 1) {
+        // Session values are plain serde_json values, whose drop, clone and
+        // serialisation recurse: beyond this they could exhaust a 2 MiB stack.
+        c.max_depth = n.min(crate::protocol::framing::MAX_DEPTH_LIMIT);
     }
     if let Some(n) = count(o.max_queue_length) {
         c.max_queue_length = n;

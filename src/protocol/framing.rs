@@ -13,8 +13,13 @@ use std::fmt;
 /// Default cap on the size of one message (one depth-1 element), in bytes.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 16 * 1024 * 1024;
 
-/// Maximum nesting depth, counting the root array. Deeper input is a syntax error.
-const MAX_DEPTH: usize = 512;
+/// Default cap on the nesting depth of a message's argument array (the array itself is
+/// depth 1; `["e", {"a": [1]}]` has depth 3). See [`Reader::with_limits`].
+pub const DEFAULT_MAX_DEPTH: usize = 1000;
+/// The highest `maxDepth` accepted (larger settings are lowered to it): session values are
+/// serde_json values, whose clone, drop and serialisation recurse, and the engine's threads
+/// have 8 MiB of stack.
+pub const MAX_DEPTH_LIMIT: usize = 2000;
 
 /// Why a stream was rejected. Once a [`Reader`] returns one, it returns the same error forever.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +37,9 @@ pub enum FrameError {
     BadMessage { position: u64 },
     /// Bytes that are not valid UTF-8 inside the JSON text (position of the first bad byte).
     InvalidUtf8 { position: u64 },
+    /// A message nested deeper than the configured `maxDepth` (position of the opening
+    /// bracket one level too deep).
+    TooDeep { limit: usize, position: u64 },
 }
 
 impl fmt::Display for FrameError {
@@ -55,6 +63,12 @@ impl fmt::Display for FrameError {
             }
             FrameError::InvalidUtf8 { position } => {
                 write!(f, "Unexpected invalid UTF-8 at position {position}")
+            }
+            FrameError::TooDeep { limit, position } => {
+                write!(
+                    f,
+                    "Unexpected nesting at position {position}: a message is nested deeper than maxDepth ({limit})"
+                )
             }
         }
     }
@@ -229,6 +243,10 @@ fn append_bounded(buf: &mut Vec<u8>, data: &[u8], cap: usize) {
 #[derive(Debug)]
 pub struct Reader {
     max_message_size: usize,
+    /// Deepest nesting allowed in an array-shaped message, counting the root array: the
+    /// argument array's depth limit plus one. Object-shaped messages get one more level
+    /// (their `args` array sits inside the object).
+    max_depth: usize,
     state: State,
     /// `[` or `{` per open container; `stack[0]` is the root array, so a message is in
     /// progress exactly when `stack.len() >= 2`.
@@ -255,8 +273,17 @@ impl Default for Reader {
 impl Reader {
     /// A reader that rejects any message longer than `max_message_size` bytes.
     pub fn new(max_message_size: usize) -> Self {
+        Self::with_limits(max_message_size, DEFAULT_MAX_DEPTH)
+    }
+
+    /// A reader that also rejects a message nested deeper than `max_depth`, counted as the
+    /// nesting of its argument array (docs/PROTOCOL.md §1): `[..]` messages may nest
+    /// `max_depth` levels, `{"args": [..]}` messages one more for the object. The same rule
+    /// as `session::parse_args`, so what the framing accepts the session parser accepts.
+    pub fn with_limits(max_message_size: usize, max_depth: usize) -> Self {
         Reader {
             max_message_size,
+            max_depth: max_depth.max(1).saturating_add(1),
             state: State::Root,
             stack: Vec::with_capacity(16),
             string_is_key: false,
@@ -446,8 +473,10 @@ impl Reader {
                         string_body!(State::CommaOrEnd);
                     }
                     b'[' | b'{' => {
-                        if depth >= MAX_DEPTH {
-                            fail!(unexpected(b, base + i as u64, "MAX_DEPTH"));
+                        // `stack[1]` is the message's own container: an object adds a level.
+                        let limit = self.max_depth + usize::from(depth >= 2 && self.stack[1] == b'{');
+                        if depth >= limit {
+                            fail!(FrameError::TooDeep { limit: self.max_depth - 1, position: base + i as u64 });
                         }
                         if depth == 1 {
                             start = i;

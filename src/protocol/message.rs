@@ -9,11 +9,19 @@ use std::fmt;
 /// Prefix of an acknowledgement's event name: `{"args":["ack::<id>"]}`.
 pub const ACK_PREFIX: &str = "ack::";
 
+/// Default cap on the number of arguments of one event (after its name).
+pub const DEFAULT_MAX_ARGS: usize = 4096;
+
 /// One decoded message. `args` is the raw JSON text of the whole argument
 /// array, event name first (`["event", 1, {"x": 2}]`).
+///
+/// Names and ids are decoded for matching only; a string JavaScript accepts
+/// but Rust cannot hold (a lone UTF-16 surrogate, `"\ud800"`) reads as U+FFFD
+/// there, while `args` keeps the exact text. `id` is the id's raw JSON string
+/// literal (quotes included), so an ack echoes exactly what the peer sent.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Incoming<'a> {
-    Event { name: Cow<'a, str>, args: &'a str, id: Option<Cow<'a, str>> },
+    Event { name: Cow<'a, str>, args: &'a str, id: Option<&'a str> },
     Ack { id: Cow<'a, str> },
 }
 
@@ -37,8 +45,16 @@ struct ObjectShape<'a> {
     id: Option<&'a RawValue>,
 }
 
-/// Parses one message as produced by the framing reader.
+/// Parses one message as produced by the framing reader, with the default
+/// argument limit.
 pub fn parse(text: &str) -> Result<Incoming<'_>, MessageError> {
+    parse_with_limit(text, DEFAULT_MAX_ARGS)
+}
+
+/// Parses one message; more than `max_args` arguments after the event name
+/// is a protocol error (`maxArgs`, docs/PROTOCOL.md §7), so no event with a
+/// million arguments ever reaches JavaScript's `emit.apply`.
+pub fn parse_with_limit(text: &str, max_args: usize) -> Result<Incoming<'_>, MessageError> {
     let trimmed = text.trim_start();
     let (args, id) = match trimmed.as_bytes().first() {
         Some(b'[') => (trimmed, None),
@@ -53,7 +69,7 @@ pub fn parse(text: &str) -> Result<Incoming<'_>, MessageError> {
     if !args.starts_with('[') {
         return Err(MessageError("message \"args\" is not an array"));
     }
-    let name = event_name(args)?;
+    let name = event_name(args, max_args)?;
     if let Some(ack) = name.strip_prefix(ACK_PREFIX) {
         return Ok(Incoming::Ack {
             id: match name {
@@ -65,39 +81,71 @@ pub fn parse(text: &str) -> Result<Incoming<'_>, MessageError> {
     let id = match id {
         None | Some("null") => None,
         Some(raw) => {
-            let id: Cow<'_, str> =
-                serde_json::from_str(raw).map_err(|_| MessageError("message \"id\" is not a string"))?;
+            if !raw.starts_with('"') {
+                return Err(MessageError("message \"id\" is not a string"));
+            }
             // The old peers skip the ack when the id is falsy; so do we.
-            (!id.is_empty()).then_some(id)
+            (raw != "\"\"").then_some(raw)
         }
     };
     Ok(Incoming::Event { name, args, id })
 }
 
 /// Reads the first element of a JSON array, which must be a string, and
-/// skips the rest without building values.
-fn event_name(args: &str) -> Result<Cow<'_, str>, MessageError> {
-    struct NameVisitor;
+/// skips the rest without building values (serde_json skips iteratively, so
+/// depth costs no stack), counting the arguments.
+fn event_name(args: &str, max_args: usize) -> Result<Cow<'_, str>, MessageError> {
+    struct NameVisitor(usize);
     impl<'de> serde::de::Visitor<'de> for NameVisitor {
-        type Value = Option<Cow<'de, str>>;
+        type Value = Result<Cow<'de, str>, MessageError>;
         fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
             f.write_str("an array whose first element is a string")
         }
         fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-            let name = seq.next_element::<BorrowedOrOwned<'de>>()?.map(|n| n.0);
-            while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
-            Ok(name)
+            let Some(name) = seq.next_element::<BorrowedOrOwned<'de>>()?.map(|n| n.0) else {
+                return Ok(Err(MessageError("message has no event name")));
+            };
+            // Counted to the end (the array must be consumed; the size is
+            // already bounded by maxMessageSize).
+            let mut n = 0usize;
+            while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {
+                n += 1;
+            }
+            if n > self.0 {
+                return Ok(Err(MessageError("too many arguments: an event has more arguments than maxArgs")));
+            }
+            Ok(Ok(name))
         }
     }
     let mut de = serde_json::Deserializer::from_str(args);
-    match serde::Deserializer::deserialize_seq(&mut de, NameVisitor) {
-        Ok(Some(name)) => Ok(name),
-        Ok(None) => Err(MessageError("message has no event name")),
+    match serde::Deserializer::deserialize_seq(&mut de, NameVisitor(max_args)) {
+        Ok(r) => r,
         Err(_) => Err(MessageError("event name is not a string")),
     }
 }
 
-/// A string that borrows from the input unless it had escapes.
+/// Decodes a JSON string as JavaScript would, except that a lone surrogate
+/// (which a Rust string cannot hold) becomes U+FFFD.
+fn lossy(bytes: Cow<'_, [u8]>) -> Cow<'_, str> {
+    match bytes {
+        Cow::Borrowed(b) => String::from_utf8_lossy(b),
+        Cow::Owned(b) => match String::from_utf8(b) {
+            Ok(s) => Cow::Owned(s),
+            Err(e) => Cow::Owned(String::from_utf8_lossy(e.as_bytes()).into_owned()),
+        },
+    }
+}
+
+/// The string of a raw JSON string literal (as `Incoming::Event::id` holds it).
+pub fn decode_string(raw: &str) -> Option<Cow<'_, str>> {
+    let mut de = serde_json::Deserializer::from_str(raw);
+    let s = <BorrowedOrOwned<'_> as Deserialize>::deserialize(&mut de).ok()?;
+    de.end().ok()?;
+    Some(s.0)
+}
+
+/// A string that borrows from the input unless it had escapes. Read as bytes,
+/// which serde_json allows to hold lone surrogates (as WTF-8); see `lossy`.
 struct BorrowedOrOwned<'a>(Cow<'a, str>);
 
 impl<'de> Deserialize<'de> for BorrowedOrOwned<'de> {
@@ -108,14 +156,14 @@ impl<'de> Deserialize<'de> for BorrowedOrOwned<'de> {
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a string")
             }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(BorrowedOrOwned(Cow::Borrowed(v)))
+            fn visit_borrowed_bytes<E>(self, v: &'de [u8]) -> Result<Self::Value, E> {
+                Ok(BorrowedOrOwned(lossy(Cow::Borrowed(v))))
             }
-            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(BorrowedOrOwned(Cow::Owned(v.to_owned())))
+            fn visit_bytes<E>(self, v: &[u8]) -> Result<Self::Value, E> {
+                Ok(BorrowedOrOwned(lossy(Cow::Owned(v.to_vec()))))
             }
         }
-        d.deserialize_str(V)
+        d.deserialize_bytes(V)
     }
 }
 
@@ -142,6 +190,21 @@ pub fn encode_ack(id: &str, out: &mut String) {
     out.push_str("]}");
 }
 
+/// Encodes `{"args":["ack::<id>"]}` from the id's raw JSON string literal
+/// (quotes included), byte for byte as the peer wrote it: an id JavaScript
+/// holds but Rust cannot (a lone surrogate) is acked exactly.
+pub fn encode_ack_raw(raw_id: &str, out: &mut String) {
+    match raw_id.strip_prefix('"').and_then(|r| r.strip_suffix('"')) {
+        Some(inner) => {
+            out.push_str("{\"args\":[\"");
+            out.push_str(ACK_PREFIX);
+            out.push_str(inner);
+            out.push_str("\"]}");
+        }
+        None => encode_ack(raw_id, out),
+    }
+}
+
 pub fn push_json_string(s: &str, out: &mut String) {
     // serde_json never fails to serialize a str.
     out.push_str(&serde_json::to_string(s).unwrap_or_default());
@@ -160,7 +223,7 @@ mod tests {
     #[test]
     fn object_event_and_ack() {
         let m = parse(r#"{"args":["w\u00e9",{"a":[1]}],"id":"abc"}"#).unwrap();
-        assert_eq!(m, Incoming::Event { name: "wé".into(), args: r#"["w\u00e9",{"a":[1]}]"#, id: Some("abc".into()) });
+        assert_eq!(m, Incoming::Event { name: "wé".into(), args: r#"["w\u00e9",{"a":[1]}]"#, id: Some("\"abc\"") });
         assert_eq!(parse(r#"{"args":["ack::x-1"]}"#).unwrap(), Incoming::Ack { id: "x-1".into() });
         assert_eq!(parse(r#"["ack::y"]"#).unwrap(), Incoming::Ack { id: "y".into() });
     }

@@ -12,7 +12,7 @@
 //! `objectMode` and `enableAcks`, old clients never ask): duplicate
 //! suppression by message id, and heartbeats (docs/PROTOCOL.md §9).
 
-use super::framing::{FrameError, Reader, Writer, DEFAULT_MAX_MESSAGE_SIZE};
+use super::framing::{FrameError, Reader, Writer, DEFAULT_MAX_DEPTH, DEFAULT_MAX_MESSAGE_SIZE};
 use super::message::{self, Incoming};
 use super::session::{self, Session};
 use serde_json::Value;
@@ -30,6 +30,9 @@ pub enum Role {
 pub const EXTENSIONS_VERSION: u64 = 1;
 /// Name of the heartbeat message; only sent to peers that negotiated it.
 pub const HEARTBEAT: &str = "_uhura_hb";
+/// Sent, to peers that negotiated our extensions, right before closing the
+/// connection over a protocol error in what the peer sent.
+pub const REFUSED: &str = "_uhura_refused";
 /// Past this much unwritten output, events wait in the queue instead, so a
 /// peer that stops reading makes the queue (which is bounded) grow, not the
 /// output buffer.
@@ -40,10 +43,27 @@ const OUTPUT_HIGH_WATER: usize = 1024 * 1024;
 const MAX_IN_FLIGHT: usize = 8192;
 /// How many senders' duplicate-suppression watermarks a peer remembers.
 const MAX_SEEN_SENDERS: usize = 64;
+/// An event that is the oldest unacknowledged one each time the peer
+/// refuses our input (`REFUSED`) and closes the connection, this many times
+/// in a row with nothing acknowledged in between, is taken as refused by the
+/// peer (its reader rejects it) and dropped instead of being resent forever
+/// (docs/PROTOCOL.md §9).
+pub const REFUSALS_BEFORE_DROP: u32 = 3;
+
+/// Event names the peer can never raise: local lifecycle events of the
+/// emitter (and `start`, `invalidateSession` where they are not the protocol
+/// messages of that name). Such a message is acknowledged and ignored
+/// (docs/PROTOCOL.md §2).
+pub const RESERVED_EVENTS: &[&str] =
+    &["error", "connect", "disconnect", "drop", "reconnecting", "newListener", "removeListener", "start"];
 
 #[derive(Debug, Clone)]
 pub struct Config {
     pub max_message_size: usize,
+    /// At most this many arguments after the event name (`maxArgs`).
+    pub max_args: usize,
+    /// At most this deep an argument array, itself level 1 (`maxDepth`).
+    pub max_depth: usize,
     /// Pending events (queued plus unacknowledged) beyond this count drop the oldest.
     pub max_queue_length: usize,
     /// Pending events beyond this many bytes of JSON drop the oldest.
@@ -83,6 +103,8 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            max_args: message::DEFAULT_MAX_ARGS,
+            max_depth: DEFAULT_MAX_DEPTH,
             max_queue_length: usize::MAX,
             max_queue_bytes: 64 * 1024 * 1024,
             cookie: session::default_cookie(),
@@ -120,6 +142,10 @@ pub enum Event {
     AckTimeout(Notify),
     /// A pending event was dropped because the queue was over its limits.
     Dropped { notify: Option<Notify> },
+    /// A pending event was dropped because the peer refused it: it closed the
+    /// connection with this event the oldest unacknowledged one
+    /// `REFUSALS_BEFORE_DROP` times in a row.
+    Refused { notify: Option<Notify> },
     /// Server: look this id up in the store, then call `session_loaded`.
     LoadSession(String),
     /// Server: the session changed; save it under `session_id()`.
@@ -131,7 +157,8 @@ pub enum Event {
     /// Server (`persist_delivery`): the highest message seen from a sender.
     Seen { sender: String, seq: u64 },
     /// (`defer_acks`) Once the application has handled the events before
-    /// this one, acknowledge message `id` with `write_ack`.
+    /// this one, acknowledge message `id` (its raw JSON string literal) with
+    /// `write_ack`.
     AckDue(String),
     /// A protocol error, or the peer went silent; the driver closes this transport.
     Error(String),
@@ -181,6 +208,7 @@ pub struct Retained {
     pending: VecDeque<Pending>,
     seen: Vec<(String, u64)>,
     deadlines: VecDeque<(Instant, u64, Notify)>,
+    suspect: Option<(u64, u32)>,
 }
 
 impl Retained {
@@ -239,6 +267,13 @@ pub struct Peer {
     opened_at: Instant,
     close_requested: bool,
     tap: Option<WireTap>,
+    /// The oldest unacknowledged event at the last closes, and how many
+    /// closes in a row found it so (see `REFUSALS_BEFORE_DROP`).
+    suspect: Option<(u64, u32)>,
+    /// Something was acknowledged on the current transport.
+    progressed: bool,
+    /// The peer said it refused our input on the current transport.
+    peer_refused: bool,
 }
 
 fn start_config(config: &Config, resume_secret: Option<&str>) -> String {
@@ -274,7 +309,7 @@ impl Peer {
         let resume_secret = config.resume_secret.clone();
         Peer {
             role,
-            reader: Reader::new(config.max_message_size),
+            reader: Reader::with_limits(config.max_message_size, config.max_depth),
             config,
             phase: Phase::Closed,
             writer: Writer::new(),
@@ -306,6 +341,9 @@ impl Peer {
             opened_at: now,
             close_requested: false,
             tap: None,
+            suspect: None,
+            progressed: false,
+            peer_refused: false,
         }
     }
 
@@ -401,7 +439,9 @@ impl Peer {
 
     /// A new transport is up. The client starts the handshake.
     pub fn on_open(&mut self, now: Instant) {
-        self.reader = Reader::new(self.config.max_message_size);
+        self.reader = Reader::with_limits(self.config.max_message_size, self.config.max_depth);
+        self.progressed = false;
+        self.peer_refused = false;
         self.writer = Writer::new();
         self.out.clear();
         self.close_requested = false;
@@ -433,14 +473,60 @@ impl Peer {
     /// The transport closed. Unacknowledged events go back to the head of the
     /// queue, in order, to be sent again after the next handshake.
     pub fn on_close(&mut self) {
+        let refused = self.phase == Phase::Ready && std::mem::take(&mut self.peer_refused);
         self.phase = Phase::Closed;
         self.out.clear();
+        self.note_refusal(refused);
         self.held.clear();
         self.held_bytes = 0;
         if !self.unacked.is_empty() {
             let mut resend: VecDeque<Pending> = std::mem::take(&mut self.unacked).into_values().collect();
             resend.append(&mut self.queue);
             self.queue = resend;
+        }
+    }
+
+    /// A poison message (one the peer's reader rejects, e.g. too deep for
+    /// it) would be resent on every reconnect and block everything behind
+    /// it. The peer refusing our input and closing with the same oldest
+    /// event unacknowledged, with no ack on the way, `REFUSALS_BEFORE_DROP`
+    /// times in a row: drop it. Plain drops (a flaky network, a restarted
+    /// server) never count, whatever is in flight.
+    fn note_refusal(&mut self, refused: bool) {
+        let Some(&oldest) = self.unacked.keys().next() else {
+            if self.progressed {
+                self.suspect = None;
+            }
+            return;
+        };
+        if !refused {
+            if self.progressed {
+                self.suspect = None;
+            }
+            return;
+        }
+        let count = match self.suspect {
+            Some((seq, n)) if seq == oldest && !self.progressed => n + 1,
+            _ => 1,
+        };
+        if count < REFUSALS_BEFORE_DROP {
+            self.suspect = Some((oldest, count));
+            return;
+        }
+        self.suspect = None;
+        if let Some(p) = self.unacked.remove(&oldest) {
+            self.pending_bytes -= p.args.len();
+            let id = match &p.foreign_id {
+                Some(id) => {
+                    self.foreign_ids.remove(id);
+                    id.clone()
+                }
+                None => format!("{}{}", self.id_prefix, p.seq),
+            };
+            if self.config.persist_delivery {
+                self.events.push_back(Event::Unpersist { id });
+            }
+            self.events.push_back(Event::Refused { notify: p.notify });
         }
     }
 
@@ -455,6 +541,7 @@ impl Peer {
             pending: std::mem::take(&mut self.queue),
             seen: std::mem::take(&mut self.seen),
             deadlines: std::mem::take(&mut self.deadlines),
+            suspect: self.suspect.take(),
         }
     }
 
@@ -494,6 +581,7 @@ impl Peer {
             self.note_seen(&sender, seq);
         }
         self.deadlines = r.deadlines;
+        self.suspect = r.suspect;
         self.deadlines
             .extend(own_deadlines.into_iter().filter_map(|(t, seq, n)| renumbered.get(&seq).map(|s| (t, *s, n))));
         self.deadlines.make_contiguous().sort_by_key(|d| d.0);
@@ -533,15 +621,25 @@ impl Peer {
             // After handling, so a secret the message carried is known and hidden.
             self.tap(Direction::Received, &msg);
             if let Err(e) = handled {
-                self.fail(e.to_string());
+                self.refuse_input(e.to_string());
             }
         }
         self.received = msgs;
         if let Err(e) = framed {
             if self.phase != Phase::Failed {
-                self.fail(frame_error_text(&e));
+                self.refuse_input(frame_error_text(&e));
             }
         }
+    }
+
+    /// What the peer sent breaks the protocol or our limits. A peer of ours
+    /// is told before the connection closes, so it can tell a refusal from
+    /// a network drop (see `note_refusal`).
+    fn refuse_input(&mut self, message: String) {
+        if self.extended {
+            self.frame_str(&format!("[\"{REFUSED}\"]"));
+        }
+        self.fail(message);
     }
 
     fn fail(&mut self, message: String) {
@@ -551,7 +649,7 @@ impl Peer {
     }
 
     fn handle_message(&mut self, text: &str, now: Instant) -> Result<(), message::MessageError> {
-        let (name, args, id) = match message::parse(text)? {
+        let (name, args, id) = match message::parse_with_limit(text, self.config.max_args)? {
             Incoming::Ack { id } => {
                 self.on_ack(&id);
                 return Ok(());
@@ -559,13 +657,13 @@ impl Peer {
             Incoming::Event { name, args, id } => (name, args, id),
         };
         let Some(id) = id else { return self.dispatch(&name, args, now).map(drop) };
-        if self.extended && self.is_duplicate(&id) {
+        if self.extended && message::decode_string(id).is_some_and(|id| self.is_duplicate(&id)) {
             // Delivered before; the ack that follows it may have been lost.
-            self.ack(id.into_owned(), false);
+            self.ack(id.to_owned(), false);
             return Ok(());
         }
         let delivered = self.dispatch(&name, args, now)?;
-        self.ack(id.into_owned(), delivered);
+        self.ack(id.to_owned(), delivered);
         Ok(())
     }
 
@@ -586,11 +684,12 @@ impl Peer {
         self.write_ack(&id);
     }
 
-    /// Writes `{"args":["ack::<id>"]}`.
+    /// Writes `{"args":["ack::<id>"]}`; `id` is the raw JSON string literal
+    /// of the message's id (as `Event::AckDue` holds it).
     pub fn write_ack(&mut self, id: &str) {
         let mut ack = std::mem::take(&mut self.scratch);
         ack.clear();
-        message::encode_ack(id, &mut ack);
+        message::encode_ack_raw(id, &mut ack);
         self.frame_str(&ack);
         self.scratch = ack;
     }
@@ -599,9 +698,12 @@ impl Peer {
     fn dispatch(&mut self, name: &str, args: &str, now: Instant) -> Result<bool, message::MessageError> {
         match (name, self.role) {
             (HEARTBEAT, _) if self.extended => {}
+            (REFUSED, _) if self.extended => self.peer_refused = true,
             ("_set", _) => {
-                let values: Vec<Value> =
-                    serde_json::from_str(args).map_err(|_| message::MessageError("unreadable _set message"))?;
+                // Within the framing's depth rule, so this cannot fail on
+                // anything the reader let through (docs/PROTOCOL.md §5).
+                let values = session::parse_args(args, self.config.max_depth)
+                    .map_err(|_| message::MessageError("unreadable _set message"))?;
                 if let Err(e) = self.merge_session(&values[1..]) {
                     // Refused, not fatal: the connection goes on without it.
                     self.events.push_back(Event::Error(e.to_string()));
@@ -619,7 +721,7 @@ impl Peer {
                 self.events.push_back(Event::Set(args.to_owned()));
             }
             ("start", Role::Server) if self.phase == Phase::AwaitingStart => {
-                let config = second_arg(args)?;
+                let config = second_arg(args, self.config.max_depth)?;
                 self.peer_has_config = config.is_object();
                 self.object_mode = config.get("objectMode").is_some_and(truthy);
                 self.enable_acks = config.get("enableAcks").is_some_and(truthy);
@@ -643,7 +745,7 @@ impl Peer {
             ("connect", Role::Client) if self.phase == Phase::AwaitingConnect => {
                 // A 0.0.x server sends bare `["connect"]` (or `["connect", true]`
                 // on resume): no config object means array mode without acks.
-                let config = second_arg(args)?;
+                let config = second_arg(args, self.config.max_depth)?;
                 self.object_mode = config.get("objectMode").is_some_and(truthy);
                 self.enable_acks = self.object_mode && config.get("enableAcks").is_some_and(truthy);
                 self.extended = self.config.extensions
@@ -664,6 +766,10 @@ impl Peer {
                 self.events.push_back(Event::Message(args.to_owned()));
                 return Ok(true);
             }
+            // Only the server invalidates; a lifecycle name never comes from
+            // the network. Acknowledged (so never resent) and ignored.
+            ("invalidateSession", Role::Server) => {}
+            _ if RESERVED_EVENTS.contains(&name) => {}
             _ if self.role == Role::Server && self.phase != Phase::Ready => {
                 // A resuming 0.1.2 client sends before our `connect`; the
                 // application can only take events once it has the connection.
@@ -718,6 +824,7 @@ impl Peer {
             },
         };
         if let Some(p) = self.unacked.remove(&seq) {
+            self.progressed = true;
             self.pending_bytes -= p.args.len();
             if let Some(n) = p.notify {
                 self.events.push_back(Event::Acked(n));
@@ -914,8 +1021,10 @@ impl Peer {
     /// `set(key, value)` / `set({...})`: `args` is the JSON array of the
     /// arguments (`["key", value]` or `[{...}]`).
     pub fn set(&mut self, args: &str) -> Result<(), message::MessageError> {
-        let values: Vec<Value> =
-            serde_json::from_str(args).map_err(|_| message::MessageError("set() arguments are not a JSON array"))?;
+        let values = session::parse_args(args, self.config.max_depth).map_err(|e| match e {
+            session::ParseError::TooDeep => message::MessageError("set() value is nested deeper than maxDepth"),
+            session::ParseError::Syntax => message::MessageError("set() arguments are not a JSON array"),
+        })?;
         self.merge_session(&values)?;
         if matches!(self.phase, Phase::AwaitingConnect | Phase::Ready | Phase::AwaitingStart | Phase::LoadingSession) {
             let inner = args.trim()[1..].trim_start();
@@ -1077,8 +1186,8 @@ fn truthy(v: &Value) -> bool {
 }
 
 /// The second element of an argument array (the first argument after the name).
-fn second_arg(args: &str) -> Result<Value, message::MessageError> {
-    let values: Vec<Value> =
-        serde_json::from_str(args).map_err(|_| message::MessageError("unreadable message arguments"))?;
+fn second_arg(args: &str, max_depth: usize) -> Result<Value, message::MessageError> {
+    let values =
+        session::parse_args(args, max_depth).map_err(|_| message::MessageError("unreadable message arguments"))?;
     Ok(values.into_iter().nth(1).unwrap_or(Value::Null))
 }
