@@ -188,7 +188,7 @@ pub struct Link {
     /// The latest session not yet saved, and whether a task is saving. One
     /// save at a time, always of the newest copy, so an older snapshot can
     /// never land after a newer one.
-    unsaved_session: Mutex<(Option<(String, crate::protocol::session::Session)>, bool)>,
+    unsaved_session: Mutex<SaveSlot>,
     deferred: Mutex<DeferredAcks>,
     /// Generation of this link's latest delivered entry.
     last_gen: AtomicU64,
@@ -232,7 +232,7 @@ impl Link {
             resuming: Mutex::new(None),
             successor: Mutex::new(None),
             unsaved: Mutex::new((DeliveryDelta::default(), false)),
-            unsaved_session: Mutex::new((None, false)),
+            unsaved_session: Mutex::new(SaveSlot::default()),
             deferred: Mutex::new(DeferredAcks::default()),
             last_gen: AtomicU64::new(0),
         })
@@ -499,10 +499,26 @@ impl Link {
             // handled: a copy per `_set` made a burst of small sets
             // quadratic. The copy goes into the save slot under the peer
             // lock, so copies land there in the order they were taken.
-            if let Some(id) = peer.session_id().filter(|_| save_due) {
+            // A store that saves changed keys gets only those (and the
+            // cookie, whose expiry slides with each save).
+            if let Some(id) = peer.session_id().filter(|_| save_due).map(str::to_owned) {
+                let by_keys = self.store.as_ref().is_some_and(|s| s.saves_changes());
+                let save = match peer.take_session_changes() {
+                    session::Changes::Keys(keys) if by_keys => {
+                        let s = peer.session();
+                        let mut changed = session::Session::new();
+                        for k in keys.iter().chain(std::iter::once(&"cookie".to_owned())) {
+                            if let Some(v) = s.get(k) {
+                                changed.insert(k.clone(), v.clone());
+                            }
+                        }
+                        PendingSave::Keys(changed)
+                    }
+                    _ => PendingSave::Whole(peer.session().clone()),
+                };
                 let mut slot = lock(&self.unsaved_session);
-                slot.0 = Some((id.to_owned(), peer.session().clone()));
-                if !std::mem::replace(&mut slot.1, true) {
+                slot.add(id, save);
+                if !std::mem::replace(&mut slot.running, true) {
                     store_work.push(StoreWork::Save);
                 }
             }
@@ -644,18 +660,29 @@ impl Link {
             StoreWork::Save => {
                 self.rt.spawn(async move {
                     loop {
-                        let Some((id, mut session)) = ({
-                            let mut slot = lock(&link.unsaved_session);
-                            let next = slot.0.take();
-                            slot.1 = next.is_some();
-                            next
-                        }) else {
-                            return;
-                        };
+                        let Some((id, save)) = lock(&link.unsaved_session).next() else { return };
                         // connect's resetMaxAge() before every save: the cookie's
                         // expiry slides to maxAge from now.
-                        session::touch_cookie(&mut session, session::now_millis());
-                        match store.set(&id, session).await {
+                        let saved = match save {
+                            PendingSave::Keys(mut changed) => {
+                                session::touch_cookie(&mut changed, session::now_millis());
+                                match store.update(&id, changed).await {
+                                    Ok(true) => Ok(()),
+                                    // Not there (expired, evicted): the whole session.
+                                    Ok(false) => {
+                                        let mut whole = lock(&link.peer).session().clone();
+                                        session::touch_cookie(&mut whole, session::now_millis());
+                                        store.set(&id, whole).await
+                                    }
+                                    Err(e) => Err(e),
+                                }
+                            }
+                            PendingSave::Whole(mut whole) => {
+                                session::touch_cookie(&mut whole, session::now_millis());
+                                store.set(&id, whole).await
+                            }
+                        };
+                        match saved {
                             Ok(()) => link.log(Ns::Session, || format!("{} session {id} saved", link.who())),
                             Err(e) => {
                                 link.log(Ns::Session, || format!("{} session {id} not saved: {e}", link.who()));
@@ -1089,6 +1116,46 @@ impl Link {
         t.external.done.store(true, Ordering::Release);
         t.external.changed.notify_one();
         Watch::Stop
+    }
+}
+
+/// A session save waiting for the store.
+enum PendingSave {
+    /// A whole copy of the session.
+    Whole(session::Session),
+    /// Only these keys changed (for a store that `saves_changes`).
+    Keys(session::Session),
+}
+
+/// The saves of a session not yet handed to the store: at most one, the
+/// later ones folded into it, so the store sees them in order.
+#[derive(Default)]
+pub(crate) struct SaveSlot {
+    pending: Option<(String, PendingSave)>,
+    /// A task is saving; it takes `pending` when done with the last.
+    running: bool,
+}
+
+impl SaveSlot {
+    fn add(&mut self, sid: String, save: PendingSave) {
+        self.pending = Some(match (self.pending.take(), save) {
+            (Some((old, PendingSave::Whole(mut whole))), PendingSave::Keys(changed)) if old == sid => {
+                whole.extend(changed);
+                (sid, PendingSave::Whole(whole))
+            }
+            (Some((old, PendingSave::Keys(mut keys))), PendingSave::Keys(changed)) if old == sid => {
+                keys.extend(changed);
+                (sid, PendingSave::Keys(keys))
+            }
+            (_, save) => (sid, save),
+        });
+    }
+
+    /// The next save for the task; clears `running` when there is none.
+    fn next(&mut self) -> Option<(String, PendingSave)> {
+        let next = self.pending.take();
+        self.running = next.is_some();
+        next
     }
 }
 

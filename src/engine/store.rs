@@ -1,6 +1,6 @@
 //! Where a server keeps sessions between connections.
 
-use crate::protocol::session::{cookie_max_age, Session};
+use crate::protocol::session::{cookie_max_age, member_len, Session};
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -39,6 +39,16 @@ pub trait SessionStore: Send + Sync {
     fn get<'a>(&'a self, sid: &'a str) -> StoreFuture<'a, Option<Session>>;
     fn set<'a>(&'a self, sid: &'a str, session: Session) -> StoreFuture<'a, ()>;
     fn destroy<'a>(&'a self, sid: &'a str) -> StoreFuture<'a, ()>;
+
+    /// Whether `update` can save changed keys instead of the whole session.
+    fn saves_changes(&self) -> bool {
+        false
+    }
+    /// Sets `changes` in the stored session; false if it holds no such
+    /// session (expired, evicted), and the caller saves the whole one.
+    fn update<'a>(&'a self, _sid: &'a str, _changes: Session) -> StoreFuture<'a, bool> {
+        Box::pin(async { Ok(false) })
+    }
 
     /// Whether this store keeps delivery state (shared stores do; a store
     /// inside one process needs not, the server keeps it in memory).
@@ -147,6 +157,25 @@ impl MemoryStore {
         }
     }
 
+    /// Sets `changes` in a stored session, measuring only those keys.
+    fn update_now(&self, sid: &str, changes: Session) -> bool {
+        let mut inner = super::delivery::lock(&self.inner);
+        let now = Instant::now();
+        let Some(e) = inner.map.get_mut(sid).filter(|e| !e.expired(now, self.ttl)) else { return false };
+        let mut bytes = e.bytes;
+        for (k, v) in changes {
+            let old = e.session.get(&k).map_or(0, |old| member_len(&k, old));
+            bytes = (bytes + member_len(&k, &v)).saturating_sub(old);
+            e.session.insert(k, v);
+        }
+        e.last_used = now;
+        e.expires = cookie_max_age(&e.session).map(|ms| now + Duration::from_millis(ms.max(0) as u64));
+        let grown = bytes as isize - e.bytes as isize;
+        e.bytes = bytes;
+        inner.bytes = (inner.bytes as isize + grown) as usize;
+        true
+    }
+
     fn set_now(&self, sid: &str, session: Session) {
         let mut inner = super::delivery::lock(&self.inner);
         let now = Instant::now();
@@ -189,6 +218,13 @@ impl SessionStore for MemoryStore {
     fn set<'a>(&'a self, sid: &'a str, session: Session) -> StoreFuture<'a, ()> {
         self.set_now(sid, session);
         Box::pin(async { Ok(()) })
+    }
+    fn saves_changes(&self) -> bool {
+        true
+    }
+    fn update<'a>(&'a self, sid: &'a str, changes: Session) -> StoreFuture<'a, bool> {
+        let applied = self.update_now(sid, changes);
+        Box::pin(async move { Ok(applied) })
     }
     fn destroy<'a>(&'a self, sid: &'a str) -> StoreFuture<'a, ()> {
         super::delivery::lock(&self.inner).remove(sid);
@@ -268,5 +304,19 @@ mod tests {
         assert!(store.get_now("new").is_some());
         store.set_now("new", Session::new());
         assert!(store.bytes() < 9 * 1010);
+    }
+
+    #[test]
+    fn updates_changed_keys_and_keeps_the_byte_count() {
+        let store = MemoryStore::new(Duration::from_secs(60), 10);
+        assert!(!store.update_now("a", sess(1)), "no such session");
+        store.set_now("a", sess(1));
+        let mut changes = Session::new();
+        changes.insert("w".into(), "x".repeat(100).into());
+        changes.insert("v".into(), 2.into());
+        assert!(store.update_now("a", changes));
+        let now = store.get_now("a").unwrap();
+        assert_eq!(now["v"], 2);
+        assert_eq!(store.bytes(), crate::protocol::session::size(&now));
     }
 }

@@ -249,6 +249,8 @@ pub struct Peer {
     resume_secret: Option<String>,
     /// `session::size(&session)`, when known; None after a wholesale change.
     session_size: Option<usize>,
+    /// What changed since the driver last took `take_session_changes`.
+    session_changes: session::Changes,
     session_id: Option<String>,
     id_prefix: String,
     next_seq: u64,
@@ -327,6 +329,7 @@ impl Peer {
             session: Session::new(),
             resume_secret,
             session_size: None,
+            session_changes: session::Changes::Nothing,
             session_id: None,
             id_prefix,
             next_seq: 0,
@@ -465,7 +468,7 @@ impl Peer {
                 self.resume_secret = None;
                 self.session = Session::new();
                 self.session.insert("cookie".into(), session::new_cookie(&self.config.cookie, session::now_millis()));
-                self.session_size = None;
+                self.session_replaced();
             }
         }
     }
@@ -760,7 +763,7 @@ impl Peer {
             }
             ("invalidateSession", Role::Client) => {
                 self.session.clear();
-                self.session_size = None;
+                self.session_replaced();
                 self.resume_secret = None;
                 self.close_requested = true;
                 self.events.push_back(Event::Message(args.to_owned()));
@@ -845,7 +848,7 @@ impl Peer {
         }
         // This session's secret from now on (and hidden from the wire tap).
         self.resume_secret = secret.clone();
-        self.session_size = None;
+        self.session_replaced();
         self.session_id = Some(id.clone());
         self.frame_str(&format!("[\"_set\",\"sessionID\",\"{id}\"]"));
         self.events.push_back(Event::SaveSession);
@@ -863,7 +866,7 @@ impl Peer {
             Some(stored) => {
                 let id = self.session.get("sessionID").cloned();
                 self.session = stored;
-                self.session_size = None;
+                self.session_replaced();
                 if let Some(id) = id {
                     self.session.insert("sessionID".into(), id);
                 }
@@ -875,7 +878,7 @@ impl Peer {
             }
             None => {
                 self.session.shift_remove("sessionID");
-                self.session_size = None;
+                self.session_replaced();
                 self.start_new_session(now);
             }
         }
@@ -1046,8 +1049,23 @@ impl Peer {
             return Err(message::MessageError("_set refused: the session would be larger than maxSessionBytes"));
         }
         session::merge(&mut self.session, args);
+        if self.role == Role::Server {
+            self.session_changes.note(args);
+        }
         self.session_size = Some(after);
         Ok(())
+    }
+
+    /// The session was replaced, cleared or loaded.
+    fn session_replaced(&mut self) {
+        self.session_size = None;
+        self.session_changes = session::Changes::All;
+    }
+
+    /// Server: what changed in the session since the last call (with
+    /// `SaveSession`), so a store that can save changed keys does only that.
+    pub fn take_session_changes(&mut self) -> session::Changes {
+        std::mem::take(&mut self.session_changes)
     }
 
     /// Client: the secret our server issued for this session; with the
@@ -1065,7 +1083,7 @@ impl Peer {
     /// Server: forgets the session after `invalidateSession` destroyed it.
     pub fn clear_session(&mut self) {
         self.session.clear();
-        self.session_size = None;
+        self.session_replaced();
         self.session_id = None;
     }
 

@@ -116,9 +116,41 @@ pub fn json_len(value: &Value) -> usize {
 }
 
 /// Bytes of one `"key":value` member of the session's JSON, with its comma.
-fn member_len(key: &str, value: &Value) -> usize {
+pub fn member_len(key: &str, value: &Value) -> usize {
     // The key is measured as JSON text, escapes included.
     json_len(&Value::String(key.to_owned())) + 1 + json_len(value) + 1
+}
+
+/// What changed in a session since it was last saved: a store that can
+/// apply changed keys then writes only those.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub enum Changes {
+    #[default]
+    Nothing,
+    /// These keys were set (`_set` never removes one).
+    Keys(Vec<String>),
+    /// Replaced, cleared or loaded: only a whole copy will do.
+    All,
+}
+
+impl Changes {
+    /// Notes the keys a `merge(session, args)` sets.
+    pub fn note(&mut self, args: &[Value]) {
+        let keys: Vec<&String> = match args.first() {
+            Some(Value::String(key)) => vec![key],
+            Some(Value::Object(fields)) => fields.keys().collect(),
+            _ => return,
+        };
+        match self {
+            Changes::All => {}
+            Changes::Nothing => *self = Changes::Keys(keys.into_iter().cloned().collect()),
+            Changes::Keys(list) => list.extend(keys.into_iter().cloned()),
+        }
+        // Past this many, a whole copy costs about the same, and stays bounded.
+        if matches!(self, Changes::Keys(list) if list.len() > 1024) {
+            *self = Changes::All;
+        }
+    }
 }
 
 /// Bytes of the whole session as JSON text (within a byte).
@@ -536,6 +568,21 @@ mod tests {
         {
             assert_eq!(parse_value(bad, 10), Err(ParseError::Syntax), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn changes_note_the_keys_set_until_a_whole_copy_is_cheaper() {
+        let mut c = Changes::default();
+        c.note(&[json!("a"), json!(1)]);
+        c.note(&[json!({"b": 2, "c": 3})]);
+        c.note(&[json!(42)]);
+        assert_eq!(c, Changes::Keys(vec!["a".into(), "b".into(), "c".into()]));
+        for i in 0..1100 {
+            c.note(&[json!(format!("k{i}")), json!(i)]);
+        }
+        assert_eq!(c, Changes::All);
+        c.note(&[json!("d"), json!(4)]);
+        assert_eq!(c, Changes::All);
     }
 
     #[test]
