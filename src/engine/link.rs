@@ -407,11 +407,20 @@ impl Link {
         }
     }
 
-    /// Hands received bytes to the peer; false if that panicked.
-    fn receive(self: &Arc<Self>, bytes: &[u8]) -> bool {
+    /// Hands bytes read from `transport` to the peer; false if that
+    /// panicked. Bytes of a transport that is no longer the link's are
+    /// dropped: read on Node's loop while a tokio thread closed it and opened
+    /// the next, they would be fed to the next one's reader, mid-stream.
+    fn receive(self: &Arc<Self>, transport: u64, bytes: &[u8]) -> bool {
         self.guarded(|| {
             super::fault::inject(bytes);
-            lock(&self.peer).receive(bytes, Instant::now());
+            {
+                let mut peer = lock(&self.peer);
+                if self.transport_by_id(transport).is_none() {
+                    return;
+                }
+                peer.receive(bytes, Instant::now());
+            }
             self.pump();
         })
         .is_some()
@@ -967,7 +976,7 @@ impl Link {
                         break;
                     }
                     Ok(n) => {
-                        if !self.receive(&buf[..n]) {
+                        if !self.receive(transport.id, &buf[..n]) {
                             reason = "an internal error".into();
                             break;
                         }
@@ -1097,7 +1106,7 @@ impl Link {
             match socket.try_read(buf) {
                 Ok(0) => break,
                 Ok(n) => {
-                    if !self.receive(&buf[..n]) {
+                    if !self.receive(transport, &buf[..n]) {
                         break;
                     }
                     total += n;
