@@ -403,6 +403,7 @@ describe('delivery under faults', () => {
       let sent = 0
       let stop = false
       const pump = (async () => {
+        // eslint-disable-next-line no-unmodified-loop-condition -- `stop` is set by the test body below
         while (!stop && sent < 100000) {
           for (let k = 0; k < RATE_BATCH; k++, sent++) client.send('c2s', sent, cbs.make(sent))
           await delay(10)
@@ -686,7 +687,7 @@ describe('delivery under faults', () => {
       cl.child.kill('SIGSTOP')
       const { err, errorMs, disconnectMs } = await detection(conn, stoppedAt)
       t.diagnostic(`server connection: 'error' ${errorMs} ms after the SIGSTOP (${err && err.message}), 'disconnect' after ${disconnectMs} ms`)
-      assert.ok(err, `the server-side connection emits an error containing "heartbeat timeout" (none within 10 s)`)
+      assert.ok(err, 'the server-side connection emits an error containing "heartbeat timeout" (none within 10 s)')
       assert.ok(errorMs <= 3000, `the heartbeat timeout error comes within 3 s of the SIGSTOP (after ${errorMs} ms)`)
       assert.ok(disconnectMs !== null && disconnectMs <= 3000, `'disconnect' comes within 3 s of the SIGSTOP (after ${disconnectMs} ms)`)
       await cl.kill('SIGKILL')
@@ -910,4 +911,3 @@ async function holdingProxy (t, target) {
     },
   }
 }
-

@@ -338,7 +338,7 @@ describe('8. poison messages', () => {
     let cbErr
     client.send('poison', nested(40), (err) => { cbErr = err || 'acked' })
     client.send('after', 1)
-    await waitUntil(() => after.length === 1, 15000, "the event behind the poison to arrive")
+    await waitUntil(() => after.length === 1, 15000, 'the event behind the poison to arrive')
     assert.equal(cbErr.code, 'ERR_UHURA_REFUSED')
     assert.equal(drops.length, 1)
     assert.equal(drops[0][0].code, 'ERR_UHURA_REFUSED')

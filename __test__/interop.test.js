@@ -205,7 +205,8 @@ for (const pair of PAIRS) {
       // that arrive between `start` and the end of the resume; a 0.1.2 client
       // sends its queue right after `start` (docs/PROTOCOL.md §2), so they are lost.
       skip: pair.server !== 'ours' && pair.client === 'v0.1.2'
-        ? `${pair.server} server drops events sent right after start on a resume` : false,
+        ? `${pair.server} server drops events sent right after start on a resume`
+        : false,
     }, async (t) => {
       const got = []
       const { r, srv, client, conn } = await setup(t, pair, {

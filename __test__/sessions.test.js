@@ -253,7 +253,7 @@ describe('1. session semantics (ours x ours)', () => {
   it('_set merges both ways (key and object forms) and every change is saved to the store', T, async (t) => {
     const r = useResources(t)
     const store = recordingStore()
-    const { srv, client, sid, conn } = await ourPair(r, { store }, { reconnect: false })
+    const { client, sid, conn } = await ourPair(r, { store }, { reconnect: false })
     const connSets = collect(conn, '_set')
     const clientSets = collect(client, '_set')
     await waitUntil(() => store.sets(sid).length >= 1, 5000, 'the new session to be saved')
@@ -296,7 +296,7 @@ describe('1. session semantics (ours x ours)', () => {
   it('a burst of interleaved sets from both sides: the stored session ends with every key', T, async (t) => {
     const r = useResources(t)
     const store = recordingStore()
-    const { srv, client, sid, conn } = await ourPair(r, { store }, { reconnect: false })
+    const { client, sid, conn } = await ourPair(r, { store }, { reconnect: false })
     await waitUntil(() => store.peek(sid), 5000, 'the new session to be saved')
     const expected = { sessionID: sid }
     // 40 quick sets from each side. The stored session must end up with all
@@ -382,7 +382,7 @@ describe('1. session semantics (ours x ours)', () => {
     const FIELDS = {
       sessionID: 'AbCdEfGhIjKlMnOpQrStUv12',
       cookie: { originalMaxAge: 3600000, expires: '2031-01-01T00:00:00.000Z', httpOnly: true, path: '/' },
-      weird: { nested: [1, 'two', null, { deep: true }], 'ключ': '😀', empty: {} },
+      weird: { nested: [1, 'two', null, { deep: true }], ключ: '😀', empty: {} },
       n: -1.5e-7,
       flag: false,
     }
@@ -952,7 +952,7 @@ describe('4. a fleet sharing a store', () => {
     await hs
     assert.notEqual(reconnect, true, 'no resume without the store')
     assert.notEqual(c1.get('sessionID'), sid1, 'a new session id')
-    await waitUntil(() => errorsOf(conn1b).some((e) => /get/.test(e.message)), 8000, "the failed get reported on the new connection")
+    await waitUntil(() => errorsOf(conn1b).some((e) => /get/.test(e.message)), 8000, 'the failed get reported on the new connection')
     assert.equal(srv.errors.length, 0, 'no server error')
     for (const { conn } of srv.connections) {
       for (const e of errorsOf(conn)) assert.ok(/store|redis/i.test(e.message), `only store errors: ${e.message}`)

@@ -22,11 +22,11 @@ function mem () {
 }
 
 process.on('uncaughtException', (err) => {
-  report({ type: 'fatal', error: String(err && err.stack || err) })
+  report({ type: 'fatal', error: String((err && err.stack) || err) })
   process.exit(70)
 })
 process.on('unhandledRejection', (err) => {
-  report({ type: 'fatal', error: String(err && err.stack || err) })
+  report({ type: 'fatal', error: String((err && err.stack) || err) })
   process.exit(70)
 })
 
@@ -47,7 +47,7 @@ async function server () {
 
   const onConn = (conn) => {
     stats.conns++
-    if (typeof conn.on === 'function') conn.on('error', (err) => { stats.lastError = String(err && err.message || err) })
+    if (typeof conn.on === 'function') conn.on('error', (err) => { stats.lastError = String((err && err.message) || err) })
     if (scenario === 'burst') {
       let expect = 0
       conn.on('e', (i, payload) => {
@@ -174,7 +174,7 @@ async function client () {
           if (typeof r.value.on === 'function') r.value.on('error', () => {})
         } else {
           failed++
-          lastError = String(r.reason && r.reason.message || r.reason)
+          lastError = String((r.reason && r.reason.message) || r.reason)
         }
       }
       report({ type: 'progress', connected: clients.length, failed })
@@ -186,6 +186,6 @@ async function client () {
 }
 
 ;(role === 'server' ? server : client)().catch((err) => {
-  report({ type: 'fatal', error: String(err && err.stack || err) })
+  report({ type: 'fatal', error: String((err && err.stack) || err) })
   process.exit(70)
 })

@@ -53,7 +53,7 @@ function uhuraAdapter ({ name, label, modPath, acks, isReady, serverOpts, client
         if (typeof srv.on === 'function') srv.on('error', reject)
         srv.listen(0, HOST, () => {
           const addr = srv.address()
-          resolve({ port: addr.port, close: () => new Promise((res) => srv.close(() => res())) })
+          resolve({ port: addr.port, close: () => new Promise((resolve) => srv.close(() => resolve())) })
         })
       })
     },
@@ -102,7 +102,7 @@ class LinePeer extends EventEmitter {
   }
 
   _data (chunk) {
-    let buf = this.buf + chunk
+    const buf = this.buf + chunk
     let nl
     let start = 0
     while ((nl = buf.indexOf('\n', start)) !== -1) {
@@ -153,7 +153,7 @@ const raw = {
         onConn(peer)
       })
       srv.on('error', reject)
-      srv.listen(0, HOST, () => resolve({ port: srv.address().port, close: () => new Promise((res) => srv.close(() => res())) }))
+      srv.listen(0, HOST, () => resolve({ port: srv.address().port, close: () => new Promise((resolve) => srv.close(() => resolve())) }))
     })
   },
   makeClient ({ port, host = HOST }) {

@@ -14,18 +14,18 @@
 // at run time with `require('debug').enable(...)`, call
 // `Uhura.debug.refresh()`.
 //
-// Lines arrive as LOG entries of the delivery batches (index.js dispatch):
+// Lines arrive as LOG entries of the delivery batches (lib/native.js dispatch):
 // [handle, LOG, code, text], code 0 received / 1 sent (text: the message's
 // JSON as it was on the wire), 2 connection, 3 reconnect, 4 session.
 
+// The addon first: without it, its own error is the one to see.
+const native = require('./addon')
 const createDebug = require('debug')
 
 const NAMESPACES = ['uhura:protocol', 'uhura:connection', 'uhura:reconnect', 'uhura:session']
 const protocol = createDebug('uhura:protocol')
 // Indexed by the entry's code.
 const loggers = [protocol, protocol, createDebug('uhura:connection'), createDebug('uhura:reconnect'), createDebug('uhura:session')]
-
-let native = null
 
 /** Re-reads which uhura namespaces `debug` has enabled and tells Rust. Returns them. */
 function refresh () {
@@ -37,15 +37,8 @@ function refresh () {
       on.push(ns)
     }
   })
-  if (native) native.setDebug(bits)
+  native.setDebug(bits)
   return on
-}
-
-/** Called once by index.js: sets the flags and adds `exports.debug`. */
-function init (addon, exports) {
-  native = addon
-  refresh()
-  exports.debug = { namespaces: NAMESPACES.slice(), refresh }
 }
 
 /** One LOG entry of a delivered batch. */
@@ -66,4 +59,6 @@ function log (e) {
   }
 }
 
-module.exports = { init, refresh, log, NAMESPACES }
+refresh()
+
+module.exports = { log, api: { namespaces: NAMESPACES.slice(), refresh } }

@@ -40,7 +40,7 @@ const READ_MAX: usize = 64 * 1024;
 /// sends but does not read cannot grow our ack backlog without bound).
 const OUTPUT_HIGH_WATER: usize = 16 * 1024 * 1024;
 
-/// Entry kinds of the delivery format (see index.js `dispatch`).
+/// Entry kinds of the delivery format (see lib/native.js `dispatch`; lib/constants.js mirrors them, checked by tests/js_constants.rs).
 pub mod kind {
     pub const MESSAGE: u8 = 0;
     pub const ACKED: u8 = 1;

@@ -158,7 +158,7 @@ fn peer_config(o: Option<PeerOptions>) -> Config {
     c
 }
 
-/// TLS options with Node's names; PEM text as Buffers (index.js converts strings).
+/// TLS options with Node's names; PEM text as Buffers (lib/options.js converts strings).
 #[napi(object)]
 pub struct JsTlsOptions {
     pub key: Option<Buffer>,

@@ -1,0 +1,14 @@
+'use strict'
+// `npm run lint`: the standard style (neostandard), for the package, its
+// tests, benches, examples and scripts.
+const neostandard = require('neostandard')
+
+module.exports = [
+  ...neostandard({ ts: true, ignores: ['target/**', 'node_modules/**', 'fuzz/**', 'npm/**'] }),
+  {
+    rules: {
+      // `void x;` marks a value as used in the type fixtures.
+      'no-void': ['error', { allowAsStatement: true }]
+    }
+  }
+]

@@ -1,0 +1,185 @@
+'use strict'
+// The client: connect, reconnect and backoff, and the original's
+// createConnection hook.
+
+const util = require('util')
+const { SendEmitter } = require('./connection')
+const { native, handles, whenBatchHandled, keepAlive, releaseOnCollect } = require('./native')
+const { addressesOf, bindStream } = require('./js-stream')
+const { describe, nonNegative, limitsOf, checkedPort, peerOptions, tlsOptions } = require('./options')
+
+function Client () {
+  if (!(this instanceof Client)) return new Client()
+  SendEmitter.call(this)
+  this._active = false
+  this._stopped = false
+  this.options = null
+  this.resumeSecret = undefined
+}
+util.inherits(Client, SendEmitter)
+
+/**
+ * connect(port[, host][, cb]) or connect(options[, cb]).
+ */
+Client.prototype.connect = function (a, b, c) {
+  let options
+  let cb
+  if (a !== null && typeof a === 'object') {
+    options = Object.assign({}, a)
+    cb = typeof b === 'function' ? b : undefined
+  } else {
+    options = { port: a, host: typeof b === 'string' ? b : undefined }
+    cb = typeof b === 'function' ? b : typeof c === 'function' ? c : undefined
+  }
+  if (options.logErrors) this.logErrors = true
+  if (options.maxQueueLength != null) this._maxQueueLength = options.maxQueueLength
+  if (options.maxSessionBytes != null) this._maxSessionBytes = nonNegative(options.maxSessionBytes, 'options.maxSessionBytes')
+  this._limits = limitsOf(options)
+  this.options = options
+  if (cb) this.once('connect', cb)
+  if (this._h) throw new Error('uhura: this client is already connected; use reconnect()')
+  this._ackTimeout = options.ackTimeout
+  const native_ = {
+    servers: [],
+    peer: peerOptions({ ...options, maxQueueLength: this._maxQueueLength })
+  }
+  if (typeof options.createConnection === 'function') {
+    // The original's factory hook: each (re)connection asks it for a stream.
+    native_.js = true
+  } else {
+    if (options.createConnection != null) throw new TypeError('uhura: options.createConnection must be a function')
+    const servers = Array.isArray(options.servers) && options.servers.length > 0 ? options.servers : [options]
+    native_.servers = servers.map((o) => (o.path != null
+      ? { path: String(o.path) }
+      : { host: o.host || undefined, port: checkedPort(o.port) }))
+    if (options.tls) native_.tls = tlsOptions(options.tls)
+  }
+  this._h = native.createClient(native_)
+  handles.set(this._h, this)
+  // A stopped client keeps its Rust side for reconnect(); it goes when this object does.
+  releaseOnCollect.register(this, this._h)
+  this._active = true
+  keepAlive(this, this._ref)
+  // Start on the next tick, so autoReconnect() and friends called right
+  // after createClient() apply to the first attempt, as in the original.
+  const h = this._h
+  process.nextTick(() => native.clientStart(h))
+  return this
+}
+
+/**
+ * Connects over a duplex stream the application opened itself (the
+ * original's attach). Later reconnects need `options.createConnection`.
+ */
+Client.prototype.attach = function (stream) {
+  if (!stream || typeof stream.on !== 'function' || typeof stream.write !== 'function') {
+    throw new TypeError(`uhura: attach(stream) takes a duplex stream, got ${describe(stream)}`)
+  }
+  let given = stream
+  return this.connect({
+    createConnection: (options, cb) => {
+      if (given === null) return cb(new Error('uhura: the attached stream has closed; give connect() a createConnection factory to reconnect'))
+      const s = given
+      given = null
+      cb(null, s)
+    }
+  })
+}
+
+/** Closes the connection and connects again; also starts a client stopped by disconnect() again. */
+Client.prototype.reconnect = function (cb) {
+  if (!this._h) throw new Error('uhura: reconnect() before connect(): there is nowhere to reconnect to')
+  if (typeof cb === 'function') this.once('connect', cb)
+  this.ready = false
+  this._stopped = false
+  handles.set(this._h, this)
+  this._flush()
+  // In call order with a disconnect() made in the same listener.
+  const h = this._h
+  whenBatchHandled(() => native.clientReconnect(h))
+  this._active = true
+  keepAlive(this, this._ref)
+}
+
+Client.prototype.autoReconnect = function (min, max) {
+  // 0 or nothing means the default (100 and 60000 ms, in src/engine/client.rs), as in the original.
+  min = min ? nonNegative(min, 'autoReconnect(min)') : 0
+  max = max ? nonNegative(max, 'autoReconnect(max)') : 0
+  native.clientAutoReconnect(this._h, min, max)
+}
+
+Client.prototype.disconnect = function () {
+  // Never connected, or already stopped: nothing to close.
+  if (!this._h || (this._stopped && !this._active)) return
+  this._stopped = true
+  this._flush()
+  const h = this._h
+  whenBatchHandled(() => native.clientDisconnect(h))
+}
+
+Client.prototype._isOpen = function () {
+  return this._active
+}
+
+/** Rust asks for a stream: call the user's createConnection factory. */
+Client.prototype._openTransport = function () {
+  const h = this._h
+  let called = false
+  const done = (err, stream) => {
+    if (called) return
+    called = true
+    if (err || !stream) {
+      const e = err || new Error('uhura: createConnection gave no stream')
+      native.clientOpenFailed(h, String(e.message || e))
+      this.emit('error', e)
+      return
+    }
+    this.socket = stream
+    native.clientOpened(h, addressesOf(stream))
+    bindStream(h, stream, (e) => this.emit('error', e))
+    if (!this._ref && typeof stream.unref === 'function') stream.unref()
+  }
+  try {
+    const r = this.options.createConnection(this.options, done)
+    // Also accept a factory that returns the stream (as net.createConnection does).
+    if (r && typeof r.on === 'function' && typeof r.write === 'function') done(null, r)
+  } catch (e) {
+    done(e)
+  }
+}
+
+Client.prototype._onConnected = function (info) {
+  SendEmitter.prototype._onConnected.call(this, info)
+  // With `sessionID`, what a restarted process needs to resume this session.
+  if (info.resumeSecret !== undefined) this.resumeSecret = info.resumeSecret
+  this.socket.emit('connect')
+  this.emit('connect', { objectMode: info.objectMode, enableAcks: info.enableAcks })
+}
+
+Client.prototype._onMessage = function (args) {
+  if (args[0] === 'invalidateSession') this.session = {}
+  SendEmitter.prototype._onMessage.call(this, args)
+}
+
+Client.prototype._onStopped = function () {
+  // reconnect() was called since: the client is starting again.
+  if (!this._stopped) return
+  this.ready = false
+  this._active = false
+  keepAlive(this, false)
+  if (this._acks.size === 0) handles.delete(this._h)
+}
+
+Client.prototype._acksSettled = function () {
+  if (!this._active && this._stopped) handles.delete(this._h)
+}
+
+Client.prototype._onDisconnected = function (willReconnect) {
+  if (!willReconnect) {
+    this._active = false
+    keepAlive(this, false)
+  }
+  this._onClosed()
+}
+
+module.exports = Client

@@ -1,0 +1,315 @@
+'use strict'
+// What clients and server-side connections share (SendEmitter), and the
+// server-side connection.
+
+const { EventEmitter } = require('events')
+const util = require('util')
+const Socket = require('./socket')
+const { native, handles, enqueue, flushOutbox, whenBatchHandled, keepAlive, makeError } = require('./native')
+const { toJson, describe, nonNegative, limitsOf, checkLimits } = require('./options')
+const { DEFAULT_MAX_SESSION_BYTES } = require('./constants')
+
+/** Sets `obj[key]` as plain data, whatever the key (`__proto__` included). */
+function setData (obj, key, value) {
+  if (key === '__proto__') {
+    Object.defineProperty(obj, key, { value, writable: true, enumerable: true, configurable: true })
+  } else obj[key] = value
+}
+
+/** What clients and server-side connections share: send, set, get and the ack bookkeeping. */
+function SendEmitter () {
+  if (!(this instanceof SendEmitter)) return new SendEmitter()
+  EventEmitter.call(this)
+  this._h = 0
+  this.session = {}
+  this.ready = false
+  this.objectMode = false
+  this.enableAcks = false
+  this.logErrors = false
+  this._maxQueueLength = Infinity
+  this._maxSessionBytes = DEFAULT_MAX_SESSION_BYTES
+  this._seq = 0
+  this._acks = new Map()
+  this._ackTimeout = undefined
+  this._limits = limitsOf({})
+  // ref()'d: open, it keeps the process alive (as a net socket does).
+  this._ref = true
+  this.socket = new Socket(this)
+  // The original always listens for 'error', so errors never throw.
+  this.on('error', (err) => {
+    if (this.logErrors) console.error(err instanceof Error ? err.stack : err)
+  })
+}
+util.inherits(SendEmitter, EventEmitter)
+
+Object.defineProperty(SendEmitter.prototype, 'maxQueueLength', {
+  get () {
+    return this._maxQueueLength
+  },
+  set (n) {
+    this._maxQueueLength = nonNegative(n, 'maxQueueLength')
+    if (this._h) native.setMaxQueueLength(this._h, this._maxQueueLength)
+  },
+  configurable: true
+})
+
+SendEmitter.prototype.send = function (...args) {
+  const cb = typeof args[args.length - 1] === 'function' ? args.pop() : null
+  if (typeof args[0] !== 'string') {
+    throw new TypeError(`uhura: send(event, ...args): the event name must be a string, got ${describe(args[0])}`)
+  }
+  const json = toJson(args, `send(${JSON.stringify(args[0])})`)
+  checkLimits(this._limits, json, args.length - 1, `send(${JSON.stringify(args[0])})`)
+  if (cb) {
+    const seq = this._seq++
+    this._acks.set(seq, cb)
+    // A server-side connection object outlives its socket (sends still reach
+    // the resumed session), so it must stay addressable for this ack.
+    if (this._disconnected) handles.set(this._h, this)
+    this._push('a' + seq + json)
+  } else {
+    this._push('e' + json)
+  }
+}
+
+/** Promise form of send with an ack: resolves when the peer acknowledges. */
+SendEmitter.prototype.sendWithAck = function (...args) {
+  return new Promise((resolve, reject) => {
+    this.send(...args, (err) => (err ? reject(err) : resolve()))
+  })
+}
+
+SendEmitter.prototype.set = function (key, val) {
+  let json
+  if (typeof key === 'string') json = toJson([key, val === undefined ? null : val], `set(${JSON.stringify(key)})`)
+  else if (key !== null && typeof key === 'object') json = toJson([key], 'set(object)')
+  else throw new TypeError(`uhura: set(key, value) takes a string key or an object, got ${describe(key)}`)
+  // Refused before anything changes: the local session keeps what the peer would have.
+  checkLimits(this._limits, json, 0, typeof key === 'string' ? `set(${JSON.stringify(key)})` : 'set(object)')
+  // What alone is over the limit fails here; a set that only adds up to
+  // too much is refused by Rust, which knows the session's size.
+  if (json.length > this._maxSessionBytes) {
+    throw new RangeError(`uhura: set(): ${json.length} bytes of JSON is more than maxSessionBytes (${this._maxSessionBytes})`)
+  }
+  this._set(key, val)
+  this.emit('_set', key, val)
+  this._push('s' + json)
+}
+
+SendEmitter.prototype.get = function (key) {
+  return key ? this.session[key] : this.session
+}
+
+/**
+ * Sends the whole local session to the peer, which merges it (the
+ * original's syncSession). Useful after changing `session` directly.
+ */
+SendEmitter.prototype.syncSession = function () {
+  this._push('s' + toJson([this.session], 'syncSession()'))
+}
+
+/** Merges a key (or an object of keys) into the local session only. */
+SendEmitter.prototype._set = function (key, val) {
+  // Every key is plain data: a peer's `__proto__` never replaces the prototype.
+  if (typeof key === 'string') {
+    setData(this.session, key, val)
+    return
+  }
+  for (const k in key) setData(this.session, k, key[k])
+}
+
+/**
+ * Writes one whole message as given (an array in the legacy form, or an
+ * `{ args }` object), outside the event queue: no ack, no resend. The
+ * original's low-level `_send`.
+ */
+SendEmitter.prototype._send = function (data) {
+  this._push('r' + toJson(data, '_send(data)'))
+}
+
+SendEmitter.prototype._push = function (line) {
+  enqueue(this, line)
+}
+
+/** Hands every pending send (of every emitter, in order) to Rust now. */
+SendEmitter.prototype._flush = function () {
+  flushOutbox()
+}
+
+SendEmitter.prototype._write = function (lines) {
+  try {
+    native.write(this._h, lines.join('\n'))
+  } catch (e) {
+    if (!/connection is closed/.test(e.message)) {
+      // Not a closed connection (the other lines were applied): report it,
+      // and leave every ack callback to its event's real fate.
+      this.emit('error', new Error(`uhura: cannot send: ${e.message}`))
+      return
+    }
+    // The connection is gone for good (a server-side connection after its
+    // disconnect): fail the ack callbacks of the events of these lines,
+    // which never reached it. Earlier events have their own fate.
+    const err = new Error(`uhura: cannot send: ${e.message}`)
+    err.code = 'ERR_UHURA_CLOSED'
+    for (const line of lines) {
+      if (line.charCodeAt(0) !== 97) continue // 'a<seq>…': a send with a callback
+      const seq = parseInt(line.slice(1), 10)
+      const cb = this._acks.get(seq)
+      if (cb === undefined) continue
+      this._acks.delete(seq)
+      process.nextTick(cb, err)
+    }
+  }
+}
+
+SendEmitter.prototype._settle = function (seq, err) {
+  const cb = this._acks.get(seq)
+  if (cb === undefined) return
+  this._acks.delete(seq)
+  if (this._acks.size === 0) this._acksSettled()
+  if (err) cb(err)
+  else cb()
+}
+
+/** Called when the last pending ack callback has run. */
+SendEmitter.prototype._acksSettled = function () {}
+
+SendEmitter.prototype._onMessage = function (args) {
+  this.emit.apply(this, args)
+}
+
+SendEmitter.prototype._onRemoteSet = function (args) {
+  this._set(args[1], args[2])
+  this.emit.apply(this, args)
+}
+
+SendEmitter.prototype._onConnected = function (info) {
+  this.objectMode = info.objectMode
+  this.enableAcks = info.enableAcks
+  if (this.socket instanceof Socket) this.socket._update(info)
+  this.ready = true
+}
+
+/** The transport closed: shared by clients and connections. */
+SendEmitter.prototype._onClosed = function () {
+  this.ready = false
+  if (this.socket instanceof Socket) this.socket._onClosed()
+  this.emit('disconnect')
+}
+
+SendEmitter.prototype._onError = function (info) {
+  this.emit('error', makeError(info))
+}
+
+SendEmitter.prototype._onDropped = function (seq, reason) {
+  let err
+  if (reason === 'refused') {
+    err = new Error('uhura: the event was dropped: the peer refused it (it closed the connection with this event unacknowledged 3 times in a row)')
+    err.code = 'ERR_UHURA_REFUSED'
+  } else {
+    err = new Error('uhura: the event was dropped: the send queue was over maxQueueLength or maxQueueBytes, or its session expired')
+    err.code = 'ERR_UHURA_DROPPED'
+  }
+  if (seq != null) this._settle(seq, err)
+  this.emit('drop', err)
+}
+
+SendEmitter.prototype._onAckTimeout = function (seq) {
+  const err = new Error(`uhura: no acknowledgement within ackTimeout (${this._ackTimeout} ms); the event stays queued for delivery`)
+  err.code = 'ERR_UHURA_ACK_TIMEOUT'
+  this._settle(seq, err)
+}
+
+/** Keeps the process alive while this is open (the default), as a net socket does. */
+SendEmitter.prototype.ref = function () {
+  this._ref = true
+  keepAlive(this, this._isOpen())
+  return this
+}
+
+SendEmitter.prototype.unref = function () {
+  this._ref = false
+  keepAlive(this, false)
+  return this
+}
+
+/** A server-side connection: made by the server when a handshake completes. */
+function Connection (server, h, info) {
+  if (!(this instanceof Connection)) return new Connection(server, h, info)
+  SendEmitter.call(this)
+  this._h = h
+  this.server = server
+  this.sessionStore = server.sessionStore
+  this.logErrors = !!server.logErrors
+  this._ackTimeout = server.options.ackTimeout
+  this._limits = limitsOf(server.options)
+  this.session = info.session
+  this.sessionID = info.session.sessionID
+  if (server._maxQueueLength != null) this.maxQueueLength = server._maxQueueLength
+  if (server.options.maxSessionBytes != null) this._maxSessionBytes = server.options.maxSessionBytes
+  handles.set(h, this)
+  keepAlive(this, true)
+}
+util.inherits(Connection, SendEmitter)
+
+Connection.prototype.invalidateSession = function () {
+  this._flush()
+  try {
+    native.invalidateSession(this._h)
+  } catch (e) {
+    // Gone for good (its session's resume window has passed): say so here,
+    // not as a throw from some later, unrelated call.
+    const err = new Error(`uhura: cannot invalidate the session: ${e.message}`)
+    err.code = 'ERR_UHURA_CLOSED'
+    process.nextTick(() => this.emit('error', err))
+  }
+}
+
+/**
+ * Closes this connection after what was sent on it is written, as
+ * `client.disconnect()` does; `disconnect` fires once it is closed. The
+ * session stays resumable for `resumeWindow`.
+ */
+Connection.prototype.disconnect = function () {
+  if (this._disconnected) return
+  this._flush()
+  const h = this._h
+  whenBatchHandled(() => native.end(h))
+}
+
+/**
+ * The original's handshake handlers, run when the peer's `start` arrives.
+ * Here the handshake completes in Rust before this object exists, so there
+ * is nothing left to start or resume: they only return the connection.
+ */
+Connection.prototype.start = function () {
+  return this
+}
+
+Connection.prototype.resume = function () {
+  return this
+}
+
+/** A server-side connection's stream is chosen by its server (listen or options.createServer). */
+Connection.prototype.attach = function () {
+  throw new Error('uhura: a server-side connection cannot attach a stream; give the server options.createServer, or use client.attach(stream)')
+}
+
+Connection.prototype._acksSettled = function () {
+  if (this._disconnected) handles.delete(this._h)
+}
+
+Connection.prototype._isOpen = function () {
+  return !this._disconnected
+}
+
+Connection.prototype._onDisconnected = function () {
+  this._disconnected = true
+  // Sends on this object still reach the session (kept by the server for
+  // resumeWindow); it stays addressable until its ack callbacks have run.
+  if (this._acks.size === 0) handles.delete(this._h)
+  keepAlive(this, false)
+  this._onClosed()
+}
+
+module.exports = { SendEmitter, Connection }

@@ -1,0 +1,239 @@
+'use strict'
+// The crossing with Rust: event batches in (drain, dispatch to the object
+// each handle names), sends out (the outbox, flushed once per tick), and
+// the keep-alive that stands in for tokio's tasks in Node's event loop.
+
+const native = require('./addon')
+const debugLog = require('./debug')
+const { streams, pumpOutput, closeStream } = require('./js-stream')
+const {
+  MESSAGE, ACKED, SET, CONNECTED, DISCONNECTED, ERROR, LISTENING, CLOSED, DROPPED, RECONNECTING, OUTPUT,
+  TRANSPORT_CLOSED, RESUME_INPUT, OPEN_TRANSPORT, STORE_OP, ACK_TIMEOUT, STOPPED, WATCH, UNWATCH, LOG, ACCEPTED, REFUSED
+} = require('./constants')
+
+const handles = new Map()
+// Handle of a connection still in its handshake -> the server whose
+// `connection` event gave its socket.
+const acceptedBy = new Map()
+
+native.init(drain)
+// Native sockets are read on this thread's event loop (src/node/uv.rs), which
+// saves a thread hop per received message.
+native.enableNodeReads(process.env.UHURA_NODE_READS !== '0')
+
+/** Runs on the JS thread whenever Rust has events: take every batch there is. */
+// Closing calls made by listeners wait until the batch is handled: the acks
+// of the events just handled go out first (see eventsHandled below).
+let dispatching = false
+let afterBatch = []
+// Sends of every emitter in call order, as segments [{ emitter, lines }].
+// One flush per tick hands them to Rust segment by segment, so sends on two
+// connection objects of one session keep their relative order too.
+let outbox = []
+let outboxScheduled = false
+
+function flushOutbox () {
+  outboxScheduled = false
+  if (outbox.length === 0) return
+  const segments = outbox
+  outbox = []
+  for (const { emitter, lines } of segments) emitter._write(lines)
+}
+
+/** Queues one line of `emitter`'s sends; flushed (in call order) at the end of the tick. */
+function enqueue (emitter, line) {
+  const last = outbox[outbox.length - 1]
+  if (last !== undefined && last.emitter === emitter) last.lines.push(line)
+  else outbox.push({ emitter, lines: [line] })
+  if (!outboxScheduled) {
+    outboxScheduled = true
+    queueMicrotask(flushOutbox)
+  }
+}
+
+function whenBatchHandled (fn) {
+  if (dispatching) afterBatch.push(fn)
+  else fn()
+}
+
+function drain () {
+  let batch
+  dispatching = true
+  while ((batch = native.takeEvents()) != null) {
+    const entries = JSON.parse(batch)
+    for (let i = 0; i < entries.length; i++) {
+      try {
+        dispatch(entries[i])
+      } catch (err) {
+        // The rest of the batch is still delivered either way.
+        listenerThrew(entries[i], err)
+      }
+    }
+  }
+  // What the listeners sent goes out first (a reply travels ahead of the
+  // acks), then the acks of the handled events: only now, after the
+  // listeners ran, may they vouch for them.
+  flushOutbox()
+  native.eventsHandled()
+  dispatching = false
+  const later = afterBatch
+  afterBatch = []
+  for (const fn of later) {
+    try {
+      fn()
+    } catch {
+      // A close requested from a listener, of something that closed in the
+      // meantime: it is closed, which is what was asked.
+    }
+  }
+}
+
+function rethrow (err) {
+  throw err
+}
+
+/**
+ * A listener (or an ack callback) threw while a delivered entry was
+ * dispatched. What the peer sends cannot make that crash the process: the
+ * error goes to the emitter as an 'error' event (code ERR_UHURA_LISTENER, the
+ * thrown value as `cause`), which the built-in listener swallows unless
+ * `logErrors` is on. Only an 'error' listener that throws, or an entry with
+ * no emitter, is rethrown (an uncaughtException, as from a net socket).
+ */
+function listenerThrew (entry, thrown) {
+  const obj = handles.get(entry[0])
+  if (!obj || entry[1] === ERROR || typeof obj.emit !== 'function') {
+    process.nextTick(rethrow, thrown)
+    return
+  }
+  const what = entry[1] === MESSAGE && Array.isArray(entry[2]) ? `the "${String(entry[2][0])}" event` : 'an event'
+  const cause = thrown instanceof Error ? thrown.message : String(thrown)
+  const err = new Error(`uhura: a listener of ${what} threw: ${cause}`)
+  err.code = 'ERR_UHURA_LISTENER'
+  err.cause = thrown
+  if (thrown instanceof Error && thrown.stack) err.stack = `${err.stack}\nCaused by: ${thrown.stack}`
+  try {
+    obj.emit('error', err)
+  } catch (e) {
+    process.nextTick(rethrow, e)
+  }
+}
+
+function dispatch (e) {
+  const h = e[0]
+  const obj = handles.get(h)
+  switch (e[1]) {
+    case MESSAGE:
+      if (obj) obj._onMessage(e[2])
+      break
+    case ACKED:
+      if (obj) obj._settle(e[2], undefined)
+      break
+    case SET:
+      if (obj) obj._onRemoteSet(e[2])
+      break
+    case CONNECTED:
+      if (obj) obj._onConnected(e[2])
+      else if (e[2].server != null) {
+        const server = handles.get(e[2].server)
+        if (server) server._onConnection(h, e[2])
+      }
+      break
+    case DISCONNECTED:
+      if (obj) obj._onDisconnected(e[2])
+      else if (acceptedBy.has(h)) acceptedBy.get(h)._onAcceptedClosed(h)
+      break
+    case ERROR:
+      if (obj) obj._onError(e[2])
+      else if (e[2].server != null) {
+        const server = handles.get(e[2].server)
+        if (server) server._onClientError(h, e[2])
+      }
+      break
+    case ACCEPTED:
+      if (obj) obj._onAccepted(e[2], e[3])
+      break
+    case REFUSED:
+      if (obj) obj.emit('drop', e[2])
+      break
+    case LISTENING:
+      if (obj) obj._onListening(e[2])
+      break
+    case CLOSED:
+      if (obj) obj._onClose()
+      break
+    case DROPPED:
+      if (obj) obj._onDropped(e[2], e[3])
+      break
+    case ACK_TIMEOUT:
+      if (obj) obj._onAckTimeout(e[2])
+      break
+    case STOPPED:
+      if (obj) obj._onStopped()
+      break
+    case WATCH:
+      try {
+        native.watch(h, e[2])
+      } catch (err) {
+        // Not fatal: the socket is then read on a tokio thread as before.
+        if (obj && obj.logErrors) console.error(err.stack)
+      }
+      break
+    case UNWATCH:
+      native.unwatch(e[2])
+      break
+    case RECONNECTING:
+      if (obj) obj.emit('reconnecting', e[2])
+      break
+    case OUTPUT:
+      pumpOutput(h)
+      break
+    case TRANSPORT_CLOSED: {
+      const stream = streams.get(h)
+      if (stream) closeStream(h, stream)
+      break
+    }
+    case RESUME_INPUT: {
+      const stream = streams.get(h)
+      if (stream && typeof stream.resume === 'function') stream.resume()
+      break
+    }
+    case OPEN_TRANSPORT:
+      if (obj) obj._openTransport()
+      break
+    case STORE_OP:
+      if (obj) obj._storeOp(e[2], e[3], e[4], e[5])
+      break
+    case LOG:
+      debugLog.log(e)
+      break
+  }
+}
+
+const releaseOnCollect = new FinalizationRegistry((h) => native.clientRelease(h))
+
+// Node exits when nothing ref'd is pending. Tokio tasks are invisible to it,
+// so one ref'd timer stands in for every live server, connection and ref'd client.
+let liveCount = 0
+let liveTimer = null
+function keepAlive (obj, on) {
+  on = !!on
+  if (!!obj._keepingAlive === on) return
+  obj._keepingAlive = on
+  liveCount += on ? 1 : -1
+  if (liveCount > 0 && liveTimer === null) liveTimer = setInterval(noop, 0x7fffffff)
+  else if (liveCount === 0 && liveTimer !== null) {
+    clearInterval(liveTimer)
+    liveTimer = null
+  }
+}
+function noop () {}
+
+function makeError (info) {
+  const err = new Error(info.message)
+  if (info.code) err.code = info.code
+  if (info.syscall) err.syscall = info.syscall
+  return err
+}
+
+module.exports = { native, handles, acceptedBy, enqueue, flushOutbox, whenBatchHandled, keepAlive, releaseOnCollect, makeError }

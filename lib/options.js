@@ -1,0 +1,156 @@
+'use strict'
+// Arguments and options as the addon takes them: conversion, validation
+// and the messages of the errors a misuse gets.
+
+const sessions = require('./session')
+const { DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_ARGS, DEFAULT_MAX_DEPTH, MAX_DEPTH_LIMIT } = require('./constants')
+
+/** JSON text of `value`, or a TypeError naming the call (`what`) that cannot send it. */
+function toJson (value, what) {
+  let json
+  try {
+    json = JSON.stringify(value)
+  } catch (e) {
+    throw new TypeError(`uhura: ${what}: the arguments cannot be sent as JSON: ${e.message}`)
+  }
+  if (json === undefined) throw new TypeError(`uhura: ${what}: ${describe(value)} cannot be sent as JSON`)
+  return json
+}
+
+function describe (v) {
+  if (v === null) return 'null'
+  if (typeof v === 'string') return JSON.stringify(v)
+  if (typeof v === 'function') return 'a function'
+  if (typeof v === 'object') return Array.isArray(v) ? 'an array' : 'an object'
+  return `${typeof v} ${String(v)}`
+}
+
+function checkedPort (port) {
+  const n = typeof port === 'string' && port.trim() !== '' ? Number(port) : port
+  if (typeof n !== 'number' || !Number.isInteger(n) || n < 0 || n > 65535) {
+    throw new RangeError(`uhura: port must be an integer >= 0 and <= 65535, got ${describe(port)}`)
+  }
+  return n
+}
+
+/**
+ * A count or a time in ms: a TypeError for what is not a number, a
+ * RangeError for NaN or a negative one. Huge values (Infinity included)
+ * are kept; Rust saturates them.
+ */
+function nonNegative (v, name) {
+  // Numeric strings ('5000', from an environment variable) count as numbers.
+  const n = typeof v === 'string' && v.trim() !== '' && !Number.isNaN(Number(v)) ? Number(v) : v
+  if (typeof n !== 'number') throw new TypeError(`uhura: ${name} must be a number, got ${describe(v)}`)
+  if (Number.isNaN(n) || n < 0) throw new RangeError(`uhura: ${name} must be a non-negative number, got ${describe(v)}`)
+  return n
+}
+
+/** The limits of `options` that send() and set() check, with their defaults. */
+function limitsOf (o) {
+  const n = (v, d) => (v == null || Number.isNaN(Number(v)) ? d : Number(v))
+  return {
+    maxArgs: n(o.maxArgs, DEFAULT_MAX_ARGS),
+    maxDepth: Math.min(Math.max(1, n(o.maxDepth, DEFAULT_MAX_DEPTH)), MAX_DEPTH_LIMIT),
+    maxMessageSize: Math.max(1, n(o.maxMessageSize, DEFAULT_MAX_MESSAGE_SIZE))
+  }
+}
+
+/** Whether JSON text nests deeper than `limit` (the outermost array is level 1). */
+function deeperThan (json, limit) {
+  // Each level takes two characters at least.
+  if (json.length <= 2 * limit) return false
+  let depth = 0
+  for (let i = 0; i < json.length; i++) {
+    const c = json.charCodeAt(i)
+    if (c === 34) {
+      // A string: skip it (JSON.stringify output, so escapes are well formed).
+      for (i++; i < json.length; i++) {
+        const d = json.charCodeAt(i)
+        if (d === 92) i++
+        else if (d === 34) break
+      }
+    } else if (c === 91 || c === 123) {
+      if (++depth > limit) return true
+    } else if (c === 93 || c === 125) depth--
+  }
+  return false
+}
+
+/**
+ * Throws a TypeError when the message `json` (an argument array, event
+ * name first) is beyond what our own reader accepts: a peer with the same
+ * limits would refuse it, so it must never enter the resend queue.
+ */
+function checkLimits (limits, json, nargs, what) {
+  if (nargs > limits.maxArgs) {
+    throw new TypeError(`uhura: ${what}: ${nargs} arguments are more than maxArgs (${limits.maxArgs})`)
+  }
+  if (deeperThan(json, limits.maxDepth)) {
+    throw new TypeError(`uhura: ${what}: the arguments are nested deeper than maxDepth (${limits.maxDepth})`)
+  }
+  // The wire form adds at most this much: {"args":…,"id":"<prefix>-<seq>"}.
+  const overhead = 64
+  if (json.length * 3 + overhead > limits.maxMessageSize && Buffer.byteLength(json) + overhead > limits.maxMessageSize) {
+    throw new TypeError(`uhura: ${what}: the message is larger than maxMessageSize (${limits.maxMessageSize} bytes)`)
+  }
+}
+
+/** Options of the protocol state machine, as the addon takes them. */
+function peerOptions (o) {
+  const out = {}
+  for (const k of ['maxMessageSize', 'maxArgs', 'maxDepth', 'maxQueueLength', 'maxQueueBytes', 'ackTimeout', 'heartbeatInterval', 'heartbeatTimeout', 'handshakeTimeout', 'maxHandshakeBytes', 'maxSessionBytes']) {
+    if (o[k] != null) out[k] = nonNegative(o[k], `options.${k}`)
+  }
+  if (o.extensions != null) out.extensions = !!o.extensions
+  if (o.resumeSecret != null) {
+    if (typeof o.resumeSecret !== 'string') throw new TypeError(`uhura: options.resumeSecret must be a string, got ${describe(o.resumeSecret)}`)
+    out.resumeSecret = o.resumeSecret
+  }
+  return out
+}
+
+function toBuffer (v) {
+  return Buffer.isBuffer(v) ? v : Buffer.from(typeof v === 'string' ? v : String(v))
+}
+
+/** Node-style tls options -> what the addon takes (PEM as Buffers). */
+function tlsOptions (o) {
+  if (o === true) o = {}
+  if (o === null || typeof o !== 'object') throw new TypeError('uhura: options.tls must be an object')
+  const out = {}
+  if (o.key != null) out.key = toBuffer(Array.isArray(o.key) ? o.key[0] : o.key)
+  if (o.cert != null) out.cert = toBuffer(Array.isArray(o.cert) ? o.cert.map(toBuffer).join('\n') : o.cert)
+  if (o.ca != null) out.ca = (Array.isArray(o.ca) ? o.ca : [o.ca]).map(toBuffer)
+  if (o.requestCert != null) out.requestCert = !!o.requestCert
+  if (o.rejectUnauthorized != null) out.rejectUnauthorized = !!o.rejectUnauthorized
+  if (o.servername != null) out.servername = String(o.servername)
+  return out
+}
+
+/** Server options that choose and tune the session store. */
+function storeOptions (options) {
+  const out = {}
+  const store = options.store
+  if (store instanceof sessions.RedisStore) {
+    out.store = 'redis'
+    out.redisUrl = store.url
+    out.redisPrefix = store.prefix
+    out.redisAuxPrefix = store.auxPrefix
+    out.redisTtl = store.ttl
+  } else if (store != null) {
+    for (const m of ['get', 'set', 'destroy']) {
+      if (typeof store[m] !== 'function') {
+        throw new TypeError(`uhura: options.store must have get, set and destroy methods (connect-style); ${m} is ${describe(store[m])}`)
+      }
+    }
+    out.store = 'js'
+    if (options.storeTimeout != null) out.storeTimeout = nonNegative(options.storeTimeout, 'options.storeTimeout')
+  }
+  if (options.sessionTTL != null) out.sessionTtl = nonNegative(options.sessionTTL, 'options.sessionTTL')
+  if (options.maxSessions != null) out.maxSessions = nonNegative(options.maxSessions, 'options.maxSessions')
+  if (options.maxStoreBytes != null) out.maxStoreBytes = nonNegative(options.maxStoreBytes, 'options.maxStoreBytes')
+  return out
+}
+
+module.exports = { toJson, describe, checkedPort, nonNegative, limitsOf, checkLimits, peerOptions, tlsOptions, storeOptions }
