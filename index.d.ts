@@ -75,14 +75,14 @@ export interface RedisStoreOptions {
 
 /** A native Redis session store (pass it as `options.store`). */
 export class RedisStore {
-  constructor(options?: RedisStoreOptions)
+  constructor (options?: RedisStoreOptions)
   readonly url: string
   readonly prefix: string
   readonly auxPrefix: string
   readonly ttl: number
 }
 
-export function redisStore(options?: RedisStoreOptions): RedisStore
+export function redisStore (options?: RedisStoreOptions): RedisStore
 
 /** The connect 2.x session classes of the original's `session` export. */
 export interface SessionExport {
@@ -142,30 +142,30 @@ declare class SendEmitter extends EventEmitter {
   readonly socket: UhuraSocket
 
   /** Emits `event` on the peer. A trailing function is not sent: it runs when the peer acknowledges. */
-  send(event: string, ...args: any[]): void
+  send (event: string, ...args: any[]): void
   /** Like `send(event, ...args, cb)`, as a Promise that settles on the ack. */
-  sendWithAck(event: string, ...args: any[]): Promise<void>
+  sendWithAck (event: string, ...args: any[]): Promise<void>
   /** Sets one session field (both ends). */
-  set(key: string, value: any): void
+  set (key: string, value: any): void
   /** Merges fields into the session (both ends). */
-  set(fields: Record<string, any>): void
+  set (fields: Record<string, any>): void
   /** One session field. */
-  get(key: string): any
+  get (key: string): any
   /** The whole session object. */
-  get(): Session
+  get (): Session
   /** Sends the whole local session to the peer (after changing `session` in place). */
-  syncSession(): void
+  syncSession (): void
   /** Merges fields into the local session only (the peer is not told). */
-  _set(key: string | Record<string, any>, value?: any): void
+  _set (key: string | Record<string, any>, value?: any): void
   /** Writes one whole message as given (`[event, ...args]` or `{ args }`): no ack, no resend. */
-  _send(data: any[] | { args: any[] }): void
+  _send (data: any[] | { args: any[] }): void
 
-  on(event: 'connect', listener: (arg?: any) => void): this
-  on(event: 'disconnect', listener: () => void): this
-  on(event: 'error', listener: (err: Error & { code?: string }) => void): this
-  on(event: '_set', listener: (key: string | Record<string, any>, value?: any) => void): this
-  on(event: 'drop', listener: (err: Error) => void): this
-  on(event: string, listener: (...args: any[]) => void): this
+  on (event: 'connect', listener: (arg?: any) => void): this
+  on (event: 'disconnect', listener: () => void): this
+  on (event: 'error', listener: (err: Error & { code?: string }) => void): this
+  on (event: '_set', listener: (key: string | Record<string, any>, value?: any) => void): this
+  on (event: 'drop', listener: (err: Error) => void): this
+  on (event: string, listener: (...args: any[]) => void): this
 }
 
 export interface ClientOptions extends PeerOptions {
@@ -185,28 +185,28 @@ export interface ClientOptions extends PeerOptions {
 
 /** Also callable as `Client.call(this)` from an ES5 subclass (`util.inherits`). */
 export class Client extends SendEmitter {
-  constructor()
+  constructor ()
   options: ClientOptions | null
   /** The secret our server issued for this session (undefined with an old server): keep it with `sessionID` to resume after a restart. */
   resumeSecret: string | undefined
-  connect(port: number | string, host?: string, cb?: () => void): this
-  connect(port: number | string, cb: () => void): this
-  connect(options: ClientOptions, cb?: () => void): this
+  connect (port: number | string, host?: string, cb?: () => void): this
+  connect (port: number | string, cb: () => void): this
+  connect (options: ClientOptions, cb?: () => void): this
   /** Closes the socket and connects again at once. */
-  reconnect(cb?: () => void): void
+  reconnect (cb?: () => void): void
   /** Reconnects after every drop, backing off from `min` to `max` ms with jitter. Defaults 100 and 60000. */
-  autoReconnect(min?: number, max?: number): void
+  autoReconnect (min?: number, max?: number): void
   /** Turns auto-reconnect off, flushes pending writes, then closes. */
-  disconnect(): void
+  disconnect (): void
   /** Connects over a duplex stream the application opened (reconnects need `options.createConnection`). */
-  attach(stream: NodeJS.ReadWriteStream): this
-  ref(): this
-  unref(): this
+  attach (stream: NodeJS.ReadWriteStream): this
+  ref (): this
+  unref (): this
 
-  on(event: 'connect', listener: (config: { objectMode: boolean; enableAcks: boolean }) => void): this
-  on(event: 'reconnecting', listener: (info: { attempt: number; delay: number }) => void): this
-  on(event: 'invalidateSession', listener: () => void): this
-  on(event: string, listener: (...args: any[]) => void): this
+  on (event: 'connect', listener: (config: { objectMode: boolean; enableAcks: boolean }) => void): this
+  on (event: 'reconnecting', listener: (info: { attempt: number; delay: number }) => void): this
+  on (event: 'invalidateSession', listener: () => void): this
+  on (event: string, listener: (...args: any[]) => void): this
 }
 
 /** A server-side connection. */
@@ -216,16 +216,16 @@ export class Connection extends SendEmitter {
   /** The server's store (`options.store`), or null for the built-in one. */
   readonly sessionStore: ConnectStyleStore | RedisStore | null
   /** Destroys the stored session and tells the client, which drops and starts a new one. */
-  invalidateSession(): void
+  invalidateSession (): void
   /** Closes this connection after what was sent on it; `disconnect` fires once closed. */
-  disconnect(): void
+  disconnect (): void
   /** The original's handshake handlers; the handshake has completed before the object exists, so they only return it. */
-  start(config?: object): this
-  resume(id?: string, config?: object): this
-  ref(): this
-  unref(): this
-  on(event: 'connect', listener: (reconnect?: true) => void): this
-  on(event: string, listener: (...args: any[]) => void): this
+  start (config?: object): this
+  resume (id?: string, config?: object): this
+  ref (): this
+  unref (): this
+  on (event: 'connect', listener: (reconnect?: true) => void): this
+  on (event: string, listener: (...args: any[]) => void): this
 }
 
 export interface ServerOptions extends PeerOptions {
@@ -281,44 +281,44 @@ export interface DropInfo {
 
 /** A uhura server with net.Server's surface. Also callable as `Server.call(this, options, cb)`. */
 export class Server extends EventEmitter {
-  constructor(options?: ServerOptions, onConnection?: (conn: Connection, reconnect?: true) => void)
-  constructor(onConnection?: (conn: Connection, reconnect?: true) => void)
+  constructor (options?: ServerOptions, onConnection?: (conn: Connection, reconnect?: true) => void)
+  constructor (onConnection?: (conn: Connection, reconnect?: true) => void)
   readonly listening: boolean
   logErrors: boolean
   /** Connections beyond this many are closed at once (`drop` event). Default: no limit. */
   maxConnections: number | undefined
   readonly sessionStore: ConnectStyleStore | RedisStore | null
   /** The original's `new Server(options).start(options, cb)`: takes the connection callback. */
-  start(options: ServerOptions | ((conn: Connection, reconnect?: true) => void), cb?: (conn: Connection, reconnect?: true) => void): this
+  start (options: ServerOptions | ((conn: Connection, reconnect?: true) => void), cb?: (conn: Connection, reconnect?: true) => void): this
   /** Connections open now, handshaken or not. */
-  getConnections(cb: (err: Error | null, count: number) => void): this
-  listen(port?: number | string, host?: string, backlog?: number, cb?: () => void): this
-  listen(port: number | string, host: string, cb?: () => void): this
-  listen(port: number | string, backlog: number, cb?: () => void): this
-  listen(port: number | string, cb?: () => void): this
-  listen(options: ListenOptions, cb?: () => void): this
-  listen(path: string, cb?: () => void): this
-  listen(cb?: () => void): this
+  getConnections (cb: (err: Error | null, count: number) => void): this
+  listen (port?: number | string, host?: string, backlog?: number, cb?: () => void): this
+  listen (port: number | string, host: string, cb?: () => void): this
+  listen (port: number | string, backlog: number, cb?: () => void): this
+  listen (port: number | string, cb?: () => void): this
+  listen (options: ListenOptions, cb?: () => void): this
+  listen (path: string, cb?: () => void): this
+  listen (cb?: () => void): this
   /** Port and address for TCP; the path for a Unix socket; null before listening. */
-  address(): AddressInfo | string | null
+  address (): AddressInfo | string | null
   /** Stops accepting; `close` fires when every connection has ended. `cb` gets ERR_SERVER_NOT_RUNNING if it was not listening. */
-  close(cb?: (err?: Error) => void): this
-  ref(): this
-  unref(): this
+  close (cb?: (err?: Error) => void): this
+  ref (): this
+  unref (): this
 
   /** Every accepted connection, before its handshake (as net.Server). */
-  on(event: 'connection', listener: (socket: UhuraSocket) => void): this
+  on (event: 'connection', listener: (socket: UhuraSocket) => void): this
   /** A completed handshake: the createServer callback's arguments. */
-  on(event: 'handshake', listener: (conn: Connection, reconnect?: true) => void): this
-  on(event: 'drop', listener: (info: DropInfo) => void): this
-  on(event: 'listening' | 'close', listener: () => void): this
-  on(event: 'error' | 'clientError', listener: (err: Error & { code?: string }) => void): this
-  on(event: string, listener: (...args: any[]) => void): this
+  on (event: 'handshake', listener: (conn: Connection, reconnect?: true) => void): this
+  on (event: 'drop', listener: (info: DropInfo) => void): this
+  on (event: 'listening' | 'close', listener: () => void): this
+  on (event: 'error' | 'clientError', listener: (err: Error & { code?: string }) => void): this
+  on (event: string, listener: (...args: any[]) => void): this
 }
 
-export function createServer(options: ServerOptions, onConnection?: (conn: Connection, reconnect?: true) => void): Server
-export function createServer(onConnection?: (conn: Connection, reconnect?: true) => void): Server
+export function createServer (options: ServerOptions, onConnection?: (conn: Connection, reconnect?: true) => void): Server
+export function createServer (onConnection?: (conn: Connection, reconnect?: true) => void): Server
 
-export function createClient(port: number | string, host?: string, cb?: () => void): Client
-export function createClient(port: number | string, cb: () => void): Client
-export function createClient(options: ClientOptions, cb?: () => void): Client
+export function createClient (port: number | string, host?: string, cb?: () => void): Client
+export function createClient (port: number | string, cb: () => void): Client
+export function createClient (options: ClientOptions, cb?: () => void): Client
