@@ -81,6 +81,13 @@ describe('client lifecycle', () => {
     assert.equal(err.code, 'ERR_UHURA_CLOSED')
     assert.match(err.message, /invalidate/)
     assert.doesNotThrow(() => conn.disconnect(), 'disconnect() of a closed connection is a no-op')
+    // A send with a callback gets the error there; one without, as an error event.
+    const cbErr = await new Promise((resolve) => conn.send('x', 1, resolve))
+    assert.equal(cbErr && cbErr.code, 'ERR_UHURA_CLOSED')
+    const lost = waitFor(conn, 'error')
+    conn.send('x', 2)
+    const [sendErr] = await lost
+    assert.equal(sendErr.code, 'ERR_UHURA_CLOSED')
   })
 })
 

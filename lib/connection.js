@@ -151,14 +151,19 @@ SendEmitter.prototype._write = function (lines) {
     // which never reached it. Earlier events have their own fate.
     const err = new Error(`uhura: cannot send: ${e.message}`)
     err.code = 'ERR_UHURA_CLOSED'
+    let unreported = false
     for (const line of lines) {
-      if (line.charCodeAt(0) !== 97) continue // 'a<seq>…': a send with a callback
-      const seq = parseInt(line.slice(1), 10)
-      const cb = this._acks.get(seq)
-      if (cb === undefined) continue
-      this._acks.delete(seq)
+      const cb = line.charCodeAt(0) === 97 ? this._acks.get(parseInt(line.slice(1), 10)) : undefined // 'a<seq>…'
+      if (cb === undefined) {
+        unreported = true
+        continue
+      }
+      this._acks.delete(parseInt(line.slice(1), 10))
       process.nextTick(cb, err)
     }
+    if (this._acks.size === 0) this._acksSettled()
+    // A send without a callback, a set: the error event says they were lost.
+    if (unreported) process.nextTick(() => this.emit('error', err))
   }
 }
 
