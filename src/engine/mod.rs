@@ -8,6 +8,7 @@ pub mod codec;
 pub mod delivery;
 pub mod js_pipe;
 pub mod js_store;
+pub mod lines;
 pub mod link;
 pub mod redis_store;
 pub mod retention;
