@@ -63,7 +63,8 @@ impl SessionStore for JsStore {
         Box::pin(async move {
             match self.call("get", sid, None).await? {
                 None => Ok(None),
-                Some(text) => match serde_json::from_str::<Value>(&text) {
+                // Not serde_json's `Value` parser: see `session::parse_value`.
+                Some(text) => match crate::protocol::session::parse_value(&text) {
                     Ok(Value::Object(s)) => Ok(Some(s)),
                     Ok(_) => Ok(None),
                     Err(e) => Err(format!("the store returned unreadable JSON: {e}")),

@@ -124,7 +124,8 @@ impl RedisStore {
         };
         // Anything but a JSON object cannot be resumed, so it is as good as
         // missing; failing the handshake over it would lock the client out.
-        match serde_json::from_slice::<serde_json::Value>(&bytes) {
+        // Not serde_json's `Value` parser: see `session::parse_value`.
+        match crate::protocol::session::parse_value_slice(&bytes) {
             Ok(serde_json::Value::Object(map)) => Ok(Some(map)),
             _ => Ok(None),
         }

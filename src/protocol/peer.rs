@@ -541,8 +541,8 @@ impl Peer {
         match (name, self.role) {
             (HEARTBEAT, _) if self.extended => {}
             ("_set", _) => {
-                let values: Vec<Value> =
-                    serde_json::from_str(args).map_err(|_| message::MessageError("unreadable _set message"))?;
+                let values =
+                    session::parse_array(args).map_err(|_| message::MessageError("unreadable _set message"))?;
                 session::merge(&mut self.session, &values[1..]);
                 if self.role == Role::Server && self.phase != Phase::Ready {
                     // The application meets this connection at `Connected`,
@@ -821,8 +821,8 @@ impl Peer {
     /// `set(key, value)` / `set({...})`: `args` is the JSON array of the
     /// arguments (`["key", value]` or `[{...}]`).
     pub fn set(&mut self, args: &str) -> Result<(), message::MessageError> {
-        let values: Vec<Value> =
-            serde_json::from_str(args).map_err(|_| message::MessageError("set() arguments are not a JSON array"))?;
+        let values =
+            session::parse_array(args).map_err(|_| message::MessageError("set() arguments are not a JSON array"))?;
         session::merge(&mut self.session, &values);
         if matches!(self.phase, Phase::AwaitingConnect | Phase::Ready | Phase::AwaitingStart | Phase::LoadingSession) {
             let inner = args.trim()[1..].trim_start();
@@ -948,7 +948,6 @@ fn truthy(v: &Value) -> bool {
 
 /// The second element of an argument array (the first argument after the name).
 fn second_arg(args: &str) -> Result<Value, message::MessageError> {
-    let values: Vec<Value> =
-        serde_json::from_str(args).map_err(|_| message::MessageError("unreadable message arguments"))?;
+    let values = session::parse_array(args).map_err(|_| message::MessageError("unreadable message arguments"))?;
     Ok(values.into_iter().nth(1).unwrap_or(Value::Null))
 }

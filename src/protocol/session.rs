@@ -53,6 +53,83 @@ pub fn merge(session: &mut Session, args: &[Value]) {
     }
 }
 
+/// Parses JSON text into a `Value`, accepting every object key as `JSON.parse` does.
+///
+/// `serde_json`'s own `Value` parser cannot be used for peer or application data: with
+/// the `raw_value` feature this crate enables, it reads an object whose first key is
+/// `$serde_json::private::RawValue` as an embedded raw value, so it rejects most such
+/// objects and turns `{"$serde_json::private::RawValue":"[1]"}` into `[1]` (found by
+/// fuzzing the session merge). This parser reads keys as plain strings.
+pub fn parse_value(text: &str) -> serde_json::Result<Value> {
+    serde_json::from_str::<PlainValue>(text).map(|v| v.0)
+}
+
+/// [`parse_value`] for bytes.
+pub fn parse_value_slice(bytes: &[u8]) -> serde_json::Result<Value> {
+    serde_json::from_slice::<PlainValue>(bytes).map(|v| v.0)
+}
+
+/// [`parse_value`] for a JSON array (of message arguments).
+pub fn parse_array(text: &str) -> serde_json::Result<Vec<Value>> {
+    serde_json::from_str::<Vec<PlainValue>>(text).map(|v| v.into_iter().map(|v| v.0).collect())
+}
+
+/// A `Value` built by our own visitor (see [`parse_value`]); numbers, strings and
+/// floats are handled as `serde_json`'s `Value` handles them.
+struct PlainValue(Value);
+
+impl<'de> serde::Deserialize<'de> for PlainValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{MapAccess, SeqAccess, Visitor};
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = PlainValue;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_bool<E>(self, b: bool) -> Result<PlainValue, E> {
+                Ok(PlainValue(Value::Bool(b)))
+            }
+            fn visit_i64<E>(self, n: i64) -> Result<PlainValue, E> {
+                Ok(PlainValue(Value::from(n)))
+            }
+            fn visit_u64<E>(self, n: u64) -> Result<PlainValue, E> {
+                Ok(PlainValue(Value::from(n)))
+            }
+            fn visit_f64<E>(self, n: f64) -> Result<PlainValue, E> {
+                Ok(PlainValue(serde_json::Number::from_f64(n).map_or(Value::Null, Value::Number)))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<PlainValue, E> {
+                Ok(PlainValue(Value::String(s.to_owned())))
+            }
+            fn visit_string<E>(self, s: String) -> Result<PlainValue, E> {
+                Ok(PlainValue(Value::String(s)))
+            }
+            fn visit_unit<E>(self) -> Result<PlainValue, E> {
+                Ok(PlainValue(Value::Null))
+            }
+            fn visit_none<E>(self) -> Result<PlainValue, E> {
+                Ok(PlainValue(Value::Null))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<PlainValue, A::Error> {
+                let mut v = Vec::new();
+                while let Some(PlainValue(x)) = seq.next_element()? {
+                    v.push(x);
+                }
+                Ok(PlainValue(Value::Array(v)))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<PlainValue, A::Error> {
+                let mut m = Map::new();
+                while let Some((k, PlainValue(v))) = map.next_entry::<String, PlainValue>()? {
+                    m.insert(k, v);
+                }
+                Ok(PlainValue(Value::Object(m)))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 /// The `cookie` field the 0.1.x server puts in every stored session
 /// (connect's default Cookie); old clients carry it, so we store and send it too.
 pub fn default_cookie() -> Value {
@@ -85,6 +162,17 @@ mod tests {
         for c in counts {
             assert!((650..900).contains(&c), "{counts:?}");
         }
+    }
+
+    #[test]
+    fn parse_value_takes_any_key() {
+        let key = "$serde_json::private::RawValue";
+        let text = format!(r#"[{{"{key}":{{"a":1}}}},{{"{key}":"[1]"}},1.5,-2,18446744073709551615,"s",null]"#);
+        let v = parse_array(&text).unwrap();
+        assert_eq!(v[0], Value::Object(Map::from_iter([(key.to_owned(), json!({"a": 1}))])));
+        assert_eq!(v[1], Value::Object(Map::from_iter([(key.to_owned(), json!("[1]"))])));
+        assert_eq!(v[2..], [json!(1.5), json!(-2), json!(u64::MAX), json!("s"), Value::Null]);
+        assert_eq!(parse_value(r#"{"b":1,"a":2,"b":3}"#).unwrap().to_string(), r#"{"b":3,"a":2}"#);
     }
 
     #[test]
