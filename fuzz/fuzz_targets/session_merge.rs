@@ -117,7 +117,7 @@ fn obj_text(fields: &[(Key, J)], depth: usize, out: &mut String) {
 fn value(j: &J, depth: usize) -> Value {
     let mut s = String::new();
     to_text(j, depth, &mut s);
-    serde_json::from_str(&s).unwrap()
+    session::parse_value(&s).unwrap()
 }
 
 /// The reference: an ordered list of fields.
@@ -142,7 +142,7 @@ fn reference_merge(model: &mut Vec<(String, Value)>, m: &SetMsg) {
                 // An object nested deeper than our text limit is written as null there.
                 let mut s = String::new();
                 obj_text(fields, 0, &mut s);
-                let parsed: Value = serde_json::from_str(&s).unwrap();
+                let parsed = session::parse_value(&s).unwrap();
                 for (k, v) in parsed.as_object().unwrap() {
                     reference_set(model, k.clone(), v.clone());
                 }
@@ -218,7 +218,7 @@ fuzz_target!(|msgs: Vec<SetMsg>| {
         reference_merge(&mut model, m);
 
         // Directly: the arguments after the name.
-        let values: Vec<Value> = serde_json::from_str(&text).unwrap();
+        let values = session::parse_array(&text).unwrap();
         session::merge(&mut direct, &values[1..]);
         same(&direct, &model);
 
