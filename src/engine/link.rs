@@ -6,6 +6,7 @@
 
 use super::delivery::{lock, Delivery};
 use super::diag::{self, Ns};
+use super::lines::{parse_line, Line};
 use super::retention::Retention;
 use super::store::{DeliveryDelta, SessionStore};
 use super::timers::Timers;
@@ -305,30 +306,23 @@ impl Link {
                 return next.write_lines(caller, lines);
             }
             for line in lines.split('\n') {
-                let (tag, body) = match line.as_bytes().first() {
-                    Some(t) => (*t, &line[1..]),
-                    None => continue,
-                };
-                match tag {
-                    b'e' => {
-                        peer.send_event(body.to_owned(), None, now);
+                if line.is_empty() {
+                    continue;
+                }
+                match parse_line(line) {
+                    Ok(Line::Event(args)) => {
+                        peer.send_event(args.to_owned(), None, now);
                     }
-                    b'a' => {
-                        let digits = body.bytes().take_while(u8::is_ascii_digit).count();
-                        match body[..digits].parse::<u64>() {
-                            Ok(seq) => {
-                                peer.send_event(body[digits..].to_owned(), Some((caller, seq)), now);
-                            }
-                            Err(_) => result = Err("malformed ack sequence number".to_owned()),
-                        }
+                    Ok(Line::Acked { seq, args }) => {
+                        peer.send_event(args.to_owned(), Some((caller, seq)), now);
                     }
-                    b's' => {
-                        if let Err(e) = peer.set(body) {
+                    Ok(Line::Set(args)) => {
+                        if let Err(e) = peer.set(args) {
                             result = Err(e.to_string());
                         }
                     }
-                    b'r' => peer.send_message(body),
-                    _ => result = Err(format!("unknown write tag {:?}", tag as char)),
+                    Ok(Line::Raw(json)) => peer.send_message(json),
+                    Err(e) => result = Err(e.to_string()),
                 }
             }
         }

@@ -10,6 +10,7 @@ pub mod diag;
 pub mod fault;
 pub mod js_pipe;
 pub mod js_store;
+pub mod lines;
 pub mod link;
 pub mod redis_store;
 pub mod retention;

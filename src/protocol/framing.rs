@@ -324,6 +324,13 @@ impl Reader {
         self.stack.len() <= 1
     }
 
+    /// Bytes of a partial message held over from earlier chunks, and the
+    /// capacity allocated for them: what the max message size bounds (checked
+    /// by the `framing` fuzz target).
+    pub fn buffered(&self) -> (usize, usize) {
+        (self.buf.len(), self.buf.capacity())
+    }
+
     /// The message that ends at `chunk[i]` (it started at `chunk[start]`, or in an earlier
     /// chunk if `buf` is not empty).
     fn emit(&mut self, chunk: &[u8], start: usize, i: usize, out: &mut Vec<String>) -> Result<(), FrameError> {

@@ -586,6 +586,19 @@ mod tests {
     }
 
     #[test]
+    fn parse_value_takes_any_key() {
+        // serde_json's own Value parser, with the raw_value feature, reads this
+        // key as an embedded raw value (found by fuzzing); ours reads plain keys.
+        let key = "$serde_json::private::RawValue";
+        let text = format!(r#"[{{"{key}":{{"a":1}}}},{{"{key}":"[1]"}},1.5,-2,18446744073709551615,"s",null]"#);
+        let v = parse_args(&text, 10).unwrap();
+        assert_eq!(v[0], Value::Object(Map::from_iter([(key.to_owned(), json!({"a": 1}))])));
+        assert_eq!(v[1], Value::Object(Map::from_iter([(key.to_owned(), json!("[1]"))])));
+        assert_eq!(v[2..], [json!(1.5), json!(-2), json!(u64::MAX), json!("s"), Value::Null]);
+        assert_eq!(parse_value(r#"{"b":1,"a":2,"b":3}"#, 10).unwrap().to_string(), r#"{"b":3,"a":2}"#);
+    }
+
+    #[test]
     fn merge_forms() {
         let mut s = Session::new();
         merge(&mut s, &[json!("a"), json!(1)]);
