@@ -128,7 +128,7 @@ include!("recorded.rs");
 fn text_message(received_ids: &mut HashSet<String>, t: &str) -> String {
     // Any id it carries counts as received.
     if let Ok(Incoming::Event { id: Some(id), .. }) = message::parse(t) {
-        received_ids.insert(id.into_owned());
+        received_ids.insert(id.to_owned());
     }
     t.to_owned()
 }
@@ -328,11 +328,14 @@ impl Harness {
                     assert!(self.received_ids.contains(&id), "AckDue for {id:?}, which never arrived");
                     self.peer.write_ack(&id);
                 }
-                Event::Acked(n) | Event::AckTimeout(n) | Event::Dropped { notify: Some(n) } => {
+                Event::Acked(n)
+                | Event::AckTimeout(n)
+                | Event::Dropped { notify: Some(n) }
+                | Event::Refused { notify: Some(n) } => {
                     assert!(self.notifies.contains(&n), "fate of unknown callback {n:?}");
                     assert!(self.settled.insert(n), "callback {n:?} settled twice");
                 }
-                Event::LoadSession(_) | Event::Dropped { notify: None } => {}
+                Event::LoadSession(_) | Event::Dropped { notify: None } | Event::Refused { notify: None } => {}
                 Event::Connected { .. }
                 | Event::Set(_)
                 | Event::SaveSession
@@ -363,7 +366,7 @@ impl Harness {
                 }
                 Ok(Incoming::Event { id: Some(id), .. }) => {
                     if self.sent_ids.len() < 256 {
-                        self.sent_ids.push(id.into_owned());
+                        self.sent_ids.push(id.to_owned());
                     }
                 }
                 Ok(_) => {}
