@@ -11,7 +11,7 @@ use super::store::{DeliveryDelta, SessionStore};
 use super::timers::Timers;
 use super::transport::DirectWrite;
 use super::Shared;
-use crate::protocol::peer::{Event, Peer};
+use crate::protocol::peer::{Event, Notify as PeerNotify, Peer};
 use crate::protocol::session;
 use serde_json::Value;
 use std::collections::VecDeque;
@@ -137,6 +137,18 @@ pub enum Watch {
     Pause,
     /// The transport is done with the socket.
     Stop,
+}
+
+/// One application call on a link, typed: what the Node binding's lines
+/// (`write_lines`) and the Rust API (`crate::api`) both reduce to.
+pub(crate) enum Write {
+    /// An event: the JSON array text of its arguments, name first, and
+    /// whom to tell about its ack.
+    Event { args: String, notify: Option<PeerNotify> },
+    /// `set`: the JSON array of its arguments.
+    Set(String),
+    /// One whole message as given, outside the queue (the original's `_send`).
+    Raw(String),
 }
 
 impl Transport {
@@ -289,11 +301,9 @@ impl Link {
         hs
     }
 
-    /// Applies a batch of API calls that arrived through `caller` (this
-    /// link's handle or an alias), one per line: `e<json>` send,
-    /// `a<seq><json>` send and report its fate as `seq`, `s<json>` set.
-    /// Lines cannot contain newlines: JSON.stringify escapes them.
-    pub fn write_lines(self: &Arc<Self>, caller: u32, lines: &str) -> Result<(), String> {
+    /// Applies application calls in order, under one peer lock, then pumps
+    /// once. Returns the last `set` error, if any; the other calls still apply.
+    pub(crate) fn write<I: IntoIterator<Item = Write>>(self: &Arc<Self>, ops: I) -> Result<(), String> {
         let mut result = Ok(());
         let now = Instant::now();
         {
@@ -302,38 +312,73 @@ impl Link {
             // looked this link up: the state lives there now.
             if let Some(next) = lock(&self.successor).clone() {
                 drop(peer);
-                return next.write_lines(caller, lines);
+                return next.write(ops);
             }
-            for line in lines.split('\n') {
-                let (tag, body) = match line.as_bytes().first() {
-                    Some(t) => (*t, &line[1..]),
-                    None => continue,
-                };
-                match tag {
-                    b'e' => {
-                        peer.send_event(body.to_owned(), None, now);
+            for op in ops {
+                match op {
+                    Write::Event { args, notify } => {
+                        peer.send_event(args, notify, now);
                     }
-                    b'a' => {
-                        let digits = body.bytes().take_while(u8::is_ascii_digit).count();
-                        match body[..digits].parse::<u64>() {
-                            Ok(seq) => {
-                                peer.send_event(body[digits..].to_owned(), Some((caller, seq)), now);
-                            }
-                            Err(_) => result = Err("malformed ack sequence number".to_owned()),
-                        }
-                    }
-                    b's' => {
-                        if let Err(e) = peer.set(body) {
+                    Write::Set(args) => {
+                        if let Err(e) = peer.set(&args) {
                             result = Err(e.to_string());
                         }
                     }
-                    b'r' => peer.send_message(body),
-                    _ => result = Err(format!("unknown write tag {:?}", tag as char)),
+                    Write::Raw(message) => peer.send_message(&message),
                 }
             }
         }
         self.pump();
         result
+    }
+
+    /// Sends one event: `args` is the JSON array text of its arguments,
+    /// name first. `notify` is told its fate (ACKED, ACK_TIMEOUT or DROPPED).
+    pub(crate) fn send_event(self: &Arc<Self>, args: String, notify: Option<PeerNotify>) {
+        let _ = self.write([Write::Event { args, notify }]);
+    }
+
+    /// `set`: `args` is the JSON array of the arguments (`["key", value]`
+    /// or `[{...}]`). Fails if the session would grow past its limit.
+    pub(crate) fn set(self: &Arc<Self>, args: String) -> Result<(), String> {
+        self.write([Write::Set(args)])
+    }
+
+    /// Applies a batch of API calls that arrived through `caller` (this
+    /// link's handle or an alias), one per line: `e<json>` send,
+    /// `a<seq><json>` send and report its fate as `seq`, `s<json>` set,
+    /// `r<json>` one raw message. This line format is the Node binding's
+    /// (index.js); it parses into `Write`s, as the Rust API builds them.
+    /// Lines cannot contain newlines: JSON.stringify escapes them.
+    pub fn write_lines(self: &Arc<Self>, caller: u32, lines: &str) -> Result<(), String> {
+        let mut malformed = None;
+        let ops = lines.split('\n').filter_map(|line| {
+            let (tag, body) = (*line.as_bytes().first()?, &line[1..]);
+            match tag {
+                b'e' => Some(Write::Event { args: body.to_owned(), notify: None }),
+                b'a' => {
+                    let digits = body.bytes().take_while(u8::is_ascii_digit).count();
+                    match body[..digits].parse::<u64>() {
+                        Ok(seq) => Some(Write::Event { args: body[digits..].to_owned(), notify: Some((caller, seq)) }),
+                        Err(_) => {
+                            malformed = Some("malformed ack sequence number".to_owned());
+                            None
+                        }
+                    }
+                }
+                b's' => Some(Write::Set(body.to_owned())),
+                b'r' => Some(Write::Raw(body.to_owned())),
+                _ => {
+                    malformed = Some(format!("unknown write tag {:?}", tag as char));
+                    None
+                }
+            }
+        });
+        let result = self.write(ops);
+        match malformed {
+            Some(e) => Err(e),
+            None => result,
+        }
     }
 
     pub fn write_raw(self: &Arc<Self>, bytes: &[u8]) {
