@@ -80,7 +80,11 @@ async fn dispatch(hub: &'static Hub, wake: Arc<Notify>) {
             // stop reading once its buffer is full.
             hub.flow.room().await;
             let Some((text, gen)) = hub.engine.take_batch() else { break };
-            hub.route(&text, gen);
+            // A bug in routing must not stop every connection's events.
+            let routed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hub.route(&text, gen)));
+            if routed.is_err() {
+                hub.flow.routed.fetch_max(gen, Ordering::AcqRel);
+            }
             if let Some(left) = hub.engine.shared().prune_ack_waiters(prune_above) {
                 prune_above = (left * 2).max(1024);
             }
@@ -241,7 +245,8 @@ impl Hub {
                 }
                 kind::RECONNECTING => {
                     let attempt = body["attempt"].as_u64().unwrap_or(0).min(u32::MAX as u64) as u32;
-                    let delay = Duration::from_secs_f64(body["delay"].as_f64().unwrap_or(0.0).max(0.0) / 1000.0);
+                    let ms = body["delay"].as_f64().unwrap_or(0.0);
+                    let delay = Duration::try_from_secs_f64(ms / 1000.0).unwrap_or_default();
                     queue(h, Event::Reconnecting { attempt, delay }, bytes);
                 }
                 kind::STOPPED => {
@@ -282,7 +287,11 @@ impl Hub {
     /// A server-side connection completed its handshake: a `Connection`
     /// for `accept()`, with an inbox from now on.
     fn accepted(&'static self, server: u32, handle: u32, info: &Value) {
-        let Some(server) = lock(&self.servers).get(&server).cloned() else { return };
+        let Some(server) = lock(&self.servers).get(&server).cloned() else {
+            // Its Server was dropped: nobody can accept this connection.
+            self.engine.end(handle);
+            return;
+        };
         // Still this link's own handle (routes move only older handles).
         let Some(link) = self.engine.shared().link(handle).filter(|l| l.handle == handle) else { return };
         let inbox = Inbox::new(&link, self.flow.clone(), false);
