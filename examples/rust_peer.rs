@@ -1,95 +1,79 @@
-//! A Rust program as a uhura peer, without Node: the engine's server and
-//! client talk over 127.0.0.1, or the client joins any uhura server (Node,
-//! old or new) given as an argument.
+//! A Rust program as a uhura peer, without Node: a server and a client talk
+//! over 127.0.0.1, or the client joins any uhura server (Node, old or new)
+//! given as an argument.
 //!
 //!     cargo run --no-default-features --example rust_peer            # both ends here
 //!     cargo run --no-default-features --example rust_peer -- 5555    # join a server on port 5555
-//!
-//! The engine delivers events as JSON batches (`[handle, kind, ...]`, kinds
-//! in `engine::link::kind`); sends are lines: `e<json args>`,
-//! `a<seq><json args>` (report the ack as `seq`), `s<json set args>`.
 
-use serde_json::Value;
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
-use uhura::engine::link::kind;
-use uhura::engine::{ClientOptions, Connector, Endpoint, Engine, ListenOptions, ServerOptions};
-use uhura::protocol::peer::Config;
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+use uhura::{Client, Event, Options, Server, ServerOptions};
 
-fn main() {
-    let (tx, woke) = mpsc::channel();
-    let engine = Engine::new(move || {
-        let _ = tx.send(());
-    })
-    .expect("a tokio runtime");
-    let mut events = Events { engine: &engine, woke, seen: Vec::new() };
-
-    let port: u16 = match std::env::args().nth(1) {
-        Some(p) => p.parse().expect("a port number"),
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let (addr, server) = match std::env::args().nth(1) {
+        Some(port) => (format!("127.0.0.1:{}", port.parse::<u16>()?), None),
         None => {
-            let server = engine.create_server(ServerOptions::default());
-            let endpoint = Endpoint::Tcp { host: Some("127.0.0.1".into()), port: 0 };
-            engine.listen(server, ListenOptions { endpoint, backlog: None }).expect("listen");
-            let listening = events.wait(|e| e[0] == server && e[1] == kind::LISTENING);
-            let port = listening[2]["port"].as_u64().expect("a port") as u16;
-            println!("[server] listening on 127.0.0.1:{port}");
-            port
+            let server = Arc::new(Server::bind("127.0.0.1:0", ServerOptions::default()).await?);
+            println!("[server] listening on {}", server.local_addr());
+            tokio::spawn(serve(server.clone()));
+            (server.local_addr().to_string(), Some(server))
         }
     };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
 
-    let endpoint = Endpoint::Tcp { host: Some("127.0.0.1".into()), port };
-    let client = engine.create_client(ClientOptions {
-        connector: Connector::Native { endpoints: vec![endpoint], tls: None },
-        peer: Config::default(),
-    });
+    let client = Client::new(addr.as_str(), Options::default())?;
     // Queued until the handshake completes, then sent in order.
-    engine
-        .link(client)
-        .expect("client link")
-        .write_lines(client, "s[\"name\",\"rust\"]\na0[\"hello\",\"from Rust ☃\",[1,2,3]]")
-        .unwrap();
-    engine.start_client(client).unwrap();
+    client.set("name", "rust")?;
+    let hello = client.send("hello", ("from Rust ☃", [1, 2, 3]));
 
-    let connected = events.wait(|e| e[0] == client && e[1] == kind::CONNECTED);
-    println!("[client] connected: session {}", connected[2]["session"]["sessionID"]);
-    events.wait(|e| e[0] == client && e[1] == kind::ACKED && e[2] == 0);
+    loop {
+        let event = tokio::time::timeout_at(deadline, client.next_event()).await?.ok_or("the client stopped")?;
+        match event {
+            Event::Connect { resumed } => {
+                let sid = client.session_id().unwrap_or_default();
+                println!("[client] connected: session {sid} (resumed: {resumed})");
+                if server.is_none() {
+                    break; // Another server: it need not answer.
+                }
+            }
+            Event::Message { name, args } => {
+                println!("[client] got {name} {}", json!(args));
+                break;
+            }
+            Event::Error { message, .. } => return Err(message.into()),
+            other => println!("[client] {other:?}"),
+        }
+    }
+    tokio::time::timeout_at(deadline, hello).await??;
     println!("[client] the server acknowledged 'hello'");
 
-    // With our own server, answer from the server side too.
-    if std::env::args().nth(1).is_none() {
-        let hello = events.wait(|e| e[1] == kind::MESSAGE && e[2][0] == "hello");
-        let conn = hello[0].as_u64().expect("a handle") as u32;
-        println!("[server] got {}", hello[2]);
-        engine.link(conn).unwrap().write_lines(conn, "e[\"welcome\",{\"to\":\"rust\"}]").unwrap();
-        let welcome = events.wait(|e| e[0] == client && e[1] == kind::MESSAGE);
-        println!("[client] got {}", welcome[2]);
-    }
-    engine.client_disconnect(client).unwrap();
-    events.wait(|e| e[0] == client && e[1] == kind::STOPPED);
+    client.disconnect().await;
     println!("[client] disconnected");
+    if let Some(server) = server {
+        tokio::time::timeout_at(deadline, server.close()).await?;
+        println!("[server] closed");
+    }
+    Ok(())
 }
 
-/// The engine's events so far, and a way to wait for one.
-struct Events<'a> {
-    engine: &'a Engine,
-    woke: mpsc::Receiver<()>,
-    seen: Vec<Value>,
-}
-
-impl Events<'_> {
-    fn wait(&mut self, pred: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(i) = self.seen.iter().position(&pred) {
-                return self.seen.remove(i);
+/// Our own server: answers every `hello` with a `welcome`.
+async fn serve(server: Arc<Server>) {
+    while let Some(conn) = server.accept().await {
+        println!("[server] connection from {:?}, session {}", conn.peer_addr(), conn.session_id().unwrap_or("?"));
+        tokio::spawn(async move {
+            while let Some(event) = conn.next_event().await {
+                match event {
+                    Event::Message { name, args } if name == "hello" => {
+                        println!("[server] got hello {} from {}", json!(args), conn.get("name").unwrap_or_default());
+                        // Fire and forget: the client acks it all the same.
+                        let _ = conn.emit("welcome", (json!({ "to": conn.get("name") }),));
+                    }
+                    Event::Disconnect { .. } => println!("[server] disconnected"),
+                    _ => {}
+                }
             }
-            assert!(Instant::now() < deadline, "timed out; events so far: {:?}", self.seen);
-            let _ = self.woke.recv_timeout(Duration::from_millis(50));
-            // Taking a batch also tells the engine the previous one was handled,
-            // which releases the acks of its events.
-            while let Some(batch) = self.engine.take_events() {
-                self.seen.extend(serde_json::from_str::<Vec<Value>>(&batch).expect("a JSON array"));
-            }
-        }
+        });
     }
 }

@@ -1,7 +1,10 @@
 //! uhura: the server-to-server event-emitter wire protocol of the `uhura` npm
-//! package, as a sans-IO core (`protocol`), a tokio engine (`engine`) and
-//! Node.js bindings (`node`, behind the default `node` feature).
+//! package, as a sans-IO core (`protocol`), a tokio engine (`engine`), a
+//! typed Rust API ([`api`]: [`Client`], [`Server`], [`Connection`],
+//! [`Event`], re-exported here) and Node.js bindings (`node`, behind the
+//! default `node` feature).
 
+pub mod api;
 pub mod engine;
 pub mod protocol;
 
@@ -9,3 +12,5 @@ pub mod protocol;
 #[cfg(feature = "node")]
 #[cfg_attr(test, allow(dead_code))]
 mod node;
+
+pub use api::{Ack, Addr, Client, Connection, Error, ErrorKind, Event, IntoAddr, Options, Server, ServerOptions};

@@ -1,120 +1,219 @@
-//! The engine used as a plain Rust library (no Node): a server and clients
-//! over real sockets on 127.0.0.1, events read from the delivery batches.
+//! The Rust API (`uhura::Client`, `uhura::Server`) over real sockets on
+//! 127.0.0.1 and Unix sockets: events, acks and when they are sent,
+//! sessions, resumes, limits, listen errors.
 
-use serde_json::{json, Value};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
-use uhura::engine::{ClientOptions, Connector, Endpoint, Engine, ListenOptions, ServerOptions};
-use uhura::protocol::peer::Config;
+mod support;
 
-/// An engine and the events it delivered so far.
-struct Harness {
-    engine: Engine,
-    woke: mpsc::Receiver<()>,
-    seen: Vec<Value>,
+use serde_json::json;
+use std::time::Duration;
+use support::{message, until, within};
+use uhura::{Addr, Client, ErrorKind, Event, Options, Server, ServerOptions};
+
+async fn server() -> Server {
+    within("listen", Server::bind("127.0.0.1:0", ServerOptions::default())).await.expect("listen")
 }
 
-impl Harness {
-    fn new() -> Self {
-        let (tx, woke) = mpsc::channel();
-        let engine = Engine::new(move || {
-            let _ = tx.send(());
-        })
-        .unwrap();
-        Harness { engine, woke, seen: Vec::new() }
-    }
+#[tokio::test]
+async fn a_rust_server_and_client_exchange_events_and_acks() {
+    let server = server().await;
+    let port = server.local_addr().socket_addr().expect("an IP address").port();
+    assert_ne!(port, 0);
 
-    /// Waits (bounded) until an event matches, and returns it.
-    fn wait_for(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(v) = self.seen.iter().find(|v| pred(v)) {
-                return v.clone();
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            assert!(!left.is_zero(), "timed out waiting for {what}; saw {:?}", self.seen);
-            let _ = self.woke.recv_timeout(left.min(Duration::from_millis(50)));
-            while let Some(batch) = self.engine.take_events() {
-                let entries: Vec<Value> = serde_json::from_str(&batch).expect("batches are JSON arrays");
-                self.seen.extend(entries);
-            }
-        }
-    }
-}
-
-const LISTENING: u64 = 6;
-const CONNECTED: u64 = 3;
-const MESSAGE: u64 = 0;
-const ACKED: u64 = 1;
-const DISCONNECTED: u64 = 4;
-
-#[test]
-fn a_rust_server_and_client_exchange_events_and_acks() {
-    let mut h = Harness::new();
-    let server = h.engine.create_server(ServerOptions::default());
-    h.engine
-        .listen(
-            server,
-            ListenOptions { endpoint: Endpoint::Tcp { host: Some("127.0.0.1".into()), port: 0 }, backlog: None },
-        )
-        .unwrap();
-    let listening = h.wait_for("listening", |v| v[0] == server && v[1] == LISTENING);
-    let port = listening[2]["port"].as_u64().unwrap() as u16;
-
-    let client = h.engine.create_client(ClientOptions {
-        connector: Connector::Native {
-            endpoints: vec![Endpoint::Tcp { host: Some("127.0.0.1".into()), port }],
-            tls: None,
-        },
-        peer: Config::default(),
-    });
+    let client = Client::new(server.local_addr(), Options::default()).unwrap();
     // Sent before the handshake: queued, then flushed in order.
-    h.engine.link(client).unwrap().write_lines(client, "a0[\"hello\",\"wörld ☃\",{\"n\":[1,2]}]\ns[\"k\",42]").unwrap();
-    h.engine.start_client(client).unwrap();
+    let hello = client.send("hello", ("wörld ☃", json!({"n": [1, 2]})));
+    client.set("k", 42).unwrap();
 
-    let conn_info = h.wait_for("server-side connection", |v| v[1] == CONNECTED && v[2]["server"] == server);
-    let conn = conn_info[0].as_u64().unwrap() as u32;
-    let sid = conn_info[2]["session"]["sessionID"].as_str().unwrap().to_owned();
+    let conn = within("accept", server.accept()).await.unwrap();
+    let sid = conn.session_id().unwrap().to_owned();
     assert_eq!(sid.len(), 24);
-    assert_eq!(conn_info[2]["objectMode"], true);
-    assert_eq!(conn_info[2]["extended"], true, "two of our peers negotiate the extensions");
+    assert!(!conn.resumed());
+    assert!(conn.acks());
+    assert!(conn.extensions(), "two of our peers negotiate the extensions");
+    assert_eq!(conn.peer_addr().map(|a| a.ip().to_string()).as_deref(), Some("127.0.0.1"));
 
-    let msg = h.wait_for("hello on the server", |v| v[0] == conn && v[1] == MESSAGE);
-    assert_eq!(msg[2], json!(["hello", "wörld ☃", {"n": [1, 2]}]));
-    h.wait_for("the client's ack callback", |v| v[0] == client && v[1] == ACKED && v[2] == 0);
+    let args = message("hello", || conn.next_event()).await;
+    assert_eq!(args, vec![json!("wörld ☃"), json!({"n": [1, 2]})]);
+    within("the client's ack", hello).await.unwrap();
+    // A set made before the handshake is merged into the session the
+    // server starts with, without an event (docs/PROTOCOL.md §3).
+    assert_eq!(conn.get("k"), Some(json!(42)));
 
-    h.engine.link(conn).unwrap().write_lines(conn, "e[\"back\",1]").unwrap();
-    let back = h.wait_for("back on the client", |v| v[0] == client && v[1] == MESSAGE);
-    assert_eq!(back[2], json!(["back", 1]));
+    let (connect, _) = until("connect", || client.next_event(), |e| matches!(e, Event::Connect { .. })).await;
+    assert_eq!(connect, Event::Connect { resumed: false });
+    assert_eq!(client.session_id().as_deref(), Some(sid.as_str()));
+    assert!(client.is_connected());
 
-    h.engine.client_disconnect(client).unwrap();
-    h.wait_for("the server sees the disconnect", |v| v[0] == conn && v[1] == DISCONNECTED);
-    h.engine.close_server(server);
-    h.wait_for("server closed", |v| v[0] == server && v[1] == 7);
+    // The ack comes once the client has taken the event.
+    let back = conn.send("back", (1,));
+    assert_eq!(message("back", || client.next_event()).await, vec![json!(1)]);
+    within("the server's send", back).await.unwrap();
+    conn.emit("bare", ()).unwrap();
+    assert_eq!(message("bare", || client.next_event()).await, Vec::<serde_json::Value>::new());
+
+    within("disconnect", client.disconnect()).await;
+    assert!(!client.is_connected());
+    let (bye, _) =
+        until("the server sees the disconnect", || conn.next_event(), |e| matches!(e, Event::Disconnect { .. })).await;
+    assert_eq!(bye, Event::Disconnect { reconnecting: false });
+    assert_eq!(within("the end of the connection's events", conn.next_event()).await, None);
+    within("server closed", server.close()).await;
+    assert!(within("accept after close", server.accept()).await.is_none());
 }
 
-#[test]
-fn a_unix_socket_server_replaces_a_stale_socket_file() {
-    let dir = std::env::temp_dir().join(format!("uhura-test-{}", std::process::id()));
+#[tokio::test]
+async fn an_ack_waits_until_the_event_is_taken() {
+    let server = server().await;
+    let client = Client::connect(server.local_addr(), Options::default()).await.unwrap();
+    let conn = within("accept", server.accept()).await.unwrap();
+
+    let mut first = client.send("one", ());
+    let mut second = client.send("two", ());
+    // Both have arrived (and the server's session saw nothing odd), but
+    // nobody took them: no ack may go out.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(futures_poll(&mut first).await.is_none(), "acked before the event was taken");
+    assert!(futures_poll(&mut second).await.is_none(), "acked before the event was taken");
+
+    // Taking the first may release its ack, or (when both came in one
+    // delivery batch) wait for the second to be taken too; the second's
+    // ack never goes out before the second is taken.
+    assert_eq!(message("one", || conn.next_event()).await, Vec::<serde_json::Value>::new());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(futures_poll(&mut second).await.is_none(), "the second event is not taken yet");
+    assert_eq!(conn.try_next_event(), Some(Event::Message { name: "two".into(), args: vec![] }));
+    within("the first ack", &mut first).await.unwrap();
+    within("the second ack", &mut second).await.unwrap();
+
+    // One event at a time: its ack follows its taking.
+    let third = client.send("three", ());
+    message("three", || conn.next_event()).await;
+    within("the third ack", third).await.unwrap();
+}
+
+/// Polls once, without waiting (a timeout polls its future before its deadline).
+async fn futures_poll(ack: &mut uhura::Ack) -> Option<Result<(), uhura::Error>> {
+    tokio::time::timeout(Duration::ZERO, ack).await.ok()
+}
+
+#[tokio::test]
+async fn an_ack_timeout_fails_the_send_and_keeps_the_event() {
+    let server = server().await;
+    let options = Options::default().ack_timeout(Duration::from_millis(200));
+    let client = Client::connect(server.local_addr(), options).await.unwrap();
+    let conn = within("accept", server.accept()).await.unwrap();
+    let err = within("the ack timeout", client.send("late", ())).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::AckTimeout);
+    assert_eq!(err.code(), Some("ERR_UHURA_ACK_TIMEOUT"));
+    // The event itself was not given up.
+    assert_eq!(message("late", || conn.next_event()).await, Vec::<serde_json::Value>::new());
+}
+
+#[tokio::test]
+async fn over_max_queue_length_the_oldest_event_is_dropped() {
+    // Nothing listens there: the events wait in the queue.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let client = Client::new(("127.0.0.1", port), Options::default().max_queue_length(1)).unwrap();
+    let oldest = client.send("a", ());
+    let _newest = client.send("b", ());
+    let err = within("the drop", oldest).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Dropped);
+    until("a Drop event", || client.next_event(), |e| *e == Event::Drop).await;
+}
+
+#[tokio::test]
+async fn a_failed_connect_is_an_error_with_the_os_code() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let err = within("connect", Client::connect(("127.0.0.1", port), Options::default())).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Connect);
+    assert_eq!(err.code(), Some("ECONNREFUSED"));
+    let bad = Client::new("no-port", Options::default()).unwrap_err();
+    assert_eq!(bad.kind(), ErrorKind::InvalidInput);
+}
+
+#[tokio::test]
+async fn sessions_are_shared_and_resume_after_a_reconnect() {
+    let server = server().await;
+    let client = Client::connect(server.local_addr(), Options::default()).await.unwrap();
+    let first = within("accept", server.accept()).await.unwrap();
+    let sid = first.session_id().unwrap().to_owned();
+
+    client.set_fields(json!({"a": 1, "b": [true]})).unwrap();
+    first.set("from", "server").unwrap();
+    let (set, _) = until("the client's fields", || first.next_event(), |e| matches!(e, Event::Set { .. })).await;
+    assert_eq!(set, Event::Set { fields: json!({"a": 1, "b": [true]}).as_object().unwrap().clone() });
+    until(
+        "the server's set",
+        || client.next_event(),
+        |e| matches!(e, Event::Set { fields } if fields.get("from") == Some(&json!("server"))),
+    )
+    .await;
+    assert_eq!(client.get("from"), Some(json!("server")));
+    assert_eq!(first.session().get("b"), Some(&json!([true])));
+    assert!(client.set_fields(json!([1])).is_err(), "set_fields takes an object");
+
+    client.reconnect();
+    let second = within("the resumed connection", server.accept()).await.unwrap();
+    assert!(second.resumed());
+    assert_eq!(second.session_id(), Some(sid.as_str()));
+    assert_eq!(second.get("a"), Some(json!(1)));
+    assert_eq!(second.get("from"), Some(json!("server")));
+    let (resumed, skipped) =
+        until("the client's connect", || client.next_event(), |e| matches!(e, Event::Connect { .. })).await;
+    assert_eq!(resumed, Event::Connect { resumed: true });
+    // reconnect() closes and connects again at once.
+    assert!(skipped.contains(&Event::Disconnect { reconnecting: true }), "{skipped:?}");
+    assert_eq!(client.session_id().as_deref(), Some(sid.as_str()));
+    until("the old connection's end", || first.next_event(), |e| matches!(e, Event::Disconnect { .. })).await;
+
+    // Sends on the old connection object still reach the session.
+    let via_old = first.send("via-old", ());
+    message("via-old", || client.next_event()).await;
+    within("the ack of a send on the old connection", via_old).await.unwrap();
+    let via_new = second.send("via-new", ());
+    message("via-new", || client.next_event()).await;
+    within("the ack of a send on the new connection", via_new).await.unwrap();
+
+    // invalidateSession: the client empties its session and comes back
+    // (auto-reconnect) with a new one.
+    client.auto_reconnect(Duration::from_millis(10), Duration::from_millis(50));
+    second.invalidate_session();
+    until("invalidateSession", || client.next_event(), |e| *e == Event::InvalidateSession).await;
+    let third = within("the new session's connection", server.accept()).await.unwrap();
+    assert!(!third.resumed());
+    assert_ne!(third.session_id(), Some(sid.as_str()));
+    let (again, _) = until("the new connect", || client.next_event(), |e| matches!(e, Event::Connect { .. })).await;
+    assert_eq!(again, Event::Connect { resumed: false });
+    assert_eq!(client.get("a"), None);
+}
+
+#[tokio::test]
+async fn a_unix_socket_server_replaces_a_stale_socket_file() {
+    let dir = std::env::temp_dir().join(format!("uhura-api-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("stale.sock");
     // A socket file nobody listens on, as a killed process leaves it.
     drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
     assert!(path.exists());
 
-    let mut h = Harness::new();
-    let server = h.engine.create_server(ServerOptions::default());
-    h.engine.listen(server, ListenOptions { endpoint: Endpoint::Unix { path: path.clone() }, backlog: None }).unwrap();
-    h.wait_for("listening on the stale path", |v| v[0] == server && v[1] == LISTENING);
+    let server = within("listen", Server::bind(path.as_path(), ServerOptions::default())).await.unwrap();
+    assert_eq!(server.local_addr(), &Addr::unix(&path));
 
     // A second server on the same live path is refused.
-    let second = h.engine.create_server(ServerOptions::default());
-    h.engine.listen(second, ListenOptions { endpoint: Endpoint::Unix { path: path.clone() }, backlog: None }).unwrap();
-    let err = h.wait_for("EADDRINUSE", |v| v[0] == second && v[1] == 5);
-    assert_eq!(err[2]["code"], "EADDRINUSE");
+    let err = within("EADDRINUSE", Server::bind(path.as_path(), ServerOptions::default())).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Listen);
+    assert_eq!(err.code(), Some("EADDRINUSE"));
 
-    h.engine.close_server(server);
-    h.wait_for("server closed", |v| v[0] == server && v[1] == 7);
+    // A client over the Unix socket.
+    let client = Client::connect(path.clone(), Options::default()).await.unwrap();
+    let conn = within("accept", server.accept()).await.unwrap();
+    let ack = client.send("unix", ("ok",));
+    assert_eq!(message("unix", || conn.next_event()).await, vec![json!("ok")]);
+    within("the ack over the Unix socket", ack).await.unwrap();
+    drop(client);
+    until("the disconnect", || conn.next_event(), |e| matches!(e, Event::Disconnect { .. })).await;
+
+    within("server closed", server.close()).await;
     assert!(!path.exists(), "close() removes the socket file");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -109,6 +109,18 @@ impl Shared {
         lock(&self.ack_waiters).extend(still);
     }
 
+    /// Forgets the ack waiters of links that are gone, once there are more
+    /// than `above` of them; returns how many are left if it did. For a
+    /// consumer that never calls `delivered` (which otherwise drops them).
+    pub(crate) fn prune_ack_waiters(&self, above: usize) -> Option<usize> {
+        let mut waiters = lock(&self.ack_waiters);
+        if waiters.len() <= above {
+            return None;
+        }
+        waiters.retain(|w| w.strong_count() > 0);
+        Some(waiters.len())
+    }
+
     /// Routes an earlier connection's handle to the link that resumed its session.
     pub fn route(&self, handle: u32, link: Arc<Link>) {
         lock(&self.links).insert(handle, link);
@@ -180,6 +192,16 @@ impl Engine {
         self.shared.taken_gen.store(gen, Ordering::Release);
         self.shared.resume_paused_reads();
         Some(text)
+    }
+
+    /// Takes the events delivered so far with their batch generation,
+    /// saying nothing about earlier batches: for a consumer that releases
+    /// acks link by link (`Link::release_acks`, as `crate::api` does) and
+    /// never calls `take_events` or `events_handled`.
+    pub(crate) fn take_batch(&self) -> Option<(String, u64)> {
+        let taken = self.shared.delivery.take()?;
+        self.shared.resume_paused_reads();
+        Some(taken)
     }
 
     /// The application has handled every batch taken so far. Acks of those
