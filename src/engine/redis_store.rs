@@ -198,6 +198,11 @@ impl RedisStore {
         pipe.cmd("SET").arg(self.key(sid)).arg(json).arg("EX").arg(ttl).ignore();
         pipe.cmd("EXPIRE").arg(&out).arg(ttl).ignore();
         pipe.cmd("EXPIRE").arg(&seen).arg(ttl).ignore();
+        self.run_pipe(pipe).await
+    }
+
+    /// Runs `pipe` (retried as `run` retries).
+    async fn run_pipe(&self, pipe: redis::Pipeline) -> Result<(), String> {
         self.run(|mut conn| {
             let pipe = pipe.clone();
             async move { pipe.query_async::<()>(&mut conn).await }
@@ -241,12 +246,7 @@ impl RedisStore {
         let ttl = self.aux_ttl();
         pipe.cmd("EXPIRE").arg(&out).arg(ttl).ignore();
         pipe.cmd("EXPIRE").arg(&seen).arg(ttl).ignore();
-        self.run(|mut conn| {
-            let pipe = pipe.clone();
-            async move { pipe.query_async::<()>(&mut conn).await }
-        })
-        .await
-        .map_err(fail)
+        self.run_pipe(pipe).await
     }
 
     async fn load_delivery_state(&self, sid: &str) -> Result<DeliveryState, String> {

@@ -518,17 +518,7 @@ impl Peer {
         }
         self.suspect = None;
         if let Some(p) = self.unacked.remove(&oldest) {
-            self.pending_bytes -= p.args.len();
-            let id = match &p.foreign_id {
-                Some(id) => {
-                    self.foreign_ids.remove(id);
-                    id.clone()
-                }
-                None => format!("{}{}", self.id_prefix, p.seq),
-            };
-            if self.config.persist_delivery {
-                self.events.push_back(Event::Unpersist { id });
-            }
+            self.forget_pending(&p);
             self.events.push_back(Event::Refused { notify: p.notify });
         }
     }
@@ -979,18 +969,24 @@ impl Peer {
                     None => break,
                 },
             };
-            self.pending_bytes -= p.args.len();
-            let id = match &p.foreign_id {
-                Some(id) => {
-                    self.foreign_ids.remove(id);
-                    id.clone()
-                }
-                None => format!("{}{}", self.id_prefix, p.seq),
-            };
-            if self.config.persist_delivery {
-                self.events.push_back(Event::Unpersist { id });
-            }
+            self.forget_pending(&p);
             self.events.push_back(Event::Dropped { notify: p.notify });
+        }
+    }
+
+    /// A pending event leaves for good (dropped or refused): its bytes, its
+    /// foreign id and its persisted copy go with it.
+    fn forget_pending(&mut self, p: &Pending) {
+        self.pending_bytes -= p.args.len();
+        let id = match &p.foreign_id {
+            Some(id) => {
+                self.foreign_ids.remove(id);
+                id.clone()
+            }
+            None => format!("{}{}", self.id_prefix, p.seq),
+        };
+        if self.config.persist_delivery {
+            self.events.push_back(Event::Unpersist { id });
         }
     }
 
