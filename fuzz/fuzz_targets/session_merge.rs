@@ -122,6 +122,10 @@ fn value(j: &J, depth: usize) -> Value {
 
 /// The reference: an ordered list of fields.
 fn reference_set(model: &mut Vec<(String, Value)>, key: String, v: Value) {
+    // The server's resume digest: no `_set` changes it.
+    if key == session::RESUME_KEY {
+        return;
+    }
     match model.iter_mut().find(|(k, _)| *k == key) {
         Some(slot) => slot.1 = v,
         None => model.push((key, v)),
