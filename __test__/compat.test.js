@@ -253,7 +253,8 @@ describe('ES5 subclasses (Ctor.call(this) + util.inherits)', () => {
       c.autoReconnect(10, 50)
       c.set('who', 'me')
       await waitUntil(() => seen.length === 1, 5000, 'the first handshake')
-      const sid = c.get('sessionID')
+      // The server's handshake event can come before the client has its id.
+      const sid = await waitUntil(() => c.get('sessionID'), 5000, 'the client to know its session id')
       await waitUntil(() => {
         const text = store instanceof HashStore ? store.data[sid] : store.sessions[sid]
         return text && JSON.parse(text).who === 'me'

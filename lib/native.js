@@ -157,7 +157,7 @@ function dispatch (e) {
       if (obj) obj.emit('drop', e[2])
       break
     case LISTENING:
-      if (obj) obj._onListening(e[2])
+      if (obj) obj._onListening(e[2], e[3])
       break
     case CLOSED:
       if (obj) obj._onClose()

@@ -139,7 +139,7 @@ Server.prototype.listen = function (...args) {
     } else if (typeof args[1] === 'number') backlog = args[1]
   }
   if (cb) this.once('listening', cb)
-  native.listen(this._h, at, backlog == null ? undefined : Number(backlog))
+  this._listenId = native.listen(this._h, at, backlog == null ? undefined : Number(backlog))
   // Listening until close() or a failed listen; a listen after close() serves again.
   this._bound = true
   handles.set(this._h, this)
@@ -214,7 +214,9 @@ Server.prototype._adoptStream = function (stream) {
   })
 }
 
-Server.prototype._onListening = function (info) {
+Server.prototype._onListening = function (info, listenId) {
+  // A listener closed before it was up reports late: a later listen() is the one.
+  if (listenId !== this._listenId) return
   this._address = info
   this._listening = true
   this.emit('listening')

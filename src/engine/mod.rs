@@ -222,12 +222,15 @@ impl Engine {
         lock(&self.shared.servers).get(&server).cloned().ok_or_else(|| "unknown server".into())
     }
 
-    pub fn listen(&self, server: u32, options: ListenOptions) -> Result<(), String> {
+    /// Starts listening; returns the number its `LISTENING` will carry.
+    pub fn listen(&self, server: u32, options: ListenOptions) -> Result<u32, String> {
         let server = self.server(server)?;
         let shared = self.shared.clone();
-        let shutdown = server.begin_listen();
-        self.shared.rt.spawn(async move { server::listen_and_serve(shared, server, options, shutdown).await });
-        Ok(())
+        let (shutdown, listen) = server.begin_listen();
+        self.shared
+            .rt
+            .spawn(async move { server::listen_and_serve(shared, server, options, (shutdown, listen)).await });
+        Ok(listen)
     }
 
     pub fn close_server(&self, server: u32) {

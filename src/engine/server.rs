@@ -90,6 +90,8 @@ pub struct Server {
     shutdown: Mutex<CancellationToken>,
     /// `close()` was called and `close` is not reported yet.
     closing: AtomicBool,
+    /// `listen()` calls so far (see `begin_listen`).
+    listens: std::sync::atomic::AtomicU32,
     /// Bound listeners (a listener of a closed server may still be winding down).
     listening: AtomicUsize,
     /// Open connections, handshaken or not (net.Server's getConnections()).
@@ -128,6 +130,7 @@ impl Server {
             retention,
             shutdown: Mutex::new(CancellationToken::new()),
             closing: AtomicBool::new(false),
+            listens: std::sync::atomic::AtomicU32::new(0),
             listening: AtomicUsize::new(0),
             active: AtomicUsize::new(0),
             max_connections: AtomicUsize::new(usize::MAX),
@@ -137,13 +140,16 @@ impl Server {
     /// Called by `listen()`, before its task starts, so a `close()` right
     /// after it cancels that listener. A listen() after close() serves
     /// again, as net.Server's does.
-    pub fn begin_listen(&self) -> CancellationToken {
+    /// Returns the listener's token and its number, which its `LISTENING`
+    /// carries: after a close() and a new listen(), the application knows a
+    /// late report of the old one for what it is.
+    pub fn begin_listen(&self) -> (CancellationToken, u32) {
         let mut token = lock(&self.shutdown);
         if token.is_cancelled() {
             *token = CancellationToken::new();
         }
         self.closing.store(false, Ordering::Release);
-        token.clone()
+        (token.clone(), self.listens.fetch_add(1, Ordering::AcqRel) + 1)
     }
 
     pub fn close(&self, shared: &Shared) {
@@ -261,7 +267,7 @@ pub async fn listen_and_serve(
     shared: Arc<Shared>,
     server: Arc<Server>,
     options: ListenOptions,
-    shutdown: CancellationToken,
+    (shutdown, listen): (CancellationToken, u32),
 ) {
     let listener = match Listener::bind(&options.endpoint, options.backlog).await {
         Ok(l) => l,
@@ -270,8 +276,15 @@ pub async fn listen_and_serve(
             return;
         }
     };
+    // Closed while binding: this listener never was (a listen() after that
+    // close() has its own), so it reports nothing.
+    if shutdown.is_cancelled() {
+        drop(listener);
+        server.maybe_closed(&shared);
+        return;
+    }
     server.listening.fetch_add(1, Ordering::AcqRel);
-    server.report(&shared, kind::LISTENING, &listener.address_json().to_string());
+    server.report(&shared, kind::LISTENING, &format!("{},{listen}", listener.address_json()));
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,

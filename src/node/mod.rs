@@ -270,7 +270,8 @@ fn endpoint(e: JsEndpoint) -> Result<Endpoint> {
 }
 
 #[napi(catch_unwind)]
-pub fn listen(server: u32, at: JsEndpoint, backlog: Option<u32>) -> Result<()> {
+/// Returns the number the `LISTENING` of this listen() carries.
+pub fn listen(server: u32, at: JsEndpoint, backlog: Option<u32>) -> Result<u32> {
     engine()?.listen(server, ListenOptions { endpoint: endpoint(at)?, backlog }).map_err(js_err)
 }
 
