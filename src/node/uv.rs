@@ -102,16 +102,26 @@ pub fn watch(uv_loop: *mut c_void, link: &Arc<Link>, id: u64) -> Result<(), Stri
     let Some(socket) = transport.direct_socket() else { return Ok(()) };
     let resumed = POLLS.with(|p| {
         let mut polls = p.borrow_mut();
-        let Some(poll) = polls.get_mut(&id) else { return false };
+        let poll = polls.get_mut(&id)?;
         if !poll.running {
             // SAFETY: an initialised, stopped poll handle of this thread.
-            unsafe { uv_poll_start(poll.handle, UV_READABLE, on_readable) };
+            let rc = unsafe { uv_poll_start(poll.handle, UV_READABLE, on_readable) };
+            if rc != 0 {
+                return Some(rc);
+            }
             poll.running = true;
         }
-        true
+        Some(0)
     });
-    if resumed {
-        return Ok(());
+    match resumed {
+        Some(0) => return Ok(()),
+        Some(rc) => {
+            // This loop reads the socket and cannot any more: end the
+            // transport rather than leave it unread.
+            link.external_failed(id);
+            return Err(format!("uv_poll_start failed ({rc})"));
+        }
+        None => {}
     }
     let fd = socket.raw_fd();
     let ctx = Box::into_raw(Box::new(PollContext { link: Arc::downgrade(link), transport: id, _socket: socket }));
@@ -131,7 +141,13 @@ pub fn watch(uv_loop: *mut c_void, link: &Arc<Link>, id: u64) -> Result<(), Stri
         }
         *(handle as *mut *mut PollContext) = ctx;
         uv_unref(handle);
-        uv_poll_start(handle, UV_READABLE, on_readable);
+        let rc = uv_poll_start(handle, UV_READABLE, on_readable);
+        if rc != 0 {
+            // Closing frees the handle and its context (on_close); the
+            // transport stays with the tokio reader, which never handed over.
+            uv_close(handle, on_close);
+            return Err(format!("uv_poll_start failed ({rc})"));
+        }
         POLLS.with(|p| p.borrow_mut().insert(id, Poll { handle, running: true }));
     }
     link.external_watch_started(&transport);
