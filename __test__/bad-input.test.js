@@ -164,18 +164,7 @@ describe(`${IMPL} client: a server that answers with bad input`, () => {
   for (const c of CASES) {
     it(`${c.name}: the client emits 'error' (${c.message}) and 'disconnect', the process survives`, caseOpts(c), async (t) => {
       const r = useResources(t)
-      const rs = await r.rawServer((s) => {
-        let buf = ''
-        let sent = false
-        s.setEncoding('utf8')
-        s.on('data', (d) => {
-          buf += d
-          if (!sent && /"start"/.test(buf)) {
-            sent = true
-            sendBad(s, c, 'fresh').catch(() => {})
-          }
-        })
-      })
+      const rs = await r.rawServerAfterStart((s) => sendBad(s, c, 'fresh').catch(() => {}))
       const client = r.createClient(IMPL, rs.port, HOST)
       const seq = []
       client.on('error', (err) => seq.push(['error', err]))

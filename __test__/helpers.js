@@ -301,6 +301,23 @@ class Resources {
     return raw
   }
 
+  // A raw TCP server that calls onStart(socket) once per connection, when
+  // the client's `start` has arrived (a server's turn in the handshake).
+  rawServerAfterStart (onStart) {
+    return this.rawServer((s) => {
+      let buf = ''
+      let started = false
+      s.setEncoding('utf8')
+      s.on('data', (d) => {
+        buf += d
+        if (!started && /"start"/.test(buf)) {
+          started = true
+          onStart(s)
+        }
+      })
+    })
+  }
+
   // A raw TCP server on 127.0.0.1:0; onSocket(socket) per connection.
   async rawServer (onSocket) {
     const sockets = new Set()

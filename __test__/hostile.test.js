@@ -66,19 +66,8 @@ async function assertGoodClientWorks (good, n) {
 }
 
 // A raw server that completes the handshake of any client, then writes `after`.
-async function hostileServer (r, after) {
-  return r.rawServer((s) => {
-    let buf = ''
-    let sent = false
-    s.setEncoding('utf8')
-    s.on('data', (d) => {
-      buf += d
-      if (!sent && /"start"/.test(buf)) {
-        sent = true
-        s.write(SERVER_HELLO + after)
-      }
-    })
-  })
+function hostileServer (r, after) {
+  return r.rawServerAfterStart((s) => s.write(SERVER_HELLO + after))
 }
 
 function tooManyArgs (n = 200000) {

@@ -2,27 +2,18 @@
 //! lifecycle event names from the peer, JSON that JavaScript accepts but
 //! serde_json's defaults refuse, and messages the peer keeps refusing.
 
+mod common;
+
+use common::output_texts;
 use serde_json::{json, Value};
 use std::time::Instant;
-use uhura::protocol::framing::{Reader, DEFAULT_MAX_DEPTH};
+use uhura::protocol::framing::DEFAULT_MAX_DEPTH;
 use uhura::protocol::peer::{Config, Event, Peer, Role, REFUSALS_BEFORE_DROP};
 
 const START: &str = "[\n[\"_set\",{}]\n,\n[\"start\",{\"objectMode\":true,\"enableAcks\":true}]";
 
 fn events(peer: &mut Peer) -> Vec<Event> {
     std::iter::from_fn(|| peer.poll_event()).collect()
-}
-
-/// What the peer wrote, as raw message texts.
-fn output_texts(peer: &mut Peer) -> Vec<String> {
-    let mut out = Vec::new();
-    peer.take_output(&mut out);
-    if out.starts_with(b"\n,\n") {
-        out.splice(..3, *b"[\n");
-    }
-    let mut msgs = Vec::new();
-    Reader::new(1 << 24).feed(&out, &mut msgs).expect("our own output frames cleanly");
-    msgs
 }
 
 /// A server peer (old-client config) that completed a new-session handshake.

@@ -1,6 +1,9 @@
 //! The protocol state machine, driven without I/O: recorded handshakes of the
 //! published package, and simulated connections that drop at random.
 
+mod common;
+
+use common::output_texts;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 use uhura::protocol::framing::Reader;
@@ -20,15 +23,7 @@ fn old_config() -> Config {
 
 /// Everything the peer wrote, as parsed messages.
 fn output(peer: &mut Peer) -> Vec<Value> {
-    let mut out = Vec::new();
-    peer.take_output(&mut out);
-    // A later take continues the stream: give the fresh reader its opening bracket.
-    if out.starts_with(b"\n,\n") {
-        out.splice(..3, *b"[\n");
-    }
-    let mut msgs = Vec::new();
-    Reader::new(1 << 20).feed(&out, &mut msgs).expect("our own output frames cleanly");
-    msgs.iter().map(|m| serde_json::from_str(m).unwrap()).collect()
+    output_texts(peer).iter().map(|m| serde_json::from_str(m).unwrap()).collect()
 }
 
 fn events(peer: &mut Peer) -> Vec<Event> {

@@ -1,6 +1,22 @@
-//! Helpers shared by the integration tests.
+//! Helpers shared by the integration tests. Each test binary uses some of
+//! them, so the others are dead code there.
+#![allow(dead_code)]
 
 use uhura::protocol::framing::{FrameError, Reader};
+use uhura::protocol::peer::Peer;
+
+/// What the peer wrote since the last call, as message texts. A later take
+/// continues the stream: the fresh reader gets its opening bracket.
+pub fn output_texts(peer: &mut Peer) -> Vec<String> {
+    let mut out = Vec::new();
+    peer.take_output(&mut out);
+    if out.starts_with(b"\n,\n") {
+        out.splice(..3, *b"[\n");
+    }
+    let mut msgs = Vec::new();
+    Reader::new(1 << 24).feed(&out, &mut msgs).expect("our own output frames cleanly");
+    msgs
+}
 
 /// Feeds `chunks` in order; returns all messages read and the first error
 /// (reading stops there). Also checks that a failed reader stays poisoned:
