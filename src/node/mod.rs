@@ -8,7 +8,9 @@ mod uv;
 use crate::engine::link::Addresses;
 use crate::engine::tls::{TlsAcceptor, TlsConnector, TlsOptions};
 use crate::engine::{ClientOptions, Connector, Endpoint, Engine, ListenOptions, ServerOptions, StoreChoice};
+use crate::protocol::framing::MAX_DEPTH_LIMIT;
 use crate::protocol::peer::Config;
+use crate::protocol::session;
 use napi::bindgen_prelude::*;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
@@ -109,9 +111,9 @@ fn count(v: Option<f64>) -> Option<usize> {
     v.filter(|n| *n >= 0.0).map(|n| if n.is_finite() { n as usize } else { usize::MAX })
 }
 
-fn peer_config(o: Option<PeerOptions>) -> Config {
+fn peer_config(o: Option<PeerOptions>) -> Result<Config> {
     let mut c = Config::default();
-    let Some(o) = o else { return c };
+    let Some(o) = o else { return Ok(c) };
     if let Some(n) = count(o.max_message_size).filter(|n| *n >= 1) {
         c.max_message_size = n;
     }
@@ -152,10 +154,13 @@ fn peer_config(o: Option<PeerOptions>) -> Config {
     if let Some(e) = o.extensions {
         c.extensions = e;
     }
-    if let Some(cookie) = o.cookie.as_deref().and_then(|c| serde_json::from_str(c).ok()) {
-        c.cookie = cookie;
+    if let Some(cookie) = o.cookie.as_deref() {
+        // The same JSON.parse-compatible parser as session data (serde_json's own would
+        // read a `$serde_json::private::RawValue` key as an embedded raw value).
+        c.cookie = session::parse_value(cookie, MAX_DEPTH_LIMIT)
+            .map_err(|e| Error::new(Status::InvalidArg, format!("uhura: bad cookie option: {e:?}")))?;
     }
-    c
+    Ok(c)
 }
 
 /// TLS options with Node's names; PEM text as Buffers (lib/options.js converts strings).
@@ -243,7 +248,7 @@ pub fn create_server(mut options: JsServerOptions) -> Result<u32> {
         )),
         None => None,
     };
-    let peer = peer_config(options.peer.take());
+    let peer = peer_config(options.peer.take())?;
     let mut server = ServerOptions { peer, store, tls, ..ServerOptions::default() };
     if let Some(w) = options.resume_window.filter(|w| w.is_finite() && *w >= 0.0) {
         server.resume_window = millis(Some(w)).unwrap_or(Duration::ZERO);
@@ -323,7 +328,7 @@ pub fn create_client(mut options: JsClientOptions) -> Result<u32> {
         };
         Connector::Native { endpoints, tls }
     };
-    Ok(engine()?.create_client(ClientOptions { connector, peer: peer_config(options.peer.take()) }))
+    Ok(engine()?.create_client(ClientOptions { connector, peer: peer_config(options.peer.take())? }))
 }
 
 /// Addresses of a JavaScript stream, for `.socket`-style reporting.
