@@ -45,3 +45,42 @@ fn set_with_serde_json_raw_value_key() {
     assert_eq!(peer.session().get(key), Some(&json!(2)));
     assert_eq!(peer.session().get("x"), Some(&json!({ key: 3 })));
 }
+
+/// A server loading a session holds the events that arrive meanwhile. A resent duplicate
+/// of one of them (a peer of ours, extensions on) was acked at once, before the original
+/// was handed to the application: a crash then would lose an acknowledged event. The
+/// duplicate's ack now waits behind the original, like a delivery's. Found by the `peer`
+/// target.
+#[test]
+fn duplicate_of_a_held_event_is_not_acked_before_it() {
+    use std::time::Instant;
+    use uhura::protocol::peer::{Config, Event, Peer, Role};
+
+    let now = Instant::now();
+    let config = Config { defer_acks: true, ..Config::default() };
+    let mut peer = Peer::new(Role::Server, config, now);
+    peer.on_open(now);
+    peer.receive(
+        b"[\n[\"_set\",{\"sessionID\":\"sess1\"}]\n,\n[\"start\",{\"objectMode\":true,\"enableAcks\":true,\"uhura\":1}]",
+        now,
+    );
+    assert!(matches!(peer.poll_event(), Some(Event::LoadSession(id)) if id == "sess1"));
+    let event = "\n,\n{\"args\":[\"ev\",1],\"id\":\"111111111111-1\"}";
+    peer.receive(event.as_bytes(), now);
+    peer.receive(event.as_bytes(), now);
+    let mut out = Vec::new();
+    peer.take_output(&mut out);
+    assert!(!String::from_utf8_lossy(&out).contains("ack::"), "acked while held: {}", String::from_utf8_lossy(&out));
+
+    peer.session_loaded(None, now);
+    let mut events = Vec::new();
+    while let Some(ev) = peer.poll_event() {
+        events.push(ev);
+    }
+    let message = events.iter().position(|e| matches!(e, Event::Message(a) if a == "[\"ev\",1]"));
+    let dues: Vec<usize> =
+        events.iter().enumerate().filter(|(_, e)| matches!(e, Event::AckDue(_))).map(|(i, _)| i).collect();
+    let message = message.expect("the held event is delivered");
+    assert_eq!(dues.len(), 2, "one ack due for the event and one for its duplicate: {events:?}");
+    assert!(dues.iter().all(|&d| d > message), "every ack comes after the delivery: {events:?}");
+}

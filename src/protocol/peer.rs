@@ -651,8 +651,11 @@ impl Peer {
         };
         let Some(id) = id else { return self.dispatch(&name, args, now).map(drop) };
         if self.extended && message::decode_string(id).is_some_and(|id| self.is_duplicate(&id)) {
-            // Delivered before; the ack that follows it may have been lost.
-            self.ack(id.to_owned(), false);
+            // Taken before; the ack that follows it may have been lost. Its
+            // ack waits like a delivery's: the original may still be held
+            // (a session loading) or queued for the application, and an ack
+            // must never vouch for an event not yet handled.
+            self.ack(id.to_owned(), true);
             return Ok(());
         }
         let delivered = self.dispatch(&name, args, now)?;
@@ -661,11 +664,11 @@ impl Peer {
     }
 
     /// Acknowledges a message. With `defer_acks`, the ack of a message
-    /// handed to the application waits (as `Event::AckDue`, right behind the
+    /// handed to the application (or of a duplicate of one) waits (as `Event::AckDue`, right behind the
     /// message) until the driver knows the application has handled it, so an
     /// ack never vouches for an event still in a buffer.
-    fn ack(&mut self, id: String, delivered: bool) {
-        if self.config.defer_acks && delivered {
+    fn ack(&mut self, id: String, defer: bool) {
+        if self.config.defer_acks && defer {
             let due = Event::AckDue(id);
             if self.role == Role::Server && self.phase != Phase::Ready {
                 self.held.push(due);
