@@ -122,7 +122,8 @@ function table (head, rows) {
   return [`| ${head.join(' | ')} |`, '|' + head.map(() => '---|').join(''), ...rows.map((r) => `| ${r.join(' | ')} |`)].join('\n')
 }
 
-// charts: { throughput, rtt, memory } paths relative to the Markdown file.
+// charts: { throughput, rtt, memory, readme }: paths relative to the Markdown
+// file of the charts written and of bench/README.md.
 function markdown (results, charts) {
   const m = results.meta
   const cfg = m.config
@@ -154,7 +155,7 @@ function markdown (results, charts) {
         : `${ours.label}: ${b.kind} of the addon (${(b.bytes / 1048576).toFixed(1)} MB), revision ${b.revision || '?'}.`)
   }
   o.push('')
-  o.push('How each number is measured: [bench/README.md](bench/README.md). Server and client are separate processes on 127.0.0.1.')
+  o.push(`How each number is measured: [bench/README.md](${(charts && charts.readme) || 'bench/README.md'}). Server and client are separate processes on 127.0.0.1.`)
 
   o.push('')
   o.push('## Targets (issue 12)')

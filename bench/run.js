@@ -364,6 +364,7 @@ function writeOutputs (results) {
     fs.writeFileSync(file, charts[k](results))
     rel[k] = path.relative(path.dirname(MD), file).split(path.sep).join('/')
   }
+  rel.readme = path.relative(path.dirname(MD), path.join(__dirname, 'README.md')).split(path.sep).join('/')
   results.markdown = report.markdown(results, rel)
   let previous = null
   try { previous = fs.readFileSync(MD, 'utf8') } catch {}
