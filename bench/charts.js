@@ -86,7 +86,7 @@ function throughput (results) {
     lo,
     hi,
     title: 'Acked throughput (events/s, log scale; higher is better)',
-    sub: subtitle(results) + (cfg.window ? `, at most ${cfg.window} unacked` : ''),
+    sub: subtitle(results) + (cfg.window ? `, at most ${cfg.window} unacked` : ', no window'),
     yLabel: 'events per second',
     tick: (e) => SI[e] || '1e' + e
   })

@@ -182,7 +182,6 @@ async function client () {
       markCpu()
       t0 = nowUs()
       st = sendBurst(c, cfg.n, () => { if (impl.acks) finish() })
-      report({ type: 'sent', ms: st.sendLoopMs })
     }
     report({ type: 'ready', mem: mem() })
     return
@@ -228,7 +227,6 @@ async function client () {
         if (!impl.acks) c.on('done', (count) => { states[k].acks = count; onDone(k) })
         states.push(sendBurst(c, cfg.n, () => { if (impl.acks) onDone(k) }))
       })
-      report({ type: 'sent', ms: (nowUs() - t0) / 1000 })
     }
     report({ type: 'ready', mem: mem() })
     return

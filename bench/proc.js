@@ -100,8 +100,13 @@ function procStatus (pid) {
 
 // Samples the RSS of some children every `everyMs` until stop(), which
 // returns per child { peak, samples } (peak: the larger of the highest sample
-// and VmHWM read at stop, so a spike between two samples counts too).
+// and VmHWM read at stop, so a spike between two samples counts too). VmHWM
+// is reset first (clear_refs 5, Linux ≥ 4.0) so that it does not count the
+// start of the process; where that is refused, the peak may include it.
 function sampleRss (children, everyMs = 250) {
+  for (const ch of children) {
+    try { fs.writeFileSync(`/proc/${ch.proc.pid}/clear_refs`, '5') } catch {}
+  }
   const acc = children.map(() => ({ peak: 0, samples: 0 }))
   const tick = () => children.forEach((ch, k) => {
     const s = ch.status()

@@ -434,7 +434,7 @@ async function main () {
     r.available = av.ok
     if (impl.name === 'ours' || impl.variantOf === 'ours') {
       r.build = oursBuild()
-      if (r.build.debugInfo) log(`WARNING: ${r.build.file} (${(r.build.bytes / 1048576).toFixed(1)} MB) has debug info: probably a debug build, its numbers are not representative (npm run build)`)
+      if (r.build.debugInfo && impl.name === (ONLY && !ONLY.includes('ours') ? impl.name : 'ours')) log(`WARNING: ${r.build.file} (${(r.build.bytes / 1048576).toFixed(1)} MB) has debug info: probably a debug build, its numbers are not representative (npm run build)`)
     }
     if (!av.ok) {
       r.note = av.note
