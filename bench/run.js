@@ -84,7 +84,7 @@ const CFG = {
     onceLimitS: QUICK ? 8 : 15
   },
   idle: {
-    counts: (opt('idle') ? opt('idle').map(Number) : QUICK ? [0, 1000, 2000] : [0, 1000, 2500, 5000, 10000, 19000]).map((c) => (c ? sc(c) : 0)),
+    counts: (opt('idle') ? opt('idle').map(Number) : QUICK ? [0, 1000, 2000] : [0, 1000, 2500, 5000, 10000, 19000]).map((c) => (c ? sc(c) : 0)).sort((a, b) => a - b),
     // Clients per client process (each connection is one open file).
     perProcess: sc(QUICK ? 1000 : 10000),
     // Targets: server per-connection at these counts, client per-client at clientAt.
