@@ -1,8 +1,14 @@
 'use strict'
 // One benchmark process: a server or a client of one implementation.
-//   node bench/child.js <server|client> <impl> <burst|pingpong|idle> '<json config>'
+//   node bench/child.js <server|client> <impl> <burst|s2c|many|pingpong|idle> '<json config>'
 // Talks to bench/run.js with lines on stdout that start with "@@" followed by
-// JSON; reads commands ("rss", "stats") as lines on stdin.
+// JSON; reads commands as lines on stdin ("rss", "mark", "stats", "go",
+// "open <count>").
+//
+// Measured runs (burst, s2c, many) go: the client reports `ready` once every
+// handshake is done; the parent asks the server to `mark` (its baseline
+// memory and CPU), then tells the client `go`. `stats` reports, among the
+// counters, the CPU used since the mark (server) or since go (client).
 
 const readline = require('readline')
 const { byName, HOST } = require('./impls')
@@ -32,31 +38,111 @@ process.on('unhandledRejection', (err) => {
 
 const commands = {}
 readline.createInterface({ input: process.stdin }).on('line', (line) => {
-  const fn = commands[line.trim()]
-  if (fn) fn()
+  const [name, arg] = line.trim().split(/\s+/)
+  const fn = commands[name]
+  if (fn) fn(arg)
 })
 process.stdin.on('end', () => process.exit(0)) // parent went away
 
 const nowUs = () => Number(process.hrtime.bigint()) / 1000
 
+// CPU time (user + system, µs) used since the last mark.
+let cpuMark = process.cpuUsage()
+const markCpu = () => { cpuMark = process.cpuUsage() }
+const cpuSinceMark = () => {
+  const d = process.cpuUsage(cpuMark)
+  return d.user + d.system
+}
+
+// Sends n events ('e', i, payload) on peer, `chunk` per macrotask, keeping at
+// most `window` of them unacknowledged (0: no limit); once the window is full,
+// sending resumes when the acks have brought it down to half. onDone(state)
+// runs after the last ack callback (implementations with acks), or right
+// after the last send (without: the caller waits for a reply of its own).
+function sendBurst (peer, n, onDone) {
+  const { payload } = cfg
+  const chunk = cfg.chunk || n
+  const window = impl.acks && cfg.window > 0 ? cfg.window : Infinity
+  const st = { sent: 0, acks: 0, ackErrors: 0, lastAckError: null, sendLoopMs: null }
+  const t0 = nowUs()
+  let waiting = false
+  const onAck = (err) => {
+    if (err) {
+      st.ackErrors++
+      st.lastAckError = String(err.message || err)
+    }
+    if (++st.acks === n) return onDone(st)
+    if (waiting && st.sent - st.acks <= window / 2) {
+      waiting = false
+      setImmediate(pump)
+    }
+  }
+  const pump = () => {
+    const end = Math.min(n, st.sent + chunk, st.acks + window)
+    let i = st.sent
+    if (impl.acks) {
+      for (; i < end; i++) peer.send('e', i, payload, onAck)
+    } else {
+      for (; i < end; i++) peer.send('e', i, payload)
+    }
+    st.sent = i
+    if (i >= n) {
+      st.sendLoopMs = (nowUs() - t0) / 1000
+      if (!impl.acks) onDone(st)
+    } else if (i - st.acks >= window) {
+      waiting = true
+    } else {
+      setImmediate(pump)
+    }
+  }
+  pump()
+  return st
+}
+
+// Receiving side of a burst: counts the events of one peer and checks order
+// and payload. onAll runs when n arrived.
+function receiveBurst (peer, n, stats, onAll) {
+  let expect = 0
+  let count = 0
+  peer.on('e', (i, payload) => {
+    if (i !== expect) stats.outOfOrder++
+    expect = i + 1
+    if (payload !== cfg.payload) stats.badPayload++
+    stats.events++
+    if (++count === n && onAll) onAll()
+  })
+}
+
 // ---------------------------------------------------------------- server side
 async function server () {
-  const stats = { conns: 0, events: 0, outOfOrder: 0, badPayload: 0, pings: 0 }
-  commands.stats = () => report({ type: 'stats', stats })
+  const stats = { conns: 0, events: 0, outOfOrder: 0, badPayload: 0, pings: 0, acks: 0 }
+  commands.stats = () => report({ type: 'stats', stats, cpuUs: cpuSinceMark() })
   commands.rss = () => report({ type: 'rss', mem: mem(), conns: stats.conns })
+  commands.mark = () => {
+    const m = mem()
+    markCpu()
+    report({ type: 'mark', mem: m, conns: stats.conns })
+  }
 
   const onConn = (conn) => {
     stats.conns++
     if (typeof conn.on === 'function') conn.on('error', (err) => { stats.lastError = String((err && err.message) || err) })
-    if (scenario === 'burst') {
-      let expect = 0
-      conn.on('e', (i, payload) => {
-        if (i !== expect) stats.outOfOrder++
-        expect = i + 1
-        if (payload !== cfg.payload) stats.badPayload++
-        stats.events++
-        // Implementations without acks: tell the client when all N arrived.
-        if (!impl.acks && stats.events === cfg.n) conn.send('done', stats.events)
+    if (scenario === 'burst' || scenario === 'many') {
+      // Implementations without acks: tell the client when all of its events arrived.
+      receiveBurst(conn, cfg.n, stats, impl.acks ? null : () => conn.send('done', cfg.n))
+    } else if (scenario === 's2c') {
+      // The client asks with go(n); the time runs from then until the last
+      // ack (without acks: until the client's done).
+      conn.on('go', () => {
+        const t0 = nowUs()
+        let st = null
+        const finish = () => {
+          stats.acks = st.acks
+          report({ type: 'result', acks: st.acks, ackErrors: st.ackErrors, lastAckError: st.lastAckError, elapsedMs: (nowUs() - t0) / 1000, sendLoopMs: st.sendLoopMs })
+        }
+        if (!impl.acks) conn.on('done', (count) => { st.acks = count; finish() })
+        st = sendBurst(conn, cfg.n, () => { if (impl.acks) finish() })
+        setInterval(() => report({ type: 'progress', acks: st.acks }), 500).unref()
       })
     } else if (scenario === 'pingpong') {
       conn.on('ping', (seq) => {
@@ -69,49 +155,80 @@ async function server () {
   const before = mem()
   const srv = await impl.makeServer(onConn)
   report({ type: 'listening', port: srv.port, mem: before, memListening: mem() })
-  if (scenario === 'burst') {
+  if (scenario === 'burst' || scenario === 'many') {
     setInterval(() => report({ type: 'progress', events: stats.events }), 500).unref()
   }
   setInterval(() => {}, 1 << 30) // stay alive until killed
 }
 
 // ---------------------------------------------------------------- client side
+// Every client stays alive after its result: the parent reads its peak RSS
+// (/proc/<pid>/status) and asks for its stats, then kills it.
 async function client () {
   const addr = { port: cfg.port, host: HOST }
+  const stats = { events: 0, outOfOrder: 0, badPayload: 0 }
+  commands.stats = () => report({ type: 'stats', stats, cpuUs: cpuSinceMark() })
 
   if (scenario === 'burst') {
     const c = await impl.makeClient(addr)
-    const n = cfg.n
-    const chunk = cfg.chunk
-    const payload = cfg.payload
-    let acks = 0
+    let st = null
     let t0 = 0
-    let tSent = 0
     const finish = () => {
-      const t1 = nowUs()
-      report({ type: 'result', acks, elapsedMs: (t1 - t0) / 1000, sendLoopMs: (tSent - t0) / 1000, mem: mem() })
-      process.exit(0)
+      report({ type: 'result', acks: st.acks, ackErrors: st.ackErrors, lastAckError: st.lastAckError, elapsedMs: (nowUs() - t0) / 1000, sendLoopMs: st.sendLoopMs })
     }
-    const onAck = () => { if (++acks === n) finish() }
-    if (!impl.acks) c.on('done', (count) => { acks = count; finish() })
-    setInterval(() => report({ type: 'progress', acks }), 500)
-    report({ type: 'ready' })
-    let i = 0
-    const pump = () => {
-      const end = Math.min(n, i + chunk)
-      if (impl.acks) {
-        for (; i < end; i++) c.send('e', i, payload, onAck)
-      } else {
-        for (; i < end; i++) c.send('e', i, payload)
-      }
-      if (i < n) setImmediate(pump)
-      else {
-        tSent = nowUs()
-        report({ type: 'sent', ms: (tSent - t0) / 1000 })
+    if (!impl.acks) c.on('done', (count) => { st.acks = count; finish() })
+    setInterval(() => report({ type: 'progress', acks: st ? st.acks : 0 }), 500)
+    commands.go = () => {
+      markCpu()
+      t0 = nowUs()
+      st = sendBurst(c, cfg.n, () => { if (impl.acks) finish() })
+    }
+    report({ type: 'ready', mem: mem() })
+    return
+  }
+
+  if (scenario === 's2c') {
+    const c = await impl.makeClient(addr)
+    receiveBurst(c, cfg.n, stats, impl.acks ? null : () => c.send('done', cfg.n))
+    commands.go = () => {
+      markCpu()
+      c.send('go', cfg.n)
+    }
+    report({ type: 'ready', mem: mem() })
+    return
+  }
+
+  if (scenario === 'many') {
+    // cfg.clients clients in this one process, each sending cfg.n events at
+    // once; each one's finish time is when its last ack callback ran.
+    const cs = []
+    for (let k = 0; k < cfg.clients; k += 50) {
+      const ps = []
+      for (let j = k; j < Math.min(cfg.clients, k + 50); j++) ps.push(impl.makeClient(addr))
+      cs.push(...await Promise.all(ps))
+    }
+    const finishMs = new Array(cs.length).fill(null)
+    const states = []
+    let finished = 0
+    let t0 = 0
+    const onDone = (k) => {
+      if (finishMs[k] !== null) return
+      finishMs[k] = (nowUs() - t0) / 1000
+      if (++finished === cs.length) {
+        const sum = (f) => states.reduce((a, s) => a + s[f], 0)
+        report({ type: 'result', acks: sum('acks'), ackErrors: sum('ackErrors'), elapsedMs: Math.max(...finishMs), finishMs })
       }
     }
-    t0 = nowUs()
-    pump()
+    setInterval(() => report({ type: 'progress', acks: states.reduce((a, s) => a + s.acks, 0), finished }), 500)
+    commands.go = () => {
+      markCpu()
+      t0 = nowUs()
+      cs.forEach((c, k) => {
+        if (!impl.acks) c.on('done', (count) => { states[k].acks = count; onDone(k) })
+        states.push(sendBurst(c, cfg.n, () => { if (impl.acks) onDone(k) }))
+      })
+    }
+    report({ type: 'ready', mem: mem() })
     return
   }
 
@@ -157,30 +274,36 @@ async function client () {
   }
 
   if (scenario === 'idle') {
+    // Opens clients when told ("open <count>", in batches of cfg.batch, each
+    // batch waiting for every handshake) and keeps them idle.
     const clients = []
     let failed = 0
     let lastError = null
+    impl.load() // so that the baseline includes the module
     commands.rss = () => report({ type: 'rss', mem: mem(), clients: clients.length })
-    const t0 = Date.now()
-    for (let k = 0; k < cfg.count; k += cfg.batch) {
-      const m = Math.min(cfg.batch, cfg.count - k)
-      const ps = []
-      for (let j = 0; j < m; j++) ps.push(impl.makeClient(addr))
-      const rs = await Promise.allSettled(ps)
-      for (const r of rs) {
-        if (r.status === 'fulfilled') {
-          clients.push(r.value)
-          // keep idle connections quiet; errors after the handshake are counted
-          if (typeof r.value.on === 'function') r.value.on('error', () => {})
-        } else {
-          failed++
-          lastError = String((r.reason && r.reason.message) || r.reason)
+    commands.open = async (arg) => {
+      const target = clients.length + Number(arg)
+      const t0 = Date.now()
+      while (clients.length < target && !failed) {
+        const m = Math.min(cfg.batch, target - clients.length)
+        const ps = []
+        for (let j = 0; j < m; j++) ps.push(impl.makeClient(addr))
+        const rs = await Promise.allSettled(ps)
+        for (const r of rs) {
+          if (r.status === 'fulfilled') {
+            clients.push(r.value)
+            // keep idle connections quiet; errors after the handshake are counted
+            if (typeof r.value.on === 'function') r.value.on('error', () => {})
+          } else {
+            failed++
+            lastError = String((r.reason && r.reason.message) || r.reason)
+          }
         }
+        report({ type: 'progress', connected: clients.length, failed })
       }
-      report({ type: 'progress', connected: clients.length, failed })
-      if (failed) break
+      report({ type: 'opened', connected: clients.length, failed, lastError, ms: Date.now() - t0 })
     }
-    report({ type: 'connected', connected: clients.length, failed, lastError, ms: Date.now() - t0, mem: mem() })
+    report({ type: 'ready', mem: mem() })
     setInterval(() => {}, 1 << 30)
   }
 }
