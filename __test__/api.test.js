@@ -11,11 +11,10 @@
 const { describe, it } = require('node:test')
 const assert = require('node:assert/strict')
 const net = require('node:net')
-const { spawn } = require('node:child_process')
 const { EventEmitter } = require('node:events')
 const {
   OLD_ONLY, HOST, MODULE_PATHS, SESSION_ID_RE, IMPLS, useResources, waitFor, waitUntil,
-  waitHandshake, collect, delay, parseFrames, withTimeout, installExitWatchdog,
+  waitHandshake, collect, delay, withTimeout, installExitWatchdog, pingPong, roundTrip, spawnNode,
 } = require('./helpers')
 
 installExitWatchdog()
@@ -24,14 +23,6 @@ const IMPL = OLD_ONLY ? 'v0.1.2' : 'ours'
 const OLD = IMPL !== 'ours'
 const T = { timeout: 20000 }
 const oldSkip = (reason) => ({ ...T, skip: OLD ? `0.1.2: ${reason}` : false })
-
-const pingPong = (conn) => conn.on('ping', (i) => conn.send('pong', i))
-
-async function roundTrip (client, n, label = 'client') {
-  const pong = waitFor(client, 'pong', 5000, { label: `${label} (pong)` })
-  client.send('ping', n)
-  assert.deepStrictEqual(await pong, [n], `${label} must round-trip an event`)
-}
 
 function ipv6Available () {
   return new Promise((resolve) => {
@@ -476,23 +467,12 @@ describe(`${IMPL}: sockets and errors`, () => {
 })
 
 describe(`${IMPL}: the wire, seen from a raw peer`, () => {
-  // A raw server that records the client's frames and can answer.
+  // A raw server that records the client's frames and answers its start
+  // with a session id and `connectMsg`.
   async function rawPeer (r, { connectMsg }) {
-    const state = { text: '', socket: null }
-    const rs = await r.rawServer((s) => {
-      state.socket = s
-      s.setEncoding('utf8')
-      let answered = false
-      s.on('data', (d) => {
-        state.text += d
-        if (!answered && /"start"/.test(state.text)) {
-          answered = true
-          s.write('[\n["_set","sessionID","AbCdEfGhIjKlMnOpQrStUv12"]\n,\n' + connectMsg)
-        }
-      })
-    })
-    state.frames = () => parseFrames(state.text)
-    return { rs, state }
+    const rs = await r.rawServerAfterStart((s) => s.write('[\n["_set","sessionID","AbCdEfGhIjKlMnOpQrStUv12"]\n,\n' + connectMsg))
+    const last = () => rs.peers[rs.peers.length - 1]
+    return { rs, state: { get socket () { return last().socket }, frames: () => last().frames() } }
   }
 
   it('the client handshakes with _set then start, and its send callback waits for the peer\'s ack', T, async (t) => {
@@ -550,22 +530,7 @@ describe(`${IMPL}: the wire, seen from a raw peer`, () => {
 describe(`${IMPL}: process lifetime`, () => {
   const MOD = JSON.stringify(MODULE_PATHS[IMPL]())
 
-  function runChild (r, code) {
-    const child = spawn(process.execPath, ['-e', code], { timeout: 15000, stdio: ['ignore', 'pipe', 'pipe'] })
-    r.trackChild(child)
-    let out = ''
-    let err = ''
-    child.stdout.setEncoding('utf8').on('data', (d) => { out += d })
-    child.stderr.setEncoding('utf8').on('data', (d) => { err += d })
-    const exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })))
-    return {
-      child,
-      exited,
-      out: () => out,
-      err: () => err,
-      waitOut: (re, ms = 10000) => waitUntil(() => re.test(out), ms, `child stdout to match ${re} (stdout: ${JSON.stringify(out)}, stderr: ${JSON.stringify(err)})`),
-    }
-  }
+  const runChild = (t, code) => spawnNode(t, ['-e', code], { timeout: 15000, stdio: ['ignore', 'pipe', 'pipe'] })
 
   async function assertExitsByItself (c, ms = 15000) {
     const res = await withTimeout(c.exited, ms + 1000, 'the child to exit')
@@ -574,8 +539,7 @@ describe(`${IMPL}: process lifetime`, () => {
   }
 
   it('(a) server + client in one process: after close() and disconnect() the process exits by itself', { timeout: 25000 }, async (t) => {
-    const r = useResources(t)
-    const c = runChild(r, `
+    const c = runChild(t, `
       const U = require(${MOD})
       const server = U.createServer((conn) => { conn.on('ping', (x) => conn.send('pong', x)) })
       server.listen(0, '127.0.0.1', () => {
@@ -592,7 +556,7 @@ describe(`${IMPL}: process lifetime`, () => {
   it('(b) a connected client that calls unref() lets its process exit', { timeout: 25000 }, async (t) => {
     const r = useResources(t)
     const srv = await r.startServer(IMPL)
-    const c = runChild(r, `
+    const c = runChild(t, `
       const U = require(${MOD})
       const c = U.createClient(${srv.port}, '127.0.0.1')
       c.on('error', (e) => console.error('client error', e && e.message))
@@ -606,7 +570,7 @@ describe(`${IMPL}: process lifetime`, () => {
   it('(c) a connected, ref\'d client keeps its process alive', { timeout: 25000 }, async (t) => {
     const r = useResources(t)
     const srv = await r.startServer(IMPL)
-    const c = runChild(r, `
+    const c = runChild(t, `
       const U = require(${MOD})
       const c = U.createClient(${srv.port}, '127.0.0.1')
       c.on('error', (e) => console.error('client error', e && e.message))
@@ -624,7 +588,7 @@ describe(`${IMPL}: process lifetime`, () => {
   it('(d) unref() persists across an automatic reconnect', { timeout: 25000 }, async (t) => {
     const r = useResources(t)
     const srv = await r.startServer(IMPL)
-    const c = runChild(r, `
+    const c = runChild(t, `
       const U = require(${MOD})
       const c = U.createClient(${srv.port}, '127.0.0.1')
       c.on('error', (e) => console.error('client error', e && e.message))

@@ -14,6 +14,7 @@ const { describe, it } = require('node:test')
 const assert = require('node:assert/strict')
 const {
   OLD_ONLY, HOST, useResources, waitFor, waitUntil, collect, delay, flood, parseFrames, installExitWatchdog,
+  CLIENT_HANDSHAKE, pingPong, roundTrip,
 } = require('./helpers')
 
 installExitWatchdog()
@@ -21,7 +22,6 @@ installExitWatchdog()
 const IMPL = OLD_ONLY ? 'v0.1.2' : 'ours'
 const OLD = IMPL !== 'ours'
 const FLOOD_BYTES = 24 * 1024 * 1024 // > the 16 MiB maximum message size
-const HANDSHAKE = '[\n["_set",{}]\n,\n["start",{"objectMode":true,"enableAcks":true}]'
 
 // fresh:    the bytes as the first thing on a connection
 // inStream: the same violation after a completed handshake (the root array is
@@ -52,17 +52,11 @@ async function sendBad (socket, c, where) {
 // A server of IMPL with one good client that answers ping with pong.
 async function serverWithGoodClient (r) {
   const srv = await r.startServer(IMPL, {
-    onConnection: (conn) => conn.on('ping', (i) => conn.send('pong', i)),
+    onConnection: pingPong,
   })
   const good = await r.connectClient(IMPL, srv.port)
   await srv.waitConnection(0)
   return { srv, good }
-}
-
-async function assertGoodClientWorks (good, n) {
-  const pong = waitFor(good, 'pong', 5000, { label: 'the good client (pong)' })
-  good.send('ping', n)
-  assert.deepStrictEqual(await pong, [n], 'the good client must still round-trip an event')
 }
 
 function caseOpts (c) {
@@ -86,7 +80,7 @@ describe(`${IMPL} server: bad input on a fresh connection`, () => {
         'a socket that never completed the handshake must not reach the createServer callback')
       assert.deepEqual(srv.errors.map(String), [],
         "the Server object must not emit 'error' for one bad connection (an app without a server error listener would crash)")
-      await assertGoodClientWorks(good, i)
+      await roundTrip(good, i, 'the good client')
       r.assertNoErrors()
     })
   }
@@ -112,7 +106,7 @@ describe(`${IMPL} server: 'clientError' for errors before the handshake`, () => 
       assert.ok(err instanceof Error)
       assert.match(err.message, c.message)
       assert.deepEqual(srv.errors.map(String), [])
-      await assertGoodClientWorks(good, 50)
+      await roundTrip(good, 50, 'the good client')
     })
   }
 })
@@ -124,7 +118,7 @@ describe(`${IMPL} server: bad input after a completed handshake`, () => {
       const { srv, good } = await serverWithGoodClient(r)
       const raw = r.rawConnect(srv.port)
       await raw.connected()
-      raw.socket.write(HANDSHAKE)
+      raw.socket.write(CLIENT_HANDSHAKE)
       await raw.waitText(/"connect"/, 5000)
       // The server's side of the handshake, as the protocol frames it.
       const frames = parseFrames(raw.text())
@@ -155,7 +149,7 @@ describe(`${IMPL} server: bad input after a completed handshake`, () => {
         assert.equal(conn.ready, false, 'ready is false after disconnect')
       }
       assert.deepEqual(srv.errors.map(String), [], "the Server object must not emit 'error'")
-      await assertGoodClientWorks(good, 100 + i)
+      await roundTrip(good, 100 + i, 'the good client')
     })
   }
 })
@@ -220,7 +214,7 @@ describe(`${IMPL}: API misuse throws a TypeError that names the problem`, () => 
         if (!OLD) {
           // The failed call must not poison the connection. (0.1.2 registers the
           // ack before serialising, and its JSONStream writer is left mid-array.)
-          await assertGoodClientWorks(good, 7)
+          await roundTrip(good, 7, 'the good client')
         }
       })
     }
@@ -228,7 +222,7 @@ describe(`${IMPL}: API misuse throws a TypeError that names the problem`, () => 
 
   it('a client that is not connected yet throws at send() time, not when the queue is flushed', { timeout: 20000, skip: OLD ? "0.1.2 does not validate send()'s arguments" : false }, async (t) => {
     const r = useResources(t)
-    const srv = await r.startServer(IMPL, { onConnection: (conn) => conn.on('ping', (i) => conn.send('pong', i)) })
+    const srv = await r.startServer(IMPL, { onConnection: pingPong })
     const client = r.createClient(IMPL, srv.port, HOST)
     for (const m of MISUSE) {
       assert.throws(() => m.call(client), (err) => err instanceof TypeError && m.message.test(err.message), m.name)

@@ -10,6 +10,7 @@ const net = require('node:net')
 const util = require('node:util')
 const {
   HOST, IMPLS, SESSION_ID_RE, useResources, waitFor, waitUntil, delay, withTimeout, installExitWatchdog,
+  pingPong,
 } = require('./helpers')
 
 installExitWatchdog()
@@ -145,7 +146,7 @@ describe('ES5 subclasses (Ctor.call(this) + util.inherits)', () => {
 
   it('connect(options, cb) works on an ES5 subclass instance', T, async (t) => {
     const r = useResources(t)
-    const srv = await listen(r, {}, (conn) => conn.on('ping', (n) => conn.send('pong', n)))
+    const srv = await listen(r, {}, pingPong)
     function Worker () { Uhura.Client.call(this) }
     util.inherits(Worker, Uhura.Client)
     const w = new Worker()
@@ -159,7 +160,7 @@ describe('ES5 subclasses (Ctor.call(this) + util.inherits)', () => {
 
   it('an ES class extends Client as well', T, async (t) => {
     const r = useResources(t)
-    const srv = await listen(r, {}, (conn) => conn.on('ping', (n) => conn.send('pong', n)))
+    const srv = await listen(r, {}, pingPong)
     class Modern extends Uhura.Client {
       constructor () {
         super()
@@ -354,7 +355,7 @@ describe('the public surface of uhura 0.1.2', () => {
 
   it('client.attach(stream) speaks the protocol over a stream the application opened', T, async (t) => {
     const r = useResources(t)
-    const srv = await listen(r, {}, (conn) => conn.on('ping', (n) => conn.send('pong', n)))
+    const srv = await listen(r, {}, pingPong)
     const client = new Uhura.Client()
     t.after(() => client.disconnect())
     client.attach(net.connect(srv.port, HOST))

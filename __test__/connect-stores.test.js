@@ -16,7 +16,7 @@
 // fleet mixing our native redisStore with connect-redis must see only
 // sessions under the session prefix.
 //
-// The Redis stores need redis-server (see helpers.js); without it those
+// The Redis stores need redis-server (see helpers/redis.js); without it those
 // tests FAIL unless UHURA_SKIP_REDIS=1.
 
 const { describe, it } = require('node:test')
@@ -25,8 +25,8 @@ const fs = require('node:fs')
 const os = require('node:os')
 const path = require('node:path')
 const {
-  HOST, SESSION_ID_RE, useResources, waitFor, waitUntil, waitHandshake, delay,
-  errorsOf, installExitWatchdog, needRedis, redisCommand, redisGetJSON, startRedis,
+  HOST, SESSION_ID_RE, useResources, waitFor, waitUntil, waitHandshake, delay, errorsOf, installExitWatchdog,
+  needRedis, redisCommand, redisGetJSON, startRedis, pingPong,
 } = require('./helpers')
 
 installExitWatchdog(15000)
@@ -192,7 +192,7 @@ describe('real connect stores behind our server', () => {
       const r = useResources(t)
       const srv = await r.startServer('ours', {
         options: { store, cookie: { maxAge: M } },
-        onConnection: (conn) => conn.on('ping', (n) => conn.send('pong', n)),
+        onConnection: pingPong,
       })
       // Up for longer than maxAge: a cookie made once at start would be born expired.
       await delay(M + M / 2)
@@ -350,7 +350,6 @@ describe('our native redisStore beside connect-redis', () => {
     const redis = env.redis
     const { store: cr } = await KINDS[1].open(t, U, env, 'sess:')
     const r = useResources(t)
-    const pingPong = (conn) => conn.on('ping', (n) => conn.send('pong', n))
     const cookie = { maxAge: 60000 }
     const A = await r.startServer('ours', { options: { store: U.redisStore({ url: redis.url }), cookie }, onConnection: pingPong })
     const B = await r.startServer('ours', { options: { store: cr, cookie }, onConnection: pingPong })

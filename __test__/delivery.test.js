@@ -19,8 +19,10 @@ const { describe, it } = require('node:test')
 const assert = require('node:assert/strict')
 const net = require('node:net')
 const path = require('node:path')
-const { spawn, spawnSync } = require('node:child_process')
-const { HOST, delay, waitFor, waitUntil, withTimeout, parseFrames, installExitWatchdog, freePort, useResources } = require('./helpers')
+const {
+  HOST, CLIENT_HANDSHAKE, delay, waitFor, waitUntil, withTimeout, installExitWatchdog, freePort, useResources, needRedis, startRedis,
+  spawnNode,
+} = require('./helpers')
 
 installExitWatchdog(20000)
 
@@ -73,33 +75,7 @@ function makeClient (t, options) {
 
 /** Spawns a fixture script; it is SIGKILLed (if still alive) after the test. */
 function spawnFixture (t, name, cfg) {
-  const child = spawn(process.execPath, [path.join(FIXTURES, name), JSON.stringify(cfg)], {
-    stdio: ['pipe', 'pipe', 'pipe'],
-  })
-  let out = ''
-  let err = ''
-  child.stdout.setEncoding('utf8').on('data', (d) => { out += d })
-  child.stderr.setEncoding('utf8').on('data', (d) => { err += d })
-  child.stdin.on('error', () => {})
-  const exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })))
-  const alive = () => child.exitCode === null && child.signalCode === null
-  const kill = async (signal = 'SIGKILL') => {
-    if (alive()) child.kill(signal)
-    return withTimeout(exited, 5000, `child ${name} to exit after ${signal}`)
-  }
-  t.after(() => kill('SIGKILL'))
-  return {
-    child,
-    exited,
-    alive,
-    kill,
-    out: () => out,
-    err: () => err,
-    lines: () => out.split('\n').filter(Boolean),
-    command: (line) => child.stdin.write(line + '\n'),
-    waitOut: (re, ms = 10000) => waitUntil(() => re.test(out), ms,
-      `${name} stdout to match ${re} (stdout tail: ${JSON.stringify(out.slice(-300))}, stderr: ${JSON.stringify(err.slice(-500))})`),
-  }
+  return spawnNode(t, [path.join(FIXTURES, name), JSON.stringify(cfg)], { name })
 }
 
 /**
@@ -453,22 +429,8 @@ describe('delivery under faults', () => {
 
     it('redis store: the next server incarnation resends the unacked server -> client events', { timeout: 60000 }, async (t) => {
       if (typeof U.redisStore !== 'function') return t.todo('require("uhura").redisStore does not exist yet')
-      const which = spawnSync('sh', ['-c', 'command -v redis-server'], { encoding: 'utf8' })
-      if (which.status !== 0 || !which.stdout.trim()) return t.skip('redis-server is not on PATH')
-      const redisPort = await freePort()
-      const redis = spawn(which.stdout.trim(), ['--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' })
-      const redisExited = new Promise((resolve) => redis.on('exit', resolve))
-      t.after(async () => {
-        if (redis.exitCode === null && redis.signalCode === null) redis.kill('SIGKILL')
-        await withTimeout(redisExited, 5000, 'redis-server to exit')
-      })
-      let pong = false
-      for (let k = 0; k < 50 && !pong; k++) {
-        pong = await redisPing(redisPort)
-        if (!pong) await delay(100)
-      }
-      assert.ok(pong, 'redis-server answers PING within 5 s')
-      const url = `redis://127.0.0.1:${redisPort}`
+      if (!needRedis(t)) return
+      const { url } = await startRedis(t)
 
       // Is the Redis store implemented? (Today's placeholder throws in createServer.)
       try {
@@ -523,7 +485,7 @@ describe('delivery under faults', () => {
     const payload = 'x'.repeat(EVENT - 32)
     const eventBytes = JSON.stringify(['big', 0, payload]).length
 
-    async function flood (t, sender, label) {
+    async function floodEvents (t, sender, label) {
       const cbs = makeCallbacks(COUNT)
       let dropEvents = 0
       const dropErrors = []
@@ -574,22 +536,13 @@ describe('delivery under faults', () => {
     }
 
     it('our client -> a raw server that handshakes and never reads again', { timeout: 120000 }, async (t) => {
-      const raw = await useResources(t).rawServer((s) => {
-        let text = ''
-        const onData = (d) => {
-          text += d
-          if (/"start"/.test(text)) {
-            s.removeListener('data', onData)
-            s.write(RAW_HANDSHAKE)
-            s.pause()
-          }
-        }
-        s.setEncoding('utf8')
-        s.on('data', onData)
+      const raw = await useResources(t).rawServerAfterStart((s) => {
+        s.write(RAW_HANDSHAKE)
+        s.pause()
       })
       const { client } = makeClient(t, { port: raw.port, maxQueueBytes: MAX_QUEUE_BYTES })
       await waitFor(client, 'connect', 5000, { label: 'client' })
-      await flood(t, client, 'client -> non-reading raw server')
+      await floodEvents(t, client, 'client -> non-reading raw server')
       await raw.close() // unblocks the client's writer before disconnect()
     })
 
@@ -601,9 +554,9 @@ describe('delivery under faults', () => {
       t.after(() => sock.destroy())
       // No 'data' listener: the socket stays paused and reads nothing once
       // its small internal buffer is full.
-      sock.write('[\n["_set",{}]\n,\n["start",{"objectMode":true,"enableAcks":true}]')
+      sock.write(CLIENT_HANDSHAKE)
       await waitUntil(() => conn && conn.ready, 5000, 'the server-side connection')
-      await flood(t, conn, 'server -> non-reading raw client')
+      await floodEvents(t, conn, 'server -> non-reading raw client')
       sock.destroy()
     })
   })
@@ -696,20 +649,8 @@ describe('delivery under faults', () => {
 
   describe('5. ack timeouts, sendWithAck, maxQueueLength, reconnecting', () => {
     it('ackTimeout: a raw server that never acks -> cb(err) with ERR_UHURA_ACK_TIMEOUT; the event stays queued and is resent after a reconnect', { timeout: 20000 }, async (t) => {
-      const conns = []
-      const raw = await useResources(t).rawServer((s) => {
-        const st = { s, text: '' }
-        conns.push(st)
-        s.setEncoding('utf8')
-        let answered = false
-        s.on('data', (d) => {
-          st.text += d
-          if (!answered && /"start"/.test(st.text)) {
-            answered = true
-            s.write(RAW_HANDSHAKE)
-          }
-        })
-      })
+      const raw = await useResources(t).rawServerAfterStart((s) => s.write(RAW_HANDSHAKE))
+      const conns = raw.peers
       const { client } = makeClient(t, { port: raw.port, ackTimeout: 300 })
       client.autoReconnect(20, 100)
       await waitFor(client, 'connect', 5000, { label: 'client' })
@@ -722,15 +663,15 @@ describe('delivery under faults', () => {
       assert.ok(err instanceof Error, 'the callback gets an Error')
       assert.equal(err.code, ACK_TIMEOUT)
       assert.ok(ms >= 250 && ms < 2000, `called about ackTimeout (300 ms) after send, got ${ms} ms`)
-      const first = parseFrames(conns[0].text).find((f) => f && f.args && f.args[0] === 'needsAck')
+      const first = conns[0].frames().find((f) => f && f.args && f.args[0] === 'needsAck')
       assert.ok(first && typeof first.id === 'string', 'the event went out with an id')
 
       // The event is still pending: after a drop it is sent again.
-      conns[0].s.destroy()
-      await waitUntil(() => conns.length >= 2 && parseFrames(conns[1].text).some((f) => f && f.args && f.args[0] === 'needsAck'), 5000, 'the event resent on the next connection')
-      const again = parseFrames(conns[1].text).find((f) => f && f.args && f.args[0] === 'needsAck')
+      conns[0].socket.destroy()
+      await waitUntil(() => conns.length >= 2 && conns[1].frames().some((f) => f && f.args && f.args[0] === 'needsAck'), 5000, 'the event resent on the next connection')
+      const again = conns[1].frames().find((f) => f && f.args && f.args[0] === 'needsAck')
       assert.deepEqual(again, first, 'resent with the same id and arguments')
-      conns[1].s.write(`\n,\n{"args":["ack::${again.id}"]}`)
+      conns[1].socket.write(`\n,\n{"args":["ack::${again.id}"]}`)
       await delay(300)
       assert.equal(calls.length, 1, 'the callback ran once only (released at the timeout)')
     })
@@ -822,44 +763,21 @@ describe('delivery under faults', () => {
         let n = 0
         c.on('reconnecting', () => { if (++n === 2) { console.log('disconnect'); c.disconnect() } })
       `
-      const child = spawn(process.execPath, ['-e', code], { stdio: ['ignore', 'pipe', 'pipe'] })
-      let out = ''
-      child.stdout.setEncoding('utf8').on('data', (d) => { out += d })
-      const exited = new Promise((resolve) => child.on('exit', (c, s) => resolve({ code: c, signal: s })))
-      t.after(() => { if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL') })
+      const c = spawnNode(t, ['-e', code], { stdio: ['ignore', 'pipe', 'pipe'] })
       let res
       try {
-        res = await withTimeout(exited, 8000, 'the child to exit after disconnect()')
+        res = await withTimeout(c.exited, 8000, 'the child to exit after disconnect()')
       } catch (e) {
-        child.kill('SIGKILL')
-        throw new Error(`the process did not exit within 8 s of client.disconnect() during a backoff wait (stdout: ${JSON.stringify(out)})`)
+        c.child.kill('SIGKILL')
+        throw new Error(`the process did not exit within 8 s of client.disconnect() during a backoff wait (stdout: ${JSON.stringify(c.out())})`)
       }
-      assert.match(out, /disconnect/, 'the child reached disconnect()')
+      assert.match(c.out(), /disconnect/, 'the child reached disconnect()')
       assert.deepEqual(res, { code: 0, signal: null })
     })
   })
 })
 
 // ------------------------------------------------------- more helpers
-
-/** true when a Redis server answers PING on 127.0.0.1:port. */
-function redisPing (port) {
-  return new Promise((resolve) => {
-    const s = net.connect(port, '127.0.0.1')
-    let text = ''
-    const done = (v) => {
-      s.destroy()
-      resolve(v)
-    }
-    s.setTimeout(500, () => done(false))
-    s.on('error', () => done(false))
-    s.on('connect', () => s.write('PING\r\n'))
-    s.on('data', (d) => {
-      text += d
-      if (text.includes('\r\n')) done(text.startsWith('+PONG'))
-    })
-  })
-}
 
 /**
  * A TCP proxy to 127.0.0.1:target. hold() makes the current pair keep what

@@ -9,12 +9,12 @@ const assert = require('node:assert/strict')
 const { spawn } = require('node:child_process')
 const {
   HOST, MODULE_PATHS, useResources, waitFor, waitUntil, collect, delay, parseFrames, installExitWatchdog,
+  CLIENT_HANDSHAKE, pingPong, roundTrip,
 } = require('./helpers')
 
 installExitWatchdog()
 
 const U = require('..')
-const HANDSHAKE = '[\n["_set",{}]\n,\n["start",{"objectMode":true,"enableAcks":true}]'
 const SERVER_HELLO = '[\n["_set","sessionID","aaaaaaaaaaaaaaaaaaaaaaaa"]\n,\n{"args":["connect",{"objectMode":true,"enableAcks":true}],"id":"c"}'
 const RESERVED = ['error', 'connect', 'disconnect', 'drop', 'reconnecting', 'newListener', 'removeListener', 'start']
 
@@ -45,7 +45,7 @@ async function serverAndRaw (r, options = {}, onConnection) {
   const srv = await r.startServer('ours', {
     options,
     onConnection: (conn) => {
-      conn.on('ping', (i) => conn.send('pong', i))
+      pingPong(conn)
       if (onConnection) onConnection(conn)
     },
   })
@@ -53,16 +53,10 @@ async function serverAndRaw (r, options = {}, onConnection) {
   await srv.waitConnection(0)
   const raw = r.rawConnect(srv.port)
   await raw.connected()
-  raw.socket.write(HANDSHAKE)
+  raw.socket.write(CLIENT_HANDSHAKE)
   await raw.waitText(/"connect"/)
   const { conn } = await srv.waitConnection(1)
   return { srv, good, raw, conn }
-}
-
-async function assertGoodClientWorks (good, n) {
-  const pong = waitFor(good, 'pong', 5000, { label: 'the good client (pong)' })
-  good.send('ping', n)
-  assert.deepStrictEqual(await pong, [n])
 }
 
 // A raw server that completes the handshake of any client, then writes `after`.
@@ -95,7 +89,7 @@ describe('1. argument counts (maxArgs)', () => {
         srv.listen(0, '127.0.0.1', () => {
           const s = net.connect(srv.address().port, '127.0.0.1')
           s.on('error', () => {})
-          s.write(${JSON.stringify(HANDSHAKE)} + '\\n,\\n' + ${msg})
+          s.write(${JSON.stringify(CLIENT_HANDSHAKE)} + '\\n,\\n' + ${msg})
         })`
       const { code, out } = await runChild(r, script)
       assert.equal(code, 0, out)
@@ -126,7 +120,7 @@ describe('1. argument counts (maxArgs)', () => {
     const [err] = await waitFor(conn, 'error', 5000)
     assert.match(err.message, /maxArgs/)
     await raw.waitClosed()
-    await assertGoodClientWorks(good, 1)
+    await roundTrip(good, 1, 'the good client')
 
     const client = r.createClient('ours', { port: 1, host: HOST, maxArgs: 2 })
     assert.throws(() => client.send('e', 1, 2, 3), (e) => e instanceof TypeError && /maxArgs \(2\)/.test(e.message))
@@ -159,7 +153,7 @@ describe('2. lifecycle names from the peer', () => {
     assert.equal(conn.ready, true)
     // Acked, so an old peer never resends them.
     await waitUntil(() => parseFrames(raw.text()).filter((m) => m.args && /^ack::id-/.test(m.args[0])).length === RESERVED.length + 1, 5000, 'the acks')
-    await assertGoodClientWorks(good, 2)
+    await roundTrip(good, 2, 'the good client')
   })
 
   it('client (logErrors on): a hostile server cannot raise lifecycle events', { timeout: 20000 }, async (t) => {
@@ -251,7 +245,7 @@ describe('7. what JSON.parse accepts is accepted', () => {
     assert.equal(conn.get('\udc00key'), 1)
     await raw.waitText(/ack::id\\ud800/)
     assert.equal(conn.ready, true)
-    await assertGoodClientWorks(good, 3)
+    await roundTrip(good, 3, 'the good client')
   })
 
   it('maxDepth is configurable and applied by the framing and the session alike', { timeout: 20000 }, async (t) => {

@@ -5,7 +5,7 @@
 
 const { describe, it } = require('node:test')
 const assert = require('node:assert/strict')
-const { HOST, IMPLS, useResources, waitFor, waitUntil, delay, withTimeout, installExitWatchdog } = require('./helpers')
+const { HOST, IMPLS, useResources, waitFor, waitUntil, delay, withTimeout, installExitWatchdog, pingPong } = require('./helpers')
 
 installExitWatchdog()
 
@@ -101,7 +101,7 @@ describe('server lifecycle', () => {
 
   it('listen() after close() serves again, and both close callbacks run', T, async (t) => {
     const r = useResources(t)
-    const server = Uhura.createServer((conn) => conn.on('ping', (n) => conn.send('pong', n)))
+    const server = Uhura.createServer(pingPong)
     await withTimeout(new Promise((resolve) => server.listen(0, HOST, resolve)), 5000, 'first listen')
     await withTimeout(new Promise((resolve) => server.close(resolve)), 5000, 'first close')
     assert.equal(server.listening, false)
@@ -150,7 +150,7 @@ describe('numeric options', () => {
   it('huge timeouts (1e300 ms, Infinity) saturate instead of panicking', T, async (t) => {
     const r = useResources(t)
     const huge = { ackTimeout: 1e300, heartbeatInterval: 1e300, heartbeatTimeout: Infinity, handshakeTimeout: 1e300, resumeWindow: 1e300, sessionTTL: 1e300 }
-    const srv = await r.startServer('ours', { options: huge, onConnection: (conn) => conn.on('ping', (n) => conn.send('pong', n)) })
+    const srv = await r.startServer('ours', { options: huge, onConnection: pingPong })
     const client = r.createClient('ours', { port: srv.port, host: HOST, ...huge })
     client.autoReconnect(1e300, Infinity)
     const pong = waitFor(client, 'pong')

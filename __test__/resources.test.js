@@ -5,13 +5,12 @@
 const { describe, it } = require('node:test')
 const assert = require('node:assert/strict')
 const path = require('node:path')
-const { HOST, ROOT, useResources, waitUntil, waitFor, delay, installExitWatchdog } = require('./helpers')
+const { HOST, ROOT, useResources, waitUntil, waitFor, delay, installExitWatchdog, CLIENT_HANDSHAKE, pingPong } = require('./helpers')
 
 installExitWatchdog()
 
 const MB = 1024 * 1024
 // A 0.1.2 client's handshake, as raw bytes.
-const HANDSHAKE = '[\n["_set",{}]\n,\n["start",{"objectMode":true,"enableAcks":true}]'
 
 describe('delivery to JavaScript stays bounded', () => {
   it('300 connections sending 256 KiB at once never make a batch much over the 8 MiB bound (reads on Node\'s loop)', { timeout: 60000 }, async (t) => {
@@ -38,7 +37,7 @@ describe('delivery to JavaScript stays bounded', () => {
       socks.push(raw)
     }
     await Promise.all(socks.map((s) => s.connected()))
-    for (const s of socks) s.socket.write(HANDSHAKE)
+    for (const s of socks) s.socket.write(CLIENT_HANDSHAKE)
     await srv.waitConnection(CONNS - 1, 20000)
     // All at once: one write per socket within one tick.
     for (const s of socks) s.socket.write(burst)
@@ -116,7 +115,7 @@ describe('session work stays linear', () => {
     const N = 10000
     const raw = r.rawConnect(srv.port, HOST)
     await raw.connected()
-    raw.socket.write(HANDSHAKE)
+    raw.socket.write(CLIENT_HANDSHAKE)
     await srv.waitConnection(0)
     const histogram = monitorEventLoopDelay({ resolution: 10 })
     histogram.enable()
@@ -139,11 +138,11 @@ describe('sessions have a size limit', () => {
     const r = useResources(t)
     const srv = await r.startServer('ours', {
       options: { maxSessionBytes: 10000 },
-      onConnection: (conn) => conn.on('ping', (n) => conn.send('pong', n)),
+      onConnection: pingPong,
     })
     const raw = r.rawConnect(srv.port, HOST)
     await raw.connected()
-    raw.socket.write(HANDSHAKE)
+    raw.socket.write(CLIENT_HANDSHAKE)
     const { conn } = await srv.waitConnection(0)
     const errored = waitFor(conn, 'error')
     raw.socket.write(`\n,\n["_set","small","ok"]\n,\n["_set","big","${'b'.repeat(20000)}"]\n,\n["_set",{"a":"${'a'.repeat(6000)}","c":"${'c'.repeat(6000)}"}]\n,\n["_set","after",1]`)
@@ -162,7 +161,7 @@ describe('sessions have a size limit', () => {
 
   it('set() of a value larger than maxSessionBytes by itself throws a RangeError, and sends nothing', { timeout: 20000 }, async (t) => {
     const r = useResources(t)
-    const srv = await r.startServer('ours', { onConnection: (conn) => conn.on('ping', (n) => conn.send('pong', n)) })
+    const srv = await r.startServer('ours', { onConnection: pingPong })
     const client = r.createClient('ours', { port: srv.port, host: HOST, maxSessionBytes: 1000 })
     const { conn } = await srv.waitConnection(0)
     assert.throws(() => client.set('big', 'x'.repeat(2000)), (e) => e instanceof RangeError && /maxSessionBytes/.test(e.message))

@@ -9,7 +9,7 @@
 
 const { describe, it } = require('node:test')
 const assert = require('node:assert/strict')
-const { OLD_ONLY, useResources, waitUntil, installExitWatchdog } = require('./helpers')
+const { OLD_ONLY, useResources, waitUntil, installExitWatchdog, pingPong } = require('./helpers')
 
 installExitWatchdog()
 
@@ -23,9 +23,7 @@ describe(`${IMPL} × ${IMPL} throughput`, () => {
   it(`${ROUND_TRIPS} sequential ping → pong round trips complete within ${RT_BOUND_MS / 1000} s`, { timeout: RT_BOUND_MS + 15000 }, async (t) => {
     const r = useResources(t)
     const srv = await r.startServer(IMPL, {
-      onConnection: (conn) => {
-        conn.on('ping', (i) => conn.send('pong', i))
-      },
+      onConnection: pingPong,
     })
     const client = await r.connectClient(IMPL, srv.port)
     let next = 0

@@ -10,7 +10,7 @@ const fs = require('node:fs')
 const path = require('node:path')
 const tls = require('node:tls')
 const {
-  HOST, SESSION_ID_RE, useResources, waitFor, waitUntil, waitHandshake, withTimeout, delay, installExitWatchdog,
+  HOST, SESSION_ID_RE, useResources, waitFor, waitUntil, waitHandshake, delay, installExitWatchdog, exchange,
 } = require('./helpers')
 
 installExitWatchdog()
@@ -24,42 +24,9 @@ const SERVER = { key: fixture('server-key.pem'), cert: fixture('server-cert.pem'
 const CLIENT = { key: fixture('client-key.pem'), cert: fixture('client-cert.pem') }
 const UNTRUSTED = { key: fixture('untrusted-key.pem'), cert: fixture('untrusted-cert.pem') }
 
-// Resolves with the arguments of the next `event` on `emitter`, and calls
-// the trailing ack callback, if any (so that acked sends complete).
-function nextEvent (emitter, event, ms = WAIT) {
-  return waitFor(emitter, event, ms)
-}
-
-// A send whose ack callback must fire: resolves when it does.
-function sendAcked (emitter, event, ...args) {
-  return withTimeout(new Promise((resolve) => emitter.send(event, ...args, () => resolve())), WAIT, `ack of '${event}'`)
-}
-
 // Starts one of our servers with native TLS on 127.0.0.1.
 function startOurTlsServer (r, tlsOptions, opts = {}) {
   return r.startServer('ours', { ...opts, options: { tls: tlsOptions } })
-}
-
-// Events both ways, with acks on both sides.
-async function exchange (client, conn) {
-  const gotByServer = nextEvent(conn, 'to-server')
-  await sendAcked(client, 'to-server', { n: 1, s: 'héllo ☃ 😀' }, [1, 2, 3])
-  assert.deepEqual(await gotByServer, [{ n: 1, s: 'héllo ☃ 😀' }, [1, 2, 3]])
-
-  const gotByClient = nextEvent(client, 'to-client')
-  await sendAcked(conn, 'to-client', 'x'.repeat(100000), null)
-  const [big, nul] = await gotByClient
-  assert.equal(big.length, 100000)
-  assert.equal(nul, null)
-
-  // A burst, in order.
-  const seen = []
-  conn.on('burst', (i) => seen.push(i))
-  const acks = []
-  for (let i = 0; i < 200; i++) acks.push(sendAcked(client, 'burst', i))
-  await Promise.all(acks)
-  await waitUntil(() => seen.length === 200, WAIT, '200 burst events')
-  assert.deepEqual(seen, Array.from({ length: 200 }, (_, i) => i))
 }
 
 describe('native TLS: our server <-> our client', () => {

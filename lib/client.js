@@ -102,7 +102,7 @@ Client.prototype.reconnect = function (cb) {
 }
 
 Client.prototype.autoReconnect = function (min, max) {
-  // 0 or nothing means the default (100 and 60000 ms, in src/engine/client.rs), as in the original.
+  // 0 or nothing means the default (Rust's, src/protocol/backoff.rs), as in the original.
   min = min ? nonNegative(min, 'autoReconnect(min)') : 0
   max = max ? nonNegative(max, 'autoReconnect(max)') : 0
   native.clientAutoReconnect(this._h, min, max)

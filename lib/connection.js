@@ -7,7 +7,7 @@ const util = require('util')
 const Socket = require('./socket')
 const { native, handles, enqueue, flushOutbox, whenBatchHandled, keepAlive, makeError } = require('./native')
 const { toJson, describe, nonNegative, limitsOf, checkLimits } = require('./options')
-const { DEFAULT_MAX_SESSION_BYTES } = require('./constants')
+const defaults = require('./defaults')
 
 /** Sets `obj[key]` as plain data, whatever the key (`__proto__` included). */
 function setData (obj, key, value) {
@@ -27,7 +27,7 @@ function SendEmitter () {
   this.enableAcks = false
   this.logErrors = false
   this._maxQueueLength = Infinity
-  this._maxSessionBytes = DEFAULT_MAX_SESSION_BYTES
+  this._maxSessionBytes = defaults.maxSessionBytes
   this._seq = 0
   this._acks = new Map()
   this._ackTimeout = undefined

@@ -23,17 +23,6 @@ const LOG = 19
 const ACCEPTED = 20
 const REFUSED = 21
 
-// Mirrors the default of `Config::max_session_bytes` (src/protocol/peer.rs).
-const DEFAULT_MAX_SESSION_BYTES = 1024 * 1024
-
-// Defaults of the limits on incoming messages (src/protocol/framing.rs and
-// message.rs); send() and set() refuse what a peer with these would refuse.
-const DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
-const DEFAULT_MAX_ARGS = 4096
-const DEFAULT_MAX_DEPTH = 1000
-// The highest maxDepth Rust accepts (framing::MAX_DEPTH_LIMIT).
-const MAX_DEPTH_LIMIT = 2000
-
 module.exports = {
   MESSAGE,
   ACKED,
@@ -56,10 +45,5 @@ module.exports = {
   UNWATCH,
   LOG,
   ACCEPTED,
-  REFUSED,
-  DEFAULT_MAX_SESSION_BYTES,
-  DEFAULT_MAX_MESSAGE_SIZE,
-  DEFAULT_MAX_ARGS,
-  DEFAULT_MAX_DEPTH,
-  MAX_DEPTH_LIMIT
+  REFUSED
 }

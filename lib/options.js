@@ -3,7 +3,7 @@
 // and the messages of the errors a misuse gets.
 
 const sessions = require('./session')
-const { DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_ARGS, DEFAULT_MAX_DEPTH, MAX_DEPTH_LIMIT } = require('./constants')
+const defaults = require('./defaults')
 
 /** JSON text of `value`, or a TypeError naming the call (`what`) that cannot send it. */
 function toJson (value, what) {
@@ -46,13 +46,16 @@ function nonNegative (v, name) {
   return n
 }
 
-/** The limits of `options` that send() and set() check, with their defaults. */
+/**
+ * The limits of `options` that send() and set() check, with Rust's defaults:
+ * they refuse what a peer with the same limits would refuse.
+ */
 function limitsOf (o) {
   const n = (v, d) => (v == null || Number.isNaN(Number(v)) ? d : Number(v))
   return {
-    maxArgs: n(o.maxArgs, DEFAULT_MAX_ARGS),
-    maxDepth: Math.min(Math.max(1, n(o.maxDepth, DEFAULT_MAX_DEPTH)), MAX_DEPTH_LIMIT),
-    maxMessageSize: Math.max(1, n(o.maxMessageSize, DEFAULT_MAX_MESSAGE_SIZE))
+    maxArgs: n(o.maxArgs, defaults.maxArgs),
+    maxDepth: Math.min(Math.max(1, n(o.maxDepth, defaults.maxDepth)), defaults.maxDepthLimit),
+    maxMessageSize: Math.max(1, n(o.maxMessageSize, defaults.maxMessageSize))
   }
 }
 

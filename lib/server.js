@@ -5,6 +5,7 @@
 const { EventEmitter } = require('events')
 const util = require('util')
 const sessions = require('./session')
+const defaults = require('./defaults')
 const Socket = require('./socket')
 const { Connection } = require('./connection')
 const { native, handles, acceptedBy, keepAlive, makeError } = require('./native')
@@ -40,7 +41,7 @@ function Server (options, onConnection) {
   this.pauseOnConnect = false
   this.noDelay = true
   this.keepAlive = true
-  this.keepAliveInitialDelay = 30000
+  this.keepAliveInitialDelay = defaults.keepAliveInitialDelay
   this.highWaterMark = 65536
   this._h = native.createServer({
     peer: { ...peerOptions(options), cookie: JSON.stringify(new sessions.Cookie(options.cookie)) },

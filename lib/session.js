@@ -7,6 +7,7 @@
 
 const { EventEmitter } = require('events')
 const util = require('util')
+const defaults = require('./defaults')
 
 /** connect's Cookie: the `cookie` field the 0.1.x server stores in every session. */
 function Cookie (options) {
@@ -250,15 +251,15 @@ function RedisStore (options) {
   if (!(this instanceof RedisStore)) return new RedisStore(options)
   options = options || {}
   if (options.url != null && typeof options.url !== 'string') throw new TypeError('uhura: redisStore({ url }) must be a string')
-  this.url = options.url || 'redis://127.0.0.1:6379'
-  this.prefix = options.prefix == null ? 'sess:' : String(options.prefix)
+  this.url = options.url || defaults.redisUrl
+  this.prefix = options.prefix == null ? defaults.redisPrefix : String(options.prefix)
   // Delivery state (not sessions) goes here, out of the session prefix
   // that connect-redis scans.
-  this.auxPrefix = options.auxPrefix == null ? 'uhura:' : String(options.auxPrefix)
+  this.auxPrefix = options.auxPrefix == null ? defaults.redisAuxPrefix : String(options.auxPrefix)
   if (this.prefix !== '' && this.auxPrefix.startsWith(this.prefix)) {
     throw new TypeError(`uhura: redisStore({ auxPrefix }) ${JSON.stringify(this.auxPrefix)} must not start with the session prefix ${JSON.stringify(this.prefix)}`)
   }
-  this.ttl = options.ttl == null ? 86400 : Number(options.ttl)
+  this.ttl = options.ttl == null ? defaults.redisTtl : Number(options.ttl)
   if (!(this.ttl > 0)) throw new TypeError('uhura: redisStore({ ttl }) must be a positive number of seconds')
 }
 

@@ -2,6 +2,7 @@
 //! The defaults are the Node binding's (README, "Options").
 
 use crate::engine::server::{ServerOptions as EngineServerOptions, StoreChoice, DEFAULT_MAX_STORE_BYTES};
+use crate::engine::store::{DEFAULT_MAX_SESSIONS, DEFAULT_SESSION_TTL};
 use crate::protocol::peer::Config;
 use std::time::Duration;
 
@@ -122,16 +123,12 @@ pub struct ServerOptions {
 impl Default for ServerOptions {
     fn default() -> Self {
         let engine = EngineServerOptions::default();
-        let (session_ttl, max_sessions, max_store_bytes) = match StoreChoice::default() {
-            StoreChoice::Memory { ttl, max_sessions, max_bytes } => (ttl, max_sessions, max_bytes),
-            _ => (Duration::from_secs(24 * 3600), 1_000_000, DEFAULT_MAX_STORE_BYTES),
-        };
         ServerOptions {
             peer: engine.peer,
             resume_window: engine.resume_window,
-            session_ttl,
-            max_sessions,
-            max_store_bytes,
+            session_ttl: DEFAULT_SESSION_TTL,
+            max_sessions: DEFAULT_MAX_SESSIONS,
+            max_store_bytes: DEFAULT_MAX_STORE_BYTES,
         }
     }
 }

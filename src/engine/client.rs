@@ -7,7 +7,7 @@ use super::link::{self, kind, Addresses, Link};
 use super::tls::TlsConnector;
 use super::transport::{self, secure_connect, BoxStream, Endpoint};
 use super::Shared;
-use crate::protocol::backoff::{unit_random, Backoff};
+use crate::protocol::backoff::{self, unit_random, Backoff};
 use crate::protocol::peer::{Config, Peer, Role};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -81,8 +81,9 @@ impl Client {
     }
 
     pub fn auto_reconnect(&self, min_ms: f64, max_ms: f64) {
-        let ms = |v: f64, d: u64| super::timers::millis(v).unwrap_or(Duration::from_millis(d));
-        lock(&self.control).auto = Some(Backoff::new(ms(min_ms, 100), ms(max_ms, 60_000)));
+        let ms = |v: f64, d: Duration| super::timers::millis(v).unwrap_or(d);
+        lock(&self.control).auto =
+            Some(Backoff::new(ms(min_ms, backoff::DEFAULT_MIN), ms(max_ms, backoff::DEFAULT_MAX)));
     }
 
     pub fn disconnect(&self) {

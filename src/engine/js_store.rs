@@ -16,6 +16,9 @@ use tokio::sync::oneshot;
 
 type Reply = Result<Option<String>, String>;
 
+/// How long a JavaScript store may take to answer when `storeTimeout` is not set.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
 pub struct JsStore {
     server: u32,
     delivery: Arc<Delivery>,

@@ -18,9 +18,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::Mutex;
 
-// connect-redis's defaults.
-const DEFAULT_PREFIX: &str = "sess:";
-const DEFAULT_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Where Redis runs when the options name no server.
+pub const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
+/// connect-redis's key prefix of sessions.
+pub const DEFAULT_PREFIX: &str = "sess:";
+/// connect-redis's key expiry for a session without a cookie `maxAge`.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Where delivery state goes: `uhura:out:<sid>` and `uhura:seen:<sid>`.
 pub const DEFAULT_AUX_PREFIX: &str = "uhura:";
 

@@ -6,7 +6,7 @@ use super::delivery::lock;
 use super::js_store::JsStore;
 use super::link::{self, kind, Addresses, Link};
 use super::retention::{release, Retention};
-use super::store::{MemoryStore, SessionStore};
+use super::store::{MemoryStore, SessionStore, DEFAULT_MAX_SESSIONS, DEFAULT_SESSION_TTL};
 use super::tls::TlsAcceptor;
 use super::transport::{secure_accept, BoxStream, Endpoint, Listener};
 use super::Shared;
@@ -43,8 +43,8 @@ pub enum StoreChoice {
 impl Default for StoreChoice {
     fn default() -> Self {
         StoreChoice::Memory {
-            ttl: Duration::from_secs(24 * 3600),
-            max_sessions: 1_000_000,
+            ttl: DEFAULT_SESSION_TTL,
+            max_sessions: DEFAULT_MAX_SESSIONS,
             max_bytes: DEFAULT_MAX_STORE_BYTES,
         }
     }

@@ -204,9 +204,14 @@ impl MemoryStore {
     }
 }
 
+/// How long an idle session stays in the memory store by default.
+pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(24 * 3600);
+/// How many sessions the memory store holds at most by default.
+pub const DEFAULT_MAX_SESSIONS: usize = 1_000_000;
+
 impl Default for MemoryStore {
     fn default() -> Self {
-        MemoryStore::new(Duration::from_secs(24 * 3600), 1_000_000)
+        MemoryStore::new(DEFAULT_SESSION_TTL, DEFAULT_MAX_SESSIONS)
     }
 }
 

@@ -238,13 +238,14 @@ pub async fn connect(endpoint: &Endpoint) -> io::Result<(BoxStream, Addresses)> 
     }
 }
 
+/// Idle time before the first TCP keepalive probe (net's `keepAliveInitialDelay`).
+pub const KEEPALIVE_TIME: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// TCP keepalive on native sockets, so the kernel eventually notices a peer
 /// that vanished even when the application is idle.
 pub fn set_keepalive(s: &TcpStream) {
     let sock = socket2::SockRef::from(s);
-    let ka = socket2::TcpKeepalive::new()
-        .with_time(std::time::Duration::from_secs(30))
-        .with_interval(std::time::Duration::from_secs(10));
+    let ka = socket2::TcpKeepalive::new().with_time(KEEPALIVE_TIME).with_interval(std::time::Duration::from_secs(10));
     let _ = sock.set_tcp_keepalive(&ka);
 }
 

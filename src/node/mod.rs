@@ -3,10 +3,12 @@
 //! once per batch of sends (`write`). Every export catches panics, so a bug
 //! surfaces as a JS exception rather than aborting Node.
 
+mod defaults;
 mod uv;
 
 use crate::engine::link::Addresses;
 use crate::engine::tls::{TlsAcceptor, TlsConnector, TlsOptions};
+use crate::engine::{js_store, redis_store, store};
 use crate::engine::{ClientOptions, Connector, Endpoint, Engine, ListenOptions, ServerOptions, StoreChoice};
 use crate::protocol::framing::MAX_DEPTH_LIMIT;
 use crate::protocol::peer::Config;
@@ -214,23 +216,19 @@ fn millis(v: Option<f64>) -> Option<Duration> {
     v.and_then(crate::engine::timers::millis)
 }
 
-fn ms(v: Option<f64>, default_ms: u64) -> Duration {
-    millis(v).unwrap_or(Duration::from_millis(default_ms))
-}
-
 fn store_choice(o: &JsServerOptions) -> Result<StoreChoice> {
     Ok(match o.store.as_deref().unwrap_or("memory") {
         "memory" => StoreChoice::Memory {
-            ttl: ms(o.session_ttl, 24 * 3600 * 1000),
-            max_sessions: o.max_sessions.filter(|n| *n >= 1.0).map_or(1_000_000, |n| n as usize),
+            ttl: millis(o.session_ttl).unwrap_or(store::DEFAULT_SESSION_TTL),
+            max_sessions: o.max_sessions.filter(|n| *n >= 1.0).map_or(store::DEFAULT_MAX_SESSIONS, |n| n as usize),
             max_bytes: count(o.max_store_bytes).unwrap_or(crate::engine::server::DEFAULT_MAX_STORE_BYTES),
         },
-        "js" => StoreChoice::Js { timeout: ms(o.store_timeout, 10_000) },
+        "js" => StoreChoice::Js { timeout: millis(o.store_timeout).unwrap_or(js_store::DEFAULT_TIMEOUT) },
         "redis" => {
-            let url = o.redis_url.as_deref().unwrap_or("redis://127.0.0.1:6379");
+            let url = o.redis_url.as_deref().unwrap_or(redis_store::DEFAULT_URL);
             let ttl = o.redis_ttl.and_then(|s| crate::engine::timers::millis(s * 1000.0));
             let prefixes = (o.redis_prefix.clone(), o.redis_aux_prefix.clone());
-            let store = crate::engine::redis_store::RedisStore::open(url, prefixes.0, prefixes.1, ttl)
+            let store = redis_store::RedisStore::open(url, prefixes.0, prefixes.1, ttl)
                 .map_err(|e| Error::new(Status::InvalidArg, format!("uhura: bad redis store options: {e}")))?;
             StoreChoice::Custom(Arc::new(store))
         }

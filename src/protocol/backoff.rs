@@ -8,6 +8,11 @@
 
 use std::time::Duration;
 
+/// The first reconnect delay's ceiling when `autoReconnect()` names none.
+pub const DEFAULT_MIN: Duration = Duration::from_millis(100);
+/// The cap of reconnect delays when `autoReconnect()` names none.
+pub const DEFAULT_MAX: Duration = Duration::from_secs(60);
+
 #[derive(Debug, Clone)]
 pub struct Backoff {
     min: Duration,

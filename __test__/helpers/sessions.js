@@ -1,0 +1,134 @@
+'use strict'
+// Sessions and stores as the session tests look at them: a pair of ours, a
+// recording connect-style store, comparisons of session objects, and the
+// errors a test allows while servers come and go.
+
+const assert = require('node:assert/strict')
+const util = require('node:util')
+const { delay, waitUntil } = require('./wait')
+const { errorsOf } = require('./resources')
+const { pingPong } = require('./exchange')
+
+// connect's default Cookie, as the 0.1.x server stores it in every session.
+const DEFAULT_COOKIE = { originalMaxAge: null, expires: null, httpOnly: true, path: '/' }
+
+/** A deep copy of a JSON value (undefined stays undefined). */
+const clone = (v) => (v === undefined ? undefined : JSON.parse(JSON.stringify(v)))
+
+/** Our server (with `options`) and one of our clients, connected. */
+async function ourPair (r, options, { reconnect = true } = {}) {
+  const srv = await r.startServer('ours', { options, onConnection: pingPong })
+  const client = await r.connectClient('ours', srv.port)
+  if (reconnect) client.autoReconnect(20, 200)
+  const sid = client.get('sessionID')
+  const { conn } = await srv.waitConnection(0)
+  return { srv, client, sid, conn }
+}
+
+/**
+ * A plain-object connect-style store over a Map of JSON texts that records
+ * every call. `mode`: 'callback' (answers through cb on a later tick) or
+ * 'promise' (async methods that never touch the callback).
+ */
+function recordingStore (mode = 'callback') {
+  const map = new Map()
+  const calls = []
+  const store = { map, calls }
+  if (mode === 'callback') {
+    store.get = function (sid, cb) {
+      calls.push({ op: 'get', sid })
+      setImmediate(() => cb(null, map.has(sid) ? JSON.parse(map.get(sid)) : undefined))
+    }
+    store.set = function (sid, sess, cb) {
+      calls.push({ op: 'set', sid, sess: clone(sess) })
+      map.set(sid, JSON.stringify(sess))
+      setImmediate(() => { if (cb) cb() })
+    }
+    store.destroy = function (sid, cb) {
+      calls.push({ op: 'destroy', sid })
+      map.delete(sid)
+      setImmediate(() => { if (cb) cb() })
+    }
+  } else {
+    store.get = async function (sid) {
+      calls.push({ op: 'get', sid })
+      await delay(1)
+      return map.has(sid) ? JSON.parse(map.get(sid)) : null
+    }
+    store.set = async function (sid, sess) {
+      calls.push({ op: 'set', sid, sess: clone(sess) })
+      await delay(1)
+      map.set(sid, JSON.stringify(sess))
+    }
+    store.destroy = async function (sid) {
+      calls.push({ op: 'destroy', sid })
+      await delay(1)
+      map.delete(sid)
+    }
+  }
+  store.peek = (sid) => (map.has(sid) ? JSON.parse(map.get(sid)) : undefined)
+  store.sets = (sid) => calls.filter((c) => c.op === 'set' && c.sid === sid)
+  return store
+}
+
+/** Whether every [key, value] of `want` is in `obj` (deep equality). */
+function hasAll (obj, want) {
+  if (!obj) return false
+  return Object.keys(want).every((k) => util.isDeepStrictEqual(obj[k], want[k]))
+}
+
+function assertHasAll (obj, want, what) {
+  for (const k of Object.keys(want)) {
+    assert.deepStrictEqual(obj && obj[k], want[k], `${what}: key ${JSON.stringify(k)} (whole: ${JSON.stringify(obj)})`)
+  }
+}
+
+// Transport errors a client may report while the server it talks to goes
+// away (as a net.Socket, and the 0.1.2 client, report them): ECONNREFUSED
+// for each failed attempt, ECONNRESET/EPIPE when the server resets.
+const TRANSPORT_ERROR = /ECONNREFUSED|ECONNRESET|EPIPE|Connection refused|Connection reset|Broken pipe/
+
+/** No server or server-connection errors; clients only transport errors. */
+function assertNoStoreOrProtocolErrors (r) {
+  const found = []
+  for (const { impl, client } of r.clients) {
+    for (const e of errorsOf(client)) {
+      if (!TRANSPORT_ERROR.test(`${e && e.code} ${e && e.message}`)) found.push(`${impl} client: ${e && e.stack}`)
+    }
+  }
+  for (const srv of r.servers) {
+    for (const e of srv.errors) found.push(`${srv.impl} server: ${e && e.stack}`)
+    for (const { conn } of srv.connections) {
+      for (const e of errorsOf(conn)) found.push(`${srv.impl} server connection: ${e && e.stack}`)
+    }
+  }
+  if (found.length) throw new Error(`unexpected 'error' events:\n${found.join('\n')}`)
+}
+
+/** The errors of `emitter` that are not transport errors. */
+function nonTransportErrors (emitter) {
+  return errorsOf(emitter).filter((e) => !TRANSPORT_ERROR.test(`${e && e.code} ${e && e.message}`))
+}
+
+/** The newest server connection (entry) of session `sid`. */
+async function entryOf (srv, sid, ms = 5000) {
+  const find = () => {
+    for (let i = srv.connections.length - 1; i >= 0; i--) {
+      if (srv.connections[i].conn.sessionID === sid) return srv.connections[i]
+    }
+    return null
+  }
+  return waitUntil(find, ms, `the server connection of session ${sid}`)
+}
+
+module.exports = {
+  DEFAULT_COOKIE,
+  clone,
+  ourPair,
+  recordingStore,
+  hasAll,
+  assertHasAll,
+  assertNoStoreOrProtocolErrors,
+  nonTransportErrors,
+  entryOf,
+}
