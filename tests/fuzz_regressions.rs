@@ -22,18 +22,19 @@ fn line_starting_with_a_multibyte_character() {
 fn set_with_serde_json_raw_value_key() {
     use serde_json::json;
     use std::time::Instant;
+    use uhura::protocol::entropy::Entropy;
     use uhura::protocol::peer::{Config, Event, Peer, Role};
 
     let key = "$serde_json::private::RawValue";
     let now = Instant::now();
-    let mut peer = Peer::new(Role::Client, Config::default(), now);
-    peer.on_open(now);
-    peer.receive(b"[\n[\"connect\",{\"objectMode\":true,\"enableAcks\":true}]", now);
+    let mut peer = Peer::new(Role::Client, Config { entropy: Some(Entropy::seeded([1; 32])), ..Config::default() }, now);
+    peer.handle_open(now);
+    peer.handle_receive(b"[\n[\"connect\",{\"objectMode\":true,\"enableAcks\":true}]", now);
     assert!(peer.is_ready());
     while peer.poll_event().is_some() {}
 
     let set = format!("\n,\n[\"_set\",{{\"{key}\":{{\"a\":1}}}}]\n,\n[\"_set\",{{\"{key}\":\"[\\\"k\\\"]\"}}]");
-    peer.receive(set.as_bytes(), now);
+    peer.handle_receive(set.as_bytes(), now);
     assert!(matches!(peer.poll_event(), Some(Event::Set(_))));
     assert!(matches!(peer.poll_event(), Some(Event::Set(_))));
     assert!(!peer.has_failed());

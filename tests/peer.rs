@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::output_texts;
+use common::{config, output_texts};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 use uhura::protocol::framing::Reader;
@@ -18,7 +18,7 @@ fn vector(name: &str) -> (String, String) {
 }
 
 fn old_config() -> Config {
-    Config { extensions: false, ..Config::default() }
+    Config { extensions: false, ..config() }
 }
 
 /// Everything the peer wrote, as parsed messages.
@@ -38,9 +38,9 @@ fn ids_of(msgs: &[Value]) -> Vec<String> {
 fn client_handshake_bytes_match_the_recording() {
     let (c2s, _) = vector("v0.1.2-new-session.json");
     let mut client = Peer::new(Role::Client, old_config(), Instant::now());
-    client.on_open(Instant::now());
+    client.handle_open(Instant::now());
     let mut out = Vec::new();
-    client.take_output(&mut out);
+    client.poll_transmit(&mut out);
     let expected = "[\n[\"_set\",{}]\n,\n[\"start\",{\"objectMode\":true,\"enableAcks\":true}]";
     assert_eq!(String::from_utf8(out).unwrap(), expected);
     assert!(c2s.starts_with(expected));
@@ -51,10 +51,10 @@ fn server_answers_a_recorded_012_client_like_the_012_server() {
     let (c2s, s2c) = vector("v0.1.2-new-session.json");
     let now = Instant::now();
     let mut server = Peer::new(Role::Server, old_config(), now);
-    server.on_open(now);
+    server.handle_open(now);
     // One byte at a time: the state machine must not care about chunking.
     for b in c2s.as_bytes() {
-        server.receive(std::slice::from_ref(b), now);
+        server.handle_receive(std::slice::from_ref(b), now);
     }
     let ours = output(&mut server);
     let mut recorded = Vec::new();
@@ -103,10 +103,10 @@ fn server_answers_a_recorded_012_client_like_the_012_server() {
 fn client_follows_a_recorded_012_server() {
     let (_, s2c) = vector("v0.1.2-new-session.json");
     let now = Instant::now();
-    let mut client = Peer::new(Role::Client, Config::default(), now);
-    client.on_open(now);
+    let mut client = Peer::new(Role::Client, config(), now);
+    client.handle_open(now);
     output(&mut client);
-    client.receive(s2c.as_bytes(), now);
+    client.handle_receive(s2c.as_bytes(), now);
     assert!(client.is_ready() && client.object_mode() && client.enable_acks());
     assert!(!client.extended(), "a 0.1.2 server echoes no extensions");
     assert_eq!(client.session().get("sessionID"), Some(&json!("F3kg5mpwoh9CJH8WE6ZdgPdT")));
@@ -121,9 +121,9 @@ fn client_follows_a_recorded_012_server() {
 fn legacy_array_mode_both_ways() {
     let (c2s, s2c) = vector("v0.0.10-legacy-array-mode.json");
     let now = Instant::now();
-    let mut server = Peer::new(Role::Server, Config::default(), now);
-    server.on_open(now);
-    server.receive(c2s.as_bytes(), now);
+    let mut server = Peer::new(Role::Server, config(), now);
+    server.handle_open(now);
+    server.handle_receive(c2s.as_bytes(), now);
     let out = output(&mut server);
     assert_eq!(out[1], json!(["connect", {"objectMode": false, "enableAcks": false}]));
     assert!(!server.object_mode());
@@ -131,11 +131,11 @@ fn legacy_array_mode_both_ways() {
     assert_eq!(output(&mut server), vec![json!(["world", 1])]);
     assert!(events(&mut server).contains(&Event::Acked((7, 0))), "acks off: the callback runs on write");
 
-    let mut client = Peer::new(Role::Client, Config::default(), now);
-    client.on_open(now);
+    let mut client = Peer::new(Role::Client, config(), now);
+    client.handle_open(now);
     output(&mut client);
     client.send_event(r#"["queued"]"#.into(), None, now);
-    client.receive(s2c.as_bytes(), now);
+    client.handle_receive(s2c.as_bytes(), now);
     assert!(client.is_ready() && !client.object_mode() && !client.enable_acks());
     assert_eq!(output(&mut client), vec![json!(["queued"])]);
 }
@@ -145,14 +145,14 @@ fn resume_sends_the_stored_session_then_connect() {
     let (c2s, s2c) = vector("v0.1.2-resume-and-invalidate.json");
     let now = Instant::now();
     let mut server = Peer::new(Role::Server, old_config(), now);
-    server.on_open(now);
-    server.receive(c2s.as_bytes(), now);
+    server.handle_open(now);
+    server.handle_receive(c2s.as_bytes(), now);
     let evs = events(&mut server);
     assert_eq!(evs, vec![Event::LoadSession("F3kg5mpwoh9CJH8WE6ZdgPdT".into())], "events wait for the handshake");
     let stored: Session =
         serde_json::from_value(json!({"cookie": {"path": "/"}, "sessionID": "F3kg5mpwoh9CJH8WE6ZdgPdT", "k": 1}))
             .unwrap();
-    server.session_loaded(Some(stored.clone()), now);
+    server.handle_session_loaded(Some(stored.clone()), now);
     // Acks of the client's early events went out on arrival; then the session and connect.
     let out: Vec<Value> = output(&mut server)
         .into_iter()
@@ -166,9 +166,9 @@ fn resume_sends_the_stored_session_then_connect() {
     assert_eq!(evs.len(), 4);
 
     // The recorded server's answer, fed to our client: resume, then invalidation.
-    let mut client = Peer::new(Role::Client, Config::default(), now);
-    client.on_open(now);
-    client.receive(s2c.as_bytes(), now);
+    let mut client = Peer::new(Role::Client, config(), now);
+    client.handle_open(now);
+    client.handle_receive(s2c.as_bytes(), now);
     assert!(client.close_requested());
     assert!(client.session().is_empty());
 }
@@ -176,11 +176,11 @@ fn resume_sends_the_stored_session_then_connect() {
 #[test]
 fn unknown_session_id_starts_a_new_session() {
     let now = Instant::now();
-    let mut server = Peer::new(Role::Server, Config::default(), now);
-    server.on_open(now);
-    server.receive(b"[[\"_set\",{\"sessionID\":\"nope\"}],[\"start\",{\"objectMode\":true,\"enableAcks\":true}]", now);
+    let mut server = Peer::new(Role::Server, config(), now);
+    server.handle_open(now);
+    server.handle_receive(b"[[\"_set\",{\"sessionID\":\"nope\"}],[\"start\",{\"objectMode\":true,\"enableAcks\":true}]", now);
     assert!(events(&mut server).contains(&Event::LoadSession("nope".into())));
-    server.session_loaded(None, now);
+    server.handle_session_loaded(None, now);
     let id = server.session_id().unwrap().to_owned();
     assert!(is_well_formed_id(&id) && id != "nope");
 }
@@ -189,17 +189,17 @@ fn unknown_session_id_starts_a_new_session() {
 fn malformed_input_is_an_error_never_a_panic() {
     for bad in [&b"."[..], b"[{\"args\":\"notarray\"}]", b"[null]", b"[1,2]", b"{}", b"[[\"x\"]]]"] {
         let now = Instant::now();
-        let mut server = Peer::new(Role::Server, Config::default(), now);
-        server.on_open(now);
-        server.receive(bad, now);
+        let mut server = Peer::new(Role::Server, config(), now);
+        server.handle_open(now);
+        server.handle_receive(bad, now);
         let errors: Vec<_> = events(&mut server).into_iter().filter(|e| matches!(e, Event::Error(_))).collect();
         assert_eq!(errors.len(), 1, "{:?}", String::from_utf8_lossy(bad));
         assert!(server.close_requested());
     }
     let now = Instant::now();
-    let mut server = Peer::new(Role::Server, Config::default(), now);
-    server.on_open(now);
-    server.receive(b".", now);
+    let mut server = Peer::new(Role::Server, config(), now);
+    server.handle_open(now);
+    server.handle_receive(b".", now);
     match events(&mut server).pop() {
         Some(Event::Error(m)) => assert!(m.starts_with("Unexpected \".\" at position 0"), "{m}"),
         e => panic!("{e:?}"),
@@ -209,7 +209,7 @@ fn malformed_input_is_an_error_never_a_panic() {
 #[test]
 fn queue_limits_drop_the_oldest_and_say_so() {
     let now = Instant::now();
-    let mut client = Peer::new(Role::Client, Config { max_queue_length: 3, ..Config::default() }, now);
+    let mut client = Peer::new(Role::Client, Config { max_queue_length: 3, ..config() }, now);
     for i in 0..5u64 {
         client.send_event(format!("[\"e\",{i}]"), Some((1, i)), now);
     }
@@ -217,7 +217,7 @@ fn queue_limits_drop_the_oldest_and_say_so() {
     assert_eq!(evs, vec![Event::Dropped { notify: Some((1, 0)) }, Event::Dropped { notify: Some((1, 1)) }]);
     assert_eq!(client.queued_len(), 3);
 
-    let mut client = Peer::new(Role::Client, Config { max_queue_bytes: 100, ..Config::default() }, now);
+    let mut client = Peer::new(Role::Client, Config { max_queue_bytes: 100, ..config() }, now);
     for _ in 0..10 {
         client.send_event(format!("[\"e\",\"{}\"]", "x".repeat(40)), None, now);
     }
@@ -229,7 +229,7 @@ fn queue_limits_drop_the_oldest_and_say_so() {
 fn ack_timeout_releases_the_callback_but_keeps_the_event() {
     let t0 = Instant::now();
     let mut client =
-        Peer::new(Role::Client, Config { ack_timeout: Some(Duration::from_millis(100)), ..Config::default() }, t0);
+        Peer::new(Role::Client, Config { ack_timeout: Some(Duration::from_millis(100)), ..config() }, t0);
     client.send_event(r#"["e"]"#.into(), Some((1, 0)), t0);
     assert_eq!(client.poll_timeout(), Some(t0 + Duration::from_millis(100)));
     client.handle_timeout(t0 + Duration::from_millis(99));
@@ -250,8 +250,8 @@ impl Wire {
     fn new() -> Self {
         let now = Instant::now();
         let mut w = Wire {
-            client: Peer::new(Role::Client, Config::default(), now),
-            server: Peer::new(Role::Server, Config::default(), now),
+            client: Peer::new(Role::Client, config(), now),
+            server: Peer::new(Role::Server, config(), now),
             now,
         };
         w.open();
@@ -259,8 +259,8 @@ impl Wire {
     }
 
     fn open(&mut self) {
-        self.client.on_open(self.now);
-        self.server.on_open(self.now);
+        self.client.handle_open(self.now);
+        self.server.handle_open(self.now);
     }
 
     /// Moves bytes both ways, `chunk` bytes at a time, until quiet; a store
@@ -268,22 +268,22 @@ impl Wire {
     fn settle(&mut self, chunk: usize, to_client: &mut Vec<Event>, to_server: &mut Vec<Event>) {
         loop {
             let mut c2s = Vec::new();
-            self.client.take_output(&mut c2s);
+            self.client.poll_transmit(&mut c2s);
             let mut s2c = Vec::new();
-            self.server.take_output(&mut s2c);
+            self.server.poll_transmit(&mut s2c);
             if c2s.is_empty() && s2c.is_empty() {
                 break;
             }
             for c in c2s.chunks(chunk.max(1)) {
-                self.server.receive(c, self.now);
+                self.server.handle_receive(c, self.now);
             }
             for c in s2c.chunks(chunk.max(1)) {
-                self.client.receive(c, self.now);
+                self.client.handle_receive(c, self.now);
             }
             while let Some(e) = self.server.poll_event() {
                 if let Event::LoadSession(_) = e {
                     let s = self.server.session().clone();
-                    self.server.session_loaded(Some(s), self.now);
+                    self.server.handle_session_loaded(Some(s), self.now);
                 }
                 to_server.push(e);
             }
@@ -295,17 +295,17 @@ impl Wire {
     /// through, and reconnects; the server side resumes from retained state.
     fn drop_and_resume(&mut self, deliver: usize, to_client: &mut Vec<Event>, to_server: &mut Vec<Event>) {
         let mut c2s = Vec::new();
-        self.client.take_output(&mut c2s);
+        self.client.poll_transmit(&mut c2s);
         let mut s2c = Vec::new();
-        self.server.take_output(&mut s2c);
-        self.server.receive(&c2s[..deliver.min(c2s.len())], self.now);
-        self.client.receive(&s2c[..deliver.min(s2c.len())], self.now);
+        self.server.poll_transmit(&mut s2c);
+        self.server.handle_receive(&c2s[..deliver.min(c2s.len())], self.now);
+        self.client.handle_receive(&s2c[..deliver.min(s2c.len())], self.now);
         to_server.extend(std::iter::from_fn(|| self.server.poll_event()));
         to_client.extend(std::iter::from_fn(|| self.client.poll_event()));
-        self.client.on_close();
-        self.server.on_close();
+        self.client.handle_close();
+        self.server.handle_close();
         let retained = self.server.take_retained();
-        self.server = Peer::new(Role::Server, Config::default(), self.now);
+        self.server = Peer::new(Role::Server, config(), self.now);
         self.server.adopt_retained(retained);
         self.open();
     }
@@ -379,9 +379,9 @@ fn heartbeats_flow_and_silence_is_detected() {
     w.client.handle_timeout(w.now);
     w.server.handle_timeout(w.now);
     let mut hb = Vec::new();
-    w.client.take_output(&mut hb);
+    w.client.poll_transmit(&mut hb);
     assert!(String::from_utf8_lossy(&hb).contains("_uhura_hb"));
-    w.server.receive(&hb, w.now);
+    w.server.handle_receive(&hb, w.now);
     assert!(w.server.poll_event().is_none(), "heartbeats are not delivered");
     // Then the client goes silent for longer than the server's limit.
     w.now += Duration::from_secs(46);
@@ -402,28 +402,28 @@ fn a_closed_connection_absorbing_an_older_one_loses_and_reorders_nothing() {
     for i in 0..3 {
         w.server.send_event(format!("[\"s2c\",{i}]"), None, w.now);
     }
-    w.server.take_output(&mut lost);
-    w.client.on_close();
-    w.server.on_close();
+    w.server.poll_transmit(&mut lost);
+    w.client.handle_close();
+    w.server.handle_close();
     let older = w.server.take_retained();
     // Connection 2 resumes before the server saw connection 1 go (so it
     // adopted nothing), sends two more, and drops the same way.
-    w.server = Peer::new(Role::Server, Config::default(), w.now);
+    w.server = Peer::new(Role::Server, config(), w.now);
     w.open();
     w.settle(64, &mut at_client, &mut at_server);
     for i in 3..5 {
         w.server.send_event(format!("[\"s2c\",{i}]"), Some((9, i)), w.now);
     }
-    w.server.take_output(&mut lost);
-    w.client.on_close();
-    w.server.on_close();
+    w.server.poll_transmit(&mut lost);
+    w.client.handle_close();
+    w.server.handle_close();
     // Retention finds both closed: the newer absorbs the older.
     w.server.adopt_retained(older);
     let merged = w.server.take_retained();
-    assert_eq!(merged.pending_len(), 5);
     // Connection 3 resumes with everything.
-    w.server = Peer::new(Role::Server, Config::default(), w.now);
+    w.server = Peer::new(Role::Server, config(), w.now);
     w.server.adopt_retained(merged);
+    assert_eq!(w.server.queued_len(), 5);
     w.open();
     w.settle(64, &mut at_client, &mut at_server);
     assert_eq!(delivered(&at_client, "s2c"), vec![0, 1, 2, 3, 4]);
@@ -439,10 +439,10 @@ fn a_closed_connection_absorbing_an_older_one_loses_and_reorders_nothing() {
 #[test]
 fn a_handshake_that_never_completes_times_out() {
     let t0 = Instant::now();
-    let config = Config { handshake_timeout: Duration::from_secs(5), ..Config::default() };
+    let config = Config { handshake_timeout: Duration::from_secs(5), ..config() };
     for role in [Role::Client, Role::Server] {
         let mut peer = Peer::new(role, config.clone(), t0);
-        peer.on_open(t0);
+        peer.handle_open(t0);
         assert_eq!(peer.poll_timeout(), Some(t0 + Duration::from_secs(5)));
         peer.handle_timeout(t0 + Duration::from_secs(4));
         assert!(!peer.has_failed());
@@ -465,23 +465,23 @@ fn the_wire_tap_sees_every_message_in_wire_order() {
         let log = log.clone();
         Arc::new(move |dir, text| log.lock().unwrap().push((role, dir, text.to_owned())))
     };
-    let mut client = Peer::new(Role::Client, Config::default(), now);
-    let mut server = Peer::new(Role::Server, Config::default(), now);
+    let mut client = Peer::new(Role::Client, config(), now);
+    let mut server = Peer::new(Role::Server, config(), now);
     client.set_wire_tap(Some(tap(Role::Client)));
     server.set_wire_tap(Some(tap(Role::Server)));
-    client.on_open(now);
-    server.on_open(now);
+    client.handle_open(now);
+    server.handle_open(now);
     client.send_event(r#"["ev",1,"two"]"#.into(), Some((1, 0)), now);
     client.set(r#"["k","v"]"#).unwrap();
     let mut client_bytes = Vec::new();
     for _ in 0..4 {
         let mut b = Vec::new();
-        client.take_output(&mut b);
+        client.poll_transmit(&mut b);
         client_bytes.extend_from_slice(&b);
-        server.receive(&b, now);
+        server.handle_receive(&b, now);
         let mut b = Vec::new();
-        server.take_output(&mut b);
-        client.receive(&b, now);
+        server.poll_transmit(&mut b);
+        client.handle_receive(&b, now);
     }
     let log = log.lock().unwrap();
     let texts = |role, dir| -> Vec<String> {

@@ -2,6 +2,7 @@
 //! Nothing here may import tokio, tokio-util or napi (checked by a test).
 
 pub mod backoff;
+pub mod entropy;
 pub mod framing;
 pub mod message;
 pub mod peer;
