@@ -27,7 +27,8 @@ fn set_with_serde_json_raw_value_key() {
 
     let key = "$serde_json::private::RawValue";
     let now = Instant::now();
-    let mut peer = Peer::new(Role::Client, Config { entropy: Some(Entropy::seeded([1; 32])), ..Config::default() }, now);
+    let mut peer =
+        Peer::new(Role::Client, Config { entropy: Some(Entropy::seeded([1; 32])), ..Config::default() }, now);
     peer.handle_open(now);
     peer.handle_receive(b"[\n[\"connect\",{\"objectMode\":true,\"enableAcks\":true}]", now);
     assert!(peer.is_ready());

@@ -264,7 +264,8 @@ fn a_peer_of_ours_says_it_refused_before_closing() {
     let now = Instant::now();
     let mut server = Peer::new(Role::Server, Config { max_depth: 3, ..config() }, now);
     server.handle_open(now);
-    server.handle_receive(b"[\n[\"_set\",{}]\n,\n[\"start\",{\"objectMode\":true,\"enableAcks\":true,\"uhura\":1}]", now);
+    server
+        .handle_receive(b"[\n[\"_set\",{}]\n,\n[\"start\",{\"objectMode\":true,\"enableAcks\":true,\"uhura\":1}]", now);
     assert!(server.extended());
     output_texts(&mut server);
     server.handle_receive(b"\n,\n{\"args\":[\"e\",[[[1]]]],\"id\":\"x\"}", now);

@@ -6,6 +6,7 @@ mod common;
 use common::{config, output_texts};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
+use uhura::protocol::entropy::Entropy;
 use uhura::protocol::framing::Reader;
 use uhura::protocol::peer::{Config, Event, Peer, Role};
 use uhura::protocol::session::{is_well_formed_id, Session};
@@ -178,7 +179,10 @@ fn unknown_session_id_starts_a_new_session() {
     let now = Instant::now();
     let mut server = Peer::new(Role::Server, config(), now);
     server.handle_open(now);
-    server.handle_receive(b"[[\"_set\",{\"sessionID\":\"nope\"}],[\"start\",{\"objectMode\":true,\"enableAcks\":true}]", now);
+    server.handle_receive(
+        b"[[\"_set\",{\"sessionID\":\"nope\"}],[\"start\",{\"objectMode\":true,\"enableAcks\":true}]",
+        now,
+    );
     assert!(events(&mut server).contains(&Event::LoadSession("nope".into())));
     server.handle_session_loaded(None, now);
     let id = server.session_id().unwrap().to_owned();
@@ -228,8 +232,7 @@ fn queue_limits_drop_the_oldest_and_say_so() {
 #[test]
 fn ack_timeout_releases_the_callback_but_keeps_the_event() {
     let t0 = Instant::now();
-    let mut client =
-        Peer::new(Role::Client, Config { ack_timeout: Some(Duration::from_millis(100)), ..config() }, t0);
+    let mut client = Peer::new(Role::Client, Config { ack_timeout: Some(Duration::from_millis(100)), ..config() }, t0);
     client.send_event(r#"["e"]"#.into(), Some((1, 0)), t0);
     assert_eq!(client.poll_timeout(), Some(t0 + Duration::from_millis(100)));
     client.handle_timeout(t0 + Duration::from_millis(99));
@@ -509,4 +512,99 @@ fn the_wire_tap_sees_every_message_in_wire_order() {
         .collect();
     // `set` goes out at once; the event waits for `connect`, which is acked after it.
     assert_eq!(names, ["_set", "start", "_set", "ev", "ack"]);
+}
+
+/// Ids come from the injected entropy alone: the same seeds make the same
+/// message ids, session id and resume secret, byte for byte.
+#[test]
+fn the_same_seeds_make_the_same_ids() {
+    type Run = (Value, Option<String>, Vec<u8>, Vec<u8>);
+    let run = |client_seed: u8, server_seed: u8| -> Run {
+        let now = Instant::now();
+        let seeded = |s| Config { entropy: Some(Entropy::seeded([s; 32])), ..Config::default() };
+        let mut client = Peer::new(Role::Client, seeded(client_seed), now);
+        let mut server = Peer::new(Role::Server, seeded(server_seed), now);
+        client.handle_open(now);
+        server.handle_open(now);
+        client.send_event(r#"["c2s"]"#.into(), None, now);
+        server.send_event(r#"["s2c"]"#.into(), None, now);
+        let (mut c2s, mut s2c) = (Vec::new(), Vec::new());
+        for _ in 0..3 {
+            let n = c2s.len();
+            client.poll_transmit(&mut c2s);
+            server.handle_receive(&c2s[n..], now);
+            let n = s2c.len();
+            server.poll_transmit(&mut s2c);
+            client.handle_receive(&s2c[n..], now);
+        }
+        assert!(client.is_ready() && server.is_ready() && client.extended());
+        assert_eq!(client.unacked_len() + server.unacked_len(), 0);
+        let sid = client.session()["sessionID"].clone();
+        (sid, client.resume_secret().map(str::to_owned), c2s, s2c)
+    };
+    let first = run(1, 2);
+    assert!(is_well_formed_id(first.0.as_str().unwrap()) && first.1.is_some());
+    assert_eq!(run(1, 2), first);
+    // Another server seed: another session, secret and server ids; the
+    // client's bytes differ only by what the server gave it (its acks).
+    let other = run(1, 3);
+    assert_ne!(other.0, first.0);
+    assert_ne!(other.1, first.1);
+    assert_ne!(other.3, first.3);
+    // Another client seed: other ids on the client's events.
+    let other = run(4, 2);
+    assert_eq!((&other.0, &other.1), (&first.0, &first.1));
+    assert_ne!(other.2, first.2);
+}
+
+/// `write_to` writes what the writer takes and keeps the rest, in order,
+/// ahead of anything framed later; `wants_read` turns false past the
+/// output's high water mark and true again once written below its low one.
+#[test]
+fn write_to_keeps_what_was_not_written_and_backlog_stops_reading() {
+    struct Takes(usize, Vec<u8>);
+    impl std::io::Write for Takes {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if self.0 == 0 {
+                return Err(std::io::ErrorKind::WouldBlock.into());
+            }
+            let n = self.0.min(buf.len());
+            self.1.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let now = Instant::now();
+    let seeded = || Config { entropy: Some(Entropy::seeded([9; 32])), ..Config::default() };
+    let (mut a, mut b) = (Peer::new(Role::Client, seeded(), now), Peer::new(Role::Client, seeded(), now));
+    assert!(!b.wants_write());
+    a.handle_open(now);
+    b.handle_open(now);
+    assert!(b.wants_write() && b.wants_read());
+    let mut whole = Vec::new();
+    a.poll_transmit(&mut whole);
+    let mut w = Takes(10, Vec::new());
+    while b.wants_write() {
+        let left = whole.len() - w.1.len();
+        assert_eq!(b.write_to(&mut w).unwrap(), left.min(10));
+    }
+    assert_eq!(w.1, whole);
+    // Blocked: nothing taken, nothing lost.
+    b.send_message("[\"raw\"]");
+    let mut blocked = Takes(0, Vec::new());
+    assert_eq!(b.write_to(&mut blocked).unwrap_err().kind(), std::io::ErrorKind::WouldBlock);
+    let mut rest = Vec::new();
+    b.poll_transmit(&mut rest);
+    assert_eq!(rest, b"\n,\n[\"raw\"]");
+
+    const MIB: usize = 1 << 20;
+    b.write_raw(&vec![b' '; 17 * MIB]);
+    assert!(!b.wants_read(), "past 16 MiB unwritten");
+    b.write_to(&mut Takes(2 * MIB, Vec::new())).unwrap();
+    assert!(!b.wants_read(), "15 MiB: still above the low water mark");
+    b.write_to(&mut Takes(8 * MIB, Vec::new())).unwrap();
+    assert!(b.wants_read(), "7 MiB: below it");
+    assert_eq!(b.pending_output(), 7 * MIB);
 }

@@ -10,10 +10,13 @@
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
+/// Fills a buffer with random bytes.
+type Fill = dyn Fn(&mut [u8]) + Send + Sync;
+
 /// A source of random bytes, shared by clones (a clone continues the same
 /// stream, so two peers built from one `Config` never draw the same bytes).
 #[derive(Clone)]
-pub struct Entropy(Arc<dyn Fn(&mut [u8]) + Send + Sync>);
+pub struct Entropy(Arc<Fill>);
 
 impl Entropy {
     /// Bytes from `fill`, which must fill the whole buffer (the engine's:

@@ -194,7 +194,7 @@ pub fn encode_event(args: &str, object_mode: bool, id: Option<&str>, out: &mut S
 /// Encodes `["<name>"]`, or `["<name>",<arg>]` with `arg` JSON text
 /// already: the protocol's own messages (`start`, `connect`, a whole
 /// session's `_set`, heartbeats, refusals).
-pub fn encode_call(name: &str, arg: Option<&str>, out: &mut String) {
+pub(crate) fn encode_call(name: &str, arg: Option<&str>, out: &mut String) {
     out.push('[');
     push_json_string(name, out);
     if let Some(arg) = arg {
@@ -205,7 +205,7 @@ pub fn encode_call(name: &str, arg: Option<&str>, out: &mut String) {
 }
 
 /// Encodes `["_set","<key>","<value>"]`: one string field of the session.
-pub fn encode_set_string(key: &str, value: &str, out: &mut String) {
+pub(crate) fn encode_set_string(key: &str, value: &str, out: &mut String) {
     out.push('[');
     push_json_string(SET, out);
     out.push(',');
@@ -218,7 +218,7 @@ pub fn encode_set_string(key: &str, value: &str, out: &mut String) {
 /// Encodes the `_set` of `set()`'s arguments, `args` being their JSON array
 /// text (`["key",value]` or `[{...}]`): the same arguments behind the name,
 /// as text, so they go out exactly as the application wrote them.
-pub fn encode_set(args: &str, out: &mut String) {
+pub(crate) fn encode_set(args: &str, out: &mut String) {
     let inner = args.trim().strip_prefix('[').unwrap_or(args).trim_start();
     if inner.starts_with(']') {
         encode_call(SET, None, out);
@@ -240,7 +240,7 @@ pub fn encode_ack(id: &str, out: &mut String) {
 /// Encodes `{"args":["ack::<id>"]}` from the id's raw JSON string literal
 /// (quotes included), byte for byte as the peer wrote it: an id JavaScript
 /// holds but Rust cannot (a lone surrogate) is acked exactly.
-pub fn encode_ack_raw(raw_id: &str, out: &mut String) {
+pub(crate) fn encode_ack_raw(raw_id: &str, out: &mut String) {
     match raw_id.strip_prefix('"').and_then(|r| r.strip_suffix('"')) {
         Some(inner) => {
             out.push_str("{\"args\":[\"");
@@ -306,7 +306,9 @@ mod tests {
         s.clear();
         encode_set_string("sessionID", "abc", &mut s);
         assert_eq!(s, r#"["_set","sessionID","abc"]"#);
-        for (args, wire) in [(r#" ["k", 1] "#, r#"["_set","k", 1]"#), ("[ ]", r#"["_set"]"#), (r#"[{"a":1}]"#, r#"["_set",{"a":1}]"#)] {
+        for (args, wire) in
+            [(r#" ["k", 1] "#, r#"["_set","k", 1]"#), ("[ ]", r#"["_set"]"#), (r#"[{"a":1}]"#, r#"["_set",{"a":1}]"#)]
+        {
             s.clear();
             encode_set(args, &mut s);
             assert_eq!(s, wire);

@@ -14,7 +14,7 @@ const ALPHABET: &[u8; 62] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwx
 /// production the OS CSPRNG). Bytes of 248 and above are rejected so each
 /// character is uniform (248 = 4 * 62; a plain `% 62` would favour the
 /// first 8 characters).
-pub fn new_session_id(entropy: &Entropy) -> String {
+pub(crate) fn new_session_id(entropy: &Entropy) -> String {
     let mut id = String::with_capacity(SESSION_ID_LEN);
     let mut buf = [0u8; 32];
     while id.len() < SESSION_ID_LEN {
@@ -57,12 +57,12 @@ pub fn merge(session: &mut Session, args: &[Value]) {
 pub const RESUME_KEY: &str = "uhura:resume";
 
 /// A new resume secret: as long and as random as a session id.
-pub fn new_resume_secret(entropy: &Entropy) -> String {
+pub(crate) fn new_resume_secret(entropy: &Entropy) -> String {
     new_session_id(entropy)
 }
 
 /// The value `RESUME_KEY` holds for `secret`.
-pub fn resume_digest(secret: &str) -> String {
+pub(crate) fn resume_digest(secret: &str) -> String {
     ring::digest::digest(&ring::digest::SHA256, secret.as_bytes()).as_ref().iter().fold(
         String::with_capacity(64),
         |mut hex, b| {
@@ -94,7 +94,7 @@ pub fn public_view(session: &Session) -> Value {
 }
 
 /// Bytes of `value` as JSON text, counted without building the text.
-pub fn json_len(value: &Value) -> usize {
+pub(crate) fn json_len(value: &Value) -> usize {
     struct Count(usize);
     impl std::io::Write for Count {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -156,7 +156,7 @@ pub fn size(session: &Session) -> usize {
 
 /// The session's size after `merge(session, args)`, from its size now
 /// (`current`), measuring only the keys the merge changes.
-pub fn size_after_merge(session: &Session, args: &[Value], current: usize) -> usize {
+pub(crate) fn size_after_merge(session: &Session, args: &[Value], current: usize) -> usize {
     let change = |current: usize, key: &str, value: &Value| {
         let old = session.get(key).map_or(0, |old| member_len(key, old));
         (current + member_len(key, value)).saturating_sub(old)
@@ -447,7 +447,7 @@ pub fn cookie_max_age(session: &Session) -> Option<i64> {
 /// A new session's cookie from the server's template (the JSON of the
 /// configured connect Cookie): with a `maxAge`, it expires `maxAge` from
 /// `now_ms`, as the original's `store.generate` builds one per session.
-pub fn new_cookie(template: &Value, now_ms: i64) -> Value {
+pub(crate) fn new_cookie(template: &Value, now_ms: i64) -> Value {
     let mut cookie = template.clone();
     if let Some(ms) = cookie.get("originalMaxAge").and_then(Value::as_f64).filter(|ms| ms.is_finite()) {
         cookie["expires"] = Value::String(iso_millis(now_ms.saturating_add(ms as i64)));
@@ -466,7 +466,7 @@ pub fn touch_cookie(session: &mut Session, now_ms: i64) -> Option<i64> {
 }
 
 /// `new Date(ms).toJSON()`: `YYYY-MM-DDTHH:MM:SS.mmmZ`, UTC.
-pub fn iso_millis(ms: i64) -> String {
+pub(crate) fn iso_millis(ms: i64) -> String {
     let (days, rem) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
     // Howard Hinnant's civil_from_days.
     let z = days + 719_468;

@@ -176,7 +176,8 @@ impl Peer {
     /// If `config.entropy` is not set: the protocol core has no randomness
     /// of its own, and ids and secrets must not silently become predictable.
     pub fn new(role: Role, config: Config, now: Instant) -> Self {
-        let entropy = config.entropy.clone().expect("peer::Config::entropy must be set (the driver supplies randomness)");
+        let entropy =
+            config.entropy.clone().expect("peer::Config::entropy must be set (the driver supplies randomness)");
         let mut prefix = [0u8; 6];
         entropy.fill(&mut prefix);
         let mut id_prefix = String::with_capacity(13);

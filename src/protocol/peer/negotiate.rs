@@ -120,7 +120,8 @@ impl Negotiated {
     /// Server: the config object of `connect`; `secret`: a new session's
     /// resume secret (our peers only).
     pub fn connect_config(&self, ours: &Config, secret: Option<&str>) -> String {
-        let mut c = WireConfig { object_mode: self.object_mode, enable_acks: self.enable_acks, ..WireConfig::default() };
+        let mut c =
+            WireConfig { object_mode: self.object_mode, enable_acks: self.enable_acks, ..WireConfig::default() };
         if self.extensions.is_some() {
             c.uhura = Some(EXTENSIONS_VERSION);
             c.heartbeat = ours.heartbeat_interval.map(millis);
@@ -135,8 +136,7 @@ impl Negotiated {
     pub fn from_connect<'a>(config: &'a Value, ours: &Config) -> (Negotiated, Option<&'a str>) {
         let offer = Offer::read(config);
         let enable_acks = offer.object_mode && offer.enable_acks;
-        let extensions =
-            offer.extensions.filter(|_| ours.extensions && enable_acks).map(|v| v.min(EXTENSIONS_VERSION));
+        let extensions = offer.extensions.filter(|_| ours.extensions && enable_acks).map(|v| v.min(EXTENSIONS_VERSION));
         let n = Negotiated {
             object_mode: offer.object_mode,
             enable_acks,
