@@ -1,8 +1,10 @@
-//! The sans-IO core (`src/protocol/`) must not depend on tokio, tokio-util or napi.
+//! The sans-IO core (`src/protocol/`) must not depend on tokio, tokio-util or
+//! napi, nor read the OS random source: randomness is injected
+//! (`peer::Config::entropy`), so the core is deterministic under test.
 
 use std::path::{Path, PathBuf};
 
-const FORBIDDEN: &[&str] = &["tokio::", "tokio_util", "use tokio", "napi::", "napi_derive", "use napi"];
+const FORBIDDEN: &[&str] = &["tokio::", "tokio_util", "use tokio", "napi::", "napi_derive", "use napi", "getrandom"];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).unwrap() {

@@ -22,18 +22,20 @@ fn line_starting_with_a_multibyte_character() {
 fn set_with_serde_json_raw_value_key() {
     use serde_json::json;
     use std::time::Instant;
+    use uhura::protocol::entropy::Entropy;
     use uhura::protocol::peer::{Config, Event, Peer, Role};
 
     let key = "$serde_json::private::RawValue";
     let now = Instant::now();
-    let mut peer = Peer::new(Role::Client, Config::default(), now);
-    peer.on_open(now);
-    peer.receive(b"[\n[\"connect\",{\"objectMode\":true,\"enableAcks\":true}]", now);
+    let mut peer =
+        Peer::new(Role::Client, Config { entropy: Some(Entropy::seeded([1; 32])), ..Config::default() }, now);
+    peer.handle_open(now);
+    peer.handle_receive(b"[\n[\"connect\",{\"objectMode\":true,\"enableAcks\":true}]", now);
     assert!(peer.is_ready());
     while peer.poll_event().is_some() {}
 
     let set = format!("\n,\n[\"_set\",{{\"{key}\":{{\"a\":1}}}}]\n,\n[\"_set\",{{\"{key}\":\"[\\\"k\\\"]\"}}]");
-    peer.receive(set.as_bytes(), now);
+    peer.handle_receive(set.as_bytes(), now);
     assert!(matches!(peer.poll_event(), Some(Event::Set(_))));
     assert!(matches!(peer.poll_event(), Some(Event::Set(_))));
     assert!(!peer.has_failed());
@@ -54,25 +56,26 @@ fn set_with_serde_json_raw_value_key() {
 #[test]
 fn duplicate_of_a_held_event_is_not_acked_before_it() {
     use std::time::Instant;
+    use uhura::protocol::entropy::Entropy;
     use uhura::protocol::peer::{Config, Event, Peer, Role};
 
     let now = Instant::now();
-    let config = Config { defer_acks: true, ..Config::default() };
+    let config = Config { defer_acks: true, entropy: Some(Entropy::seeded([2; 32])), ..Config::default() };
     let mut peer = Peer::new(Role::Server, config, now);
-    peer.on_open(now);
-    peer.receive(
+    peer.handle_open(now);
+    peer.handle_receive(
         b"[\n[\"_set\",{\"sessionID\":\"sess1\"}]\n,\n[\"start\",{\"objectMode\":true,\"enableAcks\":true,\"uhura\":1}]",
         now,
     );
     assert!(matches!(peer.poll_event(), Some(Event::LoadSession(id)) if id == "sess1"));
     let event = "\n,\n{\"args\":[\"ev\",1],\"id\":\"111111111111-1\"}";
-    peer.receive(event.as_bytes(), now);
-    peer.receive(event.as_bytes(), now);
+    peer.handle_receive(event.as_bytes(), now);
+    peer.handle_receive(event.as_bytes(), now);
     let mut out = Vec::new();
-    peer.take_output(&mut out);
+    peer.poll_transmit(&mut out);
     assert!(!String::from_utf8_lossy(&out).contains("ack::"), "acked while held: {}", String::from_utf8_lossy(&out));
 
-    peer.session_loaded(None, now);
+    peer.handle_session_loaded(None, now);
     let mut events = Vec::new();
     while let Some(ev) = peer.poll_event() {
         events.push(ev);

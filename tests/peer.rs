@@ -3,9 +3,10 @@
 
 mod common;
 
-use common::output_texts;
+use common::{config, output_texts};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
+use uhura::protocol::entropy::Entropy;
 use uhura::protocol::framing::Reader;
 use uhura::protocol::peer::{Config, Event, Peer, Role};
 use uhura::protocol::session::{is_well_formed_id, Session};
@@ -18,7 +19,7 @@ fn vector(name: &str) -> (String, String) {
 }
 
 fn old_config() -> Config {
-    Config { extensions: false, ..Config::default() }
+    Config { extensions: false, ..config() }
 }
 
 /// Everything the peer wrote, as parsed messages.
@@ -38,9 +39,9 @@ fn ids_of(msgs: &[Value]) -> Vec<String> {
 fn client_handshake_bytes_match_the_recording() {
     let (c2s, _) = vector("v0.1.2-new-session.json");
     let mut client = Peer::new(Role::Client, old_config(), Instant::now());
-    client.on_open(Instant::now());
+    client.handle_open(Instant::now());
     let mut out = Vec::new();
-    client.take_output(&mut out);
+    client.poll_transmit(&mut out);
     let expected = "[\n[\"_set\",{}]\n,\n[\"start\",{\"objectMode\":true,\"enableAcks\":true}]";
     assert_eq!(String::from_utf8(out).unwrap(), expected);
     assert!(c2s.starts_with(expected));
@@ -51,10 +52,10 @@ fn server_answers_a_recorded_012_client_like_the_012_server() {
     let (c2s, s2c) = vector("v0.1.2-new-session.json");
     let now = Instant::now();
     let mut server = Peer::new(Role::Server, old_config(), now);
-    server.on_open(now);
+    server.handle_open(now);
     // One byte at a time: the state machine must not care about chunking.
     for b in c2s.as_bytes() {
-        server.receive(std::slice::from_ref(b), now);
+        server.handle_receive(std::slice::from_ref(b), now);
     }
     let ours = output(&mut server);
     let mut recorded = Vec::new();
@@ -103,10 +104,10 @@ fn server_answers_a_recorded_012_client_like_the_012_server() {
 fn client_follows_a_recorded_012_server() {
     let (_, s2c) = vector("v0.1.2-new-session.json");
     let now = Instant::now();
-    let mut client = Peer::new(Role::Client, Config::default(), now);
-    client.on_open(now);
+    let mut client = Peer::new(Role::Client, config(), now);
+    client.handle_open(now);
     output(&mut client);
-    client.receive(s2c.as_bytes(), now);
+    client.handle_receive(s2c.as_bytes(), now);
     assert!(client.is_ready() && client.object_mode() && client.enable_acks());
     assert!(!client.extended(), "a 0.1.2 server echoes no extensions");
     assert_eq!(client.session().get("sessionID"), Some(&json!("F3kg5mpwoh9CJH8WE6ZdgPdT")));
@@ -121,9 +122,9 @@ fn client_follows_a_recorded_012_server() {
 fn legacy_array_mode_both_ways() {
     let (c2s, s2c) = vector("v0.0.10-legacy-array-mode.json");
     let now = Instant::now();
-    let mut server = Peer::new(Role::Server, Config::default(), now);
-    server.on_open(now);
-    server.receive(c2s.as_bytes(), now);
+    let mut server = Peer::new(Role::Server, config(), now);
+    server.handle_open(now);
+    server.handle_receive(c2s.as_bytes(), now);
     let out = output(&mut server);
     assert_eq!(out[1], json!(["connect", {"objectMode": false, "enableAcks": false}]));
     assert!(!server.object_mode());
@@ -131,11 +132,11 @@ fn legacy_array_mode_both_ways() {
     assert_eq!(output(&mut server), vec![json!(["world", 1])]);
     assert!(events(&mut server).contains(&Event::Acked((7, 0))), "acks off: the callback runs on write");
 
-    let mut client = Peer::new(Role::Client, Config::default(), now);
-    client.on_open(now);
+    let mut client = Peer::new(Role::Client, config(), now);
+    client.handle_open(now);
     output(&mut client);
     client.send_event(r#"["queued"]"#.into(), None, now);
-    client.receive(s2c.as_bytes(), now);
+    client.handle_receive(s2c.as_bytes(), now);
     assert!(client.is_ready() && !client.object_mode() && !client.enable_acks());
     assert_eq!(output(&mut client), vec![json!(["queued"])]);
 }
@@ -145,14 +146,14 @@ fn resume_sends_the_stored_session_then_connect() {
     let (c2s, s2c) = vector("v0.1.2-resume-and-invalidate.json");
     let now = Instant::now();
     let mut server = Peer::new(Role::Server, old_config(), now);
-    server.on_open(now);
-    server.receive(c2s.as_bytes(), now);
+    server.handle_open(now);
+    server.handle_receive(c2s.as_bytes(), now);
     let evs = events(&mut server);
     assert_eq!(evs, vec![Event::LoadSession("F3kg5mpwoh9CJH8WE6ZdgPdT".into())], "events wait for the handshake");
     let stored: Session =
         serde_json::from_value(json!({"cookie": {"path": "/"}, "sessionID": "F3kg5mpwoh9CJH8WE6ZdgPdT", "k": 1}))
             .unwrap();
-    server.session_loaded(Some(stored.clone()), now);
+    server.handle_session_loaded(Some(stored.clone()), now);
     // Acks of the client's early events went out on arrival; then the session and connect.
     let out: Vec<Value> = output(&mut server)
         .into_iter()
@@ -166,9 +167,9 @@ fn resume_sends_the_stored_session_then_connect() {
     assert_eq!(evs.len(), 4);
 
     // The recorded server's answer, fed to our client: resume, then invalidation.
-    let mut client = Peer::new(Role::Client, Config::default(), now);
-    client.on_open(now);
-    client.receive(s2c.as_bytes(), now);
+    let mut client = Peer::new(Role::Client, config(), now);
+    client.handle_open(now);
+    client.handle_receive(s2c.as_bytes(), now);
     assert!(client.close_requested());
     assert!(client.session().is_empty());
 }
@@ -176,11 +177,14 @@ fn resume_sends_the_stored_session_then_connect() {
 #[test]
 fn unknown_session_id_starts_a_new_session() {
     let now = Instant::now();
-    let mut server = Peer::new(Role::Server, Config::default(), now);
-    server.on_open(now);
-    server.receive(b"[[\"_set\",{\"sessionID\":\"nope\"}],[\"start\",{\"objectMode\":true,\"enableAcks\":true}]", now);
+    let mut server = Peer::new(Role::Server, config(), now);
+    server.handle_open(now);
+    server.handle_receive(
+        b"[[\"_set\",{\"sessionID\":\"nope\"}],[\"start\",{\"objectMode\":true,\"enableAcks\":true}]",
+        now,
+    );
     assert!(events(&mut server).contains(&Event::LoadSession("nope".into())));
-    server.session_loaded(None, now);
+    server.handle_session_loaded(None, now);
     let id = server.session_id().unwrap().to_owned();
     assert!(is_well_formed_id(&id) && id != "nope");
 }
@@ -189,17 +193,17 @@ fn unknown_session_id_starts_a_new_session() {
 fn malformed_input_is_an_error_never_a_panic() {
     for bad in [&b"."[..], b"[{\"args\":\"notarray\"}]", b"[null]", b"[1,2]", b"{}", b"[[\"x\"]]]"] {
         let now = Instant::now();
-        let mut server = Peer::new(Role::Server, Config::default(), now);
-        server.on_open(now);
-        server.receive(bad, now);
+        let mut server = Peer::new(Role::Server, config(), now);
+        server.handle_open(now);
+        server.handle_receive(bad, now);
         let errors: Vec<_> = events(&mut server).into_iter().filter(|e| matches!(e, Event::Error(_))).collect();
         assert_eq!(errors.len(), 1, "{:?}", String::from_utf8_lossy(bad));
         assert!(server.close_requested());
     }
     let now = Instant::now();
-    let mut server = Peer::new(Role::Server, Config::default(), now);
-    server.on_open(now);
-    server.receive(b".", now);
+    let mut server = Peer::new(Role::Server, config(), now);
+    server.handle_open(now);
+    server.handle_receive(b".", now);
     match events(&mut server).pop() {
         Some(Event::Error(m)) => assert!(m.starts_with("Unexpected \".\" at position 0"), "{m}"),
         e => panic!("{e:?}"),
@@ -209,7 +213,7 @@ fn malformed_input_is_an_error_never_a_panic() {
 #[test]
 fn queue_limits_drop_the_oldest_and_say_so() {
     let now = Instant::now();
-    let mut client = Peer::new(Role::Client, Config { max_queue_length: 3, ..Config::default() }, now);
+    let mut client = Peer::new(Role::Client, Config { max_queue_length: 3, ..config() }, now);
     for i in 0..5u64 {
         client.send_event(format!("[\"e\",{i}]"), Some((1, i)), now);
     }
@@ -217,7 +221,7 @@ fn queue_limits_drop_the_oldest_and_say_so() {
     assert_eq!(evs, vec![Event::Dropped { notify: Some((1, 0)) }, Event::Dropped { notify: Some((1, 1)) }]);
     assert_eq!(client.queued_len(), 3);
 
-    let mut client = Peer::new(Role::Client, Config { max_queue_bytes: 100, ..Config::default() }, now);
+    let mut client = Peer::new(Role::Client, Config { max_queue_bytes: 100, ..config() }, now);
     for _ in 0..10 {
         client.send_event(format!("[\"e\",\"{}\"]", "x".repeat(40)), None, now);
     }
@@ -228,8 +232,7 @@ fn queue_limits_drop_the_oldest_and_say_so() {
 #[test]
 fn ack_timeout_releases_the_callback_but_keeps_the_event() {
     let t0 = Instant::now();
-    let mut client =
-        Peer::new(Role::Client, Config { ack_timeout: Some(Duration::from_millis(100)), ..Config::default() }, t0);
+    let mut client = Peer::new(Role::Client, Config { ack_timeout: Some(Duration::from_millis(100)), ..config() }, t0);
     client.send_event(r#"["e"]"#.into(), Some((1, 0)), t0);
     assert_eq!(client.poll_timeout(), Some(t0 + Duration::from_millis(100)));
     client.handle_timeout(t0 + Duration::from_millis(99));
@@ -250,8 +253,8 @@ impl Wire {
     fn new() -> Self {
         let now = Instant::now();
         let mut w = Wire {
-            client: Peer::new(Role::Client, Config::default(), now),
-            server: Peer::new(Role::Server, Config::default(), now),
+            client: Peer::new(Role::Client, config(), now),
+            server: Peer::new(Role::Server, config(), now),
             now,
         };
         w.open();
@@ -259,8 +262,8 @@ impl Wire {
     }
 
     fn open(&mut self) {
-        self.client.on_open(self.now);
-        self.server.on_open(self.now);
+        self.client.handle_open(self.now);
+        self.server.handle_open(self.now);
     }
 
     /// Moves bytes both ways, `chunk` bytes at a time, until quiet; a store
@@ -268,22 +271,22 @@ impl Wire {
     fn settle(&mut self, chunk: usize, to_client: &mut Vec<Event>, to_server: &mut Vec<Event>) {
         loop {
             let mut c2s = Vec::new();
-            self.client.take_output(&mut c2s);
+            self.client.poll_transmit(&mut c2s);
             let mut s2c = Vec::new();
-            self.server.take_output(&mut s2c);
+            self.server.poll_transmit(&mut s2c);
             if c2s.is_empty() && s2c.is_empty() {
                 break;
             }
             for c in c2s.chunks(chunk.max(1)) {
-                self.server.receive(c, self.now);
+                self.server.handle_receive(c, self.now);
             }
             for c in s2c.chunks(chunk.max(1)) {
-                self.client.receive(c, self.now);
+                self.client.handle_receive(c, self.now);
             }
             while let Some(e) = self.server.poll_event() {
                 if let Event::LoadSession(_) = e {
                     let s = self.server.session().clone();
-                    self.server.session_loaded(Some(s), self.now);
+                    self.server.handle_session_loaded(Some(s), self.now);
                 }
                 to_server.push(e);
             }
@@ -295,17 +298,17 @@ impl Wire {
     /// through, and reconnects; the server side resumes from retained state.
     fn drop_and_resume(&mut self, deliver: usize, to_client: &mut Vec<Event>, to_server: &mut Vec<Event>) {
         let mut c2s = Vec::new();
-        self.client.take_output(&mut c2s);
+        self.client.poll_transmit(&mut c2s);
         let mut s2c = Vec::new();
-        self.server.take_output(&mut s2c);
-        self.server.receive(&c2s[..deliver.min(c2s.len())], self.now);
-        self.client.receive(&s2c[..deliver.min(s2c.len())], self.now);
+        self.server.poll_transmit(&mut s2c);
+        self.server.handle_receive(&c2s[..deliver.min(c2s.len())], self.now);
+        self.client.handle_receive(&s2c[..deliver.min(s2c.len())], self.now);
         to_server.extend(std::iter::from_fn(|| self.server.poll_event()));
         to_client.extend(std::iter::from_fn(|| self.client.poll_event()));
-        self.client.on_close();
-        self.server.on_close();
+        self.client.handle_close();
+        self.server.handle_close();
         let retained = self.server.take_retained();
-        self.server = Peer::new(Role::Server, Config::default(), self.now);
+        self.server = Peer::new(Role::Server, config(), self.now);
         self.server.adopt_retained(retained);
         self.open();
     }
@@ -379,9 +382,9 @@ fn heartbeats_flow_and_silence_is_detected() {
     w.client.handle_timeout(w.now);
     w.server.handle_timeout(w.now);
     let mut hb = Vec::new();
-    w.client.take_output(&mut hb);
+    w.client.poll_transmit(&mut hb);
     assert!(String::from_utf8_lossy(&hb).contains("_uhura_hb"));
-    w.server.receive(&hb, w.now);
+    w.server.handle_receive(&hb, w.now);
     assert!(w.server.poll_event().is_none(), "heartbeats are not delivered");
     // Then the client goes silent for longer than the server's limit.
     w.now += Duration::from_secs(46);
@@ -402,28 +405,28 @@ fn a_closed_connection_absorbing_an_older_one_loses_and_reorders_nothing() {
     for i in 0..3 {
         w.server.send_event(format!("[\"s2c\",{i}]"), None, w.now);
     }
-    w.server.take_output(&mut lost);
-    w.client.on_close();
-    w.server.on_close();
+    w.server.poll_transmit(&mut lost);
+    w.client.handle_close();
+    w.server.handle_close();
     let older = w.server.take_retained();
     // Connection 2 resumes before the server saw connection 1 go (so it
     // adopted nothing), sends two more, and drops the same way.
-    w.server = Peer::new(Role::Server, Config::default(), w.now);
+    w.server = Peer::new(Role::Server, config(), w.now);
     w.open();
     w.settle(64, &mut at_client, &mut at_server);
     for i in 3..5 {
         w.server.send_event(format!("[\"s2c\",{i}]"), Some((9, i)), w.now);
     }
-    w.server.take_output(&mut lost);
-    w.client.on_close();
-    w.server.on_close();
+    w.server.poll_transmit(&mut lost);
+    w.client.handle_close();
+    w.server.handle_close();
     // Retention finds both closed: the newer absorbs the older.
     w.server.adopt_retained(older);
     let merged = w.server.take_retained();
-    assert_eq!(merged.pending_len(), 5);
     // Connection 3 resumes with everything.
-    w.server = Peer::new(Role::Server, Config::default(), w.now);
+    w.server = Peer::new(Role::Server, config(), w.now);
     w.server.adopt_retained(merged);
+    assert_eq!(w.server.queued_len(), 5);
     w.open();
     w.settle(64, &mut at_client, &mut at_server);
     assert_eq!(delivered(&at_client, "s2c"), vec![0, 1, 2, 3, 4]);
@@ -439,10 +442,10 @@ fn a_closed_connection_absorbing_an_older_one_loses_and_reorders_nothing() {
 #[test]
 fn a_handshake_that_never_completes_times_out() {
     let t0 = Instant::now();
-    let config = Config { handshake_timeout: Duration::from_secs(5), ..Config::default() };
+    let config = Config { handshake_timeout: Duration::from_secs(5), ..config() };
     for role in [Role::Client, Role::Server] {
         let mut peer = Peer::new(role, config.clone(), t0);
-        peer.on_open(t0);
+        peer.handle_open(t0);
         assert_eq!(peer.poll_timeout(), Some(t0 + Duration::from_secs(5)));
         peer.handle_timeout(t0 + Duration::from_secs(4));
         assert!(!peer.has_failed());
@@ -465,23 +468,23 @@ fn the_wire_tap_sees_every_message_in_wire_order() {
         let log = log.clone();
         Arc::new(move |dir, text| log.lock().unwrap().push((role, dir, text.to_owned())))
     };
-    let mut client = Peer::new(Role::Client, Config::default(), now);
-    let mut server = Peer::new(Role::Server, Config::default(), now);
+    let mut client = Peer::new(Role::Client, config(), now);
+    let mut server = Peer::new(Role::Server, config(), now);
     client.set_wire_tap(Some(tap(Role::Client)));
     server.set_wire_tap(Some(tap(Role::Server)));
-    client.on_open(now);
-    server.on_open(now);
+    client.handle_open(now);
+    server.handle_open(now);
     client.send_event(r#"["ev",1,"two"]"#.into(), Some((1, 0)), now);
     client.set(r#"["k","v"]"#).unwrap();
     let mut client_bytes = Vec::new();
     for _ in 0..4 {
         let mut b = Vec::new();
-        client.take_output(&mut b);
+        client.poll_transmit(&mut b);
         client_bytes.extend_from_slice(&b);
-        server.receive(&b, now);
+        server.handle_receive(&b, now);
         let mut b = Vec::new();
-        server.take_output(&mut b);
-        client.receive(&b, now);
+        server.poll_transmit(&mut b);
+        client.handle_receive(&b, now);
     }
     let log = log.lock().unwrap();
     let texts = |role, dir| -> Vec<String> {
@@ -509,4 +512,99 @@ fn the_wire_tap_sees_every_message_in_wire_order() {
         .collect();
     // `set` goes out at once; the event waits for `connect`, which is acked after it.
     assert_eq!(names, ["_set", "start", "_set", "ev", "ack"]);
+}
+
+/// Ids come from the injected entropy alone: the same seeds make the same
+/// message ids, session id and resume secret, byte for byte.
+#[test]
+fn the_same_seeds_make_the_same_ids() {
+    type Run = (Value, Option<String>, Vec<u8>, Vec<u8>);
+    let run = |client_seed: u8, server_seed: u8| -> Run {
+        let now = Instant::now();
+        let seeded = |s| Config { entropy: Some(Entropy::seeded([s; 32])), ..Config::default() };
+        let mut client = Peer::new(Role::Client, seeded(client_seed), now);
+        let mut server = Peer::new(Role::Server, seeded(server_seed), now);
+        client.handle_open(now);
+        server.handle_open(now);
+        client.send_event(r#"["c2s"]"#.into(), None, now);
+        server.send_event(r#"["s2c"]"#.into(), None, now);
+        let (mut c2s, mut s2c) = (Vec::new(), Vec::new());
+        for _ in 0..3 {
+            let n = c2s.len();
+            client.poll_transmit(&mut c2s);
+            server.handle_receive(&c2s[n..], now);
+            let n = s2c.len();
+            server.poll_transmit(&mut s2c);
+            client.handle_receive(&s2c[n..], now);
+        }
+        assert!(client.is_ready() && server.is_ready() && client.extended());
+        assert_eq!(client.unacked_len() + server.unacked_len(), 0);
+        let sid = client.session()["sessionID"].clone();
+        (sid, client.resume_secret().map(str::to_owned), c2s, s2c)
+    };
+    let first = run(1, 2);
+    assert!(is_well_formed_id(first.0.as_str().unwrap()) && first.1.is_some());
+    assert_eq!(run(1, 2), first);
+    // Another server seed: another session, secret and server ids; the
+    // client's bytes differ only by what the server gave it (its acks).
+    let other = run(1, 3);
+    assert_ne!(other.0, first.0);
+    assert_ne!(other.1, first.1);
+    assert_ne!(other.3, first.3);
+    // Another client seed: other ids on the client's events.
+    let other = run(4, 2);
+    assert_eq!((&other.0, &other.1), (&first.0, &first.1));
+    assert_ne!(other.2, first.2);
+}
+
+/// `write_to` writes what the writer takes and keeps the rest, in order,
+/// ahead of anything framed later; `wants_read` turns false past the
+/// output's high water mark and true again once written below its low one.
+#[test]
+fn write_to_keeps_what_was_not_written_and_backlog_stops_reading() {
+    struct Takes(usize, Vec<u8>);
+    impl std::io::Write for Takes {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if self.0 == 0 {
+                return Err(std::io::ErrorKind::WouldBlock.into());
+            }
+            let n = self.0.min(buf.len());
+            self.1.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let now = Instant::now();
+    let seeded = || Config { entropy: Some(Entropy::seeded([9; 32])), ..Config::default() };
+    let (mut a, mut b) = (Peer::new(Role::Client, seeded(), now), Peer::new(Role::Client, seeded(), now));
+    assert!(!b.wants_write());
+    a.handle_open(now);
+    b.handle_open(now);
+    assert!(b.wants_write() && b.wants_read());
+    let mut whole = Vec::new();
+    a.poll_transmit(&mut whole);
+    let mut w = Takes(10, Vec::new());
+    while b.wants_write() {
+        let left = whole.len() - w.1.len();
+        assert_eq!(b.write_to(&mut w).unwrap(), left.min(10));
+    }
+    assert_eq!(w.1, whole);
+    // Blocked: nothing taken, nothing lost.
+    b.send_message("[\"raw\"]");
+    let mut blocked = Takes(0, Vec::new());
+    assert_eq!(b.write_to(&mut blocked).unwrap_err().kind(), std::io::ErrorKind::WouldBlock);
+    let mut rest = Vec::new();
+    b.poll_transmit(&mut rest);
+    assert_eq!(rest, b"\n,\n[\"raw\"]");
+
+    const MIB: usize = 1 << 20;
+    b.write_raw(&vec![b' '; 17 * MIB]);
+    assert!(!b.wants_read(), "past 16 MiB unwritten");
+    b.write_to(&mut Takes(2 * MIB, Vec::new())).unwrap();
+    assert!(!b.wants_read(), "15 MiB: still above the low water mark");
+    b.write_to(&mut Takes(8 * MIB, Vec::new())).unwrap();
+    assert!(b.wants_read(), "7 MiB: below it");
+    assert_eq!(b.pending_output(), 7 * MIB);
 }

@@ -10,6 +10,7 @@ use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 use std::time::Instant;
+use uhura::protocol::entropy::Entropy;
 use uhura::protocol::peer::{Config, Event, Peer, Role};
 use uhura::protocol::session::{self, Session};
 
@@ -199,6 +200,10 @@ fn message_text(m: &SetMsg) -> String {
     s
 }
 
+fn seeded(seed: u8) -> Config {
+    Config { entropy: Some(Entropy::seeded([seed; 32])), ..Config::default() }
+}
+
 fn same(session: &Session, model: &[(String, Value)]) {
     let got: Vec<(&String, &Value)> = session.iter().collect();
     let want: Vec<(&String, &Value)> = model.iter().map(|(k, v)| (k, v)).collect();
@@ -208,13 +213,13 @@ fn same(session: &Session, model: &[(String, Value)]) {
 fuzz_target!(|msgs: Vec<SetMsg>| {
     let now = Instant::now();
     // A client that completed a handshake with an old (0.1.x) server.
-    let mut peer = Peer::new(Role::Client, Config::default(), now);
-    peer.on_open(now);
-    peer.receive(b"[\n{\"args\":[\"connect\",{\"objectMode\":true,\"enableAcks\":true}],\"id\":\"c\"}", now);
+    let mut peer = Peer::new(Role::Client, seeded(1), now);
+    peer.handle_open(now);
+    peer.handle_receive(b"[\n{\"args\":[\"connect\",{\"objectMode\":true,\"enableAcks\":true}],\"id\":\"c\"}", now);
     assert!(peer.is_ready());
     while peer.poll_event().is_some() {}
 
-    let mut local = Peer::new(Role::Client, Config::default(), now);
+    let mut local = Peer::new(Role::Client, seeded(2), now);
     let mut direct = Session::new();
     let mut model: Vec<(String, Value)> = Vec::new();
     for m in msgs.iter().take(64) {
@@ -229,7 +234,7 @@ fuzz_target!(|msgs: Vec<SetMsg>| {
         // Through the peer, as a received message.
         let mut framed = String::from("\n,\n");
         framed.push_str(&text);
-        peer.receive(framed.as_bytes(), now);
+        peer.handle_receive(framed.as_bytes(), now);
         match peer.poll_event() {
             Some(Event::Set(args)) => assert_eq!(args, text),
             other => panic!("expected Set, got {other:?}"),

@@ -58,7 +58,7 @@ impl Client {
     pub fn new(handle: u32, options: ClientOptions, shared: &Arc<Shared>) -> Arc<Self> {
         // The engine's events always go through an application that takes
         // them, so acks wait until it has (see `Engine::events_handled`).
-        let config = Config { defer_acks: true, ..options.peer.clone() };
+        let config = Config { defer_acks: true, entropy: Some(super::entropy::os()), ..options.peer.clone() };
         let link = Link::new(handle, None, Peer::new(Role::Client, config, Instant::now()), shared, None, None);
         shared.register_link(link.clone());
         Arc::new(Client { link, options, control: Mutex::new(Control::default()), wake: Notify::new() })
@@ -242,7 +242,7 @@ async fn connect_loop(shared: &Arc<Shared>, client: &Arc<Client>) {
                     b.reset();
                 }
                 let attempt = b.attempt();
-                (true, b.next_delay(unit_random()), attempt)
+                (true, b.next_delay(unit_random(&super::entropy::os())), attempt)
             } else {
                 (false, Duration::ZERO, 0)
             }

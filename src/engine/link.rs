@@ -10,7 +10,7 @@ use super::lines::{parse_line, Line};
 use super::retention::Retention;
 use super::store::{DeliveryDelta, SessionStore};
 use super::timers::Timers;
-use super::transport::DirectWrite;
+use super::transport::{DirectWrite, NonBlocking};
 use super::Shared;
 use crate::protocol::peer::{Event, Notify as PeerNotify, Peer};
 use crate::protocol::session;
@@ -37,9 +37,6 @@ const READ_MIN: usize = 4 * 1024;
 /// loop, so one busy socket does not starve the loop's other work.
 const EXTERNAL_READ_BUDGET: usize = 256 * 1024;
 const READ_MAX: usize = 64 * 1024;
-/// Readers stop reading while this much output is waiting (a peer that
-/// sends but does not read cannot grow our ack backlog without bound).
-const OUTPUT_HIGH_WATER: usize = 16 * 1024 * 1024;
 
 /// Entry kinds of the delivery format (see lib/native.js `dispatch`; lib/constants.js mirrors them, checked by tests/js_constants.rs).
 pub mod kind {
@@ -185,7 +182,7 @@ pub struct Link {
     transport: Mutex<Option<Arc<Transport>>>,
     /// `disconnect()` was called: end the transport once the peer is ready.
     end_when_ready: AtomicBool,
-    /// Wakes the reader when input may flow again (`Peer::input_paused`).
+    /// Wakes the reader when input may flow again (`Peer::wants_read`).
     input_wake: Notify,
     /// When the timer task is due to wake this link.
     scheduled: Mutex<Option<Instant>>,
@@ -382,20 +379,25 @@ impl Link {
         let direct = lock(&t.addresses).direct.clone();
         if let Some(direct) = direct.filter(|_| !t.ending.load(Ordering::Acquire)) {
             let mut peer = lock(&self.peer);
-            // Acks that just arrived may have made room in the window.
-            peer.refill();
-            if peer.pending_output() == 0 {
+            // Also true when acks that just arrived made room in the window.
+            if !peer.wants_write() {
                 return;
             }
             if !*lock(&t.writer_busy) {
-                let mut out = Vec::new();
-                peer.take_output(&mut out);
-                match direct.try_write(&out) {
-                    Ok(n) if n == out.len() && peer.pending_output() == 0 => return,
-                    Ok(n) => peer.unshift_output(&out[n..]),
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => peer.unshift_output(&out),
+                let held_back = !peer.wants_read();
+                // What the socket does not take stays in the peer, ahead of
+                // anything newer, for the writer task.
+                let written = peer.write_to(&mut NonBlocking(&*direct));
+                let (done, freed) = (!peer.wants_write(), held_back && peer.wants_read());
+                drop(peer);
+                if freed {
+                    self.wake_reader();
+                }
+                match written {
+                    Ok(_) if done => return,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                     Err(_) => {
-                        drop(peer);
                         t.kill();
                         return;
                     }
@@ -453,7 +455,7 @@ impl Link {
                 if self.transport_by_id(transport).is_none() {
                     return;
                 }
-                peer.receive(bytes, Instant::now());
+                peer.handle_receive(bytes, Instant::now());
             }
             self.pump();
         })
@@ -794,9 +796,9 @@ impl Link {
         };
         if refused {
             self.log(Ns::Session, || format!("{} session {id}: resume refused, no valid secret", self.who()));
-            lock(&self.peer).session_loaded(None, Instant::now());
+            lock(&self.peer).handle_session_loaded(None, Instant::now());
             self.pump();
-            self.loaded();
+            self.wake_reader();
             // Gone from the store (expired, invalidated), it is just an
             // unknown id; only a stored session refused is worth an error.
             if loaded.is_some() {
@@ -856,9 +858,9 @@ impl Link {
             (None, Some(e)) => format!("{} session {id} not loaded ({e}): a new session", self.who()),
             (None, None) => format!("{} session {id} unknown to the store: a new session", self.who()),
         });
-        lock(&self.peer).session_loaded(loaded, Instant::now());
+        lock(&self.peer).handle_session_loaded(loaded, Instant::now());
         self.pump();
-        self.loaded();
+        self.wake_reader();
         if let Some(e) = error {
             self.deliver_error(&e, Some("ESTORE"));
         }
@@ -871,9 +873,10 @@ impl Link {
         retention.peek(id).or_else(|| retention.active(id)).filter(|l| !Arc::ptr_eq(l, self))
     }
 
-    /// The session is loaded (or a new one started): reading may have
-    /// paused for it (`Peer::input_paused`).
-    fn loaded(&self) {
+    /// Input may flow again (`Peer::wants_read`): the session is loaded (or
+    /// a new one started), or our output was written down below its low
+    /// water mark. Wakes the tokio reader or the application's loop.
+    fn wake_reader(&self) {
         self.input_wake.notify_one();
         if let Some(t) = self.transport() {
             self.resume_external(t.id);
@@ -945,7 +948,7 @@ impl Link {
                 None => format!("{} connected to {}", self.who(), addr(a.remote)),
             }
         });
-        lock(&self.peer).on_open(Instant::now());
+        lock(&self.peer).handle_open(Instant::now());
         self.pump();
 
         let watched = self.watch_externally(&transport);
@@ -986,7 +989,7 @@ impl Link {
                 reason = if ext.failed.load(Ordering::Acquire) { "socket error" } else { "the peer closed" }.into();
                 break;
             }
-            let input_open = !lock(&self.peer).input_paused();
+            let input_open = lock(&self.peer).wants_read();
             tokio::select! {
                 _ = transport.kill.notified() => {
                     reason = "destroyed (or a write failed)".into();
@@ -1027,9 +1030,6 @@ impl Link {
                 break;
             }
             self.delivery.wait_capacity().await;
-            while lock(&self.peer).pending_output() > OUTPUT_HIGH_WATER && !transport.killed.load(Ordering::Acquire) {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
         }
         writer.abort();
         let _ = writer.await;
@@ -1054,7 +1054,7 @@ impl Link {
             };
             format!("{} closed: {reason}{why}", self.who())
         });
-        lock(&self.peer).on_close();
+        lock(&self.peer).handle_close();
         self.pump();
         *lock(&self.transport) = None;
     }
@@ -1120,13 +1120,15 @@ impl Link {
         let Some(socket) = lock(&t.addresses).direct.clone() else { return Watch::Stop };
         let mut total = 0;
         loop {
-            let blocked = {
+            {
                 let peer = lock(&self.peer);
-                peer.pending_output() > OUTPUT_HIGH_WATER || peer.input_paused()
-            };
-            if blocked {
-                t.external.paused.store(true, Ordering::Release);
-                return Watch::Pause;
+                if !peer.wants_read() {
+                    // Marked under the peer lock: what makes the peer want
+                    // input again happens under it too, and then finds the
+                    // mark and watches again (`wake_reader`).
+                    t.external.paused.store(true, Ordering::Release);
+                    return Watch::Pause;
+                }
             }
             // The application is behind: as the tokio reader waits in
             // `wait_capacity`, stop watching until it takes the batch.
@@ -1220,10 +1222,16 @@ async fn write_loop<W: AsyncWrite>(link: Arc<Link>, transport: Arc<Transport>, w
     tokio::pin!(wr);
     let mut out = Vec::new();
     loop {
-        {
+        let freed = {
             let mut peer = lock(&link.peer);
-            peer.take_output(&mut out);
+            let held_back = !peer.wants_read();
+            peer.poll_transmit(&mut out);
             *lock(&transport.writer_busy) = !out.is_empty();
+            held_back && peer.wants_read()
+        };
+        if freed {
+            // Reading stopped over our backlog, now ours to write.
+            link.wake_reader();
         }
         if !out.is_empty() {
             if wr.write_all(&out).await.is_err() || wr.flush().await.is_err() {
@@ -1233,11 +1241,6 @@ async fn write_loop<W: AsyncWrite>(link: Arc<Link>, transport: Arc<Transport>, w
             out.clear();
             if out.capacity() > 1 << 20 {
                 out = Vec::new();
-            }
-            if transport.external.paused.load(Ordering::Acquire)
-                && lock(&link.peer).pending_output() < OUTPUT_HIGH_WATER / 2
-            {
-                link.resume_external(transport.id);
             }
             continue;
         }

@@ -117,6 +117,7 @@ impl Server {
         let mut config = options.peer;
         config.persist_delivery = store.keeps_delivery();
         config.defer_acks = true;
+        config.entropy = Some(super::entropy::os());
         let retention =
             (!options.resume_window.is_zero()).then(|| Retention::new(options.resume_window, options.max_retained));
         if let Some(r) = &retention {

@@ -28,6 +28,19 @@ pub trait DirectWrite: Send + Sync + std::fmt::Debug {
     fn shutdown(&self);
 }
 
+/// A `DirectWrite` as an `io::Write`, one non-blocking write per call (for
+/// `Peer::write_to`): `WouldBlock` is an error, as `try_write` reports it.
+pub struct NonBlocking<'a>(pub &'a dyn DirectWrite);
+
+impl io::Write for NonBlocking<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.try_write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// A socket shared between its reader and writer tasks and `DirectWrite`
 /// callers; reads and writes go through readiness + `try_*`, which tokio
 /// allows on a shared reference.

@@ -6,6 +6,7 @@
 //! restarted server reconnect at the same instant. We double instead, and pick
 //! uniformly in `[0, ceiling]` ("full jitter") so a fleet spreads out.
 
+use super::entropy::Entropy;
 use std::time::Duration;
 
 /// The first reconnect delay's ceiling when `autoReconnect()` names none.
@@ -49,10 +50,10 @@ impl Backoff {
     }
 }
 
-/// A uniform number in `[0, 1)` from the OS random source.
-pub fn unit_random() -> f64 {
+/// A uniform number in `[0, 1)` drawn from `entropy`.
+pub fn unit_random(entropy: &Entropy) -> f64 {
     let mut b = [0u8; 8];
-    super::session::fill_random(&mut b);
+    entropy.fill(&mut b);
     (u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64
 }
 
@@ -79,8 +80,11 @@ mod tests {
     #[test]
     fn huge_attempt_counts_do_not_overflow() {
         let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(60));
+        let entropy = Entropy::seeded([5; 32]);
         for _ in 0..1000 {
-            b.next_delay(unit_random());
+            let r = unit_random(&entropy);
+            assert!((0.0..1.0).contains(&r));
+            b.next_delay(r);
         }
         assert_eq!(b.ceiling(), Duration::from_secs(60));
     }

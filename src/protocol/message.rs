@@ -9,6 +9,14 @@ use std::fmt;
 /// Prefix of an acknowledgement's event name: `{"args":["ack::<id>"]}`.
 pub const ACK_PREFIX: &str = "ack::";
 
+/// Name of the session update message (docs/PROTOCOL.md §5).
+pub const SET: &str = "_set";
+/// Name of the heartbeat message; only sent to peers that negotiated it.
+pub const HEARTBEAT: &str = "_uhura_hb";
+/// Sent, to peers that negotiated our extensions, right before closing the
+/// connection over a protocol error in what the peer sent.
+pub const REFUSED: &str = "_uhura_refused";
+
 /// Default cap on the number of arguments of one event (after its name).
 pub const DEFAULT_MAX_ARGS: usize = 4096;
 
@@ -183,6 +191,45 @@ pub fn encode_event(args: &str, object_mode: bool, id: Option<&str>, out: &mut S
     out.push('}');
 }
 
+/// Encodes `["<name>"]`, or `["<name>",<arg>]` with `arg` JSON text
+/// already: the protocol's own messages (`start`, `connect`, a whole
+/// session's `_set`, heartbeats, refusals).
+pub(crate) fn encode_call(name: &str, arg: Option<&str>, out: &mut String) {
+    out.push('[');
+    push_json_string(name, out);
+    if let Some(arg) = arg {
+        out.push(',');
+        out.push_str(arg);
+    }
+    out.push(']');
+}
+
+/// Encodes `["_set","<key>","<value>"]`: one string field of the session.
+pub(crate) fn encode_set_string(key: &str, value: &str, out: &mut String) {
+    out.push('[');
+    push_json_string(SET, out);
+    out.push(',');
+    push_json_string(key, out);
+    out.push(',');
+    push_json_string(value, out);
+    out.push(']');
+}
+
+/// Encodes the `_set` of `set()`'s arguments, `args` being their JSON array
+/// text (`["key",value]` or `[{...}]`): the same arguments behind the name,
+/// as text, so they go out exactly as the application wrote them.
+pub(crate) fn encode_set(args: &str, out: &mut String) {
+    let inner = args.trim().strip_prefix('[').unwrap_or(args).trim_start();
+    if inner.starts_with(']') {
+        encode_call(SET, None, out);
+    } else {
+        out.push('[');
+        push_json_string(SET, out);
+        out.push(',');
+        out.push_str(inner);
+    }
+}
+
 /// Encodes `{"args":["ack::<id>"]}`.
 pub fn encode_ack(id: &str, out: &mut String) {
     out.push_str("{\"args\":[");
@@ -193,7 +240,7 @@ pub fn encode_ack(id: &str, out: &mut String) {
 /// Encodes `{"args":["ack::<id>"]}` from the id's raw JSON string literal
 /// (quotes included), byte for byte as the peer wrote it: an id JavaScript
 /// holds but Rust cannot (a lone surrogate) is acked exactly.
-pub fn encode_ack_raw(raw_id: &str, out: &mut String) {
+pub(crate) fn encode_ack_raw(raw_id: &str, out: &mut String) {
     match raw_id.strip_prefix('"').and_then(|r| r.strip_suffix('"')) {
         Some(inner) => {
             out.push_str("{\"args\":[\"");
@@ -246,5 +293,25 @@ mod tests {
         encode_ack("q\"1", &mut s);
         assert_eq!(s, r#"{"args":["ack::q\"1"]}"#);
         assert_eq!(parse(&s).unwrap(), Incoming::Ack { id: "q\"1".into() });
+    }
+
+    #[test]
+    fn protocol_messages() {
+        let mut s = String::new();
+        encode_call(HEARTBEAT, None, &mut s);
+        assert_eq!(s, r#"["_uhura_hb"]"#);
+        s.clear();
+        encode_call("start", Some(r#"{"objectMode":true}"#), &mut s);
+        assert_eq!(s, r#"["start",{"objectMode":true}]"#);
+        s.clear();
+        encode_set_string("sessionID", "abc", &mut s);
+        assert_eq!(s, r#"["_set","sessionID","abc"]"#);
+        for (args, wire) in
+            [(r#" ["k", 1] "#, r#"["_set","k", 1]"#), ("[ ]", r#"["_set"]"#), (r#"[{"a":1}]"#, r#"["_set",{"a":1}]"#)]
+        {
+            s.clear();
+            encode_set(args, &mut s);
+            assert_eq!(s, wire);
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! The shared key/value session (docs/PROTOCOL.md §5) and session ids.
 
+use super::entropy::Entropy;
 use serde_json::{Map, Value};
 use std::fmt::Write as _;
 
@@ -9,14 +10,15 @@ pub type Session = Map<String, Value>;
 pub const SESSION_ID_LEN: usize = 24;
 const ALPHABET: &[u8; 62] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 
-/// A fresh session id: 24 characters of `[A-Za-z0-9]` from the OS CSPRNG.
-/// Bytes of 248 and above are rejected so each character is uniform
-/// (248 = 4 * 62; a plain `% 62` would favour the first 8 characters).
-pub fn new_session_id() -> String {
+/// A fresh session id: 24 characters of `[A-Za-z0-9]` from `entropy` (in
+/// production the OS CSPRNG). Bytes of 248 and above are rejected so each
+/// character is uniform (248 = 4 * 62; a plain `% 62` would favour the
+/// first 8 characters).
+pub(crate) fn new_session_id(entropy: &Entropy) -> String {
     let mut id = String::with_capacity(SESSION_ID_LEN);
     let mut buf = [0u8; 32];
     while id.len() < SESSION_ID_LEN {
-        fill_random(&mut buf);
+        entropy.fill(&mut buf);
         for &b in &buf {
             if b < 248 && id.len() < SESSION_ID_LEN {
                 id.push(ALPHABET[(b % 62) as usize] as char);
@@ -29,12 +31,6 @@ pub fn new_session_id() -> String {
 /// Whether `id` has the shape of a session id we would issue.
 pub fn is_well_formed_id(id: &str) -> bool {
     id.len() == SESSION_ID_LEN && id.bytes().all(|b| b.is_ascii_alphanumeric())
-}
-
-pub fn fill_random(buf: &mut [u8]) {
-    // getrandom only fails when the OS has no entropy source at all; there is
-    // no meaningful fallback for session ids, so that is a fatal condition.
-    getrandom::fill(buf).expect("the OS random number generator is unavailable");
 }
 
 /// Applies the arguments of a `_set` message (after the name) the way the old
@@ -61,12 +57,12 @@ pub fn merge(session: &mut Session, args: &[Value]) {
 pub const RESUME_KEY: &str = "uhura:resume";
 
 /// A new resume secret: as long and as random as a session id.
-pub fn new_resume_secret() -> String {
-    new_session_id()
+pub(crate) fn new_resume_secret(entropy: &Entropy) -> String {
+    new_session_id(entropy)
 }
 
 /// The value `RESUME_KEY` holds for `secret`.
-pub fn resume_digest(secret: &str) -> String {
+pub(crate) fn resume_digest(secret: &str) -> String {
     ring::digest::digest(&ring::digest::SHA256, secret.as_bytes()).as_ref().iter().fold(
         String::with_capacity(64),
         |mut hex, b| {
@@ -98,7 +94,7 @@ pub fn public_view(session: &Session) -> Value {
 }
 
 /// Bytes of `value` as JSON text, counted without building the text.
-pub fn json_len(value: &Value) -> usize {
+pub(crate) fn json_len(value: &Value) -> usize {
     struct Count(usize);
     impl std::io::Write for Count {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -160,7 +156,7 @@ pub fn size(session: &Session) -> usize {
 
 /// The session's size after `merge(session, args)`, from its size now
 /// (`current`), measuring only the keys the merge changes.
-pub fn size_after_merge(session: &Session, args: &[Value], current: usize) -> usize {
+pub(crate) fn size_after_merge(session: &Session, args: &[Value], current: usize) -> usize {
     let change = |current: usize, key: &str, value: &Value| {
         let old = session.get(key).map_or(0, |old| member_len(key, old));
         (current + member_len(key, value)).saturating_sub(old)
@@ -451,7 +447,7 @@ pub fn cookie_max_age(session: &Session) -> Option<i64> {
 /// A new session's cookie from the server's template (the JSON of the
 /// configured connect Cookie): with a `maxAge`, it expires `maxAge` from
 /// `now_ms`, as the original's `store.generate` builds one per session.
-pub fn new_cookie(template: &Value, now_ms: i64) -> Value {
+pub(crate) fn new_cookie(template: &Value, now_ms: i64) -> Value {
     let mut cookie = template.clone();
     if let Some(ms) = cookie.get("originalMaxAge").and_then(Value::as_f64).filter(|ms| ms.is_finite()) {
         cookie["expires"] = Value::String(iso_millis(now_ms.saturating_add(ms as i64)));
@@ -470,7 +466,7 @@ pub fn touch_cookie(session: &mut Session, now_ms: i64) -> Option<i64> {
 }
 
 /// `new Date(ms).toJSON()`: `YYYY-MM-DDTHH:MM:SS.mmmZ`, UTC.
-pub fn iso_millis(ms: i64) -> String {
+pub(crate) fn iso_millis(ms: i64) -> String {
     let (days, rem) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
     // Howard Hinnant's civil_from_days.
     let z = days + 719_468;
@@ -493,8 +489,9 @@ mod tests {
 
     #[test]
     fn ids_are_well_formed_and_distinct() {
-        let a = new_session_id();
-        let b = new_session_id();
+        let entropy = Entropy::seeded([3; 32]);
+        let a = new_session_id(&entropy);
+        let b = new_session_id(&entropy);
         assert!(is_well_formed_id(&a) && is_well_formed_id(&b));
         assert_ne!(a, b);
     }
@@ -502,8 +499,9 @@ mod tests {
     #[test]
     fn id_characters_are_roughly_uniform() {
         let mut counts = [0u32; 62];
+        let entropy = Entropy::seeded([4; 32]);
         for _ in 0..2000 {
-            for b in new_session_id().bytes() {
+            for b in new_session_id(&entropy).bytes() {
                 counts[ALPHABET.iter().position(|&c| c == b).unwrap()] += 1;
             }
         }

@@ -2,14 +2,28 @@
 //! them, so the others are dead code there.
 #![allow(dead_code)]
 
+use std::cell::Cell;
+use uhura::protocol::entropy::Entropy;
 use uhura::protocol::framing::{FrameError, Reader};
-use uhura::protocol::peer::Peer;
+use uhura::protocol::peer::{Config, Peer};
+
+/// The default config with a seeded entropy source, so a test's ids are the
+/// same on every run. Each call of a test gets the next seed: two peers of
+/// one test never share a message-id prefix, as two real ones never do.
+pub fn config() -> Config {
+    thread_local!(static NEXT: Cell<u8> = const { Cell::new(0) });
+    let n = NEXT.with(|c| {
+        c.set(c.get().wrapping_add(1));
+        c.get()
+    });
+    Config { entropy: Some(Entropy::seeded([n; 32])), ..Config::default() }
+}
 
 /// What the peer wrote since the last call, as message texts. A later take
 /// continues the stream: the fresh reader gets its opening bracket.
 pub fn output_texts(peer: &mut Peer) -> Vec<String> {
     let mut out = Vec::new();
-    peer.take_output(&mut out);
+    peer.poll_transmit(&mut out);
     if out.starts_with(b"\n,\n") {
         out.splice(..3, *b"[\n");
     }

@@ -1,0 +1,106 @@
+//! What a peer is configured with, and the limits it keeps whatever the
+//! configuration.
+
+use crate::protocol::entropy::Entropy;
+use crate::protocol::framing::{DEFAULT_MAX_DEPTH, DEFAULT_MAX_MESSAGE_SIZE};
+use crate::protocol::{message, session};
+use serde_json::Value;
+use std::time::Duration;
+
+/// Past this much unwritten output, events wait in the queue instead, so a
+/// peer that stops reading makes the queue (which is bounded) grow, not the
+/// output buffer.
+pub(super) const OUTPUT_HIGH_WATER: usize = 1024 * 1024;
+/// Past this much unwritten output the peer stops wanting input
+/// (`Peer::wants_read`): what it reads makes acks, so a peer that sends but
+/// never reads cannot grow our output without bound.
+pub(super) const READ_HIGH_WATER: usize = 16 * 1024 * 1024;
+/// Written down below this, the peer wants input again.
+pub(super) const READ_LOW_WATER: usize = READ_HIGH_WATER / 2;
+/// At most this many events are sent and not yet acknowledged. Bounds
+/// what a drop makes us resend (so frequent drops cannot starve progress)
+/// and what an old peer must search per ack (0.1.2's lookup is linear).
+pub(super) const MAX_IN_FLIGHT: usize = 8192;
+/// An event that is the oldest unacknowledged one each time the peer
+/// refuses our input (`REFUSED`) and closes the connection, this many times
+/// in a row with nothing acknowledged in between, is taken as refused by the
+/// peer (its reader rejects it) and dropped instead of being resent forever
+/// (docs/PROTOCOL.md §9).
+pub const REFUSALS_BEFORE_DROP: u32 = 3;
+
+/// Event names the peer can never raise: local lifecycle events of the
+/// emitter (and `start`, `invalidateSession` where they are not the protocol
+/// messages of that name). Such a message is acknowledged and ignored
+/// (docs/PROTOCOL.md §2).
+pub const RESERVED_EVENTS: &[&str] =
+    &["error", "connect", "disconnect", "drop", "reconnecting", "newListener", "removeListener", "start"];
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub max_message_size: usize,
+    /// At most this many arguments after the event name (`maxArgs`).
+    pub max_args: usize,
+    /// At most this deep an argument array, itself level 1 (`maxDepth`).
+    pub max_depth: usize,
+    /// Pending events (queued plus unacknowledged) beyond this count drop the oldest.
+    pub max_queue_length: usize,
+    /// Pending events beyond this many bytes of JSON drop the oldest.
+    pub max_queue_bytes: usize,
+    /// Server: the `cookie` field of new sessions (the old server's connect Cookie).
+    pub cookie: Value,
+    /// Offer / accept our protocol extensions.
+    pub extensions: bool,
+    /// Send a heartbeat when nothing else was sent for this long (with our peers).
+    pub heartbeat_interval: Option<Duration>,
+    /// Declare the connection dead when nothing arrived for this long (with our peers).
+    pub heartbeat_timeout: Duration,
+    /// Report an error to an ack callback not acknowledged this long after `send`.
+    pub ack_timeout: Option<Duration>,
+    /// A transport whose handshake has not completed by then is closed (a
+    /// hung server, or a client that never sends `start`).
+    pub handshake_timeout: Duration,
+    /// Server: bytes of events held before the handshake completes. Before
+    /// `start` no client of any version sends events, so more is a protocol
+    /// error; while a resumed session loads, more pauses reading instead
+    /// (`Peer::wants_read`), since an old client sends its queue right then.
+    pub max_handshake_bytes: usize,
+    /// A `_set` (either side's) that would make the session larger than
+    /// this many bytes of JSON is refused.
+    pub max_session_bytes: usize,
+    /// Client: the resume secret of the session it starts with (kept by the
+    /// application from an earlier run; see `Peer::resume_secret`).
+    pub resume_secret: Option<String>,
+    /// Server: report `Persist` / `Unpersist` / `Seen` so a shared store can
+    /// carry delivery state to another server.
+    pub persist_delivery: bool,
+    /// Report `AckDue` instead of acknowledging on arrival (see `Peer::write_ack`).
+    pub defer_acks: bool,
+    /// Where the peer's message-id prefix, session ids and resume secrets
+    /// come from. Required: the protocol core never reads the OS itself.
+    /// The engine supplies the OS CSPRNG; tests pass `Entropy::seeded`.
+    pub entropy: Option<Entropy>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            max_args: message::DEFAULT_MAX_ARGS,
+            max_depth: DEFAULT_MAX_DEPTH,
+            max_queue_length: usize::MAX,
+            max_queue_bytes: 64 * 1024 * 1024,
+            cookie: session::default_cookie(),
+            extensions: true,
+            heartbeat_interval: Some(Duration::from_secs(15)),
+            heartbeat_timeout: Duration::from_secs(30),
+            ack_timeout: None,
+            handshake_timeout: Duration::from_secs(30),
+            max_handshake_bytes: 1024 * 1024,
+            max_session_bytes: 1024 * 1024,
+            resume_secret: None,
+            persist_delivery: false,
+            defer_acks: false,
+            entropy: None,
+        }
+    }
+}

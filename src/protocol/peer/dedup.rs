@@ -1,0 +1,63 @@
+//! Duplicate suppression (docs/PROTOCOL.md §9): with our peers, message
+//! ids are `<sender>-<seq>` with increasing seq and resends in order, so one
+//! watermark per sender finds every duplicate.
+
+use super::event::Event;
+use super::Peer;
+
+/// How many senders' duplicate-suppression watermarks a peer remembers.
+const MAX_SEEN_SENDERS: usize = 64;
+
+/// Per sender id prefix: the highest sequence number delivered, the most
+/// recently new sender last.
+#[derive(Debug, Default)]
+pub(super) struct Seen(Vec<(String, u64)>);
+
+impl Seen {
+    fn contains(&self, sender: &str, seq: u64) -> bool {
+        self.0.iter().any(|(s, max)| s == sender && seq <= *max)
+    }
+
+    /// Raises `sender`'s watermark to `seq`; a new sender past the limit
+    /// forgets the oldest one.
+    pub fn note(&mut self, sender: &str, seq: u64) {
+        match self.0.iter_mut().find(|(s, _)| s == sender) {
+            Some((_, max)) => *max = (*max).max(seq),
+            None => {
+                if self.0.len() >= MAX_SEEN_SENDERS {
+                    self.0.remove(0);
+                }
+                self.0.push((sender.to_owned(), seq));
+            }
+        }
+    }
+
+    /// The watermarks, for the connection that resumes the session.
+    pub fn take(&mut self) -> Vec<(String, u64)> {
+        std::mem::take(&mut self.0)
+    }
+}
+
+/// Splits one of our message ids, `<12 hex>-<seq>`, into sender and sequence.
+pub(super) fn parse_our_id(id: &str) -> Option<(&str, u64)> {
+    let (prefix, seq) = id.split_at_checked(13)?;
+    if !prefix.ends_with('-') || !prefix[..12].bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    Some((prefix, seq.parse().ok()?))
+}
+
+impl Peer {
+    /// Whether message `id` was delivered before; if not, it is from now on.
+    pub(super) fn is_duplicate(&mut self, id: &str) -> bool {
+        let Some((sender, seq)) = parse_our_id(id) else { return false };
+        if self.seen.contains(sender, seq) {
+            return true;
+        }
+        self.seen.note(sender, seq);
+        if self.config.persist_delivery {
+            self.events.push_back(Event::Seen { sender: sender.to_owned(), seq });
+        }
+        false
+    }
+}

@@ -1,0 +1,172 @@
+//! What arrives: framing, the message shapes, acks in both directions,
+//! duplicates, and each message's meaning (docs/PROTOCOL.md §2-§5, §9).
+
+use super::config::RESERVED_EVENTS;
+use super::event::{Direction, Event};
+use super::{Peer, Phase, Role};
+use crate::protocol::message::{self, Incoming, MessageError, HEARTBEAT, REFUSED, SET};
+use crate::protocol::session;
+use serde_json::Value;
+use std::time::Instant;
+
+impl Peer {
+    /// Bytes received on the current transport.
+    pub fn handle_receive(&mut self, bytes: &[u8], now: Instant) {
+        if matches!(self.phase, Phase::Failed | Phase::Closed) {
+            return;
+        }
+        self.clock.last_rx = now;
+        let mut msgs = std::mem::take(&mut self.received);
+        let framed = self.reader.feed(bytes, &mut msgs);
+        for msg in msgs.drain(..) {
+            if self.phase == Phase::Failed {
+                break;
+            }
+            let handled = self.handle_message(&msg, now);
+            // After handling, so a secret the message carried is known and hidden.
+            self.tap(Direction::Received, &msg);
+            if let Err(e) = handled {
+                self.refuse_input(e.to_string());
+            }
+        }
+        self.received = msgs;
+        if let Err(e) = framed {
+            if self.phase != Phase::Failed {
+                self.refuse_input(e.to_string());
+            }
+        }
+    }
+
+    /// What the peer sent breaks the protocol or our limits. A peer of ours
+    /// is told before the connection closes, so it can tell a refusal from
+    /// a network drop (see `note_refusal`).
+    fn refuse_input(&mut self, message: String) {
+        if self.negotiated.extended() {
+            let mut text = String::new();
+            message::encode_call(REFUSED, None, &mut text);
+            self.frame(&text);
+        }
+        self.fail(message);
+    }
+
+    fn handle_message(&mut self, text: &str, now: Instant) -> Result<(), MessageError> {
+        let (name, args, id) = match message::parse_with_limit(text, self.config.max_args)? {
+            Incoming::Ack { id } => {
+                self.on_ack(&id);
+                return Ok(());
+            }
+            Incoming::Event { name, args, id } => (name, args, id),
+        };
+        let Some(id) = id else { return self.dispatch(&name, args, now).map(drop) };
+        if self.negotiated.extended() && message::decode_string(id).is_some_and(|id| self.is_duplicate(&id)) {
+            // Taken before; the ack that follows it may have been lost. Its
+            // ack waits like a delivery's: the original may still be held
+            // (a session loading) or queued for the application, and an ack
+            // must never vouch for an event not yet handled.
+            self.ack(id.to_owned(), true);
+            return Ok(());
+        }
+        let delivered = self.dispatch(&name, args, now)?;
+        self.ack(id.to_owned(), delivered);
+        Ok(())
+    }
+
+    /// Acknowledges a message. With `defer_acks`, the ack of a message
+    /// handed to the application (or of a duplicate of one) waits (as `Event::AckDue`, right behind the
+    /// message) until the driver knows the application has handled it, so an
+    /// ack never vouches for an event still in a buffer.
+    fn ack(&mut self, id: String, defer: bool) {
+        if self.config.defer_acks && defer {
+            let due = Event::AckDue(id);
+            if self.role == Role::Server && self.phase != Phase::Ready {
+                self.held.push(due);
+            } else {
+                self.events.push_back(due);
+            }
+            return;
+        }
+        self.write_ack(&id);
+    }
+
+    /// Writes `{"args":["ack::<id>"]}`; `id` is the raw JSON string literal
+    /// of the message's id (as `Event::AckDue` holds it).
+    pub fn write_ack(&mut self, id: &str) {
+        let mut ack = std::mem::take(&mut self.scratch);
+        ack.clear();
+        message::encode_ack_raw(id, &mut ack);
+        self.frame(&ack);
+        self.scratch = ack;
+    }
+
+    /// Acts on one event; returns whether it went to the application.
+    fn dispatch(&mut self, name: &str, args: &str, now: Instant) -> Result<bool, MessageError> {
+        let extended = self.negotiated.extended();
+        match (name, self.role) {
+            (HEARTBEAT, _) if extended => {}
+            (REFUSED, _) if extended => self.peer_refused = true,
+            (SET, _) => {
+                // Within the framing's depth rule, so this cannot fail on
+                // anything the reader let through (docs/PROTOCOL.md §5).
+                let values = session::parse_args(args, self.config.max_depth)
+                    .map_err(|_| MessageError("unreadable _set message"))?;
+                if let Err(e) = self.merge_session(&values[1..]) {
+                    // Refused, not fatal: the connection goes on without it.
+                    self.events.push_back(Event::Error(e.to_string()));
+                    return Ok(false);
+                }
+                if self.role == Role::Server && self.phase != Phase::Ready {
+                    // The application meets this connection at `Connected`,
+                    // with the merged session; as in the original, sets
+                    // before the handshake raise no event.
+                    return Ok(false);
+                }
+                if self.role == Role::Server {
+                    self.events.push_back(Event::SaveSession);
+                }
+                self.events.push_back(Event::Set(args.to_owned()));
+            }
+            ("start", Role::Server) if self.phase == Phase::AwaitingStart => {
+                self.on_start(&second_arg(args, self.config.max_depth)?, now);
+            }
+            // A 0.0.x server sends bare `["connect"]` (or `["connect", true]`
+            // on resume): no config object means array mode without acks.
+            ("connect", Role::Client) if self.phase == Phase::AwaitingConnect => {
+                self.on_connect(&second_arg(args, self.config.max_depth)?, now);
+            }
+            ("invalidateSession", Role::Client) => {
+                self.session.clear();
+                self.session_replaced();
+                self.resume_secret = None;
+                self.close_requested = true;
+                self.events.push_back(Event::Message(args.to_owned()));
+                return Ok(true);
+            }
+            // Only the server invalidates; a lifecycle name never comes from
+            // the network. Acknowledged (so never resent) and ignored.
+            ("invalidateSession", Role::Server) => {}
+            _ if RESERVED_EVENTS.contains(&name) => {}
+            _ if self.role == Role::Server && self.phase != Phase::Ready => {
+                // A resuming 0.1.2 client sends before our `connect`; the
+                // application can only take events once it has the connection.
+                if self.phase == Phase::AwaitingStart && self.held_bytes + args.len() > self.config.max_handshake_bytes
+                {
+                    return Err(MessageError("more than maxHandshakeBytes of events before the handshake"));
+                }
+                self.held_bytes += args.len();
+                self.held.push(Event::Message(args.to_owned()));
+                return Ok(true);
+            }
+            _ => {
+                self.events.push_back(Event::Message(args.to_owned()));
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+}
+
+/// The second element of an argument array (the first argument after the name).
+fn second_arg(args: &str, max_depth: usize) -> Result<Value, MessageError> {
+    let values = session::parse_args(args, max_depth).map_err(|_| MessageError("unreadable message arguments"))?;
+    Ok(values.into_iter().nth(1).unwrap_or(Value::Null))
+}

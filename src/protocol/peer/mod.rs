@@ -1,0 +1,323 @@
+//! One side of a uhura connection as a state machine without I/O: the driver
+//! feeds it received bytes, API calls and the time, and takes out bytes to
+//! write and events to deliver. A client's `Peer` outlives its sockets (the
+//! session, the queue and the unacknowledged events carry across
+//! reconnects); a server hands a closed peer's outbound state to the peer of
+//! the connection that resumes the session (`take_retained` /
+//! `adopt_retained`). Handshake, acks and the session: docs/PROTOCOL.md
+//! §3-§5; legacy array mode: §10.
+//!
+//! Beyond the old protocol, two peers of ours negotiate extensions inside
+//! the `start` / `connect` config objects (old servers echo back only
+//! `objectMode` and `enableAcks`, old clients never ask): duplicate
+//! suppression by message id, and heartbeats (docs/PROTOCOL.md §9).
+//!
+//! The sub-states live in their modules, as quinn-proto's do: `config`
+//! (limits), `event` (what comes out), `negotiate` (what the handshake
+//! settled, and its config objects), `handshake`, `inbound` (what comes
+//! in), `outbox` (queue, window, resume hand-over), `output` (the bytes to
+//! write, back-pressure), `dedup` (duplicate suppression), `timer`, and
+//! `session_state`.
+
+mod config;
+mod dedup;
+mod event;
+mod handshake;
+mod inbound;
+mod negotiate;
+mod outbox;
+mod output;
+mod session_state;
+mod timer;
+
+pub use config::{Config, REFUSALS_BEFORE_DROP, RESERVED_EVENTS};
+pub use event::{Direction, Event, Notify, WireTap};
+pub use negotiate::EXTENSIONS_VERSION;
+pub use outbox::Retained;
+
+use super::entropy::Entropy;
+use super::framing::Reader;
+use super::session::{self, Session};
+use dedup::Seen;
+use negotiate::Negotiated;
+use outbox::Outbox;
+use output::Output;
+use std::collections::VecDeque;
+use std::fmt::Write as _;
+use std::time::Instant;
+use timer::Clock;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Client,
+    Server,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// No transport.
+    Closed,
+    /// Client: `start` sent, waiting for the server's `connect`.
+    AwaitingConnect,
+    /// Server: waiting for the client's `start`.
+    AwaitingStart,
+    /// Server: waiting for the store to answer `LoadSession`.
+    LoadingSession,
+    Ready,
+    /// A protocol error happened; nothing more is read on this transport.
+    Failed,
+}
+
+/// One side of a connection: the protocol state of one client (across its
+/// transports) or of one server-side connection.
+///
+/// The driver owns it and calls it from one thread at a time (the engine
+/// keeps it in a mutex). It does nothing on its own: every change happens
+/// inside a call, and time is always a parameter.
+///
+/// # Inputs
+///
+/// From the transport and the driver, the `handle_*` methods:
+/// - [`handle_open`](Self::handle_open): a new transport is up (a client
+///   starts the handshake).
+/// - [`handle_receive`](Self::handle_receive): bytes read from it.
+/// - [`handle_timeout`](Self::handle_timeout): the instant
+///   [`poll_timeout`](Self::poll_timeout) named has come (calling it early
+///   or late is harmless).
+/// - [`handle_session_loaded`](Self::handle_session_loaded): server, the
+///   store answered [`Event::LoadSession`].
+/// - [`handle_close`](Self::handle_close): the transport is gone.
+///
+/// From the application: [`send_event`](Self::send_event), [`set`](Self::set),
+/// [`send_message`](Self::send_message) (one message outside the queue),
+/// [`write_raw`](Self::write_raw) (bytes outside the framing),
+/// [`write_ack`](Self::write_ack) (for each [`Event::AckDue`], once the
+/// events before it were handled), [`set_max_queue_length`](Self::set_max_queue_length),
+/// [`clear_session`](Self::clear_session). A server resuming a session
+/// moves outbound state with [`take_retained`](Self::take_retained) (after
+/// `handle_close`), [`adopt_retained`](Self::adopt_retained) and
+/// [`adopt_foreign`](Self::adopt_foreign) (before `handle_session_loaded`).
+///
+/// # Outputs
+///
+/// - [`poll_transmit`](Self::poll_transmit): appends the bytes to write to
+///   the driver's buffer (for a writer that owns them while it writes), or
+///   [`write_to`](Self::write_to): writes them to an `io::Write` once and
+///   keeps what it did not take (for synchronous, non-blocking writes).
+///   [`wants_write`](Self::wants_write) says whether either has bytes.
+/// - [`poll_event`](Self::poll_event): what to tell the application or do
+///   (deliver, load or save the session, persist, acknowledge, close).
+/// - [`poll_timeout`](Self::poll_timeout): when to call `handle_timeout`.
+/// - [`wants_read`](Self::wants_read): whether to read at all; false while
+///   the output is backed up or a resuming session loads.
+///
+/// # Call order
+///
+/// After any input, drain the outputs: [`poll_transmit`](Self::poll_transmit)
+/// (or `write_to` while `wants_write`), [`poll_event`](Self::poll_event)
+/// until `None`, then re-arm the timer at [`poll_timeout`](Self::poll_timeout),
+/// which any input can move. Acting on an event may call inputs again
+/// (`write_ack`, `handle_session_loaded`); their output is drained the same
+/// way. Read only while `wants_read`; it turns true again only by writing
+/// output or loading the session, so the driver waits for one of those,
+/// not for time. Once [`has_failed`](Self::has_failed) or
+/// [`close_requested`](Self::close_requested), the driver writes what is
+/// left, closes the transport and calls `handle_close`.
+///
+/// # Getters
+///
+/// State: [`is_open`](Self::is_open), [`is_ready`](Self::is_ready),
+/// `has_failed`, `close_requested`. What was negotiated:
+/// [`object_mode`](Self::object_mode), [`enable_acks`](Self::enable_acks),
+/// [`extended`](Self::extended). The session: [`session`](Self::session),
+/// [`session_id`](Self::session_id), [`resume_secret`](Self::resume_secret),
+/// [`may_resume`](Self::may_resume), [`take_session_changes`](Self::take_session_changes).
+/// Sizes: [`queued_len`](Self::queued_len), [`unacked_len`](Self::unacked_len),
+/// [`pending_bytes`](Self::pending_bytes), [`pending_output`](Self::pending_output).
+pub struct Peer {
+    role: Role,
+    config: Config,
+    entropy: Entropy,
+    phase: Phase,
+    reader: Reader,
+    output: Output,
+    /// Reused buffers: messages read, and the text of one being framed.
+    received: Vec<String>,
+    scratch: String,
+    events: VecDeque<Event>,
+    /// Server: events that arrived before the handshake completed.
+    held: Vec<Event>,
+    /// Bytes of the arguments in `held`.
+    held_bytes: usize,
+    negotiated: Negotiated,
+    session: Session,
+    /// The session's resume secret: the client's, issued by our server; on a
+    /// server, what the client presented in `start`.
+    resume_secret: Option<String>,
+    /// `session::size(&session)`, when known; None after a wholesale change.
+    session_size: Option<usize>,
+    /// What changed since the driver last took `take_session_changes`.
+    session_changes: session::Changes,
+    session_id: Option<String>,
+    outbox: Outbox,
+    seen: Seen,
+    clock: Clock,
+    close_requested: bool,
+    tap: Option<WireTap>,
+    /// The peer said it refused our input on the current transport.
+    peer_refused: bool,
+}
+
+impl Peer {
+    /// A peer with no transport yet (call `handle_open`).
+    ///
+    /// # Panics
+    ///
+    /// If `config.entropy` is not set: the protocol core has no randomness
+    /// of its own, and ids and secrets must not silently become predictable.
+    pub fn new(role: Role, config: Config, now: Instant) -> Self {
+        let entropy =
+            config.entropy.clone().expect("peer::Config::entropy must be set (the driver supplies randomness)");
+        let mut prefix = [0u8; 6];
+        entropy.fill(&mut prefix);
+        let mut id_prefix = String::with_capacity(13);
+        for b in prefix {
+            let _ = write!(id_prefix, "{b:02x}");
+        }
+        id_prefix.push('-');
+        Peer {
+            role,
+            reader: Reader::with_limits(config.max_message_size, config.max_depth),
+            resume_secret: config.resume_secret.clone(),
+            config,
+            entropy,
+            phase: Phase::Closed,
+            output: Output::new(),
+            received: Vec::new(),
+            scratch: String::new(),
+            events: VecDeque::new(),
+            held: Vec::new(),
+            held_bytes: 0,
+            negotiated: Negotiated::default(),
+            session: Session::new(),
+            session_size: None,
+            session_changes: session::Changes::Nothing,
+            session_id: None,
+            outbox: Outbox::new(id_prefix),
+            seen: Seen::default(),
+            clock: Clock::new(now),
+            close_requested: false,
+            tap: None,
+            peer_refused: false,
+        }
+    }
+
+    /// Installs (or removes) the observer of every message sent and received.
+    pub fn set_wire_tap(&mut self, tap: Option<WireTap>) {
+        self.tap = tap;
+    }
+
+    /// A new transport is up. The client starts the handshake.
+    pub fn handle_open(&mut self, now: Instant) {
+        self.reader = Reader::with_limits(self.config.max_message_size, self.config.max_depth);
+        self.outbox.progressed = false;
+        self.peer_refused = false;
+        self.output.reset();
+        self.close_requested = false;
+        self.negotiated = Negotiated::default();
+        self.clock = Clock::new(now);
+        match self.role {
+            Role::Client => {
+                self.phase = Phase::AwaitingConnect;
+                self.send_start();
+            }
+            Role::Server => {
+                self.phase = Phase::AwaitingStart;
+                self.resume_secret = None;
+                self.session = Session::new();
+                self.session.insert("cookie".into(), session::new_cookie(&self.config.cookie, session::now_millis()));
+                self.session_replaced();
+            }
+        }
+    }
+
+    /// The transport closed. Unacknowledged events go back to the head of the
+    /// queue, in order, to be sent again after the next handshake.
+    pub fn handle_close(&mut self) {
+        let refused = self.phase == Phase::Ready && std::mem::take(&mut self.peer_refused);
+        self.phase = Phase::Closed;
+        self.output.clear();
+        self.note_refusal(refused);
+        self.held.clear();
+        self.held_bytes = 0;
+        self.outbox.requeue_unacked();
+    }
+
+    /// What happened, for the driver to act on, oldest first.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    pub(super) fn fail(&mut self, message: String) {
+        self.phase = Phase::Failed;
+        self.close_requested = true;
+        self.events.push_back(Event::Error(message));
+    }
+
+    /// Server: a resuming session is loading and more than
+    /// `max_handshake_bytes` of events wait for it.
+    fn input_paused(&self) -> bool {
+        self.phase == Phase::LoadingSession && self.held_bytes > self.config.max_handshake_bytes
+    }
+
+    pub fn set_max_queue_length(&mut self, n: usize) {
+        self.config.max_queue_length = n;
+        self.enforce_limits();
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.phase == Phase::Ready
+    }
+    pub fn is_open(&self) -> bool {
+        !matches!(self.phase, Phase::Closed)
+    }
+    /// A protocol error or heartbeat timeout ended this transport.
+    pub fn has_failed(&self) -> bool {
+        self.phase == Phase::Failed
+    }
+    /// The transport should be closed once the output is written.
+    pub fn close_requested(&self) -> bool {
+        self.close_requested
+    }
+    pub fn object_mode(&self) -> bool {
+        self.negotiated.object_mode
+    }
+    pub fn enable_acks(&self) -> bool {
+        self.negotiated.enable_acks
+    }
+    /// Whether the peer is one of ours (extensions negotiated).
+    pub fn extended(&self) -> bool {
+        self.negotiated.extended()
+    }
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+    pub fn session_id(&self) -> Option<&str> {
+        self.session_id.as_deref()
+    }
+    /// Client: the secret our server issued for this session; with the
+    /// session id, an application can persist it to resume after a restart.
+    pub fn resume_secret(&self) -> Option<&str> {
+        self.resume_secret.as_deref()
+    }
+    pub fn queued_len(&self) -> usize {
+        self.outbox.queue.len()
+    }
+    pub fn unacked_len(&self) -> usize {
+        self.outbox.unacked.len()
+    }
+    /// Bytes of JSON held for pending (queued or unacknowledged) events.
+    pub fn pending_bytes(&self) -> usize {
+        self.outbox.pending_bytes
+    }
+}

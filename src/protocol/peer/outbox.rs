@@ -1,0 +1,334 @@
+//! Outbound events: the queue, the in-flight window of unacknowledged
+//! events, ack deadlines, the queue limits, refused events, and the state a
+//! server hands from a dropped connection to the one that resumes its
+//! session (docs/PROTOCOL.md §4, §9).
+
+use super::config::{MAX_IN_FLIGHT, REFUSALS_BEFORE_DROP};
+use super::dedup::parse_our_id;
+use super::event::{Event, Notify};
+use super::{Peer, Phase, Role};
+use crate::protocol::message;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fmt::Write as _;
+use std::time::Instant;
+
+/// An event not yet acknowledged.
+#[derive(Debug, Clone)]
+pub(super) struct Pending {
+    pub seq: u64,
+    /// Set for events taken over from another server: their original id.
+    pub foreign_id: Option<String>,
+    pub args: String,
+    pub notify: Option<Notify>,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Outbox {
+    /// `<12 hex>-`: our ids are this and the event's sequence number.
+    pub id_prefix: String,
+    pub next_seq: u64,
+    pub queue: VecDeque<Pending>,
+    pub unacked: BTreeMap<u64, Pending>,
+    /// Ids of events taken over from another server, to their sequence number.
+    pub foreign_ids: HashMap<String, u64>,
+    /// Bytes of JSON held for pending (queued or unacknowledged) events.
+    pub pending_bytes: usize,
+    /// Ack deadlines of events with callbacks, in send order.
+    pub deadlines: VecDeque<(Instant, u64, Notify)>,
+    /// The oldest unacknowledged event at the last closes, and how many
+    /// closes in a row found it so (see `REFUSALS_BEFORE_DROP`).
+    pub suspect: Option<(u64, u32)>,
+    /// Something was acknowledged on the current transport.
+    pub progressed: bool,
+}
+
+impl Outbox {
+    pub fn new(id_prefix: String) -> Self {
+        Outbox { id_prefix, ..Outbox::default() }
+    }
+
+    pub fn len(&self) -> usize {
+        self.queue.len() + self.unacked.len()
+    }
+
+    /// The id an event is sent with.
+    fn id_of(&self, p: &Pending) -> String {
+        match &p.foreign_id {
+            Some(id) => id.clone(),
+            None => {
+                let mut id = String::with_capacity(self.id_prefix.len() + 12);
+                id.push_str(&self.id_prefix);
+                let _ = write!(id, "{}", p.seq);
+                id
+            }
+        }
+    }
+
+    /// The oldest pending event, taken out: unacknowledged events were sent
+    /// before anything still queued.
+    fn pop_oldest(&mut self) -> Option<Pending> {
+        self.unacked.pop_first().map(|(_, p)| p).or_else(|| self.queue.pop_front())
+    }
+
+    /// A pending event leaves for good (dropped or refused): its bytes and
+    /// its foreign id go with it. Returns its id.
+    fn forget(&mut self, p: &Pending) -> String {
+        self.pending_bytes -= p.args.len();
+        if let Some(id) = &p.foreign_id {
+            self.foreign_ids.remove(id);
+        }
+        self.id_of(p)
+    }
+
+    pub fn pending_mut(&mut self, seq: u64) -> Option<&mut Pending> {
+        if let Some(p) = self.unacked.get_mut(&seq) {
+            return Some(p);
+        }
+        let i = self.queue.binary_search_by_key(&seq, |p| p.seq).ok()?;
+        self.queue.get_mut(i)
+    }
+
+    /// The transport closed: unacknowledged events go back to the head of
+    /// the queue, in order, to be sent again after the next handshake.
+    pub fn requeue_unacked(&mut self) {
+        if !self.unacked.is_empty() {
+            let mut resend: VecDeque<Pending> = std::mem::take(&mut self.unacked).into_values().collect();
+            resend.append(&mut self.queue);
+            self.queue = resend;
+        }
+    }
+}
+
+/// A closed server-side peer's outbound state, handed to the connection
+/// that resumes its session.
+#[derive(Debug, Default)]
+pub struct Retained {
+    id_prefix: String,
+    next_seq: u64,
+    pending: VecDeque<Pending>,
+    seen: Vec<(String, u64)>,
+    deadlines: VecDeque<(Instant, u64, Notify)>,
+    suspect: Option<(u64, u32)>,
+}
+
+impl Retained {
+    /// Who to tell that these events will never be delivered.
+    pub fn notifies(&self) -> Vec<Notify> {
+        self.pending.iter().filter_map(|p| p.notify).collect()
+    }
+}
+
+impl Peer {
+    /// An application event; `args` is the JSON array text, name first.
+    /// `notify`: whom to tell when it is acknowledged. Returns its sequence
+    /// number. Queued until the handshake completes (and while the output is
+    /// backed up), within the queue limits.
+    pub fn send_event(&mut self, args: String, notify: Option<Notify>, now: Instant) -> u64 {
+        let seq = self.outbox.next_seq;
+        self.outbox.next_seq += 1;
+        if let (Some(n), Some(t)) = (notify, self.config.ack_timeout) {
+            self.outbox.deadlines.push_back((now + t, seq, n));
+        }
+        if self.config.persist_delivery && self.role == Role::Server {
+            let id = format!("{}{seq}", self.outbox.id_prefix);
+            self.events.push_back(Event::Persist { id, args: args.clone() });
+        }
+        self.outbox.pending_bytes += args.len();
+        let p = Pending { seq, foreign_id: None, args, notify };
+        if self.phase == Phase::Ready && self.outbox.queue.is_empty() && self.has_room() {
+            self.transmit(p);
+        } else {
+            self.outbox.queue.push_back(p);
+        }
+        self.enforce_limits();
+        seq
+    }
+
+    pub(super) fn has_room(&self) -> bool {
+        self.output.has_room() && self.outbox.unacked.len() < MAX_IN_FLIGHT
+    }
+
+    /// Queued events could go out now (see `wants_write`).
+    pub(super) fn can_refill(&self) -> bool {
+        self.phase == Phase::Ready && !self.outbox.queue.is_empty() && self.has_room()
+    }
+
+    /// Moves queued events into the output while there is room.
+    pub(super) fn refill(&mut self) {
+        if self.phase != Phase::Ready {
+            return;
+        }
+        while self.has_room() {
+            let Some(p) = self.outbox.queue.pop_front() else { break };
+            self.transmit(p);
+        }
+    }
+
+    fn transmit(&mut self, p: Pending) {
+        let mut text = std::mem::take(&mut self.scratch);
+        text.clear();
+        if self.negotiated.object_mode && self.negotiated.enable_acks {
+            let id = self.outbox.id_of(&p);
+            message::encode_event(&p.args, true, Some(&id), &mut text);
+            self.frame(&text);
+            self.outbox.unacked.insert(p.seq, p);
+        } else {
+            message::encode_event(&p.args, self.negotiated.object_mode, None, &mut text);
+            self.frame(&text);
+            self.outbox.pending_bytes -= p.args.len();
+            if let Some(n) = p.notify {
+                self.events.push_back(Event::Acked(n));
+            }
+        }
+        self.scratch = text;
+    }
+
+    /// Drops the oldest pending events until the rest fit the limits. An
+    /// unacknowledged event may still arrive; its callback hears it was
+    /// dropped, since nothing will resend it.
+    pub(super) fn enforce_limits(&mut self) {
+        while self.outbox.len() > self.config.max_queue_length
+            || (self.outbox.pending_bytes > self.config.max_queue_bytes && self.outbox.len() > 1)
+        {
+            let Some(p) = self.outbox.pop_oldest() else { break };
+            self.forget_pending(&p);
+            self.events.push_back(Event::Dropped { notify: p.notify });
+        }
+    }
+
+    /// A pending event leaves for good: its persisted copy goes with it.
+    fn forget_pending(&mut self, p: &Pending) {
+        let id = self.outbox.forget(p);
+        if self.config.persist_delivery {
+            self.events.push_back(Event::Unpersist { id });
+        }
+    }
+
+    /// The peer acknowledged message `id`.
+    pub(super) fn on_ack(&mut self, id: &str) {
+        let seq = match id.strip_prefix(&self.outbox.id_prefix).and_then(|s| s.parse::<u64>().ok()) {
+            Some(seq) => seq,
+            None => match self.outbox.foreign_ids.remove(id) {
+                Some(seq) => seq,
+                None => return,
+            },
+        };
+        if let Some(p) = self.outbox.unacked.remove(&seq) {
+            self.outbox.progressed = true;
+            self.outbox.pending_bytes -= p.args.len();
+            if let Some(n) = p.notify {
+                self.events.push_back(Event::Acked(n));
+            }
+            if self.config.persist_delivery {
+                self.events.push_back(Event::Unpersist { id: id.to_owned() });
+            }
+        }
+    }
+
+    /// A poison message (one the peer's reader rejects, e.g. too deep for
+    /// it) would be resent on every reconnect and block everything behind
+    /// it. The peer refusing our input and closing with the same oldest
+    /// event unacknowledged, with no ack on the way, `REFUSALS_BEFORE_DROP`
+    /// times in a row: drop it. Plain drops (a flaky network, a restarted
+    /// server) never count, whatever is in flight.
+    pub(super) fn note_refusal(&mut self, refused: bool) {
+        let o = &mut self.outbox;
+        let Some(&oldest) = o.unacked.keys().next().filter(|_| refused) else {
+            if o.progressed {
+                o.suspect = None;
+            }
+            return;
+        };
+        let count = match o.suspect {
+            Some((seq, n)) if seq == oldest && !o.progressed => n + 1,
+            _ => 1,
+        };
+        if count < REFUSALS_BEFORE_DROP {
+            o.suspect = Some((oldest, count));
+            return;
+        }
+        o.suspect = None;
+        if let Some(p) = o.unacked.remove(&oldest) {
+            self.forget_pending(&p);
+            self.events.push_back(Event::Refused { notify: p.notify });
+        }
+    }
+
+    /// Server: after `handle_close`, takes the outbound state for the
+    /// connection that resumes this session. The peer keeps nothing pending.
+    pub fn take_retained(&mut self) -> Retained {
+        let o = &mut self.outbox;
+        o.pending_bytes = 0;
+        o.foreign_ids.clear();
+        Retained {
+            id_prefix: o.id_prefix.clone(),
+            next_seq: o.next_seq,
+            pending: std::mem::take(&mut o.queue),
+            seen: self.seen.take(),
+            deadlines: std::mem::take(&mut o.deadlines),
+            suspect: o.suspect.take(),
+        }
+    }
+
+    /// Server: continues a resumed session's outbound state. Call before
+    /// `handle_session_loaded`, so the resent events follow `connect`.
+    pub fn adopt_retained(&mut self, r: Retained) {
+        let o = &mut self.outbox;
+        // Our own pending events keep the ids they were (or will be) sent
+        // with, and move behind the adopted ones with fresh sequence numbers,
+        // so both sets stay ordered and never share a key.
+        let mut own: VecDeque<Pending> = std::mem::take(&mut o.unacked).into_values().collect();
+        own.append(&mut o.queue);
+        let own_deadlines = std::mem::take(&mut o.deadlines);
+        o.foreign_ids.clear();
+        let mut next = o.next_seq.max(r.next_seq);
+        let mut renumbered = HashMap::new();
+        for p in &mut own {
+            let id = o.id_of(p);
+            renumbered.insert(p.seq, next);
+            p.seq = next;
+            next += 1;
+            p.foreign_id = Some(id);
+        }
+        o.id_prefix = r.id_prefix;
+        o.next_seq = next;
+        let mut pending = r.pending;
+        for p in &pending {
+            o.pending_bytes += p.args.len();
+        }
+        pending.append(&mut own);
+        for p in &pending {
+            if let Some(id) = &p.foreign_id {
+                o.foreign_ids.insert(id.clone(), p.seq);
+            }
+        }
+        o.queue = pending;
+        o.deadlines = r.deadlines;
+        o.suspect = r.suspect;
+        o.deadlines
+            .extend(own_deadlines.into_iter().filter_map(|(t, seq, n)| renumbered.get(&seq).map(|s| (t, *s, n))));
+        o.deadlines.make_contiguous().sort_by_key(|d| d.0);
+        for (sender, seq) in r.seen {
+            self.seen.note(&sender, seq);
+        }
+    }
+
+    /// Server: events another server accepted for this session and that were
+    /// not acknowledged (from a shared store), and the senders it had seen.
+    pub fn adopt_foreign(&mut self, outbox: Vec<(String, String)>, seen: Vec<(String, u64)>) {
+        let o = &mut self.outbox;
+        for (id, args) in outbox {
+            if o.foreign_ids.contains_key(&id) || parse_our_id(&id).is_some_and(|(p, _)| p == o.id_prefix) {
+                continue;
+            }
+            let seq = o.next_seq;
+            o.next_seq += 1;
+            o.foreign_ids.insert(id.clone(), seq);
+            o.pending_bytes += args.len();
+            o.queue.push_back(Pending { seq, foreign_id: Some(id), args, notify: None });
+        }
+        for (sender, seq) in seen {
+            self.seen.note(&sender, seq);
+        }
+    }
+}
