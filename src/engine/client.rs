@@ -3,7 +3,8 @@
 
 use super::delivery::lock;
 use super::diag::Ns;
-use super::link::{self, kind, Addresses, Link};
+use super::events::Kind;
+use super::link::{self, Addresses, Link};
 use super::tls::TlsConnector;
 use super::transport::{self, secure_connect, BoxStream, Endpoint};
 use super::Shared;
@@ -171,7 +172,7 @@ impl Client {
             Connector::Js => {
                 let (tx, rx) = oneshot::channel();
                 lock(&self.control).js_waiter = Some(tx);
-                self.link.deliver(kind::OPEN_TRANSPORT, |b| b.push('0'));
+                self.link.deliver(Kind::OpenTransport, |b| b.push('0'));
                 tokio::select! {
                     r = rx => match r {
                         Ok(Ok(c)) => Ok(c),
@@ -203,7 +204,7 @@ async fn connect_loop(shared: &Arc<Shared>, client: &Arc<Client>) {
         if client.stopping() {
             // Session, queue and unacknowledged events stay, for a later
             // reconnect() to resume with.
-            link.deliver(kind::STOPPED, |b| b.push('0'));
+            link.deliver(Kind::Stopped, |b| b.push('0'));
             if !client.parked().await {
                 return;
             }
@@ -259,7 +260,7 @@ async fn connect_loop(shared: &Arc<Shared>, client: &Arc<Client>) {
                 format!("{who} reconnect attempt {attempt} in {:.0} ms", delay.as_secs_f64() * 1000.0)
             }
         });
-        link.deliver(kind::DISCONNECTED, |b| b.push_str(if again { "true" } else { "false" }));
+        link.deliver(Kind::Disconnected, |b| b.push_str(if again { "true" } else { "false" }));
         if !again {
             // Wait for `reconnect()` or `disconnect()`; `autoReconnect()`
             // alone does not reconnect a closed client, as in the original.
@@ -274,7 +275,7 @@ async fn connect_loop(shared: &Arc<Shared>, client: &Arc<Client>) {
         }
         if !delay.is_zero() {
             let delay_ms = delay.as_secs_f64() * 1000.0;
-            link.deliver(kind::RECONNECTING, |b| {
+            link.deliver(Kind::Reconnecting, |b| {
                 b.push_str(&format!("{{\"attempt\":{attempt},\"delay\":{delay_ms:.3}}}"))
             });
             tokio::select! {

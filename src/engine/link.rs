@@ -6,6 +6,7 @@
 
 use super::delivery::{lock, Delivery};
 use super::diag::{self, Ns};
+use super::events::Kind;
 use super::lines::{parse_line, Line};
 use super::retention::Retention;
 use super::store::{DeliveryDelta, SessionStore};
@@ -40,44 +41,6 @@ const READ_MAX: usize = 64 * 1024;
 /// Readers stop reading while this much output is waiting (a peer that
 /// sends but does not read cannot grow our ack backlog without bound).
 const OUTPUT_HIGH_WATER: usize = 16 * 1024 * 1024;
-
-/// Entry kinds of the delivery format (see lib/native.js `dispatch`; lib/constants.js mirrors them, checked by tests/js_constants.rs).
-pub mod kind {
-    pub const MESSAGE: u8 = 0;
-    pub const ACKED: u8 = 1;
-    pub const SET: u8 = 2;
-    pub const CONNECTED: u8 = 3;
-    pub const DISCONNECTED: u8 = 4;
-    pub const ERROR: u8 = 5;
-    pub const LISTENING: u8 = 6;
-    pub const CLOSED: u8 = 7;
-    pub const DROPPED: u8 = 8;
-    pub const RECONNECTING: u8 = 9;
-    /// JS transports: output is ready for `take_output`.
-    pub const OUTPUT: u8 = 10;
-    /// JS transports: the link is done; close the JS stream.
-    pub const TRANSPORT_CLOSED: u8 = 11;
-    /// JS transports: input was paused by `feed`; resume it.
-    pub const RESUME_INPUT: u8 = 12;
-    /// JS client transports: call the `createConnection` factory.
-    pub const OPEN_TRANSPORT: u8 = 13;
-    /// Servers with a JavaScript store: run a store operation.
-    pub const STORE_OP: u8 = 14;
-    /// An ack did not arrive within `ackTimeout`.
-    pub const ACK_TIMEOUT: u8 = 15;
-    /// A client stopped for good (after `disconnect()`).
-    pub const STOPPED: u8 = 16;
-    /// Native sockets: watch this link's socket on the application's loop.
-    pub const WATCH: u8 = 17;
-    /// Native sockets: stop watching it.
-    pub const UNWATCH: u8 = 18;
-    /// A `DEBUG=uhura:*` line (see `diag`).
-    pub const LOG: u8 = 19;
-    /// Servers: a connection was accepted (before its handshake): `[link, addresses]`.
-    pub const ACCEPTED: u8 = 20;
-    /// Servers: a connection over `maxConnections` was closed at once.
-    pub const REFUSED: u8 = 21;
-}
 
 /// What a link knows of its socket: addresses as Node reports them, and
 /// the socket itself when it may be written to directly (plain TCP or Unix;
@@ -482,18 +445,18 @@ impl Link {
             }
             while let Some(ev) = peer.poll_event() {
                 match ev {
-                    Event::Message(args) => self.deliver(kind::MESSAGE, |b| b.push_str(&args)),
-                    Event::Set(args) => self.deliver(kind::SET, |b| b.push_str(&args)),
-                    Event::Acked((h, seq)) => deliver_to(&self.delivery, h, kind::ACKED, &seq.to_string()),
-                    Event::AckTimeout((h, seq)) => deliver_to(&self.delivery, h, kind::ACK_TIMEOUT, &seq.to_string()),
+                    Event::Message(args) => self.deliver(Kind::Message, |b| b.push_str(&args)),
+                    Event::Set(args) => self.deliver(Kind::Set, |b| b.push_str(&args)),
+                    Event::Acked((h, seq)) => deliver_to(&self.delivery, h, Kind::Acked, &seq.to_string()),
+                    Event::AckTimeout((h, seq)) => deliver_to(&self.delivery, h, Kind::AckTimeout, &seq.to_string()),
                     Event::Dropped { notify } => match notify {
-                        Some((h, seq)) => deliver_to(&self.delivery, h, kind::DROPPED, &seq.to_string()),
-                        None => self.deliver(kind::DROPPED, |b| b.push_str("null")),
+                        Some((h, seq)) => deliver_to(&self.delivery, h, Kind::Dropped, &seq.to_string()),
+                        None => self.deliver(Kind::Dropped, |b| b.push_str("null")),
                     },
                     // The same entry with a reason: `[handle, DROPPED, seq, "refused"]`.
                     Event::Refused { notify } => match notify {
-                        Some((h, seq)) => deliver_to(&self.delivery, h, kind::DROPPED, &format!("{seq},\"refused\"")),
-                        None => self.deliver(kind::DROPPED, |b| b.push_str("null,\"refused\"")),
+                        Some((h, seq)) => deliver_to(&self.delivery, h, Kind::Dropped, &format!("{seq},\"refused\"")),
+                        None => self.deliver(Kind::Dropped, |b| b.push_str("null,\"refused\"")),
                     },
                     Event::Error(message) => self.deliver_error(&message, None),
                     Event::Connected { resumed } => {
@@ -501,7 +464,7 @@ impl Link {
                             r.set_active(sid, self);
                         }
                         let info = self.connected_info(&peer, resumed);
-                        self.deliver(kind::CONNECTED, |b| b.push_str(&info));
+                        self.deliver(Kind::Connected, |b| b.push_str(&info));
                         self.log(Ns::Connection, || {
                             let sid = peer.session().get("sessionID").and_then(Value::as_str).unwrap_or("none");
                             let mode = match (peer.object_mode(), peer.enable_acks(), peer.extended()) {
@@ -645,7 +608,7 @@ impl Link {
         diag::log(&self.delivery, self.handle, ns, msg);
     }
 
-    pub fn deliver(&self, kind: u8, body: impl FnOnce(&mut String)) {
+    pub fn deliver(&self, kind: Kind, body: impl FnOnce(&mut String)) {
         let handle = self.handle;
         let gen = self.delivery.push(|b| {
             let _ = write!(b, "[{handle},{kind},");
@@ -690,7 +653,7 @@ impl Link {
         e.insert("code".into(), code.map_or(Value::Null, Value::from));
         e.insert("server".into(), self.server.map_or(Value::Null, Value::from));
         let text = Value::Object(e).to_string();
-        self.deliver(kind::ERROR, |b| b.push_str(&text));
+        self.deliver(Kind::Error, |b| b.push_str(&text));
     }
 
     fn spawn_store_work(self: &Arc<Self>, work: StoreWork) {
@@ -1038,7 +1001,7 @@ impl Link {
             // the peer must see the close now.
             socket.shutdown();
             let id = transport.id;
-            self.deliver(kind::UNWATCH, |b| {
+            self.deliver(Kind::Unwatch, |b| {
                 let _ = write!(b, "{id}");
             });
         }
@@ -1068,7 +1031,7 @@ impl Link {
         }
         let socket = lock(&transport.addresses).direct.clone()?;
         let id = transport.id;
-        self.deliver(kind::WATCH, |b| {
+        self.deliver(Kind::Watch, |b| {
             let _ = write!(b, "{id}");
         });
         Some(socket)
@@ -1087,7 +1050,7 @@ impl Link {
     pub fn resume_external(&self, id: u64) {
         let Some(t) = self.transport_by_id(id) else { return };
         if t.external.paused.swap(false, Ordering::AcqRel) {
-            self.deliver(kind::WATCH, |b| {
+            self.deliver(Kind::Watch, |b| {
                 let _ = write!(b, "{id}");
             });
         }
@@ -1210,7 +1173,7 @@ enum StoreWork {
     Delivery(String),
 }
 
-fn deliver_to(delivery: &Delivery, handle: u32, kind: u8, body: &str) {
+fn deliver_to(delivery: &Delivery, handle: u32, kind: Kind, body: &str) {
     delivery.push(|b| {
         let _ = write!(b, "[{handle},{kind},{body}]");
     });

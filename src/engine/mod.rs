@@ -7,6 +7,7 @@ pub mod client;
 pub mod codec;
 pub mod delivery;
 pub mod diag;
+pub mod events;
 pub mod fault;
 pub mod js_pipe;
 pub mod js_store;

@@ -5,7 +5,8 @@
 //! events and its duplicate-suppression state.
 
 use super::delivery::lock;
-use super::link::{kind, Link};
+use super::events::Kind;
+use super::link::Link;
 use super::Shared;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -108,7 +109,7 @@ impl Retention {
 pub fn release(shared: &Shared, link: &Arc<Link>) {
     let retained = lock(&link.peer).take_retained();
     for (h, seq) in retained.notifies() {
-        shared.delivery.push(|b| b.push_str(&format!("[{h},{},{seq}]", kind::DROPPED)));
+        shared.delivery.push(|b| b.push_str(&format!("[{h},{},{seq}]", Kind::Dropped)));
     }
     for h in link.handles() {
         shared.unregister_link(h);

@@ -3,8 +3,9 @@
 //! has ended, as with Node's net.Server.
 
 use super::delivery::lock;
+use super::events::Kind;
 use super::js_store::JsStore;
-use super::link::{self, kind, Addresses, Link};
+use super::link::{self, Addresses, Link};
 use super::retention::{release, Retention};
 use super::store::{MemoryStore, SessionStore};
 use super::tls::TlsAcceptor;
@@ -172,11 +173,11 @@ impl Server {
             && self.active.load(Ordering::Acquire) == 0
             && self.closing.swap(false, Ordering::AcqRel)
         {
-            self.report(shared, kind::CLOSED, "0");
+            self.report(shared, Kind::Closed, "0");
         }
     }
 
-    fn report(&self, shared: &Shared, kind: u8, body: &str) {
+    fn report(&self, shared: &Shared, kind: Kind, body: &str) {
         let h = self.handle;
         shared.delivery.push(|b| b.push_str(&format!("[{h},{kind},{body}]")));
     }
@@ -207,7 +208,7 @@ impl Server {
             }
             shared.forget_pipe(link.handle);
             server.retire(&shared, &link);
-            link.deliver(kind::DISCONNECTED, |b| b.push_str("false"));
+            link.deliver(Kind::Disconnected, |b| b.push_str("false"));
             server.active.fetch_sub(1, Ordering::AcqRel);
             server.maybe_closed(&shared);
         });
@@ -272,7 +273,7 @@ pub async fn listen_and_serve(
     let listener = match Listener::bind(&options.endpoint, options.backlog).await {
         Ok(l) => l,
         Err(e) => {
-            server.report(&shared, kind::ERROR, &error_json(&e, "listen", &options.endpoint));
+            server.report(&shared, Kind::Error, &error_json(&e, "listen", &options.endpoint));
             return;
         }
     };
@@ -284,7 +285,7 @@ pub async fn listen_and_serve(
         return;
     }
     server.listening.fetch_add(1, Ordering::AcqRel);
-    server.report(&shared, kind::LISTENING, &format!("{},{listen}", listener.address_json()));
+    server.report(&shared, Kind::Listening, &format!("{},{listen}", listener.address_json()));
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -297,11 +298,11 @@ pub async fn listen_and_serve(
                         super::diag::log(&shared.delivery, server.handle, super::diag::Ns::Connection, || {
                             format!("server #{} refused {peers}: maxConnections reached", server.handle)
                         });
-                        server.report(&shared, kind::REFUSED, &peers);
+                        server.report(&shared, Kind::Refused, &peers);
                         continue;
                     }
                     let link = server.new_link(&shared);
-                    server.report(&shared, kind::ACCEPTED, &format!("{},{peers}", link.handle));
+                    server.report(&shared, Kind::Accepted, &format!("{},{peers}", link.handle));
                     let tls = server.tls.clone();
                     if tls.is_some() {
                         // Bytes must go through TLS, never straight to the socket.
