@@ -4,9 +4,9 @@
 use super::delivery::lock;
 use super::diag::Ns;
 use super::events::Kind;
-use super::link::{self, Addresses, Link};
+use super::link::Link;
 use super::tls::TlsConnector;
-use super::transport::{self, secure_connect, BoxStream, Endpoint};
+use super::transport::{self, io_code, Addresses, BoxStream, Endpoint};
 use super::Shared;
 use crate::protocol::backoff::{unit_random, Backoff};
 use crate::protocol::peer::{Config, Peer, Role};
@@ -151,16 +151,23 @@ impl Client {
                 let endpoint = &endpoints[attempt % endpoints.len()];
                 let io = async {
                     let (stream, mut addrs) = transport::connect(endpoint).await?;
-                    if tls.is_some() {
-                        // Bytes must go through TLS, never straight to the socket.
-                        addrs.direct = None;
-                    }
-                    Ok::<_, std::io::Error>((secure_connect(stream, endpoint, tls.as_deref()).await?, addrs))
+                    let stream: BoxStream = match tls {
+                        Some(tls) => {
+                            let host = match endpoint {
+                                Endpoint::Tcp { host, .. } => host.as_deref().unwrap_or("localhost"),
+                                Endpoint::Unix { .. } => "localhost",
+                            };
+                            // Takes `addrs.direct`: bytes must go through TLS.
+                            Box::new(tls.connect(host, stream, &mut addrs.direct).await?)
+                        }
+                        None => stream,
+                    };
+                    Ok::<_, std::io::Error>((stream, addrs))
                 };
                 match tokio::time::timeout(CONNECT_TIMEOUT, io).await {
                     Ok(Ok(c)) => Ok(c),
                     Ok(Err(e)) => {
-                        let code = link::io_code(&e);
+                        let code = io_code(&e);
                         Err((
                             format!("connect {} {endpoint}: {e}", code.unwrap_or("error")),
                             code.or(tls.as_ref().map(|_| "ETLS")),

@@ -11,7 +11,7 @@ use super::lines::{parse_line, Line};
 use super::retention::Retention;
 use super::store::{DeliveryDelta, SessionStore};
 use super::timers::Timers;
-use super::transport::DirectWrite;
+use super::transport::{io_code, Addresses, DirectWrite};
 use super::Shared;
 use crate::protocol::peer::{Event, Notify as PeerNotify, Peer};
 use crate::protocol::session;
@@ -41,16 +41,6 @@ const READ_MAX: usize = 64 * 1024;
 /// Readers stop reading while this much output is waiting (a peer that
 /// sends but does not read cannot grow our ack backlog without bound).
 const OUTPUT_HIGH_WATER: usize = 16 * 1024 * 1024;
-
-/// What a link knows of its socket: addresses as Node reports them, and
-/// the socket itself when it may be written to directly (plain TCP or Unix;
-/// not TLS, not a JavaScript stream).
-#[derive(Debug, Clone, Default)]
-pub struct Addresses {
-    pub remote: Option<std::net::SocketAddr>,
-    pub local: Option<std::net::SocketAddr>,
-    pub direct: Option<Arc<dyn DirectWrite>>,
-}
 
 /// Control of the current transport, one per socket.
 #[derive(Default)]
@@ -1210,23 +1200,4 @@ async fn write_loop<W: AsyncWrite>(link: Arc<Link>, transport: Arc<Transport>, w
         }
         transport.writer_wake.notified().await;
     }
-}
-
-/// Node's `err.code` for the I/O errors a socket reports.
-pub fn io_code(e: &std::io::Error) -> Option<&'static str> {
-    use std::io::ErrorKind::*;
-    Some(match e.kind() {
-        ConnectionRefused => "ECONNREFUSED",
-        ConnectionReset => "ECONNRESET",
-        ConnectionAborted => "ECONNABORTED",
-        BrokenPipe => "EPIPE",
-        AddrInUse => "EADDRINUSE",
-        AddrNotAvailable => "EADDRNOTAVAIL",
-        PermissionDenied => "EACCES",
-        TimedOut => "ETIMEDOUT",
-        NotFound => "ENOENT",
-        HostUnreachable => "EHOSTUNREACH",
-        NetworkUnreachable => "ENETUNREACH",
-        _ => return None,
-    })
 }

@@ -29,8 +29,8 @@ use std::sync::{Arc, Mutex, Weak};
 
 pub use client::{Client, ClientOptions, Connector};
 use js_pipe::JsPipe;
-use link::Addresses;
 pub use server::{ListenOptions, Server, ServerOptions, StoreChoice};
+use transport::Addresses;
 pub use transport::Endpoint;
 
 /// What the runtime's tasks share.

@@ -5,11 +5,11 @@
 use super::delivery::lock;
 use super::events::Kind;
 use super::js_store::JsStore;
-use super::link::{self, Addresses, Link};
+use super::link::Link;
 use super::retention::{release, Retention};
 use super::store::{MemoryStore, SessionStore};
 use super::tls::TlsAcceptor;
-use super::transport::{secure_accept, BoxStream, Endpoint, Listener};
+use super::transport::{io_code, Addresses, BoxStream, Endpoint, Listener};
 use super::Shared;
 use crate::protocol::peer::{Config, Peer, Role};
 use serde_json::Value;
@@ -204,7 +204,7 @@ impl Server {
         shared.rt.clone().spawn(async move {
             match stream.await {
                 Ok(stream) => link.drive(stream, addrs).await,
-                Err(e) => link.deliver_error(&e.to_string(), link::io_code(&e).or(Some("ETLS"))),
+                Err(e) => link.deliver_error(&e.to_string(), io_code(&e).or(Some("ETLS"))),
             }
             shared.forget_pipe(link.handle);
             server.retire(&shared, &link);
@@ -255,13 +255,16 @@ fn addresses_json(addrs: &Addresses) -> String {
 }
 
 fn error_json(e: &std::io::Error, syscall: &str, endpoint: &Endpoint) -> String {
-    let code = link::io_code(e);
+    let code = io_code(e);
     let mut err = serde_json::Map::new();
     err.insert("message".into(), format!("{syscall} {} {endpoint}: {e}", code.unwrap_or("error")).into());
     err.insert("code".into(), code.map_or(Value::Null, Value::from));
     err.insert("syscall".into(), syscall.into());
     Value::Object(err).to_string()
 }
+
+/// An accepted stream, once its TLS handshake (if any) is done.
+type SecuredStream = std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<BoxStream>> + Send>>;
 
 /// Serves until `shutdown` (from `Server::begin_listen`) is cancelled.
 pub async fn listen_and_serve(
@@ -303,16 +306,18 @@ pub async fn listen_and_serve(
                     }
                     let link = server.new_link(&shared);
                     server.report(&shared, Kind::Accepted, &format!("{},{peers}", link.handle));
-                    let tls = server.tls.clone();
-                    if tls.is_some() {
-                        // Bytes must go through TLS, never straight to the socket.
-                        addrs.direct = None;
-                    }
-                    let secured = async move {
-                        match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, secure_accept(stream, tls.as_deref())).await {
-                            Ok(r) => r,
-                            Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out")),
+                    let secured: SecuredStream = match &server.tls {
+                        Some(tls) => {
+                            // Takes `addrs.direct`: bytes must go through TLS.
+                            let handshake = tls.accept(stream, &mut addrs.direct);
+                            Box::pin(async move {
+                                match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake).await {
+                                    Ok(r) => r.map(|s| Box::new(s) as BoxStream),
+                                    Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out")),
+                                }
+                            })
                         }
+                        None => Box::pin(std::future::ready(Ok(stream))),
                     };
                     server.run_link(&shared, link, secured, addrs);
                 }

@@ -2,8 +2,6 @@
 //! streams pumped from JavaScript. Everything past this file sees one boxed
 //! `Stream`, so the protocol code is the same on all of them.
 
-use super::link::Addresses;
-use super::tls::{TlsAcceptor, TlsConnector};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -15,6 +13,21 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream, UnixListener, UnixStream};
 pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Stream for T {}
 pub type BoxStream = Box<dyn Stream>;
+
+/// What a link knows of its socket: addresses as Node reports them, and
+/// the socket itself when it may be written to directly (plain TCP or Unix;
+/// not TLS, whose handshake takes it away (`tls.rs`), not a JavaScript
+/// stream).
+#[derive(Debug, Clone, Default)]
+pub struct Addresses {
+    /// The peer's address (`remoteAddress` / `remotePort`); none on Unix
+    /// sockets and JavaScript streams that do not say.
+    pub remote: Option<std::net::SocketAddr>,
+    /// Our end's address (`localAddress` / `localPort`).
+    pub local: Option<std::net::SocketAddr>,
+    /// The socket for direct writes and reads on the application's loop.
+    pub direct: Option<Arc<dyn DirectWrite>>,
+}
 
 /// A socket any thread may write to without waiting: the API thread writes
 /// straight to the kernel when the writer task is idle, which saves a
@@ -248,25 +261,21 @@ pub fn set_keepalive(s: &TcpStream) {
     let _ = sock.set_tcp_keepalive(&ka);
 }
 
-/// Wraps an accepted stream in TLS when the server has an acceptor.
-pub async fn secure_accept(stream: BoxStream, tls: Option<&TlsAcceptor>) -> io::Result<BoxStream> {
-    match tls {
-        Some(acceptor) => acceptor.accept(stream).await,
-        None => Ok(stream),
-    }
-}
-
-/// Wraps a connected stream in TLS when the client has a connector.
-pub async fn secure_connect(
-    stream: BoxStream,
-    endpoint: &Endpoint,
-    tls: Option<&TlsConnector>,
-) -> io::Result<BoxStream> {
-    match (tls, endpoint) {
-        (Some(connector), Endpoint::Tcp { host, .. }) => {
-            connector.connect(host.as_deref().unwrap_or("localhost"), stream).await
-        }
-        (Some(connector), Endpoint::Unix { .. }) => connector.connect("localhost", stream).await,
-        (None, _) => Ok(stream),
-    }
+/// Node's `err.code` for the I/O errors a socket reports.
+pub fn io_code(e: &std::io::Error) -> Option<&'static str> {
+    use std::io::ErrorKind::*;
+    Some(match e.kind() {
+        ConnectionRefused => "ECONNREFUSED",
+        ConnectionReset => "ECONNRESET",
+        ConnectionAborted => "ECONNABORTED",
+        BrokenPipe => "EPIPE",
+        AddrInUse => "EADDRINUSE",
+        AddrNotAvailable => "EADDRNOTAVAIL",
+        PermissionDenied => "EACCES",
+        TimedOut => "ETIMEDOUT",
+        NotFound => "ENOENT",
+        HostUnreachable => "EHOSTUNREACH",
+        NetworkUnreachable => "ENETUNREACH",
+        _ => return None,
+    })
 }

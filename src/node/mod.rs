@@ -5,8 +5,8 @@
 
 mod uv;
 
-use crate::engine::link::Addresses;
 use crate::engine::tls::{TlsAcceptor, TlsConnector, TlsOptions};
+use crate::engine::transport::Addresses;
 use crate::engine::{ClientOptions, Connector, Endpoint, Engine, ListenOptions, ServerOptions, StoreChoice};
 use crate::protocol::peer::Config;
 use napi::bindgen_prelude::*;
