@@ -5,8 +5,9 @@
 use super::delivery::lock;
 use super::events::Kind;
 use super::js_store::JsStore;
+use super::link::takeover;
 use super::link::Link;
-use super::retention::{release, Retention};
+use super::retention::Retention;
 use super::store::{MemoryStore, SessionStore};
 use super::tls::TlsAcceptor;
 use super::transport::{io_code, Addresses, BoxStream, Endpoint, Listener};
@@ -14,7 +15,7 @@ use super::Shared;
 use crate::protocol::peer::{Config, Peer, Role};
 use serde_json::Value;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -86,7 +87,9 @@ pub struct Server {
     config: Config,
     store: Arc<dyn SessionStore>,
     tls: Option<Arc<TlsAcceptor>>,
-    retention: Option<Arc<Retention>>,
+    /// Where dropped connections wait for their sessions to resume; none
+    /// with a zero `resume_window`.
+    retention: Option<Arc<Retention<Link>>>,
     /// Cancelled by `close()`; each `listen()` after a close gets a new one.
     shutdown: Mutex<CancellationToken>,
     /// `close()` was called and `close` is not reported yet.
@@ -121,7 +124,7 @@ impl Server {
         let retention =
             (!options.resume_window.is_zero()).then(|| Retention::new(options.resume_window, options.max_retained));
         if let Some(r) = &retention {
-            shared.rt.spawn(sweep(Arc::downgrade(shared), r.clone()));
+            shared.rt.spawn(takeover::sweep(Arc::downgrade(shared), r.clone()));
         }
         Arc::new(Server {
             handle,
@@ -207,37 +210,11 @@ impl Server {
                 Err(e) => link.deliver_error(&e.to_string(), io_code(&e).or(Some("ETLS"))),
             }
             shared.forget_pipe(link.handle);
-            server.retire(&shared, &link);
+            takeover::retire(&shared, &link);
             link.deliver(Kind::Disconnected, |b| b.push_str("false"));
             server.active.fetch_sub(1, Ordering::AcqRel);
             server.maybe_closed(&shared);
         });
-    }
-}
-
-impl Server {
-    /// A connection ended: keep its state for its session's return, or let it go.
-    fn retire(&self, shared: &Arc<Shared>, link: &Arc<Link>) {
-        match (&self.retention, link.session_key()) {
-            (Some(retention), Some(sid)) => {
-                for evicted in retention.keep(sid, link.clone(), Instant::now()) {
-                    release(shared, &evicted);
-                }
-            }
-            _ => release(shared, link),
-        }
-    }
-}
-
-/// Lets retained sessions go once their window has passed.
-async fn sweep(shared: Weak<Shared>, retention: Arc<Retention>) {
-    let period = (retention.window() / 10).clamp(Duration::from_millis(50), Duration::from_secs(5));
-    loop {
-        tokio::time::sleep(period).await;
-        let Some(shared) = shared.upgrade() else { return };
-        for link in retention.expire(Instant::now()) {
-            release(&shared, &link);
-        }
     }
 }
 

@@ -19,20 +19,20 @@ pub type BoxStream = Box<dyn Stream>;
 /// not TLS, whose handshake takes it away (`tls.rs`), not a JavaScript
 /// stream).
 #[derive(Debug, Clone, Default)]
-pub struct Addresses {
+pub(crate) struct Addresses {
     /// The peer's address (`remoteAddress` / `remotePort`); none on Unix
     /// sockets and JavaScript streams that do not say.
-    pub remote: Option<std::net::SocketAddr>,
+    pub(crate) remote: Option<std::net::SocketAddr>,
     /// Our end's address (`localAddress` / `localPort`).
-    pub local: Option<std::net::SocketAddr>,
+    pub(crate) local: Option<std::net::SocketAddr>,
     /// The socket for direct writes and reads on the application's loop.
-    pub direct: Option<Arc<dyn DirectWrite>>,
+    pub(crate) direct: Option<Arc<dyn DirectWrite>>,
 }
 
 /// A socket any thread may write to without waiting: the API thread writes
 /// straight to the kernel when the writer task is idle, which saves a
 /// cross-thread wake-up per send (~15 µs each, docs/ARCHITECTURE.md).
-pub trait DirectWrite: Send + Sync + std::fmt::Debug {
+pub(crate) trait DirectWrite: Send + Sync + std::fmt::Debug {
     fn try_write(&self, buf: &[u8]) -> io::Result<usize>;
     /// Reads without waiting (for a reader on another event loop).
     fn try_read(&self, buf: &mut [u8]) -> io::Result<usize>;
@@ -45,7 +45,7 @@ pub trait DirectWrite: Send + Sync + std::fmt::Debug {
 /// callers; reads and writes go through readiness + `try_*`, which tokio
 /// allows on a shared reference.
 #[derive(Debug)]
-pub struct SharedSocket<T>(pub Arc<T>);
+pub(crate) struct SharedSocket<T>(pub Arc<T>);
 
 macro_rules! shared_socket {
     ($t:ty) => {
@@ -116,7 +116,7 @@ where
 
 /// Where to listen or connect.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Endpoint {
+pub(crate) enum Endpoint {
     Tcp { host: Option<String>, port: u16 },
     Unix { path: PathBuf },
 }
@@ -130,13 +130,13 @@ impl std::fmt::Display for Endpoint {
     }
 }
 
-pub enum Listener {
+pub(crate) enum Listener {
     Tcp(TcpListener),
     Unix(UnixListener, PathBuf),
 }
 
 impl Listener {
-    pub async fn bind(endpoint: &Endpoint, backlog: Option<u32>) -> io::Result<Listener> {
+    pub(crate) async fn bind(endpoint: &Endpoint, backlog: Option<u32>) -> io::Result<Listener> {
         match endpoint {
             Endpoint::Tcp { host, port } => {
                 bind_tcp(host.as_deref(), *port, backlog.unwrap_or(511)).await.map(Listener::Tcp)
@@ -145,7 +145,7 @@ impl Listener {
         }
     }
 
-    pub async fn accept(&self) -> io::Result<(BoxStream, Addresses)> {
+    pub(crate) async fn accept(&self) -> io::Result<(BoxStream, Addresses)> {
         match self {
             Listener::Tcp(l) => {
                 let (s, remote) = l.accept().await?;
@@ -164,7 +164,7 @@ impl Listener {
     }
 
     /// What `server.address()` returns, as JSON.
-    pub fn address_json(&self) -> serde_json::Value {
+    pub(crate) fn address_json(&self) -> serde_json::Value {
         match self {
             Listener::Tcp(l) => match l.local_addr() {
                 Ok(a) => serde_json::json!({
@@ -225,7 +225,7 @@ fn bind_unix(path: &Path) -> io::Result<UnixListener> {
 }
 
 /// Opens a stream to `endpoint`, trying each resolved address in turn.
-pub async fn connect(endpoint: &Endpoint) -> io::Result<(BoxStream, Addresses)> {
+pub(crate) async fn connect(endpoint: &Endpoint) -> io::Result<(BoxStream, Addresses)> {
     match endpoint {
         Endpoint::Tcp { host, port } => {
             let host = host.as_deref().filter(|h| !h.is_empty()).unwrap_or("localhost");
@@ -253,7 +253,7 @@ pub async fn connect(endpoint: &Endpoint) -> io::Result<(BoxStream, Addresses)> 
 
 /// TCP keepalive on native sockets, so the kernel eventually notices a peer
 /// that vanished even when the application is idle.
-pub fn set_keepalive(s: &TcpStream) {
+pub(crate) fn set_keepalive(s: &TcpStream) {
     let sock = socket2::SockRef::from(s);
     let ka = socket2::TcpKeepalive::new()
         .with_time(std::time::Duration::from_secs(30))
@@ -262,7 +262,7 @@ pub fn set_keepalive(s: &TcpStream) {
 }
 
 /// Node's `err.code` for the I/O errors a socket reports.
-pub fn io_code(e: &std::io::Error) -> Option<&'static str> {
+pub(crate) fn io_code(e: &std::io::Error) -> Option<&'static str> {
     use std::io::ErrorKind::*;
     Some(match e.kind() {
         ConnectionRefused => "ECONNREFUSED",
