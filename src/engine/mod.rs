@@ -9,7 +9,6 @@
 #![cfg_attr(not(feature = "node"), allow(dead_code))]
 
 pub(crate) mod client;
-pub(crate) mod codec;
 pub(crate) mod delivery;
 pub(crate) mod diag;
 pub mod events;

@@ -68,7 +68,7 @@ pub trait SessionStore: Send + Sync {
 /// first), so a long-running server does not grow without bound. A session
 /// whose cookie has a `maxAge` also expires `maxAge` after its last save, as
 /// in connect's MemoryStore.
-pub struct MemoryStore {
+pub(crate) struct MemoryStore {
     ttl: Duration,
     max_sessions: usize,
     max_bytes: usize,
@@ -128,16 +128,15 @@ impl MemoryStore {
         self
     }
 
-    pub fn len(&self) -> usize {
+    /// Sessions stored (for tests of the caps).
+    #[cfg(test)]
+    fn len(&self) -> usize {
         super::delivery::lock(&self.inner).map.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Bytes of all stored sessions.
-    pub fn bytes(&self) -> usize {
+    /// Bytes of all stored sessions (for tests of the caps).
+    #[cfg(test)]
+    fn bytes(&self) -> usize {
         super::delivery::lock(&self.inner).bytes
     }
 
@@ -201,12 +200,6 @@ impl MemoryStore {
         let expires = cookie_max_age(&session).map(|ms| now + Duration::from_millis(ms.max(0) as u64));
         inner.bytes += bytes;
         inner.map.insert(sid.to_owned(), Entry { session, last_used: now, expires, bytes });
-    }
-}
-
-impl Default for MemoryStore {
-    fn default() -> Self {
-        MemoryStore::new(Duration::from_secs(24 * 3600), 1_000_000)
     }
 }
 
