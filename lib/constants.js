@@ -1,5 +1,5 @@
 'use strict'
-// Entry kinds of a delivered batch: [handle, kind, ...]. Mirrors src/engine/link.rs `kind`.
+// Entry kinds of a delivered batch: [handle, kind, ...]. Mirrors src/engine/events.rs `Kind`.
 const MESSAGE = 0
 const ACKED = 1
 const SET = 2

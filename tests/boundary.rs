@@ -1,7 +1,10 @@
-//! The sans-IO core (`src/protocol/`) must not depend on tokio, tokio-util or
-//! napi, nor read the OS random source: randomness is injected
-//! (`peer::Config::entropy`), so the core is deterministic under test.
+//! Module boundaries: the sans-IO core (`src/protocol/`) must not depend on
+//! tokio, tokio-util or napi, nor read the OS random source (randomness is
+//! injected through `peer::Config::entropy`, so the core is deterministic
+//! under test), and the engine's modules depend on each other without cycles
+//! (docs/ARCHITECTURE.md has the graph).
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 const FORBIDDEN: &[&str] = &["tokio::", "tokio_util", "use tokio", "napi::", "napi_derive", "use napi", "getrandom"];
@@ -35,4 +38,112 @@ fn protocol_is_sans_io() {
         }
     }
     assert!(bad.is_empty(), "runtime imports in the sans-IO core:\n{}", bad.join("\n"));
+}
+
+/// The engine modules `text` names through `prefix` (`super::`,
+/// `crate::engine::`), among `known`; comments are skipped.
+fn named(text: &str, prefix: &str, known: &BTreeSet<String>) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for line in text.lines().map(|l| l.split("//").next().unwrap_or("")) {
+        let mut rest = line;
+        while let Some(at) = rest.find(prefix) {
+            // `super::` inside `super::super::` is the outer module's business.
+            let before = &rest[..at];
+            rest = &rest[at + prefix.len()..];
+            if prefix == "super::" && before.ends_with("super::") {
+                continue;
+            }
+            let name: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+            if known.contains(&name) {
+                out.insert(name);
+            }
+        }
+    }
+    out
+}
+
+/// The modules of `dir`: its `.rs` files and subdirectories, without `mod.rs`.
+fn modules(dir: &Path) -> BTreeSet<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir() || p.extension().is_some_and(|e| e == "rs"))
+        .map(|p| p.file_stem().unwrap().to_string_lossy().into_owned())
+        .filter(|m| m != "mod")
+        .collect()
+}
+
+/// A cycle of `graph`, if it has one.
+fn find_cycle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
+    fn visit(
+        n: &str,
+        graph: &BTreeMap<String, BTreeSet<String>>,
+        path: &mut Vec<String>,
+        done: &mut BTreeSet<String>,
+    ) -> Option<Vec<String>> {
+        if let Some(i) = path.iter().position(|p| p == n) {
+            let mut cycle = path[i..].to_vec();
+            cycle.push(n.to_owned());
+            return Some(cycle);
+        }
+        if done.contains(n) {
+            return None;
+        }
+        path.push(n.to_owned());
+        for m in graph.get(n).into_iter().flatten() {
+            if let Some(c) = visit(m, graph, path, done) {
+                return Some(c);
+            }
+        }
+        path.pop();
+        done.insert(n.to_owned());
+        None
+    }
+    let mut done = BTreeSet::new();
+    graph.keys().find_map(|n| visit(n, graph, &mut Vec::new(), &mut done))
+}
+
+/// The engine's modules form a DAG, and so do the files of `link/`. Edges
+/// into a parent (`mod.rs`: the engine's `Shared`, the `Link` struct) are
+/// the module tree itself and are not counted: a child names its parent's
+/// types, the parent declares its children.
+#[test]
+fn engine_modules_have_no_cycles() {
+    let engine = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/engine");
+    let link = engine.join("link");
+    let engine_mods = modules(&engine);
+    let link_mods = modules(&link);
+    assert!(engine_mods.contains("link") && link_mods.contains("io"), "{engine_mods:?} {link_mods:?}");
+    let read = |p: PathBuf| std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{p:?}: {e}"));
+
+    let mut top: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut inner: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for m in &engine_mods {
+        let deps = top.entry(m.clone()).or_default();
+        if m == "link" {
+            for l in link_mods.iter().map(|l| format!("{l}.rs")).chain(["mod.rs".to_owned()]) {
+                let text = read(link.join(&l));
+                deps.extend(named(&text, "crate::engine::", &engine_mods));
+                deps.extend(named(&text, "super::super::", &engine_mods));
+                if l == "mod.rs" {
+                    deps.extend(named(&text, "super::", &engine_mods));
+                } else {
+                    let name = l.trim_end_matches(".rs").to_owned();
+                    let siblings = named(&text, "super::", &link_mods);
+                    inner.entry(name).or_default().extend(siblings);
+                }
+            }
+        } else {
+            let text = read(engine.join(format!("{m}.rs")));
+            deps.extend(named(&text, "super::", &engine_mods));
+            deps.extend(named(&text, "crate::engine::", &engine_mods));
+        }
+        deps.remove(m);
+    }
+    assert_eq!(find_cycle(&top), None, "a cycle between engine modules: {top:#?}");
+    assert_eq!(find_cycle(&inner), None, "a cycle between the files of engine/link: {inner:#?}");
+    // TLS is a leaf: a layer over any stream, not a part of the transports.
+    assert_eq!(top["tls"], BTreeSet::new(), "tls.rs must not use other engine modules");
+    // Retention is a passive map; what happens to kept links is takeover's.
+    assert!(!top["retention"].contains("link"), "retention.rs must not know links");
 }

@@ -1,8 +1,8 @@
-//! lib/constants.js mirrors the delivery kinds of `engine::link::kind`:
+//! lib/constants.js mirrors the delivery kinds of `engine::events::Kind`:
 //! a number written differently on the two sides would misroute events.
 
 use std::collections::HashMap;
-use uhura::engine::link::kind;
+use uhura::engine::events::Kind;
 
 #[test]
 fn lib_constants_js_has_the_engine_kinds() {
@@ -12,33 +12,9 @@ fn lib_constants_js_has_the_engine_kinds() {
         .filter_map(|l| l.strip_prefix("const ")?.split_once(" = "))
         .filter_map(|(name, v)| Some((name, v.trim().parse().ok()?)))
         .collect();
-    let rust = [
-        ("MESSAGE", kind::MESSAGE),
-        ("ACKED", kind::ACKED),
-        ("SET", kind::SET),
-        ("CONNECTED", kind::CONNECTED),
-        ("DISCONNECTED", kind::DISCONNECTED),
-        ("ERROR", kind::ERROR),
-        ("LISTENING", kind::LISTENING),
-        ("CLOSED", kind::CLOSED),
-        ("DROPPED", kind::DROPPED),
-        ("RECONNECTING", kind::RECONNECTING),
-        ("OUTPUT", kind::OUTPUT),
-        ("TRANSPORT_CLOSED", kind::TRANSPORT_CLOSED),
-        ("RESUME_INPUT", kind::RESUME_INPUT),
-        ("OPEN_TRANSPORT", kind::OPEN_TRANSPORT),
-        ("STORE_OP", kind::STORE_OP),
-        ("ACK_TIMEOUT", kind::ACK_TIMEOUT),
-        ("STOPPED", kind::STOPPED),
-        ("WATCH", kind::WATCH),
-        ("UNWATCH", kind::UNWATCH),
-        ("LOG", kind::LOG),
-        ("ACCEPTED", kind::ACCEPTED),
-        ("REFUSED", kind::REFUSED),
-    ];
-    for (name, value) in rust {
-        assert_eq!(js.get(name), Some(&value), "lib/constants.js {name}");
+    for kind in Kind::ALL {
+        assert_eq!(js.get(kind.js_name()), Some(&(kind as u8)), "lib/constants.js {}", kind.js_name());
     }
     let kinds = js.iter().filter(|(_, v)| **v < 100).count();
-    assert_eq!(kinds, rust.len(), "lib/constants.js has a kind the engine lacks: {js:?}");
+    assert_eq!(kinds, Kind::ALL.len(), "lib/constants.js has a kind the engine lacks: {js:?}");
 }

@@ -45,7 +45,7 @@ async fn echo_server(addr: &str, opts: &TlsOptions) -> (u16, JoinHandle<io::Resu
     let port = listener.local_addr().unwrap().port();
     let task = tokio::spawn(async move {
         let (tcp, _) = listener.accept().await?;
-        let mut tls = acceptor.accept(Box::new(tcp)).await?;
+        let mut tls = acceptor.accept(tcp, &mut None::<()>).await?;
         let mut buf = [0u8; 1024];
         loop {
             let n = tls.read(&mut buf).await?;
@@ -63,7 +63,7 @@ async fn echo_server(addr: &str, opts: &TlsOptions) -> (u16, JoinHandle<io::Resu
 async fn connect(addr: &str, port: u16, host: &str, opts: &TlsOptions) -> io::Result<BoxStream> {
     let connector = TlsConnector::new(opts).expect("connector");
     let tcp = TcpStream::connect((addr, port)).await?;
-    connector.connect(host, Box::new(tcp)).await
+    Ok(Box::new(connector.connect(host, tcp, &mut None::<()>).await?))
 }
 
 /// Writes, reads the echo back, then closes cleanly.
@@ -240,7 +240,7 @@ async fn close_without_close_notify_is_a_plain_end() {
         let port = listener.local_addr().unwrap().port();
         let srv = tokio::spawn(async move {
             let (tcp, _) = listener.accept().await.unwrap();
-            let mut tls = acceptor.accept(Box::new(tcp)).await.unwrap();
+            let mut tls = acceptor.accept(tcp, &mut None::<()>).await.unwrap();
             tls.write_all(b"bye").await.unwrap();
             tls.flush().await.unwrap();
             // Dropped without shutdown: the TCP socket closes with no close_notify.
@@ -288,7 +288,7 @@ async fn works_over_unix_sockets() {
         let acceptor = TlsAcceptor::new(&server_opts("server")).unwrap();
         let srv = tokio::spawn(async move {
             let (s, _) = listener.accept().await.unwrap();
-            let mut tls = acceptor.accept(Box::new(s)).await.unwrap();
+            let mut tls = acceptor.accept(s, &mut None::<()>).await.unwrap();
             let mut buf = [0u8; 4];
             tls.read_exact(&mut buf).await.unwrap();
             tls.write_all(&buf).await.unwrap();
@@ -296,7 +296,7 @@ async fn works_over_unix_sockets() {
         });
         let connector = TlsConnector::new(&client_opts()).unwrap();
         let unix = tokio::net::UnixStream::connect(&path).await.unwrap();
-        let mut s = connector.connect("localhost", Box::new(unix)).await.unwrap();
+        let mut s = connector.connect("localhost", unix, &mut None::<()>).await.unwrap();
         s.write_all(b"ping").await.unwrap();
         let mut got = Vec::new();
         s.read_to_end(&mut got).await.unwrap();

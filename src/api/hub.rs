@@ -17,7 +17,7 @@ use super::event::Event;
 use super::inbox::{Flow, Inbox, Queued};
 use super::server::ServerInbox;
 use crate::engine::delivery::lock;
-use crate::engine::link::kind;
+use crate::engine::events::Kind;
 use crate::engine::Engine;
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -169,8 +169,8 @@ impl Hub {
                 }
             }
             let seq = || body.as_u64();
-            match k {
-                kind::MESSAGE => {
+            match Kind::from_u8(k) {
+                Some(Kind::Message) => {
                     let event = match (&body, &inbox) {
                         (Value::Array(a), Some(i)) if a.len() == 1 && a[0] == "invalidateSession" && i.is_client() => {
                             Event::InvalidateSession
@@ -179,9 +179,9 @@ impl Hub {
                     };
                     queue(h, event, bytes);
                 }
-                kind::SET => queue(h, Event::set(body), bytes),
-                kind::ACKED => seq().into_iter().for_each(|s| self.settle_ack(s, Ok(()))),
-                kind::ACK_TIMEOUT => seq().into_iter().for_each(|s| {
+                Some(Kind::Set) => queue(h, Event::set(body), bytes),
+                Some(Kind::Acked) => seq().into_iter().for_each(|s| self.settle_ack(s, Ok(()))),
+                Some(Kind::AckTimeout) => seq().into_iter().for_each(|s| {
                     self.settle_ack(
                         s,
                         Err(Error::new(
@@ -190,13 +190,13 @@ impl Hub {
                         )),
                     )
                 }),
-                kind::DROPPED => {
+                Some(Kind::Dropped) => {
                     if let Some(s) = seq() {
                         self.settle_ack(s, Err(Error::new(ErrorKind::Dropped, "uhura: the event was dropped: the send queue was over maxQueueLength or maxQueueBytes, or its session expired")));
                     }
                     queue(h, Event::Drop, bytes);
                 }
-                kind::CONNECTED => match body.get("server").and_then(Value::as_u64) {
+                Some(Kind::Connected) => match body.get("server").and_then(Value::as_u64) {
                     Some(server) => self.accepted(server as u32, h, &body),
                     None => {
                         if let Some(inbox) = &inbox {
@@ -213,7 +213,7 @@ impl Hub {
                         }
                     }
                 },
-                kind::DISCONNECTED => {
+                Some(Kind::Disconnected) => {
                     let Some(inbox) = &inbox else { continue };
                     let again = body.as_bool().unwrap_or(false);
                     let was_connected = inbox.status.borrow().connected;
@@ -233,7 +233,7 @@ impl Hub {
                         ended.push(inbox.clone());
                     }
                 }
-                kind::ERROR => {
+                Some(Kind::Error) => {
                     if let Some(server) = lock(&self.servers).get(&h).cloned() {
                         server.failed(error_of(&body, ErrorKind::Listen));
                     } else if let Some(inbox) = &inbox {
@@ -243,13 +243,13 @@ impl Hub {
                         queue(h, Event::error(&body), bytes);
                     }
                 }
-                kind::RECONNECTING => {
+                Some(Kind::Reconnecting) => {
                     let attempt = body["attempt"].as_u64().unwrap_or(0).min(u32::MAX as u64) as u32;
                     let ms = body["delay"].as_f64().unwrap_or(0.0);
                     let delay = Duration::try_from_secs_f64(ms / 1000.0).unwrap_or_default();
                     queue(h, Event::Reconnecting { attempt, delay }, bytes);
                 }
-                kind::STOPPED => {
+                Some(Kind::Stopped) => {
                     if let Some(inbox) = &inbox {
                         inbox.update(|s| {
                             s.stops += 1;
@@ -257,12 +257,12 @@ impl Hub {
                         });
                     }
                 }
-                kind::LISTENING => {
+                Some(Kind::Listening) => {
                     if let Some(server) = lock(&self.servers).get(&h).cloned() {
                         server.listening(&body);
                     }
                 }
-                kind::CLOSED => {
+                Some(Kind::Closed) => {
                     if let Some(server) = lock(&self.servers).get(&h).cloned() {
                         server.closed();
                     }

@@ -3,9 +3,10 @@
 
 use super::delivery::lock;
 use super::diag::Ns;
-use super::link::{self, kind, Addresses, Link};
+use super::events::Kind;
+use super::link::Link;
 use super::tls::TlsConnector;
-use super::transport::{self, secure_connect, BoxStream, Endpoint};
+use super::transport::{self, io_code, Addresses, BoxStream, Endpoint};
 use super::Shared;
 use crate::protocol::backoff::{self, unit_random, Backoff};
 use crate::protocol::peer::{Config, Peer, Role};
@@ -151,16 +152,23 @@ impl Client {
                 let endpoint = &endpoints[attempt % endpoints.len()];
                 let io = async {
                     let (stream, mut addrs) = transport::connect(endpoint).await?;
-                    if tls.is_some() {
-                        // Bytes must go through TLS, never straight to the socket.
-                        addrs.direct = None;
-                    }
-                    Ok::<_, std::io::Error>((secure_connect(stream, endpoint, tls.as_deref()).await?, addrs))
+                    let stream: BoxStream = match tls {
+                        Some(tls) => {
+                            let host = match endpoint {
+                                Endpoint::Tcp { host, .. } => host.as_deref().unwrap_or("localhost"),
+                                Endpoint::Unix { .. } => "localhost",
+                            };
+                            // Takes `addrs.direct`: bytes must go through TLS.
+                            Box::new(tls.connect(host, stream, &mut addrs.direct).await?)
+                        }
+                        None => stream,
+                    };
+                    Ok::<_, std::io::Error>((stream, addrs))
                 };
                 match tokio::time::timeout(CONNECT_TIMEOUT, io).await {
                     Ok(Ok(c)) => Ok(c),
                     Ok(Err(e)) => {
-                        let code = link::io_code(&e);
+                        let code = io_code(&e);
                         Err((
                             format!("connect {} {endpoint}: {e}", code.unwrap_or("error")),
                             code.or(tls.as_ref().map(|_| "ETLS")),
@@ -172,7 +180,7 @@ impl Client {
             Connector::Js => {
                 let (tx, rx) = oneshot::channel();
                 lock(&self.control).js_waiter = Some(tx);
-                self.link.deliver(kind::OPEN_TRANSPORT, |b| b.push('0'));
+                self.link.deliver(Kind::OpenTransport, |b| b.push('0'));
                 tokio::select! {
                     r = rx => match r {
                         Ok(Ok(c)) => Ok(c),
@@ -204,7 +212,7 @@ async fn connect_loop(shared: &Arc<Shared>, client: &Arc<Client>) {
         if client.stopping() {
             // Session, queue and unacknowledged events stay, for a later
             // reconnect() to resume with.
-            link.deliver(kind::STOPPED, |b| b.push('0'));
+            link.deliver(Kind::Stopped, |b| b.push('0'));
             if !client.parked().await {
                 return;
             }
@@ -260,7 +268,7 @@ async fn connect_loop(shared: &Arc<Shared>, client: &Arc<Client>) {
                 format!("{who} reconnect attempt {attempt} in {:.0} ms", delay.as_secs_f64() * 1000.0)
             }
         });
-        link.deliver(kind::DISCONNECTED, |b| b.push_str(if again { "true" } else { "false" }));
+        link.deliver(Kind::Disconnected, |b| b.push_str(if again { "true" } else { "false" }));
         if !again {
             // Wait for `reconnect()` or `disconnect()`; `autoReconnect()`
             // alone does not reconnect a closed client, as in the original.
@@ -275,7 +283,7 @@ async fn connect_loop(shared: &Arc<Shared>, client: &Arc<Client>) {
         }
         if !delay.is_zero() {
             let delay_ms = delay.as_secs_f64() * 1000.0;
-            link.deliver(kind::RECONNECTING, |b| {
+            link.deliver(Kind::Reconnecting, |b| {
                 b.push_str(&format!("{{\"attempt\":{attempt},\"delay\":{delay_ms:.3}}}"))
             });
             tokio::select! {

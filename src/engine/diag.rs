@@ -9,7 +9,7 @@
 //! JavaScript in the order they happened on each connection.
 
 use super::delivery::Delivery;
-use super::link::kind::LOG;
+use super::events::Kind;
 use crate::protocol::message::push_json_string;
 use crate::protocol::peer::{Direction, WireTap};
 use std::fmt::Write as _;
@@ -55,7 +55,7 @@ pub fn on(ns: Ns) -> bool {
 /// A log line in the delivery format: `[handle, LOG, code, "text"]`.
 fn push(delivery: &Delivery, handle: u32, code: u8, text: &str) {
     delivery.push(|b| {
-        let _ = write!(b, "[{handle},{LOG},{code},");
+        let _ = write!(b, "[{handle},{},{code},", Kind::Log);
         push_json_string(text, b);
         b.push(']');
     });

@@ -6,7 +6,8 @@
 //! a socket.
 
 use super::delivery::lock;
-use super::link::{kind, Link};
+use super::events::Kind;
+use super::link::Link;
 use super::transport::BoxStream;
 use bytes::Bytes;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -49,7 +50,7 @@ impl JsPipe {
                 }
                 let left = p.inbound_bytes.fetch_sub(n, Ordering::AcqRel) - n;
                 if left < INPUT_HIGH_WATER / 2 && p.paused.swap(false, Ordering::AcqRel) {
-                    l.deliver(kind::RESUME_INPUT, |b| b.push('0'));
+                    l.deliver(Kind::ResumeInput, |b| b.push('0'));
                 }
             }
             let _ = wr.shutdown().await;
@@ -68,7 +69,7 @@ impl JsPipe {
                             was_empty
                         };
                         if was_empty {
-                            l.deliver(kind::OUTPUT, |b| b.push('0'));
+                            l.deliver(Kind::Output, |b| b.push('0'));
                         }
                         loop {
                             let drained = p.out_drained.notified();
@@ -82,7 +83,7 @@ impl JsPipe {
             }
             // The link is done with this transport: JavaScript closes the stream
             // once it has written what is left.
-            l.deliver(kind::TRANSPORT_CLOSED, |b| b.push('0'));
+            l.deliver(Kind::TransportClosed, |b| b.push('0'));
         });
         (pipe, Box::new(ours))
     }

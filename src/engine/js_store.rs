@@ -4,7 +4,7 @@
 //! out, so a stuck store cannot hold a connection's handshake forever.
 
 use super::delivery::{lock, Delivery};
-use super::link::kind;
+use super::events::Kind;
 use super::store::{SessionStore, StoreFuture};
 use crate::protocol::session::{self, Session};
 use serde_json::Value;
@@ -46,7 +46,7 @@ impl JsStore {
         let (server, op_json, sid_json) = (self.server, Value::from(op).to_string(), Value::from(sid).to_string());
         let session_json = session.map(|s| Value::Object(s.clone()).to_string());
         self.delivery.push(|b| {
-            b.push_str(&format!("[{server},{},{req},{op_json},{sid_json},", kind::STORE_OP));
+            b.push_str(&format!("[{server},{},{req},{op_json},{sid_json},", Kind::StoreOp));
             b.push_str(session_json.as_deref().unwrap_or("null"));
             b.push(']');
         });

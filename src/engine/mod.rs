@@ -3,21 +3,26 @@
 //! application call comes in through the `Engine` methods, addressed by
 //! numeric handle.
 
-pub mod client;
-pub mod codec;
-pub mod delivery;
-pub mod diag;
-pub mod entropy;
-pub mod fault;
-pub mod js_pipe;
-pub mod js_store;
+// Without the Node binding (`--no-default-features`) the parts only it
+// drives are unused: JavaScript streams and stores, reads on Node's loop,
+// the line protocol. Dead code is checked with it (the default features).
+#![cfg_attr(not(feature = "node"), allow(dead_code))]
+
+pub(crate) mod client;
+pub(crate) mod delivery;
+pub(crate) mod diag;
+pub(crate) mod entropy;
+pub mod events;
+pub(crate) mod fault;
+pub(crate) mod js_pipe;
+pub(crate) mod js_store;
 pub mod lines;
-pub mod link;
+pub(crate) mod link;
 pub mod redis_store;
-pub mod retention;
-pub mod server;
+pub(crate) mod retention;
+pub(crate) mod server;
 pub mod store;
-pub mod timers;
+pub(crate) mod timers;
 pub mod tls;
 pub mod transport;
 
@@ -27,14 +32,14 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
-pub use client::{Client, ClientOptions, Connector};
+pub(crate) use client::{Client, ClientOptions, Connector};
 use js_pipe::JsPipe;
-use link::Addresses;
-pub use server::{ListenOptions, Server, ServerOptions, StoreChoice};
-pub use transport::Endpoint;
+pub(crate) use server::{ListenOptions, Server, ServerOptions};
+use transport::Addresses;
+pub(crate) use transport::Endpoint;
 
 /// What the runtime's tasks share.
-pub struct Shared {
+pub(crate) struct Shared {
     pub delivery: Arc<Delivery>,
     next_handle: AtomicU32,
     links: Mutex<HashMap<u32, Arc<Link>>>,
@@ -137,7 +142,7 @@ impl Shared {
     }
 }
 
-pub struct Engine {
+pub(crate) struct Engine {
     // Declared before the runtime so tasks' handles drop first.
     shared: Arc<Shared>,
     _rt: tokio::runtime::Runtime,

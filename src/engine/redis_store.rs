@@ -25,7 +25,7 @@ pub const DEFAULT_PREFIX: &str = "sess:";
 /// connect-redis's key expiry for a session without a cookie `maxAge`.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Where delivery state goes: `uhura:out:<sid>` and `uhura:seen:<sid>`.
-pub const DEFAULT_AUX_PREFIX: &str = "uhura:";
+pub(crate) const DEFAULT_AUX_PREFIX: &str = "uhura:";
 
 // A handshake waits on the store, so a dead Redis must cost a client a
 // couple of seconds, not the OS's TCP timeouts.
@@ -63,7 +63,7 @@ impl RedisStore {
     /// That must not start with the session prefix (unless this is empty,
     /// when every key is under it): whatever is there counts as a session
     /// to connect-redis.
-    pub fn open(
+    pub(crate) fn open(
         url: &str,
         prefix: Option<String>,
         aux_prefix: Option<String>,

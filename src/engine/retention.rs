@@ -1,29 +1,42 @@
 //! Server side: what a dropped connection leaves for its session's return.
-//! The closed link stays registered (the application may still send on the
-//! old connection object) and waits here, for a bounded window, until a new
-//! connection resumes the session and takes its queue, its unacknowledged
-//! events and its duplicate-suppression state.
+//! A passive map: the closed connection stays registered (the application
+//! may still send on the old connection object) and waits here, for a
+//! bounded window, under its session id. What happens to it (taken over,
+//! released) is `link/takeover.rs`'s business; this file knows nothing of
+//! links (`T` is one).
 
 use super::delivery::lock;
-use super::link::{kind, Link};
-use super::Shared;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
-pub struct Retention {
+/// Dropped connections by session id, and the open one of each session.
+pub(crate) struct Retention<T> {
+    /// How long a dropped connection is kept (`resumeWindow`).
     window: Duration,
+    /// At most this many kept at once; past it the oldest is let go.
     max_sessions: usize,
-    map: Mutex<HashMap<String, (Arc<Link>, Instant)>>,
+    /// The dropped connections, by session id.
+    map: Mutex<HashMap<String, Kept<T>>>,
     /// The connection currently serving each session, so a resume that
     /// arrives before the old connection was seen to drop can end it.
-    active: Mutex<HashMap<String, Weak<Link>>>,
+    active: Mutex<HashMap<String, Weak<T>>>,
+    /// Wakes a resume waiting for the old connection to be kept.
     changed: Notify,
 }
 
-impl Retention {
-    pub fn new(window: Duration, max_sessions: usize) -> Arc<Self> {
+/// A dropped connection waiting for its session's return.
+struct Kept<T> {
+    /// The connection.
+    item: Arc<T>,
+    /// When its window ends.
+    until: Instant,
+}
+
+impl<T> Retention<T> {
+    /// Keeps each dropped connection for `window`, at most `max_sessions`.
+    pub(crate) fn new(window: Duration, max_sessions: usize) -> Arc<Self> {
         Arc::new(Retention {
             window,
             max_sessions: max_sessions.max(1),
@@ -33,52 +46,53 @@ impl Retention {
         })
     }
 
-    pub fn window(&self) -> Duration {
+    /// How long a dropped connection is kept.
+    pub(crate) fn window(&self) -> Duration {
         self.window
     }
 
-    pub fn len(&self) -> usize {
-        lock(&self.map).len()
+    /// `item` serves session `sid` now (its handshake is done).
+    pub(crate) fn set_active(&self, sid: &str, item: &Arc<T>) {
+        lock(&self.active).insert(sid.to_owned(), Arc::downgrade(item));
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    pub fn set_active(&self, sid: &str, link: &Arc<Link>) {
-        lock(&self.active).insert(sid.to_owned(), Arc::downgrade(link));
-    }
-
-    pub fn active(&self, sid: &str) -> Option<Arc<Link>> {
+    /// The open connection serving `sid`, if it is still alive.
+    pub(crate) fn active(&self, sid: &str) -> Option<Arc<T>> {
         lock(&self.active).get(sid).and_then(Weak::upgrade)
     }
 
     /// Resolves when a connection is kept (see `keep`).
-    pub fn changed(&self) -> impl std::future::Future<Output = ()> + '_ {
+    pub(crate) fn changed(&self) -> impl std::future::Future<Output = ()> + '_ {
         self.changed.notified()
     }
 
-    /// Keeps the closed `link` for session `sid`. Returns the links that no
-    /// longer fit (the oldest, when full).
-    pub fn keep(&self, sid: String, link: Arc<Link>, now: Instant) -> Vec<Arc<Link>> {
+    /// Keeps the closed `item` for session `sid`. An older one kept for the
+    /// same session is handed to `merge(item, older)` first, under the map's
+    /// lock, so no resume can take `item` before it holds what `older` had.
+    /// Returns the ones that no longer fit (the oldest, when full).
+    pub(crate) fn keep(
+        &self,
+        sid: String,
+        item: Arc<T>,
+        now: Instant,
+        merge: impl FnOnce(&Arc<T>, &Arc<T>),
+    ) -> Vec<Arc<T>> {
         {
             let mut active = lock(&self.active);
-            if active.get(&sid).is_some_and(|w| w.upgrade().is_none_or(|l| Arc::ptr_eq(&l, &link))) {
+            if active.get(&sid).is_some_and(|w| w.upgrade().is_none_or(|l| Arc::ptr_eq(&l, &item))) {
                 active.remove(&sid);
             }
         }
         let mut out = Vec::new();
         let mut map = lock(&self.map);
-        // An older closed connection of the same session (it dropped while
-        // this one was starting): nothing of it may be lost.
-        if let Some((older, _)) = map.remove(&sid) {
-            link.absorb(&older);
+        if let Some(older) = map.remove(&sid) {
+            merge(&item, &older.item);
         }
-        map.insert(sid, (link, now + self.window));
+        map.insert(sid, Kept { item, until: now + self.window });
         if map.len() > self.max_sessions {
-            if let Some(oldest) = map.iter().min_by_key(|(_, (_, t))| *t).map(|(k, _)| k.clone()) {
-                if let Some((l, _)) = map.remove(&oldest) {
-                    out.push(l);
+            if let Some(oldest) = map.iter().min_by_key(|(_, k)| k.until).map(|(sid, _)| sid.clone()) {
+                if let Some(k) = map.remove(&oldest) {
+                    out.push(k.item);
                 }
             }
         }
@@ -88,29 +102,19 @@ impl Retention {
     }
 
     /// The dropped connection kept for `sid`, left in place.
-    pub fn peek(&self, sid: &str) -> Option<Arc<Link>> {
-        lock(&self.map).get(sid).map(|(l, _)| l.clone())
+    pub(crate) fn peek(&self, sid: &str) -> Option<Arc<T>> {
+        lock(&self.map).get(sid).map(|k| k.item.clone())
     }
 
-    pub fn take(&self, sid: &str) -> Option<Arc<Link>> {
-        lock(&self.map).remove(sid).map(|(l, _)| l)
+    /// Takes the dropped connection kept for `sid` out of the map.
+    pub(crate) fn take(&self, sid: &str) -> Option<Arc<T>> {
+        lock(&self.map).remove(sid).map(|k| k.item)
     }
 
-    pub fn expire(&self, now: Instant) -> Vec<Arc<Link>> {
+    /// Takes out every connection whose window has passed by `now`.
+    pub(crate) fn expire(&self, now: Instant) -> Vec<Arc<T>> {
         let mut map = lock(&self.map);
-        let expired: Vec<String> = map.iter().filter(|(_, (_, t))| *t <= now).map(|(k, _)| k.clone()).collect();
-        expired.into_iter().filter_map(|k| map.remove(&k).map(|(l, _)| l)).collect()
-    }
-}
-
-/// Gives up on a retained link: its pending events will never be sent, so
-/// their callbacks hear so, and its handles stop routing.
-pub fn release(shared: &Shared, link: &Arc<Link>) {
-    let retained = lock(&link.peer).take_retained();
-    for (h, seq) in retained.notifies() {
-        shared.delivery.push(|b| b.push_str(&format!("[{h},{},{seq}]", kind::DROPPED)));
-    }
-    for h in link.handles() {
-        shared.unregister_link(h);
+        let expired: Vec<String> = map.iter().filter(|(_, k)| k.until <= now).map(|(sid, _)| sid.clone()).collect();
+        expired.into_iter().filter_map(|sid| map.remove(&sid).map(|k| k.item)).collect()
     }
 }

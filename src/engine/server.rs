@@ -3,17 +3,19 @@
 //! has ended, as with Node's net.Server.
 
 use super::delivery::lock;
+use super::events::Kind;
 use super::js_store::JsStore;
-use super::link::{self, kind, Addresses, Link};
-use super::retention::{release, Retention};
+use super::link::takeover;
+use super::link::Link;
+use super::retention::Retention;
 use super::store::{MemoryStore, SessionStore, DEFAULT_MAX_SESSIONS, DEFAULT_SESSION_TTL};
 use super::tls::TlsAcceptor;
-use super::transport::{secure_accept, BoxStream, Endpoint, Listener};
+use super::transport::{io_code, Addresses, BoxStream, Endpoint, Listener};
 use super::Shared;
 use crate::protocol::peer::{Config, Peer, Role};
 use serde_json::Value;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -85,7 +87,9 @@ pub struct Server {
     config: Config,
     store: Arc<dyn SessionStore>,
     tls: Option<Arc<TlsAcceptor>>,
-    retention: Option<Arc<Retention>>,
+    /// Where dropped connections wait for their sessions to resume; none
+    /// with a zero `resume_window`.
+    retention: Option<Arc<Retention<Link>>>,
     /// Cancelled by `close()`; each `listen()` after a close gets a new one.
     shutdown: Mutex<CancellationToken>,
     /// `close()` was called and `close` is not reported yet.
@@ -121,7 +125,7 @@ impl Server {
         let retention =
             (!options.resume_window.is_zero()).then(|| Retention::new(options.resume_window, options.max_retained));
         if let Some(r) = &retention {
-            shared.rt.spawn(sweep(Arc::downgrade(shared), r.clone()));
+            shared.rt.spawn(takeover::sweep(Arc::downgrade(shared), r.clone()));
         }
         Arc::new(Server {
             handle,
@@ -173,11 +177,11 @@ impl Server {
             && self.active.load(Ordering::Acquire) == 0
             && self.closing.swap(false, Ordering::AcqRel)
         {
-            self.report(shared, kind::CLOSED, "0");
+            self.report(shared, Kind::Closed, "0");
         }
     }
 
-    fn report(&self, shared: &Shared, kind: u8, body: &str) {
+    fn report(&self, shared: &Shared, kind: Kind, body: &str) {
         let h = self.handle;
         shared.delivery.push(|b| b.push_str(&format!("[{h},{kind},{body}]")));
     }
@@ -204,40 +208,14 @@ impl Server {
         shared.rt.clone().spawn(async move {
             match stream.await {
                 Ok(stream) => link.drive(stream, addrs).await,
-                Err(e) => link.deliver_error(&e.to_string(), link::io_code(&e).or(Some("ETLS"))),
+                Err(e) => link.deliver_error(&e.to_string(), io_code(&e).or(Some("ETLS"))),
             }
             shared.forget_pipe(link.handle);
-            server.retire(&shared, &link);
-            link.deliver(kind::DISCONNECTED, |b| b.push_str("false"));
+            takeover::retire(&shared, &link);
+            link.deliver(Kind::Disconnected, |b| b.push_str("false"));
             server.active.fetch_sub(1, Ordering::AcqRel);
             server.maybe_closed(&shared);
         });
-    }
-}
-
-impl Server {
-    /// A connection ended: keep its state for its session's return, or let it go.
-    fn retire(&self, shared: &Arc<Shared>, link: &Arc<Link>) {
-        match (&self.retention, link.session_key()) {
-            (Some(retention), Some(sid)) => {
-                for evicted in retention.keep(sid, link.clone(), Instant::now()) {
-                    release(shared, &evicted);
-                }
-            }
-            _ => release(shared, link),
-        }
-    }
-}
-
-/// Lets retained sessions go once their window has passed.
-async fn sweep(shared: Weak<Shared>, retention: Arc<Retention>) {
-    let period = (retention.window() / 10).clamp(Duration::from_millis(50), Duration::from_secs(5));
-    loop {
-        tokio::time::sleep(period).await;
-        let Some(shared) = shared.upgrade() else { return };
-        for link in retention.expire(Instant::now()) {
-            release(&shared, &link);
-        }
     }
 }
 
@@ -255,13 +233,16 @@ fn addresses_json(addrs: &Addresses) -> String {
 }
 
 fn error_json(e: &std::io::Error, syscall: &str, endpoint: &Endpoint) -> String {
-    let code = link::io_code(e);
+    let code = io_code(e);
     let mut err = serde_json::Map::new();
     err.insert("message".into(), format!("{syscall} {} {endpoint}: {e}", code.unwrap_or("error")).into());
     err.insert("code".into(), code.map_or(Value::Null, Value::from));
     err.insert("syscall".into(), syscall.into());
     Value::Object(err).to_string()
 }
+
+/// An accepted stream, once its TLS handshake (if any) is done.
+type SecuredStream = std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<BoxStream>> + Send>>;
 
 /// Serves until `shutdown` (from `Server::begin_listen`) is cancelled.
 pub async fn listen_and_serve(
@@ -273,7 +254,7 @@ pub async fn listen_and_serve(
     let listener = match Listener::bind(&options.endpoint, options.backlog).await {
         Ok(l) => l,
         Err(e) => {
-            server.report(&shared, kind::ERROR, &error_json(&e, "listen", &options.endpoint));
+            server.report(&shared, Kind::Error, &error_json(&e, "listen", &options.endpoint));
             return;
         }
     };
@@ -285,7 +266,7 @@ pub async fn listen_and_serve(
         return;
     }
     server.listening.fetch_add(1, Ordering::AcqRel);
-    server.report(&shared, kind::LISTENING, &format!("{},{listen}", listener.address_json()));
+    server.report(&shared, Kind::Listening, &format!("{},{listen}", listener.address_json()));
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -298,21 +279,23 @@ pub async fn listen_and_serve(
                         super::diag::log(&shared.delivery, server.handle, super::diag::Ns::Connection, || {
                             format!("server #{} refused {peers}: maxConnections reached", server.handle)
                         });
-                        server.report(&shared, kind::REFUSED, &peers);
+                        server.report(&shared, Kind::Refused, &peers);
                         continue;
                     }
                     let link = server.new_link(&shared);
-                    server.report(&shared, kind::ACCEPTED, &format!("{},{peers}", link.handle));
-                    let tls = server.tls.clone();
-                    if tls.is_some() {
-                        // Bytes must go through TLS, never straight to the socket.
-                        addrs.direct = None;
-                    }
-                    let secured = async move {
-                        match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, secure_accept(stream, tls.as_deref())).await {
-                            Ok(r) => r,
-                            Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out")),
+                    server.report(&shared, Kind::Accepted, &format!("{},{peers}", link.handle));
+                    let secured: SecuredStream = match &server.tls {
+                        Some(tls) => {
+                            // Takes `addrs.direct`: bytes must go through TLS.
+                            let handshake = tls.accept(stream, &mut addrs.direct);
+                            Box::pin(async move {
+                                match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake).await {
+                                    Ok(r) => r.map(|s| Box::new(s) as BoxStream),
+                                    Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out")),
+                                }
+                            })
                         }
+                        None => Box::pin(std::future::ready(Ok(stream))),
                     };
                     server.run_link(&shared, link, secured, addrs);
                 }

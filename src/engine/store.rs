@@ -68,7 +68,7 @@ pub trait SessionStore: Send + Sync {
 /// first), so a long-running server does not grow without bound. A session
 /// whose cookie has a `maxAge` also expires `maxAge` after its last save, as
 /// in connect's MemoryStore.
-pub struct MemoryStore {
+pub(crate) struct MemoryStore {
     ttl: Duration,
     max_sessions: usize,
     max_bytes: usize,
@@ -128,16 +128,15 @@ impl MemoryStore {
         self
     }
 
-    pub fn len(&self) -> usize {
+    /// Sessions stored (for tests of the caps).
+    #[cfg(test)]
+    fn len(&self) -> usize {
         super::delivery::lock(&self.inner).map.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Bytes of all stored sessions.
-    pub fn bytes(&self) -> usize {
+    /// Bytes of all stored sessions (for tests of the caps).
+    #[cfg(test)]
+    fn bytes(&self) -> usize {
         super::delivery::lock(&self.inner).bytes
     }
 
@@ -208,12 +207,6 @@ impl MemoryStore {
 pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(24 * 3600);
 /// How many sessions the memory store holds at most by default.
 pub const DEFAULT_MAX_SESSIONS: usize = 1_000_000;
-
-impl Default for MemoryStore {
-    fn default() -> Self {
-        MemoryStore::new(DEFAULT_SESSION_TTL, DEFAULT_MAX_SESSIONS)
-    }
-}
 
 impl SessionStore for MemoryStore {
     fn get<'a>(&'a self, sid: &'a str) -> StoreFuture<'a, Option<Session>> {

@@ -1,4 +1,4 @@
-//! Native TLS over any `BoxStream`, with rustls (ring provider) and Node's
+//! Native TLS over any byte stream, with rustls (ring provider) and Node's
 //! option names and defaults:
 //!
 //! * a client verifies the server against `ca` (or the Mozilla roots of
@@ -18,8 +18,14 @@
 //!
 //! A peer that closes its socket without a TLS `close_notify` ends the stream
 //! like a plain EOF, as in Node, rather than raising an error.
+//!
+//! A socket under TLS must never be written directly: those bytes would
+//! bypass the encryption. So securing a socket takes its direct-write
+//! handle away (`accept` and `connect` clear `direct`), here and nowhere else.
+//!
+//! A leaf: generic over the stream, it knows nothing of the transports or
+//! links that use it.
 
-use super::transport::BoxStream;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
@@ -31,6 +37,7 @@ use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, DistinguishedName, OtherError, RootCertStore, ServerConfig,
     SignatureScheme,
 };
+use std::future::Future;
 use std::io;
 use std::net::IpAddr;
 use std::pin::Pin;
@@ -87,9 +94,19 @@ impl TlsAcceptor {
         Ok(TlsAcceptor { inner: tokio_rustls::TlsAcceptor::from(Arc::new(config)) })
     }
 
-    pub async fn accept(&self, s: BoxStream) -> io::Result<BoxStream> {
-        let tls = self.inner.accept(s).await.map_err(handshake_error)?;
-        Ok(Box::new(EofIsEnd(tls)))
+    /// The server handshake over an accepted `stream`. `direct`, the
+    /// socket's handle for writing to it directly, is cleared at once: from
+    /// now on every byte goes through TLS.
+    pub fn accept<S, D>(&self, stream: S, direct: &mut Option<D>) -> impl Future<Output = io::Result<TlsStream<S>>>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        *direct = None;
+        let handshake = self.inner.accept(stream);
+        async move {
+            let tls = handshake.await.map_err(handshake_error)?;
+            Ok(TlsStream(tls.into()))
+        }
     }
 }
 
@@ -138,17 +155,31 @@ impl TlsConnector {
         })
     }
 
-    /// Runs the client handshake over `s`; `host` is what was connected to.
-    pub async fn connect(&self, host: &str, s: BoxStream) -> io::Result<BoxStream> {
+    /// The client handshake over `stream`; `host` is what was connected
+    /// to. `direct`, the socket's handle for writing to it directly, is
+    /// cleared at once: from now on every byte goes through TLS.
+    pub fn connect<S, D>(
+        &self,
+        host: &str,
+        stream: S,
+        direct: &mut Option<D>,
+    ) -> impl Future<Output = io::Result<TlsStream<S>>>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        *direct = None;
         let name = match server_name(self.servername.as_deref().unwrap_or(host)) {
-            Ok(name) => name,
+            Ok(name) => Ok(name),
             // Nothing is verified, so a name rustls cannot use (say `my_host`)
             // only means no SNI is sent.
-            Err(_) if !self.verify => ServerName::IpAddress(IpAddr::from([0, 0, 0, 0]).into()),
-            Err(e) => return Err(e),
+            Err(_) if !self.verify => Ok(ServerName::IpAddress(IpAddr::from([0, 0, 0, 0]).into())),
+            Err(e) => Err(e),
         };
-        let tls = self.inner.connect(name, s).await.map_err(handshake_error)?;
-        Ok(Box::new(EofIsEnd(tls)))
+        let handshake = name.map(|name| self.inner.connect(name, stream));
+        async move {
+            let tls = handshake?.await.map_err(handshake_error)?;
+            Ok(TlsStream(tls.into()))
+        }
     }
 }
 
@@ -412,11 +443,12 @@ impl ClientCertVerifier for AcceptAnyClientCert {
     signature_checks!(provider);
 }
 
-/// A TLS stream whose reader treats a close without `close_notify` as the end
-/// of the stream, as Node does (old peers often just destroy their sockets).
-struct EofIsEnd<S>(S);
+/// A TLS stream (either side) whose reader treats a close without
+/// `close_notify` as the end of the stream, as Node does (old peers often
+/// just destroy their sockets).
+pub struct TlsStream<S>(tokio_rustls::TlsStream<S>);
 
-impl<S: AsyncRead + Unpin> AsyncRead for EofIsEnd<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for TlsStream<S> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         match Pin::new(&mut self.0).poll_read(cx, buf) {
             Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => Poll::Ready(Ok(())),
@@ -425,7 +457,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for EofIsEnd<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for EofIsEnd<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TlsStream<S> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.0).poll_write(cx, buf)
     }

@@ -2,8 +2,6 @@
 //! streams pumped from JavaScript. Everything past this file sees one boxed
 //! `Stream`, so the protocol code is the same on all of them.
 
-use super::link::Addresses;
-use super::tls::{TlsAcceptor, TlsConnector};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -16,10 +14,25 @@ pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Stream for T {}
 pub type BoxStream = Box<dyn Stream>;
 
+/// What a link knows of its socket: addresses as Node reports them, and
+/// the socket itself when it may be written to directly (plain TCP or Unix;
+/// not TLS, whose handshake takes it away (`tls.rs`), not a JavaScript
+/// stream).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Addresses {
+    /// The peer's address (`remoteAddress` / `remotePort`); none on Unix
+    /// sockets and JavaScript streams that do not say.
+    pub(crate) remote: Option<std::net::SocketAddr>,
+    /// Our end's address (`localAddress` / `localPort`).
+    pub(crate) local: Option<std::net::SocketAddr>,
+    /// The socket for direct writes and reads on the application's loop.
+    pub(crate) direct: Option<Arc<dyn DirectWrite>>,
+}
+
 /// A socket any thread may write to without waiting: the API thread writes
 /// straight to the kernel when the writer task is idle, which saves a
 /// cross-thread wake-up per send (~15 µs each, docs/ARCHITECTURE.md).
-pub trait DirectWrite: Send + Sync + std::fmt::Debug {
+pub(crate) trait DirectWrite: Send + Sync + std::fmt::Debug {
     fn try_write(&self, buf: &[u8]) -> io::Result<usize>;
     /// Reads without waiting (for a reader on another event loop).
     fn try_read(&self, buf: &mut [u8]) -> io::Result<usize>;
@@ -30,7 +43,7 @@ pub trait DirectWrite: Send + Sync + std::fmt::Debug {
 
 /// A `DirectWrite` as an `io::Write`, one non-blocking write per call (for
 /// `Peer::write_to`): `WouldBlock` is an error, as `try_write` reports it.
-pub struct NonBlocking<'a>(pub &'a dyn DirectWrite);
+pub(crate) struct NonBlocking<'a>(pub(crate) &'a dyn DirectWrite);
 
 impl io::Write for NonBlocking<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
@@ -45,7 +58,7 @@ impl io::Write for NonBlocking<'_> {
 /// callers; reads and writes go through readiness + `try_*`, which tokio
 /// allows on a shared reference.
 #[derive(Debug)]
-pub struct SharedSocket<T>(pub Arc<T>);
+pub(crate) struct SharedSocket<T>(pub Arc<T>);
 
 macro_rules! shared_socket {
     ($t:ty) => {
@@ -116,7 +129,7 @@ where
 
 /// Where to listen or connect.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Endpoint {
+pub(crate) enum Endpoint {
     Tcp { host: Option<String>, port: u16 },
     Unix { path: PathBuf },
 }
@@ -130,13 +143,13 @@ impl std::fmt::Display for Endpoint {
     }
 }
 
-pub enum Listener {
+pub(crate) enum Listener {
     Tcp(TcpListener),
     Unix(UnixListener, PathBuf),
 }
 
 impl Listener {
-    pub async fn bind(endpoint: &Endpoint, backlog: Option<u32>) -> io::Result<Listener> {
+    pub(crate) async fn bind(endpoint: &Endpoint, backlog: Option<u32>) -> io::Result<Listener> {
         match endpoint {
             Endpoint::Tcp { host, port } => {
                 bind_tcp(host.as_deref(), *port, backlog.unwrap_or(511)).await.map(Listener::Tcp)
@@ -145,7 +158,7 @@ impl Listener {
         }
     }
 
-    pub async fn accept(&self) -> io::Result<(BoxStream, Addresses)> {
+    pub(crate) async fn accept(&self) -> io::Result<(BoxStream, Addresses)> {
         match self {
             Listener::Tcp(l) => {
                 let (s, remote) = l.accept().await?;
@@ -164,7 +177,7 @@ impl Listener {
     }
 
     /// What `server.address()` returns, as JSON.
-    pub fn address_json(&self) -> serde_json::Value {
+    pub(crate) fn address_json(&self) -> serde_json::Value {
         match self {
             Listener::Tcp(l) => match l.local_addr() {
                 Ok(a) => serde_json::json!({
@@ -225,7 +238,7 @@ fn bind_unix(path: &Path) -> io::Result<UnixListener> {
 }
 
 /// Opens a stream to `endpoint`, trying each resolved address in turn.
-pub async fn connect(endpoint: &Endpoint) -> io::Result<(BoxStream, Addresses)> {
+pub(crate) async fn connect(endpoint: &Endpoint) -> io::Result<(BoxStream, Addresses)> {
     match endpoint {
         Endpoint::Tcp { host, port } => {
             let host = host.as_deref().filter(|h| !h.is_empty()).unwrap_or("localhost");
@@ -256,31 +269,27 @@ pub const KEEPALIVE_TIME: std::time::Duration = std::time::Duration::from_secs(3
 
 /// TCP keepalive on native sockets, so the kernel eventually notices a peer
 /// that vanished even when the application is idle.
-pub fn set_keepalive(s: &TcpStream) {
+pub(crate) fn set_keepalive(s: &TcpStream) {
     let sock = socket2::SockRef::from(s);
     let ka = socket2::TcpKeepalive::new().with_time(KEEPALIVE_TIME).with_interval(std::time::Duration::from_secs(10));
     let _ = sock.set_tcp_keepalive(&ka);
 }
 
-/// Wraps an accepted stream in TLS when the server has an acceptor.
-pub async fn secure_accept(stream: BoxStream, tls: Option<&TlsAcceptor>) -> io::Result<BoxStream> {
-    match tls {
-        Some(acceptor) => acceptor.accept(stream).await,
-        None => Ok(stream),
-    }
-}
-
-/// Wraps a connected stream in TLS when the client has a connector.
-pub async fn secure_connect(
-    stream: BoxStream,
-    endpoint: &Endpoint,
-    tls: Option<&TlsConnector>,
-) -> io::Result<BoxStream> {
-    match (tls, endpoint) {
-        (Some(connector), Endpoint::Tcp { host, .. }) => {
-            connector.connect(host.as_deref().unwrap_or("localhost"), stream).await
-        }
-        (Some(connector), Endpoint::Unix { .. }) => connector.connect("localhost", stream).await,
-        (None, _) => Ok(stream),
-    }
+/// Node's `err.code` for the I/O errors a socket reports.
+pub(crate) fn io_code(e: &std::io::Error) -> Option<&'static str> {
+    use std::io::ErrorKind::*;
+    Some(match e.kind() {
+        ConnectionRefused => "ECONNREFUSED",
+        ConnectionReset => "ECONNRESET",
+        ConnectionAborted => "ECONNABORTED",
+        BrokenPipe => "EPIPE",
+        AddrInUse => "EADDRINUSE",
+        AddrNotAvailable => "EADDRNOTAVAIL",
+        PermissionDenied => "EACCES",
+        TimedOut => "ETIMEDOUT",
+        NotFound => "ENOENT",
+        HostUnreachable => "EHOSTUNREACH",
+        NetworkUnreachable => "ENETUNREACH",
+        _ => return None,
+    })
 }

@@ -6,10 +6,11 @@
 mod defaults;
 mod uv;
 
-use crate::engine::link::Addresses;
+use crate::engine::server::StoreChoice;
 use crate::engine::tls::{TlsAcceptor, TlsConnector, TlsOptions};
+use crate::engine::transport::Addresses;
 use crate::engine::{js_store, redis_store, store};
-use crate::engine::{ClientOptions, Connector, Endpoint, Engine, ListenOptions, ServerOptions, StoreChoice};
+use crate::engine::{ClientOptions, Connector, Endpoint, Engine, ListenOptions, ServerOptions};
 use crate::protocol::framing::MAX_DEPTH_LIMIT;
 use crate::protocol::peer::Config;
 use crate::protocol::session;
@@ -500,13 +501,4 @@ pub fn unwatch(transport: f64) -> Result<()> {
 pub fn set_debug(bits: u32) -> Result<()> {
     crate::engine::diag::set(bits);
     Ok(())
-}
-
-/// Diagnostics for tests and bug reports: the state of link `handle`.
-#[napi(catch_unwind)]
-pub fn debug_state(handle: u32) -> Result<String> {
-    let engine = engine()?;
-    let backlog = engine.shared().delivery.backlog();
-    let Ok(link) = engine.link(handle) else { return Ok(format!("{{\"link\":null,\"backlog\":{backlog}}}")) };
-    Ok(link.debug_state(backlog))
 }

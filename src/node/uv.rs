@@ -12,7 +12,8 @@
 //! libuv is part of the Node binary and its functions are exported to
 //! addons; the handles are unref'd so they never keep the process alive.
 
-use crate::engine::link::{Link, Watch};
+use crate::engine::link::external_read::Watch;
+use crate::engine::link::Link;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ffi::{c_int, c_void};

@@ -1,0 +1,129 @@
+//! What the engine tells the application: the kinds of the entries of a
+//! delivery batch, `[handle, kind, body...]` (see `delivery.rs` for the
+//! batch, lib/native.js `dispatch` for the Node side). lib/constants.js
+//! mirrors the numbers, checked by tests/js_constants.rs.
+
+use std::fmt;
+
+/// The kind of a delivery entry. The numbers are the wire format between
+/// Rust and JavaScript: never renumber one.
+#[repr(u8)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Message = 0,
+    Acked = 1,
+    Set = 2,
+    Connected = 3,
+    Disconnected = 4,
+    Error = 5,
+    Listening = 6,
+    Closed = 7,
+    Dropped = 8,
+    Reconnecting = 9,
+    /// JS transports: output is ready for `take_output`.
+    Output = 10,
+    /// JS transports: the link is done; close the JS stream.
+    TransportClosed = 11,
+    /// JS transports: input was paused by `feed`; resume it.
+    ResumeInput = 12,
+    /// JS client transports: call the `createConnection` factory.
+    OpenTransport = 13,
+    /// Servers with a JavaScript store: run a store operation.
+    StoreOp = 14,
+    /// An ack did not arrive within `ackTimeout`.
+    AckTimeout = 15,
+    /// A client stopped for good (after `disconnect()`).
+    Stopped = 16,
+    /// Native sockets: watch this link's socket on the application's loop.
+    Watch = 17,
+    /// Native sockets: stop watching it.
+    Unwatch = 18,
+    /// A `DEBUG=uhura:*` line (see `diag`).
+    Log = 19,
+    /// Servers: a connection was accepted (before its handshake): `[link, addresses]`.
+    Accepted = 20,
+    /// Servers: a connection over `maxConnections` was closed at once.
+    Refused = 21,
+}
+
+impl Kind {
+    /// Every kind, in number order.
+    pub const ALL: [Kind; 22] = [
+        Kind::Message,
+        Kind::Acked,
+        Kind::Set,
+        Kind::Connected,
+        Kind::Disconnected,
+        Kind::Error,
+        Kind::Listening,
+        Kind::Closed,
+        Kind::Dropped,
+        Kind::Reconnecting,
+        Kind::Output,
+        Kind::TransportClosed,
+        Kind::ResumeInput,
+        Kind::OpenTransport,
+        Kind::StoreOp,
+        Kind::AckTimeout,
+        Kind::Stopped,
+        Kind::Watch,
+        Kind::Unwatch,
+        Kind::Log,
+        Kind::Accepted,
+        Kind::Refused,
+    ];
+
+    /// The kind numbered `n`, if there is one (for a consumer of batches).
+    pub fn from_u8(n: u8) -> Option<Kind> {
+        Kind::ALL.get(usize::from(n)).copied()
+    }
+
+    /// Its name in lib/constants.js.
+    pub fn js_name(self) -> &'static str {
+        match self {
+            Kind::Message => "MESSAGE",
+            Kind::Acked => "ACKED",
+            Kind::Set => "SET",
+            Kind::Connected => "CONNECTED",
+            Kind::Disconnected => "DISCONNECTED",
+            Kind::Error => "ERROR",
+            Kind::Listening => "LISTENING",
+            Kind::Closed => "CLOSED",
+            Kind::Dropped => "DROPPED",
+            Kind::Reconnecting => "RECONNECTING",
+            Kind::Output => "OUTPUT",
+            Kind::TransportClosed => "TRANSPORT_CLOSED",
+            Kind::ResumeInput => "RESUME_INPUT",
+            Kind::OpenTransport => "OPEN_TRANSPORT",
+            Kind::StoreOp => "STORE_OP",
+            Kind::AckTimeout => "ACK_TIMEOUT",
+            Kind::Stopped => "STOPPED",
+            Kind::Watch => "WATCH",
+            Kind::Unwatch => "UNWATCH",
+            Kind::Log => "LOG",
+            Kind::Accepted => "ACCEPTED",
+            Kind::Refused => "REFUSED",
+        }
+    }
+}
+
+/// As it is written in an entry: its number.
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", *self as u8)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Kind;
+
+    #[test]
+    fn all_lists_every_kind_at_its_number() {
+        for (i, k) in Kind::ALL.iter().enumerate() {
+            assert_eq!(*k as usize, i, "{}", k.js_name());
+            assert_eq!(Kind::from_u8(i as u8), Some(*k));
+        }
+        assert_eq!(Kind::from_u8(Kind::ALL.len() as u8), None);
+    }
+}

@@ -1,0 +1,87 @@
+//! Acks wait for the application: with `defer_acks`, the ack of a
+//! delivered event is not written on arrival but queued here, tagged with
+//! the delivery generation of the batch the event is in, and written once
+//! the application has handled that batch (`release_acks`). So an ack means
+//! "the listeners ran" (docs/ARCHITECTURE.md, "Acks wait for JavaScript").
+
+use super::Link;
+use crate::engine::delivery::lock;
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// Acks waiting for the application to handle the events before them.
+#[derive(Default)]
+pub(super) struct DeferredAcks {
+    /// In the order the peer asked for them, which is the order they go out.
+    acks: VecDeque<DeferredAck>,
+    /// Listed in `Shared::ack_waiters`. Kept under the same lock as `acks`,
+    /// so a link with acks waiting is always listed.
+    listed: bool,
+}
+
+/// One ack waiting.
+struct DeferredAck {
+    /// Delivery generation of the last event before the ack: the ack goes
+    /// out once the application has handled that batch.
+    gen: u64,
+    /// The message id to acknowledge.
+    id: String,
+}
+
+impl Link {
+    /// The peer asks to ack message `id` (`Event::AckDue`); called under the
+    /// peer lock, so acks queue in the order the peer asked for them.
+    pub(super) fn defer_ack(&self, id: String) {
+        let gen = self.last_gen.load(Ordering::Acquire);
+        lock(&self.deferred).acks.push_back(DeferredAck { gen, id });
+    }
+
+    /// After a pump: writes the acks the application has already handled,
+    /// and lists the link to hear when it handles more.
+    pub(super) fn release_or_wait_acks(self: &Arc<Self>) {
+        if let Some(shared) = self.shared.upgrade() {
+            if !self.release_acks(shared.delivered_gen(), false) {
+                let list = {
+                    let mut d = lock(&self.deferred);
+                    !d.acks.is_empty() && !std::mem::replace(&mut d.listed, true)
+                };
+                if list {
+                    shared.wait_for_delivery(self);
+                    // The application may have finished the batch between
+                    // the check and the listing; look once more.
+                    self.release_acks(shared.delivered_gen(), false);
+                }
+            }
+        }
+    }
+
+    /// Writes the deferred acks whose events the application has handled
+    /// (generation `upto`). Returns whether none are left waiting. With
+    /// `unlist` (the caller holds the link's entry in the waiters list), an
+    /// empty link counts as unlisted and the caller drops its entry; a
+    /// non-empty one the caller must keep listed.
+    pub(crate) fn release_acks(&self, upto: u64, unlist: bool) -> bool {
+        // Taken and written under the peer lock (taken first, as in `pump`),
+        // so two threads releasing at once cannot reorder acks on the wire.
+        let mut peer = lock(&self.peer);
+        let mut d = lock(&self.deferred);
+        let mut wrote = false;
+        while d.acks.front().is_some_and(|a| a.gen <= upto) {
+            if let Some(DeferredAck { id, .. }) = d.acks.pop_front() {
+                peer.write_ack(&id);
+                wrote = true;
+            }
+        }
+        let empty = d.acks.is_empty();
+        if empty && unlist {
+            d.listed = false;
+        }
+        drop(d);
+        drop(peer);
+        if wrote {
+            self.wake_writer();
+        }
+        empty
+    }
+}

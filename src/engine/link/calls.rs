@@ -1,0 +1,99 @@
+//! Application calls on a link: sends, sets and raw messages, typed as
+//! `Write` (what the Rust API builds), and the Node binding's line protocol
+//! (`write_lines`, parsed by `engine/lines.rs`) that reduces to the same.
+
+use super::Link;
+use crate::engine::delivery::lock;
+use crate::engine::lines::{parse_line, Line};
+use crate::protocol::peer::Notify as PeerNotify;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// One application call on a link, typed: what the Node binding's lines
+/// (`write_lines`) and the Rust API (`crate::api`) both reduce to.
+pub(crate) enum Write {
+    /// An event: the JSON array text of its arguments, name first, and
+    /// whom to tell about its ack.
+    Event { args: String, notify: Option<PeerNotify> },
+    /// `set`: the JSON array of its arguments.
+    Set(String),
+    /// One whole message as given, outside the queue (the original's `_send`).
+    Raw(String),
+}
+
+impl Link {
+    /// Applies application calls in order, under one peer lock, then pumps
+    /// once. Returns the last `set` error, if any; the other calls still apply.
+    pub(crate) fn write<I: IntoIterator<Item = Write>>(self: &Arc<Self>, ops: I) -> Result<(), String> {
+        let mut result = Ok(());
+        let now = Instant::now();
+        {
+            let mut peer = lock(&self.peer);
+            // Absorbed into a newer connection of the session after the caller
+            // looked this link up: the state lives there now.
+            if let Some(next) = lock(&self.successor).clone() {
+                drop(peer);
+                return next.write(ops);
+            }
+            for op in ops {
+                match op {
+                    Write::Event { args, notify } => {
+                        peer.send_event(args, notify, now);
+                    }
+                    Write::Set(args) => {
+                        if let Err(e) = peer.set(&args) {
+                            result = Err(e.to_string());
+                        }
+                    }
+                    Write::Raw(message) => peer.send_message(&message),
+                }
+            }
+        }
+        self.pump();
+        result
+    }
+
+    /// Sends one event: `args` is the JSON array text of its arguments,
+    /// name first. `notify` is told its fate (ACKED, ACK_TIMEOUT or DROPPED).
+    pub(crate) fn send_event(self: &Arc<Self>, args: String, notify: Option<PeerNotify>) {
+        let _ = self.write([Write::Event { args, notify }]);
+    }
+
+    /// `set`: `args` is the JSON array of the arguments (`["key", value]`
+    /// or `[{...}]`). Fails if the session would grow past its limit.
+    pub(crate) fn set(self: &Arc<Self>, args: String) -> Result<(), String> {
+        self.write([Write::Set(args)])
+    }
+
+    /// Applies a batch of API calls that arrived through `caller` (this
+    /// link's handle or an alias), one per line: `e<json>` send,
+    /// `a<seq><json>` send and report its fate as `seq`, `s<json>` set,
+    /// `r<json>` one raw message. This line format is the Node binding's
+    /// (index.js); it parses into `Write`s, as the Rust API builds them.
+    /// Lines cannot contain newlines: JSON.stringify escapes them.
+    pub(crate) fn write_lines(self: &Arc<Self>, caller: u32, lines: &str) -> Result<(), String> {
+        let mut malformed = None;
+        let ops = lines.split('\n').filter(|line| !line.is_empty()).filter_map(|line| match parse_line(line) {
+            Ok(Line::Event(args)) => Some(Write::Event { args: args.to_owned(), notify: None }),
+            Ok(Line::Acked { seq, args }) => Some(Write::Event { args: args.to_owned(), notify: Some((caller, seq)) }),
+            Ok(Line::Set(args)) => Some(Write::Set(args.to_owned())),
+            Ok(Line::Raw(json)) => Some(Write::Raw(json.to_owned())),
+            Err(e) => {
+                malformed = Some(e.to_string());
+                None
+            }
+        });
+        let result = self.write(ops);
+        match malformed {
+            Some(e) => Err(e),
+            None => result,
+        }
+    }
+
+    /// Bytes to write to the socket as they are, after the output already
+    /// queued (`socket.write()` of the Node binding).
+    pub(crate) fn write_raw(self: &Arc<Self>, bytes: &[u8]) {
+        lock(&self.peer).write_raw(bytes);
+        self.wake_writer();
+    }
+}

@@ -1,0 +1,257 @@
+//! Moving bytes: `drive` runs one transport (the reader loop, and the
+//! writer task it spawns), `wake_writer` writes from the caller's thread
+//! when the socket allows it, and `receive` feeds what was read to the peer.
+
+use super::transport_ctl::Transport;
+use super::Link;
+use crate::engine::delivery::lock;
+use crate::engine::diag::Ns;
+use crate::engine::events::Kind;
+use crate::engine::transport::{io_code, Addresses, NonBlocking};
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// How long a graceful close waits for the peer to finish before dropping.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// How long a connection that failed (protocol error, heartbeat timeout) may
+/// take to flush before it is dropped.
+const FAIL_GRACE: Duration = Duration::from_millis(250);
+/// Bounds of a connection's read buffer.
+const READ_MIN: usize = 4 * 1024;
+const READ_MAX: usize = 64 * 1024;
+
+impl Link {
+    /// Runs one transport to its end. Returns when the socket is closed.
+    pub(crate) async fn drive<S>(self: &Arc<Self>, stream: S, addresses: Addresses)
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        static NEXT_TRANSPORT: AtomicU64 = AtomicU64::new(1);
+        let transport =
+            Arc::new(Transport { id: NEXT_TRANSPORT.fetch_add(1, Ordering::Relaxed), ..Transport::default() });
+        *lock(&transport.addresses) = addresses;
+        *lock(&self.transport) = Some(transport.clone());
+        self.log(Ns::Connection, || {
+            let a = lock(&transport.addresses);
+            let addr = |x: Option<std::net::SocketAddr>| x.map_or("a stream".to_owned(), |a| a.to_string());
+            match self.server {
+                Some(_) => format!("{} accepted from {}", self.who(), addr(a.remote)),
+                None => format!("{} connected to {}", self.who(), addr(a.remote)),
+            }
+        });
+        lock(&self.peer).handle_open(Instant::now());
+        self.pump();
+
+        let watched = self.watch_externally(&transport);
+        let (mut rd, wr) = tokio::io::split(stream);
+        let writer = tokio::spawn(write_loop(self.clone(), transport.clone(), wr));
+        // Small while idle (10,000 idle connections should not hold 64 KiB
+        // each), doubled whenever a read fills it.
+        let mut buf = vec![0u8; READ_MIN];
+        let mut deadline: Option<tokio::time::Instant> = None;
+        // Why the loop ended, for `uhura:connection`.
+        let reason: std::borrow::Cow<'static, str>;
+        loop {
+            if deadline.is_none() {
+                let (failed, requested) = {
+                    let peer = lock(&self.peer);
+                    (peer.has_failed(), peer.close_requested())
+                };
+                if failed || requested || transport.ending.load(Ordering::Acquire) {
+                    transport.end();
+                    // A broken or silent peer gets only a moment to take the
+                    // error's last bytes; a clean end waits for its FIN.
+                    let grace = if failed { FAIL_GRACE } else { CLOSE_GRACE };
+                    deadline = Some(tokio::time::Instant::now() + grace);
+                }
+            }
+            let grace = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let ext = &transport.external;
+            if ext.requested.load(Ordering::Acquire) && !ext.active.load(Ordering::Acquire) {
+                ext.active.store(true, Ordering::Release);
+            }
+            let reading_here = !ext.active.load(Ordering::Acquire);
+            if ext.done.load(Ordering::Acquire) {
+                reason = if ext.failed.load(Ordering::Acquire) { "socket error" } else { "the peer closed" }.into();
+                break;
+            }
+            let input_open = lock(&self.peer).wants_read();
+            tokio::select! {
+                _ = transport.kill.notified() => {
+                    reason = "destroyed (or a write failed)".into();
+                    break;
+                }
+                _ = grace => {
+                    reason = "the peer did not close in time after our end".into();
+                    break;
+                }
+                _ = transport.ending_wake.notified(), if deadline.is_none() => continue,
+                _ = ext.changed.notified() => continue,
+                _ = self.input_wake.notified(), if !input_open => continue,
+                r = rd.read(&mut buf), if reading_here && input_open => match r {
+                    Ok(0) => {
+                        reason = "the peer closed".into();
+                        break;
+                    }
+                    Err(e) => {
+                        self.deliver_error(&e.to_string(), io_code(&e));
+                        reason = format!("socket error: {e}").into();
+                        break;
+                    }
+                    Ok(n) => {
+                        if !self.receive(transport.id, &buf[..n]) {
+                            reason = "an internal error".into();
+                            break;
+                        }
+                        if n == buf.len() && buf.len() < READ_MAX {
+                            buf.resize(buf.len() * 2, 0);
+                        } else if n < READ_MIN && buf.len() > READ_MIN {
+                            buf = vec![0u8; READ_MIN];
+                        }
+                    }
+                },
+            }
+            if transport.killed.load(Ordering::Acquire) {
+                reason = "destroyed (or a write failed)".into();
+                break;
+            }
+            self.delivery.wait_capacity().await;
+        }
+        writer.abort();
+        let _ = writer.await;
+        if let Some(socket) = watched {
+            // The other loop still holds the fd until it stops watching;
+            // the peer must see the close now.
+            socket.shutdown();
+            let id = transport.id;
+            self.deliver(Kind::Unwatch, |b| {
+                let _ = write!(b, "{id}");
+            });
+        }
+        self.log(Ns::Connection, || {
+            let failed = lock(&self.peer).has_failed();
+            let ending = transport.ending.load(Ordering::Acquire);
+            let why = if failed {
+                " after a protocol error or timeout"
+            } else if ending && deadline.is_some() {
+                " after our end()"
+            } else {
+                ""
+            };
+            format!("{} closed: {reason}{why}", self.who())
+        });
+        lock(&self.peer).handle_close();
+        self.pump();
+        *lock(&self.transport) = None;
+    }
+
+    /// Hands bytes read from `transport` to the peer; false if that
+    /// panicked. Bytes of a transport that is no longer the link's are
+    /// dropped: read on Node's loop while a tokio thread closed it and opened
+    /// the next, they would be fed to the next one's reader, mid-stream.
+    pub(super) fn receive(self: &Arc<Self>, transport: u64, bytes: &[u8]) -> bool {
+        self.guarded(|| {
+            crate::engine::fault::inject(bytes);
+            {
+                let mut peer = lock(&self.peer);
+                if self.transport_by_id(transport).is_none() {
+                    return;
+                }
+                peer.handle_receive(bytes, Instant::now());
+            }
+            self.pump();
+        })
+        .is_some()
+    }
+
+    /// Gets pending output onto the wire: straight from this thread when the
+    /// socket allows it and the writer task is idle, else through that task.
+    pub(crate) fn wake_writer(&self) {
+        let Some(t) = self.transport() else { return };
+        let direct = lock(&t.addresses).direct.clone();
+        if let Some(direct) = direct.filter(|_| !t.ending.load(Ordering::Acquire)) {
+            let mut peer = lock(&self.peer);
+            // Also true when acks that just arrived made room in the window.
+            if !peer.wants_write() {
+                return;
+            }
+            if !*lock(&t.writer_busy) {
+                let held_back = !peer.wants_read();
+                // What the socket does not take stays in the peer, ahead of
+                // anything newer, for the writer task.
+                let written = peer.write_to(&mut NonBlocking(&*direct));
+                let (done, freed) = (!peer.wants_write(), held_back && peer.wants_read());
+                drop(peer);
+                if freed {
+                    self.wake_reader();
+                }
+                match written {
+                    Ok(_) if done => return,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(_) => {
+                        t.kill();
+                        return;
+                    }
+                }
+            }
+        }
+        t.writer_wake.notify_one();
+    }
+
+    /// Input may flow again (`Peer::wants_read`): the session is loaded (or
+    /// a new one started), or our output was written down below its low
+    /// water mark. Wakes the tokio reader or the application's loop.
+    pub(super) fn wake_reader(&self) {
+        self.input_wake.notify_one();
+        if let Some(t) = self.transport() {
+            self.resume_external(t.id);
+        }
+    }
+}
+
+/// The writer task of one transport: takes the peer's output under the
+/// peer lock (marking itself busy, so direct writes wait), writes it with
+/// the lock let go, and sleeps until woken; on `end()` it flushes and sends
+/// FIN. A write error kills the transport.
+async fn write_loop<W: AsyncWrite>(link: Arc<Link>, transport: Arc<Transport>, wr: W) {
+    tokio::pin!(wr);
+    let mut out = Vec::new();
+    loop {
+        let freed = {
+            let mut peer = lock(&link.peer);
+            let held_back = !peer.wants_read();
+            peer.poll_transmit(&mut out);
+            *lock(&transport.writer_busy) = !out.is_empty();
+            held_back && peer.wants_read()
+        };
+        if freed {
+            // Reading stopped over our backlog, now ours to write.
+            link.wake_reader();
+        }
+        if !out.is_empty() {
+            if wr.write_all(&out).await.is_err() || wr.flush().await.is_err() {
+                transport.kill();
+                return;
+            }
+            out.clear();
+            if out.capacity() > 1 << 20 {
+                out = Vec::new();
+            }
+            continue;
+        }
+        if transport.ending.load(Ordering::Acquire) {
+            let _ = wr.shutdown().await;
+            return;
+        }
+        transport.writer_wake.notified().await;
+    }
+}

@@ -1,0 +1,182 @@
+//! A `Link` is one application-visible connection (a client, or one
+//! server-side connection) and the task pair that drives its current
+//! transport: a reader that feeds the protocol state machine, and a writer
+//! that flushes what it produced. Reading and writing are separate tasks so
+//! a peer that is busy writing to us can never deadlock against our writes.
+//!
+//! One concept per file, each an `impl Link` block or a type the link holds:
+//!
+//! * `calls.rs`: application calls (`write`, the Node binding's
+//!   `write_lines`, `write_raw`), typed as `Write`.
+//! * `transport_ctl.rs`: `Transport`, the control block of one socket
+//!   (kill, end, wake the writer, addresses).
+//! * `io.rs`: `drive` (the reader loop), the writer task, direct writes
+//!   from the caller's thread (`wake_writer`), feeding input (`receive`).
+//! * `external_read.rs`: reads on the application's own loop (Node's libuv).
+//! * `pump.rs`: draining the peer's events into the delivery buffer, timers.
+//! * `acks.rs`: acks that wait until the application handled their events.
+//! * `persist.rs`: session and delivery-state saves to the store.
+//! * `takeover.rs`: server-side resume: taking over an earlier connection of
+//!   the session (kept in `Retention`), and letting one go.
+//!
+//! # Lock order
+//!
+//! Locks are `std::sync::Mutex`, held briefly, never across an `.await`.
+//! Where two are held at once, the outer one is taken first:
+//!
+//! 1. `Retention`'s map of kept connections (only `takeover::keep`, which
+//!    absorbs an older connection under it).
+//! 2. `Link::peer`, the main lock: every change to protocol state takes it,
+//!    which is what keeps bytes and events in order. Two links' `peer`
+//!    locks are never held at once (`absorb` takes the old one, lets it go,
+//!    then takes its own).
+//! 3. Under `peer`: `successor`, `resuming`, `transport` (the slot), then
+//!    that transport's `addresses` or `writer_busy`; `deferred`;
+//!    `unsaved_session`; `unsaved`; `Retention`'s map of active sessions.
+//! 4. Leaves, taken last and alone: the delivery buffer, `Shared`'s maps,
+//!    the timer heap (`scheduled` is taken before it, never under `peer`),
+//!    `aliases`.
+
+mod acks;
+mod calls;
+pub(crate) mod external_read;
+mod io;
+mod persist;
+mod pump;
+pub(crate) mod takeover;
+pub(crate) mod transport_ctl;
+
+use super::delivery::{lock, Delivery};
+use super::diag::{self, Ns};
+use super::retention::Retention;
+use super::store::SessionStore;
+use super::timers::Timers;
+use super::Shared;
+use crate::protocol::peer::Peer;
+use acks::DeferredAcks;
+use persist::{DeltaSlot, SaveSlot};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use tokio::sync::Notify;
+use transport_ctl::Transport;
+
+/// One application-visible connection; it outlives its sockets (a client
+/// reconnects over the same link).
+pub(crate) struct Link {
+    /// The number the application addresses this connection by.
+    pub(crate) handle: u32,
+    /// The server this connection belongs to, for server-side links.
+    pub(crate) server: Option<u32>,
+    /// The protocol state machine; its lock is the main one (see the lock
+    /// order above).
+    pub(crate) peer: Mutex<Peer>,
+    /// Where this link's events go; shared by every link of the engine.
+    pub(crate) delivery: Arc<Delivery>,
+    /// Server: where sessions are loaded from and saved to.
+    pub(crate) store: Option<Arc<dyn SessionStore>>,
+    /// Server: where a closed connection's state waits for its session to resume.
+    retention: Option<Arc<Retention<Link>>>,
+    /// To reach the engine's maps and generations without keeping the
+    /// engine alive from its own links.
+    shared: Weak<Shared>,
+    /// The one timer task, told when this link's next deadline moves.
+    timers: Arc<Timers>,
+    /// API calls arrive on the JS thread, outside the runtime.
+    rt: tokio::runtime::Handle,
+    /// The socket being driven now; none between a client's connections.
+    transport: Mutex<Option<Arc<Transport>>>,
+    /// `disconnect()` was called: end the transport once the peer is ready.
+    end_when_ready: AtomicBool,
+    /// Wakes the reader when input may flow again (`Peer::wants_read`).
+    input_wake: Notify,
+    /// When the timer task is due to wake this link.
+    scheduled: Mutex<Option<std::time::Instant>>,
+    /// Handles of earlier connections of this session, now routed here.
+    aliases: Mutex<Vec<u32>>,
+    /// Server: the session id this connection asked to resume.
+    resuming: Mutex<Option<String>>,
+    /// Server: the newer connection of the session that took this one over.
+    successor: Mutex<Option<Arc<Link>>>,
+    /// Delivery state changes not yet saved to a shared store, and whether
+    /// a task is saving them (one at a time, so they apply in order).
+    unsaved: Mutex<DeltaSlot>,
+    /// The latest session not yet saved, and whether a task is saving. One
+    /// save at a time, always of the newest copy, so an older snapshot can
+    /// never land after a newer one.
+    unsaved_session: Mutex<SaveSlot>,
+    /// Acks of delivered events, written once the application handled them.
+    deferred: Mutex<DeferredAcks>,
+    /// Generation of this link's latest delivered entry.
+    last_gen: AtomicU64,
+}
+
+impl Link {
+    /// A link with no transport yet; `drive` gives it one.
+    pub(crate) fn new(
+        handle: u32,
+        server: Option<u32>,
+        mut peer: Peer,
+        shared: &Arc<Shared>,
+        store: Option<Arc<dyn SessionStore>>,
+        retention: Option<Arc<Retention<Link>>>,
+    ) -> Arc<Self> {
+        peer.set_wire_tap(Some(diag::wire_tap(shared.delivery.clone(), handle)));
+        Arc::new(Link {
+            handle,
+            server,
+            peer: Mutex::new(peer),
+            delivery: shared.delivery.clone(),
+            store,
+            retention,
+            shared: Arc::downgrade(shared),
+            timers: shared.timers.clone(),
+            rt: shared.rt.clone(),
+            transport: Mutex::new(None),
+            end_when_ready: AtomicBool::new(false),
+            input_wake: Notify::new(),
+            scheduled: Mutex::new(None),
+            aliases: Mutex::new(Vec::new()),
+            resuming: Mutex::new(None),
+            successor: Mutex::new(None),
+            unsaved: Mutex::new(DeltaSlot::default()),
+            unsaved_session: Mutex::new(SaveSlot::default()),
+            deferred: Mutex::new(DeferredAcks::default()),
+            last_gen: AtomicU64::new(0),
+        })
+    }
+
+    /// `disconnect()`: the transport ends once the peer is ready (the
+    /// handshake has flushed what was queued), or at once if it is.
+    pub(crate) fn end_when_ready(self: &Arc<Self>) {
+        self.end_when_ready.store(true, Ordering::Release);
+        self.pump();
+    }
+
+    /// `reconnect()` after `disconnect()`: the next transport stays up.
+    pub(crate) fn cancel_end(&self) {
+        self.end_when_ready.store(false, Ordering::Release);
+    }
+
+    /// The transport being driven now, if any.
+    pub(crate) fn transport(&self) -> Option<Arc<Transport>> {
+        lock(&self.transport).clone()
+    }
+
+    /// The live transport with this id, if it is still this link's.
+    pub(crate) fn transport_by_id(&self, id: u64) -> Option<Arc<Transport>> {
+        self.transport().filter(|t| t.id == id)
+    }
+
+    /// `#<handle>`, and for a server-side connection its server's handle.
+    pub(crate) fn who(&self) -> String {
+        match self.server {
+            Some(s) => format!("#{} (server #{s})", self.handle),
+            None => format!("#{}", self.handle),
+        }
+    }
+
+    /// A diagnostic line under `ns` (see `diag`); `msg` runs only when it is on.
+    pub(crate) fn log(&self, ns: Ns, msg: impl FnOnce() -> String) {
+        diag::log(&self.delivery, self.handle, ns, msg);
+    }
+}

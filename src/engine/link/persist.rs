@@ -1,0 +1,229 @@
+//! Persistence: the session and the delivery state (unacknowledged events,
+//! duplicate-suppression marks) saved to the store. `pump` stages what
+//! changed under the peer lock, so copies queue in the order they were
+//! taken; one task per link at a time saves them, always the newest session
+//! copy, so an older snapshot never lands after a newer one.
+
+use super::Link;
+use crate::engine::delivery::lock;
+use crate::engine::diag::Ns;
+use crate::engine::store::DeliveryDelta;
+use crate::protocol::peer::Peer;
+use crate::protocol::session;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// A session save waiting for the store.
+enum PendingSave {
+    /// A whole copy of the session.
+    Whole(session::Session),
+    /// Only these keys changed (for a store that `saves_changes`).
+    Keys(session::Session),
+}
+
+/// The saves of a session not yet handed to the store: at most one, the
+/// later ones folded into it, so the store sees them in order.
+#[derive(Default)]
+pub(super) struct SaveSlot {
+    /// The session id and what to save under it.
+    pending: Option<(String, PendingSave)>,
+    /// A task is saving; it takes `pending` when done with the last.
+    running: bool,
+}
+
+impl SaveSlot {
+    /// Folds a new save into the pending one: keys into the copy they
+    /// change, a whole copy replacing whatever was there.
+    fn add(&mut self, sid: String, save: PendingSave) {
+        self.pending = Some(match (self.pending.take(), save) {
+            (Some((old, PendingSave::Whole(mut whole))), PendingSave::Keys(changed)) if old == sid => {
+                whole.extend(changed);
+                (sid, PendingSave::Whole(whole))
+            }
+            (Some((old, PendingSave::Keys(mut keys))), PendingSave::Keys(changed)) if old == sid => {
+                keys.extend(changed);
+                (sid, PendingSave::Keys(keys))
+            }
+            (_, save) => (sid, save),
+        });
+    }
+
+    /// The next save for the task; clears `running` when there is none.
+    fn next(&mut self) -> Option<(String, PendingSave)> {
+        let next = self.pending.take();
+        self.running = next.is_some();
+        next
+    }
+}
+
+/// Delivery state changes not yet saved to a shared store.
+#[derive(Default)]
+pub(super) struct DeltaSlot {
+    /// What changed since the last save, in order.
+    delta: DeliveryDelta,
+    /// A task is saving (one at a time, so changes apply in order); it
+    /// takes `delta` until it finds it empty.
+    running: bool,
+}
+
+/// What `pump` asks of the store, run after the peer lock is let go.
+pub(super) enum StoreWork {
+    /// Resume this session (`takeover.rs`).
+    Load(String),
+    /// Save the session copies in `unsaved_session`, newest last.
+    Save,
+    /// Save this link's unsaved delivery state under the session id.
+    Delivery(String),
+}
+
+impl Link {
+    /// Stages a copy of the session for saving (`Event::SaveSession` came
+    /// during this pump); called under the peer lock.
+    pub(super) fn stage_session_save(&self, peer: &mut Peer, store_work: &mut Vec<StoreWork>) {
+        // One copy of the session per pump, however many `_set`s it
+        // handled: a copy per `_set` made a burst of small sets
+        // quadratic. The copy goes into the save slot under the peer
+        // lock, so copies land there in the order they were taken.
+        // A store that saves changed keys gets only those (and the
+        // cookie, whose expiry slides with each save).
+        if let Some(id) = peer.session_id().map(str::to_owned) {
+            let by_keys = self.store.as_ref().is_some_and(|s| s.saves_changes());
+            let save = match peer.take_session_changes() {
+                session::Changes::Keys(keys) if by_keys => {
+                    let s = peer.session();
+                    let mut changed = session::Session::new();
+                    for k in keys.iter().chain(std::iter::once(&"cookie".to_owned())) {
+                        if let Some(v) = s.get(k) {
+                            changed.insert(k.clone(), v.clone());
+                        }
+                    }
+                    PendingSave::Keys(changed)
+                }
+                _ => PendingSave::Whole(peer.session().clone()),
+            };
+            let mut slot = lock(&self.unsaved_session);
+            slot.add(id, save);
+            if !std::mem::replace(&mut slot.running, true) {
+                store_work.push(StoreWork::Save);
+            }
+        }
+    }
+
+    /// Stages the delivery-state changes of this pump for saving; called
+    /// under the peer lock.
+    pub(super) fn stage_delivery_delta(&self, peer: &Peer, mut delta: DeliveryDelta, store_work: &mut Vec<StoreWork>) {
+        if !delta.is_empty() {
+            // Appended under the peer lock, so changes reach the store in
+            // the order they happened (an ack never before its add).
+            let mut unsaved = lock(&self.unsaved);
+            let u = &mut unsaved.delta;
+            u.add.append(&mut delta.add);
+            u.remove.append(&mut delta.remove);
+            u.seen.append(&mut delta.seen);
+            drop(unsaved);
+            if let Some(id) = peer.session_id() {
+                store_work.push(StoreWork::Delivery(id.to_owned()));
+            }
+        }
+    }
+
+    /// Runs store work on the runtime: a load (resume), or the save task
+    /// unless one is already running for this link.
+    pub(super) fn spawn_store_work(self: &Arc<Self>, work: StoreWork) {
+        let Some(store) = self.store.clone() else { return };
+        let link = self.clone();
+        match work {
+            StoreWork::Load(id) => {
+                self.rt.spawn(async move { link.resume(&store, &id).await });
+            }
+            StoreWork::Save => {
+                self.rt.spawn(async move {
+                    loop {
+                        let Some((id, save)) = lock(&link.unsaved_session).next() else { return };
+                        // connect's resetMaxAge() before every save: the cookie's
+                        // expiry slides to maxAge from now.
+                        let saved = match save {
+                            PendingSave::Keys(mut changed) => {
+                                session::touch_cookie(&mut changed, session::now_millis());
+                                match store.update(&id, changed).await {
+                                    Ok(true) => Ok(()),
+                                    // Not there (expired, evicted): the whole session.
+                                    Ok(false) => {
+                                        let mut whole = lock(&link.peer).session().clone();
+                                        session::touch_cookie(&mut whole, session::now_millis());
+                                        store.set(&id, whole).await
+                                    }
+                                    Err(e) => Err(e),
+                                }
+                            }
+                            PendingSave::Whole(mut whole) => {
+                                session::touch_cookie(&mut whole, session::now_millis());
+                                store.set(&id, whole).await
+                            }
+                        };
+                        match saved {
+                            Ok(()) => link.log(Ns::Session, || format!("{} session {id} saved", link.who())),
+                            Err(e) => {
+                                link.log(Ns::Session, || format!("{} session {id} not saved: {e}", link.who()));
+                                link.deliver_error(&format!("session store set failed: {e}"), Some("ESTORE"));
+                            }
+                        }
+                    }
+                });
+            }
+            StoreWork::Delivery(id) => {
+                {
+                    let mut unsaved = lock(&self.unsaved);
+                    if unsaved.running {
+                        return;
+                    }
+                    unsaved.running = true;
+                }
+                self.rt.spawn(async move {
+                    loop {
+                        let delta = {
+                            let mut unsaved = lock(&link.unsaved);
+                            if unsaved.delta.is_empty() {
+                                unsaved.running = false;
+                                return;
+                            }
+                            std::mem::take(&mut unsaved.delta)
+                        };
+                        if let Err(e) = store.save_delivery(&id, delta).await {
+                            link.deliver_error(
+                                &format!("session store could not save delivery state: {e}"),
+                                Some("ESTORE"),
+                            );
+                        }
+                    }
+                });
+            }
+        }
+    }
+
+    /// Server: destroys the stored session, then tells the client.
+    pub(crate) fn invalidate_session(self: &Arc<Self>) {
+        let link = self.clone();
+        self.rt.spawn(async move {
+            let id = lock(&link.peer).session_id().map(str::to_owned);
+            if let (Some(store), Some(id)) = (link.store.clone(), id) {
+                match store.destroy(&id).await {
+                    Ok(()) => {
+                        link.log(Ns::Session, || format!("{} session {id} destroyed (invalidateSession)", link.who()))
+                    }
+                    Err(e) => {
+                        link.log(Ns::Session, || format!("{} session {id} not destroyed: {e}", link.who()));
+                        link.deliver_error(&format!("session store destroy failed: {e}"), Some("ESTORE"));
+                    }
+                }
+            }
+            {
+                let mut peer = lock(&link.peer);
+                peer.clear_session();
+                *lock(&link.resuming) = None;
+                peer.send_event("[\"invalidateSession\"]".to_owned(), None, Instant::now());
+            }
+            link.pump();
+        });
+    }
+}

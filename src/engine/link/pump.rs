@@ -1,0 +1,209 @@
+//! Driving the state machine from outside: `pump` drains the peer's events
+//! (application events to the delivery buffer, store work spawned, acks
+//! deferred), then schedules the next timer and wakes the writer.
+//! `on_timer` is the timer task's way in; `guarded` keeps a panic of ours
+//! in either to one connection.
+
+use super::persist::StoreWork;
+use super::Link;
+use crate::engine::delivery::{lock, Delivery};
+use crate::engine::diag::Ns;
+use crate::engine::events::Kind;
+use crate::engine::store::DeliveryDelta;
+use crate::protocol::peer::{Event, Peer};
+use crate::protocol::session;
+use serde_json::Value;
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+impl Link {
+    /// The timer task woke us: ack deadlines, heartbeats.
+    pub(crate) fn on_timer(self: &Arc<Self>, now: Instant) {
+        *lock(&self.scheduled) = None;
+        let handled = self.guarded(|| {
+            lock(&self.peer).handle_timeout(now);
+            self.pump();
+        });
+        if handled.is_none() {
+            if let Some(t) = self.transport() {
+                t.kill();
+            }
+        }
+    }
+
+    /// Runs input or timer handling. A panic there is a bug of ours; it must
+    /// not leave a dead connection, kill the reader or timer task, or reach
+    /// Node's loop (src/node/uv.rs): the connection gets an
+    /// `ERR_UHURA_INTERNAL` error and the caller closes it (None).
+    pub(super) fn guarded<R>(&self, f: impl FnOnce() -> R) -> Option<R> {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+            Ok(r) => Some(r),
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "panic".into());
+                self.deliver_error(
+                    &format!("uhura: internal error, connection closed: {what}"),
+                    Some("ERR_UHURA_INTERNAL"),
+                );
+                None
+            }
+        }
+    }
+
+    /// Drains the state machine's events: application events go to the
+    /// delivery buffer, store work is spawned. Then wakes the writer and
+    /// schedules the next timer.
+    pub(crate) fn pump(self: &Arc<Self>) {
+        let mut store_work = Vec::new();
+        let mut delta = DeliveryDelta::default();
+        let mut save_due = false;
+        let next_timer;
+        {
+            let mut peer = lock(&self.peer);
+            // A timer (heartbeat) or the application can end the transport
+            // while its reader sleeps: wake it to close.
+            let ending = peer.has_failed()
+                || peer.close_requested()
+                || (peer.is_ready() && self.end_when_ready.load(Ordering::Acquire));
+            if ending {
+                if let Some(t) = self.transport() {
+                    t.end();
+                }
+            }
+            while let Some(ev) = peer.poll_event() {
+                match ev {
+                    Event::Message(args) => self.deliver(Kind::Message, |b| b.push_str(&args)),
+                    Event::Set(args) => self.deliver(Kind::Set, |b| b.push_str(&args)),
+                    Event::Acked((h, seq)) => deliver_to(&self.delivery, h, Kind::Acked, &seq.to_string()),
+                    Event::AckTimeout((h, seq)) => deliver_to(&self.delivery, h, Kind::AckTimeout, &seq.to_string()),
+                    Event::Dropped { notify } => match notify {
+                        Some((h, seq)) => deliver_to(&self.delivery, h, Kind::Dropped, &seq.to_string()),
+                        None => self.deliver(Kind::Dropped, |b| b.push_str("null")),
+                    },
+                    // The same entry with a reason: `[handle, DROPPED, seq, "refused"]`.
+                    Event::Refused { notify } => match notify {
+                        Some((h, seq)) => deliver_to(&self.delivery, h, Kind::Dropped, &format!("{seq},\"refused\"")),
+                        None => self.deliver(Kind::Dropped, |b| b.push_str("null,\"refused\"")),
+                    },
+                    Event::Error(message) => self.deliver_error(&message, None),
+                    Event::Connected { resumed } => {
+                        if let (Some(r), Some(sid)) = (&self.retention, peer.session_id()) {
+                            r.set_active(sid, self);
+                        }
+                        let info = self.connected_info(&peer, resumed);
+                        self.deliver(Kind::Connected, |b| b.push_str(&info));
+                        self.log(Ns::Connection, || {
+                            let sid = peer.session().get("sessionID").and_then(Value::as_str).unwrap_or("none");
+                            let mode = match (peer.object_mode(), peer.enable_acks(), peer.extended()) {
+                                (_, _, true) => "object mode, acks, extensions",
+                                (true, true, false) => "object mode, acks",
+                                (true, false, false) => "object mode",
+                                (false, _, false) => "array mode",
+                            };
+                            // A client cannot tell whether the server resumed its session.
+                            let how = match (self.server, resumed) {
+                                (None, _) => "",
+                                (Some(_), true) => "resumed ",
+                                (Some(_), false) => "new ",
+                            };
+                            format!("{} handshake done: {how}session {sid} ({mode})", self.who())
+                        });
+                    }
+                    Event::LoadSession(id) => {
+                        // Known before the store answers, so a connection that
+                        // drops mid-resume is still kept under its session.
+                        *lock(&self.resuming) = Some(id.clone());
+                        store_work.push(StoreWork::Load(id));
+                    }
+                    Event::SaveSession => save_due = true,
+                    Event::Persist { id, args } => delta.add.push((id, args)),
+                    Event::Unpersist { id } => delta.remove.push(id),
+                    Event::Seen { sender, seq } => match delta.seen.iter_mut().find(|(s, _)| *s == sender) {
+                        Some((_, max)) => *max = seq.max(*max),
+                        None => delta.seen.push((sender, seq)),
+                    },
+                    Event::AckDue(id) => self.defer_ack(id),
+                }
+            }
+            if save_due {
+                self.stage_session_save(&mut peer, &mut store_work);
+            }
+            next_timer = peer.poll_timeout();
+            self.stage_delivery_delta(&peer, delta, &mut store_work);
+        }
+        if let Some(at) = next_timer {
+            let mut scheduled = lock(&self.scheduled);
+            if scheduled.is_none_or(|s| at < s) {
+                *scheduled = Some(at);
+                self.timers.schedule(at, self.handle);
+            }
+        }
+        self.release_or_wait_acks();
+        self.wake_writer();
+        for work in store_work {
+            self.spawn_store_work(work);
+        }
+    }
+
+    /// The body of a CONNECTED entry: modes, session view, addresses.
+    fn connected_info(&self, peer: &Peer, resumed: bool) -> String {
+        let addrs = self.transport().map(|t| lock(&t.addresses).clone()).unwrap_or_default();
+        let mut info = serde_json::Map::new();
+        info.insert("resumed".into(), resumed.into());
+        info.insert("objectMode".into(), peer.object_mode().into());
+        info.insert("enableAcks".into(), peer.enable_acks().into());
+        info.insert("extended".into(), peer.extended().into());
+        info.insert("session".into(), session::public_view(peer.session()));
+        if let Some(secret) = peer.resume_secret().filter(|_| self.server.is_none()) {
+            info.insert("resumeSecret".into(), secret.into());
+        }
+        info.insert("server".into(), self.server.map_or(Value::Null, Value::from));
+        for (prefix, addr) in [("remote", addrs.remote), ("local", addrs.local)] {
+            if let Some(a) = addr {
+                info.insert(format!("{prefix}Address"), a.ip().to_canonical().to_string().into());
+                info.insert(format!("{prefix}Port"), a.port().into());
+                info.insert(
+                    format!("{prefix}Family"),
+                    (if a.ip().to_canonical().is_ipv4() { "IPv4" } else { "IPv6" }).into(),
+                );
+            }
+        }
+        Value::Object(info).to_string()
+    }
+
+    /// Appends an entry `[handle, kind, body]` to the delivery buffer and
+    /// remembers its generation (for acks deferred after it).
+    pub(crate) fn deliver(&self, kind: Kind, body: impl FnOnce(&mut String)) {
+        let handle = self.handle;
+        let gen = self.delivery.push(|b| {
+            let _ = write!(b, "[{handle},{kind},");
+            body(b);
+            b.push(']');
+        });
+        self.last_gen.fetch_max(gen, Ordering::AcqRel);
+    }
+
+    /// An ERROR entry: `{message, code, server}`, as index.js builds the
+    /// Error object from it.
+    pub(crate) fn deliver_error(&self, message: &str, code: Option<&str>) {
+        let mut e = serde_json::Map::new();
+        e.insert("message".into(), message.into());
+        e.insert("code".into(), code.map_or(Value::Null, Value::from));
+        e.insert("server".into(), self.server.map_or(Value::Null, Value::from));
+        let text = Value::Object(e).to_string();
+        self.deliver(Kind::Error, |b| b.push_str(&text));
+    }
+}
+
+/// An entry for another handle (an ack callback's owner, which may be an
+/// earlier connection of the session).
+fn deliver_to(delivery: &Delivery, handle: u32, kind: Kind, body: &str) {
+    delivery.push(|b| {
+        let _ = write!(b, "[{handle},{kind},{body}]");
+    });
+}

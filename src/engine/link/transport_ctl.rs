@@ -1,0 +1,79 @@
+//! `Transport`: the control block of the socket a link drives now. A link
+//! outlives its sockets (a client reconnects), so everything about one
+//! socket lives here and is dropped with it; `id` keeps late events about an
+//! old socket from touching the next. `ExternalRead` is the part of that
+//! state that hands reading over to the application's loop; the reads
+//! themselves are in `external_read.rs`.
+
+use crate::engine::delivery::lock;
+use crate::engine::transport::{Addresses, DirectWrite};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::Notify;
+
+/// Control of the current transport, one per socket.
+#[derive(Default)]
+pub(crate) struct Transport {
+    /// Unique per transport, so events about it never apply to a later one.
+    pub(crate) id: u64,
+    /// Set by `destroy()` or a write failure: drop the socket now.
+    pub(super) kill: Notify,
+    /// `kill` happened: checked after each read, since a `Notify` is only
+    /// seen by a reader waiting on it.
+    pub(super) killed: AtomicBool,
+    /// Set by `end()`: flush, send FIN, wait for the peer to close.
+    pub(super) ending: AtomicBool,
+    /// Wakes the reader when `ending` is set, so it starts the grace timer.
+    pub(super) ending_wake: Notify,
+    /// Wakes the writer task: output is waiting, or the transport ends.
+    pub(super) writer_wake: Notify,
+    /// Node's addresses of the socket, and its direct-write handle.
+    pub(crate) addresses: Mutex<Addresses>,
+    /// The writer task holds bytes it has not finished writing; set and
+    /// cleared under the peer lock, so direct writes never overtake them.
+    pub(super) writer_busy: Mutex<bool>,
+    /// The hand-over of reading to the application's loop.
+    pub(super) external: ExternalRead,
+}
+
+impl Transport {
+    /// The socket, when it may be used directly (plain TCP or Unix).
+    pub(crate) fn direct_socket(&self) -> Option<Arc<dyn DirectWrite>> {
+        lock(&self.addresses).direct.clone()
+    }
+
+    /// `destroy()` or a failed write: the reader drops the socket now.
+    pub(crate) fn kill(&self) {
+        self.killed.store(true, Ordering::Release);
+        self.kill.notify_one();
+    }
+    /// `end()`: the writer flushes and sends FIN; the reader waits for the
+    /// peer to close, up to a grace period.
+    pub(crate) fn end(&self) {
+        self.ending.store(true, Ordering::Release);
+        self.writer_wake.notify_one();
+        self.ending_wake.notify_one();
+    }
+}
+
+/// Reading moved to the application's own event loop (Node's libuv, see
+/// src/node/uv.rs): the socket's readiness then wakes the thread that runs
+/// the listeners, not a tokio thread that must wake it in turn.
+#[derive(Default)]
+pub(crate) struct ExternalRead {
+    /// The application's loop is watching the socket.
+    pub(super) requested: AtomicBool,
+    /// The reader task has stopped reading: the application's loop reads.
+    /// Set by the reader task between reads, so no read of its own is in
+    /// flight when the other loop starts.
+    pub(super) active: AtomicBool,
+    /// The other loop saw the end of the stream or an error.
+    pub(super) done: AtomicBool,
+    /// It was an error.
+    pub(super) failed: AtomicBool,
+    /// The other loop stopped watching because our output is backed up (a
+    /// peer that sends but does not read); the writer asks it to resume.
+    pub(super) paused: AtomicBool,
+    /// Wakes the reader task when any of the above changes.
+    pub(super) changed: Notify,
+}
