@@ -21,7 +21,7 @@ const STABLE_AFTER: Duration = Duration::from_secs(2);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Clone)]
-pub enum Connector {
+pub(crate) enum Connector {
     /// Our own sockets, tried in turn (several addresses: fail over).
     Native { endpoints: Vec<Endpoint>, tls: Option<Arc<TlsConnector>> },
     /// A JavaScript `createConnection` factory supplies each stream.
@@ -29,7 +29,7 @@ pub enum Connector {
 }
 
 #[derive(Clone)]
-pub struct ClientOptions {
+pub(crate) struct ClientOptions {
     pub connector: Connector,
     pub peer: Config,
 }
@@ -48,7 +48,7 @@ struct Control {
     js_waiter: Option<oneshot::Sender<Result<(BoxStream, Addresses), String>>>,
 }
 
-pub struct Client {
+pub(crate) struct Client {
     pub link: Arc<Link>,
     options: ClientOptions,
     control: Mutex<Control>,
@@ -56,7 +56,7 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(handle: u32, options: ClientOptions, shared: &Arc<Shared>) -> Arc<Self> {
+    pub(crate) fn new(handle: u32, options: ClientOptions, shared: &Arc<Shared>) -> Arc<Self> {
         // The engine's events always go through an application that takes
         // them, so acks wait until it has (see `Engine::events_handled`).
         let config = Config { defer_acks: true, entropy: Some(super::entropy::os()), ..options.peer.clone() };
@@ -68,7 +68,7 @@ impl Client {
     /// Closes the current connection (if any) and connects again at once;
     /// also starts a client stopped by `disconnect()` again, as the original's
     /// reconnect() did.
-    pub fn reconnect_now(&self) {
+    pub(crate) fn reconnect_now(&self) {
         {
             let mut c = lock(&self.control);
             c.now = true;
@@ -81,13 +81,13 @@ impl Client {
         }
     }
 
-    pub fn auto_reconnect(&self, min_ms: f64, max_ms: f64) {
+    pub(crate) fn auto_reconnect(&self, min_ms: f64, max_ms: f64) {
         let ms = |v: f64, d: Duration| super::timers::millis(v).unwrap_or(d);
         lock(&self.control).auto =
             Some(Backoff::new(ms(min_ms, backoff::DEFAULT_MIN), ms(max_ms, backoff::DEFAULT_MAX)));
     }
 
-    pub fn disconnect(&self) {
+    pub(crate) fn disconnect(&self) {
         {
             let mut c = lock(&self.control);
             c.stop = true;
@@ -101,7 +101,7 @@ impl Client {
     }
 
     /// The application holds the client no more: stop and free it.
-    pub fn release(&self) {
+    pub(crate) fn release(&self) {
         {
             let mut c = lock(&self.control);
             c.released = true;
@@ -130,7 +130,7 @@ impl Client {
     }
 
     /// JavaScript's factory produced a stream (or failed) for this attempt.
-    pub fn js_opened(&self, result: Result<(BoxStream, Addresses), String>) -> bool {
+    pub(crate) fn js_opened(&self, result: Result<(BoxStream, Addresses), String>) -> bool {
         match lock(&self.control).js_waiter.take() {
             Some(tx) => tx.send(result).is_ok(),
             None => false,
@@ -138,7 +138,7 @@ impl Client {
     }
 
     /// True the first time only.
-    pub fn mark_started(&self) -> bool {
+    pub(crate) fn mark_started(&self) -> bool {
         !std::mem::replace(&mut lock(&self.control).started, true)
     }
 
@@ -196,7 +196,7 @@ impl Client {
 
 /// The client's task: the connect loop, `STOPPED` after each
 /// `disconnect()`, until the application releases the client.
-pub async fn run(shared: Arc<Shared>, client: Arc<Client>) {
+pub(crate) async fn run(shared: Arc<Shared>, client: Arc<Client>) {
     connect_loop(&shared, &client).await;
     lock(&client.control).js_waiter = None;
     for h in client.link.handles() {

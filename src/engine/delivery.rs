@@ -25,7 +25,7 @@ struct Batch {
     gen: u64,
 }
 
-pub struct Delivery {
+pub(crate) struct Delivery {
     buf: Mutex<Batch>,
     scheduled: AtomicBool,
     drained: Notify,
@@ -33,7 +33,7 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    pub fn new(wake: impl Fn() + Send + Sync + 'static) -> Self {
+    pub(crate) fn new(wake: impl Fn() + Send + Sync + 'static) -> Self {
         Delivery {
             buf: Mutex::new(Batch { text: String::new(), gen: 1 }),
             scheduled: AtomicBool::new(false),
@@ -45,7 +45,7 @@ impl Delivery {
     /// Appends one entry written by `write` (a JSON value) and wakes the
     /// consumer if it is not already due to run. Returns the entry's batch
     /// generation.
-    pub fn push(&self, write: impl FnOnce(&mut String)) -> u64 {
+    pub(crate) fn push(&self, write: impl FnOnce(&mut String)) -> u64 {
         let gen = {
             let mut buf = lock(&self.buf);
             if !buf.text.is_empty() {
@@ -61,7 +61,7 @@ impl Delivery {
     }
 
     /// Takes everything buffered as one JSON array text, with its generation.
-    pub fn take(&self) -> Option<(String, u64)> {
+    pub(crate) fn take(&self) -> Option<(String, u64)> {
         let taken = {
             let mut buf = lock(&self.buf);
             self.scheduled.store(false, Ordering::Release);
@@ -84,17 +84,17 @@ impl Delivery {
         Some(taken)
     }
 
-    pub fn backlog(&self) -> usize {
+    pub(crate) fn backlog(&self) -> usize {
         lock(&self.buf).text.len()
     }
 
     /// Readers must wait: the consumer has this much to take already.
-    pub fn over_capacity(&self) -> bool {
+    pub(crate) fn over_capacity(&self) -> bool {
         self.backlog() >= HIGH_WATER
     }
 
     /// Waits until the consumer has room again.
-    pub async fn wait_capacity(&self) {
+    pub(crate) async fn wait_capacity(&self) {
         loop {
             let drained = self.drained.notified();
             if self.backlog() < HIGH_WATER {
@@ -107,7 +107,7 @@ impl Delivery {
 
 /// A poisoned lock only means another thread panicked mid-update of plain
 /// data; the data is still usable, and crashing Node over it would be worse.
-pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 

@@ -19,7 +19,7 @@ use std::sync::Arc;
 /// A debug namespace; the value is its bit in `set` and its code in `LOG` entries
 /// (codes 0 and 1 are `uhura:protocol` received / sent).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ns {
+pub(crate) enum Ns {
     Protocol = 0,
     Connection = 2,
     Reconnect = 3,
@@ -41,14 +41,14 @@ fn flag(ns: Ns) -> &'static AtomicBool {
 }
 
 /// Turns the namespaces on or off: bit 0 protocol, 1 connection, 2 reconnect, 3 session.
-pub fn set(bits: u32) {
+pub(crate) fn set(bits: u32) {
     for (i, ns) in [Ns::Protocol, Ns::Connection, Ns::Reconnect, Ns::Session].into_iter().enumerate() {
         flag(ns).store(bits & (1 << i) != 0, Ordering::Relaxed);
     }
 }
 
 #[inline]
-pub fn on(ns: Ns) -> bool {
+pub(crate) fn on(ns: Ns) -> bool {
     flag(ns).load(Ordering::Relaxed)
 }
 
@@ -63,7 +63,7 @@ fn push(delivery: &Delivery, handle: u32, code: u8, text: &str) {
 
 /// Logs a line under `ns` (not `Protocol`) for connection or client `handle`;
 /// `msg` runs only when the namespace is on.
-pub fn log(delivery: &Delivery, handle: u32, ns: Ns, msg: impl FnOnce() -> String) {
+pub(crate) fn log(delivery: &Delivery, handle: u32, ns: Ns, msg: impl FnOnce() -> String) {
     if on(ns) {
         push(delivery, handle, ns as u8, &msg());
     }
@@ -71,7 +71,7 @@ pub fn log(delivery: &Delivery, handle: u32, ns: Ns, msg: impl FnOnce() -> Strin
 
 /// The tap a link installs in its peer: each message's JSON text becomes a
 /// `recv:` / `send:` line, as long as `uhura:protocol` is on.
-pub fn wire_tap(delivery: Arc<Delivery>, handle: u32) -> WireTap {
+pub(crate) fn wire_tap(delivery: Arc<Delivery>, handle: u32) -> WireTap {
     Arc::new(move |dir, text| {
         if on(Ns::Protocol) {
             push(&delivery, handle, if dir == Direction::Received { 0 } else { 1 }, text);

@@ -6,7 +6,7 @@ use crate::protocol::entropy::Entropy;
 use std::sync::OnceLock;
 
 /// The OS random source (getrandom), shared.
-pub fn os() -> Entropy {
+pub(crate) fn os() -> Entropy {
     static OS: OnceLock<Entropy> = OnceLock::new();
     OS.get_or_init(|| {
         Entropy::from_fn(|buf| {

@@ -10,15 +10,25 @@ use std::fmt;
 #[repr(u8)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
+    /// An application event from the peer: `[handle, 0, [name, ...args]]`.
     Message = 0,
+    /// A send callback settled by the ack of its event: `[handle, 1, seq]`.
     Acked = 1,
+    /// A `_set` from the peer, already merged into the session.
     Set = 2,
+    /// The handshake completed (new or resumed session).
     Connected = 3,
+    /// The transport closed; the link may reconnect or be resumed.
     Disconnected = 4,
+    /// An error for the application's `error` event (message and code).
     Error = 5,
+    /// A server's listener is bound (its address, and the listen's number).
     Listening = 6,
+    /// A server stopped listening.
     Closed = 7,
+    /// A pending event was dropped (queue limits, refusal, session gone).
     Dropped = 8,
+    /// A client is waiting to reconnect (the `reconnecting` event).
     Reconnecting = 9,
     /// JS transports: output is ready for `take_output`.
     Output = 10,

@@ -7,7 +7,7 @@
 const MARKER: &[u8] = b"uhura:test-panic";
 
 #[cfg(feature = "test-panic")]
-pub fn inject(bytes: &[u8]) {
+pub(crate) fn inject(bytes: &[u8]) {
     if bytes.windows(MARKER.len()).any(|w| w == MARKER) {
         panic!("injected test panic");
     }
@@ -15,4 +15,4 @@ pub fn inject(bytes: &[u8]) {
 
 #[cfg(not(feature = "test-panic"))]
 #[inline(always)]
-pub fn inject(_bytes: &[u8]) {}
+pub(crate) fn inject(_bytes: &[u8]) {}

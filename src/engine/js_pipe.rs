@@ -20,7 +20,7 @@ const INPUT_HIGH_WATER: usize = 4 * 1024 * 1024;
 /// Past this much output not yet taken by JavaScript, Rust stops producing.
 const OUTPUT_HIGH_WATER: usize = 8 * 1024 * 1024;
 
-pub struct JsPipe {
+pub(crate) struct JsPipe {
     inbound: Mutex<Option<mpsc::UnboundedSender<Bytes>>>,
     inbound_bytes: AtomicUsize,
     paused: AtomicBool,
@@ -30,7 +30,7 @@ pub struct JsPipe {
 
 impl JsPipe {
     /// Creates the pipe and its pumps; returns the stream side for the link.
-    pub fn start(link: &Arc<Link>, rt: &tokio::runtime::Handle) -> (Arc<JsPipe>, BoxStream) {
+    pub(crate) fn start(link: &Arc<Link>, rt: &tokio::runtime::Handle) -> (Arc<JsPipe>, BoxStream) {
         let (ours, theirs) = tokio::io::duplex(256 * 1024);
         let (tx, mut rx) = mpsc::unbounded_channel::<Bytes>();
         let pipe = Arc::new(JsPipe {
@@ -90,7 +90,7 @@ impl JsPipe {
 
     /// Bytes read by the JavaScript stream. Returns false when JavaScript
     /// should pause the stream until a `RESUME_INPUT` event.
-    pub fn feed(&self, data: &[u8]) -> bool {
+    pub(crate) fn feed(&self, data: &[u8]) -> bool {
         let tx = lock(&self.inbound);
         let Some(tx) = tx.as_ref() else { return true };
         let total = self.inbound_bytes.fetch_add(data.len(), Ordering::AcqRel) + data.len();
@@ -103,11 +103,11 @@ impl JsPipe {
     }
 
     /// The JavaScript stream ended or closed.
-    pub fn feed_end(&self) {
+    pub(crate) fn feed_end(&self) {
         lock(&self.inbound).take();
     }
 
-    pub fn take_output(&self) -> Vec<u8> {
+    pub(crate) fn take_output(&self) -> Vec<u8> {
         let out = std::mem::take(&mut *lock(&self.out));
         self.out_drained.notify_waiters();
         out

@@ -17,9 +17,9 @@ use tokio::sync::oneshot;
 type Reply = Result<Option<String>, String>;
 
 /// How long a JavaScript store may take to answer when `storeTimeout` is not set.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub struct JsStore {
+pub(crate) struct JsStore {
     server: u32,
     delivery: Arc<Delivery>,
     timeout: Duration,
@@ -28,12 +28,12 @@ pub struct JsStore {
 }
 
 impl JsStore {
-    pub fn new(server: u32, delivery: Arc<Delivery>, timeout: Duration) -> Self {
+    pub(crate) fn new(server: u32, delivery: Arc<Delivery>, timeout: Duration) -> Self {
         JsStore { server, delivery, timeout, next: AtomicU64::new(1), pending: Mutex::new(HashMap::new()) }
     }
 
     /// JavaScript's answer to request `req`: the session as JSON (for `get`), or an error.
-    pub fn reply(&self, req: u64, result: Reply) {
+    pub(crate) fn reply(&self, req: u64, result: Reply) {
         if let Some(tx) = lock(&self.pending).remove(&req) {
             let _ = tx.send(result);
         }

@@ -21,7 +21,12 @@ pub enum Line<'a> {
     /// `e<json>`
     Event(&'a str),
     /// `a<seq><json>`
-    Acked { seq: u64, args: &'a str },
+    Acked {
+        /// The JavaScript side's number for the send callback.
+        seq: u64,
+        /// The event's argument array, name first.
+        args: &'a str,
+    },
     /// `s<json>`
     Set(&'a str),
     /// `r<json>`

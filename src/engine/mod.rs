@@ -63,23 +63,23 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub fn alloc_handle(&self) -> u32 {
+    pub(crate) fn alloc_handle(&self) -> u32 {
         self.next_handle.fetch_add(1, Ordering::Relaxed)
     }
-    pub fn register_link(&self, link: Arc<Link>) {
+    pub(crate) fn register_link(&self, link: Arc<Link>) {
         lock(&self.links).insert(link.handle, link);
     }
-    pub fn unregister_link(&self, handle: u32) {
+    pub(crate) fn unregister_link(&self, handle: u32) {
         lock(&self.links).remove(&handle);
     }
-    pub fn link(&self, handle: u32) -> Option<Arc<Link>> {
+    pub(crate) fn link(&self, handle: u32) -> Option<Arc<Link>> {
         lock(&self.links).get(&handle).cloned()
     }
-    pub fn delivered_gen(&self) -> u64 {
+    pub(crate) fn delivered_gen(&self) -> u64 {
         self.delivered_gen.load(Ordering::Acquire)
     }
 
-    pub fn pause_for_delivery(&self, link: &Arc<Link>, transport: u64) {
+    pub(crate) fn pause_for_delivery(&self, link: &Arc<Link>, transport: u64) {
         lock(&self.delivery_paused).push((Arc::downgrade(link), transport));
     }
 
@@ -93,7 +93,7 @@ impl Shared {
         }
     }
 
-    pub fn wait_for_delivery(&self, link: &Arc<Link>) {
+    pub(crate) fn wait_for_delivery(&self, link: &Arc<Link>) {
         lock(&self.ack_waiters).push(Arc::downgrade(link));
     }
 
@@ -128,13 +128,13 @@ impl Shared {
     }
 
     /// Routes an earlier connection's handle to the link that resumed its session.
-    pub fn route(&self, handle: u32, link: Arc<Link>) {
+    pub(crate) fn route(&self, handle: u32, link: Arc<Link>) {
         lock(&self.links).insert(handle, link);
     }
-    pub fn register_js_store(&self, server: u32, store: Arc<js_store::JsStore>) {
+    pub(crate) fn register_js_store(&self, server: u32, store: Arc<js_store::JsStore>) {
         lock(&self.js_stores).insert(server, store);
     }
-    pub fn forget_pipe(&self, handle: u32) {
+    pub(crate) fn forget_pipe(&self, handle: u32) {
         lock(&self.pipes).remove(&handle);
     }
     fn pipe(&self, handle: u32) -> Option<Arc<JsPipe>> {
@@ -150,7 +150,7 @@ pub(crate) struct Engine {
 
 impl Engine {
     /// `wake` is called (from any thread) when events are ready to `take()`.
-    pub fn new(wake: impl Fn() + Send + Sync + 'static) -> std::io::Result<Self> {
+    pub(crate) fn new(wake: impl Fn() + Send + Sync + 'static) -> std::io::Result<Self> {
         let threads = std::env::var("UHURA_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or(2usize);
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads.max(1))
@@ -182,17 +182,17 @@ impl Engine {
 
     /// Native sockets are then read on the application's loop: it must act
     /// on WATCH / UNWATCH events (the Node binding does).
-    pub fn enable_external_reads(&self, on: bool) {
+    pub(crate) fn enable_external_reads(&self, on: bool) {
         self.shared.external_reads.store(on, Ordering::Release);
     }
 
-    pub fn shared(&self) -> &Arc<Shared> {
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
         &self.shared
     }
 
     /// Takes the events delivered so far, as one JSON array text. Taking
     /// again means the previous batch was handled (see `events_handled`).
-    pub fn take_events(&self) -> Option<String> {
+    pub(crate) fn take_events(&self) -> Option<String> {
         self.events_handled();
         let (text, gen) = self.shared.delivery.take()?;
         self.shared.taken_gen.store(gen, Ordering::Release);
@@ -213,11 +213,11 @@ impl Engine {
     /// The application has handled every batch taken so far. Acks of those
     /// events go out only now, so an ack never vouches for an event that
     /// was still waiting in a buffer.
-    pub fn events_handled(&self) {
+    pub(crate) fn events_handled(&self) {
         self.shared.delivered(self.shared.taken_gen.load(Ordering::Acquire));
     }
 
-    pub fn create_server(&self, options: ServerOptions) -> u32 {
+    pub(crate) fn create_server(&self, options: ServerOptions) -> u32 {
         let handle = self.shared.alloc_handle();
         let server = Server::new(handle, options, &self.shared);
         lock(&self.shared.servers).insert(handle, server);
@@ -229,7 +229,7 @@ impl Engine {
     }
 
     /// Starts listening; returns the number its `LISTENING` will carry.
-    pub fn listen(&self, server: u32, options: ListenOptions) -> Result<u32, String> {
+    pub(crate) fn listen(&self, server: u32, options: ListenOptions) -> Result<u32, String> {
         let server = self.server(server)?;
         let shared = self.shared.clone();
         let (shutdown, listen) = server.begin_listen();
@@ -239,24 +239,24 @@ impl Engine {
         Ok(listen)
     }
 
-    pub fn close_server(&self, server: u32) {
+    pub(crate) fn close_server(&self, server: u32) {
         if let Some(s) = lock(&self.shared.servers).get(&server).cloned() {
             s.close(&self.shared);
         }
     }
 
     /// Open connections of a server (accepted, not yet ended).
-    pub fn server_connections(&self, server: u32) -> Option<usize> {
+    pub(crate) fn server_connections(&self, server: u32) -> Option<usize> {
         lock(&self.shared.servers).get(&server).map(|s| s.connections())
     }
 
-    pub fn set_max_connections(&self, server: u32, max: Option<usize>) {
+    pub(crate) fn set_max_connections(&self, server: u32, max: Option<usize>) {
         if let Some(s) = lock(&self.shared.servers).get(&server) {
             s.set_max_connections(max);
         }
     }
 
-    pub fn create_client(&self, options: ClientOptions) -> u32 {
+    pub(crate) fn create_client(&self, options: ClientOptions) -> u32 {
         let handle = self.shared.alloc_handle();
         let client = Client::new(handle, options, &self.shared);
         lock(&self.shared.clients).insert(handle, client);
@@ -266,7 +266,7 @@ impl Engine {
     /// Starts a created client's connect loop. Separate from creation so
     /// that options set right after `createClient` (autoReconnect) apply to
     /// the first attempt too, as they did in the original.
-    pub fn start_client(&self, handle: u32) -> Result<(), String> {
+    pub(crate) fn start_client(&self, handle: u32) -> Result<(), String> {
         let client = self.client(handle)?;
         if client.mark_started() {
             let shared = self.shared.clone();
@@ -276,14 +276,14 @@ impl Engine {
     }
 
     /// A JavaScript store answered request `req` of `server`'s store.
-    pub fn store_reply(&self, server: u32, req: u64, result: Result<Option<String>, String>) {
+    pub(crate) fn store_reply(&self, server: u32, req: u64, result: Result<Option<String>, String>) {
         if let Some(store) = lock(&self.shared.js_stores).get(&server).cloned() {
             store.reply(req, result);
         }
     }
 
     /// A server-side connection over a JavaScript stream; returns its handle.
-    pub fn adopt_js_stream(&self, server: u32, addresses: Addresses) -> Result<u32, String> {
+    pub(crate) fn adopt_js_stream(&self, server: u32, addresses: Addresses) -> Result<u32, String> {
         let server = self.server(server)?;
         let link = server.new_link(&self.shared);
         let (pipe, stream) = JsPipe::start(&link, &self.shared.rt);
@@ -293,7 +293,7 @@ impl Engine {
     }
 
     /// A client's `createConnection` factory produced a stream (`Ok`) or failed.
-    pub fn client_js_opened(&self, handle: u32, result: Result<Addresses, String>) -> Result<(), String> {
+    pub(crate) fn client_js_opened(&self, handle: u32, result: Result<Addresses, String>) -> Result<(), String> {
         let client = self.client(handle)?;
         let opened = match result {
             Ok(addresses) => {
@@ -312,19 +312,19 @@ impl Engine {
     }
 
     /// Bytes the JavaScript stream of `handle` read; false asks JS to pause it.
-    pub fn pipe_feed(&self, handle: u32, data: &[u8]) -> bool {
+    pub(crate) fn pipe_feed(&self, handle: u32, data: &[u8]) -> bool {
         self.shared.pipe(handle).is_none_or(|p| p.feed(data))
     }
 
     /// The JavaScript stream of `handle` ended or closed.
-    pub fn pipe_end(&self, handle: u32) {
+    pub(crate) fn pipe_end(&self, handle: u32) {
         if let Some(p) = self.shared.pipe(handle) {
             p.feed_end();
         }
     }
 
     /// Output for the JavaScript stream of `handle`.
-    pub fn pipe_take(&self, handle: u32) -> Vec<u8> {
+    pub(crate) fn pipe_take(&self, handle: u32) -> Vec<u8> {
         self.shared.pipe(handle).map(|p| p.take_output()).unwrap_or_default()
     }
 
@@ -332,41 +332,41 @@ impl Engine {
         lock(&self.shared.clients).get(&handle).cloned().ok_or_else(|| "unknown client".into())
     }
 
-    pub fn client_reconnect(&self, handle: u32) -> Result<(), String> {
+    pub(crate) fn client_reconnect(&self, handle: u32) -> Result<(), String> {
         self.client(handle)?.reconnect_now();
         Ok(())
     }
 
-    pub fn client_auto_reconnect(&self, handle: u32, min_ms: f64, max_ms: f64) -> Result<(), String> {
+    pub(crate) fn client_auto_reconnect(&self, handle: u32, min_ms: f64, max_ms: f64) -> Result<(), String> {
         self.client(handle)?.auto_reconnect(min_ms, max_ms);
         Ok(())
     }
 
-    pub fn client_disconnect(&self, handle: u32) -> Result<(), String> {
+    pub(crate) fn client_disconnect(&self, handle: u32) -> Result<(), String> {
         self.client(handle)?.disconnect();
         Ok(())
     }
 
     /// The application dropped the client object: free it.
-    pub fn client_release(&self, handle: u32) {
+    pub(crate) fn client_release(&self, handle: u32) {
         if let Ok(c) = self.client(handle) {
             c.release();
         }
     }
 
-    pub fn link(&self, handle: u32) -> Result<Arc<Link>, String> {
+    pub(crate) fn link(&self, handle: u32) -> Result<Arc<Link>, String> {
         self.shared.link(handle).ok_or_else(|| "connection is closed".into())
     }
 
     /// `socket.end()`: flush, then close.
-    pub fn end(&self, handle: u32) {
+    pub(crate) fn end(&self, handle: u32) {
         if let Some(t) = self.shared.link(handle).and_then(|l| l.transport()) {
             t.end();
         }
     }
 
     /// `socket.destroy()`: close now.
-    pub fn destroy(&self, handle: u32) {
+    pub(crate) fn destroy(&self, handle: u32) {
         if let Some(t) = self.shared.link(handle).and_then(|l| l.transport()) {
             t.kill();
         }

@@ -35,6 +35,9 @@ const OP_TIMEOUT: Duration = Duration::from_secs(2);
 /// An outbox entry: message id and argument JSON.
 type IdAndArgs = (String, String);
 
+/// A session store in Redis, shared by a fleet of servers: sessions as JSON
+/// strings under `prefix + id` with a TTL, and each session's delivery state
+/// beside it (docs/ARCHITECTURE.md, "A fleet behind one Redis").
 pub struct RedisStore {
     client: redis::Client,
     prefix: String,

@@ -23,11 +23,11 @@ use tokio_util::sync::CancellationToken;
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The default memory store's cap on the bytes of all sessions.
-pub const DEFAULT_MAX_STORE_BYTES: usize = 256 * 1024 * 1024;
+pub(crate) const DEFAULT_MAX_STORE_BYTES: usize = 256 * 1024 * 1024;
 
 /// Where a server keeps its sessions.
 #[derive(Clone)]
-pub enum StoreChoice {
+pub(crate) enum StoreChoice {
     /// In memory, in Rust: idle expiry and a cap on the number of sessions.
     Memory {
         ttl: Duration,
@@ -53,7 +53,7 @@ impl Default for StoreChoice {
 }
 
 #[derive(Clone)]
-pub struct ServerOptions {
+pub(crate) struct ServerOptions {
     pub peer: Config,
     pub store: StoreChoice,
     pub tls: Option<Arc<TlsAcceptor>>,
@@ -77,12 +77,12 @@ impl Default for ServerOptions {
 }
 
 #[derive(Debug, Clone)]
-pub struct ListenOptions {
+pub(crate) struct ListenOptions {
     pub endpoint: Endpoint,
     pub backlog: Option<u32>,
 }
 
-pub struct Server {
+pub(crate) struct Server {
     pub handle: u32,
     config: Config,
     store: Arc<dyn SessionStore>,
@@ -106,7 +106,7 @@ pub struct Server {
 }
 
 impl Server {
-    pub fn new(handle: u32, options: ServerOptions, shared: &Arc<Shared>) -> Arc<Self> {
+    pub(crate) fn new(handle: u32, options: ServerOptions, shared: &Arc<Shared>) -> Arc<Self> {
         let store: Arc<dyn SessionStore> = match options.store {
             StoreChoice::Memory { ttl, max_sessions, max_bytes } => {
                 Arc::new(MemoryStore::new(ttl, max_sessions).with_max_bytes(max_bytes))
@@ -148,7 +148,7 @@ impl Server {
     /// Returns the listener's token and its number, which its `LISTENING`
     /// carries: after a close() and a new listen(), the application knows a
     /// late report of the old one for what it is.
-    pub fn begin_listen(&self) -> (CancellationToken, u32) {
+    pub(crate) fn begin_listen(&self) -> (CancellationToken, u32) {
         let mut token = lock(&self.shutdown);
         if token.is_cancelled() {
             *token = CancellationToken::new();
@@ -157,18 +157,18 @@ impl Server {
         (token.clone(), self.listens.fetch_add(1, Ordering::AcqRel) + 1)
     }
 
-    pub fn close(&self, shared: &Shared) {
+    pub(crate) fn close(&self, shared: &Shared) {
         self.closing.store(true, Ordering::Release);
         lock(&self.shutdown).cancel();
         self.maybe_closed(shared);
     }
 
     /// Connections open now (accepted and not yet ended).
-    pub fn connections(&self) -> usize {
+    pub(crate) fn connections(&self) -> usize {
         self.active.load(Ordering::Acquire)
     }
 
-    pub fn set_max_connections(&self, max: Option<usize>) {
+    pub(crate) fn set_max_connections(&self, max: Option<usize>) {
         self.max_connections.store(max.unwrap_or(usize::MAX), Ordering::Release);
     }
 
@@ -245,7 +245,7 @@ fn error_json(e: &std::io::Error, syscall: &str, endpoint: &Endpoint) -> String 
 type SecuredStream = std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<BoxStream>> + Send>>;
 
 /// Serves until `shutdown` (from `Server::begin_listen`) is cancelled.
-pub async fn listen_and_serve(
+pub(crate) async fn listen_and_serve(
     shared: Arc<Shared>,
     server: Arc<Server>,
     options: ListenOptions,

@@ -7,6 +7,7 @@ use std::pin::Pin;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+/// What a store operation returns: a boxed future, failing with a message.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, String>> + Send + 'a>>;
 
 /// Delivery state kept beside a session, so that whichever server resumes
@@ -23,12 +24,16 @@ pub struct DeliveryState {
 /// Changes to a session's `DeliveryState`, applied in one store call.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct DeliveryDelta {
+    /// Outbound events to keep: (message id, argument JSON), in send order.
     pub add: Vec<(String, String)>,
+    /// Message ids acknowledged (or dropped): no longer kept.
     pub remove: Vec<String>,
+    /// Per sender id prefix: a new highest sequence number delivered.
     pub seen: Vec<(String, u64)>,
 }
 
 impl DeliveryDelta {
+    /// Nothing to apply.
     pub fn is_empty(&self) -> bool {
         self.add.is_empty() && self.remove.is_empty() && self.seen.is_empty()
     }
@@ -36,8 +41,11 @@ impl DeliveryDelta {
 
 /// The connect-style store interface (`get`, `set`, `destroy`), async.
 pub trait SessionStore: Send + Sync {
+    /// The stored session, or `None` for an unknown (or expired) id.
     fn get<'a>(&'a self, sid: &'a str) -> StoreFuture<'a, Option<Session>>;
+    /// Stores the whole session under `sid`.
     fn set<'a>(&'a self, sid: &'a str, session: Session) -> StoreFuture<'a, ()>;
+    /// Removes the session (and its delivery state, if kept).
     fn destroy<'a>(&'a self, sid: &'a str) -> StoreFuture<'a, ()>;
 
     /// Whether `update` can save changed keys instead of the whole session.
@@ -55,9 +63,11 @@ pub trait SessionStore: Send + Sync {
     fn keeps_delivery(&self) -> bool {
         false
     }
+    /// The delivery state kept for `sid` (empty when there is none).
     fn load_delivery<'a>(&'a self, _sid: &'a str) -> StoreFuture<'a, DeliveryState> {
         Box::pin(async { Ok(DeliveryState::default()) })
     }
+    /// Applies `delta` to the delivery state kept for `sid`.
     fn save_delivery<'a>(&'a self, _sid: &'a str, _delta: DeliveryDelta) -> StoreFuture<'a, ()> {
         Box::pin(async { Ok(()) })
     }
@@ -118,12 +128,12 @@ impl Inner {
 }
 
 impl MemoryStore {
-    pub fn new(ttl: Duration, max_sessions: usize) -> Self {
+    pub(crate) fn new(ttl: Duration, max_sessions: usize) -> Self {
         MemoryStore { ttl, max_sessions: max_sessions.max(1), max_bytes: usize::MAX, inner: Mutex::default() }
     }
 
     /// Caps the bytes of all sessions together.
-    pub fn with_max_bytes(mut self, max_bytes: usize) -> Self {
+    pub(crate) fn with_max_bytes(mut self, max_bytes: usize) -> Self {
         self.max_bytes = max_bytes;
         self
     }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 #[derive(Default)]
-pub struct Timers {
+pub(crate) struct Timers {
     heap: Mutex<BinaryHeap<Reverse<(Instant, u32)>>>,
     changed: Notify,
 }
@@ -20,7 +20,7 @@ pub struct Timers {
 impl Timers {
     /// Wake link `handle` at `at` (stale wake-ups are harmless: the link
     /// just finds nothing due).
-    pub fn schedule(&self, at: Instant, handle: u32) {
+    pub(crate) fn schedule(&self, at: Instant, handle: u32) {
         let mut heap = lock(&self.heap);
         let earliest = heap.peek().is_none_or(|Reverse((t, _))| at < *t);
         heap.push(Reverse((at, handle)));
@@ -30,7 +30,7 @@ impl Timers {
         }
     }
 
-    pub async fn run(self: Arc<Self>, shared: Weak<Shared>) {
+    pub(crate) async fn run(self: Arc<Self>, shared: Weak<Shared>) {
         loop {
             let next = lock(&self.heap).peek().map(|Reverse((t, _))| *t);
             let sleep = async {
@@ -69,9 +69,9 @@ impl Timers {
 /// The longest wait an option can ask for (about 30 years): a longer one,
 /// Infinity included, is saturated to it, which `Instant` arithmetic and
 /// tokio's timers can still take.
-pub const LONGEST_WAIT: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
+pub(crate) const LONGEST_WAIT: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
 
 /// A wait of `ms` milliseconds from JavaScript; none for zero, negative or NaN.
-pub fn millis(ms: f64) -> Option<Duration> {
+pub(crate) fn millis(ms: f64) -> Option<Duration> {
     (ms > 0.0).then(|| Duration::try_from_secs_f64(ms / 1000.0).map_or(LONGEST_WAIT, |d| d.min(LONGEST_WAIT)))
 }

@@ -45,6 +45,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+/// TLS settings with Node's names (`key`, `cert`, `ca`, `requestCert`,
+/// `rejectUnauthorized`, `servername`), for either side.
 #[derive(Debug, Clone, Default)]
 pub struct TlsOptions {
     /// PEM private key (PKCS#8, PKCS#1 RSA or SEC1 EC).
@@ -68,6 +70,7 @@ pub struct TlsAcceptor {
 }
 
 impl TlsAcceptor {
+    /// A server-side configuration; fails on unreadable keys or certificates.
     pub fn new(o: &TlsOptions) -> Result<Self, String> {
         let provider = provider();
         let (Some(key), Some(cert)) = (&o.key, &o.cert) else {
@@ -118,6 +121,8 @@ pub struct TlsConnector {
 }
 
 impl TlsConnector {
+    /// A client-side configuration (`ca`, else the web PKI roots); fails on
+    /// unreadable certificates.
     pub fn new(o: &TlsOptions) -> Result<Self, String> {
         let provider = provider();
         let builder = ClientConfig::builder_with_provider(provider.clone())

@@ -10,8 +10,10 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpSocket, TcpStream, UnixListener, UnixStream};
 
+/// A byte stream a transport runs over (TCP, Unix, TLS, a JavaScript stream).
 pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Stream for T {}
+/// A transport's stream, whatever its kind.
 pub type BoxStream = Box<dyn Stream>;
 
 /// What a link knows of its socket: addresses as Node reports them, and

@@ -12,7 +12,7 @@ use napi_derive::napi;
 
 /// Numbers cross as f64, which holds every one of these exactly.
 #[napi(object)]
-pub struct Defaults {
+pub(super) struct Defaults {
     /// `redisStore({ url })`.
     pub redis_url: String,
     /// `redisStore({ prefix })`: where sessions go.
@@ -33,7 +33,7 @@ pub struct Defaults {
 }
 
 #[napi(catch_unwind)]
-pub fn defaults() -> Defaults {
+pub(super) fn defaults() -> Defaults {
     let peer = Config::default();
     Defaults {
         redis_url: redis_store::DEFAULT_URL.to_owned(),

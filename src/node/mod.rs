@@ -40,7 +40,7 @@ fn js_err(e: String) -> Error {
 static HOME_ENV: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 #[napi(catch_unwind)]
-pub fn init(env: Env, wake: Wake) -> Result<()> {
+pub(crate) fn init(env: Env, wake: Wake) -> Result<()> {
     let this_env = env.raw() as usize;
     match HOME_ENV.compare_exchange(
         0,
@@ -69,20 +69,20 @@ pub fn init(env: Env, wake: Wake) -> Result<()> {
 /// All events delivered since the last call, as a JSON array text. Calling
 /// it again means the previous batch was handled.
 #[napi(catch_unwind)]
-pub fn take_events() -> Result<Option<String>> {
+pub(crate) fn take_events() -> Result<Option<String>> {
     Ok(engine()?.take_events())
 }
 
 /// Every batch taken so far has been dispatched: their acks may go out.
 #[napi(catch_unwind)]
-pub fn events_handled() -> Result<()> {
+pub(crate) fn events_handled() -> Result<()> {
     engine()?.events_handled();
     Ok(())
 }
 
 /// Options of the protocol state machine, shared by clients and servers.
 #[napi(object)]
-pub struct PeerOptions {
+pub(crate) struct PeerOptions {
     pub max_message_size: Option<f64>,
     /// Arguments per event, after its name.
     pub max_args: Option<f64>,
@@ -168,7 +168,7 @@ fn peer_config(o: Option<PeerOptions>) -> Result<Config> {
 
 /// TLS options with Node's names; PEM text as Buffers (lib/options.js converts strings).
 #[napi(object)]
-pub struct JsTlsOptions {
+pub(crate) struct JsTlsOptions {
     pub key: Option<Buffer>,
     pub cert: Option<Buffer>,
     pub ca: Option<Vec<Buffer>>,
@@ -189,7 +189,7 @@ fn tls_options(o: JsTlsOptions) -> TlsOptions {
 }
 
 #[napi(object)]
-pub struct JsServerOptions {
+pub(crate) struct JsServerOptions {
     pub peer: Option<PeerOptions>,
     /// ms a dropped connection's pending events wait for its session; 0: not at all.
     pub resume_window: Option<f64>,
@@ -238,7 +238,7 @@ fn store_choice(o: &JsServerOptions) -> Result<StoreChoice> {
 }
 
 #[napi(catch_unwind)]
-pub fn create_server(mut options: JsServerOptions) -> Result<u32> {
+pub(crate) fn create_server(mut options: JsServerOptions) -> Result<u32> {
     let store = store_choice(&options)?;
     let tls = match options.tls.take() {
         Some(t) => Some(Arc::new(
@@ -257,7 +257,7 @@ pub fn create_server(mut options: JsServerOptions) -> Result<u32> {
 
 /// A TCP address (`host`, `port`) or a Unix socket (`path`).
 #[napi(object)]
-pub struct JsEndpoint {
+pub(crate) struct JsEndpoint {
     pub host: Option<String>,
     pub port: Option<u32>,
     pub path: Option<String>,
@@ -275,32 +275,32 @@ fn endpoint(e: JsEndpoint) -> Result<Endpoint> {
 
 #[napi(catch_unwind)]
 /// Returns the number the `LISTENING` of this listen() carries.
-pub fn listen(server: u32, at: JsEndpoint, backlog: Option<u32>) -> Result<u32> {
+pub(crate) fn listen(server: u32, at: JsEndpoint, backlog: Option<u32>) -> Result<u32> {
     engine()?.listen(server, ListenOptions { endpoint: endpoint(at)?, backlog }).map_err(js_err)
 }
 
 #[napi(catch_unwind)]
-pub fn close_server(server: u32) -> Result<()> {
+pub(crate) fn close_server(server: u32) -> Result<()> {
     engine()?.close_server(server);
     Ok(())
 }
 
 /// net.Server's getConnections(): connections open now; null once the server is gone.
 #[napi(catch_unwind)]
-pub fn server_connections(server: u32) -> Result<Option<u32>> {
+pub(crate) fn server_connections(server: u32) -> Result<Option<u32>> {
     Ok(engine()?.server_connections(server).map(|n| n.min(u32::MAX as usize) as u32))
 }
 
 /// net.Server's maxConnections; a negative or missing value: no limit.
 #[napi(catch_unwind)]
-pub fn set_max_connections(server: u32, max: Option<f64>) -> Result<()> {
+pub(crate) fn set_max_connections(server: u32, max: Option<f64>) -> Result<()> {
     let max = max.filter(|m| *m >= 0.0 && m.is_finite()).map(|m| m as usize);
     engine()?.set_max_connections(server, max);
     Ok(())
 }
 
 #[napi(object)]
-pub struct JsClientOptions {
+pub(crate) struct JsClientOptions {
     /// Addresses tried in turn; empty with `js` set.
     pub servers: Vec<JsEndpoint>,
     /// Streams come from a JavaScript `createConnection` factory.
@@ -310,7 +310,7 @@ pub struct JsClientOptions {
 }
 
 #[napi(catch_unwind)]
-pub fn create_client(mut options: JsClientOptions) -> Result<u32> {
+pub(crate) fn create_client(mut options: JsClientOptions) -> Result<u32> {
     let connector = if options.js.unwrap_or(false) {
         Connector::Js
     } else {
@@ -332,7 +332,7 @@ pub fn create_client(mut options: JsClientOptions) -> Result<u32> {
 
 /// Addresses of a JavaScript stream, for `.socket`-style reporting.
 #[napi(object)]
-pub struct JsAddresses {
+pub(crate) struct JsAddresses {
     pub remote_address: Option<String>,
     pub remote_port: Option<u32>,
     pub local_address: Option<String>,
@@ -356,82 +356,82 @@ fn addresses(a: Option<JsAddresses>) -> Addresses {
 
 /// A server created with a JavaScript factory got a stream: returns the connection handle.
 #[napi(catch_unwind)]
-pub fn adopt_stream(server: u32, addrs: Option<JsAddresses>) -> Result<u32> {
+pub(crate) fn adopt_stream(server: u32, addrs: Option<JsAddresses>) -> Result<u32> {
     engine()?.adopt_js_stream(server, addresses(addrs)).map_err(js_err)
 }
 
 /// A client's `createConnection` factory called back with a stream.
 #[napi(catch_unwind)]
-pub fn client_opened(client: u32, addrs: Option<JsAddresses>) -> Result<()> {
+pub(crate) fn client_opened(client: u32, addrs: Option<JsAddresses>) -> Result<()> {
     engine()?.client_js_opened(client, Ok(addresses(addrs))).map_err(js_err)
 }
 
 /// A client's `createConnection` factory called back with an error.
 #[napi(catch_unwind)]
-pub fn client_open_failed(client: u32, message: String) -> Result<()> {
+pub(crate) fn client_open_failed(client: u32, message: String) -> Result<()> {
     let _ = engine()?.client_js_opened(client, Err(message));
     Ok(())
 }
 
 /// Bytes read by a JavaScript stream; false means pause it until told to resume.
 #[napi(catch_unwind)]
-pub fn feed(handle: u32, data: Buffer) -> Result<bool> {
+pub(crate) fn feed(handle: u32, data: Buffer) -> Result<bool> {
     Ok(engine()?.pipe_feed(handle, &data))
 }
 
 #[napi(catch_unwind)]
-pub fn feed_end(handle: u32) -> Result<()> {
+pub(crate) fn feed_end(handle: u32) -> Result<()> {
     engine()?.pipe_end(handle);
     Ok(())
 }
 
 /// Bytes to write to a JavaScript stream.
 #[napi(catch_unwind)]
-pub fn take_output(handle: u32) -> Result<Buffer> {
+pub(crate) fn take_output(handle: u32) -> Result<Buffer> {
     Ok(engine()?.pipe_take(handle).into())
 }
 
 #[napi(catch_unwind)]
-pub fn client_start(client: u32) -> Result<()> {
+pub(crate) fn client_start(client: u32) -> Result<()> {
     engine()?.start_client(client).map_err(js_err)
 }
 
 #[napi(catch_unwind)]
-pub fn client_reconnect(client: u32) -> Result<()> {
+pub(crate) fn client_reconnect(client: u32) -> Result<()> {
     engine()?.client_reconnect(client).map_err(js_err)
 }
 
 #[napi(catch_unwind)]
-pub fn client_auto_reconnect(client: u32, min_ms: f64, max_ms: f64) -> Result<()> {
+pub(crate) fn client_auto_reconnect(client: u32, min_ms: f64, max_ms: f64) -> Result<()> {
     engine()?.client_auto_reconnect(client, min_ms, max_ms).map_err(js_err)
 }
 
 #[napi(catch_unwind)]
-pub fn client_disconnect(client: u32) -> Result<()> {
+pub(crate) fn client_disconnect(client: u32) -> Result<()> {
     engine()?.client_disconnect(client).map_err(js_err)
 }
 
 /// The JavaScript client object was garbage-collected: free its Rust side.
 #[napi(catch_unwind)]
-pub fn client_release(client: u32) -> Result<()> {
+pub(crate) fn client_release(client: u32) -> Result<()> {
     engine()?.client_release(client);
     Ok(())
 }
 
 /// A batch of sends and sets, one per line (see `Link::write_lines`).
 #[napi(catch_unwind)]
-pub fn write(handle: u32, lines: String) -> Result<()> {
+pub(crate) fn write(handle: u32, lines: String) -> Result<()> {
     engine()?.link(handle).map_err(js_err)?.write_lines(handle, &lines).map_err(js_err)
 }
 
 #[napi(catch_unwind)]
-pub fn write_raw(handle: u32, data: Buffer) -> Result<()> {
+pub(crate) fn write_raw(handle: u32, data: Buffer) -> Result<()> {
     engine()?.link(handle).map_err(js_err)?.write_raw(&data);
     Ok(())
 }
 
 #[napi(catch_unwind)]
-pub fn set_max_queue_length(handle: u32, n: f64) -> Result<()> {
+pub(crate) fn set_max_queue_length(handle: u32, n: f64) -> Result<()> {
     let link = engine()?.link(handle).map_err(js_err)?;
     let n = if n.is_finite() && n >= 0.0 { n as usize } else { usize::MAX };
     crate::engine::delivery::lock(&link.peer).set_max_queue_length(n);
@@ -439,26 +439,26 @@ pub fn set_max_queue_length(handle: u32, n: f64) -> Result<()> {
 }
 
 #[napi(catch_unwind)]
-pub fn end(handle: u32) -> Result<()> {
+pub(crate) fn end(handle: u32) -> Result<()> {
     engine()?.end(handle);
     Ok(())
 }
 
 #[napi(catch_unwind)]
-pub fn destroy(handle: u32) -> Result<()> {
+pub(crate) fn destroy(handle: u32) -> Result<()> {
     engine()?.destroy(handle);
     Ok(())
 }
 
 #[napi(catch_unwind)]
-pub fn invalidate_session(handle: u32) -> Result<()> {
+pub(crate) fn invalidate_session(handle: u32) -> Result<()> {
     engine()?.link(handle).map_err(js_err)?.invalidate_session();
     Ok(())
 }
 
 /// A JavaScript store's answer to request `req`: the session JSON for `get`, or an error message.
 #[napi(catch_unwind)]
-pub fn store_reply(server: u32, req: f64, error: Option<String>, session: Option<String>) -> Result<()> {
+pub(crate) fn store_reply(server: u32, req: f64, error: Option<String>, session: Option<String>) -> Result<()> {
     let result = match error {
         Some(e) => Err(e),
         None => Ok(session),
@@ -470,14 +470,14 @@ pub fn store_reply(server: u32, req: f64, error: Option<String>, session: Option
 /// Reads native sockets on Node's loop from now on (see `uv.rs`); off with
 /// UHURA_NODE_READS=0.
 #[napi(catch_unwind)]
-pub fn enable_node_reads(on: bool) -> Result<()> {
+pub(crate) fn enable_node_reads(on: bool) -> Result<()> {
     engine()?.enable_external_reads(on);
     Ok(())
 }
 
 /// WATCH: watch link `handle`'s socket on this (the JS) thread.
 #[napi(catch_unwind)]
-pub fn watch(env: Env, handle: u32, transport: f64) -> Result<()> {
+pub(crate) fn watch(env: Env, handle: u32, transport: f64) -> Result<()> {
     let Ok(link) = engine()?.link(handle) else { return Ok(()) };
     let mut uv_loop = std::ptr::null_mut();
     // SAFETY: env is the current, valid environment of this call.
@@ -490,7 +490,7 @@ pub fn watch(env: Env, handle: u32, transport: f64) -> Result<()> {
 
 /// UNWATCH: stop watching the socket of `transport`.
 #[napi(catch_unwind)]
-pub fn unwatch(transport: f64) -> Result<()> {
+pub(crate) fn unwatch(transport: f64) -> Result<()> {
     uv::unwatch(transport as u64);
     Ok(())
 }
@@ -498,7 +498,7 @@ pub fn unwatch(transport: f64) -> Result<()> {
 /// Which `debug` namespaces are on (lib/debug.js): bit 0 `uhura:protocol`,
 /// 1 `uhura:connection`, 2 `uhura:reconnect`, 3 `uhura:session`.
 #[napi(catch_unwind)]
-pub fn set_debug(bits: u32) -> Result<()> {
+pub(crate) fn set_debug(bits: u32) -> Result<()> {
     crate::engine::diag::set(bits);
     Ok(())
 }

@@ -98,7 +98,7 @@ extern "C" fn on_close(handle: *mut c_void) {
 
 /// Starts (or resumes) watching the socket of `link`'s transport `id`, if
 /// that transport is still live. `uv_loop` is Node's loop.
-pub fn watch(uv_loop: *mut c_void, link: &Arc<Link>, id: u64) -> Result<(), String> {
+pub(super) fn watch(uv_loop: *mut c_void, link: &Arc<Link>, id: u64) -> Result<(), String> {
     let Some(transport) = link.transport_by_id(id) else { return Ok(()) };
     let Some(socket) = transport.direct_socket() else { return Ok(()) };
     let resumed = POLLS.with(|p| {
@@ -156,7 +156,7 @@ pub fn watch(uv_loop: *mut c_void, link: &Arc<Link>, id: u64) -> Result<(), Stri
 }
 
 /// Stops watching and frees the poll handle of transport `id`.
-pub fn unwatch(id: u64) {
+pub(super) fn unwatch(id: u64) {
     if let Some(poll) = POLLS.with(|p| p.borrow_mut().remove(&id)) {
         // SAFETY: an initialised poll handle of this thread; freed in on_close.
         unsafe {

@@ -14,6 +14,8 @@ pub const DEFAULT_MIN: Duration = Duration::from_millis(100);
 /// The cap of reconnect delays when `autoReconnect()` names none.
 pub const DEFAULT_MAX: Duration = Duration::from_secs(60);
 
+/// Reconnect delays that grow from `min` to `max` with each failed attempt
+/// (with jitter), and start over once a connection succeeds.
 #[derive(Debug, Clone)]
 pub struct Backoff {
     min: Duration,
@@ -22,6 +24,7 @@ pub struct Backoff {
 }
 
 impl Backoff {
+    /// Delays between `min` and `max` (a `max` below `min` is taken as `min`).
     pub fn new(min: Duration, max: Duration) -> Self {
         Backoff { min, max: max.max(min), attempt: 0 }
     }

@@ -51,6 +51,7 @@ impl Entropy {
         })
     }
 
+    /// Fills `buf` with bytes from this source.
     pub fn fill(&self, buf: &mut [u8]) {
         (self.0)(buf)
     }

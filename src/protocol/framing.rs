@@ -28,18 +28,42 @@ pub enum FrameError {
     /// bytes >= 0x80 read as Latin-1), `position` its absolute offset in the stream (counted
     /// from the first byte ever fed), `state` the tokenizer state it arrived in.
     /// Displays as `Unexpected "." at position 0 in state START`.
-    Unexpected { found: String, position: u64, state: &'static str },
+    Unexpected {
+        /// The offending byte, as one character.
+        found: String,
+        /// Its offset in the stream.
+        position: u64,
+        /// The tokenizer state it arrived in.
+        state: &'static str,
+    },
     /// A single message (one depth-1 element) grew beyond the configured max size (in bytes).
-    MessageTooLarge { limit: usize },
+    MessageTooLarge {
+        /// The maximum message size, in bytes.
+        limit: usize,
+    },
     /// A root value that is not an array (e.g. `{` or a bare number/string at depth 0).
-    RootNotArray { position: u64 },
+    RootNotArray {
+        /// Offset of the root value's first byte.
+        position: u64,
+    },
     /// A depth-1 element that is not an array or an object (e.g. `[1,2]`, `[null]`, `["x"]`).
-    BadMessage { position: u64 },
+    BadMessage {
+        /// Offset of the element's first byte.
+        position: u64,
+    },
     /// Bytes that are not valid UTF-8 inside the JSON text (position of the first bad byte).
-    InvalidUtf8 { position: u64 },
+    InvalidUtf8 {
+        /// Offset of the first bad byte.
+        position: u64,
+    },
     /// A message nested deeper than the configured `maxDepth` (position of the opening
     /// bracket one level too deep).
-    TooDeep { limit: usize, position: u64 },
+    TooDeep {
+        /// The maximum depth.
+        limit: usize,
+        /// Offset of the bracket one level too deep.
+        position: u64,
+    },
 }
 
 impl fmt::Display for FrameError {
@@ -700,6 +724,7 @@ pub struct Writer {
 }
 
 impl Writer {
+    /// A writer whose root array is not open yet.
     pub fn new() -> Self {
         Writer { started: false }
     }
@@ -740,6 +765,7 @@ impl Writer {
         buf.extend_from_slice(self.end_bytes().as_bytes());
     }
 
+    /// Whether the root array was opened (the first message written).
     pub fn has_started(&self) -> bool {
         self.started
     }

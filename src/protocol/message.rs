@@ -29,8 +29,21 @@ pub const DEFAULT_MAX_ARGS: usize = 4096;
 /// literal (quotes included), so an ack echoes exactly what the peer sent.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Incoming<'a> {
-    Event { name: Cow<'a, str>, args: &'a str, id: Option<&'a str> },
-    Ack { id: Cow<'a, str> },
+    /// An event: its name, its argument array's text (name first), and
+    /// its id when the message carried one.
+    Event {
+        /// The event name (unescaped).
+        name: Cow<'a, str>,
+        /// The argument array's exact text, name first.
+        args: &'a str,
+        /// The id's raw JSON string literal.
+        id: Option<&'a str>,
+    },
+    /// An acknowledgement (`{"args":["ack::<id>"]}`) of one of our messages.
+    Ack {
+        /// The acknowledged message's id.
+        id: Cow<'a, str>,
+    },
 }
 
 /// A message that is valid JSON but not one of the shapes of docs/PROTOCOL.md §2.
@@ -252,6 +265,7 @@ pub(crate) fn encode_ack_raw(raw_id: &str, out: &mut String) {
     }
 }
 
+/// Appends `s` as a JSON string literal.
 pub fn push_json_string(s: &str, out: &mut String) {
     // serde_json never fails to serialize a str.
     out.push_str(&serde_json::to_string(s).unwrap_or_default());

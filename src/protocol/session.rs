@@ -4,6 +4,7 @@ use super::entropy::Entropy;
 use serde_json::{Map, Value};
 use std::fmt::Write as _;
 
+/// A session: JSON fields in insertion order, as JavaScript objects keep them.
 pub type Session = Map<String, Value>;
 
 /// Length and alphabet of the ids the old server makes with `uid2(24)`.
@@ -121,6 +122,7 @@ pub fn member_len(key: &str, value: &Value) -> usize {
 /// apply changed keys then writes only those.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub enum Changes {
+    /// No change.
     #[default]
     Nothing,
     /// These keys were set (`_set` never removes one).

@@ -10,7 +10,7 @@ use uhura::protocol::peer::{Config, Peer};
 /// The default config with a seeded entropy source, so a test's ids are the
 /// same on every run. Each call of a test gets the next seed: two peers of
 /// one test never share a message-id prefix, as two real ones never do.
-pub fn config() -> Config {
+pub(crate) fn config() -> Config {
     thread_local!(static NEXT: Cell<u8> = const { Cell::new(0) });
     let n = NEXT.with(|c| {
         c.set(c.get().wrapping_add(1));
@@ -21,7 +21,7 @@ pub fn config() -> Config {
 
 /// What the peer wrote since the last call, as message texts. A later take
 /// continues the stream: the fresh reader gets its opening bracket.
-pub fn output_texts(peer: &mut Peer) -> Vec<String> {
+pub(crate) fn output_texts(peer: &mut Peer) -> Vec<String> {
     let mut out = Vec::new();
     peer.poll_transmit(&mut out);
     if out.starts_with(b"\n,\n") {
@@ -35,7 +35,10 @@ pub fn output_texts(peer: &mut Peer) -> Vec<String> {
 /// Feeds `chunks` in order; returns all messages read and the first error
 /// (reading stops there). Also checks that a failed reader stays poisoned:
 /// the same error again, nothing more pushed.
-pub fn read_chunks<'a>(chunks: impl IntoIterator<Item = &'a [u8]>, max: usize) -> (Vec<String>, Option<FrameError>) {
+pub(crate) fn read_chunks<'a>(
+    chunks: impl IntoIterator<Item = &'a [u8]>,
+    max: usize,
+) -> (Vec<String>, Option<FrameError>) {
     let mut r = Reader::new(max);
     let mut out = Vec::new();
     for c in chunks {

@@ -6,10 +6,10 @@ use std::time::Duration;
 use uhura::Event;
 
 /// How long any one wait may take before the test fails.
-pub const WAIT: Duration = Duration::from_secs(10);
+pub(crate) const WAIT: Duration = Duration::from_secs(10);
 
 /// Awaits `fut`, failing the test after `WAIT`.
-pub async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
+pub(crate) async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
     match tokio::time::timeout(WAIT, fut).await {
         Ok(v) => v,
         Err(_) => panic!("timed out waiting for {what}"),
@@ -18,7 +18,7 @@ pub async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
 
 /// Takes events from `next` until one matches `pred`; returns it. Fails on
 /// a timeout or when the events end. The events skipped are returned too.
-pub async fn until<F, Fut>(what: &str, mut next: F, pred: impl Fn(&Event) -> bool) -> (Event, Vec<Event>)
+pub(crate) async fn until<F, Fut>(what: &str, mut next: F, pred: impl Fn(&Event) -> bool) -> (Event, Vec<Event>)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<Event>>,
@@ -38,7 +38,7 @@ where
 }
 
 /// The next `Message` named `name`; returns its arguments.
-pub async fn message<F, Fut>(name: &str, next: F) -> Vec<serde_json::Value>
+pub(crate) async fn message<F, Fut>(name: &str, next: F) -> Vec<serde_json::Value>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<Event>>,

@@ -35,8 +35,10 @@ pub const REFUSALS_BEFORE_DROP: u32 = 3;
 pub const RESERVED_EVENTS: &[&str] =
     &["error", "connect", "disconnect", "drop", "reconnecting", "newListener", "removeListener", "start"];
 
+/// A peer's settings: limits, timers, extensions and the driver's choices.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// At most this many bytes per message (`maxMessageSize`).
     pub max_message_size: usize,
     /// At most this many arguments after the event name (`maxArgs`).
     pub max_args: usize,

@@ -20,7 +20,7 @@ impl Seen {
 
     /// Raises `sender`'s watermark to `seq`; a new sender past the limit
     /// forgets the oldest one.
-    pub fn note(&mut self, sender: &str, seq: u64) {
+    pub(super) fn note(&mut self, sender: &str, seq: u64) {
         match self.0.iter_mut().find(|(s, _)| s == sender) {
             Some((_, max)) => *max = (*max).max(seq),
             None => {
@@ -33,7 +33,7 @@ impl Seen {
     }
 
     /// The watermarks, for the connection that resumes the session.
-    pub fn take(&mut self) -> Vec<(String, u64)> {
+    pub(super) fn take(&mut self) -> Vec<(String, u64)> {
         std::mem::take(&mut self.0)
     }
 }

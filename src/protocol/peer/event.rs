@@ -9,7 +9,10 @@ pub type Notify = (u32, u64);
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     /// The handshake completed. `resumed`: the server resumed a stored session.
-    Connected { resumed: bool },
+    Connected {
+        /// The server resumed a stored session.
+        resumed: bool,
+    },
     /// An application event: raw JSON of its argument array, name first.
     Message(String),
     /// A `_set` from the peer (already merged): raw JSON, `"_set"` first.
@@ -20,21 +23,40 @@ pub enum Event {
     /// for delivery; only the callback is released.
     AckTimeout(Notify),
     /// A pending event was dropped because the queue was over its limits.
-    Dropped { notify: Option<Notify> },
+    Dropped {
+        /// Its send callback, if it had one.
+        notify: Option<Notify>,
+    },
     /// A pending event was dropped because the peer refused it: it closed the
     /// connection with this event the oldest unacknowledged one
     /// `REFUSALS_BEFORE_DROP` times in a row.
-    Refused { notify: Option<Notify> },
+    Refused {
+        /// Its send callback, if it had one.
+        notify: Option<Notify>,
+    },
     /// Server: look this id up in the store, then call `handle_session_loaded`.
     LoadSession(String),
     /// Server: the session changed; save it under `session_id()`.
     SaveSession,
     /// Server (`persist_delivery`): an outbound event to keep until acked.
-    Persist { id: String, args: String },
+    Persist {
+        /// The message id.
+        id: String,
+        /// The event's argument array, name first.
+        args: String,
+    },
     /// Server (`persist_delivery`): that event was acknowledged or dropped.
-    Unpersist { id: String },
+    Unpersist {
+        /// The message id.
+        id: String,
+    },
     /// Server (`persist_delivery`): the highest message seen from a sender.
-    Seen { sender: String, seq: u64 },
+    Seen {
+        /// The sender's id prefix.
+        sender: String,
+        /// The highest sequence number seen from it.
+        seq: u64,
+    },
     /// (`defer_acks`) Once the application has handled the events before
     /// this one, acknowledge message `id` (its raw JSON string literal) with
     /// `write_ack`.
@@ -46,7 +68,9 @@ pub enum Event {
 /// Which way a message went, for a [`WireTap`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
+    /// From the peer.
     Received,
+    /// To the peer.
     Sent,
 }
 

@@ -47,9 +47,12 @@ use std::fmt::Write as _;
 use std::time::Instant;
 use timer::Clock;
 
+/// Which end of the connection a peer is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
+    /// Connects, sends `start`, gets `connect`.
     Client,
+    /// Accepts, gets `start`, answers `connect` and keeps the session.
     Server,
 }
 
@@ -270,14 +273,18 @@ impl Peer {
         self.phase == Phase::LoadingSession && self.held_bytes > self.config.max_handshake_bytes
     }
 
+    /// Changes `max_queue_length` (the old client's `maxQueueLength`
+    /// setter), dropping the oldest events now over it.
     pub fn set_max_queue_length(&mut self, n: usize) {
         self.config.max_queue_length = n;
         self.enforce_limits();
     }
 
+    /// The handshake completed on this transport.
     pub fn is_ready(&self) -> bool {
         self.phase == Phase::Ready
     }
+    /// A transport is open (between `handle_open` and `handle_close`).
     pub fn is_open(&self) -> bool {
         !matches!(self.phase, Phase::Closed)
     }
@@ -289,9 +296,11 @@ impl Peer {
     pub fn close_requested(&self) -> bool {
         self.close_requested
     }
+    /// Negotiated: messages carry ids (`objectMode`).
     pub fn object_mode(&self) -> bool {
         self.negotiated.object_mode
     }
+    /// Negotiated: the peer acknowledges messages (`enableAcks`).
     pub fn enable_acks(&self) -> bool {
         self.negotiated.enable_acks
     }
@@ -299,9 +308,11 @@ impl Peer {
     pub fn extended(&self) -> bool {
         self.negotiated.extended()
     }
+    /// The shared key/value session as this side sees it.
     pub fn session(&self) -> &Session {
         &self.session
     }
+    /// The session's id, once known.
     pub fn session_id(&self) -> Option<&str> {
         self.session_id.as_deref()
     }
@@ -310,9 +321,11 @@ impl Peer {
     pub fn resume_secret(&self) -> Option<&str> {
         self.resume_secret.as_deref()
     }
+    /// Events waiting to be sent (outside the in-flight window).
     pub fn queued_len(&self) -> usize {
         self.outbox.queue.len()
     }
+    /// Events sent and not yet acknowledged.
     pub fn unacked_len(&self) -> usize {
         self.outbox.unacked.len()
     }

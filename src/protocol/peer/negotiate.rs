@@ -89,7 +89,7 @@ fn millis(d: Duration) -> u64 {
 impl Negotiated {
     /// Client: the config object of `start`. We always ask for object mode
     /// and acks; a server of ours then turns our extensions on.
-    pub fn start_config(ours: &Config, resume: Option<&str>) -> String {
+    pub(super) fn start_config(ours: &Config, resume: Option<&str>) -> String {
         let mut c = WireConfig { object_mode: true, enable_acks: true, ..WireConfig::default() };
         if ours.extensions {
             c.uhura = Some(EXTENSIONS_VERSION);
@@ -101,7 +101,7 @@ impl Negotiated {
 
     /// Server: what a client's `start` config (`Value::Null` when it sent
     /// none) settles, and the resume secret it presented.
-    pub fn from_start<'a>(config: &'a Value, ours: &Config) -> (Negotiated, Option<&'a str>) {
+    pub(super) fn from_start<'a>(config: &'a Value, ours: &Config) -> (Negotiated, Option<&'a str>) {
         let offer = Offer::read(config);
         let extensions = offer
             .extensions
@@ -119,7 +119,7 @@ impl Negotiated {
 
     /// Server: the config object of `connect`; `secret`: a new session's
     /// resume secret (our peers only).
-    pub fn connect_config(&self, ours: &Config, secret: Option<&str>) -> String {
+    pub(super) fn connect_config(&self, ours: &Config, secret: Option<&str>) -> String {
         let mut c =
             WireConfig { object_mode: self.object_mode, enable_acks: self.enable_acks, ..WireConfig::default() };
         if self.extensions.is_some() {
@@ -133,7 +133,7 @@ impl Negotiated {
     /// Client: what the server's `connect` config settles (`Value::Null`
     /// from a 0.0.x server, which sends none: array mode without acks), and
     /// a new session's resume secret, if it issued one.
-    pub fn from_connect<'a>(config: &'a Value, ours: &Config) -> (Negotiated, Option<&'a str>) {
+    pub(super) fn from_connect<'a>(config: &'a Value, ours: &Config) -> (Negotiated, Option<&'a str>) {
         let offer = Offer::read(config);
         let enable_acks = offer.object_mode && offer.enable_acks;
         let extensions = offer.extensions.filter(|_| ours.extensions && enable_acks).map(|v| v.min(EXTENSIONS_VERSION));
@@ -148,7 +148,7 @@ impl Negotiated {
     }
 
     /// The peer is one of ours: our extensions are on.
-    pub fn extended(&self) -> bool {
+    pub(super) fn extended(&self) -> bool {
         self.extensions.is_some()
     }
 }

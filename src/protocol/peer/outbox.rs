@@ -43,11 +43,11 @@ pub(super) struct Outbox {
 }
 
 impl Outbox {
-    pub fn new(id_prefix: String) -> Self {
+    pub(super) fn new(id_prefix: String) -> Self {
         Outbox { id_prefix, ..Outbox::default() }
     }
 
-    pub fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         self.queue.len() + self.unacked.len()
     }
 
@@ -80,7 +80,7 @@ impl Outbox {
         self.id_of(p)
     }
 
-    pub fn pending_mut(&mut self, seq: u64) -> Option<&mut Pending> {
+    pub(super) fn pending_mut(&mut self, seq: u64) -> Option<&mut Pending> {
         if let Some(p) = self.unacked.get_mut(&seq) {
             return Some(p);
         }
@@ -90,7 +90,7 @@ impl Outbox {
 
     /// The transport closed: unacknowledged events go back to the head of
     /// the queue, in order, to be sent again after the next handshake.
-    pub fn requeue_unacked(&mut self) {
+    pub(super) fn requeue_unacked(&mut self) {
         if !self.unacked.is_empty() {
             let mut resend: VecDeque<Pending> = std::mem::take(&mut self.unacked).into_values().collect();
             resend.append(&mut self.queue);

@@ -19,42 +19,42 @@ pub(super) struct Output {
 }
 
 impl Output {
-    pub fn new() -> Self {
+    pub(super) fn new() -> Self {
         Output { writer: Writer::new(), buf: Vec::new(), backed_up: false }
     }
 
     /// A new transport: a new stream, nothing of the old one's.
-    pub fn reset(&mut self) {
+    pub(super) fn reset(&mut self) {
         self.writer = Writer::new();
         self.clear();
     }
 
-    pub fn clear(&mut self) {
+    pub(super) fn clear(&mut self) {
         self.buf.clear();
         self.backed_up = false;
     }
 
-    pub fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         self.buf.len()
     }
 
-    pub fn backed_up(&self) -> bool {
+    pub(super) fn backed_up(&self) -> bool {
         self.backed_up
     }
 
     /// Room for more events (below `OUTPUT_HIGH_WATER`).
-    pub fn has_room(&self) -> bool {
+    pub(super) fn has_room(&self) -> bool {
         self.buf.len() < OUTPUT_HIGH_WATER
     }
 
     /// One message, framed.
-    pub fn frame(&mut self, text: &str) {
+    pub(super) fn frame(&mut self, text: &str) {
         self.writer.write_raw(text, &mut self.buf);
         self.grew();
     }
 
     /// Bytes outside the framing.
-    pub fn raw(&mut self, bytes: &[u8]) {
+    pub(super) fn raw(&mut self, bytes: &[u8]) {
         self.buf.extend_from_slice(bytes);
         self.grew();
     }

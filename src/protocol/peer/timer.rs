@@ -19,7 +19,7 @@ pub(super) struct Clock {
 }
 
 impl Clock {
-    pub fn new(now: Instant) -> Self {
+    pub(super) fn new(now: Instant) -> Self {
         Clock { last_rx: now, last_tx: now, opened_at: now }
     }
 }
