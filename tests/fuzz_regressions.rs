@@ -87,3 +87,52 @@ fn duplicate_of_a_held_event_is_not_acked_before_it() {
     assert_eq!(dues.len(), 2, "one ack due for the event and one for its duplicate: {events:?}");
     assert!(dues.iter().all(|&d| d > message), "every ack comes after the delivery: {events:?}");
 }
+
+/// Events that arrive while a server loads the session are held; if the transport drops
+/// before the load completes they are gone, unhandled and unacknowledged, and the client
+/// resends them. Their duplicate-suppression marks stayed raised, so the resends were
+/// taken for duplicates: acknowledged and never delivered. The marks now go back with the
+/// held events (and a `Seen` for the store waits behind them). Found by the `peer` target.
+#[test]
+fn held_events_dropped_with_their_transport_are_delivered_when_resent() {
+    use std::time::Instant;
+    use uhura::protocol::entropy::Entropy;
+    use uhura::protocol::peer::{Config, Event, Peer, Role};
+
+    let now = Instant::now();
+    let config = Config {
+        defer_acks: true,
+        persist_delivery: true,
+        entropy: Some(Entropy::seeded([3; 32])),
+        ..Config::default()
+    };
+    let handshake = b"[\n[\"_set\",{\"sessionID\":\"sess1\"}]\n,\n[\"start\",{\"objectMode\":true,\"enableAcks\":true,\"uhura\":1}]";
+    let event = "\n,\n{\"args\":[\"ev\",1],\"id\":\"111111111111-1\"}";
+
+    let mut first = Peer::new(Role::Server, config.clone(), now);
+    first.handle_open(now);
+    first.handle_receive(handshake, now);
+    first.handle_receive(event.as_bytes(), now);
+    let mut events = Vec::new();
+    while let Some(ev) = first.poll_event() {
+        events.push(ev);
+    }
+    assert!(!events.iter().any(|e| matches!(e, Event::Seen { .. })), "no mark is stored for a held event: {events:?}");
+    first.handle_close();
+
+    // The client comes back: the new connection takes the session's state over.
+    let mut second = Peer::new(Role::Server, config, now);
+    second.adopt_retained(first.take_retained());
+    second.handle_open(now);
+    second.handle_receive(handshake, now);
+    second.handle_session_loaded(None, now);
+    second.handle_receive(event.as_bytes(), now);
+    let mut events = Vec::new();
+    while let Some(ev) = second.poll_event() {
+        events.push(ev);
+    }
+    assert!(
+        events.iter().any(|e| matches!(e, Event::Message(a) if a == "[\"ev\",1]")),
+        "the resent event is delivered: {events:?}"
+    );
+}

@@ -204,9 +204,13 @@ struct Harness {
     in_started: bool,
     /// Per sender of ours: the highest sequence number fed.
     max_fed: HashMap<String, u64>,
-    /// New ids below their sender's highest: a sender of ours never does that (its
-    /// sequence only grows; resends repeat old ids in order), and such an id is taken for
-    /// a duplicate by design (docs/PROTOCOL.md §9), so it is exempt from the loss check.
+    /// Per sender of ours: the highest sequence number delivered.
+    max_delivered: HashMap<String, u64>,
+    /// Ids a sender of ours would never send where they were fed: new ids below its
+    /// highest, or an undelivered id below one already delivered (its sequence only
+    /// grows, and resends repeat old ids in order, from the oldest unacknowledged). Such
+    /// an id is taken for a duplicate by design (docs/PROTOCOL.md §9), so it is exempt
+    /// from the loss check.
     out_of_order: HashSet<String>,
     /// Ids that other messages (not application events) carried too: a peer that reuses
     /// an id gets that message acked under it, which is not an event's ack.
@@ -250,7 +254,8 @@ impl Harness {
                         if let Some((sender, seq)) = s.split_once('-').filter(|(p, _)| p.len() == 12) {
                             let seq: u64 = seq.parse().unwrap();
                             let max = self.max_fed.entry(sender.to_owned()).or_insert(seq);
-                            if new && seq < *max {
+                            let below_delivered = self.max_delivered.get(sender).is_some_and(|&m| seq < m);
+                            if (new && seq < *max) || (below_delivered && !self.delivered.contains(s)) {
                                 self.out_of_order.insert(s.clone());
                             }
                             *max = (*max).max(seq);
@@ -342,8 +347,11 @@ impl Harness {
                         continue;
                     }
                     self.delivered.insert(id.to_owned());
-                    if let Some((sender, _)) = id.split_once('-').filter(|(s, _)| s.len() == 12) {
+                    if let Some((sender, seq)) = id.split_once('-').filter(|(s, _)| s.len() == 12) {
                         self.senders.insert(sender.to_owned());
+                        let seq: u64 = seq.parse().unwrap_or(0);
+                        let max = self.max_delivered.entry(sender.to_owned()).or_insert(seq);
+                        *max = (*max).max(seq);
                     }
                     if extended && self.senders.len() <= MAX_SEEN_SENDERS && id.len() > 13 && id.as_bytes()[12] == b'-'
                     {
@@ -499,6 +507,7 @@ fuzz_target!(|input: Input| {
         app_event_ids: HashSet::new(),
         in_started: false,
         max_fed: HashMap::new(),
+        max_delivered: HashMap::new(),
         out_of_order: HashSet::new(),
         other_ids: HashSet::new(),
     };

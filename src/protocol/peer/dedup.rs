@@ -10,7 +10,7 @@ const MAX_SEEN_SENDERS: usize = 64;
 
 /// Per sender id prefix: the highest sequence number delivered, the most
 /// recently new sender last.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(super) struct Seen(Vec<(String, u64)>);
 
 impl Seen {
@@ -54,9 +54,13 @@ impl Peer {
         if self.seen.contains(sender, seq) {
             return true;
         }
+        if self.holding() && self.seen_before_hold.is_none() {
+            self.seen_before_hold = Some(self.seen.clone());
+        }
         self.seen.note(sender, seq);
         if self.config.persist_delivery {
-            self.events.push_back(Event::Seen { sender: sender.to_owned(), seq });
+            // Stored only once the event is the application's (see `seen_before_hold`).
+            self.hold_or_emit(Event::Seen { sender: sender.to_owned(), seq });
         }
         false
     }

@@ -124,6 +124,8 @@ impl Peer {
         self.events.push_back(Event::Connected { resumed });
         self.events.extend(self.held.drain(..));
         self.held_bytes = 0;
+        // The held events are the application's now: their marks stand.
+        self.seen_before_hold = None;
         self.refill();
     }
 }

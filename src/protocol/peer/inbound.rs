@@ -71,18 +71,30 @@ impl Peer {
         Ok(())
     }
 
+    /// Server: events wait in `held` until the handshake completes (the
+    /// session may still be loading).
+    pub(super) fn holding(&self) -> bool {
+        self.role == Role::Server && self.phase != Phase::Ready
+    }
+
+    /// Queues `ev` behind the held events while holding, else for the driver.
+    pub(super) fn hold_or_emit(&mut self, ev: Event) {
+        if self.holding() {
+            self.held.push(ev);
+        } else {
+            self.events.push_back(ev);
+        }
+    }
+
     /// Acknowledges a message. With `defer_acks`, the ack of a message
-    /// handed to the application (or of a duplicate of one) waits (as `Event::AckDue`, right behind the
-    /// message) until the driver knows the application has handled it, so an
-    /// ack never vouches for an event still in a buffer.
+    /// handed to the application (or of a duplicate of one) waits (as
+    /// `Event::AckDue`, right behind the message) until the driver knows the
+    /// application has handled it, so an ack never vouches for an event
+    /// still in a buffer.
     fn ack(&mut self, id: String, defer: bool) {
         if self.config.defer_acks && defer {
             let due = Event::AckDue(id);
-            if self.role == Role::Server && self.phase != Phase::Ready {
-                self.held.push(due);
-            } else {
-                self.events.push_back(due);
-            }
+            self.hold_or_emit(due);
             return;
         }
         self.write_ack(&id);
@@ -114,7 +126,7 @@ impl Peer {
                     self.events.push_back(Event::Error(e.to_string()));
                     return Ok(false);
                 }
-                if self.role == Role::Server && self.phase != Phase::Ready {
+                if self.holding() {
                     // The application meets this connection at `Connected`,
                     // with the merged session; as in the original, sets
                     // before the handshake raise no event.
@@ -145,7 +157,7 @@ impl Peer {
             // the network. Acknowledged (so never resent) and ignored.
             ("invalidateSession", Role::Server) => {}
             _ if RESERVED_EVENTS.contains(&name) => {}
-            _ if self.role == Role::Server && self.phase != Phase::Ready => {
+            _ if self.holding() => {
                 // A resuming 0.1.2 client sends before our `connect`; the
                 // application can only take events once it has the connection.
                 if self.phase == Phase::AwaitingStart && self.held_bytes + args.len() > self.config.max_handshake_bytes

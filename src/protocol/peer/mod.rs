@@ -164,6 +164,11 @@ pub struct Peer {
     session_id: Option<String>,
     outbox: Outbox,
     seen: Seen,
+    /// Server: the watermarks as they were before the first event now held
+    /// (a session loading) raised them. Held events are dropped with their
+    /// transport, unhandled and unacknowledged; their marks go back with
+    /// them, or their resends would be taken for duplicates and lost.
+    seen_before_hold: Option<Seen>,
     clock: Clock,
     close_requested: bool,
     tap: Option<WireTap>,
@@ -208,6 +213,7 @@ impl Peer {
             session_id: None,
             outbox: Outbox::new(id_prefix),
             seen: Seen::default(),
+            seen_before_hold: None,
             clock: Clock::new(now),
             close_requested: false,
             tap: None,
@@ -253,6 +259,9 @@ impl Peer {
         self.note_refusal(refused);
         self.held.clear();
         self.held_bytes = 0;
+        if let Some(seen) = self.seen_before_hold.take() {
+            self.seen = seen;
+        }
         self.outbox.requeue_unacked();
     }
 
