@@ -11,6 +11,7 @@ use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 use std::time::Instant;
 use uhura::protocol::entropy::Entropy;
+use uhura::protocol::json;
 use uhura::protocol::peer::{Config, Event, Peer, Role};
 use uhura::protocol::session::{self, Session};
 
@@ -118,7 +119,7 @@ fn obj_text(fields: &[(Key, J)], depth: usize, out: &mut String) {
 fn value(j: &J, depth: usize) -> Value {
     let mut s = String::new();
     to_text(j, depth, &mut s);
-    session::parse_value(&s, uhura::protocol::framing::MAX_DEPTH_LIMIT).unwrap()
+    json::parse_value(&s, uhura::protocol::framing::MAX_DEPTH_LIMIT).unwrap()
 }
 
 /// The reference: an ordered list of fields.
@@ -147,7 +148,7 @@ fn reference_merge(model: &mut Vec<(String, Value)>, m: &SetMsg) {
                 // An object nested deeper than our text limit is written as null there.
                 let mut s = String::new();
                 obj_text(fields, 0, &mut s);
-                let parsed = session::parse_value(&s, uhura::protocol::framing::MAX_DEPTH_LIMIT).unwrap();
+                let parsed = json::parse_value(&s, uhura::protocol::framing::MAX_DEPTH_LIMIT).unwrap();
                 for (k, v) in parsed.as_object().unwrap() {
                     reference_set(model, k.clone(), v.clone());
                 }
@@ -227,7 +228,7 @@ fuzz_target!(|msgs: Vec<SetMsg>| {
         reference_merge(&mut model, m);
 
         // Directly: the arguments after the name.
-        let values = session::parse_args(&text, uhura::protocol::framing::MAX_DEPTH_LIMIT).unwrap();
+        let values = json::parse_args(&text, uhura::protocol::framing::MAX_DEPTH_LIMIT).unwrap();
         session::merge(&mut direct, &values[1..]);
         same(&direct, &model);
 

@@ -6,7 +6,8 @@
 use super::delivery::{lock, Delivery};
 use super::events::Kind;
 use super::store::{SessionStore, StoreFuture};
-use crate::protocol::session::{self, Session};
+use crate::protocol::json;
+use crate::protocol::session::Session;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -68,7 +69,7 @@ impl SessionStore for JsStore {
                 None => Ok(None),
                 // JSON.stringify's output, read as JSON.parse would (lone
                 // surrogates, deep nesting), as the peer reads `_set`.
-                Some(text) => match session::parse_value(&text, crate::protocol::framing::MAX_DEPTH_LIMIT) {
+                Some(text) => match json::parse_value(&text, crate::protocol::framing::MAX_DEPTH_LIMIT) {
                     Ok(Value::Object(s)) => Ok(Some(s)),
                     Ok(_) => Ok(None),
                     Err(e) => Err(format!("the store returned unreadable JSON: {e:?}")),

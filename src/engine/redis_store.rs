@@ -188,7 +188,7 @@ impl RedisStore {
         // Read as JSON.parse would (lone surrogates, deep nesting), as the
         // peer reads `_set`: a session stored elsewhere must load here.
         let text = String::from_utf8_lossy(&bytes);
-        match crate::protocol::session::parse_value(&text, crate::protocol::framing::MAX_DEPTH_LIMIT) {
+        match crate::protocol::json::parse_value(&text, crate::protocol::framing::MAX_DEPTH_LIMIT) {
             Ok(serde_json::Value::Object(map)) => Ok(Some(map)),
             _ => Ok(None),
         }

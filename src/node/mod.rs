@@ -12,8 +12,8 @@ use crate::engine::transport::Addresses;
 use crate::engine::{js_store, redis_store, store};
 use crate::engine::{ClientOptions, Connector, Endpoint, Engine, ListenOptions, ServerOptions};
 use crate::protocol::framing::MAX_DEPTH_LIMIT;
+use crate::protocol::json;
 use crate::protocol::peer::Config;
-use crate::protocol::session;
 use napi::bindgen_prelude::*;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
@@ -160,7 +160,7 @@ fn peer_config(o: Option<PeerOptions>) -> Result<Config> {
     if let Some(cookie) = o.cookie.as_deref() {
         // The same JSON.parse-compatible parser as session data (serde_json's own would
         // read a `$serde_json::private::RawValue` key as an embedded raw value).
-        c.cookie = session::parse_value(cookie, MAX_DEPTH_LIMIT)
+        c.cookie = json::parse_value(cookie, MAX_DEPTH_LIMIT)
             .map_err(|e| Error::new(Status::InvalidArg, format!("uhura: bad cookie option: {e:?}")))?;
     }
     Ok(c)

@@ -303,7 +303,7 @@ impl Reader {
     /// A reader that also rejects a message nested deeper than `max_depth`, counted as the
     /// nesting of its argument array (docs/PROTOCOL.md §1): `[..]` messages may nest
     /// `max_depth` levels, `{"args": [..]}` messages one more for the object. The same rule
-    /// as `session::parse_args`, so what the framing accepts the session parser accepts.
+    /// as `json::parse_args`, so what the framing accepts the session parser accepts.
     pub fn with_limits(max_message_size: usize, max_depth: usize) -> Self {
         Reader {
             max_message_size,

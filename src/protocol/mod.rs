@@ -5,6 +5,7 @@
 pub mod backoff;
 pub mod entropy;
 pub mod framing;
+pub mod json;
 pub mod message;
 pub mod peer;
 pub mod session;

@@ -4,8 +4,8 @@
 use super::config::RESERVED_EVENTS;
 use super::event::{Direction, Event};
 use super::{Peer, Phase, Role};
+use crate::protocol::json;
 use crate::protocol::message::{self, Incoming, MessageError, HEARTBEAT, REFUSED, SET};
-use crate::protocol::session;
 use serde_json::Value;
 use std::time::Instant;
 
@@ -119,7 +119,7 @@ impl Peer {
             (SET, _) => {
                 // Within the framing's depth rule, so this cannot fail on
                 // anything the reader let through (docs/PROTOCOL.md §5).
-                let values = session::parse_args(args, self.config.max_depth)
+                let values = json::parse_args(args, self.config.max_depth)
                     .map_err(|_| MessageError("unreadable _set message"))?;
                 if let Err(e) = self.merge_session(&values[1..]) {
                     // Refused, not fatal: the connection goes on without it.
@@ -179,6 +179,6 @@ impl Peer {
 
 /// The second element of an argument array (the first argument after the name).
 fn second_arg(args: &str, max_depth: usize) -> Result<Value, MessageError> {
-    let values = session::parse_args(args, max_depth).map_err(|_| MessageError("unreadable message arguments"))?;
+    let values = json::parse_args(args, max_depth).map_err(|_| MessageError("unreadable message arguments"))?;
     Ok(values.into_iter().nth(1).unwrap_or(Value::Null))
 }

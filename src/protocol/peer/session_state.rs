@@ -4,6 +4,7 @@
 
 use super::event::Event;
 use super::{Peer, Phase, Role};
+use crate::protocol::json;
 use crate::protocol::message::{self, MessageError};
 use crate::protocol::session::{self, Session};
 use serde_json::Value;
@@ -12,9 +13,9 @@ impl Peer {
     /// `set(key, value)` / `set({...})`: `args` is the JSON array of the
     /// arguments (`["key", value]` or `[{...}]`).
     pub fn set(&mut self, args: &str) -> Result<(), MessageError> {
-        let values = session::parse_args(args, self.config.max_depth).map_err(|e| match e {
-            session::ParseError::TooDeep => MessageError("set() value is nested deeper than maxDepth"),
-            session::ParseError::Syntax => MessageError("set() arguments are not a JSON array"),
+        let values = json::parse_args(args, self.config.max_depth).map_err(|e| match e {
+            json::ParseError::TooDeep => MessageError("set() value is nested deeper than maxDepth"),
+            json::ParseError::Syntax => MessageError("set() arguments are not a JSON array"),
         })?;
         self.merge_session(&values)?;
         if matches!(self.phase, Phase::AwaitingConnect | Phase::Ready | Phase::AwaitingStart | Phase::LoadingSession) {
