@@ -137,4 +137,31 @@ describe('2. session stores', () => {
       return text ? JSON.parse(text) : null
     })
   })
+
+  it('a client back at once finds the last change its old connection was still saving', T, async (t) => {
+    // The store takes 300 ms per save: the takeover must wait for the old
+    // connection's last save before it reads the session back.
+    const map = new Map()
+    const store = {
+      get (sid, cb) { setImmediate(() => cb(null, map.has(sid) ? JSON.parse(map.get(sid)) : undefined)) },
+      set (sid, sess, cb) {
+        const text = JSON.stringify(sess)
+        setTimeout(() => { map.set(sid, text); if (cb) cb() }, 300)
+      },
+      destroy (sid, cb) { map.delete(sid); setImmediate(() => { if (cb) cb() }) },
+    }
+    const r = useResources(t)
+    const srv = await r.startServer('ours', { options: { store } })
+    const client = await r.connectClient('ours', srv.port)
+    const { conn } = await srv.waitConnection(0)
+    await waitUntil(() => map.size === 1, 5000, 'the first save')
+    conn.set('late', 'change')
+    await waitUntil(() => client.get('late') === 'change', 5000, "the client to have the server's change")
+    const hs = waitHandshake('ours', client)
+    client.reconnect()
+    const { conn: conn2, reconnect } = await srv.waitConnection(1)
+    await hs
+    assert.equal(reconnect, true, 'resumed')
+    assert.equal(conn2.get('late'), 'change', 'the resumed session has the change that was being saved')
+  })
 })

@@ -104,6 +104,9 @@ pub(crate) struct Link {
     /// save at a time, always of the newest copy, so an older snapshot can
     /// never land after a newer one.
     unsaved_session: Mutex<SaveSlot>,
+    /// Told when the save task finds nothing left to save, so a connection
+    /// taking this session over reads it from the store after our last save.
+    session_saved: Notify,
     /// Acks of delivered events, written once the application handled them.
     deferred: Mutex<DeferredAcks>,
     /// Generation of this link's latest delivered entry.
@@ -140,6 +143,7 @@ impl Link {
             successor: Mutex::new(None),
             unsaved: Mutex::new(DeltaSlot::default()),
             unsaved_session: Mutex::new(SaveSlot::default()),
+            session_saved: Notify::new(),
             deferred: Mutex::new(DeferredAcks::default()),
             last_gen: AtomicU64::new(0),
         })

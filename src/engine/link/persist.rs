@@ -127,6 +127,20 @@ impl Link {
         }
     }
 
+    /// Waits until every session save staged so far has reached the store.
+    pub(super) async fn saves_flushed(&self) {
+        loop {
+            let notified = self.session_saved.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so a save ending in between wakes it.
+            notified.as_mut().enable();
+            if !lock(&self.unsaved_session).running {
+                return;
+            }
+            notified.await;
+        }
+    }
+
     /// Runs store work on the runtime: a load (resume), or the save task
     /// unless one is already running for this link.
     pub(super) fn spawn_store_work(self: &Arc<Self>, work: StoreWork) {
@@ -139,7 +153,10 @@ impl Link {
             StoreWork::Save => {
                 self.rt.spawn(async move {
                     loop {
-                        let Some((id, save)) = lock(&link.unsaved_session).next() else { return };
+                        let Some((id, save)) = lock(&link.unsaved_session).next() else {
+                            link.session_saved.notify_waiters();
+                            return;
+                        };
                         // connect's resetMaxAge() before every save: the cookie's
                         // expiry slides to maxAge from now.
                         let saved = match save {

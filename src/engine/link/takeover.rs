@@ -92,6 +92,8 @@ impl Link {
                     });
                     self.absorb(&old);
                     took_over = true;
+                    // Its last changes may still be on their way to the store.
+                    let _ = tokio::time::timeout_at(deadline, old.saves_flushed()).await;
                     break;
                 }
                 let Some(other) = retention.active(id).filter(|l| !Arc::ptr_eq(l, self)) else { break };
