@@ -26,6 +26,18 @@ use uhura::protocol::message::{self, Incoming};
 use uhura::protocol::peer::{Config, Event, Notify, Peer, Role};
 
 const MAX_IN_FLIGHT: usize = 8192;
+
+/// `UHURA_FUZZ_TRACE=1` prints each step, input, event and output message (to read a
+/// crash: `$B/peer artifacts/<file>`).
+static TRACE: std::sync::LazyLock<bool> = std::sync::LazyLock::new(|| std::env::var_os("UHURA_FUZZ_TRACE").is_some());
+
+macro_rules! trace {
+    ($($t:tt)*) => {
+        if *TRACE {
+            eprintln!($($t)*);
+        }
+    };
+}
 const MAX_SEEN_SENDERS: usize = 64;
 
 #[derive(Arbitrary, Debug)]
@@ -206,9 +218,12 @@ struct Harness {
     max_fed: HashMap<String, u64>,
     /// Per sender of ours: the highest sequence number delivered.
     max_delivered: HashMap<String, u64>,
+    /// Per sender of ours: the highest sequence number fed on this transport.
+    transport_max: HashMap<String, u64>,
     /// Ids a sender of ours would never send where they were fed: new ids below its
-    /// highest, or an undelivered id below one already delivered (its sequence only
-    /// grows, and resends repeat old ids in order, from the oldest unacknowledged). Such
+    /// highest, an undelivered id below one already delivered, or any id below one
+    /// already sent on the same transport (its sequence only grows, and resends repeat
+    /// old ids in order, from the oldest unacknowledged, before anything newer). Such
     /// an id is taken for a duplicate by design (docs/PROTOCOL.md §9), so it is exempt
     /// from the loss check.
     out_of_order: HashSet<String>,
@@ -235,6 +250,7 @@ impl Harness {
     }
 
     fn feed_bytes(&mut self, bytes: &[u8]) {
+        trace!("IN {:?}", String::from_utf8_lossy(bytes));
         let ext_before = self.peer.extended();
         self.peer.handle_receive(bytes, self.now);
         self.drain_events(ext_before);
@@ -255,7 +271,10 @@ impl Harness {
                             let seq: u64 = seq.parse().unwrap();
                             let max = self.max_fed.entry(sender.to_owned()).or_insert(seq);
                             let below_delivered = self.max_delivered.get(sender).is_some_and(|&m| seq < m);
-                            if (new && seq < *max) || (below_delivered && !self.delivered.contains(s)) {
+                            let here = self.transport_max.entry(sender.to_owned()).or_insert(seq);
+                            let below_here = seq < *here;
+                            *here = (*here).max(seq);
+                            if (new && seq < *max) || (below_delivered && !self.delivered.contains(s)) || below_here {
                                 self.out_of_order.insert(s.clone());
                             }
                             *max = (*max).max(seq);
@@ -325,6 +344,13 @@ impl Harness {
 
     /// An id carried by a message that is not one of our application events.
     fn note_other_id(&mut self, id: String) {
+        // A sender of ours numbers these too: later resends below them are out of order.
+        if let Some((sender, seq)) = id.split_once('-').filter(|(p, _)| p.len() == 12) {
+            if let Ok(seq) = seq.parse::<u64>() {
+                let here = self.transport_max.entry(sender.to_owned()).or_insert(seq);
+                *here = (*here).max(seq);
+            }
+        }
         self.other_ids.insert(id.clone());
         self.received_ids.insert(id);
     }
@@ -332,6 +358,7 @@ impl Harness {
     fn drain_events(&mut self, ext_before: bool) {
         let extended = ext_before && self.peer.extended();
         while let Some(ev) = self.peer.poll_event() {
+            trace!("EV {ev:?}");
             match ev {
                 Event::Message(args) => {
                     let v: Vec<serde_json::Value> = match serde_json::from_str(&args) {
@@ -419,6 +446,7 @@ impl Harness {
         // Our own output must always be well framed.
         self.out_reader.feed(out, &mut msgs).expect("the peer wrote a malformed stream");
         for m in msgs {
+            trace!("OUT {m}");
             match message::parse(&m) {
                 Ok(Incoming::Ack { id }) => {
                     assert!(self.received_ids.contains(id.as_ref()), "ack for {id:?}, which never arrived");
@@ -447,6 +475,7 @@ impl Harness {
         self.peer.handle_open(self.now);
         self.out_reader = Reader::new(usize::MAX);
         self.in_started = false;
+        self.transport_max.clear();
         self.drain_events(false);
     }
 
@@ -508,11 +537,13 @@ fuzz_target!(|input: Input| {
         in_started: false,
         max_fed: HashMap::new(),
         max_delivered: HashMap::new(),
+        transport_max: HashMap::new(),
         out_of_order: HashSet::new(),
         other_ids: HashSet::new(),
     };
     h.on_open();
     for step in input.steps.iter().take(256) {
+        trace!("STEP {step:?}");
         match step {
             Step::Recv(m) => h.feed(std::slice::from_ref(m)),
             Step::RecvMany(ms) => h.feed(ms),
