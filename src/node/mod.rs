@@ -4,6 +4,8 @@
 //! surfaces as a JS exception rather than aborting Node.
 
 mod defaults;
+// Polls sockets by fd with libuv: Unix only (elsewhere tokio reads them).
+#[cfg(all(unix, not(uhura_portable)))]
 mod uv;
 
 use crate::engine::server::StoreChoice;
@@ -468,14 +470,16 @@ pub fn store_reply(server: u32, req: f64, error: Option<String>, session: Option
 }
 
 /// Reads native sockets on Node's loop from now on (see `uv.rs`); off with
-/// UHURA_NODE_READS=0.
+/// UHURA_NODE_READS=0, and always off where `uv.rs` is not built (not Unix):
+/// tokio reads them there, and WATCH is never asked for.
 #[napi(catch_unwind)]
 pub fn enable_node_reads(on: bool) -> Result<()> {
-    engine()?.enable_external_reads(on);
+    engine()?.enable_external_reads(on && cfg!(all(unix, not(uhura_portable))));
     Ok(())
 }
 
 /// WATCH: watch link `handle`'s socket on this (the JS) thread.
+#[cfg(all(unix, not(uhura_portable)))]
 #[napi(catch_unwind)]
 pub fn watch(env: Env, handle: u32, transport: f64) -> Result<()> {
     let Ok(link) = engine()?.link(handle) else { return Ok(()) };
@@ -489,9 +493,25 @@ pub fn watch(env: Env, handle: u32, transport: f64) -> Result<()> {
 }
 
 /// UNWATCH: stop watching the socket of `transport`.
+#[cfg(all(unix, not(uhura_portable)))]
 #[napi(catch_unwind)]
 pub fn unwatch(transport: f64) -> Result<()> {
     uv::unwatch(transport as u64);
+    Ok(())
+}
+
+/// WATCH where there is no `uv.rs`: never asked for (see `enable_node_reads`),
+/// and lib/native.js takes an error as "read on tokio".
+#[cfg(not(all(unix, not(uhura_portable))))]
+#[napi(catch_unwind)]
+pub fn watch(_handle: u32, _transport: f64) -> Result<()> {
+    Err(Error::from_reason("uhura: reading on Node's loop needs a Unix platform"))
+}
+
+/// UNWATCH where there is no `uv.rs`: nothing is watched.
+#[cfg(not(all(unix, not(uhura_portable))))]
+#[napi(catch_unwind)]
+pub fn unwatch(_transport: f64) -> Result<()> {
     Ok(())
 }
 
