@@ -1,7 +1,7 @@
 'use strict'
 // uhura: a server-to-server event emitter wire protocol, API- and
 // wire-compatible with uhura 0.1.2, with its protocol, sockets and sessions
-// in Rust (uhura.node). One module per role, in lib/.
+// in Rust (the native addon, loaded by lib/addon.js). One module per role, in lib/.
 
 const sessions = require('./lib/session')
 const Client = require('./lib/client')

@@ -5,6 +5,10 @@
 //! default `node` feature).
 
 pub mod api;
+// Reading sockets on Node's loop (`engine::link::external_read` and what
+// serves it) has one caller, `node/uv.rs`, which exists on Unix only: on
+// other platforms (and with `--cfg uhura_portable`) that code is unused.
+#[cfg_attr(not(all(unix, not(uhura_portable))), allow(dead_code))]
 pub mod engine;
 pub mod protocol;
 

@@ -277,6 +277,7 @@ async fn peer_vanishing_mid_handshake_is_an_error_not_a_hang() {
     .await
 }
 
+#[cfg(unix)]
 #[tokio::test]
 async fn works_over_unix_sockets() {
     bounded(async {

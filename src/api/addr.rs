@@ -28,7 +28,8 @@ pub enum Addr {
         /// TCP port.
         port: u16,
     },
-    /// A Unix domain socket.
+    /// A Unix domain socket. On Unix only: elsewhere binding or connecting
+    /// to one fails with `ErrorKind::Unsupported`.
     Unix(PathBuf),
 }
 

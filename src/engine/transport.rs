@@ -1,14 +1,20 @@
 //! Byte streams a link can run over: TCP, Unix sockets, TLS over either, and
 //! streams pumped from JavaScript. Everything past this file sees one boxed
 //! `Stream`, so the protocol code is the same on all of them.
+//!
+//! Unix sockets exist on Unix only: elsewhere (Windows) binding or connecting
+//! to a path is an error. `--cfg uhura_portable` compiles that fallback on
+//! Unix too, so that CI checks the non-Unix code without a Windows toolchain.
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpSocket, TcpStream, UnixListener, UnixStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+#[cfg(all(unix, not(uhura_portable)))]
+use tokio::net::{UnixListener, UnixStream};
 
 /// A byte stream a transport runs over (TCP, Unix, TLS, a JavaScript stream).
 pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
@@ -38,6 +44,8 @@ pub(crate) trait DirectWrite: Send + Sync + std::fmt::Debug {
     fn try_write(&self, buf: &[u8]) -> io::Result<usize>;
     /// Reads without waiting (for a reader on another event loop).
     fn try_read(&self, buf: &mut [u8]) -> io::Result<usize>;
+    /// For the poll handle on Node's loop (`src/node/uv.rs`, Unix only).
+    #[cfg(all(unix, not(uhura_portable)))]
     fn raw_fd(&self) -> std::os::fd::RawFd;
     /// Ends both directions now, even while other handles keep the fd open.
     fn shutdown(&self);
@@ -71,6 +79,7 @@ macro_rules! shared_socket {
             fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
                 <$t>::try_read(self, buf)
             }
+            #[cfg(all(unix, not(uhura_portable)))]
             fn raw_fd(&self) -> std::os::fd::RawFd {
                 std::os::fd::AsRawFd::as_raw_fd(self)
             }
@@ -116,6 +125,7 @@ macro_rules! shared_socket {
 }
 
 shared_socket!(TcpStream);
+#[cfg(all(unix, not(uhura_portable)))]
 shared_socket!(UnixStream);
 
 /// A stream for the link, and the same socket for direct writes.
@@ -147,6 +157,7 @@ impl std::fmt::Display for Endpoint {
 
 pub(crate) enum Listener {
     Tcp(TcpListener),
+    #[cfg(all(unix, not(uhura_portable)))]
     Unix(UnixListener, PathBuf),
 }
 
@@ -156,7 +167,10 @@ impl Listener {
             Endpoint::Tcp { host, port } => {
                 bind_tcp(host.as_deref(), *port, backlog.unwrap_or(511)).await.map(Listener::Tcp)
             }
+            #[cfg(all(unix, not(uhura_portable)))]
             Endpoint::Unix { path } => bind_unix(path).map(|l| Listener::Unix(l, path.clone())),
+            #[cfg(not(all(unix, not(uhura_portable))))]
+            Endpoint::Unix { .. } => Err(unix_unsupported()),
         }
     }
 
@@ -170,6 +184,7 @@ impl Listener {
                 let (stream, direct) = shared(s);
                 Ok((stream, Addresses { remote: Some(remote), local, direct }))
             }
+            #[cfg(all(unix, not(uhura_portable)))]
             Listener::Unix(l, _) => {
                 let (s, _) = l.accept().await?;
                 let (stream, direct) = shared(s);
@@ -189,11 +204,13 @@ impl Listener {
                 }),
                 Err(_) => serde_json::Value::Null,
             },
+            #[cfg(all(unix, not(uhura_portable)))]
             Listener::Unix(_, path) => serde_json::Value::String(path.display().to_string()),
         }
     }
 }
 
+#[cfg(all(unix, not(uhura_portable)))]
 impl Drop for Listener {
     fn drop(&mut self) {
         // Node's server.close() removes its socket file; so do we.
@@ -225,7 +242,8 @@ async fn bind_tcp(host: Option<&str>, port: u16, backlog: u32) -> io::Result<Tcp
 
 /// Binds a Unix socket. A socket file left by a dead process (nothing
 /// accepts on it) is removed first; a live one is EADDRINUSE, as in Node.
-fn bind_unix(path: &Path) -> io::Result<UnixListener> {
+#[cfg(all(unix, not(uhura_portable)))]
+fn bind_unix(path: &std::path::Path) -> io::Result<UnixListener> {
     match UnixListener::bind(path) {
         Err(e) if e.kind() == io::ErrorKind::AddrInUse => match std::os::unix::net::UnixStream::connect(path) {
             Ok(_) => Err(e),
@@ -259,11 +277,22 @@ pub(crate) async fn connect(endpoint: &Endpoint) -> io::Result<(BoxStream, Addre
             }
             Err(last)
         }
+        #[cfg(all(unix, not(uhura_portable)))]
         Endpoint::Unix { path } => {
             let (stream, direct) = shared(UnixStream::connect(path).await?);
             Ok((stream, Addresses { direct, ..Addresses::default() }))
         }
+        #[cfg(not(all(unix, not(uhura_portable))))]
+        Endpoint::Unix { .. } => Err(unix_unsupported()),
     }
+}
+
+/// A Unix socket address where there are none. Named pipes, Windows' nearest
+/// equivalent, accept differently (one pipe instance per client) and are not
+/// implemented; TCP on 127.0.0.1 works everywhere.
+#[cfg(not(all(unix, not(uhura_portable))))]
+fn unix_unsupported() -> io::Error {
+    io::Error::new(io::ErrorKind::Unsupported, "Unix sockets are not supported on this platform")
 }
 
 /// Idle time before the first TCP keepalive probe (net's `keepAliveInitialDelay`).

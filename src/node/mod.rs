@@ -5,10 +5,12 @@
 
 mod defaults;
 mod options;
+// Polls sockets by fd with libuv: Unix only (elsewhere tokio reads them).
+#[cfg(all(unix, not(uhura_portable)))]
+mod uv;
 
 use options::{addresses, endpoint, millis, peer_config, store_choice, tls_options};
 use options::{JsAddresses, JsEndpoint, JsServerOptions, JsTlsOptions, PeerOptions};
-mod uv;
 
 use crate::engine::tls::{TlsAcceptor, TlsConnector};
 use crate::engine::{ClientOptions, Connector, Engine, ListenOptions, ServerOptions};
@@ -267,14 +269,16 @@ pub(crate) fn store_reply(server: u32, req: f64, error: Option<String>, session:
 }
 
 /// Reads native sockets on Node's loop from now on (see `uv.rs`); off with
-/// UHURA_NODE_READS=0.
+/// UHURA_NODE_READS=0, and always off where `uv.rs` is not built (not Unix):
+/// tokio reads them there, and WATCH is never asked for.
 #[napi(catch_unwind)]
 pub(crate) fn enable_node_reads(on: bool) -> Result<()> {
-    engine()?.enable_external_reads(on);
+    engine()?.enable_external_reads(on && cfg!(all(unix, not(uhura_portable))));
     Ok(())
 }
 
 /// WATCH: watch link `handle`'s socket on this (the JS) thread.
+#[cfg(all(unix, not(uhura_portable)))]
 #[napi(catch_unwind)]
 pub(crate) fn watch(env: Env, handle: u32, transport: f64) -> Result<()> {
     let Ok(link) = engine()?.link(handle) else { return Ok(()) };
@@ -288,9 +292,25 @@ pub(crate) fn watch(env: Env, handle: u32, transport: f64) -> Result<()> {
 }
 
 /// UNWATCH: stop watching the socket of `transport`.
+#[cfg(all(unix, not(uhura_portable)))]
 #[napi(catch_unwind)]
 pub(crate) fn unwatch(transport: f64) -> Result<()> {
     uv::unwatch(transport as u64);
+    Ok(())
+}
+
+/// WATCH where there is no `uv.rs`: never asked for (see `enable_node_reads`),
+/// and lib/native.js takes an error as "read on tokio".
+#[cfg(not(all(unix, not(uhura_portable))))]
+#[napi(catch_unwind)]
+pub(crate) fn watch(_handle: u32, _transport: f64) -> Result<()> {
+    Err(Error::from_reason("uhura: reading on Node's loop needs a Unix platform"))
+}
+
+/// UNWATCH where there is no `uv.rs`: nothing is watched.
+#[cfg(not(all(unix, not(uhura_portable))))]
+#[napi(catch_unwind)]
+pub(crate) fn unwatch(_transport: f64) -> Result<()> {
     Ok(())
 }
 
