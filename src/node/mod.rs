@@ -160,8 +160,10 @@ fn peer_config(o: Option<PeerOptions>) -> Result<Config> {
     if let Some(cookie) = o.cookie.as_deref() {
         // The same JSON.parse-compatible parser as session data (serde_json's own would
         // read a `$serde_json::private::RawValue` key as an embedded raw value).
-        c.cookie = session::parse_value(cookie, MAX_DEPTH_LIMIT)
-            .map_err(|e| Error::new(Status::InvalidArg, format!("uhura: bad cookie option: {e:?}")))?;
+        c.cookie = std::sync::Arc::new(
+            session::parse_value(cookie, MAX_DEPTH_LIMIT)
+                .map_err(|e| Error::new(Status::InvalidArg, format!("uhura: bad cookie option: {e:?}")))?,
+        );
     }
     Ok(c)
 }
