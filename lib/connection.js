@@ -34,7 +34,9 @@ function SendEmitter () {
   this._maxQueueLength = Infinity
   this._maxSessionBytes = defaults.maxSessionBytes
   this._seq = 0
-  this._acks = new Map()
+  // Ack callbacks by sequence number; the shared empty map until the first
+  // send with a callback (most idle connections never make one).
+  this._acks = NO_ACKS
   this._ackTimeout = undefined
   this._limits = DEFAULT_LIMITS
   // ref()'d: open, it keeps the process alive (as a net socket does).
@@ -48,6 +50,9 @@ function SendEmitter () {
   this.on('error', logError)
 }
 util.inherits(SendEmitter, EventEmitter)
+
+/** Every emitter's `_acks` until its first send with a callback; never written to. */
+const NO_ACKS = new Map()
 
 /** The limits of an emitter whose options set none; never changed, so shared. */
 const DEFAULT_LIMITS = Object.freeze(limitsOf({}))
@@ -93,6 +98,7 @@ SendEmitter.prototype.send = function (...args) {
   checkLimits(this._limits, json, args.length - 1, `send(${JSON.stringify(args[0])})`)
   if (cb) {
     const seq = this._seq++
+    if (this._acks === NO_ACKS) this._acks = new Map()
     this._acks.set(seq, cb)
     // A server-side connection object outlives its socket (sends still reach
     // the resumed session), so it must stay addressable for this ack.
