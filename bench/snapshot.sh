@@ -4,7 +4,8 @@
 #   bash bench/snapshot.sh [DEST [REV]]   (default /tmp/uhura-bench-snapshot)
 #   node bench/run.js --ours=DEST
 # Copies the sources (the working tree, or git revision REV, e.g. HEAD) to
-# DEST/src-copy, builds there with cargo --release (its own target directory),
+# DEST/src-copy, builds there with cargo --release (its own target directory, or
+# $CARGO_TARGET_DIR),
 # and lays out DEST as a loadable package.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -21,8 +22,12 @@ if [ -n "$rev" ]; then
 else
   tar -C "$root" -cf - $files | tar -C "$src" -xf -
 fi
+# With a shared CARGO_TARGET_DIR, copied files keep their mtimes and may look
+# older than the last snapshot's build: make them newer, so the crate is rebuilt.
+[ -n "${CARGO_TARGET_DIR:-}" ] && find "$src/src" -type f -exec touch {} +
 ( cd "$src" && nice -n 10 cargo build --release --lib --offline --message-format=short 2>&1 | tail -5 )
-so="$src/target/release/libuhura.so"
+# CARGO_TARGET_DIR, when set, is honoured (an incremental build across snapshots).
+so="${CARGO_TARGET_DIR:-$src/target}/release/libuhura.so"
 test -f "$so"
 cp "$src/index.js" "$src/package.json" "$dest/"
 rm -rf "$dest/lib" && cp -r "$src/lib" "$dest/lib"

@@ -152,7 +152,8 @@ Client.prototype._onConnected = function (info) {
   SendEmitter.prototype._onConnected.call(this, info)
   // With `sessionID`, what a restarted process needs to resume this session.
   if (info.resumeSecret !== undefined) this.resumeSecret = info.resumeSecret
-  this.socket.emit('connect')
+  // A socket nobody asked for yet has no listeners to tell.
+  if (this._socket !== null) this._socket.emit('connect')
   this.emit('connect', { objectMode: info.objectMode, enableAcks: info.enableAcks })
 }
 

@@ -16,6 +16,11 @@ function setData (obj, key, value) {
   } else obj[key] = value
 }
 
+/** The 'error' listener every emitter has (the original's): shared, not a closure per object. */
+function logError (err) {
+  if (this.logErrors) console.error(err instanceof Error ? err.stack : err)
+}
+
 /** What clients and server-side connections share: send, set, get and the ack bookkeeping. */
 function SendEmitter () {
   if (!(this instanceof SendEmitter)) return new SendEmitter()
@@ -29,18 +34,49 @@ function SendEmitter () {
   this._maxQueueLength = Infinity
   this._maxSessionBytes = defaults.maxSessionBytes
   this._seq = 0
-  this._acks = new Map()
+  // Ack callbacks by sequence number; the shared empty map until the first
+  // send with a callback (most idle connections never make one).
+  this._acks = NO_ACKS
   this._ackTimeout = undefined
-  this._limits = limitsOf({})
+  this._limits = DEFAULT_LIMITS
   // ref()'d: open, it keeps the process alive (as a net socket does).
   this._ref = true
-  this.socket = new Socket(this)
+  // `socket` is made on first access (most connections never ask): until
+  // then the latest handshake's addresses, and whether it closed since.
+  this._socket = null
+  this._info = null
+  this._socketClosed = false
   // The original always listens for 'error', so errors never throw.
-  this.on('error', (err) => {
-    if (this.logErrors) console.error(err instanceof Error ? err.stack : err)
-  })
+  this.on('error', logError)
 }
 util.inherits(SendEmitter, EventEmitter)
+
+/** Every emitter's `_acks` until its first send with a callback; never written to. */
+const NO_ACKS = new Map()
+
+/** The limits of an emitter whose options set none; never changed, so shared. */
+const DEFAULT_LIMITS = Object.freeze(limitsOf({}))
+
+/**
+ * The socket-like object (lib/socket.js), made when first asked for, with
+ * the addresses and state an eagerly made one would have by now.
+ */
+Object.defineProperty(SendEmitter.prototype, 'socket', {
+  get () {
+    if (this._socket === null) {
+      const socket = new Socket(this)
+      if (this._info !== null) socket._update(this._info)
+      socket.destroyed = this._socketClosed
+      this._socket = socket
+    }
+    return this._socket
+  },
+  set (socket) {
+    this._socket = socket
+  },
+  enumerable: true,
+  configurable: true
+})
 
 Object.defineProperty(SendEmitter.prototype, 'maxQueueLength', {
   get () {
@@ -62,6 +98,7 @@ SendEmitter.prototype.send = function (...args) {
   checkLimits(this._limits, json, args.length - 1, `send(${JSON.stringify(args[0])})`)
   if (cb) {
     const seq = this._seq++
+    if (this._acks === NO_ACKS) this._acks = new Map()
     this._acks.set(seq, cb)
     // A server-side connection object outlives its socket (sends still reach
     // the resumed session), so it must stay addressable for this ack.
@@ -191,14 +228,17 @@ SendEmitter.prototype._onRemoteSet = function (args) {
 SendEmitter.prototype._onConnected = function (info) {
   this.objectMode = info.objectMode
   this.enableAcks = info.enableAcks
-  if (this.socket instanceof Socket) this.socket._update(info)
+  if (this._socket instanceof Socket) this._socket._update(info)
+  this._info = info
+  this._socketClosed = false
   this.ready = true
 }
 
 /** The transport closed: shared by clients and connections. */
 SendEmitter.prototype._onClosed = function () {
   this.ready = false
-  if (this.socket instanceof Socket) this.socket._onClosed()
+  if (this._socket instanceof Socket) this._socket._onClosed()
+  this._socketClosed = true
   this.emit('disconnect')
 }
 

@@ -26,11 +26,14 @@ function Socket (owner, h) {
   this.localPort = undefined
   this.destroyed = false
   // socket.emit('error', err) reaches the owner, as `socket.on('error')` did in the original.
-  this.on('error', (err) => {
-    if (this._owner) this._owner.emit('error', err)
-  })
+  this.on('error', toOwner)
 }
 util.inherits(Socket, EventEmitter)
+
+/** A socket's own 'error' listener: shared, not a closure per socket. */
+function toOwner (err) {
+  if (this._owner) this._owner.emit('error', err)
+}
 
 Object.defineProperty(Socket.prototype, '_h', {
   get () {

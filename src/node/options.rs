@@ -93,8 +93,10 @@ pub(super) fn peer_config(o: Option<PeerOptions>) -> Result<Config> {
     if let Some(cookie) = o.cookie.as_deref() {
         // The same JSON.parse-compatible parser as session data (serde_json's own would
         // read a `$serde_json::private::RawValue` key as an embedded raw value).
-        c.cookie = json::parse_value(cookie, MAX_DEPTH_LIMIT)
-            .map_err(|e| Error::new(Status::InvalidArg, format!("uhura: bad cookie option: {e:?}")))?;
+        c.cookie = Arc::new(
+            json::parse_value(cookie, MAX_DEPTH_LIMIT)
+                .map_err(|e| Error::new(Status::InvalidArg, format!("uhura: bad cookie option: {e:?}")))?,
+        );
     }
     Ok(c)
 }

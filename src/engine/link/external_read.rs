@@ -109,11 +109,19 @@ impl Link {
                         break;
                     }
                     total += n;
-                    if n < buf.len() || total >= EXTERNAL_READ_BUDGET {
+                    if n < buf.len() {
+                        // Drained: the connection may be idle for a while.
+                        lock(&self.peer).release_buffers();
+                        return Watch::Keep;
+                    }
+                    if total >= EXTERNAL_READ_BUDGET {
                         return Watch::Keep;
                     }
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Watch::Keep,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    lock(&self.peer).release_buffers();
+                    return Watch::Keep;
+                }
                 Err(e) => {
                     self.deliver_error(&e.to_string(), io_code(&e));
                     t.external.failed.store(true, Ordering::Release);

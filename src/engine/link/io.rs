@@ -1,8 +1,9 @@
-//! Moving bytes: `drive` runs one transport (the reader loop, and the
-//! writer task it spawns), `wake_writer` writes from the caller's thread
-//! when the socket allows it, and `receive` feeds what was read to the peer.
+//! Moving bytes: `drive` runs one transport (the reader loop),
+//! `wake_writer` writes from the caller's thread when the socket allows it
+//! and otherwise starts a writer task, which ends once it has written
+//! everything, and `receive` feeds what was read to the peer.
 
-use super::transport_ctl::Transport;
+use super::transport_ctl::{BoxWriter, Transport, WriterSlot};
 use super::Link;
 use crate::engine::delivery::lock;
 use crate::engine::diag::Ns;
@@ -33,6 +34,11 @@ impl Link {
         let transport =
             Arc::new(Transport { id: NEXT_TRANSPORT.fetch_add(1, Ordering::Relaxed), ..Transport::default() });
         *lock(&transport.addresses) = addresses;
+        // The write half waits in the transport until there is output a
+        // direct write cannot take (`start_writer`); the first pump may
+        // already have some.
+        let (mut rd, wr) = tokio::io::split(stream);
+        *lock(&transport.writer) = WriterSlot::Idle(Box::new(wr));
         *lock(&self.transport) = Some(transport.clone());
         self.log(Ns::Connection, || {
             let a = lock(&transport.addresses);
@@ -46,11 +52,10 @@ impl Link {
         self.pump();
 
         let watched = self.watch_externally(&transport);
-        let (mut rd, wr) = tokio::io::split(stream);
-        let writer = tokio::spawn(write_loop(self.clone(), transport.clone(), wr));
-        // Small while idle (10,000 idle connections should not hold 64 KiB
-        // each), doubled whenever a read fills it.
-        let mut buf = vec![0u8; READ_MIN];
+        // Allocated only while this task reads (not once Node's loop does:
+        // 10,000 idle connections should not hold 4 KiB each), small at
+        // first, doubled whenever a read fills it.
+        let mut buf: Vec<u8> = Vec::new();
         let mut deadline: Option<tokio::time::Instant> = None;
         // Why the loop ended, for `uhura:connection`.
         let reason: std::borrow::Cow<'static, str>;
@@ -62,6 +67,8 @@ impl Link {
                 };
                 if failed || requested || transport.ending.load(Ordering::Acquire) {
                     transport.end();
+                    // To flush and send FIN, even with nothing left to write.
+                    self.start_writer(&transport);
                     // A broken or silent peer gets only a moment to take the
                     // error's last bytes; a clean end waits for its FIN.
                     let grace = if failed { FAIL_GRACE } else { CLOSE_GRACE };
@@ -79,6 +86,11 @@ impl Link {
                 ext.active.store(true, Ordering::Release);
             }
             let reading_here = !ext.active.load(Ordering::Acquire);
+            if !reading_here && !buf.is_empty() {
+                buf = Vec::new();
+            } else if reading_here && buf.is_empty() {
+                buf = vec![0u8; READ_MIN];
+            }
             if ext.done.load(Ordering::Acquire) {
                 reason = if ext.failed.load(Ordering::Acquire) { "socket error" } else { "the peer closed" }.into();
                 break;
@@ -113,8 +125,12 @@ impl Link {
                         }
                         if n == buf.len() && buf.len() < READ_MAX {
                             buf.resize(buf.len() * 2, 0);
-                        } else if n < READ_MIN && buf.len() > READ_MIN {
-                            buf = vec![0u8; READ_MIN];
+                        } else if n < buf.len() {
+                            // Drained: the connection may be idle for a while.
+                            lock(&self.peer).release_buffers();
+                            if n < READ_MIN && buf.len() > READ_MIN {
+                                buf = vec![0u8; READ_MIN];
+                            }
                         }
                     }
                 },
@@ -125,8 +141,13 @@ impl Link {
             }
             self.delivery.wait_capacity().await;
         }
-        writer.abort();
-        let _ = writer.await;
+        // Waited for, so no writer of this transport can take the peer's
+        // output once the next transport has it.
+        let writer = std::mem::take(&mut *lock(&transport.writer));
+        if let WriterSlot::Running(writer) = writer {
+            writer.abort();
+            let _ = writer.await;
+        }
         if let Some(socket) = watched {
             // The other loop still holds the fd until it stops watching;
             // the peer must see the close now.
@@ -173,7 +194,8 @@ impl Link {
     }
 
     /// Gets pending output onto the wire: straight from this thread when the
-    /// socket allows it and the writer task is idle, else through that task.
+    /// socket allows it and no writer task holds unwritten bytes, else
+    /// through a writer task (started if none runs).
     pub(crate) fn wake_writer(&self) {
         let Some(t) = self.transport() else { return };
         let direct = lock(&t.addresses).direct.clone();
@@ -204,7 +226,21 @@ impl Link {
                 }
             }
         }
-        t.writer_wake.notify_one();
+        if let Some(me) = self.me.upgrade() {
+            me.start_writer(&t);
+        }
+    }
+
+    /// Spawns the writer task of transport `t` unless one runs (it will
+    /// find the new output: it looks again before it ends) or `t` is done.
+    fn start_writer(self: &Arc<Self>, t: &Arc<Transport>) {
+        let mut slot = lock(&t.writer);
+        if !matches!(*slot, WriterSlot::Idle(_)) {
+            return;
+        }
+        if let WriterSlot::Idle(wr) = std::mem::take(&mut *slot) {
+            *slot = WriterSlot::Running(self.rt.spawn(write_loop(self.clone(), t.clone(), wr)));
+        }
     }
 
     /// Input may flow again (`Peer::wants_read`): the session is loaded (or
@@ -218,12 +254,13 @@ impl Link {
     }
 }
 
-/// The writer task of one transport: takes the peer's output under the
-/// peer lock (marking itself busy, so direct writes wait), writes it with
-/// the lock let go, and sleeps until woken; on `end()` it flushes and sends
-/// FIN. A write error kills the transport.
-async fn write_loop<W: AsyncWrite>(link: Arc<Link>, transport: Arc<Transport>, wr: W) {
-    tokio::pin!(wr);
+/// The writer task of one transport, while it has output: takes the
+/// peer's output under the peer lock (marking itself busy, so direct writes
+/// wait), writes it with the lock let go, and ends once nothing is left,
+/// giving the write half back (`WriterSlot::Idle`). When the transport ends
+/// it flushes and sends FIN instead. A write error kills the transport.
+async fn write_loop(link: Arc<Link>, transport: Arc<Transport>, wr: BoxWriter) {
+    let mut wr = Some(wr);
     let mut out = Vec::new();
     loop {
         let freed = {
@@ -231,14 +268,27 @@ async fn write_loop<W: AsyncWrite>(link: Arc<Link>, transport: Arc<Transport>, w
             let held_back = !peer.wants_read();
             peer.poll_transmit(&mut out);
             *lock(&transport.writer_busy) = !out.is_empty();
+            if out.is_empty() {
+                // Under the peer lock, so output framed after this look
+                // finds the half back and starts a writer; and `ending` read
+                // under the slot lock, so an `end()` whose `start_writer`
+                // found this task running is seen here.
+                let mut slot = lock(&transport.writer);
+                if !transport.ending.load(Ordering::Acquire) {
+                    if let (WriterSlot::Running(_), Some(wr)) = (&*slot, wr.take()) {
+                        *slot = WriterSlot::Idle(wr);
+                    }
+                }
+            }
             held_back && peer.wants_read()
         };
         if freed {
             // Reading stopped over our backlog, now ours to write.
             link.wake_reader();
         }
+        let Some(w) = wr.as_mut() else { return };
         if !out.is_empty() {
-            if wr.write_all(&out).await.is_err() || wr.flush().await.is_err() {
+            if w.write_all(&out).await.is_err() || w.flush().await.is_err() {
                 transport.kill();
                 return;
             }
@@ -248,10 +298,8 @@ async fn write_loop<W: AsyncWrite>(link: Arc<Link>, transport: Arc<Transport>, w
             }
             continue;
         }
-        if transport.ending.load(Ordering::Acquire) {
-            let _ = wr.shutdown().await;
-            return;
-        }
-        transport.writer_wake.notified().await;
+        // Ending, and everything is written.
+        let _ = w.shutdown().await;
+        return;
     }
 }

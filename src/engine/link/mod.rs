@@ -1,8 +1,9 @@
 //! A `Link` is one application-visible connection (a client, or one
-//! server-side connection) and the task pair that drives its current
-//! transport: a reader that feeds the protocol state machine, and a writer
-//! that flushes what it produced. Reading and writing are separate tasks so
-//! a peer that is busy writing to us can never deadlock against our writes.
+//! server-side connection) and the tasks that drive its current transport:
+//! a reader that feeds the protocol state machine, and, while there is
+//! output a direct write could not take, a writer that flushes it. Reading
+//! and writing are separate tasks so a peer that is busy writing to us can
+//! never deadlock against our writes.
 //!
 //! One concept per file, each an `impl Link` block or a type the link holds:
 //!
@@ -10,8 +11,9 @@
 //!   `write_lines`, `write_raw`), typed as `Write`.
 //! * `transport_ctl.rs`: `Transport`, the control block of one socket
 //!   (kill, end, wake the writer, addresses).
-//! * `io.rs`: `drive` (the reader loop), the writer task, direct writes
-//!   from the caller's thread (`wake_writer`), feeding input (`receive`).
+//! * `io.rs`: `drive` (the reader loop), the writer task (`start_writer`),
+//!   direct writes from the caller's thread (`wake_writer`), feeding input
+//!   (`receive`).
 //! * `external_read.rs`: reads on the application's own loop (Node's libuv).
 //! * `pump.rs`: draining the peer's events into the delivery buffer, timers.
 //! * `acks.rs`: acks that wait until the application handled their events.
@@ -31,7 +33,7 @@
 //!    locks are never held at once (`absorb` takes the old one, lets it go,
 //!    then takes its own).
 //! 3. Under `peer`: `successor`, `resuming`, `transport` (the slot), then
-//!    that transport's `addresses` or `writer_busy`; `deferred`;
+//!    that transport's `addresses`, `writer_busy` or `writer`; `deferred`;
 //!    `unsaved_session`; `unsaved`; `Retention`'s map of active sessions.
 //! 4. Leaves, taken last and alone: the delivery buffer, `Shared`'s maps,
 //!    the timer heap (`scheduled` is taken before it, never under `peer`),
@@ -111,6 +113,8 @@ pub(crate) struct Link {
     deferred: Mutex<DeferredAcks>,
     /// Generation of this link's latest delivered entry.
     last_gen: AtomicU64,
+    /// This link, for the writer task a `&self` caller may have to start.
+    me: Weak<Link>,
 }
 
 impl Link {
@@ -124,7 +128,7 @@ impl Link {
         retention: Option<Arc<Retention<Link>>>,
     ) -> Arc<Self> {
         peer.set_wire_tap(Some(diag::wire_tap(shared.delivery.clone(), handle)));
-        Arc::new(Link {
+        Arc::new_cyclic(|me| Link {
             handle,
             server,
             peer: Mutex::new(peer),
@@ -146,6 +150,7 @@ impl Link {
             session_saved: Notify::new(),
             deferred: Mutex::new(DeferredAcks::default()),
             last_gen: AtomicU64::new(0),
+            me: me.clone(),
         })
     }
 

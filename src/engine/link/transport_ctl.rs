@@ -9,6 +9,7 @@ use crate::engine::delivery::lock;
 use crate::engine::transport::{Addresses, DirectWrite};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use tokio::io::AsyncWrite;
 use tokio::sync::Notify;
 
 /// Control of the current transport, one per socket.
@@ -25,8 +26,9 @@ pub(crate) struct Transport {
     pub(super) ending: AtomicBool,
     /// Wakes the reader when `ending` is set, so it starts the grace timer.
     pub(super) ending_wake: Notify,
-    /// Wakes the writer task: output is waiting, or the transport ends.
-    pub(super) writer_wake: Notify,
+    /// The socket's write half, and whether a writer task holds it (one
+    /// runs only while there is output a direct write could not take).
+    pub(super) writer: Mutex<WriterSlot>,
     /// Node's addresses of the socket, and its direct-write handle.
     pub(crate) addresses: Mutex<Addresses>,
     /// The writer task holds bytes it has not finished writing; set and
@@ -47,13 +49,32 @@ impl Transport {
         self.killed.store(true, Ordering::Release);
         self.kill.notify_one();
     }
-    /// `end()`: the writer flushes and sends FIN; the reader waits for the
-    /// peer to close, up to a grace period.
+    /// `end()`: the reader starts a writer, which flushes and sends FIN, and
+    /// waits for the peer to close, up to a grace period.
     pub(crate) fn end(&self) {
         self.ending.store(true, Ordering::Release);
-        self.writer_wake.notify_one();
         self.ending_wake.notify_one();
     }
+}
+
+/// A socket's write half, type-erased: whatever the transport (TCP, Unix,
+/// TLS, a JavaScript stream), the writer task is the same code.
+pub(super) type BoxWriter = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// Who has the write half. An idle connection has no writer task (a task
+/// and its future cost hundreds of bytes each, times every connection):
+/// `Link::start_writer` spawns one when output is waiting that a direct
+/// write could not take, and it puts the half back here when it has written
+/// everything.
+#[derive(Default)]
+pub(super) enum WriterSlot {
+    /// The transport has not started, or is done: no more writers.
+    #[default]
+    Gone,
+    /// No writer task runs; the next one takes the half from here.
+    Idle(BoxWriter),
+    /// A writer task holds the half; `drive` ends it with the transport.
+    Running(tokio::task::JoinHandle<()>),
 }
 
 /// Reading moved to the application's own event loop (Node's libuv, see

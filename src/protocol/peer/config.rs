@@ -5,6 +5,7 @@ use crate::protocol::entropy::Entropy;
 use crate::protocol::framing::{DEFAULT_MAX_DEPTH, DEFAULT_MAX_MESSAGE_SIZE};
 use crate::protocol::{message, session};
 use serde_json::Value;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Past this much unwritten output, events wait in the queue instead, so a
@@ -49,7 +50,8 @@ pub struct Config {
     /// Pending events beyond this many bytes of JSON drop the oldest.
     pub max_queue_bytes: usize,
     /// Server: the `cookie` field of new sessions (the old server's connect Cookie).
-    pub cookie: Value,
+    /// Shared: every connection's peer has a copy of the config.
+    pub cookie: Arc<Value>,
     /// Offer / accept our protocol extensions.
     pub extensions: bool,
     /// Send a heartbeat when nothing else was sent for this long (with our peers).
@@ -91,7 +93,7 @@ impl Default for Config {
             max_depth: DEFAULT_MAX_DEPTH,
             max_queue_length: usize::MAX,
             max_queue_bytes: 64 * 1024 * 1024,
-            cookie: session::default_cookie(),
+            cookie: Arc::new(session::default_cookie()),
             extensions: true,
             heartbeat_interval: Some(Duration::from_secs(15)),
             heartbeat_timeout: Duration::from_secs(30),

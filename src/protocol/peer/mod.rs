@@ -221,6 +221,15 @@ impl Peer {
         }
     }
 
+    /// Frees the scratch space kept between inputs (the received messages'
+    /// list, the text buffer of acks and other small messages): the driver
+    /// calls it when its input has drained, so an idle connection holds no
+    /// capacity it is not using. The next input allocates them again.
+    pub fn release_buffers(&mut self) {
+        self.received = Vec::new();
+        self.scratch = String::new();
+    }
+
     /// Installs (or removes) the observer of every message sent and received.
     pub fn set_wire_tap(&mut self, tap: Option<WireTap>) {
         self.tap = tap;

@@ -30,7 +30,7 @@ impl Output {
     }
 
     pub(super) fn clear(&mut self) {
-        self.buf.clear();
+        self.buf = Vec::new();
         self.backed_up = false;
     }
 
@@ -89,7 +89,14 @@ impl Output {
             return Ok(0);
         }
         let n = w.write(&self.buf)?;
-        self.buf.drain(..n);
+        if n == self.buf.len() {
+            // All written: free it, an idle connection should not keep the
+            // capacity of its last burst (a new one costs one allocation,
+            // next to a write's system call).
+            self.buf = Vec::new();
+        } else {
+            self.buf.drain(..n);
+        }
         self.shrank();
         Ok(n)
     }
