@@ -4,8 +4,9 @@
 #   bash bench/snapshot.sh [DEST [REV]]   (default /tmp/uhura-bench-snapshot)
 #   node bench/run.js --ours=DEST
 # Copies the sources (the working tree, or git revision REV, e.g. HEAD) to
-# DEST/src-copy, builds there with cargo --release (its own target directory),
-# and lays out DEST as a loadable package.
+# DEST/src-copy, builds there with cargo --release (its own target directory,
+# or $CARGO_TARGET_DIR if set, e.g. one shared by successive snapshots so only
+# the crate itself rebuilds), and lays out DEST as a loadable package.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 dest="${1:-/tmp/uhura-bench-snapshot}"
@@ -22,7 +23,7 @@ else
   tar -C "$root" -cf - $files | tar -C "$src" -xf -
 fi
 ( cd "$src" && nice -n 10 cargo build --release --lib --offline --message-format=short 2>&1 | tail -5 )
-so="$src/target/release/libuhura.so"
+so="${CARGO_TARGET_DIR:-$src/target}/release/libuhura.so"
 test -f "$so"
 cp "$src/index.js" "$src/package.json" "$dest/"
 rm -rf "$dest/lib" && cp -r "$src/lib" "$dest/lib"

@@ -16,6 +16,10 @@ pub const HEARTBEAT: &str = "_uhura_hb";
 /// Sent, to peers that negotiated our extensions, right before closing the
 /// connection over a protocol error in what the peer sent.
 pub const REFUSED: &str = "_uhura_refused";
+/// Name of the cumulative ack, `["_uhura_ack","<id>"]`: acknowledges that
+/// message and every message sent before it on the connection. Only between
+/// peers that negotiated extensions version 2 (docs/PROTOCOL.md §9).
+pub const CUMULATIVE_ACK: &str = "_uhura_ack";
 
 /// Default cap on the number of arguments of one event (after its name).
 pub const DEFAULT_MAX_ARGS: usize = 4096;
@@ -263,6 +267,12 @@ pub(crate) fn encode_ack_raw(raw_id: &str, out: &mut String) {
         }
         None => encode_ack(raw_id, out),
     }
+}
+
+/// Encodes `["_uhura_ack",<id>]` from the id's raw JSON string literal, as
+/// `encode_ack_raw` does for one message.
+pub(crate) fn encode_cumulative_ack_raw(raw_id: &str, out: &mut String) {
+    encode_call(CUMULATIVE_ACK, Some(raw_id), out);
 }
 
 /// Appends `s` as a JSON string literal.
