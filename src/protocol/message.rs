@@ -5,6 +5,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::fmt;
+use std::fmt::Write as _;
 
 /// Prefix of an acknowledgement's event name: `{"args":["ack::<id>"]}`.
 pub const ACK_PREFIX: &str = "ack::";
@@ -208,6 +209,18 @@ pub fn encode_event(args: &str, object_mode: bool, id: Option<&str>, out: &mut S
     out.push('}');
 }
 
+/// Encodes an object-mode event with one of our ids, `<prefix><seq>`
+/// (docs/PROTOCOL.md §9), written in place: `prefix` is hex digits and a
+/// dash, which JSON needs no escape for.
+pub(crate) fn encode_event_our_id(args: &str, prefix: &str, seq: u64, out: &mut String) {
+    out.push_str("{\"args\":");
+    out.push_str(args);
+    out.push_str(",\"id\":\"");
+    out.push_str(prefix);
+    let _ = write!(out, "{seq}");
+    out.push_str("\"}");
+}
+
 /// Encodes `["<name>"]`, or `["<name>",<arg>]` with `arg` JSON text
 /// already: the protocol's own messages (`start`, `connect`, a whole
 /// session's `_set`, heartbeats, refusals).
@@ -313,6 +326,11 @@ mod tests {
         let mut s = String::new();
         encode_event(r#"["e",1]"#, true, Some("q\"1"), &mut s);
         assert_eq!(s, r#"{"args":["e",1],"id":"q\"1"}"#);
+        s.clear();
+        encode_event_our_id(r#"["e",1]"#, "0123456789ab-", 42, &mut s);
+        let mut via_id = String::new();
+        encode_event(r#"["e",1]"#, true, Some("0123456789ab-42"), &mut via_id);
+        assert_eq!(s, via_id);
         s.clear();
         encode_ack("q\"1", &mut s);
         assert_eq!(s, r#"{"args":["ack::q\"1"]}"#);

@@ -168,8 +168,11 @@ impl Peer {
         let mut text = std::mem::take(&mut self.scratch);
         text.clear();
         if self.negotiated.object_mode && self.negotiated.enable_acks {
-            let id = self.outbox.id_of(&p);
-            message::encode_event(&p.args, true, Some(&id), &mut text);
+            match &p.foreign_id {
+                Some(id) => message::encode_event(&p.args, true, Some(id), &mut text),
+                // Written in place: no id string per event.
+                None => message::encode_event_our_id(&p.args, &self.outbox.id_prefix, p.seq, &mut text),
+            }
             self.frame(&text);
             self.outbox.unacked.insert(p.seq, p);
         } else {
