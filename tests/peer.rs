@@ -687,7 +687,8 @@ fn acks_for_batch(version: u64, ids: &[&str], duplicate_at: Option<usize>) -> Ve
     let now = Instant::now();
     let mut server = Peer::new(Role::Server, Config { defer_acks: true, ..config() }, now);
     server.handle_open(now);
-    let start = format!("[\n[\"_set\",{{}}]\n,\n[\"start\",{{\"objectMode\":true,\"enableAcks\":true,\"uhura\":{version}}}]");
+    let start =
+        format!("[\n[\"_set\",{{}}]\n,\n[\"start\",{{\"objectMode\":true,\"enableAcks\":true,\"uhura\":{version}}}]");
     server.handle_receive(start.as_bytes(), now);
     let _ = events(&mut server);
     server.handle_session_loaded(None, now);

@@ -71,8 +71,8 @@ struct ObjectShape<'a> {
     id: Option<&'a RawValue>,
 }
 
-/// Parses one message as produced by the framing reader, with the default
-/// argument limit.
+/// Parses one message as produced by the framing reader (which validated
+/// its JSON), with the default argument limit.
 pub fn parse(text: &str) -> Result<Incoming<'_>, MessageError> {
     parse_with_limit(text, DEFAULT_MAX_ARGS)
 }
@@ -120,7 +120,28 @@ pub fn parse_with_limit(text: &str, max_args: usize) -> Result<Incoming<'_>, Mes
 /// Reads the first element of a JSON array, which must be a string, and
 /// skips the rest without building values (serde_json skips iteratively, so
 /// depth costs no stack), counting the arguments.
+///
+/// An array too short to hold more than `max_args` arguments is not
+/// scanned past its name: the framing reader validated it already, and
+/// counting cost a second pass over every message.
 fn event_name(args: &str, max_args: usize) -> Result<Cow<'_, str>, MessageError> {
+    // `[`, `]`, a name of at least `""`, then a comma and at least one byte per argument.
+    if args.len().saturating_sub(4) / 2 <= max_args {
+        let rest = args[1..].trim_start_matches([' ', '\t', '\n', '\r']);
+        if rest.starts_with(']') {
+            return Err(MessageError("message has no event name"));
+        }
+        let mut de = serde_json::Deserializer::from_str(rest);
+        return match BorrowedOrOwned::deserialize(&mut de) {
+            Ok(name) => Ok(name.0),
+            Err(_) => Err(MessageError("event name is not a string")),
+        };
+    }
+    event_name_counted(args, max_args)
+}
+
+/// `event_name` for an array that may hold more than `max_args` arguments.
+fn event_name_counted(args: &str, max_args: usize) -> Result<Cow<'_, str>, MessageError> {
     struct NameVisitor(usize);
     impl<'de> serde::de::Visitor<'de> for NameVisitor {
         type Value = Result<Cow<'de, str>, MessageError>;
@@ -319,6 +340,30 @@ mod tests {
         {
             assert!(parse(bad).is_err(), "{bad} should be rejected");
         }
+    }
+
+    #[test]
+    fn max_args_holds_whether_or_not_the_arguments_are_counted() {
+        for max in [0usize, 1, 2, 5, 64] {
+            for n in 0..=max + 2 {
+                let short = format!("[\"e\"{}]", ",1".repeat(n));
+                let spaced = format!("[ \"e\" {}]", " , [1,2,3]".repeat(n));
+                for args in [short, spaced] {
+                    let r = parse_with_limit(&args, max);
+                    if n <= max {
+                        assert_eq!(r, Ok(Incoming::Event { name: "e".into(), args: &args, id: None }), "{args}");
+                    } else {
+                        assert!(r.is_err(), "{args} holds more than {max}");
+                    }
+                }
+            }
+        }
+        assert_eq!(
+            parse(" [ \n\"w\\u00e9\" ]").map(|m| matches!(m, Incoming::Event { name, .. } if name == "wé")),
+            Ok(true)
+        );
+        assert_eq!(parse("[ ]"), Err(MessageError("message has no event name")));
+        assert_eq!(parse("[1,\"e\"]"), Err(MessageError("event name is not a string")));
     }
 
     #[test]

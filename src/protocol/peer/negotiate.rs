@@ -202,7 +202,10 @@ mod tests {
         // gets no cumulative acks; neither does a server that answers 1.
         let (n, _) = Negotiated::from_start(&json!({"objectMode":true,"enableAcks":true,"uhura":1}), &ours);
         assert!(n.extended() && !n.cumulative_acks());
-        assert_eq!(n.connect_config(&ours, None), r#"{"objectMode":true,"enableAcks":true,"uhura":1,"heartbeat":15000}"#);
+        assert_eq!(
+            n.connect_config(&ours, None),
+            r#"{"objectMode":true,"enableAcks":true,"uhura":1,"heartbeat":15000}"#
+        );
         let (n, _) = Negotiated::from_connect(&json!({"objectMode":true,"enableAcks":true,"uhura":1}), &ours);
         assert!(n.extended() && !n.cumulative_acks());
         let start = json!({"objectMode":true,"enableAcks":false,"uhura":1});
