@@ -343,7 +343,7 @@ impl Wire {
         self.server.poll_transmit(&mut s2c);
         self.server.handle_receive(&c2s[..deliver.min(c2s.len())], self.now);
         self.client.handle_receive(&s2c[..deliver.min(s2c.len())], self.now);
-        let (from_server, from_client) = (to_server.len(), to_client.len());
+        let from_client = to_client.len();
         to_server.extend(std::iter::from_fn(|| self.server.poll_event()));
         to_client.extend(std::iter::from_fn(|| self.client.poll_event()));
         // The client's acks due wait for its next connection, as the engine's
