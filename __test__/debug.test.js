@@ -171,9 +171,9 @@ test('our server logs what a 0.1.2 server logs, with a 0.1.2 client', async () =
 
 /** Our peers on both sides: the extended handshake, then the same conversation. */
 function assertOursBoth (out, label) {
-  const start = "[ 'start', { objectMode: true, enableAcks: true, uhura: 1, heartbeat: 15000 } ]"
+  const start = "[ 'start', { objectMode: true, enableAcks: true, uhura: 2, heartbeat: 15000 } ]"
   // A new session's resume secret is never logged.
-  const connect = "{ args: [ 'connect', { objectMode: true, enableAcks: true, uhura: 1, heartbeat: 15000, secret: '<secret>' } ], id: <id> }"
+  const connect = "{ args: [ 'connect', { objectMode: true, enableAcks: true, uhura: 2, heartbeat: 15000, secret: '<secret>' } ], id: <id> }"
   const c = protocol(out.client)
   const s = protocol(out.server)
   // Our client acks `connect` (0.1.2's does not).

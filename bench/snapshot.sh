@@ -4,9 +4,9 @@
 #   bash bench/snapshot.sh [DEST [REV]]   (default /tmp/uhura-bench-snapshot)
 #   node bench/run.js --ours=DEST
 # Copies the sources (the working tree, or git revision REV, e.g. HEAD) to
-# DEST/src-copy, builds there with cargo --release (its own target directory, or
-# $CARGO_TARGET_DIR),
-# and lays out DEST as a loadable package.
+# DEST/src-copy, builds there with cargo --release (its own target directory,
+# or $CARGO_TARGET_DIR if set, e.g. one shared by successive snapshots so only
+# the crate itself rebuilds), and lays out DEST as a loadable package.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 dest="${1:-/tmp/uhura-bench-snapshot}"
@@ -26,7 +26,6 @@ fi
 # older than the last snapshot's build: make them newer, so the crate is rebuilt.
 [ -n "${CARGO_TARGET_DIR:-}" ] && find "$src/src" -type f -exec touch {} +
 ( cd "$src" && nice -n 10 cargo build --release --lib --offline --message-format=short 2>&1 | tail -5 )
-# CARGO_TARGET_DIR, when set, is honoured (an incremental build across snapshots).
 so="${CARGO_TARGET_DIR:-$src/target}/release/libuhura.so"
 test -f "$so"
 cp "$src/index.js" "$src/package.json" "$dest/"

@@ -94,8 +94,10 @@ SendEmitter.prototype.send = function (...args) {
   if (typeof args[0] !== 'string') {
     throw new TypeError(`uhura: send(event, ...args): the event name must be a string, got ${describe(args[0])}`)
   }
-  const json = toJson(args, `send(${JSON.stringify(args[0])})`)
-  checkLimits(this._limits, json, args.length - 1, `send(${JSON.stringify(args[0])})`)
+  // Named only for an error: building the name cost as much as the send.
+  const what = () => `send(${JSON.stringify(args[0])})`
+  const json = toJson(args, what)
+  checkLimits(this._limits, json, args.length - 1, what)
   if (cb) {
     const seq = this._seq++
     if (this._acks === NO_ACKS) this._acks = new Map()

@@ -127,7 +127,11 @@ function dispatch (e) {
       if (obj) obj._onMessage(e[2])
       break
     case ACKED:
-      if (obj) obj._settle(e[2], undefined)
+      // [h, ACKED, seq] or, for a run of callbacks, [h, ACKED, from, to].
+      if (obj) {
+        if (e.length > 3) settleRange(obj, e)
+        else obj._settle(e[2], undefined)
+      }
       break
     case SET:
       if (obj) obj._onRemoteSet(e[2])
@@ -207,6 +211,21 @@ function dispatch (e) {
     case LOG:
       debugLog.log(e)
       break
+  }
+}
+
+/**
+ * [h, ACKED, from, to]: the callbacks of the sends `from` to `to`, in order,
+ * in one loop. One that throws is reported as if it had its own entry, and
+ * the rest still run.
+ */
+function settleRange (obj, e) {
+  for (let seq = e[2], to = e[3]; seq <= to; seq++) {
+    try {
+      obj._settle(seq, undefined)
+    } catch (err) {
+      listenerThrew(e, err)
+    }
   }
 }
 

@@ -5,15 +5,21 @@
 const sessions = require('./session')
 const defaults = require('./defaults')
 
+// `what` names the call in an error message: a string, or a function that
+// makes it, so that a hot path (send) builds it only when there is an error.
+function label (what) {
+  return typeof what === 'function' ? what() : what
+}
+
 /** JSON text of `value`, or a TypeError naming the call (`what`) that cannot send it. */
 function toJson (value, what) {
   let json
   try {
     json = JSON.stringify(value)
   } catch (e) {
-    throw new TypeError(`uhura: ${what}: the arguments cannot be sent as JSON: ${e.message}`)
+    throw new TypeError(`uhura: ${label(what)}: the arguments cannot be sent as JSON: ${e.message}`)
   }
-  if (json === undefined) throw new TypeError(`uhura: ${what}: ${describe(value)} cannot be sent as JSON`)
+  if (json === undefined) throw new TypeError(`uhura: ${label(what)}: ${describe(value)} cannot be sent as JSON`)
   return json
 }
 
@@ -87,15 +93,15 @@ function deeperThan (json, limit) {
  */
 function checkLimits (limits, json, nargs, what) {
   if (nargs > limits.maxArgs) {
-    throw new TypeError(`uhura: ${what}: ${nargs} arguments are more than maxArgs (${limits.maxArgs})`)
+    throw new TypeError(`uhura: ${label(what)}: ${nargs} arguments are more than maxArgs (${limits.maxArgs})`)
   }
   if (deeperThan(json, limits.maxDepth)) {
-    throw new TypeError(`uhura: ${what}: the arguments are nested deeper than maxDepth (${limits.maxDepth})`)
+    throw new TypeError(`uhura: ${label(what)}: the arguments are nested deeper than maxDepth (${limits.maxDepth})`)
   }
   // The wire form adds at most this much: {"args":…,"id":"<prefix>-<seq>"}.
   const overhead = 64
   if (json.length * 3 + overhead > limits.maxMessageSize && Buffer.byteLength(json) + overhead > limits.maxMessageSize) {
-    throw new TypeError(`uhura: ${what}: the message is larger than maxMessageSize (${limits.maxMessageSize} bytes)`)
+    throw new TypeError(`uhura: ${label(what)}: the message is larger than maxMessageSize (${limits.maxMessageSize} bytes)`)
   }
 }
 

@@ -82,7 +82,7 @@ fn duplicate_of_a_held_event_is_not_acked_before_it() {
     }
     let message = events.iter().position(|e| matches!(e, Event::Message(a) if a == "[\"ev\",1]"));
     let dues: Vec<usize> =
-        events.iter().enumerate().filter(|(_, e)| matches!(e, Event::AckDue(_))).map(|(i, _)| i).collect();
+        events.iter().enumerate().filter(|(_, e)| matches!(e, Event::AckDue { .. })).map(|(i, _)| i).collect();
     let message = message.expect("the held event is delivered");
     assert_eq!(dues.len(), 2, "one ack due for the event and one for its duplicate: {events:?}");
     assert!(dues.iter().all(|&d| d > message), "every ack comes after the delivery: {events:?}");

@@ -5,6 +5,7 @@ mod common;
 
 use common::{config, output_texts};
 use serde_json::{json, Value};
+use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 use uhura::protocol::entropy::Entropy;
 use uhura::protocol::framing::Reader;
@@ -247,18 +248,53 @@ struct Wire {
     client: Peer,
     server: Peer,
     now: Instant,
+    /// Both run with `defer_acks`, as the engine does: the acks due of each
+    /// round are written together (`write_acks`) after the round, as the
+    /// engine does once JavaScript has handled a batch.
+    defer: bool,
+    /// Acks due, not written yet: (id, duplicate).
+    client_due: Vec<(String, bool)>,
+    server_due: Vec<(String, bool)>,
 }
 
 impl Wire {
     fn new() -> Self {
+        Self::with_config(Config { defer_acks: false, ..config() })
+    }
+
+    fn with_config(base: Config) -> Self {
         let now = Instant::now();
         let mut w = Wire {
-            client: Peer::new(Role::Client, config(), now),
-            server: Peer::new(Role::Server, config(), now),
+            client: Peer::new(Role::Client, Config { entropy: config().entropy, ..base.clone() }, now),
+            server: Peer::new(Role::Server, Config { entropy: config().entropy, ..base.clone() }, now),
             now,
+            defer: base.defer_acks,
+            client_due: Vec::new(),
+            server_due: Vec::new(),
         };
         w.open();
         w
+    }
+
+    fn server_config(&self) -> Config {
+        Config { defer_acks: self.defer, ..config() }
+    }
+
+    /// Takes the acks due out of `events` into `due`.
+    fn note_due(events: &[Event], due: &mut Vec<(String, bool)>) {
+        for e in events {
+            if let Event::AckDue { id, duplicate } = e {
+                due.push((id.clone(), *duplicate));
+            }
+        }
+    }
+
+    /// The application handled what it got: the acks due go out.
+    fn write_due(&mut self) {
+        let due = std::mem::take(&mut self.client_due);
+        self.client.write_acks(due.iter().map(|(id, dup)| (id.as_str(), *dup)));
+        let due = std::mem::take(&mut self.server_due);
+        self.server.write_acks(due.iter().map(|(id, dup)| (id.as_str(), *dup)));
     }
 
     fn open(&mut self) {
@@ -283,6 +319,7 @@ impl Wire {
             for c in s2c.chunks(chunk.max(1)) {
                 self.client.handle_receive(c, self.now);
             }
+            let (from_server, from_client) = (to_server.len(), to_client.len());
             while let Some(e) = self.server.poll_event() {
                 if let Event::LoadSession(_) = e {
                     let s = self.server.session().clone();
@@ -291,6 +328,9 @@ impl Wire {
                 to_server.push(e);
             }
             to_client.extend(std::iter::from_fn(|| self.client.poll_event()));
+            Self::note_due(&to_server[from_server..], &mut self.server_due);
+            Self::note_due(&to_client[from_client..], &mut self.client_due);
+            self.write_due();
         }
     }
 
@@ -303,12 +343,17 @@ impl Wire {
         self.server.poll_transmit(&mut s2c);
         self.server.handle_receive(&c2s[..deliver.min(c2s.len())], self.now);
         self.client.handle_receive(&s2c[..deliver.min(s2c.len())], self.now);
+        let from_client = to_client.len();
         to_server.extend(std::iter::from_fn(|| self.server.poll_event()));
         to_client.extend(std::iter::from_fn(|| self.client.poll_event()));
+        // The client's acks due wait for its next connection, as the engine's
+        // do; the server's go with the dropped connection.
+        Self::note_due(&to_client[from_client..], &mut self.client_due);
+        self.server_due.clear();
         self.client.handle_close();
         self.server.handle_close();
         let retained = self.server.take_retained();
-        self.server = Peer::new(Role::Server, config(), self.now);
+        self.server = Peer::new(Role::Server, self.server_config(), self.now);
         self.server.adopt_retained(retained);
         self.open();
     }
@@ -329,6 +374,32 @@ fn delivered(events: &[Event], name: &str) -> Vec<u64> {
 
 #[test]
 fn exactly_once_in_order_across_random_drops() {
+    let acked = random_drops(Wire::new());
+    assert!(acked.windows(2).all(|w| w[0] < w[1]), "ack callbacks in send order");
+}
+
+/// With `defer_acks` (the engine's setting) the acks of each round go out
+/// together: between two of our peers as cumulative acks, and still every
+/// callback runs exactly once and in order, across drops and resumes.
+#[test]
+fn cumulative_acks_exactly_once_in_order_across_random_drops() {
+    let mut w = Wire::with_config(Config { defer_acks: true, ..config() });
+    let cumulative = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = cumulative.clone();
+    w.client.set_wire_tap(Some(std::sync::Arc::new(move |dir, text: &str| {
+        if dir == uhura::protocol::peer::Direction::Received && text.starts_with("[\"_uhura_ack\",") {
+            seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    })));
+    let acked = random_drops(w);
+    assert_eq!(acked, (0..acked.len() as u64).collect::<Vec<_>>(), "ack callbacks once each, in send order");
+    assert!(cumulative.load(std::sync::atomic::Ordering::Relaxed) > 10, "the server acked cumulatively");
+}
+
+/// Both sides send 3000 events through random drops and resumes; checks
+/// exactly-once in-order delivery both ways and returns the client's ack
+/// callbacks (their sequence numbers) in the order they ran.
+fn random_drops(mut w: Wire) -> Vec<u64> {
     // A fixed-seed generator keeps failures reproducible.
     let mut seed = 0x2545_f491_4f6c_dd1du64;
     let mut rand = move |n: u64| {
@@ -337,7 +408,6 @@ fn exactly_once_in_order_across_random_drops() {
         seed ^= seed << 17;
         seed % n
     };
-    let mut w = Wire::new();
     let (mut at_client, mut at_server) = (Vec::new(), Vec::new());
     w.settle(7, &mut at_client, &mut at_server);
     assert!(w.client.extended() && w.server.extended());
@@ -369,6 +439,7 @@ fn exactly_once_in_order_across_random_drops() {
         at_client.iter().filter_map(|e| if let Event::Acked((1, s)) = e { Some(*s) } else { None }).collect();
     assert_eq!(acked.len() as u64, total, "every client ack callback ran once");
     assert_eq!(w.client.unacked_len() + w.client.queued_len(), 0);
+    acked
 }
 
 #[test]
@@ -607,4 +678,102 @@ fn write_to_keeps_what_was_not_written_and_backlog_stops_reading() {
     b.write_to(&mut Takes(8 * MIB, Vec::new())).unwrap();
     assert!(b.wants_read(), "7 MiB: below it");
     assert_eq!(b.pending_output(), 7 * MIB);
+}
+
+/// A server of ours with `defer_acks`, after a client's handshake offering
+/// extensions `version`, and the events `ids` from it; returns the acks it
+/// writes for them in one batch.
+fn acks_for_batch(version: u64, ids: &[&str], duplicate_at: Option<usize>) -> Vec<String> {
+    let now = Instant::now();
+    let mut server = Peer::new(Role::Server, Config { defer_acks: true, ..config() }, now);
+    server.handle_open(now);
+    let start =
+        format!("[\n[\"_set\",{{}}]\n,\n[\"start\",{{\"objectMode\":true,\"enableAcks\":true,\"uhura\":{version}}}]");
+    server.handle_receive(start.as_bytes(), now);
+    let _ = events(&mut server);
+    server.handle_session_loaded(None, now);
+    let _ = events(&mut server);
+    let _ = output_texts(&mut server);
+    let mut msgs = String::new();
+    for (i, id) in ids.iter().enumerate() {
+        let _ = write!(msgs, "\n,\n{{\"args\":[\"e\",{i}],\"id\":\"{id}\"}}");
+        if duplicate_at == Some(i) {
+            let _ = write!(msgs, "\n,\n{{\"args\":[\"e\",{i}],\"id\":\"{id}\"}}");
+        }
+    }
+    server.handle_receive(msgs.as_bytes(), now);
+    let due: Vec<(String, bool)> = events(&mut server)
+        .into_iter()
+        .filter_map(|e| if let Event::AckDue { id, duplicate } = e { Some((id, duplicate)) } else { None })
+        .collect();
+    server.write_acks(due.iter().map(|(id, dup)| (id.as_str(), *dup)));
+    output_texts(&mut server)
+}
+
+#[test]
+fn a_batch_of_acks_is_one_cumulative_ack_only_for_peers_that_negotiated_it() {
+    let ids = ["0123456789ab-1", "0123456789ab-2", "0123456789ab-3", "0123456789ab-4"];
+    assert_eq!(acks_for_batch(2, &ids, None), vec![r#"["_uhura_ack","0123456789ab-4"]"#]);
+    // Extensions 1 (our older releases) and old peers: one ack per message.
+    let one_each: Vec<String> = ids.iter().map(|id| format!(r#"{{"args":["ack::{id}"]}}"#)).collect();
+    assert_eq!(acks_for_batch(1, &ids, None), one_each);
+    assert_eq!(acks_for_batch(0, &ids, None), one_each);
+    // A single ack stays as it always was.
+    assert_eq!(acks_for_batch(2, &ids[..1], None), one_each[..1]);
+    // A duplicate's ack is never covered by a cumulative one: it splits the run.
+    assert_eq!(
+        acks_for_batch(2, &ids, Some(1)),
+        vec![
+            r#"["_uhura_ack","0123456789ab-2"]"#.to_owned(),
+            r#"{"args":["ack::0123456789ab-2"]}"#.to_owned(),
+            r#"["_uhura_ack","0123456789ab-4"]"#.to_owned(),
+        ]
+    );
+}
+
+/// A client of ours connected to a server whose `connect` offered
+/// extensions `version`, with four events sent and unacknowledged.
+fn client_with_four_unacked(version: u64) -> (Peer, Vec<String>) {
+    let now = Instant::now();
+    let mut client = Peer::new(Role::Client, config(), now);
+    client.handle_open(now);
+    let connect = format!(
+        "[\n[\"_set\",\"sessionID\",\"aaaaaaaaaaaaaaaaaaaaaaaa\"]\n,\n{{\"args\":[\"connect\",{{\"objectMode\":true,\"enableAcks\":true,\"uhura\":{version}}}],\"id\":\"c\"}}"
+    );
+    client.handle_receive(connect.as_bytes(), now);
+    let _ = events(&mut client);
+    let _ = output_texts(&mut client);
+    for i in 0..4 {
+        client.send_event(format!("[\"e\",{i}]"), Some((1, i)), now);
+    }
+    let ids = ids_of(&output(&mut client));
+    (client, ids)
+}
+
+#[test]
+fn a_cumulative_ack_settles_every_callback_up_to_its_id_in_order() {
+    let now = Instant::now();
+    let (mut client, ids) = client_with_four_unacked(2);
+    client.handle_receive(format!("\n,\n[\"_uhura_ack\",\"{}\"]", ids[2]).as_bytes(), now);
+    assert_eq!(events(&mut client), vec![Event::Acked((1, 0)), Event::Acked((1, 1)), Event::Acked((1, 2))]);
+    assert_eq!(client.unacked_len(), 1);
+    // Again, or for an id acknowledged already: nothing more.
+    client.handle_receive(format!("\n,\n[\"_uhura_ack\",\"{}\"]", ids[1]).as_bytes(), now);
+    assert_eq!(events(&mut client), vec![]);
+    client.handle_receive(format!("\n,\n[\"_uhura_ack\",\"{}\"]", ids[3]).as_bytes(), now);
+    assert_eq!(events(&mut client), vec![Event::Acked((1, 3))]);
+
+    // An application's own `_uhura_ack` event (object-shaped, with an id) is
+    // delivered, not taken for an ack.
+    let (mut client, ids) = client_with_four_unacked(2);
+    let app = format!("\n,\n{{\"args\":[\"_uhura_ack\",\"{}\"],\"id\":\"x\"}}", ids[3]);
+    client.handle_receive(app.as_bytes(), now);
+    assert_eq!(events(&mut client), vec![Event::Message(format!("[\"_uhura_ack\",\"{}\"]", ids[3]))]);
+    assert_eq!(client.unacked_len(), 4);
+
+    // A server that did not negotiate it: `_uhura_ack` is an ordinary event.
+    let (mut client, ids) = client_with_four_unacked(1);
+    client.handle_receive(format!("\n,\n[\"_uhura_ack\",\"{}\"]", ids[3]).as_bytes(), now);
+    assert_eq!(events(&mut client), vec![Event::Message(format!("[\"_uhura_ack\",\"{}\"]", ids[3]))]);
+    assert_eq!(client.unacked_len(), 4);
 }

@@ -10,6 +10,9 @@
 //! * `wants_write` says whether `poll_transmit` has bytes; `write_to` cut short keeps the
 //!   rest, so the stream stays well framed;
 //! * every ack written (and every `AckDue`) names an id that actually arrived;
+//! * acks due are written per batch with `write_acks`: a cumulative ack (`_uhura_ack`) is
+//!   only written to a peer that negotiated it, names the last of the acks it stands for,
+//!   and never stands for a duplicate's ack;
 //! * with `defer_acks` (the engine's setting), an acked application event was delivered;
 //! * duplicate suppression: an id of ours delivered while extensions were on is never
 //!   delivered again while they are on;
@@ -116,6 +119,10 @@ enum Msg {
     Ack(IdKind),
     /// Acks one of the ids we have seen the peer send.
     AckOurs(u16),
+    /// `["_uhura_ack", id]`: that id and everything sent before it.
+    CumulativeAck(IdKind),
+    /// The same for one of the ids we have seen the peer send.
+    CumulativeAckOurs(u16),
     Start(Option<HandshakeConfig>),
     Connect(Option<HandshakeConfig>),
     SetKey(u8, u8),
@@ -233,6 +240,9 @@ struct Harness {
     /// Ids that other messages (not application events) carried too: a peer that reuses
     /// an id gets that message acked under it, which is not an event's ack.
     other_ids: HashSet<String>,
+    /// Acks handed to `write_acks` on this transport and not yet read from the output,
+    /// in order: (decoded id, duplicate).
+    owed: std::collections::VecDeque<(String, bool)>,
 }
 
 impl Harness {
@@ -299,12 +309,15 @@ impl Harness {
                 serde_json::to_string(&format!("ack::{}", id_text(*k).unwrap_or_default())).unwrap()
             ),
             Msg::AckOurs(i) => {
-                let id = if self.sent_ids.is_empty() {
-                    String::new()
-                } else {
-                    self.sent_ids[usize::from(*i) % self.sent_ids.len()].clone()
-                };
+                let id = self.sent_id(*i);
                 format!("{{\"args\":[{}]}}", serde_json::to_string(&format!("ack::{id}")).unwrap())
+            }
+            Msg::CumulativeAck(k) => match k {
+                IdKind::Null | IdKind::Number => format!("[\"_uhura_ack\",{}]", id_json(*k)),
+                _ => format!("[\"_uhura_ack\",{}]", serde_json::to_string(&id_text(*k).unwrap_or_default()).unwrap()),
+            },
+            Msg::CumulativeAckOurs(i) => {
+                format!("[\"_uhura_ack\",{}]", serde_json::to_string(&self.sent_id(*i)).unwrap())
             }
             Msg::Start(c) => format!("[\"start\"{}]", config_json(c)),
             Msg::Connect(c) => {
@@ -342,6 +355,15 @@ impl Harness {
         }
     }
 
+    /// One of the ids we have seen the peer send ("" before any).
+    fn sent_id(&self, i: u16) -> String {
+        if self.sent_ids.is_empty() {
+            String::new()
+        } else {
+            self.sent_ids[usize::from(i) % self.sent_ids.len()].clone()
+        }
+    }
+
     fn text_message(&mut self, t: &str) -> String {
         if let Some(id) = text_id(t) {
             self.note_other_id(id);
@@ -364,6 +386,9 @@ impl Harness {
 
     fn drain_events(&mut self, ext_before: bool) {
         let extended = ext_before && self.peer.extended();
+        // The acks due in this batch, written together as the engine does once the
+        // application has handled it.
+        let mut due: Vec<(String, bool)> = Vec::new();
         while let Some(ev) = self.peer.poll_event() {
             trace!("EV {ev:?}");
             match ev {
@@ -396,10 +421,10 @@ impl Harness {
                         assert!(self.delivered_extended.insert(id.to_owned()), "id {id} delivered twice");
                     }
                 }
-                Event::AckDue(id) => {
+                Event::AckDue { id, duplicate } => {
                     // The id as it was on the wire: its raw JSON literal.
                     assert!(self.received_ids.contains(&decoded_id(&id)), "AckDue for {id:?}, which never arrived");
-                    self.peer.write_ack(&id);
+                    due.push((id, duplicate));
                 }
                 Event::Acked(n)
                 | Event::AckTimeout(n)
@@ -417,6 +442,33 @@ impl Harness {
                 | Event::Seen { .. }
                 | Event::Error(_) => {}
             }
+        }
+        if !due.is_empty() {
+            if self.peer.is_open() {
+                self.owed.extend(due.iter().map(|(id, dup)| (decoded_id(id), *dup)));
+            }
+            self.peer.write_acks(due.iter().map(|(id, dup)| (id.as_str(), *dup)));
+        }
+    }
+
+    /// An ack read from the output: it pays the first ack owed under that id.
+    fn paid(&mut self, id: &str) {
+        if let Some(i) = self.owed.iter().position(|(o, _)| o == id) {
+            self.owed.remove(i);
+        }
+    }
+
+    /// A cumulative ack read from the output: it stands for the acks owed up to the one
+    /// it names, which ends a run of new messages' acks (none of them a duplicate's). An
+    /// id that other messages carried too is only bookkept: which ack pays what is then
+    /// ambiguous.
+    fn paid_through(&mut self, id: &str) {
+        assert!(self.peer.cumulative_acks(), "cumulative ack to a peer that did not negotiate it");
+        let run_end = self.owed.iter().position(|(_, dup)| *dup).unwrap_or(self.owed.len());
+        match self.owed.iter().take(run_end).rposition(|(o, _)| o == id) {
+            Some(i) => drop(self.owed.drain(..=i)),
+            None if self.other_ids.contains(id) => {}
+            None => panic!("cumulative ack {id:?} ends no run of acks owed: {:?}", self.owed),
         }
     }
 
@@ -459,8 +511,17 @@ impl Harness {
         for m in msgs {
             trace!("OUT {m}");
             match message::parse(&m) {
+                Ok(Incoming::Event { name, args, id: None }) if name == "_uhura_ack" => {
+                    let id: String = serde_json::from_str::<(String, String)>(args).expect("[\"_uhura_ack\", id]").1;
+                    assert!(self.received_ids.contains(&id), "cumulative ack for {id:?}, which never arrived");
+                    if self.config.defer_acks && self.app_event_ids.contains(&id) && !self.out_of_order.contains(&id) {
+                        assert!(self.delivered.contains(&id), "cumulative ack for {id:?}, never delivered");
+                    }
+                    self.paid_through(&id);
+                }
                 Ok(Incoming::Ack { id }) => {
                     assert!(self.received_ids.contains(id.as_ref()), "ack for {id:?}, which never arrived");
+                    self.paid(id.as_ref());
                     if self.config.defer_acks
                         && self.app_event_ids.contains(id.as_ref())
                         && !self.out_of_order.contains(id.as_ref())
@@ -487,6 +548,8 @@ impl Harness {
         self.out_reader = Reader::new(usize::MAX);
         self.in_started = false;
         self.transport_max.clear();
+        // What was owed on the last transport went with it.
+        self.owed.clear();
         self.drain_events(false);
     }
 
@@ -552,6 +615,7 @@ fuzz_target!(|input: Input| {
         unsuppressed: HashSet::new(),
         out_of_order: HashSet::new(),
         other_ids: HashSet::new(),
+        owed: std::collections::VecDeque::new(),
     };
     h.on_open();
     for step in input.steps.iter().take(256) {

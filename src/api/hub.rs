@@ -180,7 +180,14 @@ impl Hub {
                     queue(h, event, bytes);
                 }
                 Some(Kind::Set) => queue(h, Event::set(body), bytes),
-                Some(Kind::Acked) => seq().into_iter().for_each(|s| self.settle_ack(s, Ok(()))),
+                Some(Kind::Acked) => {
+                    // `[handle, 1, seq]` or a range, `[handle, 1, from, to]`,
+                    // whose `to` `swap_remove` moved to index 2.
+                    if let Some(from) = seq() {
+                        let to = entry.get(2).and_then(Value::as_u64).unwrap_or(from);
+                        (from..=to).for_each(|s| self.settle_ack(s, Ok(())));
+                    }
+                }
                 Some(Kind::AckTimeout) => seq().into_iter().for_each(|s| {
                     self.settle_ack(
                         s,

@@ -12,7 +12,9 @@ use std::fmt;
 pub enum Kind {
     /// An application event from the peer: `[handle, 0, [name, ...args]]`.
     Message = 0,
-    /// A send callback settled by the ack of its event: `[handle, 1, seq]`.
+    /// Send callbacks settled by the acks of their events: `[handle, 1, seq]`,
+    /// or `[handle, 1, from, to]` for every sequence number from `from` to
+    /// `to` (inclusive).
     Acked = 1,
     /// A `_set` from the peer, already merged into the session.
     Set = 2,

@@ -5,6 +5,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::fmt;
+use std::fmt::Write as _;
 
 /// Prefix of an acknowledgement's event name: `{"args":["ack::<id>"]}`.
 pub const ACK_PREFIX: &str = "ack::";
@@ -16,6 +17,10 @@ pub const HEARTBEAT: &str = "_uhura_hb";
 /// Sent, to peers that negotiated our extensions, right before closing the
 /// connection over a protocol error in what the peer sent.
 pub const REFUSED: &str = "_uhura_refused";
+/// Name of the cumulative ack, `["_uhura_ack","<id>"]`: acknowledges that
+/// message and every message sent before it on the connection. Only between
+/// peers that negotiated extensions version 2 (docs/PROTOCOL.md §9).
+pub const CUMULATIVE_ACK: &str = "_uhura_ack";
 
 /// Default cap on the number of arguments of one event (after its name).
 pub const DEFAULT_MAX_ARGS: usize = 4096;
@@ -66,8 +71,8 @@ struct ObjectShape<'a> {
     id: Option<&'a RawValue>,
 }
 
-/// Parses one message as produced by the framing reader, with the default
-/// argument limit.
+/// Parses one message as produced by the framing reader (which validated
+/// its JSON), with the default argument limit.
 pub fn parse(text: &str) -> Result<Incoming<'_>, MessageError> {
     parse_with_limit(text, DEFAULT_MAX_ARGS)
 }
@@ -115,7 +120,28 @@ pub fn parse_with_limit(text: &str, max_args: usize) -> Result<Incoming<'_>, Mes
 /// Reads the first element of a JSON array, which must be a string, and
 /// skips the rest without building values (serde_json skips iteratively, so
 /// depth costs no stack), counting the arguments.
+///
+/// An array too short to hold more than `max_args` arguments is not
+/// scanned past its name: the framing reader validated it already, and
+/// counting cost a second pass over every message.
 fn event_name(args: &str, max_args: usize) -> Result<Cow<'_, str>, MessageError> {
+    // `[`, `]`, a name of at least `""`, then a comma and at least one byte per argument.
+    if args.len().saturating_sub(4) / 2 <= max_args {
+        let rest = args[1..].trim_start_matches([' ', '\t', '\n', '\r']);
+        if rest.starts_with(']') {
+            return Err(MessageError("message has no event name"));
+        }
+        let mut de = serde_json::Deserializer::from_str(rest);
+        return match BorrowedOrOwned::deserialize(&mut de) {
+            Ok(name) => Ok(name.0),
+            Err(_) => Err(MessageError("event name is not a string")),
+        };
+    }
+    event_name_counted(args, max_args)
+}
+
+/// `event_name` for an array that may hold more than `max_args` arguments.
+fn event_name_counted(args: &str, max_args: usize) -> Result<Cow<'_, str>, MessageError> {
     struct NameVisitor(usize);
     impl<'de> serde::de::Visitor<'de> for NameVisitor {
         type Value = Result<Cow<'de, str>, MessageError>;
@@ -204,6 +230,18 @@ pub fn encode_event(args: &str, object_mode: bool, id: Option<&str>, out: &mut S
     out.push('}');
 }
 
+/// Encodes an object-mode event with one of our ids, `<prefix><seq>`
+/// (docs/PROTOCOL.md §9), written in place: `prefix` is hex digits and a
+/// dash, which JSON needs no escape for.
+pub(crate) fn encode_event_our_id(args: &str, prefix: &str, seq: u64, out: &mut String) {
+    out.push_str("{\"args\":");
+    out.push_str(args);
+    out.push_str(",\"id\":\"");
+    out.push_str(prefix);
+    let _ = write!(out, "{seq}");
+    out.push_str("\"}");
+}
+
 /// Encodes `["<name>"]`, or `["<name>",<arg>]` with `arg` JSON text
 /// already: the protocol's own messages (`start`, `connect`, a whole
 /// session's `_set`, heartbeats, refusals).
@@ -265,6 +303,12 @@ pub(crate) fn encode_ack_raw(raw_id: &str, out: &mut String) {
     }
 }
 
+/// Encodes `["_uhura_ack",<id>]` from the id's raw JSON string literal, as
+/// `encode_ack_raw` does for one message.
+pub(crate) fn encode_cumulative_ack_raw(raw_id: &str, out: &mut String) {
+    encode_call(CUMULATIVE_ACK, Some(raw_id), out);
+}
+
 /// Appends `s` as a JSON string literal.
 pub fn push_json_string(s: &str, out: &mut String) {
     // serde_json never fails to serialize a str.
@@ -299,10 +343,39 @@ mod tests {
     }
 
     #[test]
+    fn max_args_holds_whether_or_not_the_arguments_are_counted() {
+        for max in [0usize, 1, 2, 5, 64] {
+            for n in 0..=max + 2 {
+                let short = format!("[\"e\"{}]", ",1".repeat(n));
+                let spaced = format!("[ \"e\" {}]", " , [1,2,3]".repeat(n));
+                for args in [short, spaced] {
+                    let r = parse_with_limit(&args, max);
+                    if n <= max {
+                        assert_eq!(r, Ok(Incoming::Event { name: "e".into(), args: &args, id: None }), "{args}");
+                    } else {
+                        assert!(r.is_err(), "{args} holds more than {max}");
+                    }
+                }
+            }
+        }
+        assert_eq!(
+            parse(" [ \n\"w\\u00e9\" ]").map(|m| matches!(m, Incoming::Event { name, .. } if name == "wé")),
+            Ok(true)
+        );
+        assert_eq!(parse("[ ]"), Err(MessageError("message has no event name")));
+        assert_eq!(parse("[1,\"e\"]"), Err(MessageError("event name is not a string")));
+    }
+
+    #[test]
     fn encode_round_trip() {
         let mut s = String::new();
         encode_event(r#"["e",1]"#, true, Some("q\"1"), &mut s);
         assert_eq!(s, r#"{"args":["e",1],"id":"q\"1"}"#);
+        s.clear();
+        encode_event_our_id(r#"["e",1]"#, "0123456789ab-", 42, &mut s);
+        let mut via_id = String::new();
+        encode_event(r#"["e",1]"#, true, Some("0123456789ab-42"), &mut via_id);
+        assert_eq!(s, via_id);
         s.clear();
         encode_ack("q\"1", &mut s);
         assert_eq!(s, r#"{"args":["ack::q\"1"]}"#);

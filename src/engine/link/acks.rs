@@ -27,14 +27,16 @@ struct DeferredAck {
     gen: u64,
     /// The message id to acknowledge.
     id: String,
+    /// Of a duplicate (see `Event::AckDue`).
+    duplicate: bool,
 }
 
 impl Link {
     /// The peer asks to ack message `id` (`Event::AckDue`); called under the
     /// peer lock, so acks queue in the order the peer asked for them.
-    pub(super) fn defer_ack(&self, id: String) {
+    pub(super) fn defer_ack(&self, id: String, duplicate: bool) {
         let gen = self.last_gen.load(Ordering::Acquire);
-        lock(&self.deferred).acks.push_back(DeferredAck { gen, id });
+        lock(&self.deferred).acks.push_back(DeferredAck { gen, id, duplicate });
     }
 
     /// After a pump: writes the acks the application has already handled,
@@ -66,12 +68,13 @@ impl Link {
         // so two threads releasing at once cannot reorder acks on the wire.
         let mut peer = lock(&self.peer);
         let mut d = lock(&self.deferred);
-        let mut wrote = false;
-        while d.acks.front().is_some_and(|a| a.gen <= upto) {
-            if let Some(DeferredAck { id, .. }) = d.acks.pop_front() {
-                peer.write_ack(&id);
-                wrote = true;
-            }
+        // Handed to the peer together, so the acks of one batch become one
+        // cumulative ack with a peer of ours (`Peer::write_acks`).
+        let due = d.acks.iter().take_while(|a| a.gen <= upto).count();
+        let wrote = due > 0;
+        if wrote {
+            peer.write_acks(d.acks.range(..due).map(|a| (a.id.as_str(), a.duplicate)));
+            d.acks.drain(..due);
         }
         let empty = d.acks.is_empty();
         if empty && unlist {

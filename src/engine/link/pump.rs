@@ -75,11 +75,28 @@ impl Link {
                     t.end();
                 }
             }
+            // Consecutive acked sequence numbers of one handle, not yet delivered.
+            let mut acked: Option<AckedRun> = None;
             while let Some(ev) = peer.poll_event() {
+                if let Event::Acked((h, seq)) = ev {
+                    match &mut acked {
+                        Some(run) if run.handle == h && run.to + 1 == seq => run.to = seq,
+                        _ => {
+                            if let Some(run) = acked.replace(AckedRun { handle: h, from: seq, to: seq }) {
+                                run.deliver(&self.delivery);
+                            }
+                        }
+                    }
+                    continue;
+                }
+                // Entries keep the order of the events.
+                if let Some(run) = acked.take() {
+                    run.deliver(&self.delivery);
+                }
                 match ev {
                     Event::Message(args) => self.deliver(Kind::Message, |b| b.push_str(&args)),
                     Event::Set(args) => self.deliver(Kind::Set, |b| b.push_str(&args)),
-                    Event::Acked((h, seq)) => deliver_to(&self.delivery, h, Kind::Acked, &seq.to_string()),
+                    Event::Acked(_) => {}
                     Event::AckTimeout((h, seq)) => deliver_to(&self.delivery, h, Kind::AckTimeout, &seq.to_string()),
                     Event::Dropped { notify } => match notify {
                         Some((h, seq)) => deliver_to(&self.delivery, h, Kind::Dropped, &seq.to_string()),
@@ -127,8 +144,11 @@ impl Link {
                         Some((_, max)) => *max = seq.max(*max),
                         None => delta.seen.push((sender, seq)),
                     },
-                    Event::AckDue(id) => self.defer_ack(id),
+                    Event::AckDue { id, duplicate } => self.defer_ack(id, duplicate),
                 }
+            }
+            if let Some(run) = acked {
+                run.deliver(&self.delivery);
             }
             if save_due {
                 self.stage_session_save(&mut peer, &mut store_work);
@@ -197,6 +217,28 @@ impl Link {
         e.insert("server".into(), self.server.map_or(Value::Null, Value::from));
         let text = Value::Object(e).to_string();
         self.deliver(Kind::Error, |b| b.push_str(&text));
+    }
+}
+
+/// Send callbacks of one handle settled by acks, sequence numbers `from`
+/// to `to`: one ACKED entry, `[handle, 1, seq]` or `[handle, 1, from, to]`,
+/// so a burst's callbacks cross to the application as one entry per batch.
+struct AckedRun {
+    handle: u32,
+    from: u64,
+    to: u64,
+}
+
+impl AckedRun {
+    fn deliver(self, delivery: &Delivery) {
+        let AckedRun { handle, from, to } = self;
+        delivery.push(|b| {
+            let _ = if from == to {
+                write!(b, "[{handle},{},{from}]", Kind::Acked)
+            } else {
+                write!(b, "[{handle},{},{from},{to}]", Kind::Acked)
+            };
+        });
     }
 }
 

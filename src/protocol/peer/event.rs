@@ -59,8 +59,15 @@ pub enum Event {
     },
     /// (`defer_acks`) Once the application has handled the events before
     /// this one, acknowledge message `id` (its raw JSON string literal) with
-    /// `write_ack`.
-    AckDue(String),
+    /// `write_acks` (or `write_ack`).
+    AckDue {
+        /// The message id's raw JSON string literal.
+        id: String,
+        /// The message was delivered before (docs/PROTOCOL.md §9): its ack
+        /// is written on its own, never as a cumulative ack covering the
+        /// acks before it (the original's ack may be out already).
+        duplicate: bool,
+    },
     /// A protocol error, or the peer went silent; the driver closes this transport.
     Error(String),
 }

@@ -5,7 +5,7 @@ use super::config::RESERVED_EVENTS;
 use super::event::{Direction, Event};
 use super::{Peer, Phase, Role};
 use crate::protocol::json;
-use crate::protocol::message::{self, Incoming, MessageError, HEARTBEAT, REFUSED, SET};
+use crate::protocol::message::{self, Incoming, MessageError, CUMULATIVE_ACK, HEARTBEAT, REFUSED, SET};
 use serde_json::Value;
 use std::time::Instant;
 
@@ -57,17 +57,28 @@ impl Peer {
             }
             Incoming::Event { name, args, id } => (name, args, id),
         };
-        let Some(id) = id else { return self.dispatch(&name, args, now).map(drop) };
+        let Some(id) = id else {
+            // Array-shaped and without an id, as no application event of a
+            // peer that negotiated it is: an application's `_uhura_ack`
+            // event (object-shaped, with an id) is delivered as any other.
+            if name == CUMULATIVE_ACK && self.negotiated.cumulative_acks() {
+                let id = second_arg(args, self.config.max_depth)?;
+                let id = id.as_str().ok_or(MessageError("_uhura_ack without a message id"))?;
+                self.on_ack_through(id);
+                return Ok(());
+            }
+            return self.dispatch(&name, args, now).map(drop);
+        };
         if self.negotiated.extended() && message::decode_string(id).is_some_and(|id| self.is_duplicate(&id)) {
             // Taken before; the ack that follows it may have been lost. Its
             // ack waits like a delivery's: the original may still be held
             // (a session loading) or queued for the application, and an ack
             // must never vouch for an event not yet handled.
-            self.ack(id.to_owned(), true);
+            self.ack(id, true, true);
             return Ok(());
         }
         let delivered = self.dispatch(&name, args, now)?;
-        self.ack(id.to_owned(), delivered);
+        self.ack(id, delivered, false);
         Ok(())
     }
 
@@ -91,13 +102,13 @@ impl Peer {
     /// `Event::AckDue`, right behind the message) until the driver knows the
     /// application has handled it, so an ack never vouches for an event
     /// still in a buffer.
-    fn ack(&mut self, id: String, defer: bool) {
+    fn ack(&mut self, id: &str, defer: bool, duplicate: bool) {
         if self.config.defer_acks && defer {
-            let due = Event::AckDue(id);
+            let due = Event::AckDue { id: id.to_owned(), duplicate };
             self.hold_or_emit(due);
             return;
         }
-        self.write_ack(&id);
+        self.write_ack(id);
     }
 
     /// Writes `{"args":["ack::<id>"]}`; `id` is the raw JSON string literal
@@ -106,6 +117,48 @@ impl Peer {
         let mut ack = std::mem::take(&mut self.scratch);
         ack.clear();
         message::encode_ack_raw(id, &mut ack);
+        self.frame(&ack);
+        self.scratch = ack;
+    }
+
+    /// Writes the acks of `Event::AckDue`s, `(id, duplicate)` in the order
+    /// the peer reported them, once the application has handled their
+    /// events. With a peer that negotiated cumulative acks (extensions 2),
+    /// a run of two or more acks of new messages goes out as one
+    /// `["_uhura_ack","<last id>"]`: the sender reads it as "that message
+    /// and every one sent before it", which holds because messages arrive
+    /// in the order they were sent and acks go out in the order they
+    /// arrived. A duplicate's ack is written on its own, since it may name
+    /// a message whose ack is out already. Otherwise one ack per message,
+    /// as `write_ack`.
+    pub fn write_acks<'a>(&mut self, acks: impl IntoIterator<Item = (&'a str, bool)>) {
+        let cumulative = self.negotiated.cumulative_acks();
+        // The last id of the current run of new messages, and its length.
+        let mut run: Option<(&str, usize)> = None;
+        for (id, duplicate) in acks {
+            if cumulative && !duplicate {
+                run = Some((id, run.map_or(1, |(_, n)| n + 1)));
+                continue;
+            }
+            if let Some(r) = run.take() {
+                self.write_run(r);
+            }
+            self.write_ack(id);
+        }
+        if let Some(r) = run {
+            self.write_run(r);
+        }
+    }
+
+    /// One run of `write_acks`: a single ack as it always was, more as one
+    /// cumulative ack.
+    fn write_run(&mut self, (last, len): (&str, usize)) {
+        if len == 1 {
+            return self.write_ack(last);
+        }
+        let mut ack = std::mem::take(&mut self.scratch);
+        ack.clear();
+        message::encode_cumulative_ack_raw(last, &mut ack);
         self.frame(&ack);
         self.scratch = ack;
     }

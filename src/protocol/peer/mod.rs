@@ -94,8 +94,8 @@ enum Phase {
 /// From the application: [`send_event`](Self::send_event), [`set`](Self::set),
 /// [`send_message`](Self::send_message) (one message outside the queue),
 /// [`write_raw`](Self::write_raw) (bytes outside the framing),
-/// [`write_ack`](Self::write_ack) (for each [`Event::AckDue`], once the
-/// events before it were handled), [`set_max_queue_length`](Self::set_max_queue_length),
+/// [`write_acks`](Self::write_acks) or [`write_ack`](Self::write_ack) (for
+/// [`Event::AckDue`]s, once the events before them were handled), [`set_max_queue_length`](Self::set_max_queue_length),
 /// [`clear_session`](Self::clear_session). A server resuming a session
 /// moves outbound state with [`take_retained`](Self::take_retained) (after
 /// `handle_close`), [`adopt_retained`](Self::adopt_retained) and
@@ -325,6 +325,11 @@ impl Peer {
     /// Whether the peer is one of ours (extensions negotiated).
     pub fn extended(&self) -> bool {
         self.negotiated.extended()
+    }
+    /// Whether the peer negotiated cumulative acks (extensions 2): see
+    /// [`write_acks`](Self::write_acks).
+    pub fn cumulative_acks(&self) -> bool {
+        self.negotiated.cumulative_acks()
     }
     /// The shared key/value session as this side sees it.
     pub fn session(&self) -> &Session {

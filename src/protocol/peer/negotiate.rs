@@ -9,8 +9,13 @@ use serde::Serialize;
 use serde_json::Value;
 use std::time::Duration;
 
-/// Version of our extensions, sent as `"uhura"` in the config objects.
-pub const EXTENSIONS_VERSION: u64 = 1;
+/// Version of our extensions, sent as `"uhura"` in the config objects. Both
+/// sides use the lower of the two versions. 1: duplicate suppression,
+/// heartbeats, refusals, resume secrets; 2: also cumulative acks.
+pub const EXTENSIONS_VERSION: u64 = 2;
+
+/// The first extensions version with cumulative acks (`["_uhura_ack",id]`).
+const CUMULATIVE_ACKS_SINCE: u64 = 2;
 
 /// What the handshake of the current transport settled.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -20,7 +25,8 @@ pub(super) struct Negotiated {
     /// Events carry ids and are acknowledged.
     pub enable_acks: bool,
     /// The version of our extensions in use, when the peer is one of ours:
-    /// duplicate suppression, heartbeats, refusals, resume secrets.
+    /// duplicate suppression, heartbeats, refusals, resume secrets; from 2,
+    /// cumulative acks.
     pub extensions: Option<u64>,
     /// The peer's heartbeat interval, if it sends heartbeats.
     pub peer_heartbeat: Option<Duration>,
@@ -118,12 +124,13 @@ impl Negotiated {
     }
 
     /// Server: the config object of `connect`; `secret`: a new session's
-    /// resume secret (our peers only).
+    /// resume secret (our peers only). It echoes the version both sides
+    /// use, so a client of an older version is never offered more.
     pub(super) fn connect_config(&self, ours: &Config, secret: Option<&str>) -> String {
         let mut c =
             WireConfig { object_mode: self.object_mode, enable_acks: self.enable_acks, ..WireConfig::default() };
-        if self.extensions.is_some() {
-            c.uhura = Some(EXTENSIONS_VERSION);
+        if let Some(version) = self.extensions {
+            c.uhura = Some(version);
             c.heartbeat = ours.heartbeat_interval.map(millis);
             c.secret = secret;
         }
@@ -151,6 +158,11 @@ impl Negotiated {
     pub(super) fn extended(&self) -> bool {
         self.extensions.is_some()
     }
+
+    /// The peer sends and understands `["_uhura_ack",id]` (extensions 2).
+    pub(super) fn cumulative_acks(&self) -> bool {
+        self.extensions.is_some_and(|v| v >= CUMULATIVE_ACKS_SINCE)
+    }
 }
 
 fn truthy(v: &Value) -> bool {
@@ -173,7 +185,7 @@ mod tests {
         let ours = Config::default();
         assert_eq!(
             Negotiated::start_config(&ours, Some("s\"")),
-            r#"{"objectMode":true,"enableAcks":true,"uhura":1,"heartbeat":15000,"resume":"s\""}"#
+            r#"{"objectMode":true,"enableAcks":true,"uhura":2,"heartbeat":15000,"resume":"s\""}"#
         );
         let old = Config { extensions: false, ..Config::default() };
         assert_eq!(Negotiated::start_config(&old, Some("s")), r#"{"objectMode":true,"enableAcks":true}"#);
@@ -183,8 +195,19 @@ mod tests {
         assert_eq!(n.extensions, Some(EXTENSIONS_VERSION));
         assert_eq!(
             n.connect_config(&ours, Some("k")),
-            r#"{"objectMode":true,"enableAcks":true,"uhura":1,"heartbeat":15000,"secret":"k"}"#
+            r#"{"objectMode":true,"enableAcks":true,"uhura":2,"heartbeat":15000,"secret":"k"}"#
         );
+        assert!(n.cumulative_acks());
+        // A client of version 1 (our older releases) is answered with 1 and
+        // gets no cumulative acks; neither does a server that answers 1.
+        let (n, _) = Negotiated::from_start(&json!({"objectMode":true,"enableAcks":true,"uhura":1}), &ours);
+        assert!(n.extended() && !n.cumulative_acks());
+        assert_eq!(
+            n.connect_config(&ours, None),
+            r#"{"objectMode":true,"enableAcks":true,"uhura":1,"heartbeat":15000}"#
+        );
+        let (n, _) = Negotiated::from_connect(&json!({"objectMode":true,"enableAcks":true,"uhura":1}), &ours);
+        assert!(n.extended() && !n.cumulative_acks());
         let start = json!({"objectMode":true,"enableAcks":false,"uhura":1});
         let (n, resume) = Negotiated::from_start(&start, &ours);
         assert_eq!((n.extended(), resume), (false, None));

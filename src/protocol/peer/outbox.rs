@@ -168,8 +168,11 @@ impl Peer {
         let mut text = std::mem::take(&mut self.scratch);
         text.clear();
         if self.negotiated.object_mode && self.negotiated.enable_acks {
-            let id = self.outbox.id_of(&p);
-            message::encode_event(&p.args, true, Some(&id), &mut text);
+            match &p.foreign_id {
+                Some(id) => message::encode_event(&p.args, true, Some(id), &mut text),
+                // Written in place: no id string per event.
+                None => message::encode_event_our_id(&p.args, &self.outbox.id_prefix, p.seq, &mut text),
+            }
             self.frame(&text);
             self.outbox.unacked.insert(p.seq, p);
         } else {
@@ -204,24 +207,51 @@ impl Peer {
         }
     }
 
+    /// Our sequence number of message `id`: ours by its number, one taken
+    /// over from another connection or server through `foreign_ids`.
+    fn seq_of(&self, id: &str) -> Option<u64> {
+        match id.strip_prefix(&self.outbox.id_prefix).and_then(|s| s.parse::<u64>().ok()) {
+            Some(seq) => Some(seq),
+            None => self.outbox.foreign_ids.get(id).copied(),
+        }
+    }
+
     /// The peer acknowledged message `id`.
     pub(super) fn on_ack(&mut self, id: &str) {
-        let seq = match id.strip_prefix(&self.outbox.id_prefix).and_then(|s| s.parse::<u64>().ok()) {
-            Some(seq) => seq,
-            None => match self.outbox.foreign_ids.remove(id) {
-                Some(seq) => seq,
-                None => return,
-            },
-        };
-        if let Some(p) = self.outbox.unacked.remove(&seq) {
-            self.outbox.progressed = true;
-            self.outbox.pending_bytes -= p.args.len();
-            if let Some(n) = p.notify {
-                self.events.push_back(Event::Acked(n));
+        if let Some(p) = self.seq_of(id).and_then(|seq| self.outbox.unacked.remove(&seq)) {
+            self.acknowledged(p);
+        }
+    }
+
+    /// The peer acknowledged message `id` and every message sent before it
+    /// (`["_uhura_ack",id]`, docs/PROTOCOL.md §9): every unacknowledged
+    /// event up to its sequence number, in order. Unacknowledged events
+    /// were all sent on the current transport, in sequence order, so the
+    /// peer has had each of them. `id` itself may be acknowledged already.
+    pub(super) fn on_ack_through(&mut self, id: &str) {
+        let Some(seq) = self.seq_of(id) else { return };
+        while let Some(entry) = self.outbox.unacked.first_entry() {
+            if *entry.key() > seq {
+                break;
             }
-            if self.config.persist_delivery {
-                self.events.push_back(Event::Unpersist { id: id.to_owned() });
-            }
+            let p = entry.remove();
+            self.acknowledged(p);
+        }
+    }
+
+    /// An unacknowledged event was acknowledged: its callback is told, its
+    /// persisted copy (with `persist_delivery`) and its bytes released.
+    fn acknowledged(&mut self, p: Pending) {
+        self.outbox.progressed = true;
+        self.outbox.pending_bytes -= p.args.len();
+        if let Some(n) = p.notify {
+            self.events.push_back(Event::Acked(n));
+        }
+        if self.config.persist_delivery {
+            self.events.push_back(Event::Unpersist { id: self.outbox.id_of(&p) });
+        }
+        if let Some(id) = &p.foreign_id {
+            self.outbox.foreign_ids.remove(id);
         }
     }
 
