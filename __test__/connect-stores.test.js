@@ -1,4 +1,5 @@
 'use strict'
+// One file (over 400 lines): its three suites share the store setups (KINDS, setUp) and checks below.
 // Real, unmodified connect stores behind our server (README "Sessions and
 // stores"), each as its users would set it up:
 //

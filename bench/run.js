@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 'use strict'
+// One file (over 400 lines): the measurements and main both read the run's configuration (CFG, from argv).
 // Benchmark harness (`npm run bench`):
 //   node bench/run.js [--quick] [--scale=F] [--only=a,b] [--tests=burst,s2c,many,pingpong,idle] ...
 //

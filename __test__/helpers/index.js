@@ -10,6 +10,7 @@
 //   sessions.js   sessions and stores as the session tests compare them
 //   redis.js      a private redis-server and a RESP client
 //   process.js    the exit watchdog and node child processes
+//   delivery.js   the delivery tests' servers, tallies and holding proxy
 // None of these names ends in .test.js, so `node --test __test__/` runs none.
 
 module.exports = {
@@ -23,4 +24,5 @@ module.exports = {
   ...require('./sessions'),
   ...require('./redis'),
   ...require('./process'),
+  ...require('./delivery'),
 }

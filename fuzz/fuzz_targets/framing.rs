@@ -1,4 +1,4 @@
-//! The framing reader (src/protocol/framing.rs) on arbitrary bytes in arbitrary chunkings.
+//! The framing reader (src/protocol/framing/) on arbitrary bytes in arbitrary chunkings.
 //!
 //! Input: `[size selector][split count][split count × 2 bytes of split points][stream...]`.
 //! The stream is fed whole, in the fuzzer's chunks, and (when short) byte by byte.

@@ -17,6 +17,9 @@
 //! * duplicate suppression: an id of ours delivered while extensions were on is never
 //!   delivered again while they are on;
 //! * each send callback hears its fate at most once (acked, dropped or timed out).
+//!
+//! One file (over 400 lines): cargo fuzz builds each file of fuzz_targets/ as a target of its
+//! own, so the steps, the harness and its checks, which must be read together, stay here.
 #![no_main]
 
 use arbitrary::Arbitrary;

@@ -24,7 +24,7 @@ pub type BoxStream = Box<dyn Stream>;
 
 /// What a link knows of its socket: addresses as Node reports them, and
 /// the socket itself when it may be written to directly (plain TCP or Unix;
-/// not TLS, whose handshake takes it away (`tls.rs`), not a JavaScript
+/// not TLS, whose handshake takes it away (`tls/`), not a JavaScript
 /// stream).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Addresses {

@@ -4,7 +4,7 @@
 
 use std::cell::Cell;
 use uhura::protocol::entropy::Entropy;
-use uhura::protocol::framing::{FrameError, Reader};
+use uhura::protocol::framing::{FrameError, Reader, DEFAULT_MAX_MESSAGE_SIZE};
 use uhura::protocol::peer::{Config, Peer};
 
 /// The default config with a seeded entropy source, so a test's ids are the
@@ -50,4 +50,33 @@ pub(crate) fn read_chunks<'a>(
         }
     }
     (out, None)
+}
+
+/// `data` read in one chunk with the default size limit.
+pub(crate) fn read_all(data: &[u8]) -> (Vec<String>, Option<FrameError>) {
+    read_chunks([data], DEFAULT_MAX_MESSAGE_SIZE)
+}
+
+/// The messages of `data`, which must read without an error.
+pub(crate) fn read_ok(data: &[u8]) -> Vec<String> {
+    let (msgs, err) = read_all(data);
+    assert_eq!(err, None, "input {:?}", String::from_utf8_lossy(data));
+    msgs
+}
+
+/// The error `data` must end in.
+pub(crate) fn read_err(data: &[u8]) -> FrameError {
+    read_all(data).1.unwrap_or_else(|| panic!("no error for {:?}", String::from_utf8_lossy(data)))
+}
+
+/// The same result for every way of cutting `data` into two chunks, one byte at a time, and
+/// all at once; returns that result.
+pub(crate) fn read_every_chunking(data: &[u8], max: usize) -> (Vec<String>, Option<FrameError>) {
+    let whole = read_chunks([data], max);
+    for cut in 0..=data.len() {
+        let (a, b) = data.split_at(cut);
+        assert_eq!(read_chunks([a, b], max), whole, "cut at {cut}");
+    }
+    assert_eq!(read_chunks(data.chunks(1), max), whole, "one byte at a time");
+    whole
 }

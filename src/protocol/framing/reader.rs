@@ -1,124 +1,11 @@
-//! Stream framing (docs/PROTOCOL.md §1): each direction of a connection is one streaming JSON
-//! array whose depth-1 elements are the messages.
+//! The framing [`Reader`]: an incremental JSON tokenizer.
 //!
-//! [`Reader`] is an incremental JSON tokenizer / pushdown state machine in the spirit of the
-//! `jsonparse` npm module the old package used. It validates the whole JSON grammar, accepts
-//! any chunking, and hands out every depth-1 element of the root array as its exact JSON text.
-//! [`Writer`] produces the `[\n<msg>\n,\n<msg>` framing the old writers produce.
-//!
-//! Sans-IO: no runtime, no sockets, no allocation per byte.
+//! Over 400 lines on purpose: it is one pushdown state machine (`State` and `Reader::run`),
+//! whose states hand bytes to each other and must be read together; splitting the match arms
+//! across files would hide the transitions.
 
-use std::fmt;
-
-/// Default cap on the size of one message (one depth-1 element), in bytes.
-pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 16 * 1024 * 1024;
-
-/// Default cap on the nesting depth of a message's argument array (the array itself is
-/// depth 1; `["e", {"a": [1]}]` has depth 3). See [`Reader::with_limits`].
-pub const DEFAULT_MAX_DEPTH: usize = 1000;
-/// The highest `maxDepth` accepted (larger settings are lowered to it): session values are
-/// serde_json values, whose clone, drop and serialisation recurse, and the engine's threads
-/// have 8 MiB of stack.
-pub const MAX_DEPTH_LIMIT: usize = 2000;
-
-/// Why a stream was rejected. Once a [`Reader`] returns one, it returns the same error forever.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FrameError {
-    /// Syntax error: `found` is the offending byte (as the old reader showed it: one char,
-    /// bytes >= 0x80 read as Latin-1), `position` its absolute offset in the stream (counted
-    /// from the first byte ever fed), `state` the tokenizer state it arrived in.
-    /// Displays as `Unexpected "." at position 0 in state START`.
-    Unexpected {
-        /// The offending byte, as one character.
-        found: String,
-        /// Its offset in the stream.
-        position: u64,
-        /// The tokenizer state it arrived in.
-        state: &'static str,
-    },
-    /// A single message (one depth-1 element) grew beyond the configured max size (in bytes).
-    MessageTooLarge {
-        /// The maximum message size, in bytes.
-        limit: usize,
-    },
-    /// A root value that is not an array (e.g. `{` or a bare number/string at depth 0).
-    RootNotArray {
-        /// Offset of the root value's first byte.
-        position: u64,
-    },
-    /// A depth-1 element that is not an array or an object (e.g. `[1,2]`, `[null]`, `["x"]`).
-    BadMessage {
-        /// Offset of the element's first byte.
-        position: u64,
-    },
-    /// Bytes that are not valid UTF-8 inside the JSON text (position of the first bad byte).
-    InvalidUtf8 {
-        /// Offset of the first bad byte.
-        position: u64,
-    },
-    /// A message nested deeper than the configured `maxDepth` (position of the opening
-    /// bracket one level too deep).
-    TooDeep {
-        /// The maximum depth.
-        limit: usize,
-        /// Offset of the bracket one level too deep.
-        position: u64,
-    },
-}
-
-impl fmt::Display for FrameError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            FrameError::Unexpected { found, position, state } => {
-                f.write_str("Unexpected ")?;
-                write_js_quoted(f, found)?;
-                write!(f, " at position {position} in state {state}")
-            }
-            // The other errors also read `Unexpected ...`, so that applications matching the
-            // old reader's error texts treat them alike.
-            FrameError::MessageTooLarge { limit } => {
-                write!(f, "Unexpected message size: a message is larger than {limit} bytes")
-            }
-            FrameError::RootNotArray { position } => {
-                write!(f, "Unexpected root value at position {position}: not an array")
-            }
-            FrameError::BadMessage { position } => {
-                write!(f, "Unexpected message at position {position}: not an array or an object")
-            }
-            FrameError::InvalidUtf8 { position } => {
-                write!(f, "Unexpected invalid UTF-8 at position {position}")
-            }
-            FrameError::TooDeep { limit, position } => {
-                write!(
-                    f,
-                    "Unexpected nesting at position {position}: a message is nested deeper than maxDepth ({limit})"
-                )
-            }
-        }
-    }
-}
-
-impl std::error::Error for FrameError {}
-
-/// Quote like JavaScript's `JSON.stringify` on a string.
-fn write_js_quoted(f: &mut fmt::Formatter<'_>, s: &str) -> fmt::Result {
-    use fmt::Write;
-    f.write_char('"')?;
-    for c in s.chars() {
-        match c {
-            '"' => f.write_str("\\\"")?,
-            '\\' => f.write_str("\\\\")?,
-            '\u{8}' => f.write_str("\\b")?,
-            '\u{c}' => f.write_str("\\f")?,
-            '\n' => f.write_str("\\n")?,
-            '\r' => f.write_str("\\r")?,
-            '\t' => f.write_str("\\t")?,
-            c if (c as u32) < 0x20 => write!(f, "\\u{:04x}", c as u32)?,
-            c => f.write_char(c)?,
-        }
-    }
-    f.write_char('"')
-}
+use super::scan::{has_prefix, is_scalar_start, scan_digits, scan_string};
+use super::{unexpected, FrameError, DEFAULT_MAX_DEPTH, DEFAULT_MAX_MESSAGE_SIZE};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -186,16 +73,6 @@ impl State {
     }
 }
 
-/// First byte of a JSON scalar (string, number, literal).
-#[inline]
-fn is_scalar_start(b: u8) -> bool {
-    matches!(b, b'"' | b'-' | b'0'..=b'9' | b't' | b'f' | b'n')
-}
-
-fn unexpected(b: u8, position: u64, state: &'static str) -> FrameError {
-    FrameError::Unexpected { found: char::from(b).to_string(), position, state }
-}
-
 fn literal_state_name(lit: &[u8], pos: u8) -> &'static str {
     const TRUE: [&str; 3] = ["TRUE1", "TRUE2", "TRUE3"];
     const FALSE: [&str; 4] = ["FALSE1", "FALSE2", "FALSE3", "FALSE4"];
@@ -209,49 +86,6 @@ fn literal_state_name(lit: &[u8], pos: u8) -> &'static str {
     table.get(idx).copied().unwrap_or("LITERAL")
 }
 
-const LO: u64 = 0x0101_0101_0101_0101;
-const HI: u64 = 0x8080_8080_8080_8080;
-
-/// Index of the first byte in `s` that ends a run of plain string content: `"`, `\` or a
-/// control character (< 0x20); `s.len()` if there is none. Eight bytes at a time.
-#[inline]
-fn scan_string(s: &[u8]) -> usize {
-    let mut i = 0;
-    let mut words = s.chunks_exact(8);
-    for w in &mut words {
-        let x = u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
-        let q = x ^ (LO * u64::from(b'"'));
-        let bs = x ^ (LO * u64::from(b'\\'));
-        // Lowest set bit of each term marks that term's first hit exactly (borrows only
-        // propagate upward), so the lowest bit of the union is the first special byte.
-        let m = (q.wrapping_sub(LO) & !q) | (bs.wrapping_sub(LO) & !bs) | (x.wrapping_sub(LO * 0x20) & !x);
-        let m = m & HI;
-        if m != 0 {
-            return i + (m.trailing_zeros() / 8) as usize;
-        }
-        i += 8;
-    }
-    for &b in words.remainder() {
-        if b == b'"' || b == b'\\' || b < 0x20 {
-            return i;
-        }
-        i += 1;
-    }
-    i
-}
-
-/// `s` starts with `p` (a short literal; avoids a `memcmp` call).
-#[inline]
-fn has_prefix(s: &[u8], p: &[u8]) -> bool {
-    s.len() >= p.len() && s.iter().zip(p).all(|(a, b)| a == b)
-}
-
-/// Length of the run of ASCII digits at the start of `s`.
-#[inline]
-fn scan_digits(s: &[u8]) -> usize {
-    s.iter().position(|b| !b.is_ascii_digit()).unwrap_or(s.len())
-}
-
 /// Append `data` to `buf`, growing the allocation geometrically but never past `cap` bytes
 /// (unless the data itself needs more, which the caller rules out).
 fn append_bounded(buf: &mut Vec<u8>, data: &[u8], cap: usize) {
@@ -263,7 +97,7 @@ fn append_bounded(buf: &mut Vec<u8>, data: &[u8], cap: usize) {
     buf.extend_from_slice(data);
 }
 
-/// Incremental reader of one direction of a connection. See the module docs.
+/// Incremental reader of one direction of a connection. See the [framing module docs](super).
 #[derive(Debug)]
 pub struct Reader {
     max_message_size: usize,
@@ -713,93 +547,5 @@ impl Reader {
             append_bounded(&mut self.buf, &chunk[start..n], max);
         }
         Ok(())
-    }
-}
-
-/// Writes one side's stream: `[\n` before the first message, `\n,\n` before every later one,
-/// `\n]\n` at clean end.
-#[derive(Debug, Clone, Default)]
-pub struct Writer {
-    started: bool,
-}
-
-impl Writer {
-    /// A writer whose root array is not open yet.
-    pub fn new() -> Self {
-        Writer { started: false }
-    }
-
-    /// The bytes that go before the next message (`[\n` for the first one, `\n,\n` after);
-    /// marks the stream started. For sinks that are not a `Vec<u8>`.
-    pub fn separator(&mut self) -> &'static str {
-        if self.started {
-            "\n,\n"
-        } else {
-            self.started = true;
-            "[\n"
-        }
-    }
-
-    /// Append the separator then `msg_json` (already-serialized JSON) to `buf`.
-    pub fn write_raw(&mut self, msg_json: &str, buf: &mut Vec<u8>) {
-        let sep = self.separator();
-        buf.reserve(sep.len() + msg_json.len());
-        buf.extend_from_slice(sep.as_bytes());
-        buf.extend_from_slice(msg_json.as_bytes());
-    }
-
-    /// The bytes that end the stream cleanly: `\n]\n` after messages, `[]\n` if nothing was
-    /// written. Resets, so a later write starts a new root array.
-    pub fn end_bytes(&mut self) -> &'static str {
-        let started = std::mem::replace(&mut self.started, false);
-        if started {
-            "\n]\n"
-        } else {
-            "[]\n"
-        }
-    }
-
-    /// Append `\n]\n` (or `[]\n` if nothing was written) and reset, so a later write starts a
-    /// new root array.
-    pub fn finish(&mut self, buf: &mut Vec<u8>) {
-        buf.extend_from_slice(self.end_bytes().as_bytes());
-    }
-
-    /// Whether the root array was opened (the first message written).
-    pub fn has_started(&self) -> bool {
-        self.started
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn scan_string_finds_first_special() {
-        for len in 0..40 {
-            for pos in 0..=len {
-                for special in [b'"', b'\\', 0u8, 0x1f] {
-                    let mut v = vec![b'a'; len];
-                    // mix in high bytes and near-miss values
-                    for (k, x) in v.iter_mut().enumerate() {
-                        *x = [b'a', 0xff, 0x20, 0x21, 0x23, 0x5b, 0x5d, 0x80][k % 8];
-                    }
-                    if pos < len {
-                        v[pos] = special;
-                    }
-                    assert_eq!(scan_string(&v), pos, "len {len} pos {pos}");
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn display_shape() {
-        let mut r = Reader::new(100);
-        let e = r.feed(b".", &mut Vec::new()).unwrap_err();
-        assert_eq!(e.to_string(), "Unexpected \".\" at position 0 in state START");
-        let e = unexpected(b'\n', 3, "COMMA");
-        assert_eq!(e.to_string(), "Unexpected \"\\n\" at position 3 in state COMMA");
     }
 }
