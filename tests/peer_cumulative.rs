@@ -3,23 +3,10 @@
 
 mod common;
 
-use common::{config, output_texts};
-use serde_json::Value;
+use common::{config, events, ids_of, output, output_texts};
 use std::fmt::Write as _;
 use std::time::Instant;
 use uhura::protocol::peer::{Config, Event, Peer, Role};
-
-fn output(peer: &mut Peer) -> Vec<Value> {
-    output_texts(peer).iter().map(|m| serde_json::from_str(m).unwrap()).collect()
-}
-
-fn events(peer: &mut Peer) -> Vec<Event> {
-    std::iter::from_fn(|| peer.poll_event()).collect()
-}
-
-fn ids_of(msgs: &[Value]) -> Vec<String> {
-    msgs.iter().filter_map(|m| m.get("id").and_then(Value::as_str).map(str::to_owned)).collect()
-}
 
 /// A server of ours with `defer_acks`, after a client's handshake offering
 /// extensions `version`, and the events `ids` from it; returns the acks it

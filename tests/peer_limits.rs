@@ -3,14 +3,10 @@
 
 mod common;
 
-use common::config;
+use common::{config, events};
 use std::time::{Duration, Instant};
 use uhura::protocol::entropy::Entropy;
 use uhura::protocol::peer::{Config, Event, Peer, Role};
-
-fn events(peer: &mut Peer) -> Vec<Event> {
-    std::iter::from_fn(|| peer.poll_event()).collect()
-}
 
 #[test]
 fn malformed_input_is_an_error_never_a_panic() {

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{config, output_texts};
+use common::{config, events, ids_of, output, output_texts};
 use serde_json::{json, Value};
 use std::time::Instant;
 use uhura::protocol::framing::Reader;
@@ -20,19 +20,6 @@ fn vector(name: &str) -> (String, String) {
 
 fn old_config() -> Config {
     Config { extensions: false, ..config() }
-}
-
-/// Everything the peer wrote, as parsed messages.
-fn output(peer: &mut Peer) -> Vec<Value> {
-    output_texts(peer).iter().map(|m| serde_json::from_str(m).unwrap()).collect()
-}
-
-fn events(peer: &mut Peer) -> Vec<Event> {
-    std::iter::from_fn(|| peer.poll_event()).collect()
-}
-
-fn ids_of(msgs: &[Value]) -> Vec<String> {
-    msgs.iter().filter_map(|m| m.get("id").and_then(Value::as_str).map(str::to_owned)).collect()
 }
 
 #[test]

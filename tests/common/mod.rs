@@ -2,10 +2,11 @@
 //! them, so the others are dead code there.
 #![allow(dead_code)]
 
+use serde_json::Value;
 use std::cell::Cell;
 use uhura::protocol::entropy::Entropy;
 use uhura::protocol::framing::{FrameError, Reader, DEFAULT_MAX_MESSAGE_SIZE};
-use uhura::protocol::peer::{Config, Peer};
+use uhura::protocol::peer::{Config, Event, Peer};
 
 /// The default config with a seeded entropy source, so a test's ids are the
 /// same on every run. Each call of a test gets the next seed: two peers of
@@ -79,4 +80,19 @@ pub(crate) fn read_every_chunking(data: &[u8], max: usize) -> (Vec<String>, Opti
     }
     assert_eq!(read_chunks(data.chunks(1), max), whole, "one byte at a time");
     whole
+}
+
+/// Everything the peer wrote, as parsed messages.
+pub(crate) fn output(peer: &mut Peer) -> Vec<Value> {
+    output_texts(peer).iter().map(|m| serde_json::from_str(m).unwrap()).collect()
+}
+
+/// Every event the peer has for its driver, in order.
+pub(crate) fn events(peer: &mut Peer) -> Vec<Event> {
+    std::iter::from_fn(|| peer.poll_event()).collect()
+}
+
+/// The ids of object-shaped messages.
+pub(crate) fn ids_of(msgs: &[Value]) -> Vec<String> {
+    msgs.iter().filter_map(|m| m.get("id").and_then(Value::as_str).map(str::to_owned)).collect()
 }
