@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{config, events, ids_of, output, output_texts};
+use common::{config, events, ids_of, output};
 use serde_json::{json, Value};
 use std::time::Instant;
 use uhura::protocol::framing::Reader;
