@@ -468,7 +468,12 @@ impl Harness {
     fn paid_through(&mut self, id: &str) {
         assert!(self.peer.cumulative_acks(), "cumulative ack to a peer that did not negotiate it");
         let run_end = self.owed.iter().position(|(_, dup)| *dup).unwrap_or(self.owed.len());
-        match self.owed.iter().take(run_end).rposition(|(o, _)| o == id) {
+        let mut run = self.owed.iter().take(run_end);
+        // An id several messages carried: the earliest one it can be (the frames go out
+        // in order, so a later frame pays the rest).
+        let end =
+            if self.other_ids.contains(id) { run.position(|(o, _)| o == id) } else { run.rposition(|(o, _)| o == id) };
+        match end {
             Some(i) => drop(self.owed.drain(..=i)),
             None if self.other_ids.contains(id) => {}
             None => panic!("cumulative ack {id:?} ends no run of acks owed: {:?}", self.owed),
