@@ -515,6 +515,16 @@ impl Harness {
         self.read_output(&w.1);
     }
 
+    /// Whether an ack of `id` must follow its delivery: with `defer_acks`, for an
+    /// application event of ours, unless a sender of ours would never have sent it there
+    /// or other messages reused its id.
+    fn loss_checked(&self, id: &str) -> bool {
+        self.config.defer_acks
+            && self.app_event_ids.contains(id)
+            && !self.out_of_order.contains(id)
+            && !self.other_ids.contains(id)
+    }
+
     fn read_output(&mut self, out: &[u8]) {
         let mut msgs = Vec::new();
         // Our own output must always be well framed.
@@ -525,7 +535,7 @@ impl Harness {
                 Ok(Incoming::Event { name, args, id: None }) if name == "_uhura_ack" => {
                     let id: String = serde_json::from_str::<(String, String)>(args).expect("[\"_uhura_ack\", id]").1;
                     assert!(self.received_ids.contains(&id), "cumulative ack for {id:?}, which never arrived");
-                    if self.config.defer_acks && self.app_event_ids.contains(&id) && !self.out_of_order.contains(&id) {
+                    if self.loss_checked(&id) {
                         assert!(self.delivered.contains(&id), "cumulative ack for {id:?}, never delivered");
                     }
                     self.paid_through(&id);
@@ -533,11 +543,7 @@ impl Harness {
                 Ok(Incoming::Ack { id }) => {
                     assert!(self.received_ids.contains(id.as_ref()), "ack for {id:?}, which never arrived");
                     self.paid(id.as_ref());
-                    if self.config.defer_acks
-                        && self.app_event_ids.contains(id.as_ref())
-                        && !self.out_of_order.contains(id.as_ref())
-                        && !self.other_ids.contains(id.as_ref())
-                    {
+                    if self.loss_checked(id.as_ref()) {
                         assert!(self.delivered.contains(id.as_ref()), "ack for {id:?}, never delivered");
                     }
                 }
