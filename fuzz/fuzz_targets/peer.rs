@@ -458,6 +458,9 @@ impl Harness {
 
     /// An ack read from the output: it pays the first ack owed under that id.
     fn paid(&mut self, id: &str) {
+        if self.ambiguous(id) {
+            return;
+        }
         if let Some(i) = self.owed.iter().position(|(o, _)| o == id) {
             self.owed.remove(i);
         }
@@ -465,15 +468,10 @@ impl Harness {
 
     /// A cumulative ack read from the output: it stands for the acks owed up to the one
     /// it names, which ends a run of new messages' acks (none of them a duplicate's).
-    /// When an id is owed more than once (a peer reusing ids), which ack pays what is
-    /// ambiguous: acks are then no longer checked on this transport.
+    /// Not checked once `ambiguous`.
     fn paid_through(&mut self, id: &str) {
         assert!(self.peer.cumulative_acks(), "cumulative ack to a peer that did not negotiate it");
-        let repeated =
-            self.owed.iter().enumerate().any(|(i, (o, _))| self.owed.iter().skip(i + 1).any(|(p, _)| p == o));
-        if repeated || self.owed_unchecked {
-            self.owed_unchecked = true;
-            self.owed.clear();
+        if self.ambiguous(id) {
             return;
         }
         let run_end = self.owed.iter().position(|(_, dup)| *dup).unwrap_or(self.owed.len());
@@ -481,6 +479,21 @@ impl Harness {
             Some(i) => drop(self.owed.drain(..=i)),
             None => panic!("cumulative ack {id:?} ends no run of acks owed: {:?}", self.owed),
         }
+    }
+
+    /// Whether the acks on this transport can no longer be matched to what is owed:
+    /// an id owed twice (a peer reusing ids), or an ack whose id a non-event message
+    /// also used (the peer acks those on its own, e.g. a client's `invalidateSession`,
+    /// so the ack may be that message's). Once ambiguous, acks are not checked on this
+    /// transport any more.
+    fn ambiguous(&mut self, id: &str) -> bool {
+        let repeated =
+            self.owed.iter().enumerate().any(|(i, (o, _))| self.owed.iter().skip(i + 1).any(|(p, _)| p == o));
+        if repeated || self.owed_unchecked || self.other_ids.contains(id) {
+            self.owed_unchecked = true;
+            self.owed.clear();
+        }
+        self.owed_unchecked
     }
 
     fn take_output(&mut self) {
