@@ -9,6 +9,7 @@
 #![cfg_attr(not(feature = "node"), allow(dead_code))]
 
 pub(crate) mod client;
+pub(crate) mod cork;
 pub(crate) mod delivery;
 pub(crate) mod diag;
 pub(crate) mod entropy;

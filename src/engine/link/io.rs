@@ -195,8 +195,12 @@ impl Link {
 
     /// Gets pending output onto the wire: straight from this thread when the
     /// socket allows it and no writer task holds unwritten bytes, else
-    /// through a writer task (started if none runs).
+    /// through a writer task (started if none runs). While this thread is
+    /// corked (`engine::cork`), once the cork is released.
     pub(crate) fn wake_writer(&self) {
+        if crate::engine::cork::hold(&self.me) {
+            return;
+        }
         let Some(t) = self.transport() else { return };
         let direct = lock(&t.addresses).direct.clone();
         if let Some(direct) = direct.filter(|_| !t.ending.load(Ordering::Acquire)) {
