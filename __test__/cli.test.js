@@ -142,6 +142,17 @@ describe('uhura listen', () => {
     })
   }
 
+  it('--tls-key/--tls-cert serve TLS; send --tls-ca connects to it', TEST_OPTS, async (t) => {
+    const fixture = (name) => path.join(__dirname, 'fixtures', name)
+    const { child, port } = await listening(t, ['listen', '0', '--tls-key', fixture('server-key.pem'),
+      '--tls-cert', fixture('server-cert.pem'), '--reply', 'ping=["pong"]'])
+    assert.equal(child.records()[0].tls, true)
+    const { code, records, err } = await run(t, ['send', `${HOST}:${port}`, 'ping', '--wait', 'pong', '--tls-ca', fixture('ca-cert.pem'), '--json'])
+    assert.equal(code, 0, err)
+    assert.ok(records.some((r) => r.type === 'reply' && r.event === 'pong'))
+    await child.waitRecord((r) => r.type === 'event' && r.event === 'ping')
+  })
+
   it('human output: timestamped, aligned lines with the peer address', TEST_OPTS, async (t) => {
     const r = useResources(t)
     const child = uhura(t, ['listen', '0'])
@@ -195,6 +206,17 @@ describe('uhura send', () => {
       assert.match(err, /timed out/)
     })
   }
+
+  it('to a 0.0.10 server (no acks): the events are reported written, the reply still awaited', TEST_OPTS, async (t) => {
+    const r = useResources(t)
+    const srv = await pingServer(r, 'v0.0.10')
+    const { code, records, err } = await run(t, ['send', `${HOST}:${srv.port}`, 'ping', '3', '--wait', 'pong', '--json'])
+    assert.equal(code, 0, err)
+    assert.equal(records.find((r) => r.type === 'connected').acks, false)
+    assert.ok(records.some((r) => r.type === 'sent' && r.n === 1))
+    assert.ok(!records.some((r) => r.type === 'ack'))
+    assert.deepEqual(records.find((r) => r.type === 'reply').args, [3])
+  })
 
   it('a refused connection fails (exit 1); human output names the server', TEST_OPTS, async (t) => {
     const port = await freePort()
