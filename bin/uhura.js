@@ -17,6 +17,11 @@ function exit (code) {
 }
 
 async function main () {
+  // A reader that went away (`uhura sub ... | head`) ends the command, quietly.
+  process.stdout.on('error', (err) => {
+    if (err.code === 'EPIPE') process.exit(0)
+    throw err
+  })
   const program = new Command()
   program
     .name('uhura')

@@ -97,7 +97,7 @@ function withSession (command) {
 
 /** Rounds a duration in ms for --json: microseconds are as fine as a timer here resolves. */
 function round (ms) {
-  return Math.round(ms * 1000) / 1000
+  return Number(ms.toFixed(3))
 }
 
 /** The `createClient` options for `target` ({ host, port }) and a command's options. */

@@ -9,6 +9,9 @@ const cliProgress = require('cli-progress')
 const { Failure, address, formatAddress, integer, withClientOptions, clientOptions, outputOf, round } = require('./args')
 const { close, connect } = require('./peer')
 
+/** Sends per slice: between slices acks are read and the progress bar redrawn. */
+const SLICE = 512
+
 function register (program) {
   withClientOptions(program.command('bench'), 'fail when no ack arrives for this many ms')
     .description('measure acked-event throughput and round-trip times against a server')
@@ -26,7 +29,7 @@ stderr when it is a terminal.
 Examples:
   uhura bench 127.0.0.1:4000
   uhura bench 127.0.0.1:4000 --events 100000 --size 1024 --connections 4 --rtt
-  uhura bench 127.0.0.1:4000 --events 1000 --rtt 50 --json`)
+  uhura bench 127.0.0.1:4000 --events 5000 --rtt 50 --json`)
     .action(bench)
 }
 
@@ -76,7 +79,7 @@ async function throughput (clients, opts) {
   const started = performance.now()
   const watchdog = setInterval(() => {
     if (performance.now() - lastAck > opts.timeout) failure = failure || new Failure(`no ack for ${opts.timeout} ms (${done} of ${opts.events} acked)`)
-    if (bar) bar.update(done, { rate: Math.round(done / ((performance.now() - started) / 1000)) })
+    if (bar) bar.update(done, { rate: Math.round(done / seconds(started)) })
   }, 100)
   const runs = clients.map((client, i) => {
     const share = Math.floor(opts.events / clients.length) + (i < opts.events % clients.length ? 1 : 0)
@@ -90,8 +93,8 @@ async function throughput (clients, opts) {
       }, 50)
       const finish = () => {
         clearInterval(check)
-        const seconds = (performance.now() - started) / 1000
-        resolve({ conn: i + 1, events: share, seconds, eventsPerSec: share / seconds, mbPerSec: share * opts.size / seconds / 1e6 })
+        const took = seconds(started)
+        resolve({ conn: i + 1, events: share, seconds: took, eventsPerSec: share / took, mbPerSec: share * opts.size / took / 1e6 })
       }
       const onAck = (err) => {
         if (err) {
@@ -103,9 +106,8 @@ async function throughput (clients, opts) {
         if (++acked === share) finish()
       }
       client.once('disconnect', () => { failure = failure || new Failure('the server closed a connection') })
-      // Sent in slices, so acks are read and the progress bar moves while it sends.
       const sendSome = () => {
-        for (const end = Math.min(share, sent + 1000); sent < end; sent++) client.send(opts.event, payload, onAck)
+        for (const end = Math.min(share, sent + SLICE); sent < end; sent++) client.send(opts.event, payload, onAck)
         if (sent < share && !failure) setImmediate(sendSome)
       }
       if (share === 0) finish()
@@ -149,8 +151,13 @@ async function roundTrips (client, opts) {
     p90: round(at(0.9)),
     p99: round(at(0.99)),
     max: round(times[times.length - 1]),
-    perSec: Math.round(1000 / avg),
+    perSec: Math.round(1e3 / avg), // avg is in ms
   }
+}
+
+/** Seconds since `t0` (a performance.now() time). */
+function seconds (t0) {
+  return (performance.now() - t0) / 1e3
 }
 
 /** `promise`, or a Failure after `ms`. */

@@ -47,7 +47,10 @@ function errorFields (err) {
   return { message: err && err.message, code: err && err.code }
 }
 
-/** Disconnects `client` once its writes (acks of replies) are out; at most a second. */
+/** How long `close` waits for the connection to close after disconnect(), in ms. */
+const CLOSE_WAIT = 1500
+
+/** Disconnects `client` once its writes (acks of replies) are out; at most CLOSE_WAIT. */
 function close (client) {
   client.removeAllListeners('disconnect')
   client.removeAllListeners('error')
@@ -57,7 +60,7 @@ function close (client) {
     return
   }
   return new Promise((resolve) => {
-    const timer = setTimeout(resolve, 1000)
+    const timer = setTimeout(resolve, CLOSE_WAIT)
     client.once('disconnect', () => {
       clearTimeout(timer)
       resolve()

@@ -11,7 +11,7 @@ const { Failure, port, address, formatAddress, withJson, outputOf, untilSignal }
 const { Framer, classify } = require('./wire')
 
 /** Longest message text a human line shows in full. */
-const SHOWN = 2000
+const SHOWN = 3000
 
 function register (program) {
   withJson(program.command('tap'))

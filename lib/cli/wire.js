@@ -8,9 +8,7 @@
 // each message on its own line.
 
 const { StringDecoder } = require('node:string_decoder')
-
-/** Longest message text kept; a longer one is reported malformed (the addon's maxMessageSize). */
-const MAX_MESSAGE = 16 * 1024 * 1024
+const { maxMessageSize } = require('../defaults')
 
 const CLOSER = { '[': ']', '{': '}' }
 
@@ -95,7 +93,7 @@ class Framer {
     }
     if (this.state === 'message') {
       this.text += s.slice(start)
-      if (this.text.length > MAX_MESSAGE) this.malformed(`a message longer than ${MAX_MESSAGE} bytes`)
+      if (this.text.length > maxMessageSize) this.malformed(`a message longer than maxMessageSize (${maxMessageSize})`)
     }
   }
 
