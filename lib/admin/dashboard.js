@@ -7,10 +7,11 @@
 
 ;(function () {
   const WINDOW = 300 // seconds of history on the chart
+  const MS = 1e3 // per second
   const token = new URLSearchParams(location.search).get('token')
   const $ = (id) => document.getElementById(id)
   const num = (n) => n == null ? '–' : n >= 1e9 ? (n / 1e9).toFixed(1) + 'G' : n >= 1e6 ? (n / 1e6).toFixed(1) + 'M' : n >= 1e4 ? (n / 1e3).toFixed(1) + 'k' : String(Math.round(n * 10) / 10)
-  const ago = (ms, now) => ms == null ? '–' : Math.max(0, Math.round((now - ms) / 1000)) + ' s ago'
+  const ago = (ms, now) => ms == null ? '–' : Math.max(0, Math.round((now - ms) / MS)) + ' s ago'
 
   // Columns: time (s), events/s in, events/s out, connections.
   const data = [[], [], [], []]
@@ -39,12 +40,12 @@
     const m = s.metrics
     if (!m) return
     lastNow = s.now
-    const t = s.now / 1000
+    const t = s.now / MS
     let rin = 0
     let rout = 0
     let rbytes = 0
     if (previous) {
-      const dt = Math.max(0.001, (s.now - previous.now) / 1000)
+      const dt = Math.max(0.001, (s.now - previous.now) / MS)
       rin = (m.events.in - previous.metrics.events.in) / dt
       rout = (m.events.out - previous.metrics.events.out) / dt
       rbytes = (m.bytes.in + m.bytes.out - previous.metrics.bytes.in - previous.metrics.bytes.out) / dt

@@ -25,7 +25,7 @@ const PAGE = path.join(__dirname, 'dashboard.html')
 /** NATS's /connz default page size. */
 const DEFAULT_LIMIT = 1024
 /** How often /events sends a sample, by default. */
-const DEFAULT_INTERVAL = 1000
+const DEFAULT_INTERVAL = 1 * 1000
 /** The connections an /events sample carries (the dashboard's table). */
 const EVENTS_CONNECTIONS = 200
 

@@ -112,7 +112,7 @@ function register (program) {
     .description("a server's metrics, from its admin endpoint (server.listenAdmin)")
     .argument('<admin-url>', 'the admin endpoint, e.g. http://127.0.0.1:9100/')
     .option('-w, --watch', 'refresh every interval until interrupted')
-    .option('-i, --interval <ms>', 'refresh interval with --watch', '2000')
+    .option('-i, --interval <ms>', 'refresh interval with --watch', String(2e3))
     .option('--json', 'one JSON object per line')
     .option('-t, --token <token>', 'the admin token (default: $UHURA_ADMIN_TOKEN)')
     // Usage errors (a missing URL, an unknown option) exit with 2, help with 0.
