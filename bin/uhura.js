@@ -9,7 +9,7 @@ const path = require('node:path')
 const { Command, CommanderError } = require('commander')
 const { version } = require('../package.json')
 
-const COMMANDS = ['listen', 'send', 'sub', 'tap', 'bench']
+const COMMANDS = ['listen', 'send', 'sub', 'tap', 'bench', 'stats']
 
 /** Exit once what was printed is out (a piped stdout may still hold some). */
 function exit (code) {
@@ -26,7 +26,7 @@ async function main () {
   program
     .name('uhura')
     .version(version)
-    .description('Operator tools for uhura peers: listen, send, subscribe, tap the wire, benchmark.')
+    .description('Operator tools for uhura peers: listen, send, subscribe, tap the wire, benchmark, read a server's metrics.')
     .showHelpAfterError('(run with --help for usage)')
     // Errors throw instead of exiting, so usage errors exit 2 below; inherited
     // by the commands registered after it.
@@ -34,7 +34,8 @@ async function main () {
   for (const name of COMMANDS) require(path.join(__dirname, '..', 'lib', 'cli', name)).register(program)
   try {
     await program.parseAsync()
-    exit(0)
+    // A command may have set its own code (stats: 1 when unreachable).
+    exit(process.exitCode || 0)
   } catch (err) {
     if (err instanceof CommanderError) {
       // --help and --version exit 0; every other commander error is a usage error.

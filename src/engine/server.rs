@@ -7,6 +7,7 @@ use super::events::Kind;
 use super::js_store::JsStore;
 use super::link::takeover;
 use super::link::Link;
+use super::metrics::{CountedStore, ServerMetrics};
 use super::retention::Retention;
 use super::store::{MemoryStore, SessionStore, DEFAULT_MAX_SESSIONS, DEFAULT_SESSION_TTL};
 use super::tls::TlsAcceptor;
@@ -85,11 +86,14 @@ pub(crate) struct ListenOptions {
 pub(crate) struct Server {
     pub handle: u32,
     config: Config,
-    store: Arc<dyn SessionStore>,
+    /// The store, counting its calls (`metrics`).
+    store: Arc<CountedStore>,
     tls: Option<Arc<TlsAcceptor>>,
     /// Where dropped connections wait for their sessions to resume; none
     /// with a zero `resume_window`.
-    retention: Option<Arc<Retention<Link>>>,
+    pub(crate) retention: Option<Arc<Retention<Link>>>,
+    /// Totals since creation, shared with this server's links.
+    pub(crate) metrics: Arc<ServerMetrics>,
     /// Cancelled by `close()`; each `listen()` after a close gets a new one.
     shutdown: Mutex<CancellationToken>,
     /// `close()` was called and `close` is not reported yet.
@@ -107,17 +111,20 @@ pub(crate) struct Server {
 
 impl Server {
     pub(crate) fn new(handle: u32, options: ServerOptions, shared: &Arc<Shared>) -> Arc<Self> {
-        let store: Arc<dyn SessionStore> = match options.store {
+        let (store, memory): (Arc<dyn SessionStore>, _) = match options.store {
             StoreChoice::Memory { ttl, max_sessions, max_bytes } => {
-                Arc::new(MemoryStore::new(ttl, max_sessions).with_max_bytes(max_bytes))
+                let memory = Arc::new(MemoryStore::new(ttl, max_sessions).with_max_bytes(max_bytes));
+                (memory.clone(), Some(memory))
             }
             StoreChoice::Js { timeout } => {
                 let store = Arc::new(JsStore::new(handle, shared.delivery.clone(), timeout));
                 shared.register_js_store(handle, store.clone());
-                store
+                (store, None)
             }
-            StoreChoice::Custom(store) => store,
+            StoreChoice::Custom(store) => (store, None),
         };
+        let metrics = Arc::new(ServerMetrics::default());
+        let store = Arc::new(CountedStore::new(store, memory, metrics.clone()));
         let mut config = options.peer;
         config.persist_delivery = store.keeps_delivery();
         config.defer_acks = true;
@@ -133,6 +140,7 @@ impl Server {
             store,
             tls: options.tls,
             retention,
+            metrics,
             shutdown: Mutex::new(CancellationToken::new()),
             closing: AtomicBool::new(false),
             listens: std::sync::atomic::AtomicU32::new(0),
@@ -168,6 +176,11 @@ impl Server {
         self.active.load(Ordering::Acquire)
     }
 
+    /// Sessions its store holds, where the store can tell.
+    pub(crate) fn sessions_stored(&self) -> Option<usize> {
+        self.store.stored()
+    }
+
     pub(crate) fn set_max_connections(&self, max: Option<usize>) {
         self.max_connections.store(max.unwrap_or(usize::MAX), Ordering::Release);
     }
@@ -192,11 +205,12 @@ impl Server {
             Some(self.handle),
             Peer::new(Role::Server, self.config.clone(), Instant::now()),
             shared,
-            Some(self.store.clone()),
+            Some(self.store.clone() as Arc<dyn SessionStore>),
             self.retention.clone(),
         );
         shared.register_link(link.clone());
         self.active.fetch_add(1, Ordering::AcqRel);
+        self.metrics.accepted.fetch_add(1, Ordering::Relaxed);
         link
     }
 
@@ -279,6 +293,7 @@ pub(crate) async fn listen_and_serve(
                         super::diag::log(&shared.delivery, server.handle, super::diag::Ns::Connection, || {
                             format!("server #{} refused {peers}: maxConnections reached", server.handle)
                         });
+                        server.metrics.refused.fetch_add(1, Ordering::Relaxed);
                         server.report(&shared, Kind::Refused, &peers);
                         continue;
                     }

@@ -4,6 +4,7 @@
 //! surfaces as a JS exception rather than aborting Node.
 
 mod defaults;
+mod metrics;
 mod options;
 // Polls sockets by fd with libuv: Unix only (elsewhere tokio reads them).
 #[cfg(all(unix, not(uhura_portable)))]

@@ -35,10 +35,12 @@ impl Link {
                 drop(peer);
                 return next.write(ops);
             }
+            let mut events = 0;
             for op in ops {
                 match op {
                     Write::Event { args, notify } => {
                         peer.send_event(args, notify, now);
+                        events += 1;
                     }
                     Write::Set(args) => {
                         if let Err(e) = peer.set(&args) {
@@ -48,6 +50,7 @@ impl Link {
                     Write::Raw(message) => peer.send_message(&message),
                 }
             }
+            self.metrics.sent_events(events);
         }
         self.pump();
         result

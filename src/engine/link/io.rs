@@ -40,6 +40,7 @@ impl Link {
         let (mut rd, wr) = tokio::io::split(stream);
         *lock(&transport.writer) = WriterSlot::Idle(Box::new(wr));
         *lock(&self.transport) = Some(transport.clone());
+        self.metrics.opened();
         self.log(Ns::Connection, || {
             let a = lock(&transport.addresses);
             let addr = |x: Option<std::net::SocketAddr>| x.map_or("a stream".to_owned(), |a| a.to_string());
@@ -171,6 +172,7 @@ impl Link {
         });
         lock(&self.peer).handle_close();
         self.pump();
+        self.metrics.closed();
         *lock(&self.transport) = None;
     }
 
@@ -188,6 +190,7 @@ impl Link {
                 }
                 peer.handle_receive(bytes, Instant::now());
             }
+            self.metrics.received_bytes(bytes.len());
             self.pump();
         })
         .is_some()
@@ -218,6 +221,9 @@ impl Link {
                 drop(peer);
                 if freed {
                     self.wake_reader();
+                }
+                if let Ok(n) = written {
+                    self.metrics.sent_bytes(n);
                 }
                 match written {
                     Ok(_) if done => return,
@@ -296,6 +302,7 @@ async fn write_loop(link: Arc<Link>, transport: Arc<Transport>, wr: BoxWriter) {
                 transport.kill();
                 return;
             }
+            link.metrics.sent_bytes(out.len());
             out.clear();
             if out.capacity() > 1 << 20 {
                 out = Vec::new();
