@@ -77,6 +77,21 @@ async fn a_master_lost_and_back() {
 
     // Node 1 dies (not the store's entry node 0).
     cluster.nodes[1].kill();
+    // A store first used now (another server of the fleet, idle so far)
+    // connects with a master down, and serves the other slots.
+    let late =
+        RedisStore::open_via(Connector::new(&RedisTarget::Cluster(cluster.urls()), None).unwrap(), None, None, None)
+            .unwrap();
+    for (node, sids) in on.iter().enumerate() {
+        for sid in sids {
+            let started = Instant::now();
+            let read = late.get(sid).await;
+            eprintln!("late get {sid} on node {node}: {read:?} after {:?}", started.elapsed());
+            if node != 1 {
+                assert_eq!(read.unwrap(), Some(session(json!({"v": 1}))), "{sid} still served");
+            }
+        }
+    }
     for (node, sids) in on.iter().enumerate() {
         for sid in sids {
             let started = Instant::now();
