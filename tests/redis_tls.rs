@@ -73,7 +73,7 @@ async fn mutual_tls_with_a_client_certificate() {
     // Without a client certificate, Redis refuses the handshake.
     let tls = RedisTls { ca: vec![fixture("ca-cert.pem")], ..RedisTls::default() };
     let anonymous = store(server.port, tls).unwrap();
-    let err = anonymous.get("s2").await.err().expect("no client certificate, no session");
+    let err = anonymous.get("s2").await.expect_err("no client certificate, no session");
     assert!(err.starts_with("redis: "), "{err}");
 }
 
@@ -84,13 +84,13 @@ async fn a_wrong_ca_fails_with_a_certificate_error() {
     let store = store(server.port, tls).unwrap();
     for _ in 0..2 {
         let started = Instant::now();
-        let err = store.get("s3").await.err().expect("a server the CA did not sign");
+        let err = store.get("s3").await.expect_err("a server the CA did not sign");
         assert!(started.elapsed() < OP_BOUND, "took {:?}", started.elapsed());
         assert!(err.contains("certificate") || err.contains("UnknownIssuer"), "says why: {err}");
     }
     // No CA at all: the Mozilla roots do not know the test CA either.
     let store = self::store(server.port, RedisTls::default()).unwrap();
-    let err = store.get("s3").await.err().expect("a server no default root signed");
+    let err = store.get("s3").await.expect_err("a server no default root signed");
     assert!(err.contains("certificate") || err.contains("UnknownIssuer"), "says why: {err}");
 }
 

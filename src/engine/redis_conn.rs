@@ -106,7 +106,8 @@ impl ConnectionLike for Conn {
     }
 }
 
-/// What a connection is made from.
+/// What a connection is made from (one per store: its size is no concern).
+#[allow(clippy::large_enum_variant)]
 enum Client {
     Single(redis::Client),
     Cluster(ClusterClient),
