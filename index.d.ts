@@ -71,6 +71,28 @@ export interface RedisStoreOptions {
   ttl?: number
   /** Prefix of the delivery-state keys (`out:<sid>`, `seen:<sid>`); must not start with `prefix`. Default `uhura:`. */
   auxPrefix?: string
+  /**
+   * A Redis Cluster instead of one server: URLs of some of its nodes (`redis://` or `rediss://`),
+   * the rest is discovered. Not with `url`.
+   */
+  cluster?: string[]
+  /** TLS of `rediss://` URLs. Without `ca`, the server is checked against the Mozilla roots. */
+  tls?: RedisTlsOptions
+  /**
+   * Bound, in bytes, on the session saves queued while Redis is unavailable (one per session, the newest).
+   * Past it the oldest are dropped, with an `error` naming them. Default 16 MiB.
+   */
+  maxQueuedBytes?: number
+}
+
+/** `redisStore({ tls })`: PEM as strings or Buffers, as Node's `tls` options. */
+export interface RedisTlsOptions {
+  /** CA certificates that sign the Redis server's certificate. */
+  ca?: string | Buffer | Array<string | Buffer>
+  /** A client certificate chain, for Redis's `tls-auth-clients`; with `key`. */
+  cert?: string | Buffer
+  /** The client certificate's private key (PKCS#8, PKCS#1 RSA or SEC1 EC). */
+  key?: string | Buffer
 }
 
 /** A native Redis session store (pass it as `options.store`). */
@@ -80,6 +102,9 @@ export class RedisStore {
   readonly prefix: string
   readonly auxPrefix: string
   readonly ttl: number
+  readonly cluster?: string[]
+  readonly tls?: RedisTlsOptions
+  readonly maxQueuedBytes: number
 }
 
 export function redisStore (options?: RedisStoreOptions): RedisStore
