@@ -26,7 +26,7 @@ async function main () {
   program
     .name('uhura')
     .version(version)
-    .description('Operator tools for uhura peers: listen, send, subscribe, tap the wire, benchmark, read a server's metrics.')
+    .description('Operator tools for uhura peers: listen, send, subscribe, tap the wire, benchmark, read a server\'s metrics.')
     .showHelpAfterError('(run with --help for usage)')
     // Errors throw instead of exiting, so usage errors exit 2 below; inherited
     // by the commands registered after it.
