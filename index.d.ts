@@ -218,7 +218,7 @@ export interface TrafficStats {
   connectedSince: number | null
   /** When bytes last arrived or the application last sent (ms since the epoch). */
   lastActivity: number | null
-  /** Round-trip time in ms: always null (heartbeats are one-way, nothing times a round trip). */
+  /** Round-trip time in ms: the kernel's estimate for a TCP socket (Linux); null for Unix sockets, TLS, factory streams and elsewhere. */
   rtt: number | null
   /** Events sent or queued and not yet acknowledged, and their JSON bytes. */
   pendingEvents: number

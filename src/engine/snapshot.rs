@@ -34,6 +34,8 @@ struct LinkState {
     pending_bytes: usize,
     open: bool,
     remote: Option<std::net::SocketAddr>,
+    /// The kernel's round-trip estimate of a plain TCP transport.
+    rtt_us: Option<u32>,
 }
 
 fn state_of(link: &Link) -> LinkState {
@@ -55,7 +57,10 @@ fn state_of(link: &Link) -> LinkState {
         unacked: peer.unacked_len(),
         pending_bytes: peer.pending_bytes(),
         open: transport.is_some(),
-        remote: transport.and_then(|t| lock(&t.addresses).remote),
+        remote: transport.as_ref().and_then(|t| lock(&t.addresses).remote),
+        rtt_us: transport
+            .and_then(|t| t.direct_socket())
+            .and_then(|socket| crate::engine::transport::kernel_rtt_us(&*socket)),
     }
 }
 
@@ -74,8 +79,9 @@ fn traffic(m: &LinkMetrics, s: &LinkState, out: &mut Map<String, Value>) {
     out.insert("mode".into(), s.mode.into());
     out.insert("connectedSince".into(), ms(m.connected_since.load(Relaxed)));
     out.insert("lastActivity".into(), ms(m.last_activity.load(Relaxed)));
-    // Heartbeats are one-way (docs/PROTOCOL.md §9): nothing to time a round trip by.
-    out.insert("rtt".into(), Value::Null);
+    // Heartbeats are one-way (docs/PROTOCOL.md §9), so the round trip is
+    // the kernel's estimate for the TCP socket, in ms.
+    out.insert("rtt".into(), s.rtt_us.map_or(Value::Null, |us| json!(f64::from(us) / 1000.0)));
     out.insert("pendingEvents".into(), (s.queued + s.unacked).into());
     out.insert("pendingBytes".into(), s.pending_bytes.into());
     out.insert("eventsIn".into(), m.events_in.load(Relaxed).into());

@@ -51,6 +51,32 @@ pub(crate) trait DirectWrite: Send + Sync + std::fmt::Debug {
     fn shutdown(&self);
 }
 
+/// The kernel's smoothed round-trip time of a TCP socket (`TCP_INFO`), in
+/// microseconds; none for other sockets and where it is not known.
+#[cfg(all(target_os = "linux", not(uhura_portable)))]
+pub(crate) fn kernel_rtt_us(socket: &dyn DirectWrite) -> Option<u32> {
+    // SAFETY: `tcp_info` is plain data; getsockopt writes at most `len`
+    // bytes of it, and fails on a socket that is not TCP.
+    unsafe {
+        let mut info: libc::tcp_info = std::mem::zeroed();
+        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        let rc = libc::getsockopt(
+            socket.raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        );
+        (rc == 0 && info.tcpi_rtt > 0).then_some(info.tcpi_rtt)
+    }
+}
+
+/// Not measured here (not Linux, or the portable build).
+#[cfg(not(all(target_os = "linux", not(uhura_portable))))]
+pub(crate) fn kernel_rtt_us(_socket: &dyn DirectWrite) -> Option<u32> {
+    None
+}
+
 /// A `DirectWrite` as an `io::Write`, one non-blocking write per call (for
 /// `Peer::write_to`): `WouldBlock` is an error, as `try_write` reports it.
 pub(crate) struct NonBlocking<'a>(pub(crate) &'a dyn DirectWrite);
