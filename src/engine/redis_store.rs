@@ -90,7 +90,7 @@ impl RedisStore {
         })
     }
 
-    fn key(&self, sid: &str) -> String {
+    pub(crate) fn key(&self, sid: &str) -> String {
         format!("{}{}", self.prefix, sid)
     }
 
@@ -109,11 +109,22 @@ impl RedisStore {
     }
 
     /// How long delivery state lives: as long as the sessions.
-    fn aux_ttl(&self) -> u64 {
+    pub(crate) fn aux_ttl(&self) -> u64 {
         match self.cookie_ttl_secs.load(Ordering::Relaxed) {
             0 => self.ttl_secs,
             secs => secs,
         }
+    }
+
+    /// The Redis client, for connections of other kinds (the fleet bus's
+    /// subscriber, src/engine/fleet_bus.rs).
+    pub(crate) fn client(&self) -> &redis::Client {
+        &self.client
+    }
+
+    /// Where delivery state (and the fleet's channel) goes.
+    pub(crate) fn aux_prefix(&self) -> &str {
+        &self.aux_prefix
     }
 
     async fn connection(&self) -> redis::RedisResult<ConnectionManager> {
@@ -151,7 +162,7 @@ impl RedisStore {
 
     /// Runs `cmd`, the whole of it (connecting included) bounded by
     /// `OP_TIMEOUT`.
-    async fn query(&self, cmd: &redis::Cmd) -> redis::RedisResult<redis::Value> {
+    pub(crate) async fn query(&self, cmd: &redis::Cmd) -> redis::RedisResult<redis::Value> {
         let attempt = async {
             match self.query_once(cmd).await {
                 // A connection that died while idle (Redis restarted) is
@@ -208,7 +219,7 @@ impl RedisStore {
     }
 
     /// Runs `pipe` (retried as `run` retries).
-    async fn run_pipe(&self, pipe: redis::Pipeline) -> Result<(), String> {
+    pub(crate) async fn run_pipe(&self, pipe: redis::Pipeline) -> Result<(), String> {
         self.run(|mut conn| {
             let pipe = pipe.clone();
             async move { pipe.query_async::<()>(&mut conn).await }
@@ -221,7 +232,7 @@ impl RedisStore {
     /// maps message id to `[order, args]` (unacknowledged outbound events)
     /// and `seen:` maps a client's sender prefix to the highest sequence
     /// number delivered. Hashes make each add and ack O(1).
-    fn delivery_keys(&self, sid: &str) -> (String, String) {
+    pub(crate) fn delivery_keys(&self, sid: &str) -> (String, String) {
         (format!("{}out:{}", self.aux_prefix, sid), format!("{}seen:{}", self.aux_prefix, sid))
     }
 

@@ -4,9 +4,11 @@
 
 use super::delivery::lock;
 use super::events::Kind;
+use super::fleet_bus::FleetBus;
 use super::js_store::JsStore;
 use super::link::takeover;
 use super::link::Link;
+use super::redis_store::RedisStore;
 use super::retention::Retention;
 use super::store::{MemoryStore, SessionStore, DEFAULT_MAX_SESSIONS, DEFAULT_SESSION_TTL};
 use super::tls::TlsAcceptor;
@@ -36,10 +38,9 @@ pub(crate) enum StoreChoice {
         max_bytes: usize,
     },
     /// A connect-style JavaScript store, answering within `timeout`.
-    Js {
-        timeout: Duration,
-    },
-    Custom(Arc<dyn SessionStore>),
+    Js { timeout: Duration },
+    /// Redis: also the way to the rest of the fleet (`fleet_bus.rs`).
+    Redis(Arc<RedisStore>),
 }
 
 impl Default for StoreChoice {
@@ -90,6 +91,9 @@ pub(crate) struct Server {
     /// Where dropped connections wait for their sessions to resume; none
     /// with a zero `resume_window`.
     retention: Option<Arc<Retention<Link>>>,
+    /// `sendTo` and `broadcast`: through Redis to the fleet, or to this
+    /// server's sessions.
+    fleet: Arc<FleetBus>,
     /// Cancelled by `close()`; each `listen()` after a close gets a new one.
     shutdown: Mutex<CancellationToken>,
     /// `close()` was called and `close` is not reported yet.
@@ -107,6 +111,7 @@ pub(crate) struct Server {
 
 impl Server {
     pub(crate) fn new(handle: u32, options: ServerOptions, shared: &Arc<Shared>) -> Arc<Self> {
+        let mut redis = None;
         let store: Arc<dyn SessionStore> = match options.store {
             StoreChoice::Memory { ttl, max_sessions, max_bytes } => {
                 Arc::new(MemoryStore::new(ttl, max_sessions).with_max_bytes(max_bytes))
@@ -116,7 +121,10 @@ impl Server {
                 shared.register_js_store(handle, store.clone());
                 store
             }
-            StoreChoice::Custom(store) => store,
+            StoreChoice::Redis(store) => {
+                redis = Some(store.clone());
+                store
+            }
         };
         let mut config = options.peer;
         config.persist_delivery = store.keeps_delivery();
@@ -127,12 +135,14 @@ impl Server {
         if let Some(r) = &retention {
             shared.rt.spawn(takeover::sweep(Arc::downgrade(shared), r.clone()));
         }
+        let fleet = FleetBus::new(handle, shared, retention.clone(), redis);
         Arc::new(Server {
             handle,
             config,
             store,
             tls: options.tls,
             retention,
+            fleet,
             shutdown: Mutex::new(CancellationToken::new()),
             closing: AtomicBool::new(false),
             listens: std::sync::atomic::AtomicU32::new(0),
@@ -184,6 +194,11 @@ impl Server {
     fn report(&self, shared: &Shared, kind: Kind, body: &str) {
         let h = self.handle;
         shared.delivery.push(|b| b.push_str(&format!("[{h},{kind},{body}]")));
+    }
+
+    /// Its way to the sessions of the fleet.
+    pub(crate) fn fleet(&self) -> &Arc<FleetBus> {
+        &self.fleet
     }
 
     pub(crate) fn new_link(&self, shared: &Arc<Shared>) -> Arc<Link> {

@@ -166,7 +166,7 @@ pub(super) fn store_choice(o: &JsServerOptions) -> Result<StoreChoice> {
             let prefixes = (o.redis_prefix.clone(), o.redis_aux_prefix.clone());
             let store = redis_store::RedisStore::open(url, prefixes.0, prefixes.1, ttl)
                 .map_err(|e| Error::new(Status::InvalidArg, format!("uhura: bad redis store options: {e}")))?;
-            StoreChoice::Custom(Arc::new(store))
+            StoreChoice::Redis(Arc::new(store))
         }
         other => return Err(Error::new(Status::InvalidArg, format!("uhura: unknown store kind {other:?}"))),
     })
