@@ -236,7 +236,8 @@ Server.prototype._onClose = function () {
   if (this._bound) return
   this._listening = false
   keepAlive(this, false)
-  if (!this._factoryServer) handles.delete(this._h)
+  // Still addressable while sendTo / broadcast callbacks wait (see _onPersisted).
+  if (!this._factoryServer && this._fleetCbs.size === 0) handles.delete(this._h)
   this.emit('close')
 }
 
@@ -313,6 +314,8 @@ Server.prototype._fleetSend = function (method, args) {
   checkLimits(this._limits, json, args.length - 1, what)
   const seq = this._fleetSeq++
   this._fleetCbs.set(seq, cb)
+  // A closed server can still send to the fleet: addressable until reported.
+  handles.set(this._h, this)
   return { json, seq }
 }
 
@@ -321,6 +324,7 @@ Server.prototype._onPersisted = function (seq, info) {
   const cb = this._fleetCbs.get(seq)
   this._fleetCbs.delete(seq)
   const err = info ? makeError(info) : null
+  if (this._fleetCbs.size === 0 && !this._listening && !this._bound && !this._factoryServer) handles.delete(this._h)
   if (cb) cb(err)
   // Without a callback a failure is an `error` event, if anyone listens.
   else if (err && this.listenerCount('error') > 0) this.emit('error', err)
