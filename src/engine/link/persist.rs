@@ -30,6 +30,8 @@ pub(super) struct SaveSlot {
     pending: Option<(String, PendingSave)>,
     /// A task is saving; it takes `pending` when done with the last.
     running: bool,
+    /// A save of this link has reached the store, so the session is there.
+    landed: bool,
 }
 
 impl SaveSlot {
@@ -142,7 +144,11 @@ impl Link {
     async fn report_persisted(&self, persisted: Vec<Notify>, saved: Result<(), String>) {
         let body = match saved {
             Ok(()) => {
-                self.saves_flushed().await;
+                // Once a save has landed the session is there; waiting on
+                // every later save would hold reports up behind busy sets.
+                if !lock(&self.unsaved_session).landed {
+                    self.saves_flushed().await;
+                }
                 String::new()
             }
             Err(e) => {
@@ -209,7 +215,10 @@ impl Link {
                             }
                         };
                         match saved {
-                            Ok(()) => link.log(Ns::Session, || format!("{} session {id} saved", link.who())),
+                            Ok(()) => {
+                                lock(&link.unsaved_session).landed = true;
+                                link.log(Ns::Session, || format!("{} session {id} saved", link.who()))
+                            }
                             Err(e) => {
                                 link.log(Ns::Session, || format!("{} session {id} not saved: {e}", link.who()));
                                 link.deliver_error(&format!("session store set failed: {e}"), Some("ESTORE"));
