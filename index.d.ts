@@ -71,6 +71,28 @@ export interface RedisStoreOptions {
   ttl?: number
   /** Prefix of the delivery-state keys (`out:<sid>`, `seen:<sid>`); must not start with `prefix`. Default `uhura:`. */
   auxPrefix?: string
+  /**
+   * A Redis Cluster instead of one server: URLs of some of its nodes (`redis://` or `rediss://`),
+   * the rest is discovered. Not with `url`.
+   */
+  cluster?: string[]
+  /** TLS of `rediss://` URLs. Without `ca`, the server is checked against the Mozilla roots. */
+  tls?: RedisTlsOptions
+  /**
+   * Bound, in bytes, on the session saves queued while Redis is unavailable (one per session, the newest).
+   * Past it the oldest are dropped, with an `error` naming them. Default 16 MiB.
+   */
+  maxQueuedBytes?: number
+}
+
+/** `redisStore({ tls })`: PEM as strings or Buffers, as Node's `tls` options. */
+export interface RedisTlsOptions {
+  /** CA certificates that sign the Redis server's certificate. */
+  ca?: string | Buffer | Array<string | Buffer>
+  /** A client certificate chain, for Redis's `tls-auth-clients`; with `key`. */
+  cert?: string | Buffer
+  /** The client certificate's private key (PKCS#8, PKCS#1 RSA or SEC1 EC). */
+  key?: string | Buffer
 }
 
 /** A native Redis session store (pass it as `options.store`). */
@@ -80,6 +102,9 @@ export class RedisStore {
   readonly prefix: string
   readonly auxPrefix: string
   readonly ttl: number
+  readonly cluster?: string[]
+  readonly tls?: RedisTlsOptions
+  readonly maxQueuedBytes: number
 }
 
 export function redisStore (options?: RedisStoreOptions): RedisStore
@@ -183,6 +208,90 @@ export interface ClientOptions extends PeerOptions {
   createConnection?: (options: ClientOptions, cb: (err: Error | null, stream?: NodeJS.ReadWriteStream) => void) => NodeJS.ReadWriteStream | void
 }
 
+/** Traffic counters and state shared by `client.stats()` and `server.connections()`. */
+export interface TrafficStats {
+  /** The session id, once known. */
+  session: string | null
+  /** The protocol the peer speaks: '0.0.x' (array mode), '0.1.x' (object mode), 'uhura' (ours); null before the handshake. */
+  mode: '0.0.x' | '0.1.x' | 'uhura' | null
+  /** When the current connection opened (ms since the epoch); null while disconnected. */
+  connectedSince: number | null
+  /** When bytes last arrived or the application last sent (ms since the epoch). */
+  lastActivity: number | null
+  /** Round-trip time in ms: always null (heartbeats are one-way, nothing times a round trip). */
+  rtt: number | null
+  /** Events sent or queued and not yet acknowledged, and their JSON bytes. */
+  pendingEvents: number
+  pendingBytes: number
+  eventsIn: number
+  eventsOut: number
+  bytesIn: number
+  bytesOut: number
+}
+
+/** `client.stats()`: counters since the client was created, across reconnections. */
+export interface ClientStats extends TrafficStats {
+  /** Handshaken and connected now. */
+  connected: boolean
+  /** Connections opened after the first. */
+  reconnects: number
+}
+
+/** One entry of `server.connections()` (as NATS's /connz). */
+export interface ConnectionInfo extends TrafficStats {
+  /** The connection's id (its handle). */
+  id: number
+  remoteAddress: string | null
+  remotePort: number | null
+}
+
+/** One entry of `server.sessions()`. */
+export interface SessionInfo {
+  id: string
+  /** 'connected', or 'retained': dropped and waiting for a resume until `retainedUntil`. */
+  state: 'connected' | 'retained'
+  connection: number
+  pendingEvents: number
+  retainedUntil: number | null
+}
+
+/** `server.metrics()`: totals since the server was created, and gauges now. */
+export interface ServerMetrics {
+  connections: { current: number; accepted: number; refused: number }
+  handshakes: { new: number; resumed: number }
+  /** `stored`: sessions in the memory store; null for other stores. */
+  sessions: { stored: number | null; retained: number }
+  events: { in: number; out: number }
+  bytes: { in: number; out: number }
+  pending: { events: number; bytes: number }
+  acks: { pending: number }
+  drops: number
+  heartbeatTimeouts: number
+  /** Errors by `err.code`; 'protocol' for errors of the protocol, which carry none. */
+  errors: { [code: string]: number }
+  /** The latest 20 errors, oldest first. */
+  recentErrors: Array<{ at: number; connection: number; code: string; message: string }>
+  store: { operations: number; failures: number }
+}
+
+export interface AdminOptions {
+  /** 0 or absent: any free port. */
+  port?: number
+  /** Default '127.0.0.1' (loopback only). */
+  host?: string
+  /** When set, every request needs `Authorization: Bearer <token>` (or `?token=`). */
+  token?: string
+  /** How often /events sends a sample to the dashboard, in ms. Default 1000. */
+  interval?: number
+}
+
+/** The admin endpoint `server.listenAdmin()` returns; emits 'listening', 'error' and 'close'. */
+export interface AdminEndpoint extends EventEmitter {
+  readonly http: import('http').Server
+  address (): import('net').AddressInfo | string | null
+  close (cb?: () => void): this
+}
+
 /** Also callable as `Client.call(this)` from an ES5 subclass (`util.inherits`). */
 export class Client extends SendEmitter {
   constructor ()
@@ -200,6 +309,8 @@ export class Client extends SendEmitter {
   disconnect (): void
   /** Connects over a duplex stream the application opened (reconnects need `options.createConnection`). */
   attach (stream: NodeJS.ReadWriteStream): this
+  /** Traffic and state; null before connect(). */
+  stats (): ClientStats | null
   ref (): this
   unref (): this
 
@@ -344,6 +455,16 @@ export class Server extends EventEmitter {
   close (cb?: (err?: Error) => void): this
   ref (): this
   unref (): this
+  /** Counters and gauges (README, "Metrics and admin endpoint"). */
+  metrics (): ServerMetrics
+  /** One entry per open connection. */
+  connections (): ConnectionInfo[]
+  /** Sessions of open connections and of dropped ones waiting to resume. */
+  sessions (): SessionInfo[]
+  /** `metrics()` in the Prometheus text exposition format. */
+  metricsText (): string
+  /** Serves /metrics, /connections, /sessions and a dashboard over HTTP; closed with the server. */
+  listenAdmin (options: AdminOptions, cb?: (err: Error | null) => void): AdminEndpoint
 
   /** Every accepted connection, before its handshake (as net.Server). */
   on (event: 'connection', listener: (socket: UhuraSocket) => void): this
@@ -361,3 +482,11 @@ export function createServer (onConnection?: (conn: Connection, reconnect?: true
 export function createClient (port: number | string, host?: string, cb?: () => void): Client
 export function createClient (port: number | string, cb: () => void): Client
 export function createClient (options: ClientOptions, cb?: () => void): Client
+
+/** Operator metrics. */
+export const metrics: {
+  /** Registers collectors in a prom-client Registry that read `server.metrics()` on each scrape (prom-client is an optional peer dependency). */
+  register (registry: object, server: Server): object
+  /** A `server.metrics()` snapshot as Prometheus text. */
+  text (snapshot: ServerMetrics): string
+}

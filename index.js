@@ -21,6 +21,12 @@ exports.redisStore = function redisStore (options) {
 exports.Client = Client
 exports.Server = Server
 exports.Connection = Connection
+// Operator metrics: `register(registry, server)` for prom-client (an
+// optional peer dependency), `text(snapshot)` for the Prometheus text.
+exports.metrics = {
+  register: (registry, server) => require('./lib/metrics').register(registry, server),
+  text: (snapshot) => require('./lib/metrics').prometheusText(snapshot)
+}
 
 exports.createClient = function createClient (...args) {
   const client = new Client()

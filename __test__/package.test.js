@@ -186,7 +186,7 @@ test("napi-rs v3's layout: npm/<target>/ are what `napi create-npm-dirs` makes, 
 test('npm pack ships the sources for the fallback build, no binary, tests, build output or bench results', () => {
   const [entry] = JSON.parse(execFileSync('npm', ['pack', '--dry-run', '--json'], { cwd: ROOT, encoding: 'utf8', timeout: 120000 }))
   const files = entry.files.map((f) => f.path)
-  for (const f of ['index.js', 'index.d.ts', 'lib/addon.js', 'lib/platform.js', 'scripts/build.js', 'Cargo.toml', 'Cargo.lock', 'build.rs', 'src/lib.rs', 'README.md', 'CHANGELOG.md', 'package.json']) {
+  for (const f of ['index.js', 'index.d.ts', 'bin/uhura.js', 'lib/cli/listen.js', 'lib/addon.js', 'lib/platform.js', 'scripts/build.js', 'Cargo.toml', 'Cargo.lock', 'build.rs', 'src/lib.rs', 'README.md', 'CHANGELOG.md', 'package.json']) {
     assert.ok(files.includes(f), `${f} is in the package`)
   }
   for (const f of files) {

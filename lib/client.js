@@ -7,6 +7,7 @@ const { SendEmitter } = require('./connection')
 const { native, handles, whenBatchHandled, keepAlive, releaseOnCollect } = require('./native')
 const { addressesOf, bindStream } = require('./js-stream')
 const { describe, nonNegative, limitsOf, checkedPort, peerOptions, tlsOptions } = require('./options')
+const metrics = require('./metrics')
 
 function Client () {
   if (!(this instanceof Client)) return new Client()
@@ -87,6 +88,15 @@ Client.prototype.attach = function (stream) {
 }
 
 /** Closes the connection and connects again; also starts a client stopped by disconnect() again. */
+/**
+ * This client's traffic since it was created (across reconnections), what
+ * it has pending, its reconnections and its current connection; null
+ * before connect().
+ */
+Client.prototype.stats = function () {
+  return this._h ? metrics.clientStats(this._h) : null
+}
+
 Client.prototype.reconnect = function (cb) {
   if (!this._h) throw new Error('uhura: reconnect() before connect(): there is nowhere to reconnect to')
   if (typeof cb === 'function') this.once('connect', cb)

@@ -60,23 +60,27 @@ function whenBatchHandled (fn) {
 function drain () {
   let batch
   dispatching = true
-  while ((batch = native.takeEvents()) != null) {
-    const entries = JSON.parse(batch)
-    for (let i = 0; i < entries.length; i++) {
-      try {
-        dispatch(entries[i])
-      } catch (err) {
-        // The rest of the batch is still delivered either way.
-        listenerThrew(entries[i], err)
+  try {
+    while ((batch = native.takeEvents()) != null) {
+      const entries = JSON.parse(batch)
+      for (let i = 0; i < entries.length; i++) {
+        try {
+          dispatch(entries[i])
+        } catch (err) {
+          // The rest of the batch is still delivered either way.
+          listenerThrew(entries[i], err)
+        }
       }
     }
+    // What the listeners sent goes out first (a reply travels ahead of the
+    // acks), then the acks of the handled events: only now, after the
+    // listeners ran, may they vouch for them. Both leave in one write:
+    // takeEvents corked this thread's writes until eventsHandled.
+    flushOutbox()
+  } finally {
+    native.eventsHandled()
+    dispatching = false
   }
-  // What the listeners sent goes out first (a reply travels ahead of the
-  // acks), then the acks of the handled events: only now, after the
-  // listeners ran, may they vouch for them.
-  flushOutbox()
-  native.eventsHandled()
-  dispatching = false
   const later = afterBatch
   afterBatch = []
   for (const fn of later) {

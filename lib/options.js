@@ -147,6 +147,9 @@ function storeOptions (options) {
     out.redisPrefix = store.prefix
     out.redisAuxPrefix = store.auxPrefix
     out.redisTtl = store.ttl
+    if (store.cluster) out.redisCluster = store.cluster
+    if (store.tls) out.redisTls = tlsOptions(store.tls)
+    out.redisMaxQueuedBytes = store.maxQueuedBytes
   } else if (store != null) {
     for (const m of ['get', 'set', 'destroy']) {
       if (typeof store[m] !== 'function') {

@@ -11,6 +11,7 @@ const { Connection } = require('./connection')
 const { native, handles, acceptedBy, keepAlive, makeError } = require('./native')
 const { streams, addressesOf, bindStream } = require('./js-stream')
 const { describe, nonNegative, checkedPort, peerOptions, tlsOptions, storeOptions, toJson, limitsOf, checkLimits } = require('./options')
+const metrics = require('./metrics')
 
 /**
  * A uhura server with net.Server's surface (the original's createServer
@@ -34,6 +35,8 @@ function Server (options, onConnection) {
   this._listening = false
   this._bound = false
   this._factoryServer = null
+  // The admin endpoint (listenAdmin), closed with the server.
+  this._admin = null
   // Sockets of accepted connections still in their handshake, by handle.
   this._accepted = new Map()
   // net.Server's fields, as this server behaves.
@@ -190,8 +193,48 @@ Server.prototype.close = function (cb) {
     }
   }
   this._bound = false
+  if (this._admin) this._admin.close()
   native.closeServer(this._h)
   return this
+}
+
+/**
+ * Counters since the server was created and gauges now (src/engine/metrics.rs):
+ * connections, handshakes, sessions, events and bytes in and out, pending
+ * events, drops, errors by code, heartbeat timeouts, store calls.
+ */
+Server.prototype.metrics = function () {
+  return metrics.snapshot(this._h, 'metrics')
+}
+
+/** One entry per open connection (as NATS's /connz): id, address, session, mode, traffic. */
+Server.prototype.connections = function () {
+  return metrics.snapshot(this._h, 'connections')
+}
+
+/** Sessions of open connections and of dropped ones waiting to resume. */
+Server.prototype.sessions = function () {
+  return metrics.snapshot(this._h, 'sessions')
+}
+
+/** `metrics()` in the Prometheus text exposition format (version 0.0.4). */
+Server.prototype.metricsText = function () {
+  return metrics.prometheusText(this.metrics())
+}
+
+/**
+ * Serves the admin endpoint over HTTP (lib/admin/): /metrics, /connections,
+ * /sessions, a live dashboard at /. Binds 127.0.0.1 unless `host` says
+ * otherwise; with a `token`, every request must carry it. `cb(err)` once
+ * bound (or failed). Returns the endpoint, closed by its close() or with
+ * the server's close().
+ */
+Server.prototype.listenAdmin = function (options, cb) {
+  if (this._admin) throw new Error('uhura: listenAdmin() was already called; close the admin endpoint first')
+  const admin = require('./admin').listen(this, options, cb)
+  this._admin = admin
+  admin.on('close', () => { if (this._admin === admin) this._admin = null })
+  return admin
 }
 
 Server.prototype.ref = function () {

@@ -261,6 +261,23 @@ function RedisStore (options) {
   }
   this.ttl = options.ttl == null ? defaults.redisTtl : Number(options.ttl)
   if (!(this.ttl > 0)) throw new TypeError('uhura: redisStore({ ttl }) must be a positive number of seconds')
+  // A Redis Cluster, reached through any of these nodes (instead of `url`).
+  if (options.cluster != null) {
+    if (!Array.isArray(options.cluster) || options.cluster.length === 0 || !options.cluster.every((u) => typeof u === 'string')) {
+      throw new TypeError('uhura: redisStore({ cluster }) must be a non-empty array of node urls')
+    }
+    if (options.url != null) throw new TypeError('uhura: redisStore() takes either url or cluster, not both')
+    this.cluster = options.cluster.slice()
+  }
+  // rediss:// options: ca, cert, key (PEM strings or Buffers), as Node's tls.
+  if (options.tls != null) {
+    if (typeof options.tls !== 'object') throw new TypeError('uhura: redisStore({ tls }) must be an object ({ ca, cert, key })')
+    const { ca, cert, key } = options.tls
+    this.tls = { ca, cert, key }
+  }
+  // Session saves queued while Redis is unavailable, in bytes.
+  this.maxQueuedBytes = options.maxQueuedBytes == null ? defaults.redisMaxQueuedBytes : Number(options.maxQueuedBytes)
+  if (!(this.maxQueuedBytes >= 0)) throw new TypeError('uhura: redisStore({ maxQueuedBytes }) must be a number of bytes >= 0')
 }
 
 session.Store = Store

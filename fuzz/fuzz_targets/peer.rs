@@ -224,14 +224,15 @@ struct Harness {
     app_event_ids: HashSet<String>,
     /// The inbound root array was opened on this transport.
     in_started: bool,
-    /// Per sender of ours: the highest sequence number fed.
+    /// Per sender of ours: the highest sequence number fed (events and other messages).
     max_fed: HashMap<String, u64>,
     /// Per sender of ours: the highest sequence number delivered.
     max_delivered: HashMap<String, u64>,
     /// Ids fed (at least once) before extensions were negotiated: not checked for
     /// duplicate deliveries.
     unsuppressed: HashSet<String>,
-    /// Per sender of ours: the highest sequence number fed on this transport.
+    /// Per sender of ours: the highest sequence number fed on this transport (events
+    /// and other messages).
     transport_max: HashMap<String, u64>,
     /// Ids a sender of ours would never send where they were fed: new ids below its
     /// highest, an undelivered id below one already delivered, or any id below one
@@ -378,11 +379,15 @@ impl Harness {
 
     /// An id carried by a message that is not one of our application events.
     fn note_other_id(&mut self, id: String) {
-        // A sender of ours numbers these too: later resends below them are out of order.
+        // A sender of ours numbers these too: later resends below them are out of order,
+        // and so are new ids below them on any later transport (the peer keeps their
+        // seen mark).
         if let Some((sender, seq)) = id.split_once('-').filter(|(p, _)| p.len() == 12) {
             if let Ok(seq) = seq.parse::<u64>() {
-                let here = self.transport_max.entry(sender.to_owned()).or_insert(seq);
-                *here = (*here).max(seq);
+                for max in [&mut self.transport_max, &mut self.max_fed] {
+                    let here = max.entry(sender.to_owned()).or_insert(seq);
+                    *here = (*here).max(seq);
+                }
             }
         }
         self.other_ids.insert(id.clone());

@@ -55,6 +55,9 @@ pub(crate) struct FleetBus {
 /// The Redis side of a fleet bus.
 struct RedisBus {
     store: Arc<RedisStore>,
+    /// The same store as the server's links use it (counted: `metrics.rs`),
+    /// to read a session's queue as a resume does.
+    sessions: Arc<dyn SessionStore>,
     /// Sends in call order, to the one task that writes them: a session's
     /// queue must get one server's events in the order of their ids, since
     /// duplicate suppression keeps one watermark per sender.
@@ -73,13 +76,14 @@ enum Outgoing {
 }
 
 impl FleetBus {
-    /// A bus for server `server`; with `redis`, its tasks (writer,
-    /// subscriber, queue reader) run until the bus is dropped.
+    /// A bus for server `server`; with `redis` (the Redis store and the
+    /// server's store wrapping it), its tasks (writer, subscriber, queue
+    /// reader) run until the bus is dropped.
     pub(crate) fn new(
         server: u32,
         shared: &Arc<Shared>,
         retention: Option<Arc<Retention<Link>>>,
-        redis: Option<Arc<RedisStore>>,
+        redis: Option<(Arc<RedisStore>, Arc<dyn SessionStore>)>,
     ) -> Arc<Self> {
         let (tx, rx) = mpsc::unbounded_channel();
         let bus = Arc::new(FleetBus {
@@ -87,14 +91,15 @@ impl FleetBus {
             shared: Arc::downgrade(shared),
             delivery: shared.delivery.clone(),
             retention,
-            redis: redis.clone().map(|store| RedisBus {
+            redis: redis.clone().map(|(store, sessions)| RedisBus {
                 store,
+                sessions,
                 sends: tx,
                 dirty: Mutex::new(HashSet::new()),
                 dirty_wake: Arc::new(Notify::new()),
             }),
         });
-        if let Some(store) = redis {
+        if let Some((store, _)) = redis {
             shared.rt.spawn(write_sends(rx, store, shared.delivery.clone(), server));
             shared.rt.spawn(subscribe(Arc::downgrade(&bus)));
             shared.rt.spawn(take_in(Arc::downgrade(&bus)));
@@ -276,7 +281,15 @@ async fn enqueue(store: &RedisStore, sid: &str, id: &str, order: u64, args: &str
     pipe.cmd("HSET").arg(&out).arg(id).arg(format!("[{order},{args}]")).ignore();
     pipe.cmd("EXPIRE").arg(&out).arg(store.aux_ttl()).ignore();
     // After the event is in the queue: whoever hears this finds it there.
-    pipe.cmd("PUBLISH").arg(channel(store)).arg(format!("w{sid}")).ignore();
+    let mut publish = redis::cmd("PUBLISH");
+    publish.arg(channel(store)).arg(format!("w{sid}"));
+    if store.connector().is_cluster() {
+        // The cluster client routes PUBLISH by its channel as if a key, so
+        // in the pipeline it would cross slots: sent after it instead.
+        store.run_pipe(pipe).await.map_err(fail)?;
+        return store.query(&publish).await.map(drop).map_err(|e| fail(format!("redis: {e}")));
+    }
+    pipe.add_command(publish).ignore();
     store.run_pipe(pipe).await.map_err(fail)
 }
 
@@ -285,13 +298,13 @@ async fn enqueue(store: &RedisStore, sid: &str, id: &str, order: u64, args: &str
 async fn subscribe(bus: Weak<FleetBus>) {
     let mut delay = Duration::from_millis(50);
     loop {
-        let Some((client, channel)) =
-            bus.upgrade().and_then(|b| b.redis.as_ref().map(|r| (r.store.client().clone(), channel(&r.store))))
+        let Some((conn, channel)) =
+            bus.upgrade().and_then(|b| b.redis.as_ref().map(|r| (r.store.connector().clone(), channel(&r.store))))
         else {
             return;
         };
         let attempt = async {
-            let mut pubsub = client.get_async_pubsub().await?;
+            let mut pubsub = conn.subscriber().await?;
             pubsub.subscribe(&channel).await?;
             redis::RedisResult::Ok(pubsub)
         };
@@ -339,7 +352,7 @@ async fn take_in(bus: Weak<FleetBus>) {
             let _ = tokio::time::timeout(LIVENESS_CHECK, wake.notified()).await;
             continue;
         }
-        let store: Arc<dyn SessionStore> = r.store.clone();
+        let store = r.sessions.clone();
         let links: Vec<(String, Arc<Link>)> =
             sids.into_iter().filter_map(|sid| b.session_link(&sid).map(|l| (sid, l))).collect();
         drop(b);

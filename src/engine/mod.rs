@@ -9,6 +9,7 @@
 #![cfg_attr(not(feature = "node"), allow(dead_code))]
 
 pub(crate) mod client;
+pub(crate) mod cork;
 pub(crate) mod delivery;
 pub(crate) mod diag;
 pub(crate) mod entropy;
@@ -19,9 +20,13 @@ pub(crate) mod js_pipe;
 pub(crate) mod js_store;
 pub mod lines;
 pub(crate) mod link;
+pub(crate) mod metrics;
+pub mod redis_conn;
 pub mod redis_store;
 pub(crate) mod retention;
+pub(crate) mod save_queue;
 pub(crate) mod server;
+pub(crate) mod snapshot;
 pub mod store;
 pub(crate) mod timers;
 pub mod tls;
@@ -75,6 +80,10 @@ impl Shared {
     }
     pub(crate) fn link(&self, handle: u32) -> Option<Arc<Link>> {
         lock(&self.links).get(&handle).cloned()
+    }
+    /// The counters of server `server`, which its links add to.
+    pub(crate) fn server_metrics(&self, server: u32) -> Option<Arc<metrics::ServerMetrics>> {
+        lock(&self.servers).get(&server).map(|s| s.metrics.clone())
     }
     pub(crate) fn delivered_gen(&self) -> u64 {
         self.delivered_gen.load(Ordering::Acquire)
@@ -141,6 +150,14 @@ impl Shared {
     fn pipe(&self, handle: u32) -> Option<Arc<JsPipe>> {
         lock(&self.pipes).get(&handle).cloned()
     }
+}
+
+/// Which view of a server `Engine::server_snapshot` gives.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum View {
+    Metrics,
+    Connections,
+    Sessions,
 }
 
 pub(crate) struct Engine {
@@ -261,6 +278,21 @@ impl Engine {
     /// Open connections of a server (accepted, not yet ended).
     pub(crate) fn server_connections(&self, server: u32) -> Option<usize> {
         lock(&self.shared.servers).get(&server).map(|s| s.connections())
+    }
+
+    /// An operator's view of a server (see `snapshot.rs`); none once it is gone.
+    pub(crate) fn server_snapshot(&self, server: u32, view: View) -> Option<serde_json::Value> {
+        let s = lock(&self.shared.servers).get(&server).cloned()?;
+        Some(match view {
+            View::Metrics => snapshot::server_metrics(&self.shared, &s),
+            View::Connections => snapshot::server_connections(&self.shared, &s),
+            View::Sessions => snapshot::server_sessions(&self.shared, &s),
+        })
+    }
+
+    /// A client's traffic and state (`client.stats()`); none once it is gone.
+    pub(crate) fn client_stats(&self, handle: u32) -> Option<serde_json::Value> {
+        self.client(handle).ok().map(|c| snapshot::client_stats(&c.link))
     }
 
     pub(crate) fn set_max_connections(&self, server: u32, max: Option<usize>) {

@@ -10,13 +10,17 @@
 //! Delivery state (our extension) lives under a separate prefix, so that
 //! nothing but sessions is under the session prefix: connect-redis's `ids()`,
 //! `length()` and `all()` scan `prefix*`.
+//!
+//! How Redis is reached (one server, TLS, a Cluster) is `redis_conn.rs`; the
+//! saves that wait out a Redis outage are `save_queue.rs`.
 
+use super::redis_conn::{slot_tag, Conn, Connector, RedisTarget};
+use super::save_queue::SaveQueue;
+pub use super::save_queue::DEFAULT_MAX_QUEUED_BYTES;
 use super::store::{DeliveryDelta, DeliveryState, SessionStore, StoreFuture};
 use crate::protocol::session::{cookie_max_age, Session};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use tokio::sync::Mutex;
 
 /// Where Redis runs when the options name no server.
 pub const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
@@ -27,11 +31,6 @@ pub const DEFAULT_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Where delivery state goes: `uhura:out:<sid>` and `uhura:seen:<sid>`.
 pub(crate) const DEFAULT_AUX_PREFIX: &str = "uhura:";
 
-// A handshake waits on the store, so a dead Redis must cost a client a
-// couple of seconds, not the OS's TCP timeouts.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-const OP_TIMEOUT: Duration = Duration::from_secs(2);
-
 /// An outbox entry: message id and argument JSON.
 type IdAndArgs = (String, String);
 
@@ -39,7 +38,8 @@ type IdAndArgs = (String, String);
 /// strings under `prefix + id` with a TTL, and each session's delivery state
 /// beside it (docs/ARCHITECTURE.md, "A fleet behind one Redis").
 pub struct RedisStore {
-    client: redis::Client,
+    /// One server or a cluster; connected on first use.
+    conn: Connector,
     prefix: String,
     aux_prefix: String,
     ttl_secs: u64,
@@ -47,11 +47,8 @@ pub struct RedisStore {
     /// yet), which delivery state takes too. The cookie options are the
     /// server's, so this is the same for all its sessions.
     cookie_ttl_secs: AtomicU64,
-    // Empty until the first operation: creating a ConnectionManager connects
-    // and spawns onto the current tokio runtime, and `new` may run on a
-    // thread without one (the JS thread) while Redis is still down. Left
-    // empty again when a first connection fails, so the next op retries.
-    conn: Mutex<Option<ConnectionManager>>,
+    /// Session saves and destroys waiting out a Redis outage.
+    saves: SaveQueue,
 }
 
 impl RedisStore {
@@ -72,7 +69,20 @@ impl RedisStore {
         aux_prefix: Option<String>,
         ttl: Option<Duration>,
     ) -> Result<Self, String> {
-        let client = redis::Client::open(url).map_err(|e| format!("redis: bad url: {e}"))?;
+        Self::open_via(Connector::new(&RedisTarget::Single(url.to_owned()), None)?, prefix, aux_prefix, ttl)
+    }
+
+    /// As `open`, reaching Redis through `conn` (TLS, a cluster:
+    /// `redis_conn.rs`). In a cluster, a session's delivery-state keys carry
+    /// the hash tag of its session key, so all its keys share one slot
+    /// (pipelines and multi-key commands need that); the session key itself
+    /// stays connect-redis's.
+    pub fn open_via(
+        conn: Connector,
+        prefix: Option<String>,
+        aux_prefix: Option<String>,
+        ttl: Option<Duration>,
+    ) -> Result<Self, String> {
         let prefix = prefix.unwrap_or_else(|| DEFAULT_PREFIX.to_owned());
         let aux_prefix = aux_prefix.unwrap_or_else(|| DEFAULT_AUX_PREFIX.to_owned());
         if !prefix.is_empty() && aux_prefix.starts_with(&prefix) {
@@ -80,14 +90,25 @@ impl RedisStore {
                 "redis: the auxiliary prefix {aux_prefix:?} is under the session prefix {prefix:?}; choose another auxPrefix"
             ));
         }
+        if conn.is_cluster() && aux_prefix.contains('{') {
+            // Its tag would decide the slot, not the session's.
+            return Err(format!("redis: in a cluster, the auxiliary prefix {aux_prefix:?} must not contain '{{'"));
+        }
         Ok(RedisStore {
-            client,
+            conn,
             prefix,
             aux_prefix,
             ttl_secs: whole_secs(ttl.unwrap_or(DEFAULT_TTL).as_millis()),
             cookie_ttl_secs: AtomicU64::new(0),
-            conn: Mutex::new(None),
+            saves: SaveQueue::new(DEFAULT_MAX_QUEUED_BYTES),
         })
+    }
+
+    /// Bounds the memory of the saves queued while Redis is unavailable
+    /// (`save_queue.rs`); default 16 MiB.
+    pub fn with_max_queued_bytes(mut self, max: usize) -> Self {
+        self.saves = SaveQueue::new(max);
+        self
     }
 
     pub(crate) fn key(&self, sid: &str) -> String {
@@ -116,10 +137,10 @@ impl RedisStore {
         }
     }
 
-    /// The Redis client, for connections of other kinds (the fleet bus's
-    /// subscriber, src/engine/fleet_bus.rs).
-    pub(crate) fn client(&self) -> &redis::Client {
-        &self.client
+    /// How Redis is reached, for connections of other kinds (the fleet
+    /// bus's subscriber, src/engine/fleet_bus.rs).
+    pub(crate) fn connector(&self) -> &Connector {
+        &self.conn
     }
 
     /// Where delivery state (and the fleet's channel) goes.
@@ -127,59 +148,14 @@ impl RedisStore {
         &self.aux_prefix
     }
 
-    async fn connection(&self) -> redis::RedisResult<ConnectionManager> {
-        // Held across the connect so concurrent first uses make one
-        // connection, not one each.
-        let mut slot = self.conn.lock().await;
-        if let Some(conn) = slot.as_ref() {
-            return Ok(conn.clone());
-        }
-        // Few, short retries: the manager's defaults (6 retries, doubling
-        // from 100 ms) would make every op wait out a backoff that our own
-        // op timeout cuts off anyway, and each failed op already triggers
-        // the next reconnect. No response timeout of its own (its default
-        // is 500 ms): the op timeout bounds the wait, and a slow answer
-        // inside it is still an answer.
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(None)
-            .set_number_of_retries(1)
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_millis(500));
-        let connect = ConnectionManager::new_with_config(self.client.clone(), config);
-        let conn = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
-            Ok(conn) => conn?,
-            Err(_) => return Err(timed_out("could not connect", CONNECT_TIMEOUT)),
-        };
-        *slot = Some(conn.clone());
-        Ok(conn)
-    }
-
-    async fn query_once(&self, cmd: &redis::Cmd) -> redis::RedisResult<redis::Value> {
-        let mut conn = self.connection().await?;
-        cmd.query_async(&mut conn).await
-    }
-
-    /// Runs `cmd`, the whole of it (connecting included) bounded by
-    /// `OP_TIMEOUT`.
+    /// Runs `cmd`, as `run` does.
     pub(crate) async fn query(&self, cmd: &redis::Cmd) -> redis::RedisResult<redis::Value> {
-        let attempt = async {
-            match self.query_once(cmd).await {
-                // A connection that died while idle (Redis restarted) is
-                // only found out by the next command. The manager has
-                // already started reconnecting, so one more try usually
-                // succeeds; the commands here are idempotent.
-                Err(e) if is_broken_connection(&e) => self.query_once(cmd).await,
-                r => r,
-            }
-        };
-        match tokio::time::timeout(OP_TIMEOUT, attempt).await {
-            Ok(r) => r,
-            Err(_) => Err(timed_out("no answer", OP_TIMEOUT)),
-        }
+        self.run(|mut conn| async move { cmd.query_async(&mut conn).await }).await
     }
 
     async fn get_session(&self, sid: &str) -> Result<Option<Session>, String> {
+        // A save of it still queued is the newest copy: read after it lands.
+        self.saves.landed(sid).await.map_err(|e| format!("redis: {e}; the session's latest save is still queued"))?;
         let mut cmd = redis::cmd("GET");
         cmd.arg(self.key(sid));
         let value = match self.query(&cmd).await {
@@ -212,10 +188,10 @@ impl RedisStore {
         let (out, seen) = self.delivery_keys(sid);
         // The session's delivery state lives as long as the session.
         let mut pipe = redis::pipe();
-        pipe.cmd("SET").arg(self.key(sid)).arg(json).arg("EX").arg(ttl).ignore();
+        pipe.cmd("SET").arg(self.key(sid)).arg(&json).arg("EX").arg(ttl).ignore();
         pipe.cmd("EXPIRE").arg(&out).arg(ttl).ignore();
         pipe.cmd("EXPIRE").arg(&seen).arg(ttl).ignore();
-        self.run_pipe(pipe).await
+        self.saves.write(&self.conn, sid, pipe, json.len()).await
     }
 
     /// Runs `pipe` (retried as `run` retries).
@@ -233,6 +209,8 @@ impl RedisStore {
     /// and `seen:` maps a client's sender prefix to the highest sequence
     /// number delivered. Hashes make each add and ack O(1).
     pub(crate) fn delivery_keys(&self, sid: &str) -> (String, String) {
+        // In a cluster, in the session key's slot (`open_via`).
+        let sid = if self.conn.is_cluster() { slot_tag(&self.key(sid)) } else { sid.to_owned() };
         (format!("{}out:{}", self.aux_prefix, sid), format!("{}seen:{}", self.aux_prefix, sid))
     }
 
@@ -294,26 +272,18 @@ impl RedisStore {
     /// Runs `op` on a connection with the same retry and time bound as `query`.
     async fn run<T, F, Fut>(&self, op: F) -> redis::RedisResult<T>
     where
-        F: Fn(ConnectionManager) -> Fut,
+        F: Fn(Conn) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
-        let attempt = async {
-            match op(self.connection().await?).await {
-                Err(e) if is_broken_connection(&e) => op(self.connection().await?).await,
-                r => r,
-            }
-        };
-        match tokio::time::timeout(OP_TIMEOUT, attempt).await {
-            Ok(r) => r,
-            Err(_) => Err(timed_out("no answer", OP_TIMEOUT)),
-        }
+        self.conn.run(op).await
     }
 
     async fn destroy_session(&self, sid: &str) -> Result<(), String> {
         let (out, seen) = self.delivery_keys(sid);
-        let mut cmd = redis::cmd("DEL");
-        cmd.arg(self.key(sid)).arg(out).arg(seen);
-        self.query(&cmd).await.map(drop).map_err(fail)
+        let mut pipe = redis::pipe();
+        pipe.cmd("DEL").arg(self.key(sid)).arg(out).arg(seen).ignore();
+        // Queued as saves are, so it cannot land before a queued save.
+        self.saves.write(&self.conn, sid, pipe, 0).await
     }
 }
 
@@ -321,18 +291,6 @@ impl RedisStore {
 /// ttl from expiring a session before it was asked to.
 fn whole_secs(ms: u128) -> u64 {
     u64::try_from(ms.div_ceil(1000)).unwrap_or(u64::MAX).max(1)
-}
-
-/// Errors after which the same command on a fresh connection may succeed.
-fn is_broken_connection(e: &redis::RedisError) -> bool {
-    // A timeout is excluded: retrying it would only wait out the op
-    // timeout a second time.
-    e.is_connection_dropped() || (e.is_io_error() && !e.is_timeout())
-}
-
-fn timed_out(what: &str, limit: Duration) -> redis::RedisError {
-    let secs = limit.as_secs_f32();
-    std::io::Error::new(std::io::ErrorKind::TimedOut, format!("{what} within {secs} s")).into()
 }
 
 fn fail(e: redis::RedisError) -> String {

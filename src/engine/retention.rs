@@ -111,6 +111,17 @@ impl<T> Retention<T> {
         lock(&self.map).remove(sid).map(|k| k.item)
     }
 
+    /// How many dropped connections are kept now.
+    pub(crate) fn len(&self) -> usize {
+        lock(&self.map).len()
+    }
+
+    /// The kept connections with their session ids and window ends (the
+    /// admin endpoint's `/sessions`).
+    pub(crate) fn kept(&self) -> Vec<(String, Arc<T>, Instant)> {
+        lock(&self.map).iter().map(|(sid, k)| (sid.clone(), k.item.clone(), k.until)).collect()
+    }
+
     /// Takes out every connection whose window has passed by `now`.
     pub(crate) fn expire(&self, now: Instant) -> Vec<Arc<T>> {
         let mut map = lock(&self.map);

@@ -8,6 +8,7 @@ use super::fleet_bus::FleetBus;
 use super::js_store::JsStore;
 use super::link::takeover;
 use super::link::Link;
+use super::metrics::{CountedStore, ServerMetrics};
 use super::redis_store::RedisStore;
 use super::retention::Retention;
 use super::store::{MemoryStore, SessionStore, DEFAULT_MAX_SESSIONS, DEFAULT_SESSION_TTL};
@@ -86,14 +87,17 @@ pub(crate) struct ListenOptions {
 pub(crate) struct Server {
     pub handle: u32,
     config: Config,
-    store: Arc<dyn SessionStore>,
+    /// The store, counting its calls (`metrics`).
+    store: Arc<CountedStore>,
     tls: Option<Arc<TlsAcceptor>>,
     /// Where dropped connections wait for their sessions to resume; none
     /// with a zero `resume_window`.
-    retention: Option<Arc<Retention<Link>>>,
+    pub(crate) retention: Option<Arc<Retention<Link>>>,
     /// `sendTo` and `broadcast`: through Redis to the fleet, or to this
     /// server's sessions.
     fleet: Arc<FleetBus>,
+    /// Totals since creation, shared with this server's links.
+    pub(crate) metrics: Arc<ServerMetrics>,
     /// Cancelled by `close()`; each `listen()` after a close gets a new one.
     shutdown: Mutex<CancellationToken>,
     /// `close()` was called and `close` is not reported yet.
@@ -112,20 +116,23 @@ pub(crate) struct Server {
 impl Server {
     pub(crate) fn new(handle: u32, options: ServerOptions, shared: &Arc<Shared>) -> Arc<Self> {
         let mut redis = None;
-        let store: Arc<dyn SessionStore> = match options.store {
+        let (store, memory): (Arc<dyn SessionStore>, _) = match options.store {
             StoreChoice::Memory { ttl, max_sessions, max_bytes } => {
-                Arc::new(MemoryStore::new(ttl, max_sessions).with_max_bytes(max_bytes))
+                let memory = Arc::new(MemoryStore::new(ttl, max_sessions).with_max_bytes(max_bytes));
+                (memory.clone(), Some(memory))
             }
             StoreChoice::Js { timeout } => {
                 let store = Arc::new(JsStore::new(handle, shared.delivery.clone(), timeout));
                 shared.register_js_store(handle, store.clone());
-                store
+                (store, None)
             }
             StoreChoice::Redis(store) => {
                 redis = Some(store.clone());
-                store
+                (store, None)
             }
         };
+        let metrics = Arc::new(ServerMetrics::default());
+        let store = Arc::new(CountedStore::new(store, memory, metrics.clone()));
         let mut config = options.peer;
         config.persist_delivery = store.keeps_delivery();
         config.defer_acks = true;
@@ -135,7 +142,8 @@ impl Server {
         if let Some(r) = &retention {
             shared.rt.spawn(takeover::sweep(Arc::downgrade(shared), r.clone()));
         }
-        let fleet = FleetBus::new(handle, shared, retention.clone(), redis);
+        let counted: Arc<dyn SessionStore> = store.clone();
+        let fleet = FleetBus::new(handle, shared, retention.clone(), redis.map(|r| (r, counted)));
         Arc::new(Server {
             handle,
             config,
@@ -143,6 +151,7 @@ impl Server {
             tls: options.tls,
             retention,
             fleet,
+            metrics,
             shutdown: Mutex::new(CancellationToken::new()),
             closing: AtomicBool::new(false),
             listens: std::sync::atomic::AtomicU32::new(0),
@@ -178,6 +187,11 @@ impl Server {
         self.active.load(Ordering::Acquire)
     }
 
+    /// Sessions its store holds, where the store can tell.
+    pub(crate) fn sessions_stored(&self) -> Option<usize> {
+        self.store.stored()
+    }
+
     pub(crate) fn set_max_connections(&self, max: Option<usize>) {
         self.max_connections.store(max.unwrap_or(usize::MAX), Ordering::Release);
     }
@@ -207,11 +221,12 @@ impl Server {
             Some(self.handle),
             Peer::new(Role::Server, self.config.clone(), Instant::now()),
             shared,
-            Some(self.store.clone()),
+            Some(self.store.clone() as Arc<dyn SessionStore>),
             self.retention.clone(),
         );
         shared.register_link(link.clone());
         self.active.fetch_add(1, Ordering::AcqRel);
+        self.metrics.accepted.fetch_add(1, Ordering::Relaxed);
         link
     }
 
@@ -294,6 +309,7 @@ pub(crate) async fn listen_and_serve(
                         super::diag::log(&shared.delivery, server.handle, super::diag::Ns::Connection, || {
                             format!("server #{} refused {peers}: maxConnections reached", server.handle)
                         });
+                        server.metrics.refused.fetch_add(1, Ordering::Relaxed);
                         server.report(&shared, Kind::Refused, &peers);
                         continue;
                     }

@@ -138,9 +138,8 @@ impl MemoryStore {
         self
     }
 
-    /// Sessions stored (for tests of the caps).
-    #[cfg(test)]
-    fn len(&self) -> usize {
+    /// Sessions stored (expired ones until something looks them up).
+    pub(crate) fn len(&self) -> usize {
         super::delivery::lock(&self.inner).map.len()
     }
 

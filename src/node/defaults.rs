@@ -21,6 +21,8 @@ pub(super) struct Defaults {
     pub redis_aux_prefix: String,
     /// `redisStore({ ttl })`, in seconds.
     pub redis_ttl: f64,
+    /// `redisStore({ maxQueuedBytes })`: saves waiting out a Redis outage.
+    pub redis_max_queued_bytes: f64,
     /// Options `maxMessageSize`, `maxArgs`, `maxDepth`, `maxSessionBytes`.
     pub max_message_size: f64,
     pub max_args: f64,
@@ -40,6 +42,7 @@ pub(super) fn defaults() -> Defaults {
         redis_prefix: redis_store::DEFAULT_PREFIX.to_owned(),
         redis_aux_prefix: redis_store::DEFAULT_AUX_PREFIX.to_owned(),
         redis_ttl: redis_store::DEFAULT_TTL.as_secs_f64(),
+        redis_max_queued_bytes: redis_store::DEFAULT_MAX_QUEUED_BYTES as f64,
         max_message_size: peer.max_message_size as f64,
         max_args: peer.max_args as f64,
         max_depth: peer.max_depth as f64,

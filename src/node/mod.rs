@@ -4,6 +4,7 @@
 //! surfaces as a JS exception rather than aborting Node.
 
 mod defaults;
+mod metrics;
 mod options;
 // Polls sockets by fd with libuv: Unix only (elsewhere tokio reads them).
 #[cfg(all(unix, not(uhura_portable)))]
@@ -40,7 +41,7 @@ fn js_err(e: String) -> Error {
 static HOME_ENV: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 #[napi(catch_unwind)]
-pub(crate) fn init(env: Env, wake: Wake) -> Result<()> {
+pub(crate) fn init(env: Env, drain: Function<'_, (), Unknown<'static>>) -> Result<()> {
     let this_env = env.raw() as usize;
     match HOME_ENV.compare_exchange(
         0,
@@ -57,8 +58,25 @@ pub(crate) fn init(env: Env, wake: Wake) -> Result<()> {
     if ENGINE.get().is_some() {
         return Ok(());
     }
-    let wake = Arc::new(wake);
+    let wake: Arc<Wake> = Arc::new(drain.build_threadsafe_function().weak::<true>().callee_handled::<false>().build()?);
+    #[cfg(all(unix, not(uhura_portable)))]
+    {
+        let wake = wake.clone();
+        uv::set_drain(
+            &env,
+            &drain,
+            Box::new(move || {
+                wake.call((), ThreadsafeFunctionCallMode::NonBlocking);
+            }),
+        )?;
+    }
     let engine = Engine::new(move || {
+        // Events from a read on Node's loop are handed over when the read
+        // is done, with no trip through the ThreadsafeFunction (`uv.rs`).
+        #[cfg(all(unix, not(uhura_portable)))]
+        if uv::defer_wake() {
+            return;
+        }
         wake.call((), ThreadsafeFunctionCallMode::NonBlocking);
     })
     .map_err(|e| Error::from_reason(format!("uhura: cannot start the runtime: {e}")))?;
@@ -68,15 +86,22 @@ pub(crate) fn init(env: Env, wake: Wake) -> Result<()> {
 
 /// All events delivered since the last call, as a JSON array text. Calling
 /// it again means the previous batch was handled.
+/// Corks this thread's writes (`engine::cork`) until `events_handled`, so
+/// the listeners' replies and the batch's acks leave together.
 #[napi(catch_unwind)]
 pub(crate) fn take_events() -> Result<Option<String>> {
-    Ok(engine()?.take_events())
+    let engine = engine()?;
+    crate::engine::cork::begin_batch();
+    Ok(engine.take_events())
 }
 
-/// Every batch taken so far has been dispatched: their acks may go out.
+/// Every batch taken so far has been dispatched: their acks may go out,
+/// with what the listeners sent (the cork of `take_events` is released).
 #[napi(catch_unwind)]
 pub(crate) fn events_handled() -> Result<()> {
-    engine()?.events_handled();
+    let engine = engine()?;
+    engine.events_handled();
+    crate::engine::cork::end_batch();
     Ok(())
 }
 

@@ -1,6 +1,7 @@
 //! JavaScript options to engine settings: numbers saturated, absent
 //! fields left at the engine's defaults, bad values a thrown error.
 
+use crate::engine::redis_conn::{Connector, RedisTarget, RedisTls};
 use crate::engine::server::StoreChoice;
 use crate::engine::tls::TlsOptions;
 use crate::engine::transport::Addresses;
@@ -145,6 +146,12 @@ pub(crate) struct JsServerOptions {
     pub redis_aux_prefix: Option<String>,
     /// Redis key expiry, in seconds.
     pub redis_ttl: Option<f64>,
+    /// Redis Cluster node URLs (instead of `redis_url`).
+    pub redis_cluster: Option<Vec<String>>,
+    /// `rediss://` options: `ca`, `cert`, `key` (the rest is not read).
+    pub redis_tls: Option<JsTlsOptions>,
+    /// Bound on the bytes of session saves queued while Redis is unavailable.
+    pub redis_max_queued_bytes: Option<f64>,
 }
 
 /// A positive number of milliseconds from JavaScript, saturated.
@@ -162,10 +169,23 @@ pub(super) fn store_choice(o: &JsServerOptions) -> Result<StoreChoice> {
         "js" => StoreChoice::Js { timeout: millis(o.store_timeout).unwrap_or(js_store::DEFAULT_TIMEOUT) },
         "redis" => {
             let url = o.redis_url.as_deref().unwrap_or(redis_store::DEFAULT_URL);
+            let target = match &o.redis_cluster {
+                Some(nodes) => RedisTarget::Cluster(nodes.clone()),
+                None => RedisTarget::Single(url.to_owned()),
+            };
+            let tls = o.redis_tls.as_ref().map(|t| RedisTls {
+                ca: t.ca.iter().flatten().map(|b| b.to_vec()).collect(),
+                cert: t.cert.as_ref().map(|b| b.to_vec()),
+                key: t.key.as_ref().map(|b| b.to_vec()),
+            });
             let ttl = o.redis_ttl.and_then(|s| crate::engine::timers::millis(s * 1000.0));
             let prefixes = (o.redis_prefix.clone(), o.redis_aux_prefix.clone());
-            let store = redis_store::RedisStore::open(url, prefixes.0, prefixes.1, ttl)
-                .map_err(|e| Error::new(Status::InvalidArg, format!("uhura: bad redis store options: {e}")))?;
+            let bad = |e: String| Error::new(Status::InvalidArg, format!("uhura: bad redis store options: {e}"));
+            let conn = Connector::new(&target, tls.as_ref()).map_err(bad)?;
+            let mut store = redis_store::RedisStore::open_via(conn, prefixes.0, prefixes.1, ttl).map_err(bad)?;
+            if let Some(max) = count(o.redis_max_queued_bytes) {
+                store = store.with_max_queued_bytes(max);
+            }
             StoreChoice::Redis(Arc::new(store))
         }
         other => return Err(Error::new(Status::InvalidArg, format!("uhura: unknown store kind {other:?}"))),

@@ -11,10 +11,19 @@
 //!
 //! libuv is part of the Node binary and its functions are exported to
 //! addons; the handles are unref'd so they never keep the process alive.
+//!
+//! The events a read delivers are handed to JavaScript when the read is
+//! done, by calling the drain function right there (`napi_make_callback`,
+//! which runs the microtasks and `nextTick`s after it, as any I/O callback
+//! of Node's does). Waking this same thread through the ThreadsafeFunction
+//! instead would cost an eventfd write, another turn of the loop and its
+//! `epoll_wait` for every batch. The read and the drain run corked
+//! (`engine::cork`): the replies and acks they cause leave in one write.
 
 use crate::engine::link::external_read::Watch;
 use crate::engine::link::Link;
-use std::cell::RefCell;
+use napi::sys;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::ffi::{c_int, c_void};
 use std::sync::{Arc, Weak};
@@ -47,10 +56,105 @@ struct Poll {
     running: bool,
 }
 
+/// How `on_readable` calls JavaScript's drain function.
+struct Drain {
+    env: sys::napi_env,
+    func: sys::napi_ref,
+    context: sys::napi_async_context,
+    /// The ThreadsafeFunction's wake-up, should the direct call fail: the
+    /// delivery buffer wakes only once per drain, so its events must not
+    /// be left waiting.
+    wake: Box<dyn Fn()>,
+}
+
+/// Where this thread is in `on_readable`: the events it delivers wait for
+/// the drain at its end instead of waking the loop.
+#[derive(Clone, Copy, PartialEq)]
+enum Reading {
+    No,
+    Yes,
+    Delivered,
+}
+
 thread_local! {
     /// Transport id -> its poll handle. Only ever touched on the JS thread.
     static POLLS: RefCell<HashMap<u64, Poll>> = RefCell::new(HashMap::new());
     static READ_BUF: RefCell<Vec<u8>> = RefCell::new(vec![0; 64 * 1024]);
+    static DRAIN: Cell<Option<&'static Drain>> = const { Cell::new(None) };
+    static READING: Cell<Reading> = const { Cell::new(Reading::No) };
+}
+
+/// Keeps `drain` (JavaScript's batch handler) to call after reads on this
+/// thread, the environment's JavaScript thread.
+pub(super) fn set_drain(
+    env: &napi::Env,
+    drain: &napi::bindgen_prelude::Function<'_, (), napi::Unknown<'static>>,
+    wake: Box<dyn Fn()>,
+) -> napi::Result<()> {
+    use napi::bindgen_prelude::JsValue;
+    let env = env.raw();
+    let mut func = std::ptr::null_mut();
+    let mut name = std::ptr::null_mut();
+    let mut context = std::ptr::null_mut();
+    // SAFETY: valid env and function value of the current call; the
+    // reference and the async context live as long as the process (one
+    // environment per process, `init`).
+    let ok = unsafe {
+        sys::napi_create_reference(env, drain.raw(), 1, &mut func) == sys::Status::napi_ok
+            && sys::napi_create_string_utf8(env, c"uhura".as_ptr(), 5, &mut name) == sys::Status::napi_ok
+            && sys::napi_async_init(env, std::ptr::null_mut(), name, &mut context) == sys::Status::napi_ok
+    };
+    if !ok {
+        return Err(napi::Error::from_reason("uhura: cannot keep the drain function"));
+    }
+    DRAIN.with(|d| d.set(Some(Box::leak(Box::new(Drain { env, func, context, wake })))));
+    Ok(())
+}
+
+/// Called by the engine's wake-up: whether this thread is reading in
+/// `on_readable`, which then drains when the read is done.
+pub(super) fn defer_wake() -> bool {
+    READING.with(|r| {
+        if r.get() == Reading::No {
+            return false;
+        }
+        r.set(Reading::Delivered);
+        true
+    })
+}
+
+/// Calls JavaScript's drain function as Node calls an I/O callback.
+fn drain_now() {
+    let Some(d) = DRAIN.with(Cell::get) else { return };
+    // SAFETY: on the environment's thread, from a libuv callback (not inside
+    // JavaScript); the handle scope is closed before returning.
+    unsafe {
+        let mut scope = std::ptr::null_mut();
+        if sys::napi_open_handle_scope(d.env, &mut scope) != sys::Status::napi_ok {
+            return (d.wake)();
+        }
+        let (mut func, mut recv, mut result) = (std::ptr::null_mut(), std::ptr::null_mut(), std::ptr::null_mut());
+        // The receiver must be an object (`napi_make_callback` converts it).
+        let status = if sys::napi_get_reference_value(d.env, d.func, &mut func) == sys::Status::napi_ok
+            && sys::napi_get_global(d.env, &mut recv) == sys::Status::napi_ok
+        {
+            sys::napi_make_callback(d.env, d.context, recv, func, 0, std::ptr::null(), &mut result)
+        } else {
+            sys::Status::napi_generic_failure
+        };
+        match status {
+            sys::Status::napi_ok => {}
+            sys::Status::napi_pending_exception => {
+                // As from any callback of Node's: an uncaught exception.
+                let mut err = std::ptr::null_mut();
+                if sys::napi_get_and_clear_last_exception(d.env, &mut err) == sys::Status::napi_ok {
+                    sys::napi_fatal_exception(d.env, err);
+                }
+            }
+            _ => (d.wake)(),
+        }
+        sys::napi_close_handle_scope(d.env, scope);
+    }
 }
 
 fn layout() -> std::alloc::Layout {
@@ -63,6 +167,8 @@ extern "C" fn on_readable(handle: *mut c_void, status: c_int, _events: c_int) {
     // SAFETY: `data` was set to a leaked PollContext in `watch` and is only
     // freed in `on_close`, after the handle stopped.
     let ctx = unsafe { &*(*(handle as *mut *mut PollContext)) };
+    let _cork = crate::engine::cork::cork();
+    READING.with(|r| r.set(Reading::Yes));
     // libuv reports a socket error (EPOLLERR, e.g. a reset) as UV_EBADF; the
     // read then returns the real error, which ends the transport.
     let verdict = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match ctx.link.upgrade() {
@@ -77,6 +183,7 @@ extern "C" fn on_readable(handle: *mut c_void, status: c_int, _events: c_int) {
         None => Watch::Stop,
     }))
     .unwrap_or(Watch::Stop);
+    let delivered = READING.with(|r| r.replace(Reading::No)) == Reading::Delivered;
     if verdict != Watch::Keep {
         // SAFETY: a started poll handle on this loop's thread.
         unsafe { uv_poll_stop(handle) };
@@ -85,6 +192,9 @@ extern "C" fn on_readable(handle: *mut c_void, status: c_int, _events: c_int) {
                 poll.running = false;
             }
         });
+    }
+    if delivered {
+        drain_now();
     }
 }
 

@@ -38,10 +38,12 @@ impl Link {
                 drop(peer);
                 return next.write(ops);
             }
+            let mut events = 0;
             for op in ops {
                 match op {
                     Write::Event { args, notify } => {
                         peer.send_event(args, notify, now);
+                        events += 1;
                     }
                     Write::Durable { args, notify } => {
                         peer.send_event(args, Some(notify), now);
@@ -57,6 +59,7 @@ impl Link {
                     Write::Raw(message) => peer.send_message(&message),
                 }
             }
+            self.metrics.sent_events(events);
         }
         self.pump();
         result

@@ -40,6 +40,7 @@ impl Link {
         let (mut rd, wr) = tokio::io::split(stream);
         *lock(&transport.writer) = WriterSlot::Idle(Box::new(wr));
         *lock(&self.transport) = Some(transport.clone());
+        self.metrics.opened();
         self.log(Ns::Connection, || {
             let a = lock(&transport.addresses);
             let addr = |x: Option<std::net::SocketAddr>| x.map_or("a stream".to_owned(), |a| a.to_string());
@@ -171,6 +172,7 @@ impl Link {
         });
         lock(&self.peer).handle_close();
         self.pump();
+        self.metrics.closed();
         *lock(&self.transport) = None;
     }
 
@@ -188,6 +190,7 @@ impl Link {
                 }
                 peer.handle_receive(bytes, Instant::now());
             }
+            self.metrics.received_bytes(bytes.len());
             self.pump();
         })
         .is_some()
@@ -195,8 +198,12 @@ impl Link {
 
     /// Gets pending output onto the wire: straight from this thread when the
     /// socket allows it and no writer task holds unwritten bytes, else
-    /// through a writer task (started if none runs).
+    /// through a writer task (started if none runs). While this thread is
+    /// corked (`engine::cork`), once the cork is released.
     pub(crate) fn wake_writer(&self) {
+        if crate::engine::cork::hold(&self.me) {
+            return;
+        }
         let Some(t) = self.transport() else { return };
         let direct = lock(&t.addresses).direct.clone();
         if let Some(direct) = direct.filter(|_| !t.ending.load(Ordering::Acquire)) {
@@ -214,6 +221,9 @@ impl Link {
                 drop(peer);
                 if freed {
                     self.wake_reader();
+                }
+                if let Ok(n) = written {
+                    self.metrics.sent_bytes(n);
                 }
                 match written {
                     Ok(_) if done => return,
@@ -292,6 +302,7 @@ async fn write_loop(link: Arc<Link>, transport: Arc<Transport>, wr: BoxWriter) {
                 transport.kill();
                 return;
             }
+            link.metrics.sent_bytes(out.len());
             out.clear();
             if out.capacity() > 1 << 20 {
                 out = Vec::new();

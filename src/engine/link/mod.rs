@@ -50,6 +50,7 @@ pub(crate) mod transport_ctl;
 
 use super::delivery::{lock, Delivery};
 use super::diag::{self, Ns};
+use super::metrics::LinkMetrics;
 use super::retention::Retention;
 use super::store::SessionStore;
 use super::timers::Timers;
@@ -116,6 +117,8 @@ pub(crate) struct Link {
     deferred: Mutex<DeferredAcks>,
     /// Generation of this link's latest delivered entry.
     last_gen: AtomicU64,
+    /// Traffic counters (and, for a server-side link, its server's).
+    pub(crate) metrics: LinkMetrics,
     /// This link, for the writer task a `&self` caller may have to start.
     me: Weak<Link>,
 }
@@ -154,6 +157,7 @@ impl Link {
             session_saved: Notify::new(),
             deferred: Mutex::new(DeferredAcks::default()),
             last_gen: AtomicU64::new(0),
+            metrics: LinkMetrics::new(server.and_then(|s| shared.server_metrics(s))),
             me: me.clone(),
         })
     }

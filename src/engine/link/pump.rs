@@ -18,6 +18,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
+/// How the peer's error for a silent peer begins (`Peer::handle_timeout`).
+const HEARTBEAT_TIMEOUT: &str = "heartbeat timeout";
+
 impl Link {
     /// The timer task woke us: ack deadlines, heartbeats.
     pub(crate) fn on_timer(self: &Arc<Self>, now: Instant) {
@@ -77,6 +80,8 @@ impl Link {
             }
             // Consecutive acked sequence numbers of one handle, not yet delivered.
             let mut acked: Option<AckedRun> = None;
+            // Counted once per pump (see `metrics`).
+            let (mut messages, mut drops) = (0, 0);
             while let Some(ev) = peer.poll_event() {
                 if let Event::Acked((h, seq)) = ev {
                     match &mut acked {
@@ -94,21 +99,38 @@ impl Link {
                     run.deliver(&self.delivery);
                 }
                 match ev {
-                    Event::Message(args) => self.deliver(Kind::Message, |b| b.push_str(&args)),
+                    Event::Message(args) => {
+                        messages += 1;
+                        self.deliver(Kind::Message, |b| b.push_str(&args));
+                    }
                     Event::Set(args) => self.deliver(Kind::Set, |b| b.push_str(&args)),
                     Event::Acked(_) => {}
                     Event::AckTimeout((h, seq)) => deliver_to(&self.delivery, h, Kind::AckTimeout, &seq.to_string()),
-                    Event::Dropped { notify } => match notify {
-                        Some((h, seq)) => deliver_to(&self.delivery, h, Kind::Dropped, &seq.to_string()),
-                        None => self.deliver(Kind::Dropped, |b| b.push_str("null")),
-                    },
+                    Event::Dropped { notify } => {
+                        drops += 1;
+                        match notify {
+                            Some((h, seq)) => deliver_to(&self.delivery, h, Kind::Dropped, &seq.to_string()),
+                            None => self.deliver(Kind::Dropped, |b| b.push_str("null")),
+                        }
+                    }
                     // The same entry with a reason: `[handle, DROPPED, seq, "refused"]`.
-                    Event::Refused { notify } => match notify {
-                        Some((h, seq)) => deliver_to(&self.delivery, h, Kind::Dropped, &format!("{seq},\"refused\"")),
-                        None => self.deliver(Kind::Dropped, |b| b.push_str("null,\"refused\"")),
-                    },
-                    Event::Error(message) => self.deliver_error(&message, None),
+                    Event::Refused { notify } => {
+                        drops += 1;
+                        match notify {
+                            Some((h, seq)) => {
+                                deliver_to(&self.delivery, h, Kind::Dropped, &format!("{seq},\"refused\""))
+                            }
+                            None => self.deliver(Kind::Dropped, |b| b.push_str("null,\"refused\"")),
+                        }
+                    }
+                    Event::Error(message) => {
+                        if message.starts_with(HEARTBEAT_TIMEOUT) {
+                            self.metrics.count(|s| &s.heartbeat_timeouts, 1);
+                        }
+                        self.deliver_error(&message, None)
+                    }
                     Event::Connected { resumed } => {
+                        self.metrics.count(|s| if resumed { &s.handshakes_resumed } else { &s.handshakes_new }, 1);
                         if let (Some(r), Some(sid)) = (&self.retention, peer.session_id()) {
                             r.set_active(sid, self);
                         }
@@ -150,6 +172,8 @@ impl Link {
             if let Some(run) = acked {
                 run.deliver(&self.delivery);
             }
+            self.metrics.received_events(messages);
+            self.metrics.count(|s| &s.drops, drops);
             if save_due {
                 self.stage_session_save(&mut peer, &mut store_work);
             }
@@ -216,6 +240,9 @@ impl Link {
         e.insert("code".into(), code.map_or(Value::Null, Value::from));
         e.insert("server".into(), self.server.map_or(Value::Null, Value::from));
         let text = Value::Object(e).to_string();
+        if let Some(s) = &self.metrics.server {
+            s.error(self.handle, code, message);
+        }
         self.deliver(Kind::Error, |b| b.push_str(&text));
     }
 }

@@ -1,0 +1,128 @@
+'use strict'
+// Operator metrics: the counters live in Rust (src/engine/metrics.rs) and
+// are read here on demand, as a snapshot, a Prometheus exposition text, or
+// through prom-client collectors. Nothing here runs per event.
+
+const native = require('./addon')
+
+/** The views of a server that `native.serverSnapshot` gives (src/node/metrics.rs). */
+const VIEW = { metrics: 0, connections: 1, sessions: 2 }
+
+/** A server's view (`metrics`, `connections` or `sessions`) as a value; null once the server is gone. */
+function snapshot (h, view) {
+  const text = native.serverSnapshot(h, VIEW[view])
+  return text == null ? null : JSON.parse(text)
+}
+
+/** A client's stats; null once it is gone. */
+function clientStats (h) {
+  const text = native.clientStats(h)
+  return text == null ? null : JSON.parse(text)
+}
+
+const one = (value) => [[null, value]]
+
+/**
+ * Every metric, in exposition order: Prometheus naming (prefix `uhura_`,
+ * base units, `_total` on counters), and how to read it from a
+ * `server.metrics()` snapshot as [labels, value] pairs.
+ */
+const METRICS = [
+  ['uhura_connections', 'gauge', 'Connections open now, handshaken or not.', (m) => one(m.connections.current)],
+  ['uhura_connections_accepted_total', 'counter', 'Connections accepted.', (m) => one(m.connections.accepted)],
+  ['uhura_connections_refused_total', 'counter', 'Connections closed unread over maxConnections.', (m) => one(m.connections.refused)],
+  ['uhura_handshakes_total', 'counter', 'Completed handshakes, by whether they started a new session or resumed one.',
+    (m) => [[{ session: 'new' }, m.handshakes.new], [{ session: 'resumed' }, m.handshakes.resumed]]],
+  ['uhura_sessions_stored', 'gauge', 'Sessions in the memory store (absent for other stores).',
+    (m) => m.sessions.stored == null ? [] : one(m.sessions.stored)],
+  ['uhura_sessions_retained', 'gauge', 'Dropped connections kept for their session to resume.', (m) => one(m.sessions.retained)],
+  ['uhura_events_received_total', 'counter', 'Application events received.', (m) => one(m.events.in)],
+  ['uhura_events_sent_total', 'counter', 'Application events sent.', (m) => one(m.events.out)],
+  ['uhura_bytes_received_total', 'counter', 'Bytes read from connections.', (m) => one(m.bytes.in)],
+  ['uhura_bytes_sent_total', 'counter', 'Bytes written to connections.', (m) => one(m.bytes.out)],
+  ['uhura_pending_events', 'gauge', 'Events sent or queued and not yet acknowledged.', (m) => one(m.pending.events)],
+  ['uhura_pending_bytes', 'gauge', 'Bytes of the events not yet acknowledged.', (m) => one(m.pending.bytes)],
+  ['uhura_acks_pending', 'gauge', 'Events written and waiting for their ack.', (m) => one(m.acks.pending)],
+  ['uhura_events_dropped_total', 'counter', 'Pending events dropped (queue limits, refusals, sessions that did not return).', (m) => one(m.drops)],
+  ['uhura_heartbeat_timeouts_total', 'counter', 'Connections closed because the peer went silent.', (m) => one(m.heartbeatTimeouts)],
+  ['uhura_errors_total', 'counter', 'Connection errors, by err.code ("protocol" for errors of the protocol, which have none).',
+    (m) => Object.keys(m.errors).map((code) => [{ code }, m.errors[code]])],
+  ['uhura_store_operations_total', 'counter', 'Session store calls.', (m) => one(m.store.operations)],
+  ['uhura_store_failures_total', 'counter', 'Session store calls that failed.', (m) => one(m.store.failures)]
+]
+
+/** A label value, escaped as the text format wants. */
+function escapeLabel (v) {
+  return String(v).replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n')
+}
+
+/** A `server.metrics()` snapshot in the Prometheus text exposition format (version 0.0.4). */
+function prometheusText (m) {
+  let out = ''
+  for (const [name, type, help, read] of METRICS) {
+    out += `# HELP ${name} ${help}\n# TYPE ${name} ${type}\n`
+    for (const [labels, value] of read(m)) {
+      const l = labels ? `{${Object.keys(labels).map((k) => `${k}="${escapeLabel(labels[k])}"`).join(',')}}` : ''
+      out += `${name}${l} ${value}\n`
+    }
+  }
+  return out
+}
+
+/**
+ * Registers uhura's metrics in a prom-client registry: each collector reads
+ * `server.metrics()` when the registry is scraped. prom-client is an
+ * optional peer dependency, loaded only here.
+ */
+function register (registry, server) {
+  let client
+  try {
+    client = require('prom-client')
+  } catch (e) {
+    const err = new Error('uhura: metrics.register() needs the prom-client package (npm install prom-client)')
+    err.code = 'ERR_UHURA_NO_PROM_CLIENT'
+    err.cause = e
+    throw err
+  }
+  if (!registry || typeof registry.registerMetric !== 'function') {
+    throw new TypeError('uhura: metrics.register(registry, server) takes a prom-client Registry')
+  }
+  if (!server || typeof server.metrics !== 'function') {
+    throw new TypeError('uhura: metrics.register(registry, server) takes a uhura Server')
+  }
+  // One snapshot per scrape, shared by the collectors of that scrape.
+  let cached = null
+  const current = () => {
+    if (!cached) {
+      cached = server.metrics()
+      setImmediate(() => { cached = null })
+    }
+    return cached
+  }
+  for (const [name, type, help, read] of METRICS) {
+    const labelNames = name === 'uhura_errors_total' ? ['code'] : name === 'uhura_handshakes_total' ? ['session'] : []
+    const Ctor = type === 'counter' ? client.Counter : client.Gauge
+    // eslint-disable-next-line no-new
+    new Ctor({
+      name,
+      help,
+      labelNames,
+      registers: [registry],
+      collect () {
+        this.reset()
+        const m = current()
+        if (!m) return
+        for (const [labels, value] of read(m)) {
+          if (type === 'counter') {
+            if (labels) this.inc(labels, value)
+            else this.inc(value)
+          } else if (labels) this.set(labels, value)
+          else this.set(value)
+        }
+      }
+    })
+  }
+  return registry
+}
+
+module.exports = { snapshot, clientStats, prometheusText, register, METRICS }

@@ -1,0 +1,98 @@
+//! Corked writes: while the application's thread handles a batch of
+//! delivered events, direct writes from that thread wait until the batch is
+//! done. A listener's reply and the acks of the events it answered then
+//! leave in one `write` (one syscall, one TCP segment) instead of two, and
+//! the peer wakes once for both: on a request/response round trip that is a
+//! syscall and a wake-up less on each side.
+//!
+//! Only the thread that corks is held back; other threads (tokio's) write
+//! as before. Each held link is written once, in the order it first asked,
+//! when the outermost cork is released.
+
+use super::link::Link;
+use std::cell::RefCell;
+use std::collections::HashSet;
+use std::sync::{Arc, Weak};
+
+#[derive(Default)]
+struct Cork {
+    depth: u32,
+    /// In the order they first asked, and as a set (a batch may touch
+    /// thousands of links).
+    waiting: Vec<Arc<Link>>,
+    listed: HashSet<*const Link>,
+    /// `begin_batch` holds one level of `depth`.
+    batch: bool,
+}
+
+thread_local! {
+    static CORK: RefCell<Cork> = RefCell::default();
+}
+
+/// Holds back this thread's direct writes until dropped (nests).
+#[must_use = "the writes are released when the guard is dropped"]
+pub(crate) struct Corked(std::marker::PhantomData<*const ()>);
+
+/// Corks this thread's direct writes until the guard is dropped.
+pub(crate) fn cork() -> Corked {
+    CORK.with(|c| c.borrow_mut().depth += 1);
+    Corked(std::marker::PhantomData)
+}
+
+impl Drop for Corked {
+    fn drop(&mut self) {
+        uncork();
+    }
+}
+
+/// Corks this thread's writes for the batch of events the application is
+/// handling, which spans two calls (taking the batch, saying it is handled):
+/// until `end_batch`. Idempotent.
+pub(crate) fn begin_batch() {
+    CORK.with(|c| {
+        let mut c = c.borrow_mut();
+        if !c.batch {
+            c.batch = true;
+            c.depth += 1;
+        }
+    });
+}
+
+/// Releases the cork of `begin_batch`, if any.
+pub(crate) fn end_batch() {
+    if CORK.with(|c| std::mem::take(&mut c.borrow_mut().batch)) {
+        uncork();
+    }
+}
+
+fn uncork() {
+    let waiting = CORK.with(|c| {
+        let mut c = c.borrow_mut();
+        c.depth -= 1;
+        if c.depth == 0 {
+            c.listed.clear();
+            std::mem::take(&mut c.waiting)
+        } else {
+            Vec::new()
+        }
+    });
+    for link in waiting {
+        link.wake_writer();
+    }
+}
+
+/// Whether a write of `link` waits for the cork of this thread (the link is
+/// then listed, once, to be written when the cork is released).
+pub(crate) fn hold(link: &Weak<Link>) -> bool {
+    CORK.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.depth == 0 {
+            return false;
+        }
+        let Some(link) = link.upgrade() else { return false };
+        if c.listed.insert(Arc::as_ptr(&link)) {
+            c.waiting.push(link);
+        }
+        true
+    })
+}
