@@ -11,6 +11,7 @@ const assert = require('node:assert/strict')
 const path = require('node:path')
 const {
   installExitWatchdog, HOST, freePort, useResources, waitUntil, waitHandshake, delay, needRedis, startRedis, spawnNode,
+  redisCommand, errorsOf,
 } = require('./helpers')
 
 installExitWatchdog(15000)
@@ -44,6 +45,35 @@ describe('durable sends', () => {
     await durable.persisted
     await durable.acked
     assert.deepEqual(got, [1, 2])
+  })
+
+  it('are not persisted while the session\'s save only waits in memory for Redis (the save queue)', { timeout: 30000 }, async (t) => {
+    if (!needRedis(t)) return
+    const redis = await startRedis(t)
+    const r = useResources(t)
+    const srv = await r.startServer('ours', { options: { store: U.redisStore({ url: redis.url }) } })
+    // Down before the session's first save: that save is queued.
+    await redis.kill()
+    const client = r.createClient('ours', { port: srv.port, host: HOST })
+    const got = []
+    client.on('n', (n) => got.push(n))
+    await waitHandshake('ours', client)
+    const { conn } = await srv.waitConnection(0)
+    const sid = client.get('sessionID')
+    await waitUntil(() => errorsOf(conn).some((e) => /queued/.test(e.message)), 8000, "an 'error' saying the save is queued")
+    const during = conn.sendDurable('n', 1)
+    during.acked.catch(() => {})
+    await assert.rejects(during.persisted, { code: 'ESTORE' }, 'not persisted with Redis down')
+    // Long enough for the queue's flusher to back off to its longest pause
+    // (2 s): the next send's own write reaches Redis well before it retries.
+    await delay(3500)
+    // Back, and the queued save not landed yet: persisted only once it has.
+    await redis.start()
+    const after = conn.sendDurable('n', 2)
+    await after.persisted
+    assert.equal(await redisCommand(redis.port, 'EXISTS', `sess:${sid}`), 1, 'the session is in Redis when persisted is reported')
+    await after.acked
+    await waitUntil(() => got.includes(2), 5000, 'the event')
   })
 
   it('need a store that keeps delivery state', () => {

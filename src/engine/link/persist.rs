@@ -8,7 +8,7 @@ use super::Link;
 use crate::engine::delivery::lock;
 use crate::engine::diag::Ns;
 use crate::engine::events::Kind;
-use crate::engine::store::DeliveryDelta;
+use crate::engine::store::{DeliveryDelta, SessionStore};
 use crate::protocol::peer::{Notify, Peer};
 use crate::protocol::session;
 use std::sync::Arc;
@@ -141,16 +141,15 @@ impl Link {
     /// Tells durable sends that their events are in the store, once the
     /// session is too: a server resuming the session elsewhere reads the
     /// session first, and without it would start a new one.
-    async fn report_persisted(&self, persisted: Vec<Notify>, saved: Result<(), String>) {
-        let body = match saved {
-            Ok(()) => {
-                // Once a save has landed the session is there; waiting on
-                // every later save would hold reports up behind busy sets.
-                if !lock(&self.unsaved_session).landed {
-                    self.saves_flushed().await;
-                }
-                String::new()
-            }
+    async fn report_persisted(
+        &self,
+        store: &Arc<dyn SessionStore>,
+        id: &str,
+        persisted: Vec<Notify>,
+        saved: Result<(), String>,
+    ) {
+        let body = match saved.and(self.session_stored(store, id).await) {
+            Ok(()) => String::new(),
             Err(e) => {
                 let mut err = serde_json::Map::new();
                 err.insert("message".into(), format!("uhura: the event was not persisted: {e}").into());
@@ -160,6 +159,31 @@ impl Link {
         };
         for (h, seq) in persisted {
             self.delivery.push(|b| b.push_str(&format!("[{h},{},{seq}{body}]", Kind::Persisted)));
+        }
+    }
+
+    /// Until session `id` is in the store (an error if it is not): a save
+    /// of it that only reached the store's memory (Redis unavailable, the
+    /// save queued: `save_queue.rs`) does not count.
+    async fn session_stored(&self, store: &Arc<dyn SessionStore>, id: &str) -> Result<(), String> {
+        // Once a save has landed the session is there; waiting on every
+        // later save would hold reports up behind busy sets.
+        if lock(&self.unsaved_session).landed {
+            return Ok(());
+        }
+        self.saves_flushed().await;
+        if lock(&self.unsaved_session).landed {
+            return Ok(());
+        }
+        // No save of this link landed: queued, or failed. A read waits for
+        // a queued save of the session to land (or fails), and tells
+        // whether the session is there.
+        match store.get(id).await? {
+            Some(_) => {
+                lock(&self.unsaved_session).landed = true;
+                Ok(())
+            }
+            None => Err(format!("session {id} is not in the store")),
         }
     }
 
@@ -253,7 +277,7 @@ impl Link {
                             );
                         }
                         if !persisted.is_empty() {
-                            link.report_persisted(persisted, saved).await;
+                            link.report_persisted(&store, &id, persisted, saved).await;
                         }
                     }
                 });
