@@ -326,6 +326,13 @@ export class Connection extends SendEmitter {
   readonly sessionID: string
   /** The server's store (`options.store`), or null for the built-in one. */
   readonly sessionStore: ConnectStyleStore | RedisStore | null
+  /**
+   * A durable send (needs a `redisStore()`): `persisted` resolves once the
+   * event is in Redis, from where whichever server the session resumes on
+   * delivers it; `acked` once the client acknowledged it, never before
+   * `persisted`. Left alone, neither is an unhandled rejection.
+   */
+  sendDurable (event: string, ...args: any[]): DurableSend
   /** Destroys the stored session and tells the client, which drops and starts a new one. */
   invalidateSession (): void
   /** Closes this connection after what was sent on it; `disconnect` fires once closed. */
@@ -339,7 +346,24 @@ export class Connection extends SendEmitter {
   on (event: string, listener: (...args: any[]) => void): this
 }
 
+/** The two stages of a durable send (`conn.sendDurable`). */
+export interface DurableSend {
+  /** The event is in the Redis store (rejects with code `ESTORE` if it could not be saved). */
+  persisted: Promise<void>
+  /** The client acknowledged it (after `persisted`). */
+  acked: Promise<void>
+}
+
+/** The callback of a send on a `durable: true` server: called once per stage, 'persisted' first. */
+export type DurableCallback = (err: Error | null, stage: 'persisted' | 'acked') => void
+
 export interface ServerOptions extends PeerOptions {
+  /**
+   * Every send with a callback is durable: the callback is called twice,
+   * `cb(err, 'persisted')` once the event is in Redis, then `cb(err, 'acked')`
+   * (see `DurableCallback`). Needs `store: redisStore(...)`.
+   */
+  durable?: boolean
   /** A connect-style store, or `redisStore(...)`. Default: in memory, in Rust. */
   store?: ConnectStyleStore | RedisStore
   /** ms of idleness after which the default store forgets a session. Default 24 h. */
@@ -401,6 +425,21 @@ export class Server extends EventEmitter {
   readonly sessionStore: ConnectStyleStore | RedisStore | null
   /** The original's `new Server(options).start(options, cb)`: takes the connection callback. */
   start (options: ServerOptions | ((conn: Connection, reconnect?: true) => void), cb?: (conn: Connection, reconnect?: true) => void): this
+  /**
+   * Emits `event` on session `sessionID` wherever in the fleet it is
+   * connected; offline, it waits in the session's queue in Redis until the
+   * session resumes on any server. A trailing function is not sent: it is
+   * called once the event is in that queue, or with an error
+   * (`ERR_UHURA_NO_SESSION` for a session the store does not know). Without
+   * Redis: the sessions of this server only.
+   */
+  sendTo (sessionID: string, event: string, ...args: any[]): void
+  /**
+   * Emits `event` on every session connected to a server of the fleet
+   * (this server alone without Redis). A trailing function is called once
+   * it is handed to the fleet.
+   */
+  broadcast (event: string, ...args: any[]): void
   /** Connections open now, handshaken or not. */
   getConnections (cb: (err: Error | null, count: number) => void): this
   listen (port?: number | string, host?: string, backlog?: number, cb?: () => void): this

@@ -172,6 +172,39 @@ async function failsOverThrough (t, makeStore, peek) {
   assert.deepStrictEqual([...errorsOf(conn), ...errorsOf(connB)].map(String), [], 'no store errors')
 }
 
+/** `fn(cb)` (a sendTo or broadcast) as a Promise. */
+function sent (fn) {
+  return withTimeout(new Promise((resolve, reject) => fn((err) => (err ? reject(err) : resolve()))), 5000, 'a sendTo callback')
+}
+
+/**
+ * `server.sendTo` across servers A and B sharing a store made by
+ * `makeStore()` (a client on each, each sent to from the other server),
+ * then a `broadcast` from A reaching both.
+ */
+async function sendsAcross (t, makeStore, isStored) {
+  const r = useResources(t)
+  const A = await r.startServer('ours', { options: { store: makeStore() } })
+  const B = await r.startServer('ours', { options: { store: makeStore() } })
+  const clients = []
+  for (const srv of [A, B]) {
+    const client = await r.connectClient('ours', srv.port)
+    const got = []
+    for (const name of ['to', 'all']) client.on(name, (...args) => got.push([name, ...args]))
+    const sid = client.get('sessionID')
+    await waitUntil(() => isStored(sid), 5000, `session ${sid} in Redis`)
+    clients.push({ got, sid })
+  }
+  const [onA, onB] = clients
+  await sent((cb) => B.server.sendTo(onA.sid, 'to', 'from B', cb))
+  await sent((cb) => A.server.sendTo(onB.sid, 'to', 'from A', cb))
+  await sent((cb) => A.server.broadcast('all', 'everyone', cb))
+  await waitUntil(() => onA.got.length === 2 && onB.got.length === 2, 8000, 'the sendTo and broadcast events')
+  assert.deepEqual(onA.got.sort(), [['all', 'everyone'], ['to', 'from B']])
+  assert.deepEqual(onB.got.sort(), [['all', 'everyone'], ['to', 'from A']])
+  assert.equal(A.errors.length + B.errors.length, 0, 'no server error')
+}
+
 describe('redisStore over TLS (rediss://)', () => {
   it('server TLS checked against tls.ca (PEM strings): a fleet resumes through it', { timeout: 30000 }, async (t) => {
     if (!needRedis(t)) return
@@ -208,6 +241,14 @@ describe('redisStore over TLS (rediss://)', () => {
     assert.match(err.message, /certificate|UnknownIssuer/, 'the error says the certificate was not trusted')
     await roundTripMatching(client, 1, 'the client, with its sessions unsaved')
     assert.equal(srv.errors.length, 0, 'no server error')
+  })
+
+  it('sendTo and broadcast across the fleet (the fleet bus subscribes over TLS too)', { timeout: 30000 }, async (t) => {
+    if (!needRedis(t)) return
+    const redis = await startTlsRedis(t, true)
+    const tls = { ca: [fixture('ca-cert.pem')], cert: fixture('client-cert.pem'), key: fixture('client-key.pem') }
+    await sendsAcross(t, () => U.redisStore({ url: redis.tlsUrl, tls }),
+      async (sid) => (await redisCommand(redis.port, 'EXISTS', 'sess:' + sid)) === 1)
   })
 
   it('bad tls options are refused when the server is made', () => {
@@ -283,6 +324,13 @@ describe('redisStore on a Redis Cluster', () => {
       await roundTripMatching(c, 100 + c.get('i'))
     }
     assert.equal(B.errors.length, 0, 'no server error')
+  })
+
+  it('sendTo and broadcast across the fleet: queues in the session\'s slot, wake-ups by pub/sub', { timeout: 60000 }, async (t) => {
+    if (!needRedis(t)) return
+    const cluster = await startCluster(t)
+    await sendsAcross(t, () => U.redisStore({ cluster: cluster.nodes.map((n) => n.url) }),
+      async (sid) => (await cluster.get('sess:' + sid)) != null)
   })
 })
 

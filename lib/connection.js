@@ -98,7 +98,10 @@ SendEmitter.prototype.send = function (...args) {
   const what = () => `send(${JSON.stringify(args[0])})`
   const json = toJson(args, what)
   checkLimits(this._limits, json, args.length - 1, what)
-  if (cb) {
+  if (cb && this._durable) {
+    // `durable: true`: the callback hears both stages, persisted first.
+    this._pushDurable(json, (err) => cb(err || null, 'persisted'), (err) => cb(err || null, 'acked'))
+  } else if (cb) {
     const seq = this._seq++
     if (this._acks === NO_ACKS) this._acks = new Map()
     this._acks.set(seq, cb)
@@ -114,8 +117,39 @@ SendEmitter.prototype.send = function (...args) {
 /** Promise form of send with an ack: resolves when the peer acknowledges. */
 SendEmitter.prototype.sendWithAck = function (...args) {
   return new Promise((resolve, reject) => {
-    this.send(...args, (err) => (err ? reject(err) : resolve()))
+    // With `durable: true` the callback also hears 'persisted' first.
+    this.send(...args, (err, stage) => (err ? reject(err) : stage !== 'persisted' && resolve()))
   })
+}
+
+/**
+ * Queues a durable send (line `d<seq><json>`): `onPersisted(err)` runs once
+ * the event is in the session store (Rust's PERSISTED entry), `onAcked(err)`
+ * once the peer acknowledged it, always after `onPersisted`. The persisted
+ * stage waits in `_acks` under `-seq - 1`, so the connection stays
+ * addressable until both have run.
+ */
+SendEmitter.prototype._pushDurable = function (json, onPersisted, onAcked) {
+  const seq = this._seq++
+  if (this._acks === NO_ACKS) this._acks = new Map()
+  let persisted = false
+  let ackedFirst = null
+  this._acks.set(-seq - 1, (err) => {
+    persisted = true
+    onPersisted(err)
+    if (ackedFirst !== null) onAcked(ackedFirst.err)
+  })
+  this._acks.set(seq, (err) => {
+    if (persisted) onAcked(err)
+    else ackedFirst = { err }
+  })
+  if (this._disconnected) handles.set(this._h, this)
+  this._push('d' + seq + json)
+}
+
+/** The PERSISTED entry of a durable send: in the store, or not (`info`). */
+SendEmitter.prototype._onPersisted = function (seq, info) {
+  this._settle(-seq - 1, info ? makeError(info) : undefined)
 }
 
 SendEmitter.prototype.set = function (key, val) {
@@ -192,12 +226,19 @@ SendEmitter.prototype._write = function (lines) {
     err.code = 'ERR_UHURA_CLOSED'
     let unreported = false
     for (const line of lines) {
-      const cb = line.charCodeAt(0) === 97 ? this._acks.get(parseInt(line.slice(1), 10)) : undefined // 'a<seq>…'
+      const tag = line.charCodeAt(0)
+      const seq = tag === 97 || tag === 100 ? parseInt(line.slice(1), 10) : NaN // 'a<seq>…', 'd<seq>…'
+      const cb = this._acks.get(seq)
       if (cb === undefined) {
         unreported = true
         continue
       }
-      this._acks.delete(parseInt(line.slice(1), 10))
+      if (tag === 100) {
+        // A durable send: its persisted stage first.
+        process.nextTick(this._acks.get(-seq - 1), err)
+        this._acks.delete(-seq - 1)
+      }
+      this._acks.delete(seq)
       process.nextTick(cb, err)
     }
     if (this._acks.size === 0) this._acksSettled()
@@ -294,10 +335,42 @@ function Connection (server, h, info) {
   this.sessionID = info.session.sessionID
   if (server._maxQueueLength != null) this.maxQueueLength = server._maxQueueLength
   if (server.options.maxSessionBytes != null) this._maxSessionBytes = server.options.maxSessionBytes
+  // `durable: true`: every send with a callback is a durable one.
+  this._durable = !!server.options.durable
   handles.set(h, this)
   keepAlive(this, true)
 }
 util.inherits(Connection, SendEmitter)
+
+/**
+ * A durable send: `{ persisted, acked }`, two Promises. `persisted`
+ * resolves once the event is in the Redis store, from where whichever
+ * server the session resumes on delivers it; `acked` once the client
+ * acknowledged it (never before `persisted`). Neither is an unhandled
+ * rejection when left alone.
+ */
+Connection.prototype.sendDurable = function (...args) {
+  if (!this.server._durableStore) {
+    throw new TypeError('uhura: sendDurable() needs a server whose store keeps delivery state: createServer({ store: Uhura.redisStore(...) })')
+  }
+  if (typeof args[0] !== 'string') {
+    throw new TypeError(`uhura: sendDurable(event, ...args): the event name must be a string, got ${describe(args[0])}`)
+  }
+  const what = () => `sendDurable(${JSON.stringify(args[0])})`
+  const json = toJson(args, what)
+  checkLimits(this._limits, json, args.length - 1, what)
+  const stages = {}
+  const settle = (resolve, reject) => (err) => (err ? reject(err) : resolve())
+  let persisted, acked
+  stages.persisted = new Promise((resolve, reject) => { persisted = settle(resolve, reject) })
+  stages.acked = new Promise((resolve, reject) => { acked = settle(resolve, reject) })
+  stages.persisted.catch(noop)
+  stages.acked.catch(noop)
+  this._pushDurable(json, persisted, acked)
+  return stages
+}
+
+function noop () {}
 
 Connection.prototype.invalidateSession = function () {
   this._flush()

@@ -22,6 +22,7 @@ const UNWATCH = 18
 const LOG = 19
 const ACCEPTED = 20
 const REFUSED = 21
+const PERSISTED = 22
 
 module.exports = {
   MESSAGE,
@@ -45,5 +46,6 @@ module.exports = {
   UNWATCH,
   LOG,
   ACCEPTED,
-  REFUSED
+  REFUSED,
+  PERSISTED
 }

@@ -8,7 +8,8 @@ const debugLog = require('./debug')
 const { streams, pumpOutput, closeStream } = require('./js-stream')
 const {
   MESSAGE, ACKED, SET, CONNECTED, DISCONNECTED, ERROR, LISTENING, CLOSED, DROPPED, RECONNECTING, OUTPUT,
-  TRANSPORT_CLOSED, RESUME_INPUT, OPEN_TRANSPORT, STORE_OP, ACK_TIMEOUT, STOPPED, WATCH, UNWATCH, LOG, ACCEPTED, REFUSED
+  TRANSPORT_CLOSED, RESUME_INPUT, OPEN_TRANSPORT, STORE_OP, ACK_TIMEOUT, STOPPED, WATCH, UNWATCH, LOG, ACCEPTED, REFUSED,
+  PERSISTED
 } = require('./constants')
 
 const handles = new Map()
@@ -175,6 +176,10 @@ function dispatch (e) {
       break
     case ACK_TIMEOUT:
       if (obj) obj._onAckTimeout(e[2])
+      break
+    case PERSISTED:
+      // A durable send's first stage, or a server's sendTo / broadcast.
+      if (obj) obj._onPersisted(e[2], e[3])
       break
     case STOPPED:
       if (obj) obj._onStopped()

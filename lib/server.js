@@ -10,7 +10,7 @@ const Socket = require('./socket')
 const { Connection } = require('./connection')
 const { native, handles, acceptedBy, keepAlive, makeError } = require('./native')
 const { streams, addressesOf, bindStream } = require('./js-stream')
-const { describe, nonNegative, checkedPort, peerOptions, tlsOptions, storeOptions } = require('./options')
+const { describe, nonNegative, checkedPort, peerOptions, tlsOptions, storeOptions, toJson, limitsOf, checkLimits } = require('./options')
 const metrics = require('./metrics')
 
 /**
@@ -52,6 +52,14 @@ function Server (options, onConnection) {
     tls: options.tls ? tlsOptions(options.tls) : undefined,
     ...storeOptions(options)
   })
+  // Redis keeps each session's pending events: sends can be durable.
+  this._durableStore = options.store instanceof sessions.RedisStore
+  if (options.durable && !this._durableStore) {
+    throw new TypeError('uhura: options.durable needs a store that keeps delivery state: store: Uhura.redisStore(...)')
+  }
+  // sendTo / broadcast callbacks by number, until Rust reports them.
+  this._fleetSeq = 0
+  this._fleetCbs = new Map()
   this.store = options.store || null
   // The original's name for it, also on each connection.
   this.sessionStore = this.store
@@ -271,7 +279,8 @@ Server.prototype._onClose = function () {
   if (this._bound) return
   this._listening = false
   keepAlive(this, false)
-  if (!this._factoryServer) handles.delete(this._h)
+  // Still addressable while sendTo / broadcast callbacks wait (see _onPersisted).
+  if (!this._factoryServer && this._fleetCbs.size === 0) handles.delete(this._h)
   this.emit('close')
 }
 
@@ -311,6 +320,57 @@ Server.prototype._onAcceptedClosed = function (h) {
   if (!socket) return
   this._accepted.delete(h)
   socket._onClosed()
+}
+
+/**
+ * sendTo(sessionID, event, ...args[, cb]): the event reaches the session
+ * wherever in the fleet it is connected, or waits in its queue (Redis)
+ * until it resumes on any server. `cb(err)` once it is in that queue.
+ */
+Server.prototype.sendTo = function (sessionID, ...args) {
+  if (typeof sessionID !== 'string' || sessionID === '') {
+    throw new TypeError(`uhura: sendTo(sessionID, event, ...args): the session id must be a non-empty string, got ${describe(sessionID)}`)
+  }
+  const { json, seq } = this._fleetSend('sendTo', args)
+  native.serverSendTo(this._h, sessionID, json, seq)
+}
+
+/**
+ * broadcast(event, ...args[, cb]): the event reaches every session
+ * connected to a server of the fleet (this one alone without Redis).
+ * `cb(err)` once it is handed to the fleet.
+ */
+Server.prototype.broadcast = function (...args) {
+  const { json, seq } = this._fleetSend('broadcast', args)
+  native.serverBroadcast(this._h, json, seq)
+}
+
+/** Checks a sendTo / broadcast's arguments and keeps its callback. */
+Server.prototype._fleetSend = function (method, args) {
+  const cb = typeof args[args.length - 1] === 'function' ? args.pop() : null
+  if (typeof args[0] !== 'string') {
+    throw new TypeError(`uhura: ${method}(${method === 'sendTo' ? 'sessionID, ' : ''}event, ...args): the event name must be a string, got ${describe(args[0])}`)
+  }
+  const what = () => `${method}(${JSON.stringify(args[0])})`
+  const json = toJson(args, what)
+  if (this._limits === undefined) this._limits = limitsOf(this.options)
+  checkLimits(this._limits, json, args.length - 1, what)
+  const seq = this._fleetSeq++
+  this._fleetCbs.set(seq, cb)
+  // A closed server can still send to the fleet: addressable until reported.
+  handles.set(this._h, this)
+  return { json, seq }
+}
+
+/** A sendTo / broadcast reached the fleet, or failed (`info`). */
+Server.prototype._onPersisted = function (seq, info) {
+  const cb = this._fleetCbs.get(seq)
+  this._fleetCbs.delete(seq)
+  const err = info ? makeError(info) : null
+  if (this._fleetCbs.size === 0 && !this._listening && !this._bound && !this._factoryServer) handles.delete(this._h)
+  if (cb) cb(err)
+  // Without a callback a failure is an `error` event, if anyone listens.
+  else if (err && this.listenerCount('error') > 0) this.emit('error', err)
 }
 
 Server.prototype._onConnection = function (h, info) {

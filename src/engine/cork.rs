@@ -9,18 +9,24 @@
 //! as before. Each held link is written once, in the order it first asked,
 //! when the outermost cork is released.
 
-use super::link::Link;
 use std::cell::RefCell;
 use std::collections::HashSet;
 use std::sync::{Arc, Weak};
 
+/// What a cork holds back: a link's writer. A trait, not the `Link` type,
+/// so that this module does not depend on `link`, which depends on it.
+pub(crate) trait Writer {
+    /// Writes what waits, as it would have without the cork.
+    fn wake_writer(&self);
+}
+
 #[derive(Default)]
 struct Cork {
     depth: u32,
-    /// In the order they first asked, and as a set (a batch may touch
-    /// thousands of links).
-    waiting: Vec<Arc<Link>>,
-    listed: HashSet<*const Link>,
+    /// In the order they first asked, and as a set of their addresses (a
+    /// batch may touch thousands of links).
+    waiting: Vec<Arc<dyn Writer>>,
+    listed: HashSet<*const ()>,
     /// `begin_batch` holds one level of `depth`.
     batch: bool,
 }
@@ -76,22 +82,22 @@ fn uncork() {
             Vec::new()
         }
     });
-    for link in waiting {
-        link.wake_writer();
+    for writer in waiting {
+        writer.wake_writer();
     }
 }
 
-/// Whether a write of `link` waits for the cork of this thread (the link is
+/// Whether a write of `writer` waits for the cork of this thread (it is
 /// then listed, once, to be written when the cork is released).
-pub(crate) fn hold(link: &Weak<Link>) -> bool {
+pub(crate) fn hold<W: Writer + 'static>(writer: &Weak<W>) -> bool {
     CORK.with(|c| {
         let mut c = c.borrow_mut();
         if c.depth == 0 {
             return false;
         }
-        let Some(link) = link.upgrade() else { return false };
-        if c.listed.insert(Arc::as_ptr(&link)) {
-            c.waiting.push(link);
+        let Some(writer) = writer.upgrade() else { return false };
+        if c.listed.insert(Arc::as_ptr(&writer).cast()) {
+            c.waiting.push(writer);
         }
         true
     })

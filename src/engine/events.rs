@@ -56,11 +56,15 @@ pub enum Kind {
     Accepted = 20,
     /// Servers: a connection over `maxConnections` was closed at once.
     Refused = 21,
+    /// A durable send reached the store (`[handle, 22, seq]`), or could not
+    /// (`[handle, 22, seq, {message, code}]`); for a server handle, a
+    /// `sendTo` or `broadcast` handed to the fleet (src/engine/fleet_bus.rs).
+    Persisted = 22,
 }
 
 impl Kind {
     /// Every kind, in number order.
-    pub const ALL: [Kind; 22] = [
+    pub const ALL: [Kind; 23] = [
         Kind::Message,
         Kind::Acked,
         Kind::Set,
@@ -83,6 +87,7 @@ impl Kind {
         Kind::Log,
         Kind::Accepted,
         Kind::Refused,
+        Kind::Persisted,
     ];
 
     /// The kind numbered `n`, if there is one (for a consumer of batches).
@@ -115,6 +120,7 @@ impl Kind {
             Kind::Log => "LOG",
             Kind::Accepted => "ACCEPTED",
             Kind::Refused => "REFUSED",
+            Kind::Persisted => "PERSISTED",
         }
     }
 }

@@ -6,6 +6,7 @@
 //! |---|---|
 //! | `e<json>` | `send` without a callback: `<json>` is the argument array, name first |
 //! | `a<seq><json>` | `send` with a callback: `<seq>` is the emitter's decimal sequence number for it |
+//! | `d<seq><json>` | a durable `send`: as `a`, and `<seq>` also hears when the event is in the store |
 //! | `s<json>` | `set(...)`: the JSON array of its arguments |
 //! | `r<json>` | `_send(data)`: one whole message, framed as is |
 //!
@@ -27,6 +28,14 @@ pub enum Line<'a> {
         /// The event's argument array, name first.
         args: &'a str,
     },
+    /// `d<seq><json>`: a durable send (its callback also hears when the
+    /// event reached the store).
+    Durable {
+        /// The JavaScript side's number for the send callback.
+        seq: u64,
+        /// The event's argument array, name first.
+        args: &'a str,
+    },
     /// `s<json>`
     Set(&'a str),
     /// `r<json>`
@@ -38,7 +47,7 @@ pub enum Line<'a> {
 pub enum LineError {
     /// The empty line (callers skip these rather than decode them).
     Empty,
-    /// `a` not followed by a decimal number that fits in a `u64`.
+    /// `a` or `d` not followed by a decimal number that fits in a `u64`.
     MalformedSeq,
     /// The line starts with a character that is no tag.
     UnknownTag(char),
@@ -69,10 +78,11 @@ pub fn parse_line(line: &str) -> Result<Line<'_>, LineError> {
     let body = &line[first.len_utf8()..];
     match first {
         'e' => Ok(Line::Event(body)),
-        'a' => {
+        'a' | 'd' => {
             let digits = body.bytes().take_while(u8::is_ascii_digit).count();
             let seq = body[..digits].parse::<u64>().map_err(|_| LineError::MalformedSeq)?;
-            Ok(Line::Acked { seq, args: &body[digits..] })
+            let args = &body[digits..];
+            Ok(if first == 'a' { Line::Acked { seq, args } } else { Line::Durable { seq, args } })
         }
         's' => Ok(Line::Set(body)),
         'r' => Ok(Line::Raw(body)),
@@ -86,6 +96,7 @@ impl fmt::Display for Line<'_> {
         match self {
             Line::Event(args) => write!(f, "e{args}"),
             Line::Acked { seq, args } => write!(f, "a{seq}{args}"),
+            Line::Durable { seq, args } => write!(f, "d{seq}{args}"),
             Line::Set(args) => write!(f, "s{args}"),
             Line::Raw(json) => write!(f, "r{json}"),
         }
@@ -100,6 +111,8 @@ mod tests {
     fn tags() {
         assert_eq!(parse_line(r#"e["x",1]"#), Ok(Line::Event(r#"["x",1]"#)));
         assert_eq!(parse_line(r#"a12["x"]"#), Ok(Line::Acked { seq: 12, args: r#"["x"]"# }));
+        assert_eq!(parse_line(r#"d7["x"]"#), Ok(Line::Durable { seq: 7, args: r#"["x"]"# }));
+        assert_eq!(parse_line("d[1]"), Err(LineError::MalformedSeq));
         assert_eq!(parse_line(r#"s["k",2]"#), Ok(Line::Set(r#"["k",2]"#)));
         assert_eq!(parse_line(r#"r{"a":1}"#), Ok(Line::Raw(r#"{"a":1}"#)));
         assert_eq!(parse_line(""), Err(LineError::Empty));

@@ -15,6 +15,7 @@ pub(crate) mod diag;
 pub(crate) mod entropy;
 pub mod events;
 pub(crate) mod fault;
+pub(crate) mod fleet_bus;
 pub(crate) mod js_pipe;
 pub(crate) mod js_store;
 pub mod lines;
@@ -232,6 +233,18 @@ impl Engine {
     /// was still waiting in a buffer.
     pub(crate) fn events_handled(&self) {
         self.shared.delivered(self.shared.taken_gen.load(Ordering::Acquire));
+    }
+
+    /// `server.sendTo(sid, ...)`: reported to the server's `seq`.
+    pub(crate) fn server_send_to(&self, server: u32, sid: String, args: String, seq: u64) -> Result<(), String> {
+        self.server(server)?.fleet().send_to(sid, args, seq);
+        Ok(())
+    }
+
+    /// `server.broadcast(...)`: reported to the server's `seq`.
+    pub(crate) fn server_broadcast(&self, server: u32, args: String, seq: u64) -> Result<(), String> {
+        self.server(server)?.fleet().broadcast(args, seq);
+        Ok(())
     }
 
     pub(crate) fn create_server(&self, options: ServerOptions) -> u32 {

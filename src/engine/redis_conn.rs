@@ -122,6 +122,9 @@ pub struct Connector {
 
 struct Inner {
     client: Client,
+    /// For pub/sub connections (`subscriber`): the one server, or a plain
+    /// client per cluster url, with the same TLS options.
+    plain: Vec<redis::Client>,
     // Empty until the first operation: connecting spawns onto the current
     // tokio runtime, and the store may be made on a thread without one (the
     // JS thread) while Redis is still down. Left empty again when a first
@@ -142,14 +145,18 @@ impl Connector {
                 return Err(format!("redis: tls options need a rediss:// url, not {url:?}"));
             }
         }
-        let client = match target {
-            RedisTarget::Single(url) => Client::Single(
-                match certs {
-                    Some(certs) => redis::Client::build_with_tls(url.as_str(), certs),
+        let plain = urls
+            .iter()
+            .map(|url| {
+                match &certs {
+                    Some(certs) => redis::Client::build_with_tls(url.as_str(), certs.clone()),
                     None => redis::Client::open(url.as_str()),
                 }
-                .map_err(|e| format!("redis: bad url: {e}"))?,
-            ),
+                .map_err(|e| format!("redis: bad url: {e}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let client = match target {
+            RedisTarget::Single(_) => Client::Single(plain[0].clone()),
             RedisTarget::Cluster(urls) => {
                 if urls.is_empty() {
                     return Err("redis: cluster needs at least one node url".into());
@@ -167,7 +174,7 @@ impl Connector {
                 Client::Cluster(builder.build().map_err(|e| format!("redis: bad cluster url: {e}"))?)
             }
         };
-        Ok(Connector { inner: Arc::new(Inner { client, conn: Mutex::new(None) }) })
+        Ok(Connector { inner: Arc::new(Inner { client, plain, conn: Mutex::new(None) }) })
     }
 
     /// Whether this is a Redis Cluster (keys of one session must share a slot).
@@ -210,6 +217,25 @@ impl Connector {
         };
         *slot = Some(conn.clone());
         Ok(conn)
+    }
+
+    /// A new pub/sub connection, made as the store's are (TLS options
+    /// included). In a cluster, to the first of its urls that answers:
+    /// classic pub/sub is cluster-wide (a node forwards each PUBLISH to all
+    /// the others), so any node hears every message. Not the cluster
+    /// crate's own pub/sub: that needs RESP3, and it resubscribes on its
+    /// own after a lost node, so the subscriber could not tell that it
+    /// missed messages meanwhile; a plain connection's stream ends instead.
+    pub(crate) async fn subscriber(&self) -> RedisResult<redis::aio::PubSub> {
+        let mut last = None;
+        for client in &self.inner.plain {
+            match tokio::time::timeout(CONNECT_TIMEOUT, client.get_async_pubsub()).await {
+                Ok(Ok(pubsub)) => return Ok(pubsub),
+                Ok(Err(e)) => last = Some(e),
+                Err(_) => last = Some(timed_out("could not connect", CONNECT_TIMEOUT)),
+            }
+        }
+        Err(last.unwrap_or_else(|| timed_out("no url to connect to", Duration::ZERO)))
     }
 
     /// Runs `op` on the connection, once more on a fresh one if the first

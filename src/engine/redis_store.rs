@@ -111,7 +111,7 @@ impl RedisStore {
         self
     }
 
-    fn key(&self, sid: &str) -> String {
+    pub(crate) fn key(&self, sid: &str) -> String {
         format!("{}{}", self.prefix, sid)
     }
 
@@ -130,15 +130,26 @@ impl RedisStore {
     }
 
     /// How long delivery state lives: as long as the sessions.
-    fn aux_ttl(&self) -> u64 {
+    pub(crate) fn aux_ttl(&self) -> u64 {
         match self.cookie_ttl_secs.load(Ordering::Relaxed) {
             0 => self.ttl_secs,
             secs => secs,
         }
     }
 
+    /// How Redis is reached, for connections of other kinds (the fleet
+    /// bus's subscriber, src/engine/fleet_bus.rs).
+    pub(crate) fn connector(&self) -> &Connector {
+        &self.conn
+    }
+
+    /// Where delivery state (and the fleet's channel) goes.
+    pub(crate) fn aux_prefix(&self) -> &str {
+        &self.aux_prefix
+    }
+
     /// Runs `cmd`, as `run` does.
-    async fn query(&self, cmd: &redis::Cmd) -> redis::RedisResult<redis::Value> {
+    pub(crate) async fn query(&self, cmd: &redis::Cmd) -> redis::RedisResult<redis::Value> {
         self.run(|mut conn| async move { cmd.query_async(&mut conn).await }).await
     }
 
@@ -184,7 +195,7 @@ impl RedisStore {
     }
 
     /// Runs `pipe` (retried as `run` retries).
-    async fn run_pipe(&self, pipe: redis::Pipeline) -> Result<(), String> {
+    pub(crate) async fn run_pipe(&self, pipe: redis::Pipeline) -> Result<(), String> {
         self.run(|mut conn| {
             let pipe = pipe.clone();
             async move { pipe.query_async::<()>(&mut conn).await }
@@ -197,7 +208,7 @@ impl RedisStore {
     /// maps message id to `[order, args]` (unacknowledged outbound events)
     /// and `seen:` maps a client's sender prefix to the highest sequence
     /// number delivered. Hashes make each add and ack O(1).
-    fn delivery_keys(&self, sid: &str) -> (String, String) {
+    pub(crate) fn delivery_keys(&self, sid: &str) -> (String, String) {
         // In a cluster, in the session key's slot (`open_via`).
         let sid = if self.conn.is_cluster() { slot_tag(&self.key(sid)) } else { sid.to_owned() };
         (format!("{}out:{}", self.aux_prefix, sid), format!("{}seen:{}", self.aux_prefix, sid))

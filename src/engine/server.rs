@@ -4,10 +4,12 @@
 
 use super::delivery::lock;
 use super::events::Kind;
+use super::fleet_bus::FleetBus;
 use super::js_store::JsStore;
 use super::link::takeover;
 use super::link::Link;
 use super::metrics::{CountedStore, ServerMetrics};
+use super::redis_store::RedisStore;
 use super::retention::Retention;
 use super::store::{MemoryStore, SessionStore, DEFAULT_MAX_SESSIONS, DEFAULT_SESSION_TTL};
 use super::tls::TlsAcceptor;
@@ -37,10 +39,9 @@ pub(crate) enum StoreChoice {
         max_bytes: usize,
     },
     /// A connect-style JavaScript store, answering within `timeout`.
-    Js {
-        timeout: Duration,
-    },
-    Custom(Arc<dyn SessionStore>),
+    Js { timeout: Duration },
+    /// Redis: also the way to the rest of the fleet (`fleet_bus.rs`).
+    Redis(Arc<RedisStore>),
 }
 
 impl Default for StoreChoice {
@@ -92,6 +93,9 @@ pub(crate) struct Server {
     /// Where dropped connections wait for their sessions to resume; none
     /// with a zero `resume_window`.
     pub(crate) retention: Option<Arc<Retention<Link>>>,
+    /// `sendTo` and `broadcast`: through Redis to the fleet, or to this
+    /// server's sessions.
+    fleet: Arc<FleetBus>,
     /// Totals since creation, shared with this server's links.
     pub(crate) metrics: Arc<ServerMetrics>,
     /// Cancelled by `close()`; each `listen()` after a close gets a new one.
@@ -111,6 +115,7 @@ pub(crate) struct Server {
 
 impl Server {
     pub(crate) fn new(handle: u32, options: ServerOptions, shared: &Arc<Shared>) -> Arc<Self> {
+        let mut redis = None;
         let (store, memory): (Arc<dyn SessionStore>, _) = match options.store {
             StoreChoice::Memory { ttl, max_sessions, max_bytes } => {
                 let memory = Arc::new(MemoryStore::new(ttl, max_sessions).with_max_bytes(max_bytes));
@@ -121,7 +126,10 @@ impl Server {
                 shared.register_js_store(handle, store.clone());
                 (store, None)
             }
-            StoreChoice::Custom(store) => (store, None),
+            StoreChoice::Redis(store) => {
+                redis = Some(store.clone());
+                (store, None)
+            }
         };
         let metrics = Arc::new(ServerMetrics::default());
         let store = Arc::new(CountedStore::new(store, memory, metrics.clone()));
@@ -134,12 +142,15 @@ impl Server {
         if let Some(r) = &retention {
             shared.rt.spawn(takeover::sweep(Arc::downgrade(shared), r.clone()));
         }
+        let counted: Arc<dyn SessionStore> = store.clone();
+        let fleet = FleetBus::new(handle, shared, retention.clone(), redis.map(|r| (r, counted)));
         Arc::new(Server {
             handle,
             config,
             store,
             tls: options.tls,
             retention,
+            fleet,
             metrics,
             shutdown: Mutex::new(CancellationToken::new()),
             closing: AtomicBool::new(false),
@@ -197,6 +208,11 @@ impl Server {
     fn report(&self, shared: &Shared, kind: Kind, body: &str) {
         let h = self.handle;
         shared.delivery.push(|b| b.push_str(&format!("[{h},{kind},{body}]")));
+    }
+
+    /// Its way to the sessions of the fleet.
+    pub(crate) fn fleet(&self) -> &Arc<FleetBus> {
+        &self.fleet
     }
 
     pub(crate) fn new_link(&self, shared: &Arc<Shared>) -> Arc<Link> {

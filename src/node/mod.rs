@@ -129,6 +129,19 @@ pub(crate) fn listen(server: u32, at: JsEndpoint, backlog: Option<u32>) -> Resul
     engine()?.listen(server, ListenOptions { endpoint: endpoint(at)?, backlog }).map_err(js_err)
 }
 
+/// `server.sendTo(sid, event, ...args)`: `args` is the JSON array, name
+/// first; the outcome comes back as a PERSISTED entry for `seq`.
+#[napi(catch_unwind)]
+pub(crate) fn server_send_to(server: u32, sid: String, args: String, seq: f64) -> Result<()> {
+    engine()?.server_send_to(server, sid, args, seq as u64).map_err(js_err)
+}
+
+/// `server.broadcast(event, ...args)`, reported as `server_send_to` is.
+#[napi(catch_unwind)]
+pub(crate) fn server_broadcast(server: u32, args: String, seq: f64) -> Result<()> {
+    engine()?.server_broadcast(server, args, seq as u64).map_err(js_err)
+}
+
 #[napi(catch_unwind)]
 pub(crate) fn close_server(server: u32) -> Result<()> {
     engine()?.close_server(server);

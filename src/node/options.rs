@@ -186,7 +186,7 @@ pub(super) fn store_choice(o: &JsServerOptions) -> Result<StoreChoice> {
             if let Some(max) = count(o.redis_max_queued_bytes) {
                 store = store.with_max_queued_bytes(max);
             }
-            StoreChoice::Custom(Arc::new(store))
+            StoreChoice::Redis(Arc::new(store))
         }
         other => return Err(Error::new(Status::InvalidArg, format!("uhura: unknown store kind {other:?}"))),
     })

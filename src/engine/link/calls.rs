@@ -15,6 +15,9 @@ pub(crate) enum Write {
     /// An event: the JSON array text of its arguments, name first, and
     /// whom to tell about its ack.
     Event { args: String, notify: Option<PeerNotify> },
+    /// A durable event: `notify` is told its ack's fate, and also, by a
+    /// PERSISTED entry, when it is in the store (`persist.rs`).
+    Durable { args: String, notify: PeerNotify },
     /// `set`: the JSON array of its arguments.
     Set(String),
     /// One whole message as given, outside the queue (the original's `_send`).
@@ -41,6 +44,12 @@ impl Link {
                     Write::Event { args, notify } => {
                         peer.send_event(args, notify, now);
                         events += 1;
+                    }
+                    Write::Durable { args, notify } => {
+                        peer.send_event(args, Some(notify), now);
+                        // Under the peer lock, as the event's `Persist`: the
+                        // pump that stages one stages the other.
+                        lock(&self.durable).push(notify);
                     }
                     Write::Set(args) => {
                         if let Err(e) = peer.set(&args) {
@@ -70,7 +79,8 @@ impl Link {
 
     /// Applies a batch of API calls that arrived through `caller` (this
     /// link's handle or an alias), one per line: `e<json>` send,
-    /// `a<seq><json>` send and report its fate as `seq`, `s<json>` set,
+    /// `a<seq><json>` send and report its fate as `seq`, `d<seq><json>`
+    /// the same, durable, `s<json>` set,
     /// `r<json>` one raw message. This line format is the Node binding's
     /// (index.js); it parses into `Write`s, as the Rust API builds them.
     /// Lines cannot contain newlines: JSON.stringify escapes them.
@@ -79,6 +89,7 @@ impl Link {
         let ops = lines.split('\n').filter(|line| !line.is_empty()).filter_map(|line| match parse_line(line) {
             Ok(Line::Event(args)) => Some(Write::Event { args: args.to_owned(), notify: None }),
             Ok(Line::Acked { seq, args }) => Some(Write::Event { args: args.to_owned(), notify: Some((caller, seq)) }),
+            Ok(Line::Durable { seq, args }) => Some(Write::Durable { args: args.to_owned(), notify: (caller, seq) }),
             Ok(Line::Set(args)) => Some(Write::Set(args.to_owned())),
             Ok(Line::Raw(json)) => Some(Write::Raw(json.to_owned())),
             Err(e) => {

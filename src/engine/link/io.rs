@@ -264,6 +264,12 @@ impl Link {
     }
 }
 
+impl crate::engine::cork::Writer for Link {
+    fn wake_writer(&self) {
+        Link::wake_writer(self);
+    }
+}
+
 /// The writer task of one transport, while it has output: takes the
 /// peer's output under the peer lock (marking itself busy, so direct writes
 /// wait), writes it with the lock let go, and ends once nothing is left,

@@ -34,7 +34,7 @@
 //!    then takes its own).
 //! 3. Under `peer`: `successor`, `resuming`, `transport` (the slot), then
 //!    that transport's `addresses`, `writer_busy` or `writer`; `deferred`;
-//!    `unsaved_session`; `unsaved`; `Retention`'s map of active sessions.
+//!    `unsaved_session`; `durable`, then `unsaved`; `Retention`'s map of active sessions.
 //! 4. Leaves, taken last and alone: the delivery buffer, `Shared`'s maps,
 //!    the timer heap (`scheduled` is taken before it, never under `peer`),
 //!    `aliases`.
@@ -100,6 +100,9 @@ pub(crate) struct Link {
     resuming: Mutex<Option<String>>,
     /// Server: the newer connection of the session that took this one over.
     successor: Mutex<Option<Arc<Link>>>,
+    /// Durable sends applied but not yet staged by `pump`: each is told
+    /// (PERSISTED) once the delivery state holding its event is saved.
+    durable: Mutex<Vec<crate::protocol::peer::Notify>>,
     /// Delivery state changes not yet saved to a shared store, and whether
     /// a task is saving them (one at a time, so they apply in order).
     unsaved: Mutex<DeltaSlot>,
@@ -148,6 +151,7 @@ impl Link {
             aliases: Mutex::new(Vec::new()),
             resuming: Mutex::new(None),
             successor: Mutex::new(None),
+            durable: Mutex::new(Vec::new()),
             unsaved: Mutex::new(DeltaSlot::default()),
             unsaved_session: Mutex::new(SaveSlot::default()),
             session_saved: Notify::new(),

@@ -7,8 +7,9 @@
 use super::Link;
 use crate::engine::delivery::lock;
 use crate::engine::diag::Ns;
-use crate::engine::store::DeliveryDelta;
-use crate::protocol::peer::Peer;
+use crate::engine::events::Kind;
+use crate::engine::store::{DeliveryDelta, SessionStore};
+use crate::protocol::peer::{Notify, Peer};
 use crate::protocol::session;
 use std::sync::Arc;
 use std::time::Instant;
@@ -29,6 +30,8 @@ pub(super) struct SaveSlot {
     pending: Option<(String, PendingSave)>,
     /// A task is saving; it takes `pending` when done with the last.
     running: bool,
+    /// A save of this link has reached the store, so the session is there.
+    landed: bool,
 }
 
 impl SaveSlot {
@@ -61,6 +64,9 @@ impl SaveSlot {
 pub(super) struct DeltaSlot {
     /// What changed since the last save, in order.
     delta: DeliveryDelta,
+    /// Durable sends whose events are in `delta` (or in a delta before
+    /// it): told once it is saved.
+    persisted: Vec<Notify>,
     /// A task is saving (one at a time, so changes apply in order); it
     /// takes `delta` until it finds it empty.
     running: bool,
@@ -112,7 +118,11 @@ impl Link {
     /// Stages the delivery-state changes of this pump for saving; called
     /// under the peer lock.
     pub(super) fn stage_delivery_delta(&self, peer: &Peer, mut delta: DeliveryDelta, store_work: &mut Vec<StoreWork>) {
-        if !delta.is_empty() {
+        // The durable sends applied so far: their `Persist`s were drained
+        // by this pump or an earlier one, so they are in this delta or in
+        // one already staged.
+        let mut durable = std::mem::take(&mut *lock(&self.durable));
+        if !delta.is_empty() || !durable.is_empty() {
             // Appended under the peer lock, so changes reach the store in
             // the order they happened (an ack never before its add).
             let mut unsaved = lock(&self.unsaved);
@@ -120,10 +130,60 @@ impl Link {
             u.add.append(&mut delta.add);
             u.remove.append(&mut delta.remove);
             u.seen.append(&mut delta.seen);
+            unsaved.persisted.append(&mut durable);
             drop(unsaved);
             if let Some(id) = peer.session_id() {
                 store_work.push(StoreWork::Delivery(id.to_owned()));
             }
+        }
+    }
+
+    /// Tells durable sends that their events are in the store, once the
+    /// session is too: a server resuming the session elsewhere reads the
+    /// session first, and without it would start a new one.
+    async fn report_persisted(
+        &self,
+        store: &Arc<dyn SessionStore>,
+        id: &str,
+        persisted: Vec<Notify>,
+        saved: Result<(), String>,
+    ) {
+        let body = match saved.and(self.session_stored(store, id).await) {
+            Ok(()) => String::new(),
+            Err(e) => {
+                let mut err = serde_json::Map::new();
+                err.insert("message".into(), format!("uhura: the event was not persisted: {e}").into());
+                err.insert("code".into(), "ESTORE".into());
+                format!(",{}", serde_json::Value::Object(err))
+            }
+        };
+        for (h, seq) in persisted {
+            self.delivery.push(|b| b.push_str(&format!("[{h},{},{seq}{body}]", Kind::Persisted)));
+        }
+    }
+
+    /// Until session `id` is in the store (an error if it is not): a save
+    /// of it that only reached the store's memory (Redis unavailable, the
+    /// save queued: `save_queue.rs`) does not count.
+    async fn session_stored(&self, store: &Arc<dyn SessionStore>, id: &str) -> Result<(), String> {
+        // Once a save has landed the session is there; waiting on every
+        // later save would hold reports up behind busy sets.
+        if lock(&self.unsaved_session).landed {
+            return Ok(());
+        }
+        self.saves_flushed().await;
+        if lock(&self.unsaved_session).landed {
+            return Ok(());
+        }
+        // No save of this link landed: queued, or failed. A read waits for
+        // a queued save of the session to land (or fails), and tells
+        // whether the session is there.
+        match store.get(id).await? {
+            Some(_) => {
+                lock(&self.unsaved_session).landed = true;
+                Ok(())
+            }
+            None => Err(format!("session {id} is not in the store")),
         }
     }
 
@@ -179,7 +239,10 @@ impl Link {
                             }
                         };
                         match saved {
-                            Ok(()) => link.log(Ns::Session, || format!("{} session {id} saved", link.who())),
+                            Ok(()) => {
+                                lock(&link.unsaved_session).landed = true;
+                                link.log(Ns::Session, || format!("{} session {id} saved", link.who()))
+                            }
                             Err(e) => {
                                 link.log(Ns::Session, || format!("{} session {id} not saved: {e}", link.who()));
                                 link.deliver_error(&format!("session store set failed: {e}"), Some("ESTORE"));
@@ -198,19 +261,23 @@ impl Link {
                 }
                 self.rt.spawn(async move {
                     loop {
-                        let delta = {
+                        let (delta, persisted) = {
                             let mut unsaved = lock(&link.unsaved);
-                            if unsaved.delta.is_empty() {
+                            if unsaved.delta.is_empty() && unsaved.persisted.is_empty() {
                                 unsaved.running = false;
                                 return;
                             }
-                            std::mem::take(&mut unsaved.delta)
+                            (std::mem::take(&mut unsaved.delta), std::mem::take(&mut unsaved.persisted))
                         };
-                        if let Err(e) = store.save_delivery(&id, delta).await {
+                        let saved = if delta.is_empty() { Ok(()) } else { store.save_delivery(&id, delta).await };
+                        if let Err(e) = &saved {
                             link.deliver_error(
                                 &format!("session store could not save delivery state: {e}"),
                                 Some("ESTORE"),
                             );
+                        }
+                        if !persisted.is_empty() {
+                            link.report_persisted(&store, &id, persisted, saved).await;
                         }
                     }
                 });

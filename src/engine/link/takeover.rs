@@ -130,11 +130,38 @@ impl Link {
             (None, Some(e)) => format!("{} session {id} not loaded ({e}): a new session", self.who()),
             (None, None) => format!("{} session {id} unknown to the store: a new session", self.who()),
         });
+        let resumed = loaded.is_some();
         lock(&self.peer).handle_session_loaded(loaded, Instant::now());
         self.pump();
         self.wake_reader();
         if let Some(e) = error {
             self.deliver_error(&e, Some("ESTORE"));
+        }
+        if resumed && store.keeps_delivery() && lock(&self.peer).extended() {
+            // An event queued for the session by another server (`sendTo`,
+            // src/engine/fleet_bus.rs) after our load, whose wake-up reached
+            // us before the session was active here, is found now. Only our
+            // peers: what was acked since the load may come again, and they
+            // suppress it.
+            self.requeue_from_store(store, id).await;
+        }
+    }
+
+    /// Takes into the queue what the store holds for this session and the
+    /// peer has not (events other servers queued for it), and sends it.
+    pub(crate) async fn requeue_from_store(self: &Arc<Self>, store: &Arc<dyn SessionStore>, id: &str) {
+        match store.load_delivery(id).await {
+            Ok(state) => {
+                {
+                    let mut peer = lock(&self.peer);
+                    if peer.session_id() != Some(id) || lock(&self.successor).is_some() {
+                        return;
+                    }
+                    peer.adopt_foreign(state.outbox, Vec::new());
+                }
+                self.pump();
+            }
+            Err(e) => self.deliver_error(&format!("session store could not load delivery state: {e}"), Some("ESTORE")),
         }
     }
 
