@@ -12,12 +12,11 @@ const { describe, it } = require('node:test')
 const assert = require('node:assert/strict')
 const fs = require('node:fs')
 const os = require('node:os')
-const net = require('node:net')
 const path = require('node:path')
-const { spawn, spawnSync } = require('node:child_process')
+const { spawnSync } = require('node:child_process')
 const {
-  installExitWatchdog, HOST, freePort, useResources, waitFor, waitUntil, waitHandshake, withTimeout, errorsOf,
-  needRedis, findRedis, redisCommand, startRedis, pingPong, roundTripMatching, hasAll, assertHasAll,
+  installExitWatchdog, HOST, freePort, useResources, waitUntil, waitHandshake, withTimeout, errorsOf, killServer, tryConnect,
+  needRedis, redisCommand, startRedis, pingPong, roundTripMatching, hasAll, assertHasAll,
 } = require('./helpers')
 
 installExitWatchdog(15000)
@@ -26,63 +25,19 @@ const U = require('..')
 const FIXTURES = path.join(__dirname, 'fixtures')
 const fixture = (name) => fs.readFileSync(path.join(FIXTURES, name))
 
-/** Resolves with the connect error (or null if it connected). */
-function tryConnect (port) {
-  return withTimeout(new Promise((resolve) => {
-    const s = net.connect(port, HOST)
-    s.on('connect', () => { s.destroy(); resolve(null) })
-    s.on('error', resolve)
-  }), 5000, `a probe connection to ${port}`)
-}
-
-/** Takes our server `srv` down as a dying host would: its clients can only fail over. */
-async function killServer (srv) {
-  const closed = waitFor(srv.server, 'close', 5000, { label: 'server (close)' })
-  srv.server.close()
-  await waitUntil(async () => (await tryConnect(srv.port)) !== null, 5000, `port ${srv.port} to refuse connections`)
-  for (const { conn } of srv.connections) conn.socket.destroy()
-  await closed
-  srv.closed = true
-}
-
-/** A redis-server child with `args`, answering PING on the plain `port`; killed in t.after. */
-async function startNode (t, port, args) {
-  const node = {
-    port,
-    url: `redis://${HOST}:${port}`,
-    proc: null,
-    exited: null,
-    async start () {
-      const proc = spawn(findRedis(), ['--bind', HOST, '--port', String(port), ...args], { stdio: 'ignore' })
-      node.proc = proc
-      node.exited = new Promise((resolve) => proc.on('exit', resolve))
-      await waitUntil(async () => {
-        if (proc.exitCode !== null) throw new Error(`redis-server exited with code ${proc.exitCode} on port ${port}`)
-        return (await redisCommand(port, 'PING').catch(() => null)) === 'PONG'
-      }, 5000, `redis-server on port ${port} to answer PING`)
-    },
-    async kill () {
-      const proc = node.proc
-      if (proc && proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL')
-      if (node.exited) await withTimeout(node.exited, 5000, 'redis-server to exit')
-    },
-  }
-  t.after(() => node.kill())
-  await node.start()
-  return node
-}
-
 /**
  * A redis-server with TLS on `tlsPort` (the fixture server certificate, the
  * fixture CA for clients) and a plain port the test reads the store with.
  */
 async function startTlsRedis (t, authClients) {
   const tlsPort = await freePort()
-  const node = await startNode(t, await freePort(), [
-    '--tls-port', String(tlsPort), '--save', '', '--appendonly', 'no',
-    '--tls-cert-file', path.join(FIXTURES, 'server-cert.pem'), '--tls-key-file', path.join(FIXTURES, 'server-key.pem'),
-    '--tls-ca-cert-file', path.join(FIXTURES, 'ca-cert.pem'), '--tls-auth-clients', authClients ? 'yes' : 'no',
-  ])
+  const node = await startRedis(t, {
+    args: [
+      '--tls-port', String(tlsPort), '--save', '', '--appendonly', 'no',
+      '--tls-cert-file', path.join(FIXTURES, 'server-cert.pem'), '--tls-key-file', path.join(FIXTURES, 'server-key.pem'),
+      '--tls-ca-cert-file', path.join(FIXTURES, 'ca-cert.pem'), '--tls-auth-clients', authClients ? 'yes' : 'no',
+    ]
+  })
   node.tlsUrl = `rediss://${HOST}:${tlsPort}`
   return node
 }
@@ -107,11 +62,14 @@ async function startCluster (t) {
   t.after(() => fs.rmSync(dir, { recursive: true, force: true }))
   const nodes = []
   for (const port of await clusterPorts(3)) {
-    nodes.push(await startNode(t, port, [
-      '--cluster-enabled', 'yes', '--cluster-config-file', `nodes-${port}.conf`, '--dir', dir,
-      '--cluster-require-full-coverage', 'no', '--cluster-node-timeout', '2000',
-      '--save', '', '--appendonly', 'yes', '--appendfsync', 'always',
-    ]))
+    nodes.push(await startRedis(t, {
+      port,
+      args: [
+        '--cluster-enabled', 'yes', '--cluster-config-file', `nodes-${port}.conf`, '--dir', dir,
+        '--cluster-require-full-coverage', 'no', '--cluster-node-timeout', '2000',
+        '--save', '', '--appendonly', 'yes', '--appendfsync', 'always',
+      ]
+    }))
   }
   const made = spawnSync('redis-cli', ['--cluster', 'create', ...nodes.map((n) => `${HOST}:${n.port}`),
     '--cluster-replicas', '0', '--cluster-yes'], { encoding: 'utf8', timeout: 20000 })

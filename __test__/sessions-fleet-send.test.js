@@ -9,9 +9,9 @@
 
 const { describe, it } = require('node:test')
 const assert = require('node:assert/strict')
-const net = require('node:net')
 const {
   installExitWatchdog, HOST, useResources, waitUntil, waitHandshake, delay, withTimeout, needRedis, startRedis, redisCommand,
+  tryConnect,
 } = require('./helpers')
 
 installExitWatchdog(15000)
@@ -47,15 +47,6 @@ async function tallying (r, options, names) {
 /** `fn(cb)` as a Promise. */
 function sent (fn) {
   return withTimeout(new Promise((resolve, reject) => fn((err) => (err ? reject(err) : resolve()))), 5000, 'a sendTo callback')
-}
-
-/** Resolves with the connect error (or null if it connected). */
-function tryConnect (port) {
-  return withTimeout(new Promise((resolve) => {
-    const s = net.connect(port, HOST)
-    s.on('connect', () => { s.destroy(); resolve(null) })
-    s.on('error', resolve)
-  }), 5000, `a probe connection to ${port}`)
 }
 
 describe('sending across a fleet', () => {

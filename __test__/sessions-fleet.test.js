@@ -8,9 +8,8 @@
 
 const { describe, it } = require('node:test')
 const assert = require('node:assert/strict')
-const net = require('node:net')
 const {
-  installExitWatchdog, HOST, useResources, waitFor, waitUntil, waitHandshake, delay, withTimeout, errorsOf,
+  installExitWatchdog, HOST, useResources, waitUntil, waitHandshake, delay, errorsOf, killServer,
   needRedis, redisCommand, redisGetJSON, startRedis, pingPong, roundTripMatching, recordingStore, hasAll,
   assertHasAll, assertNoStoreOrProtocolErrors, nonTransportErrors, entryOf,
 } = require('./helpers')
@@ -20,29 +19,6 @@ installExitWatchdog(15000)
 const U = require('..')
 
 const T = { timeout: 20000 }
-
-/** Resolves with the connect error (or null if it connected). */
-function tryConnect (port) {
-  return withTimeout(new Promise((resolve) => {
-    const s = net.connect(port, HOST)
-    s.on('connect', () => { s.destroy(); resolve(null) })
-    s.on('error', resolve)
-  }), 5000, `a probe connection to ${port}`)
-}
-
-/**
- * Takes server `srv` (a helpers handle, ours) down the way a dying host
- * would: stops listening, waits until its port refuses connections, then
- * destroys its live connections. The client can only fail over elsewhere.
- */
-async function killServer (srv) {
-  const closed = waitFor(srv.server, 'close', 5000, { label: 'server A (close)' })
-  srv.server.close()
-  await waitUntil(async () => (await tryConnect(srv.port)) !== null, 5000, `server A's port ${srv.port} to refuse connections`)
-  for (const { conn } of srv.connections) conn.socket.destroy()
-  await closed
-  srv.closed = true
-}
 
 // =============================================================== 4. fleet
 

@@ -71,19 +71,20 @@ async function redisGetJSON (port, key) {
 }
 
 /**
- * A redis-server on a free port (no persistence), killed in t.after.
- * `kill()` SIGKILLs it; `start()` (re)starts it on the same port.
+ * A redis-server on `port` (default: a free one) with `args` (default: no
+ * persistence), killed in t.after. `kill()` SIGKILLs it; `start()`
+ * (re)starts it on the same port.
  */
-async function startRedis (t) {
+async function startRedis (t, { port, args = ['--save', '', '--appendonly', 'no'] } = {}) {
   const bin = findRedis()
-  const port = await freePort()
+  if (port === undefined) port = await freePort()
   const redis = {
     port,
     url: `redis://${HOST}:${port}`,
     proc: null,
     exited: null,
     async start () {
-      const proc = spawn(bin, ['--port', String(port), '--bind', HOST, '--save', '', '--appendonly', 'no'], { stdio: 'ignore' })
+      const proc = spawn(bin, ['--port', String(port), '--bind', HOST, ...args], { stdio: 'ignore' })
       redis.proc = proc
       redis.exited = new Promise((resolve) => proc.on('exit', resolve))
       await waitUntil(async () => {

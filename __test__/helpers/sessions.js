@@ -4,8 +4,10 @@
 // errors a test allows while servers come and go.
 
 const assert = require('node:assert/strict')
+const net = require('node:net')
 const util = require('node:util')
-const { delay, waitUntil } = require('./wait')
+const { delay, waitUntil, waitFor, withTimeout } = require('./wait')
+const { HOST } = require('./net')
 const { errorsOf } = require('./resources')
 const { pingPong } = require('./exchange')
 
@@ -121,7 +123,32 @@ async function entryOf (srv, sid, ms = 5000) {
   return waitUntil(find, ms, `the server connection of session ${sid}`)
 }
 
+/** Resolves with the connect error (or null if it connected). */
+function tryConnect (port) {
+  return withTimeout(new Promise((resolve) => {
+    const s = net.connect(port, HOST)
+    s.on('connect', () => { s.destroy(); resolve(null) })
+    s.on('error', resolve)
+  }), 5000, `a probe connection to ${port}`)
+}
+
+/**
+ * Takes server `srv` (a helpers handle, ours) down the way a dying host
+ * would: stops listening, waits until its port refuses connections, then
+ * destroys its live connections. Its clients can only fail over elsewhere.
+ */
+async function killServer (srv) {
+  const closed = waitFor(srv.server, 'close', 5000, { label: `server on ${srv.port} (close)` })
+  srv.server.close()
+  await waitUntil(async () => (await tryConnect(srv.port)) !== null, 5000, `port ${srv.port} to refuse connections`)
+  for (const { conn } of srv.connections) conn.socket.destroy()
+  await closed
+  srv.closed = true
+}
+
 module.exports = {
+  tryConnect,
+  killServer,
   DEFAULT_COOKIE,
   clone,
   ourPair,
