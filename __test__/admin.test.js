@@ -6,6 +6,7 @@
 const { describe, it } = require('node:test')
 const assert = require('node:assert/strict')
 const http = require('node:http')
+const net = require('node:net')
 const path = require('node:path')
 const Uhura = require('..')
 const { HOST, waitFor, waitUntil, installExitWatchdog, spawnNode } = require('./helpers')
@@ -102,7 +103,9 @@ describe('server.listenAdmin()', () => {
     assert.equal((await get(`${base}/metrics`, { Authorization: 'Bearer wrong' })).status, 401)
     assert.equal((await get(`${base}/metrics?token=wrong`)).status, 401)
     assert.equal((await get(`${base}/metrics`, { Authorization: 'Bearer s3cret' })).status, 200)
-    assert.equal((await get(`${base}/connections?token=s3cret`)).status, 200)
+    // ?token= only for the page and its stream (an EventSource sets no headers).
+    assert.equal((await get(`${base}/?token=s3cret`)).status, 200)
+    assert.equal((await get(`${base}/connections?token=s3cret`)).status, 401)
     // The dashboard's static files hold no data and load without it.
     assert.equal((await get(`${base}/uplot.min.js`)).status, 200)
   })
@@ -165,6 +168,36 @@ describe('server.listenAdmin()', () => {
     t.after(() => busy.close())
     const err = await new Promise((resolve) => server.listenAdmin({ port: busy.address().port }, resolve))
     assert.equal(err.code, 'EADDRINUSE')
+    // A failed listen leaves no endpoint behind: listenAdmin can be called again.
+    const again = await new Promise((resolve, reject) => {
+      const a = server.listenAdmin({ port: 0 }, (e) => e ? reject(e) : resolve(a))
+    })
+    t.after(() => again.close())
+    assert.equal(typeof again.address().port, 'number')
+    // Beyond loopback, session ids must not be served without a token.
+    again.close()
+    await waitFor(again, 'close', 5000)
+    assert.throws(() => server.listenAdmin({ port: 0, host: '0.0.0.0' }), /token is required/)
+  })
+
+  it('a request target URL cannot read gets 400, and the process lives on', T, async (t) => {
+    const { base, endpoint } = await setup(t, { n: 0 })
+    const status = await new Promise((resolve, reject) => {
+      const s = net.connect(endpoint.address().port, '127.0.0.1', () => s.write('GET //[ HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n'))
+      let text = ''
+      s.setEncoding('utf8').on('data', (d) => { text += d }).on('end', () => resolve(text.split('\r\n')[0])).on('error', reject)
+    })
+    assert.equal(status, 'HTTP/1.1 400 Bad Request')
+    assert.equal((await get(`${base}/metrics`)).status, 200, 'still serving')
+  })
+
+  it('without a token, a host name other than loopback (DNS rebinding) gets 403', T, async (t) => {
+    const { base } = await setup(t, { n: 0 })
+    assert.equal((await get(`${base}/sessions`, { Host: 'attacker.example' })).status, 403)
+    assert.equal((await get(`${base}/sessions`, { Host: 'localhost:1234' })).status, 200)
+    const r = await get(`${base}/metrics`)
+    assert.equal(r.headers['x-content-type-options'], 'nosniff')
+    assert.equal(r.headers['referrer-policy'], 'no-referrer')
   })
 })
 

@@ -233,7 +233,10 @@ Server.prototype.listenAdmin = function (options, cb) {
   if (this._admin) throw new Error('uhura: listenAdmin() was already called; close the admin endpoint first')
   const admin = require('./admin').listen(this, options, cb)
   this._admin = admin
-  admin.on('close', () => { if (this._admin === admin) this._admin = null })
+  const release = () => { if (this._admin === admin) this._admin = null }
+  admin.on('close', release)
+  // A listen that failed (EADDRINUSE) never closes: listenAdmin may be called again.
+  admin.http.once('error', () => { if (!admin.http.listening) release() })
   return admin
 }
 

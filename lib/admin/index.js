@@ -22,6 +22,20 @@ const STATIC = {
 }
 const PAGE = path.join(__dirname, 'dashboard.html')
 
+/** Headers of every answer: nothing is cached, sniffed, framed or leaked in a Referer. */
+const SECURITY_HEADERS = {
+  'Cache-Control': 'no-store',
+  'X-Content-Type-Options': 'nosniff',
+  'Referrer-Policy': 'no-referrer',
+  'Content-Security-Policy': "frame-ancestors 'none'",
+}
+/** Host names a loopback endpoint without a token answers to (DNS rebinding). */
+const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '[::1]'])
+/** Bytes an /events client may leave unread before it is dropped. */
+const MAX_STREAM_BACKLOG = 1024 * 1024
+/** Open /events streams at most. */
+const MAX_STREAMS = 64
+
 /** NATS's /connz default page size. */
 const DEFAULT_LIMIT = 1024
 /** How often /events sends a sample, by default. */
@@ -68,24 +82,51 @@ AdminEndpoint.prototype.close = function (cb) {
   return this
 }
 
-/** The request carries the token: `Authorization: Bearer <token>`, or `?token=` (the dashboard page and its EventSource, which cannot set headers). */
+/**
+ * The request carries the token: `Authorization: Bearer <token>`, or
+ * `?token=` on the dashboard page and its /events stream only (an
+ * EventSource cannot set headers). Without a token, only requests to a
+ * loopback host name pass: a web page whose name was rebound to 127.0.0.1
+ * must not read session ids.
+ */
 AdminEndpoint.prototype._authorized = function (req, url) {
-  if (!this._token) return true
+  if (!this._token) {
+    const host = String(req.headers.host || '').replace(/:\d+$/, '').toLowerCase()
+    return LOOPBACK_HOSTS.has(host)
+  }
   const header = /^Bearer\s+(.+)$/i.exec(req.headers.authorization || '')
-  const given = header ? header[1].trim() : url.searchParams.get('token')
+  const inQuery = url.pathname === '/' || url.pathname === '/events'
+  const given = header ? header[1].trim() : inQuery ? url.searchParams.get('token') : null
   if (given == null) return false
   const digest = crypto.createHash('sha256').update(given).digest()
   return crypto.timingSafeEqual(digest, this._token)
 }
 
 AdminEndpoint.prototype._handle = function (req, res) {
-  const url = new URL(req.url, 'http://admin')
+  let url
+  try {
+    url = new URL(req.url, 'http://admin')
+  } catch {
+    // A request target URL cannot read (`//[`): the client's mistake.
+    return reply(res, 400, { error: 'bad request target' })
+  }
+  try {
+    this._route(req, res, url)
+  } catch (err) {
+    if (!res.headersSent) reply(res, 500, { error: `uhura admin: ${err.message}` })
+    else res.destroy()
+  }
+}
+
+AdminEndpoint.prototype._route = function (req, res, url) {
+  if (this._closed) return reply(res, 503, { error: 'the admin endpoint is closing' })
   if (req.method !== 'GET' && req.method !== 'HEAD') {
     return reply(res, 405, { error: 'method not allowed' }, { Allow: 'GET, HEAD' })
   }
   const asset = STATIC[url.pathname]
   if (asset) return sendFile(res, asset[0], asset[1])
   if (!this._authorized(req, url)) {
+    if (!this._token) return reply(res, 403, { error: 'forbidden: without a token, only a loopback host name (localhost, 127.0.0.1, [::1]) is served' })
     return reply(res, 401, { error: 'unauthorized: send Authorization: Bearer <token>' }, { 'WWW-Authenticate': 'Bearer' })
   }
   const server = this._server
@@ -96,7 +137,7 @@ AdminEndpoint.prototype._handle = function (req, res) {
       const m = server.metrics()
       if (!m) return reply(res, 410, { error: 'the server is gone' })
       if (url.searchParams.get('format') === 'json') return reply(res, 200, m)
-      res.writeHead(200, { 'Content-Type': 'text/plain; version=0.0.4; charset=utf-8', 'Cache-Control': 'no-store' })
+      res.writeHead(200, { ...SECURITY_HEADERS, 'Content-Type': 'text/plain; version=0.0.4; charset=utf-8' })
       return res.end(metrics.prometheusText(m))
     }
     case '/connections':
@@ -127,7 +168,8 @@ AdminEndpoint.prototype._sample = function () {
 
 /** /events: a sample now, then one per interval, until the client or the endpoint goes. */
 AdminEndpoint.prototype._stream = function (req, res) {
-  res.writeHead(200, { 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-store', Connection: 'keep-alive' })
+  if (this._streams.size >= MAX_STREAMS) return reply(res, 503, { error: `at most ${MAX_STREAMS} /events streams at once` })
+  res.writeHead(200, { ...SECURITY_HEADERS, 'Content-Type': 'text/event-stream', Connection: 'keep-alive' })
   res.write(`retry: ${this._interval}\n\n`)
   res.write(`data: ${this._sample()}\n\n`)
   this._streams.add(res)
@@ -141,7 +183,11 @@ AdminEndpoint.prototype._stream = function (req, res) {
   if (!this._timer) {
     this._timer = setInterval(() => {
       const data = `data: ${this._sample()}\n\n`
-      for (const s of this._streams) s.write(data)
+      for (const s of this._streams) {
+        // A client that stopped reading is dropped, not buffered for.
+        if (s.writableLength > MAX_STREAM_BACKLOG) s.destroy()
+        else s.write(data)
+      }
     }, this._interval)
     // The admin endpoint alone never keeps the process alive.
     this._timer.unref()
@@ -177,14 +223,14 @@ function compare (a, b) {
 }
 
 function reply (res, status, body, headers) {
-  res.writeHead(status, { 'Content-Type': 'application/json; charset=utf-8', 'Cache-Control': 'no-store', ...headers })
+  res.writeHead(status, { ...SECURITY_HEADERS, 'Content-Type': 'application/json; charset=utf-8', ...headers })
   res.end(JSON.stringify(body))
 }
 
 function sendFile (res, file, type) {
   fs.readFile(file, (err, data) => {
     if (err) return reply(res, 500, { error: 'cannot read ' + path.basename(file) })
-    res.writeHead(200, { 'Content-Type': type, 'Cache-Control': 'no-cache' })
+    res.writeHead(200, { ...SECURITY_HEADERS, 'Content-Type': type, 'Cache-Control': 'no-cache' })
     res.end(data)
   })
 }
@@ -205,6 +251,10 @@ function listen (server, options, cb) {
   if (!(interval >= 10)) throw new RangeError(`uhura: listenAdmin: interval must be at least 10 ms, got ${describe(options.interval)}`)
   const port = checkedPort(options.port == null ? 0 : options.port)
   const host = options.host || '127.0.0.1'
+  if (options.token == null && !['127.0.0.1', '::1', 'localhost'].includes(host)) {
+    // Session ids are secrets (a resume with one takes the session over).
+    throw new TypeError(`uhura: listenAdmin: a token is required to listen on ${host}, beyond loopback`)
+  }
   const admin = new AdminEndpoint(server, { token: options.token, interval })
   if (typeof cb === 'function') {
     const onError = (err) => {
