@@ -24,6 +24,7 @@ use super::Shared;
 use futures_util::StreamExt;
 use std::collections::HashSet;
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use tokio::sync::{mpsc, Notify};
@@ -35,6 +36,10 @@ const MAX_RESUBSCRIBE_DELAY: Duration = Duration::from_secs(2);
 const LIVENESS_CHECK: Duration = Duration::from_secs(1);
 /// The bound on one subscribe attempt.
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Bytes of `sendTo` / `broadcast` arguments waiting for Redis at most:
+/// while Redis is slow or down, further sends fail at once rather than pile
+/// up in memory.
+const MAX_PENDING_BYTES: usize = 64 * 1024 * 1024;
 
 /// Why a `sendTo` or `broadcast` did not reach the fleet: message and code.
 type Failure = (String, &'static str);
@@ -62,11 +67,28 @@ struct RedisBus {
     /// queue must get one server's events in the order of their ids, since
     /// duplicate suppression keeps one watermark per sender.
     sends: mpsc::UnboundedSender<Outgoing>,
+    /// Bytes of the arguments in `sends` (bounded by `MAX_PENDING_BYTES`).
+    pending: Arc<AtomicUsize>,
     /// Sessions of this server whose queue has events to take in.
     dirty: Mutex<HashSet<String>>,
     /// Wakes the task that takes them in (`notify_one`: a wake while it
     /// works is kept for its next wait).
     dirty_wake: Arc<Notify>,
+}
+
+impl RedisBus {
+    /// Counts `bytes` more waiting for Redis, unless that goes past the bound.
+    fn admit(&self, bytes: usize) -> Result<(), Failure> {
+        let before = self.pending.fetch_add(bytes, Ordering::AcqRel);
+        if before + bytes > MAX_PENDING_BYTES && before > 0 {
+            self.pending.fetch_sub(bytes, Ordering::AcqRel);
+            return Err((
+                format!("uhura: sendTo/broadcast: {before} bytes are already waiting for Redis (at most {MAX_PENDING_BYTES}): Redis is slow or down"),
+                "ESTORE",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// A send on its way to Redis, with the application's number for it.
@@ -86,6 +108,7 @@ impl FleetBus {
         redis: Option<(Arc<RedisStore>, Arc<dyn SessionStore>)>,
     ) -> Arc<Self> {
         let (tx, rx) = mpsc::unbounded_channel();
+        let pending = Arc::new(AtomicUsize::new(0));
         let bus = Arc::new(FleetBus {
             server,
             shared: Arc::downgrade(shared),
@@ -95,12 +118,13 @@ impl FleetBus {
                 store,
                 sessions,
                 sends: tx,
+                pending: pending.clone(),
                 dirty: Mutex::new(HashSet::new()),
                 dirty_wake: Arc::new(Notify::new()),
             }),
         });
         if let Some((store, _)) = redis {
-            shared.rt.spawn(write_sends(rx, store, shared.delivery.clone(), server));
+            shared.rt.spawn(write_sends(rx, pending, store, shared.delivery.clone(), server));
             shared.rt.spawn(subscribe(Arc::downgrade(&bus)));
             shared.rt.spawn(take_in(Arc::downgrade(&bus)));
         }
@@ -112,6 +136,9 @@ impl FleetBus {
     /// once it is in the queue.
     pub(crate) fn send_to(&self, sid: String, args: String, seq: u64) {
         if let Some(r) = &self.redis {
+            if let Err(e) = r.admit(args.len()) {
+                return report(&self.delivery, self.server, seq, Err(e));
+            }
             let _ = r.sends.send(Outgoing::To { sid, args, seq });
             return;
         }
@@ -131,6 +158,9 @@ impl FleetBus {
     /// server of the fleet when that server hears of it.
     pub(crate) fn broadcast(&self, args: String, seq: u64) {
         if let Some(r) = &self.redis {
+            if let Err(e) = r.admit(args.len()) {
+                return report(&self.delivery, self.server, seq, Err(e));
+            }
             let _ = r.sends.send(Outgoing::All { args, seq });
             return;
         }
@@ -226,6 +256,7 @@ fn report(delivery: &Delivery, server: u32, seq: u64, result: Result<(), Failure
 /// from every connection's.
 async fn write_sends(
     mut rx: mpsc::UnboundedReceiver<Outgoing>,
+    pending: Arc<AtomicUsize>,
     store: Arc<RedisStore>,
     delivery: Arc<Delivery>,
     server: u32,
@@ -241,6 +272,9 @@ async fn write_sends(
     // the clock steps back.
     let mut last_order = 0u64;
     while let Some(out) = rx.recv().await {
+        let bytes = match &out {
+            Outgoing::To { args, .. } | Outgoing::All { args, .. } => args.len(),
+        };
         let (seq, result) = match out {
             Outgoing::To { sid, args, seq } => {
                 let now = std::time::SystemTime::now()
@@ -260,6 +294,7 @@ async fn write_sends(
                 )
             }
         };
+        pending.fetch_sub(bytes, Ordering::AcqRel);
         report(&delivery, server, seq, result);
     }
 }

@@ -196,7 +196,9 @@ impl SaveQueue {
         }
         let others: Vec<&String> = dropped.iter().filter(|d| *d != sid).collect();
         if !others.is_empty() {
-            let named: Vec<&str> = others.iter().take(NAMED).map(|s| s.as_str()).collect();
+            // Other sessions' ids are secrets of theirs: this message goes
+            // to this connection (and the admin endpoint's recent errors).
+            let named: Vec<String> = others.iter().take(NAMED).map(|s| redacted(s)).collect();
             let more = match others.len().saturating_sub(NAMED) {
                 0 => String::new(),
                 n => format!(" and {n} more"),
@@ -275,6 +277,15 @@ async fn flush(queue: Weak<Shared>, conn: Connector) {
         } else {
             backoff = MIN_BACKOFF;
         }
+    }
+}
+
+/// A session id as a message to someone else may show it: its first six
+/// characters, enough to tell sessions apart in a log.
+fn redacted(sid: &str) -> String {
+    match sid.char_indices().nth(6) {
+        Some((i, _)) if sid.chars().count() > 8 => format!("{}…", &sid[..i]),
+        _ => sid.to_owned(),
     }
 }
 

@@ -34,8 +34,9 @@ struct LinkState {
     pending_bytes: usize,
     open: bool,
     remote: Option<std::net::SocketAddr>,
-    /// The kernel's round-trip estimate of a plain TCP transport.
-    rtt_us: Option<u32>,
+    /// The socket of a plain TCP or Unix transport, for the kernel's
+    /// round-trip estimate (read in `traffic`, not under the peer lock).
+    direct: Option<std::sync::Arc<dyn crate::engine::transport::DirectWrite>>,
 }
 
 fn state_of(link: &Link) -> LinkState {
@@ -58,9 +59,7 @@ fn state_of(link: &Link) -> LinkState {
         pending_bytes: peer.pending_bytes(),
         open: transport.is_some(),
         remote: transport.as_ref().and_then(|t| lock(&t.addresses).remote),
-        rtt_us: transport
-            .and_then(|t| t.direct_socket())
-            .and_then(|socket| crate::engine::transport::kernel_rtt_us(&*socket)),
+        direct: transport.and_then(|t| t.direct_socket()),
     }
 }
 
@@ -81,7 +80,8 @@ fn traffic(m: &LinkMetrics, s: &LinkState, out: &mut Map<String, Value>) {
     out.insert("lastActivity".into(), ms(m.last_activity.load(Relaxed)));
     // Heartbeats are one-way (docs/PROTOCOL.md §9), so the round trip is
     // the kernel's estimate for the TCP socket, in ms.
-    out.insert("rtt".into(), s.rtt_us.map_or(Value::Null, |us| json!(f64::from(us) / 1000.0)));
+    let rtt_us = s.direct.as_deref().and_then(crate::engine::transport::kernel_rtt_us);
+    out.insert("rtt".into(), rtt_us.map_or(Value::Null, |us| json!(f64::from(us) / 1000.0)));
     out.insert("pendingEvents".into(), (s.queued + s.unacked).into());
     out.insert("pendingBytes".into(), s.pending_bytes.into());
     out.insert("eventsIn".into(), m.events_in.load(Relaxed).into());
