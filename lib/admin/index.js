@@ -32,7 +32,7 @@ const SECURITY_HEADERS = {
 /** Host names a loopback endpoint without a token answers to (DNS rebinding). */
 const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '[::1]'])
 /** Bytes an /events client may leave unread before it is dropped. */
-const MAX_STREAM_BACKLOG = 1024 * 1024
+const MAX_STREAM_BACKLOG = 2 ** 20
 /** Open /events streams at most. */
 const MAX_STREAMS = 64
 
