@@ -49,6 +49,9 @@ pub(crate) trait DirectWrite: Send + Sync + std::fmt::Debug {
     fn raw_fd(&self) -> std::os::fd::RawFd;
     /// Ends both directions now, even while other handles keep the fd open.
     fn shutdown(&self);
+    /// The application's loop reads the socket from now on (`drive`): tokio
+    /// need no longer hear that it is readable.
+    fn stop_tokio_reads(&self) {}
 }
 
 /// The kernel's smoothed round-trip time of a TCP socket (`TCP_INFO`), in
@@ -96,63 +99,159 @@ impl io::Write for NonBlocking<'_> {
 #[derive(Debug)]
 pub(crate) struct SharedSocket<T>(pub Arc<T>);
 
-macro_rules! shared_socket {
-    ($t:ty) => {
-        impl DirectWrite for $t {
-            fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
-                <$t>::try_write(self, buf)
-            }
-            fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
-                <$t>::try_read(self, buf)
-            }
-            #[cfg(all(unix, not(uhura_portable)))]
-            fn raw_fd(&self) -> std::os::fd::RawFd {
-                std::os::fd::AsRawFd::as_raw_fd(self)
-            }
-            fn shutdown(&self) {
-                let _ = socket2::SockRef::from(self).shutdown(std::net::Shutdown::Both);
-            }
-        }
-
-        impl AsyncRead for SharedSocket<$t> {
-            fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-                loop {
-                    std::task::ready!(self.0.poll_read_ready(cx))?;
-                    match self.0.try_read(buf.initialize_unfilled()) {
-                        Ok(n) => {
-                            buf.advance(n);
-                            return Poll::Ready(Ok(()));
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                        Err(e) => return Poll::Ready(Err(e)),
-                    }
-                }
-            }
-        }
-
-        impl AsyncWrite for SharedSocket<$t> {
-            fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-                loop {
-                    std::task::ready!(self.0.poll_write_ready(cx))?;
-                    match self.0.try_write(buf) {
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                        r => return Poll::Ready(r),
-                    }
-                }
-            }
-            fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-                Poll::Ready(Ok(()))
-            }
-            fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-                Poll::Ready(socket2::SockRef::from(&*self.0).shutdown(std::net::Shutdown::Write))
-            }
-        }
-    };
+/// A native socket registered with tokio in two parts (Unix): writability
+/// on the socket itself, readability on a `dup` of it, a registration of
+/// its own that `stop_tokio_reads` drops once the application's loop reads
+/// the socket. Registered for both, as a tokio stream is, the reactor
+/// thread would wake for every segment that arrives, only to note a
+/// readiness no one waits for: a thread wake-up per message on an idle
+/// machine. Writability alone fires only after a write found the buffer
+/// full.
+#[cfg(all(unix, not(uhura_portable)))]
+#[derive(Debug)]
+pub(crate) struct FdSocket<S: std::os::fd::AsRawFd> {
+    io: tokio::io::unix::AsyncFd<S>,
+    reads: std::sync::Mutex<Option<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>>>,
 }
 
-shared_socket!(TcpStream);
 #[cfg(all(unix, not(uhura_portable)))]
-shared_socket!(UnixStream);
+impl<S> FdSocket<S>
+where
+    S: std::os::fd::AsRawFd + std::os::fd::AsFd,
+{
+    /// Registers `socket` (non-blocking) with the current runtime.
+    fn new(socket: S) -> io::Result<Self> {
+        use tokio::io::{unix::AsyncFd, Interest};
+        let dup = socket.as_fd().try_clone_to_owned()?;
+        // SAFETY: both own their fd (an `OwnedFd`, a std socket), which stays
+        // open, the same fd, for as long as they do, inside the `AsyncFd`.
+        let reads = unsafe { AsyncFd::register_with_interest(dup, Interest::READABLE)? };
+        let io = unsafe { AsyncFd::register_with_interest(socket, Interest::WRITABLE)? };
+        Ok(FdSocket { io, reads: std::sync::Mutex::new(Some(reads)) })
+    }
+}
+
+#[cfg(all(unix, not(uhura_portable)))]
+impl<S> DirectWrite for FdSocket<S>
+where
+    S: std::os::fd::AsRawFd + std::os::fd::AsFd + Send + Sync + std::fmt::Debug,
+    for<'a> &'a S: io::Read + io::Write,
+{
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+        io::Write::write(&mut self.io.get_ref(), buf)
+    }
+    fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        io::Read::read(&mut self.io.get_ref(), buf)
+    }
+    fn raw_fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&self.io)
+    }
+    fn shutdown(&self) {
+        let _ = socket2::SockRef::from(self.io.get_ref()).shutdown(std::net::Shutdown::Both);
+    }
+    fn stop_tokio_reads(&self) {
+        // Deregisters the dup, then closes it.
+        drop(crate::engine::delivery::lock(&self.reads).take());
+    }
+}
+
+#[cfg(all(unix, not(uhura_portable)))]
+impl<S> AsyncRead for SharedSocket<FdSocket<S>>
+where
+    S: std::os::fd::AsRawFd + Send + Sync,
+    for<'a> &'a S: io::Read,
+{
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let reads = crate::engine::delivery::lock(&self.0.reads);
+        let Some(reads) = reads.as_ref() else {
+            // `drive` stops reading before it hands the socket over.
+            return Poll::Ready(Err(io::Error::other("the socket is read on the application's loop")));
+        };
+        loop {
+            let mut ready = std::task::ready!(reads.poll_read_ready(cx))?;
+            match ready.try_io(|_| io::Read::read(&mut self.0.io.get_ref(), buf.initialize_unfilled())) {
+                Ok(Ok(n)) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Ok(Err(e)) => return Poll::Ready(Err(e)),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+}
+
+#[cfg(all(unix, not(uhura_portable)))]
+impl<S> AsyncWrite for SharedSocket<FdSocket<S>>
+where
+    S: std::os::fd::AsRawFd + std::os::fd::AsFd + Send + Sync,
+    for<'a> &'a S: io::Write,
+{
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        loop {
+            let mut ready = std::task::ready!(self.0.io.poll_write_ready(cx))?;
+            match ready.try_io(|io| io::Write::write(&mut io.get_ref(), buf)) {
+                Ok(r) => return Poll::Ready(r),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(socket2::SockRef::from(self.0.io.get_ref()).shutdown(std::net::Shutdown::Write))
+    }
+}
+
+#[cfg(not(all(unix, not(uhura_portable))))]
+impl DirectWrite for TcpStream {
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+        TcpStream::try_write(self, buf)
+    }
+    fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        TcpStream::try_read(self, buf)
+    }
+    fn shutdown(&self) {
+        let _ = socket2::SockRef::from(self).shutdown(std::net::Shutdown::Both);
+    }
+}
+
+#[cfg(not(all(unix, not(uhura_portable))))]
+impl AsyncRead for SharedSocket<TcpStream> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        loop {
+            std::task::ready!(self.0.poll_read_ready(cx))?;
+            match self.0.try_read(buf.initialize_unfilled()) {
+                Ok(n) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+#[cfg(not(all(unix, not(uhura_portable))))]
+impl AsyncWrite for SharedSocket<TcpStream> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        loop {
+            std::task::ready!(self.0.poll_write_ready(cx))?;
+            match self.0.try_write(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                r => return Poll::Ready(r),
+            }
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(socket2::SockRef::from(&*self.0).shutdown(std::net::Shutdown::Write))
+    }
+}
 
 /// A stream for the link, and the same socket for direct writes.
 fn shared<T>(socket: T) -> (BoxStream, Option<Arc<dyn DirectWrite>>)
@@ -163,6 +262,24 @@ where
     let socket = Arc::new(socket);
     let direct: Arc<dyn DirectWrite> = socket.clone();
     (Box::new(SharedSocket(socket)), Some(direct))
+}
+
+/// A connected TCP socket as a link's stream (see `FdSocket`).
+#[cfg(all(unix, not(uhura_portable)))]
+fn shared_tcp(s: TcpStream) -> io::Result<(BoxStream, Option<Arc<dyn DirectWrite>>)> {
+    Ok(shared(FdSocket::new(s.into_std()?)?))
+}
+
+/// A connected TCP socket as a link's stream.
+#[cfg(not(all(unix, not(uhura_portable))))]
+fn shared_tcp(s: TcpStream) -> io::Result<(BoxStream, Option<Arc<dyn DirectWrite>>)> {
+    Ok(shared(s))
+}
+
+/// A connected Unix socket as a link's stream (see `FdSocket`).
+#[cfg(all(unix, not(uhura_portable)))]
+fn shared_unix(s: UnixStream) -> io::Result<(BoxStream, Option<Arc<dyn DirectWrite>>)> {
+    Ok(shared(FdSocket::new(s.into_std()?)?))
 }
 
 /// Where to listen or connect.
@@ -207,13 +324,13 @@ impl Listener {
                 let _ = s.set_nodelay(true);
                 set_keepalive(&s);
                 let local = s.local_addr().ok();
-                let (stream, direct) = shared(s);
+                let (stream, direct) = shared_tcp(s)?;
                 Ok((stream, Addresses { remote: Some(remote), local, direct }))
             }
             #[cfg(all(unix, not(uhura_portable)))]
             Listener::Unix(l, _) => {
                 let (s, _) = l.accept().await?;
-                let (stream, direct) = shared(s);
+                let (stream, direct) = shared_unix(s)?;
                 Ok((stream, Addresses { direct, ..Addresses::default() }))
             }
         }
@@ -295,7 +412,7 @@ pub(crate) async fn connect(endpoint: &Endpoint) -> io::Result<(BoxStream, Addre
                         let _ = s.set_nodelay(true);
                         set_keepalive(&s);
                         let (remote, local) = (s.peer_addr().ok(), s.local_addr().ok());
-                        let (stream, direct) = shared(s);
+                        let (stream, direct) = shared_tcp(s)?;
                         return Ok((stream, Addresses { remote, local, direct }));
                     }
                     Err(e) => last = e,
@@ -305,7 +422,7 @@ pub(crate) async fn connect(endpoint: &Endpoint) -> io::Result<(BoxStream, Addre
         }
         #[cfg(all(unix, not(uhura_portable)))]
         Endpoint::Unix { path } => {
-            let (stream, direct) = shared(UnixStream::connect(path).await?);
+            let (stream, direct) = shared_unix(UnixStream::connect(path).await?)?;
             Ok((stream, Addresses { direct, ..Addresses::default() }))
         }
         #[cfg(not(all(unix, not(uhura_portable))))]
