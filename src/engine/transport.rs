@@ -8,13 +8,14 @@
 
 use std::io;
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 #[cfg(all(unix, not(uhura_portable)))]
 use tokio::net::{UnixListener, UnixStream};
+
+#[cfg(all(unix, not(uhura_portable)))]
+mod native;
 
 /// A byte stream a transport runs over (TCP, Unix, TLS, a JavaScript stream).
 pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
@@ -99,111 +100,6 @@ impl io::Write for NonBlocking<'_> {
 #[derive(Debug)]
 pub(crate) struct SharedSocket<T>(pub Arc<T>);
 
-/// A native socket registered with tokio in two parts (Unix): writability
-/// on the socket itself, readability on a `dup` of it, a registration of
-/// its own that `stop_tokio_reads` drops once the application's loop reads
-/// the socket. Registered for both, as a tokio stream is, the reactor
-/// thread would wake for every segment that arrives, only to note a
-/// readiness no one waits for: a thread wake-up per message on an idle
-/// machine. Writability alone fires only after a write found the buffer
-/// full.
-#[cfg(all(unix, not(uhura_portable)))]
-#[derive(Debug)]
-pub(crate) struct FdSocket<S: std::os::fd::AsRawFd> {
-    io: tokio::io::unix::AsyncFd<S>,
-    reads: std::sync::Mutex<Option<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>>>,
-}
-
-#[cfg(all(unix, not(uhura_portable)))]
-impl<S> FdSocket<S>
-where
-    S: std::os::fd::AsRawFd + std::os::fd::AsFd,
-{
-    /// Registers `socket` (non-blocking) with the current runtime.
-    fn new(socket: S) -> io::Result<Self> {
-        use tokio::io::{unix::AsyncFd, Interest};
-        let dup = socket.as_fd().try_clone_to_owned()?;
-        // SAFETY: both own their fd (an `OwnedFd`, a std socket), which stays
-        // open, the same fd, for as long as they do, inside the `AsyncFd`.
-        let reads = unsafe { AsyncFd::register_with_interest(dup, Interest::READABLE)? };
-        let io = unsafe { AsyncFd::register_with_interest(socket, Interest::WRITABLE)? };
-        Ok(FdSocket { io, reads: std::sync::Mutex::new(Some(reads)) })
-    }
-}
-
-#[cfg(all(unix, not(uhura_portable)))]
-impl<S> DirectWrite for FdSocket<S>
-where
-    S: std::os::fd::AsRawFd + std::os::fd::AsFd + Send + Sync + std::fmt::Debug,
-    for<'a> &'a S: io::Read + io::Write,
-{
-    fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
-        io::Write::write(&mut self.io.get_ref(), buf)
-    }
-    fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        io::Read::read(&mut self.io.get_ref(), buf)
-    }
-    fn raw_fd(&self) -> std::os::fd::RawFd {
-        std::os::fd::AsRawFd::as_raw_fd(&self.io)
-    }
-    fn shutdown(&self) {
-        let _ = socket2::SockRef::from(self.io.get_ref()).shutdown(std::net::Shutdown::Both);
-    }
-    fn stop_tokio_reads(&self) {
-        // Deregisters the dup, then closes it.
-        drop(crate::engine::delivery::lock(&self.reads).take());
-    }
-}
-
-#[cfg(all(unix, not(uhura_portable)))]
-impl<S> AsyncRead for SharedSocket<FdSocket<S>>
-where
-    S: std::os::fd::AsRawFd + Send + Sync,
-    for<'a> &'a S: io::Read,
-{
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let reads = crate::engine::delivery::lock(&self.0.reads);
-        let Some(reads) = reads.as_ref() else {
-            // `drive` stops reading before it hands the socket over.
-            return Poll::Ready(Err(io::Error::other("the socket is read on the application's loop")));
-        };
-        loop {
-            let mut ready = std::task::ready!(reads.poll_read_ready(cx))?;
-            match ready.try_io(|_| io::Read::read(&mut self.0.io.get_ref(), buf.initialize_unfilled())) {
-                Ok(Ok(n)) => {
-                    buf.advance(n);
-                    return Poll::Ready(Ok(()));
-                }
-                Ok(Err(e)) => return Poll::Ready(Err(e)),
-                Err(_would_block) => continue,
-            }
-        }
-    }
-}
-
-#[cfg(all(unix, not(uhura_portable)))]
-impl<S> AsyncWrite for SharedSocket<FdSocket<S>>
-where
-    S: std::os::fd::AsRawFd + std::os::fd::AsFd + Send + Sync,
-    for<'a> &'a S: io::Write,
-{
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        loop {
-            let mut ready = std::task::ready!(self.0.io.poll_write_ready(cx))?;
-            match ready.try_io(|io| io::Write::write(&mut io.get_ref(), buf)) {
-                Ok(r) => return Poll::Ready(r),
-                Err(_would_block) => continue,
-            }
-        }
-    }
-    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(socket2::SockRef::from(self.0.io.get_ref()).shutdown(std::net::Shutdown::Write))
-    }
-}
-
 #[cfg(not(all(unix, not(uhura_portable))))]
 impl DirectWrite for TcpStream {
     fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
@@ -219,7 +115,12 @@ impl DirectWrite for TcpStream {
 
 #[cfg(not(all(unix, not(uhura_portable))))]
 impl AsyncRead for SharedSocket<TcpStream> {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        use std::task::Poll;
         loop {
             std::task::ready!(self.0.poll_read_ready(cx))?;
             match self.0.try_read(buf.initialize_unfilled()) {
@@ -236,7 +137,12 @@ impl AsyncRead for SharedSocket<TcpStream> {
 
 #[cfg(not(all(unix, not(uhura_portable))))]
 impl AsyncWrite for SharedSocket<TcpStream> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        use std::task::Poll;
         loop {
             std::task::ready!(self.0.poll_write_ready(cx))?;
             match self.0.try_write(buf) {
@@ -245,11 +151,14 @@ impl AsyncWrite for SharedSocket<TcpStream> {
             }
         }
     }
-    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
+    fn poll_flush(self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
     }
-    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(socket2::SockRef::from(&*self.0).shutdown(std::net::Shutdown::Write))
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::task::Poll::Ready(socket2::SockRef::from(&*self.0).shutdown(std::net::Shutdown::Write))
     }
 }
 
@@ -264,10 +173,10 @@ where
     (Box::new(SharedSocket(socket)), Some(direct))
 }
 
-/// A connected TCP socket as a link's stream (see `FdSocket`).
+/// A connected TCP socket as a link's stream (see `native`).
 #[cfg(all(unix, not(uhura_portable)))]
 fn shared_tcp(s: TcpStream) -> io::Result<(BoxStream, Option<Arc<dyn DirectWrite>>)> {
-    Ok(shared(FdSocket::new(s.into_std()?)?))
+    Ok(shared(native::NativeSocket::new(s.into_std()?)?))
 }
 
 /// A connected TCP socket as a link's stream.
@@ -276,10 +185,10 @@ fn shared_tcp(s: TcpStream) -> io::Result<(BoxStream, Option<Arc<dyn DirectWrite
     Ok(shared(s))
 }
 
-/// A connected Unix socket as a link's stream (see `FdSocket`).
+/// A connected Unix socket as a link's stream (see `native`).
 #[cfg(all(unix, not(uhura_portable)))]
 fn shared_unix(s: UnixStream) -> io::Result<(BoxStream, Option<Arc<dyn DirectWrite>>)> {
-    Ok(shared(FdSocket::new(s.into_std()?)?))
+    Ok(shared(native::NativeSocket::new(s.into_std()?)?))
 }
 
 /// Where to listen or connect.
