@@ -1,6 +1,7 @@
 //! Byte streams a link can run over: TCP, Unix sockets, TLS over either, and
-//! streams pumped from JavaScript. Everything past this file sees one boxed
-//! `Stream`, so the protocol code is the same on all of them.
+//! streams pumped from JavaScript. Everything past this module sees one boxed
+//! `Stream`, so the protocol code is the same on all of them. On Unix, native
+//! sockets are `native::NativeSocket`s.
 //!
 //! Unix sockets exist on Unix only: elsewhere (Windows) binding or connecting
 //! to a path is an error. `--cfg uhura_portable` compiles that fallback on
@@ -95,8 +96,8 @@ impl io::Write for NonBlocking<'_> {
 }
 
 /// A socket shared between its reader and writer tasks and `DirectWrite`
-/// callers; reads and writes go through readiness + `try_*`, which tokio
-/// allows on a shared reference.
+/// callers; the tasks wait for readiness and then read or write without
+/// waiting, which needs only a shared reference.
 #[derive(Debug)]
 pub(crate) struct SharedSocket<T>(pub Arc<T>);
 
