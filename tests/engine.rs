@@ -187,7 +187,7 @@ async fn sessions_are_shared_and_resume_after_a_reconnect() {
     assert_eq!(client.get("a"), None);
 }
 
-// Unix sockets exist on Unix only (src/engine/transport.rs).
+// Unix sockets exist on Unix only (src/engine/transport/).
 #[cfg(all(unix, not(uhura_portable)))]
 #[tokio::test]
 async fn a_unix_socket_server_replaces_a_stale_socket_file() {

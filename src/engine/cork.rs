@@ -102,3 +102,25 @@ pub(crate) fn hold<W: Writer + 'static>(writer: &Weak<W>) -> bool {
         true
     })
 }
+
+/// Writes now what this thread holds back of `writer`, ahead of the rest:
+/// before its connection is destroyed. Node sends what was written before
+/// `destroy()` when the socket takes it; so do we, though a listener
+/// answering the batch it handles may be corked (e.g. a handshake's reply,
+/// then `destroy()` in a promise continuation of the same batch).
+pub(crate) fn flush<W: Writer + 'static>(writer: &Arc<W>) {
+    let me: *const () = Arc::as_ptr(writer).cast();
+    let depth = CORK.with(|c| {
+        let mut c = c.borrow_mut();
+        if !c.listed.remove(&me) {
+            return None;
+        }
+        c.waiting.retain(|w| Arc::as_ptr(w).cast::<()>() != me);
+        // Not held again while it writes.
+        Some(std::mem::take(&mut c.depth))
+    });
+    if let Some(depth) = depth {
+        writer.wake_writer();
+        CORK.with(|c| c.borrow_mut().depth = depth);
+    }
+}

@@ -412,7 +412,9 @@ impl Engine {
 
     /// `socket.destroy()`: close now.
     pub(crate) fn destroy(&self, handle: u32) {
-        if let Some(t) = self.shared.link(handle).and_then(|l| l.transport()) {
+        let Some(link) = self.shared.link(handle) else { return };
+        cork::flush(&link);
+        if let Some(t) = link.transport() {
             t.kill();
         }
     }

@@ -84,6 +84,11 @@ impl Link {
             };
             let ext = &transport.external;
             if ext.requested.load(Ordering::Acquire) && !ext.active.load(Ordering::Acquire) {
+                // For good: nothing hands reading back to this task, so
+                // tokio's reactor need not hear of incoming data any more.
+                if let Some(socket) = &watched {
+                    socket.stop_tokio_reads();
+                }
                 ext.active.store(true, Ordering::Release);
             }
             let reading_here = !ext.active.load(Ordering::Acquire);

@@ -1,6 +1,7 @@
 //! Byte streams a link can run over: TCP, Unix sockets, TLS over either, and
-//! streams pumped from JavaScript. Everything past this file sees one boxed
-//! `Stream`, so the protocol code is the same on all of them.
+//! streams pumped from JavaScript. Everything past this module sees one boxed
+//! `Stream`, so the protocol code is the same on all of them. On Unix, native
+//! sockets are `native::NativeSocket`s.
 //!
 //! Unix sockets exist on Unix only: elsewhere (Windows) binding or connecting
 //! to a path is an error. `--cfg uhura_portable` compiles that fallback on
@@ -8,13 +9,14 @@
 
 use std::io;
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 #[cfg(all(unix, not(uhura_portable)))]
 use tokio::net::{UnixListener, UnixStream};
+
+#[cfg(all(unix, not(uhura_portable)))]
+mod native;
 
 /// A byte stream a transport runs over (TCP, Unix, TLS, a JavaScript stream).
 pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
@@ -49,6 +51,9 @@ pub(crate) trait DirectWrite: Send + Sync + std::fmt::Debug {
     fn raw_fd(&self) -> std::os::fd::RawFd;
     /// Ends both directions now, even while other handles keep the fd open.
     fn shutdown(&self);
+    /// The application's loop reads the socket from now on (`drive`): tokio
+    /// need no longer hear that it is readable.
+    fn stop_tokio_reads(&self) {}
 }
 
 /// The kernel's smoothed round-trip time of a TCP socket (`TCP_INFO`), in
@@ -91,68 +96,72 @@ impl io::Write for NonBlocking<'_> {
 }
 
 /// A socket shared between its reader and writer tasks and `DirectWrite`
-/// callers; reads and writes go through readiness + `try_*`, which tokio
-/// allows on a shared reference.
+/// callers; the tasks wait for readiness and then read or write without
+/// waiting, which needs only a shared reference.
 #[derive(Debug)]
 pub(crate) struct SharedSocket<T>(pub Arc<T>);
 
-macro_rules! shared_socket {
-    ($t:ty) => {
-        impl DirectWrite for $t {
-            fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
-                <$t>::try_write(self, buf)
-            }
-            fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
-                <$t>::try_read(self, buf)
-            }
-            #[cfg(all(unix, not(uhura_portable)))]
-            fn raw_fd(&self) -> std::os::fd::RawFd {
-                std::os::fd::AsRawFd::as_raw_fd(self)
-            }
-            fn shutdown(&self) {
-                let _ = socket2::SockRef::from(self).shutdown(std::net::Shutdown::Both);
-            }
-        }
-
-        impl AsyncRead for SharedSocket<$t> {
-            fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-                loop {
-                    std::task::ready!(self.0.poll_read_ready(cx))?;
-                    match self.0.try_read(buf.initialize_unfilled()) {
-                        Ok(n) => {
-                            buf.advance(n);
-                            return Poll::Ready(Ok(()));
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                        Err(e) => return Poll::Ready(Err(e)),
-                    }
-                }
-            }
-        }
-
-        impl AsyncWrite for SharedSocket<$t> {
-            fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-                loop {
-                    std::task::ready!(self.0.poll_write_ready(cx))?;
-                    match self.0.try_write(buf) {
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                        r => return Poll::Ready(r),
-                    }
-                }
-            }
-            fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-                Poll::Ready(Ok(()))
-            }
-            fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-                Poll::Ready(socket2::SockRef::from(&*self.0).shutdown(std::net::Shutdown::Write))
-            }
-        }
-    };
+#[cfg(not(all(unix, not(uhura_portable))))]
+impl DirectWrite for TcpStream {
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+        TcpStream::try_write(self, buf)
+    }
+    fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        TcpStream::try_read(self, buf)
+    }
+    fn shutdown(&self) {
+        let _ = socket2::SockRef::from(self).shutdown(std::net::Shutdown::Both);
+    }
 }
 
-shared_socket!(TcpStream);
-#[cfg(all(unix, not(uhura_portable)))]
-shared_socket!(UnixStream);
+#[cfg(not(all(unix, not(uhura_portable))))]
+impl AsyncRead for SharedSocket<TcpStream> {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        use std::task::Poll;
+        loop {
+            std::task::ready!(self.0.poll_read_ready(cx))?;
+            match self.0.try_read(buf.initialize_unfilled()) {
+                Ok(n) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+#[cfg(not(all(unix, not(uhura_portable))))]
+impl AsyncWrite for SharedSocket<TcpStream> {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        use std::task::Poll;
+        loop {
+            std::task::ready!(self.0.poll_write_ready(cx))?;
+            match self.0.try_write(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                r => return Poll::Ready(r),
+            }
+        }
+    }
+    fn poll_flush(self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::task::Poll::Ready(socket2::SockRef::from(&*self.0).shutdown(std::net::Shutdown::Write))
+    }
+}
 
 /// A stream for the link, and the same socket for direct writes.
 fn shared<T>(socket: T) -> (BoxStream, Option<Arc<dyn DirectWrite>>)
@@ -163,6 +172,24 @@ where
     let socket = Arc::new(socket);
     let direct: Arc<dyn DirectWrite> = socket.clone();
     (Box::new(SharedSocket(socket)), Some(direct))
+}
+
+/// A connected TCP socket as a link's stream (see `native`).
+#[cfg(all(unix, not(uhura_portable)))]
+fn shared_tcp(s: TcpStream) -> io::Result<(BoxStream, Option<Arc<dyn DirectWrite>>)> {
+    Ok(shared(native::NativeSocket::new(s.into_std()?)?))
+}
+
+/// A connected TCP socket as a link's stream.
+#[cfg(not(all(unix, not(uhura_portable))))]
+fn shared_tcp(s: TcpStream) -> io::Result<(BoxStream, Option<Arc<dyn DirectWrite>>)> {
+    Ok(shared(s))
+}
+
+/// A connected Unix socket as a link's stream (see `native`).
+#[cfg(all(unix, not(uhura_portable)))]
+fn shared_unix(s: UnixStream) -> io::Result<(BoxStream, Option<Arc<dyn DirectWrite>>)> {
+    Ok(shared(native::NativeSocket::new(s.into_std()?)?))
 }
 
 /// Where to listen or connect.
@@ -207,13 +234,13 @@ impl Listener {
                 let _ = s.set_nodelay(true);
                 set_keepalive(&s);
                 let local = s.local_addr().ok();
-                let (stream, direct) = shared(s);
+                let (stream, direct) = shared_tcp(s)?;
                 Ok((stream, Addresses { remote: Some(remote), local, direct }))
             }
             #[cfg(all(unix, not(uhura_portable)))]
             Listener::Unix(l, _) => {
                 let (s, _) = l.accept().await?;
-                let (stream, direct) = shared(s);
+                let (stream, direct) = shared_unix(s)?;
                 Ok((stream, Addresses { direct, ..Addresses::default() }))
             }
         }
@@ -295,7 +322,7 @@ pub(crate) async fn connect(endpoint: &Endpoint) -> io::Result<(BoxStream, Addre
                         let _ = s.set_nodelay(true);
                         set_keepalive(&s);
                         let (remote, local) = (s.peer_addr().ok(), s.local_addr().ok());
-                        let (stream, direct) = shared(s);
+                        let (stream, direct) = shared_tcp(s)?;
                         return Ok((stream, Addresses { remote, local, direct }));
                     }
                     Err(e) => last = e,
@@ -305,7 +332,7 @@ pub(crate) async fn connect(endpoint: &Endpoint) -> io::Result<(BoxStream, Addre
         }
         #[cfg(all(unix, not(uhura_portable)))]
         Endpoint::Unix { path } => {
-            let (stream, direct) = shared(UnixStream::connect(path).await?);
+            let (stream, direct) = shared_unix(UnixStream::connect(path).await?)?;
             Ok((stream, Addresses { direct, ..Addresses::default() }))
         }
         #[cfg(not(all(unix, not(uhura_portable))))]

@@ -1,0 +1,156 @@
+//! Native sockets (TCP, Unix) as tokio sees them, on Unix: registered with
+//! its reactor for reads and writes while the reader task reads them, for
+//! writes only once the application's loop does (`stop_tokio_reads`).
+//! Registered for reads, as a tokio stream always is, the reactor thread
+//! would wake for every segment that arrives, only to note a readiness no
+//! one waits for: a thread wake-up per message, slow on an idle machine
+//! whose vCPUs halt (bench/README.md, "Round trip"). Registered for
+//! writability alone (edge-triggered), it hears of the socket only after a
+//! write found the buffer full, and of errors.
+
+use super::{DirectWrite, SharedSocket};
+use crate::engine::delivery::lock;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::task::{Context, Poll, Waker};
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
+
+/// A connected, non-blocking std socket and its registration with tokio.
+#[derive(Debug)]
+pub(crate) struct NativeSocket<S> {
+    /// Declared before `socket`, so dropped (deregistered) before it closes.
+    reg: Mutex<Registration>,
+    socket: S,
+}
+
+#[derive(Debug)]
+struct Registration {
+    /// None if registering for writes alone failed: writes waiting for
+    /// readiness then fail, which ends the transport.
+    fd: Option<AsyncFd<Fd>>,
+    /// Whether `fd` is registered for reads too.
+    reads: bool,
+    /// The writer task's waker while it waits for writability: a
+    /// registration that is replaced forgets its waiters without waking
+    /// them.
+    writer: Option<Waker>,
+}
+
+/// The socket's fd, as `AsyncFd` wants to own something.
+#[derive(Debug)]
+struct Fd(RawFd);
+
+impl AsRawFd for Fd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0
+    }
+}
+
+fn register(fd: RawFd, interest: Interest) -> io::Result<AsyncFd<Fd>> {
+    // SAFETY: `fd` is the fd of the `NativeSocket`'s socket, which closes
+    // it only after this registration is dropped (field order).
+    unsafe { Ok(AsyncFd::register_with_interest(Fd(fd), interest)?) }
+}
+
+impl<S: AsRawFd> NativeSocket<S> {
+    /// Registers `socket` (non-blocking) with the current runtime.
+    pub(super) fn new(socket: S) -> io::Result<Self> {
+        let fd = register(socket.as_raw_fd(), Interest::READABLE | Interest::WRITABLE)?;
+        Ok(NativeSocket { reg: Mutex::new(Registration { fd: Some(fd), reads: true, writer: None }), socket })
+    }
+}
+
+impl<S> DirectWrite for NativeSocket<S>
+where
+    S: AsRawFd + AsFd + Send + Sync + std::fmt::Debug,
+    for<'a> &'a S: Read + Write,
+{
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+        (&self.socket).write(buf)
+    }
+    fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        (&self.socket).read(buf)
+    }
+    fn raw_fd(&self) -> RawFd {
+        self.socket.as_raw_fd()
+    }
+    fn shutdown(&self) {
+        let _ = socket2::SockRef::from(&self.socket).shutdown(std::net::Shutdown::Both);
+    }
+    fn stop_tokio_reads(&self) {
+        let mut reg = lock(&self.reg);
+        if !reg.reads {
+            return;
+        }
+        reg.reads = false;
+        // An fd is registered once per epoll instance: the old registration
+        // goes first.
+        drop(reg.fd.take());
+        reg.fd = register(self.socket.as_raw_fd(), Interest::WRITABLE).ok();
+        // To wait on the new registration (which, if the socket is
+        // writable already, reports it at once).
+        if let Some(writer) = reg.writer.take() {
+            writer.wake();
+        }
+    }
+}
+
+impl<S> AsyncRead for SharedSocket<NativeSocket<S>>
+where
+    S: AsRawFd,
+    for<'a> &'a S: Read,
+{
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let reg = lock(&self.0.reg);
+        let Some(fd) = reg.fd.as_ref().filter(|_| reg.reads) else {
+            // `drive` stops reading before it hands the socket over.
+            return Poll::Ready(Err(io::Error::other("the socket is read on the application's loop")));
+        };
+        loop {
+            let mut ready = std::task::ready!(fd.poll_read_ready(cx))?;
+            match ready.try_io(|_| (&self.0.socket).read(buf.initialize_unfilled())) {
+                Ok(Ok(n)) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Ok(Err(e)) => return Poll::Ready(Err(e)),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+}
+
+impl<S> AsyncWrite for SharedSocket<NativeSocket<S>>
+where
+    S: AsRawFd + AsFd,
+    for<'a> &'a S: Write,
+{
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let mut reg = lock(&self.0.reg);
+        loop {
+            let Some(fd) = reg.fd.as_ref() else {
+                return Poll::Ready(Err(io::Error::other("the socket lost its registration with tokio")));
+            };
+            let mut ready = match fd.poll_write_ready(cx) {
+                Poll::Ready(r) => r?,
+                Poll::Pending => {
+                    reg.writer = Some(cx.waker().clone());
+                    return Poll::Pending;
+                }
+            };
+            match ready.try_io(|_| (&self.0.socket).write(buf)) {
+                Ok(r) => return Poll::Ready(r),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(socket2::SockRef::from(&self.0.socket).shutdown(std::net::Shutdown::Write))
+    }
+}
