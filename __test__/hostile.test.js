@@ -280,6 +280,9 @@ describe('7. what JSON.parse accepts is accepted', () => {
       // The session goes out again on the reconnect: still one handshake each.
       c.send('hello', 1)
       await waitUntil(() => got.length === 1, 5000, 'the event')
+      // The server has the event; the client must also have read its
+      // session id, or its reconnect is a new session, not a resume.
+      await waitUntil(() => c.get('sessionID') != null, 5000, 'the client to know its session id')
       c.socket.destroy()
       await waitUntil(() => srv.connections.length === 2, 5000, 'the reconnect')
       await delay(500)
