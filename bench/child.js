@@ -54,12 +54,12 @@ const cpuSinceMark = () => {
   return d.user + d.system
 }
 
-// Sends n events ('e', i, payload) on peer, `chunk` per macrotask, keeping at
+// Sends n events (name, i, payload) on peer, `chunk` per macrotask, keeping at
 // most `window` of them unacknowledged (0: no limit); once the window is full,
 // sending resumes when the acks have brought it down to half. onDone(state)
 // runs after the last ack callback (implementations with acks), or right
 // after the last send (without: the caller waits for a reply of its own).
-function sendBurst (peer, n, onDone) {
+function sendBurst (peer, n, onDone, name = 'e') {
   const { payload } = cfg
   const chunk = cfg.chunk || n
   const window = impl.acks && cfg.window > 0 ? cfg.window : Infinity
@@ -81,9 +81,9 @@ function sendBurst (peer, n, onDone) {
     const end = Math.min(n, st.sent + chunk, st.acks + window)
     let i = st.sent
     if (impl.acks) {
-      for (; i < end; i++) peer.send('e', i, payload, onAck)
+      for (; i < end; i++) peer.send(name, i, payload, onAck)
     } else {
-      for (; i < end; i++) peer.send('e', i, payload)
+      for (; i < end; i++) peer.send(name, i, payload)
     }
     st.sent = i
     if (i >= n) {
@@ -113,6 +113,27 @@ function receiveBurst (peer, n, stats, onAll) {
   })
 }
 
+// The warm-up before a measured burst or server → client run: cfg.warmup
+// events named 'w', sent the same way as the measured ones, so the JIT and
+// the allocators reach their steady state before the clock starts (without
+// it a 10k burst mostly measures compilation). The receiver counts them
+// apart from the measured events; without acks it answers 'wdone' after the
+// last one. Resolves once the sender has seen them all acknowledged.
+function warmUp (peer) {
+  return new Promise((resolve) => {
+    if (!(cfg.warmup > 0)) return resolve()
+    if (!impl.acks) peer.on('wdone', () => resolve())
+    sendBurst(peer, cfg.warmup, () => { if (impl.acks) resolve() }, 'w')
+  })
+}
+
+function receiveWarmUp (peer) {
+  let count = 0
+  peer.on('w', () => {
+    if (++count === cfg.warmup && !impl.acks) peer.send('wdone')
+  })
+}
+
 // ---------------------------------------------------------------- server side
 async function server () {
   const stats = { conns: 0, events: 0, outOfOrder: 0, badPayload: 0, pings: 0, acks: 0 }
@@ -128,9 +149,11 @@ async function server () {
     stats.conns++
     if (typeof conn.on === 'function') conn.on('error', (err) => { stats.lastError = String((err && err.message) || err) })
     if (scenario === 'burst' || scenario === 'many') {
+      receiveWarmUp(conn)
       // Implementations without acks: tell the client when all of its events arrived.
       receiveBurst(conn, cfg.n, stats, impl.acks ? null : () => conn.send('done', cfg.n))
     } else if (scenario === 's2c') {
+      conn.on('warm', () => warmUp(conn).then(() => conn.send('warm')))
       // The client asks with go(n); the time runs from then until the last
       // ack (without acks: until the client's done).
       conn.on('go', () => {
@@ -177,6 +200,7 @@ async function client () {
       report({ type: 'result', acks: st.acks, ackErrors: st.ackErrors, lastAckError: st.lastAckError, elapsedMs: (nowUs() - t0) / 1000, sendLoopMs: st.sendLoopMs })
     }
     if (!impl.acks) c.on('done', (count) => { st.acks = count; finish() })
+    await warmUp(c)
     setInterval(() => report({ type: 'progress', acks: st ? st.acks : 0 }), 500)
     commands.go = () => {
       markCpu()
@@ -190,6 +214,12 @@ async function client () {
   if (scenario === 's2c') {
     const c = await impl.makeClient(addr)
     receiveBurst(c, cfg.n, stats, impl.acks ? null : () => c.send('done', cfg.n))
+    receiveWarmUp(c)
+    await new Promise((resolve) => {
+      if (!(cfg.warmup > 0)) return resolve()
+      c.on('warm', resolve)
+      c.send('warm')
+    })
     commands.go = () => {
       markCpu()
       c.send('go', cfg.n)

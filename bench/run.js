@@ -61,6 +61,11 @@ const CFG = {
   // At most this many events unacknowledged per sender (0: no limit, every
   // send of a burst in one synchronous loop). Bounds what a 10M burst queues.
   window: opt('window') ? num('window', 0) : sc(100000),
+  // Events sent (and acknowledged) before each measured burst and server →
+  // client run, in the same processes, and not counted (bench/child.js
+  // warmUp): the numbers are of the steady state, not of the JIT's first
+  // minutes. 0: none.
+  warmup: num('warmup', sc(10000)),
   // main: the size of the headline targets. legacy: false = not run for the
   // published packages (impls.js `legacy`).
   bursts: [
@@ -95,7 +100,8 @@ const CFG = {
     settleMs: QUICK ? 500 : 2000,
     limitS: QUICK ? 90 : 240
   },
-  handshakeS: 20
+  handshakeS: 20,
+  warmupLimitS: 60
 }
 
 const log = (...a) => console.error('[bench]', ...a)
@@ -128,10 +134,11 @@ async function runMeasured (impl, scenario, cfg, limitS) {
   const sender = scenario === 's2c' ? srv : cli
   const receiver = scenario === 's2c' ? cli : srv
   try {
-    let m = await cli.waitFor(['ready', 'fatal'], CFG.handshakeS * 1000)
+    // The handshakes, and the warm-up (bursts and server → client).
+    let m = await cli.waitFor(['ready', 'fatal'], (CFG.handshakeS + CFG.warmupLimitS) * 1000)
     if (m.type !== 'ready') {
       out.status = 'error'
-      out.note = m.type === 'fatal' ? m.error.split('\n')[0] : m.type === 'exit' ? describeExit(cli, m) : `no handshake within ${CFG.handshakeS} s`
+      out.note = m.type === 'fatal' ? m.error.split('\n')[0] : m.type === 'exit' ? describeExit(cli, m) : `no handshake and warm-up within ${CFG.handshakeS + CFG.warmupLimitS} s`
       return out
     }
     out.clientRssBaseline = m.mem.rss
@@ -448,7 +455,7 @@ async function main () {
   // Throughput: per implementation, the bursts by size, then server → client
   // and many clients. After a size that did not finish, the larger ones (and
   // s2c / many at or above it) are not run.
-  const burstCfg = (n) => ({ n, payload: CFG.payload, chunk: CFG.chunk, window: CFG.window })
+  const burstCfg = (n) => ({ n, payload: CFG.payload, chunk: CFG.chunk, window: CFG.window, warmup: CFG.warmup })
   for (const impl of runnable) {
     const r = results.impls[impl.name]
     let failedAt = null
@@ -489,7 +496,7 @@ async function main () {
         r.many = { n, clients, total: n * clients, limitS, ...s, note: (s.note === impl.legacy ? '' : 'client → server ') + s.note }
       } else {
         log(`${impl.name}: ${clients} clients × ${n} (limit ${limitS} s) ...`)
-        r.many = await safe(impl, 'many', () => runMeasured(impl, 'many', { ...burstCfg(n), clients }, limitS))
+        r.many = await safe(impl, 'many', () => runMeasured(impl, 'many', { ...burstCfg(n), clients, warmup: 0 }, limitS))
       }
       const m = r.many
       log(`${impl.name}: ${clients} clients: ${runCell(m, impl.acks)}` + (m.status === 'ok' ? `; finish median ${(m.finishMedianMs / 1000).toFixed(2)} s, max ${(m.finishMaxMs / 1000).toFixed(2)} s` : ''))
