@@ -2,7 +2,8 @@
 // redisStore's production options against real redis-servers on loopback:
 // rediss:// with `tls: { ca, cert, key }`, a Redis Cluster (`cluster: [urls]`)
 // that loses a master and gets it back, and a Redis stopped mid-run whose
-// queued session saves land when it returns. Each test runs a fleet of two of
+// queued session saves land when it returns, and a pub/sub connection gone
+// half-open. Each test runs a fleet of two of
 // our servers and clients that fail over from one to the other.
 //
 // Needs redis-server and, for the cluster, redis-cli (Debian: redis-tools);
@@ -16,7 +17,7 @@ const path = require('node:path')
 const { spawnSync } = require('node:child_process')
 const {
   installExitWatchdog, HOST, freePort, useResources, waitUntil, waitHandshake, withTimeout, errorsOf, killServer, tryConnect,
-  needRedis, redisCommand, startRedis, pingPong, roundTripMatching, hasAll, assertHasAll,
+  needRedis, redisCommand, startRedis, pingPong, roundTripMatching, hasAll, assertHasAll, holdingProxy,
 } = require('./helpers')
 
 installExitWatchdog(15000)
@@ -335,5 +336,32 @@ describe('Redis stopped mid-run', () => {
     assert.equal(U.redisStore().maxQueuedBytes, defaults.redisMaxQueuedBytes)
     assert.equal(U.redisStore({ maxQueuedBytes: 1000 }).maxQueuedBytes, 1000)
     assert.throws(() => U.redisStore({ maxQueuedBytes: -1 }), /maxQueuedBytes/)
+  })
+})
+
+describe('a half-open pub/sub connection', () => {
+  it('the fleet bus PINGs a silent subscription, finds it dead, subscribes again: a sendTo still arrives', { timeout: 45000 }, async (t) => {
+    if (!needRedis(t)) return
+    const redis = await startRedis(t)
+    // Server A reaches Redis through a proxy that can stop passing Redis's
+    // replies while keeping the connections open (no FIN, no RST), as a
+    // vanished peer or a stalled middlebox would.
+    const proxy = await holdingProxy(t, redis.port)
+    const r = useResources(t)
+    const A = await r.startServer('ours', { options: { store: U.redisStore({ url: `redis://${HOST}:${proxy.port}` }) } })
+    const B = await r.startServer('ours', { options: { store: U.redisStore({ url: `redis://${HOST}:${redis.port}` }) } })
+    const client = await r.connectClient('ours', A.port)
+    const got = []
+    client.on('to', (...args) => got.push(args))
+    const sid = client.get('sessionID')
+    await waitUntil(async () => (await redisCommand(redis.port, 'EXISTS', 'sess:' + sid)) === 1, 5000, `session ${sid} in Redis`)
+    // A's subscription is up once a sendTo from B wakes it.
+    await sent((cb) => B.server.sendTo(sid, 'to', 'before', cb))
+    await waitUntil(() => got.length === 1, 8000, 'the first sendTo')
+    proxy.hold()
+    await sent((cb) => B.server.sendTo(sid, 'to', 'while half-open', cb))
+    await waitUntil(() => got.length === 2, 20000, 'the sendTo published while A\'s subscription was half-open')
+    assert.deepEqual(got, [['before'], ['while half-open']])
+    assert.equal(B.errors.length, 0, 'no error on B')
   })
 })

@@ -36,6 +36,14 @@ const MAX_RESUBSCRIBE_DELAY: Duration = Duration::from_secs(2);
 const LIVENESS_CHECK: Duration = Duration::from_secs(1);
 /// The bound on one subscribe attempt.
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// After this long without a message the subscriber PINGs Redis: a
+/// connection gone half-open (a peer that vanished without a FIN or RST, a
+/// stalled proxy) never errors on its own, and every wake-up published
+/// meanwhile would be missed until the session's next resume.
+const PING_WHEN_SILENT: Duration = Duration::from_secs(3);
+/// A PING unanswered for this long: the subscription is taken for dead and
+/// made again on a new connection.
+const PING_TIMEOUT: Duration = Duration::from_secs(2);
 /// Bytes of `sendTo` / `broadcast` arguments waiting for Redis at most:
 /// while Redis is slow or down, further sends fail at once rather than pile
 /// up in memory.
@@ -356,13 +364,26 @@ async fn subscribe(bus: Weak<FleetBus>) {
             Some(b) => b.mark_all_dirty(),
             None => return,
         }
-        let mut messages = pubsub.into_on_message();
+        let (mut sink, mut messages) = pubsub.split();
+        let mut silent = Duration::ZERO;
         loop {
             match tokio::time::timeout(LIVENESS_CHECK, messages.next()).await {
                 Err(_) if bus.strong_count() == 0 => return,
-                Err(_) => {}
+                Err(_) => {
+                    silent += LIVENESS_CHECK;
+                    if silent >= PING_WHEN_SILENT {
+                        silent = Duration::ZERO;
+                        // In subscribed mode the answer is ["pong", ""]: any
+                        // answer will do.
+                        match tokio::time::timeout(PING_TIMEOUT, sink.ping::<redis::Value>()).await {
+                            Ok(Ok(_)) => {}
+                            _ => break,
+                        }
+                    }
+                }
                 Ok(None) => break,
                 Ok(Some(msg)) => {
+                    silent = Duration::ZERO;
                     let Some(b) = bus.upgrade() else { return };
                     if let Ok(payload) = msg.get_payload::<String>() {
                         b.on_message(&payload);
@@ -391,8 +412,18 @@ async fn take_in(bus: Weak<FleetBus>) {
         let links: Vec<(String, Arc<Link>)> =
             sids.into_iter().filter_map(|sid| b.session_link(&sid).map(|l| (sid, l))).collect();
         drop(b);
+        let mut failed = Vec::new();
         for (sid, link) in links {
-            link.requeue_from_store(&store, &sid).await;
+            if !link.requeue_from_store(&store, &sid).await {
+                failed.push(sid);
+            }
+        }
+        if !failed.is_empty() {
+            // Redis did not answer (down, slow, or a connection found dead
+            // and replaced): the events wait there; try these again soon.
+            tokio::time::sleep(LIVENESS_CHECK).await;
+            let Some(b) = bus.upgrade() else { return };
+            b.mark_dirty(failed);
         }
     }
 }

@@ -257,7 +257,24 @@ impl Connector {
         };
         match tokio::time::timeout(OP_TIMEOUT, attempt).await {
             Ok(r) => r,
-            Err(_) => Err(timed_out("no answer", OP_TIMEOUT)),
+            Err(_) => {
+                self.forget_silent_connection().await;
+                Err(timed_out("no answer", OP_TIMEOUT))
+            }
+        }
+    }
+
+    /// After an op got no answer at all: a single server's connection may
+    /// have gone half-open (Redis's host vanished without a FIN or RST, a
+    /// stalled proxy), which the connection manager never notices, since
+    /// nothing errors; every later op would wait out its timeout on it. The
+    /// next op connects afresh instead. A cluster connection is kept: there
+    /// one master down makes ops on its slots time out while the others
+    /// serve, and the cluster client finds its nodes again on its own.
+    async fn forget_silent_connection(&self) {
+        let mut slot = self.inner.conn.lock().await;
+        if matches!(slot.as_ref(), Some(Conn::Single(_))) {
+            *slot = None;
         }
     }
 

@@ -149,19 +149,25 @@ impl Link {
 
     /// Takes into the queue what the store holds for this session and the
     /// peer has not (events other servers queued for it), and sends it.
-    pub(crate) async fn requeue_from_store(self: &Arc<Self>, store: &Arc<dyn SessionStore>, id: &str) {
+    /// False if the store could not be read (said with an `ESTORE` error):
+    /// what it holds is still there for a later try.
+    pub(crate) async fn requeue_from_store(self: &Arc<Self>, store: &Arc<dyn SessionStore>, id: &str) -> bool {
         match store.load_delivery(id).await {
             Ok(state) => {
                 {
                     let mut peer = lock(&self.peer);
                     if peer.session_id() != Some(id) || lock(&self.successor).is_some() {
-                        return;
+                        return true;
                     }
                     peer.adopt_foreign(state.outbox, Vec::new());
                 }
                 self.pump();
+                true
             }
-            Err(e) => self.deliver_error(&format!("session store could not load delivery state: {e}"), Some("ESTORE")),
+            Err(e) => {
+                self.deliver_error(&format!("session store could not load delivery state: {e}"), Some("ESTORE"));
+                false
+            }
         }
     }
 
