@@ -9,6 +9,8 @@
 
 const { describe, it } = require('node:test')
 const assert = require('node:assert/strict')
+const v8 = require('node:v8')
+const vm = require('node:vm')
 const {
   installExitWatchdog, HOST, useResources, waitUntil, waitHandshake, delay, withTimeout, needRedis, startRedis, redisCommand,
   tryConnect,
@@ -151,6 +153,26 @@ describe('sending across a fleet', () => {
     await waitUntil(() => clients.every((c) => c.got.length >= 2), 5000, 'the broadcasts')
     await delay(150)
     for (const c of clients) assert.deepEqual(c.got.map((e) => e[1]).sort(), ['first', 'second'])
+  })
+
+  it('a server the application dropped frees its fleet bus: its Redis subscription closes', T, async (t) => {
+    if (!needRedis(t)) return
+    const redis = await startRedis(t)
+    const subscribers = async () => String(await redisCommand(redis.port, 'CLIENT', 'LIST', 'TYPE', 'pubsub')).split('\n').filter(Boolean).length
+    v8.setFlagsFromString('--expose-gc')
+    const gc = vm.runInNewContext('gc')
+    let server = U.createServer({ store: U.redisStore({ url: redis.url }) })
+    await new Promise((resolve) => server.listen(0, HOST, resolve))
+    await waitUntil(async () => (await subscribers()) === 1, 5000, 'the fleet bus subscribed')
+    await new Promise((resolve) => server.close(resolve))
+    // Closed, it may listen again: it keeps its subscription while it lives.
+    await delay(1500)
+    assert.equal(await subscribers(), 1, 'a closed server still referenced keeps its bus')
+    server = null
+    await waitUntil(async () => {
+      gc()
+      return (await subscribers()) === 0
+    }, 10000, 'the subscription closed once the server object was collected')
   })
 
   it('without Redis: sendTo and broadcast reach the sessions of this server', T, async (t) => {

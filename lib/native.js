@@ -238,7 +238,9 @@ function settleRange (obj, e) {
   }
 }
 
+// The Rust side of a client or server whose object was collected is freed.
 const releaseOnCollect = new FinalizationRegistry((h) => native.clientRelease(h))
+const releaseServerOnCollect = new FinalizationRegistry((h) => native.serverRelease(h))
 
 // Node exits when nothing ref'd is pending. Tokio tasks are invisible to it,
 // so one ref'd timer stands in for every live server, connection and ref'd client.
@@ -264,4 +266,4 @@ function makeError (info) {
   return err
 }
 
-module.exports = { native, handles, acceptedBy, enqueue, flushOutbox, whenBatchHandled, keepAlive, releaseOnCollect, makeError }
+module.exports = { native, handles, acceptedBy, enqueue, flushOutbox, whenBatchHandled, keepAlive, releaseOnCollect, releaseServerOnCollect, makeError }

@@ -8,7 +8,7 @@ const sessions = require('./session')
 const defaults = require('./defaults')
 const Socket = require('./socket')
 const { Connection } = require('./connection')
-const { native, handles, acceptedBy, keepAlive, makeError } = require('./native')
+const { native, handles, acceptedBy, keepAlive, releaseServerOnCollect, makeError } = require('./native')
 const { streams, addressesOf, bindStream } = require('./js-stream')
 const { describe, nonNegative, checkedPort, peerOptions, tlsOptions, storeOptions, toJson, limitsOf, checkLimits } = require('./options')
 const metrics = require('./metrics')
@@ -64,6 +64,7 @@ function Server (options, onConnection) {
   // The original's name for it, also on each connection.
   this.sessionStore = this.store
   handles.set(this._h, this)
+  releaseServerOnCollect.register(this, this._h)
   if (typeof onConnection === 'function') this.on('handshake', onConnection)
   if (options.createServer != null) {
     if (typeof options.createServer !== 'function') throw new TypeError('uhura: options.createServer must be a function')

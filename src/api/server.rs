@@ -168,7 +168,7 @@ impl Server {
     pub fn close(&self) -> impl Future<Output = ()> + Send + 'static {
         let mut status = self.inbox.status.subscribe();
         self.inbox.stop_accepting();
-        self.hub.engine.close_server(self.handle);
+        self.hub.engine.server_release(self.handle);
         async move {
             let _ = status.wait_for(|s| s.closed).await;
         }
@@ -177,7 +177,7 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        self.hub.engine.close_server(self.handle);
+        self.hub.engine.server_release(self.handle);
         if let Some(inbox) = self.hub.remove_server(self.handle) {
             inbox.stop_accepting();
             // Not accepted: closed (each Connection closes itself on drop).

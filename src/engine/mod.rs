@@ -275,6 +275,18 @@ impl Engine {
         }
     }
 
+    /// The application dropped the server object: close it and forget it.
+    /// A closed server stays in the map while its object lives, since it may
+    /// listen again; once gone, what it alone held goes with it (its store,
+    /// its fleet bus's Redis subscription and tasks). Its open connections
+    /// and their sessions keep what they use.
+    pub(crate) fn server_release(&self, server: u32) {
+        let removed = lock(&self.shared.servers).remove(&server);
+        if let Some(s) = removed {
+            s.close(&self.shared);
+        }
+    }
+
     /// Open connections of a server (accepted, not yet ended).
     pub(crate) fn server_connections(&self, server: u32) -> Option<usize> {
         lock(&self.shared.servers).get(&server).map(|s| s.connections())

@@ -257,6 +257,13 @@ pub(crate) fn client_release(client: u32) -> Result<()> {
     Ok(())
 }
 
+/// The JavaScript server object was garbage-collected: free its Rust side.
+#[napi(catch_unwind)]
+pub(crate) fn server_release(server: u32) -> Result<()> {
+    engine()?.server_release(server);
+    Ok(())
+}
+
 /// A batch of sends and sets, one per line (see `Link::write_lines`).
 #[napi(catch_unwind)]
 pub(crate) fn write(handle: u32, lines: String) -> Result<()> {
