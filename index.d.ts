@@ -485,8 +485,11 @@ export function createClient (options: ClientOptions, cb?: () => void): Client
 
 /** Operator metrics. */
 export const metrics: {
-  /** Registers collectors in a prom-client Registry that read `server.metrics()` on each scrape (prom-client is an optional peer dependency). */
-  register (registry: object, server: Server): object
+  /**
+   * Registers collectors in a prom-client Registry that read `server.metrics()` on each scrape (prom-client is an optional
+   * peer dependency). Servers sharing one registry each need `labels` telling them apart, with the same names for all.
+   */
+  register (registry: object, server: Server, labels?: Record<string, string>): object
   /** A `server.metrics()` snapshot as Prometheus text. */
   text (snapshot: ServerMetrics): string
 }

@@ -21,10 +21,10 @@ exports.redisStore = function redisStore (options) {
 exports.Client = Client
 exports.Server = Server
 exports.Connection = Connection
-// Operator metrics: `register(registry, server)` for prom-client (an
+// Operator metrics: `register(registry, server[, labels])` for prom-client (an
 // optional peer dependency), `text(snapshot)` for the Prometheus text.
 exports.metrics = {
-  register: (registry, server) => require('./lib/metrics').register(registry, server),
+  register: (registry, server, labels) => require('./lib/metrics').register(registry, server, labels),
   text: (snapshot) => require('./lib/metrics').prometheusText(snapshot)
 }
 

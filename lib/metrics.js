@@ -69,12 +69,18 @@ function prometheusText (m) {
   return out
 }
 
+/** Per prom-client registry: its collectors' label names and the servers they read. */
+const registered = new WeakMap()
+
 /**
  * Registers uhura's metrics in a prom-client registry: each collector reads
  * `server.metrics()` when the registry is scraped. prom-client is an
- * optional peer dependency, loaded only here.
+ * optional peer dependency, loaded only here. Several servers share one
+ * registry when each is registered with `labels` telling them apart (the
+ * same label names for all, e.g. `{ server: 'a' }`); one server alone needs
+ * none.
  */
-function register (registry, server) {
+function register (registry, server, labels) {
   let client
   try {
     client = require('prom-client')
@@ -90,39 +96,68 @@ function register (registry, server) {
   if (!server || typeof server.metrics !== 'function') {
     throw new TypeError('uhura: metrics.register(registry, server) takes a uhura Server')
   }
-  // One snapshot per scrape, shared by the collectors of that scrape.
+  if (labels != null && (typeof labels !== 'object' || Array.isArray(labels))) {
+    throw new TypeError('uhura: metrics.register(registry, server, labels): labels is an object of label names to values')
+  }
+  labels = Object.assign({}, labels)
+  const names = Object.keys(labels).sort()
+  const key = JSON.stringify(names.map((n) => String(labels[n])))
+  let entry = registered.get(registry)
+  if (entry === undefined) {
+    entry = { names, servers: new Map(), keys: new Set() }
+    registered.set(registry, entry)
+    addCollectors(client, registry, entry)
+  } else if (entry.servers.has(server)) {
+    throw new TypeError('uhura: metrics.register(): this server is already registered in this registry')
+  } else if (names.length === 0 || names.join() !== entry.names.join()) {
+    throw new TypeError('uhura: metrics.register(): servers sharing a registry need labels telling them apart, ' +
+      `with the same names for every server (e.g. { server: 'a' }); the first was registered with [${entry.names.join(', ')}]`)
+  } else if (entry.keys.has(key)) {
+    throw new TypeError(`uhura: metrics.register(): another server of this registry has the labels ${JSON.stringify(labels)}`)
+  }
+  entry.servers.set(server, labels)
+  entry.keys.add(key)
+  return registry
+}
+
+/** The collectors of one registry, made with its first server: each reads every server registered there. */
+function addCollectors (client, registry, entry) {
+  // One snapshot per server and scrape, shared by the collectors of that scrape.
   let cached = null
-  const current = () => {
-    if (!cached) {
-      cached = server.metrics()
+  const current = (server) => {
+    if (cached === null) {
+      cached = new Map()
       setImmediate(() => { cached = null })
     }
-    return cached
+    if (!cached.has(server)) cached.set(server, server.metrics())
+    return cached.get(server)
   }
   for (const [name, type, help, read] of METRICS) {
-    const labelNames = name === 'uhura_errors_total' ? ['code'] : name === 'uhura_handshakes_total' ? ['session'] : []
+    const own = name === 'uhura_errors_total' ? ['code'] : name === 'uhura_handshakes_total' ? ['session'] : []
     const Ctor = type === 'counter' ? client.Counter : client.Gauge
     // eslint-disable-next-line no-new
     new Ctor({
       name,
       help,
-      labelNames,
+      labelNames: [...entry.names, ...own],
       registers: [registry],
       collect () {
         this.reset()
-        const m = current()
-        if (!m) return
-        for (const [labels, value] of read(m)) {
-          if (type === 'counter') {
-            if (labels) this.inc(labels, value)
-            else this.inc(value)
-          } else if (labels) this.set(labels, value)
-          else this.set(value)
+        for (const [server, serverLabels] of entry.servers) {
+          const m = current(server)
+          if (!m) continue
+          for (const [labels, value] of read(m)) {
+            const all = labels || entry.names.length ? Object.assign({}, serverLabels, labels) : null
+            if (type === 'counter') {
+              if (all) this.inc(all, value)
+              else this.inc(value)
+            } else if (all) this.set(all, value)
+            else this.set(value)
+          }
         }
       }
     })
   }
-  return registry
 }
 
 module.exports = { snapshot, clientStats, prometheusText, register, METRICS }
