@@ -17,7 +17,7 @@ const path = require('node:path')
 const { spawnSync } = require('node:child_process')
 const {
   installExitWatchdog, HOST, freePort, useResources, waitUntil, waitHandshake, withTimeout, errorsOf, killServer, tryConnect,
-  needRedis, redisCommand, startRedis, pingPong, roundTripMatching, hasAll, assertHasAll, holdingProxy,
+  needRedis, redisCommand, startRedis, pingPong, roundTripMatching, hasAll, assertHasAll, holdingProxy, delay,
 } = require('./helpers')
 
 installExitWatchdog(15000)
@@ -43,12 +43,13 @@ async function startTlsRedis (t, authClients) {
   return node
 }
 
-/** Free ports whose cluster bus port (+10000) is free too. */
+/** Free ports whose cluster bus port (+10000) is free too, and no node's port another's bus port. */
 async function clusterPorts (n) {
   const ports = []
+  const taken = (p) => ports.some((q) => q === p || q === p + 10000 || q + 10000 === p)
   while (ports.length < n) {
     const p = await freePort()
-    if (p < 55000 && !ports.includes(p) && (await tryConnect(p + 10000)) !== null) ports.push(p)
+    if (p < 55000 && !taken(p) && (await tryConnect(p + 10000)) !== null) ports.push(p)
   }
   return ports
 }
@@ -283,6 +284,38 @@ describe('redisStore on a Redis Cluster', () => {
       await roundTripMatching(c, 100 + c.get('i'))
     }
     assert.equal(B.errors.length, 0, 'no server error')
+  })
+
+  it('saves queued on two masters: one returns, its sessions\' saves land while the other is still down', { timeout: 90000 }, async (t) => {
+    if (!needRedis(t)) return
+    const cluster = await startCluster(t)
+    const r = useResources(t)
+    const A = await r.startServer('ours', { options: { store: U.redisStore({ cluster: cluster.nodes.map((n) => n.url) }) }, onConnection: pingPong })
+    // A session on each of two masters.
+    const on = new Map()
+    for (let i = 0; i < 30 && on.size < 2; i++) {
+      const c = r.createClient('ours', { port: A.port, host: HOST })
+      await waitHandshake('ours', c)
+      const key = 'sess:' + c.get('sessionID')
+      c.set('v', 0)
+      await waitUntil(async () => hasAll(await cluster.get(key), { v: 0 }), 5000, `${key} saved`)
+      const node = await cluster.holder(key)
+      if (!on.has(node)) on.set(node, { c, key })
+    }
+    assert.equal(on.size, 2, 'sessions on two masters')
+    const [[stillDown, first], [returns, second]] = [...on]
+    // The first save queued is the one whose master stays down.
+    await stillDown.kill()
+    first.c.set('v', 1)
+    await waitUntil(() => A.errors.length + A.connections.reduce((n, e) => n + errorsOf(e.conn).length, 0) > 0, 10000, 'a store error for the first save')
+    await returns.kill()
+    second.c.set('v', 1)
+    await delay(500)
+    await returns.start()
+    await waitUntil(async () => hasAll(await cluster.get(second.key), { v: 1 }), 20000,
+      'the save of the session whose master returned, queued behind one whose master is still down')
+    await stillDown.start()
+    await waitUntil(async () => hasAll(await cluster.get(first.key), { v: 1 }), 20000, 'the other save, once its master is back')
   })
 
   it('sendTo and broadcast across the fleet: queues in the session\'s slot, wake-ups by pub/sub', { timeout: 60000 }, async (t) => {

@@ -14,10 +14,17 @@
 //! directly, so an older copy can never land after a newer one: a new save
 //! of it replaces the queued one and waits for the flusher's next try, and a
 //! read of it (a resume) waits for that too, so it finds the newest copy.
+//!
+//! The flusher writes oldest first. On one Redis server a failure stands for
+//! all (Redis is down): it pauses and tries the oldest again. On a Redis
+//! Cluster a failure may be one master's, while the others serve: it goes on
+//! with the next sessions, so those of healthy masters land instead of
+//! waiting behind one whose master is down, and pauses only once every
+//! write left has failed in that pass.
 
 use super::redis_conn::{is_unavailable, Connector, OP_TIMEOUT};
 use redis::Pipeline;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -64,12 +71,17 @@ struct State {
     /// Failed tries so far, and the last one's error.
     failures: u64,
     last_error: String,
+    /// The store is a Redis Cluster: a failure is that write's, not all's.
+    cluster: bool,
 }
 
 struct Entry {
     write: Pipeline,
     bytes: usize,
     seq: u64,
+    /// Failed tries of this write, and the last one's error.
+    failures: u64,
+    last_error: String,
 }
 
 impl State {
@@ -90,7 +102,8 @@ impl State {
         }
         self.seq += 1;
         self.order.insert(self.seq, sid.to_owned());
-        self.entries.insert(sid.to_owned(), Entry { write, bytes, seq: self.seq });
+        self.entries
+            .insert(sid.to_owned(), Entry { write, bytes, seq: self.seq, failures: 0, last_error: String::new() });
         self.bytes += bytes;
         let mut dropped = Vec::new();
         while self.bytes > max {
@@ -148,12 +161,10 @@ impl SaveQueue {
     /// the flusher's next try, bounded by the op timeout. Fails with the
     /// reason when the write is still queued.
     pub(crate) async fn landed(&self, sid: &str) -> Result<(), String> {
-        let failures = {
+        let (failures, own_failures) = {
             let state = self.state();
-            if !state.entries.contains_key(sid) {
-                return Ok(());
-            }
-            state.failures
+            let Some(entry) = state.entries.get(sid) else { return Ok(()) };
+            (state.failures, entry.failures)
         };
         self.shared.kick.notify_one();
         let wait = async {
@@ -164,10 +175,12 @@ impl SaveQueue {
                 tried.as_mut().enable();
                 {
                     let state = self.state();
-                    if !state.entries.contains_key(sid) {
-                        return Ok(());
+                    let Some(entry) = state.entries.get(sid) else { return Ok(()) };
+                    if entry.failures > own_failures {
+                        return Err(entry.last_error.clone());
                     }
-                    if state.failures > failures {
+                    // On one server, any failed try says Redis is down.
+                    if !state.cluster && state.failures > failures {
                         return Err(state.last_error.clone());
                     }
                 }
@@ -215,6 +228,7 @@ impl SaveQueue {
     fn start_flusher(&self, conn: &Connector) {
         {
             let mut state = self.state();
+            state.cluster = conn.is_cluster();
             if state.entries.is_empty() || std::mem::replace(&mut state.flushing, true) {
                 return;
             }
@@ -225,28 +239,51 @@ impl SaveQueue {
     }
 }
 
+/// What the flusher does next.
+enum Next {
+    /// Write this session's queued write (its `seq`).
+    Write(Pipeline, String, u64),
+    /// Every write left failed in this pass.
+    PassFailed,
+    /// Nothing is queued.
+    Done,
+}
+
 /// Writes the queued writes, oldest first, until none is left; after a
-/// failure, waits (less when kicked) and tries again.
+/// failure (on a cluster: once every write left failed in this pass), waits
+/// (less when kicked) and tries again.
 async fn flush(queue: Weak<Shared>, conn: Connector) {
     let mut backoff = MIN_BACKOFF;
+    // Sessions whose write failed in this pass (a cluster's only).
+    let mut failed_now: HashSet<String> = HashSet::new();
     loop {
         let Some(shared) = queue.upgrade() else { return };
         let next = {
             let mut state = super::delivery::lock(&shared.state);
-            match state.order.first_key_value() {
-                Some((&seq, sid)) => {
-                    let sid = sid.clone();
-                    Some((state.entries[&sid].write.clone(), sid, seq))
-                }
-                None => {
+            let next =
+                state.order.iter().find(|(_, sid)| !failed_now.contains(*sid)).map(|(&seq, sid)| (seq, sid.clone()));
+            match next {
+                Some((seq, sid)) => Next::Write(state.entries[&sid].write.clone(), sid, seq),
+                None if state.order.is_empty() => {
                     state.flushing = false;
-                    None
+                    Next::Done
                 }
+                None => Next::PassFailed,
             }
         };
-        let Some((write, sid, seq)) = next else {
-            shared.tried.notify_waiters();
-            return;
+        let (write, sid, seq) = match next {
+            Next::Write(write, sid, seq) => (write, sid, seq),
+            Next::Done => {
+                shared.tried.notify_waiters();
+                return;
+            }
+            Next::PassFailed => {
+                // Every write left failed in this pass: pause, start over.
+                failed_now.clear();
+                let _ = tokio::time::timeout(backoff, shared.kick.notified()).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                continue;
+            }
         };
         let result = conn.run_pipe(&write).await;
         let failed = {
@@ -259,11 +296,16 @@ async fn flush(queue: Weak<Shared>, conn: Connector) {
                 }
                 Ok(()) => false,
                 Err(e) => {
+                    let msg = e.to_string();
                     state.failures += 1;
-                    state.last_error = e.to_string();
+                    state.last_error.clone_from(&msg);
+                    let current = state.entries.get_mut(&sid).filter(|entry| entry.seq == seq).map(|entry| {
+                        entry.failures += 1;
+                        entry.last_error = msg;
+                    });
                     // A write Redis refuses (not one it cannot take now)
                     // would block the queue for good.
-                    if !is_unavailable(&e) && state.entries.get(&sid).is_some_and(|e| e.seq == seq) {
+                    if current.is_some() && !is_unavailable(&e) {
                         state.remove(&sid);
                     }
                     true
@@ -271,7 +313,10 @@ async fn flush(queue: Weak<Shared>, conn: Connector) {
             }
         };
         shared.tried.notify_waiters();
-        if failed {
+        if failed && conn.is_cluster() {
+            // Maybe only this write's master is down: the next one.
+            failed_now.insert(sid);
+        } else if failed {
             let _ = tokio::time::timeout(backoff, shared.kick.notified()).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
         } else {
