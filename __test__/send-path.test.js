@@ -65,6 +65,20 @@ describe('the outbox', () => {
     assert.deepEqual(got, Array.from({ length: N }, (_, i) => i))
   })
 
+  it('keeps the sends of a client made before connect() in the same tick for it', { timeout: 30000 }, async (t) => {
+    const got = []
+    const server = U.createServer((conn) => conn.on('e', (i) => got.push(i)))
+    await new Promise((resolve) => server.listen(0, HOST, resolve))
+    const client = new U.Client()
+    t.after(() => new Promise((resolve) => { client.disconnect(); server.close(resolve) }))
+    const N = 3000
+    let acked = 0
+    for (let i = 0; i < N; i++) client.send('e', i, (err) => { assert.ifError(err); acked++ })
+    client.connect(server.address().port, HOST)
+    await waitUntil(() => acked === N, 10000, 'every ack')
+    assert.deepEqual(got, Array.from({ length: N }, (_, i) => i))
+  })
+
   it('flushes early inside a listener too: replies in order, then the acks of the batch', { timeout: 30000 }, async (t) => {
     const N = 3000
     const { client } = await serverAndClient(t, (conn) => {
