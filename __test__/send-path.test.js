@@ -96,7 +96,7 @@ describe('the outbox', () => {
 })
 
 describe('ack callbacks by sequence number (lib/acks.js)', () => {
-  it('settles in order, out of order and twice, and compacts', () => {
+  it('settles in order, out of order and twice, across wrap-arounds and growth', () => {
     const acks = new Acks()
     const N = 5000
     for (let seq = 0; seq < N; seq++) acks.add(seq, seq)
@@ -109,15 +109,40 @@ describe('ack callbacks by sequence number (lib/acks.js)', () => {
     assert.equal(acks.take(NaN), undefined)
     for (let seq = 0; seq < 3000; seq++) assert.equal(acks.take(seq), seq === 10 ? undefined : seq)
     assert.equal(acks.size, N - 3000)
-    assert.ok(acks.cbs.length < N, 'the settled front was cut off')
-    // New sends after a compaction keep their numbers.
-    for (let seq = N; seq < N + 10; seq++) acks.add(seq, seq)
-    for (let seq = N + 9; seq >= 3000; seq--) assert.equal(acks.take(seq), seq)
+    // Sliding on: the ring wraps around and grows while wrapped.
+    let next = N
+    for (let round = 0; round < 20; round++) {
+      for (let k = 0; k < 700 * (round + 1); k++, next++) acks.add(next, next)
+      for (let k = 0; k < 500 * (round + 1); k++) {
+        const oldest = next - acks.size
+        assert.equal(acks.take(oldest), oldest)
+      }
+    }
+    const from = next - acks.size
+    for (let seq = next - 1; seq >= from; seq--) assert.equal(acks.take(seq), seq)
     assert.equal(acks.size, 0)
-    assert.equal(acks.cbs.length, 0)
+    assert.equal(acks.buf, null, 'an emptied large ring is let go')
     // Empty, it starts again at the next number.
-    acks.add(N + 10, 'x')
-    assert.equal(acks.take(N + 10), 'x')
+    acks.add(next, 'x')
+    assert.equal(acks.take(next), 'x')
+  })
+
+  it('moves a callback whose ack never comes out of the ring', () => {
+    const acks = new Acks()
+    acks.add(0, 'stuck')
+    let seq = 1
+    let largest = 0
+    for (let round = 0; round < 100; round++) {
+      for (let k = 0; k < 100; k++) acks.add(seq + k, seq + k)
+      largest = Math.max(largest, acks.buf.length)
+      for (let k = 0; k < 100; k++) assert.equal(acks.take(seq + k), seq + k)
+      seq += 100
+    }
+    assert.equal(acks.size, 1)
+    assert.ok(largest <= 256, `a ring of ${largest} for 101 pending`)
+    assert.equal(acks.take(0), 'stuck')
+    assert.equal(acks.take(0), undefined)
+    assert.equal(acks.size, 0)
   })
 
   it('keeps the persisted stage of a durable send apart', () => {

@@ -12,8 +12,41 @@ function label (what, subject) {
   return typeof what === 'function' ? what(subject) : what
 }
 
+// A character JSON.stringify would not copy as is: a quote, a backslash, a
+// control character, a surrogate (escaped when lone; pairs are sent to
+// JSON.stringify too, which is only slower). Control characters are the
+// point here:
+// eslint-disable-next-line no-control-regex
+const ESCAPED = /["\\\u0000-\u001f\ud800-\udfff]/
+
+/**
+ * JSON.stringify(args) for the common array of strings, numbers, booleans
+ * and nulls, the same text at about half the cost; undefined for anything
+ * else (JSON.stringify then decides).
+ */
+function flatJson (args) {
+  if (args.toJSON !== undefined) return undefined
+  let out = '['
+  for (let i = 0; i < args.length; i++) {
+    const v = args[i]
+    if (i > 0) out += ','
+    if (typeof v === 'string') {
+      if (ESCAPED.test(v)) return undefined
+      out += '"' + v + '"'
+    } else if (typeof v === 'number') out += Number.isFinite(v) ? '' + v : 'null'
+    else if (typeof v === 'boolean') out += v ? 'true' : 'false'
+    else if (v === null) out += 'null'
+    else return undefined
+  }
+  return out + ']'
+}
+
 /** JSON text of `value`, or a TypeError naming the call (`what`, given `value`) that cannot send it. */
 function toJson (value, what) {
+  if (Array.isArray(value)) {
+    const json = flatJson(value)
+    if (json !== undefined) return json
+  }
   let json
   try {
     json = JSON.stringify(value)
@@ -173,4 +206,4 @@ function storeOptions (options) {
   return out
 }
 
-module.exports = { toJson, describe, checkedPort, nonNegative, limitsOf, checkLimits, peerOptions, tlsOptions, storeOptions }
+module.exports = { toJson, flatJson, describe, checkedPort, nonNegative, limitsOf, checkLimits, peerOptions, tlsOptions, storeOptions }
