@@ -1,7 +1,8 @@
 'use strict'
 // The crossing with Rust: event batches in (drain, dispatch to the object
-// each handle names), sends out (the outbox, flushed once per tick), and
-// the keep-alive that stands in for tokio's tasks in Node's event loop.
+// each handle names), sends out (the outbox, flushed at the end of the tick or
+// every 1,024 lines), and the keep-alive that stands in for tokio's tasks in
+// Node's event loop.
 
 const native = require('./addon')
 const debugLog = require('./debug')
