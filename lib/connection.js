@@ -5,6 +5,7 @@
 const { EventEmitter } = require('events')
 const util = require('util')
 const Socket = require('./socket')
+const Acks = require('./acks')
 const { native, handles, enqueue, flushOutbox, whenBatchHandled, keepAlive, makeError } = require('./native')
 const { toJson, describe, nonNegative, limitsOf, checkLimits } = require('./options')
 const defaults = require('./defaults')
@@ -34,8 +35,8 @@ function SendEmitter () {
   this._maxQueueLength = Infinity
   this._maxSessionBytes = defaults.maxSessionBytes
   this._seq = 0
-  // Ack callbacks by sequence number; the shared empty map until the first
-  // send with a callback (most idle connections never make one).
+  // Ack callbacks by sequence number (lib/acks.js); the shared empty one
+  // until the first send with a callback (most idle connections never make one).
   this._acks = NO_ACKS
   this._ackTimeout = undefined
   this._limits = DEFAULT_LIMITS
@@ -52,7 +53,7 @@ function SendEmitter () {
 util.inherits(SendEmitter, EventEmitter)
 
 /** Every emitter's `_acks` until its first send with a callback; never written to. */
-const NO_ACKS = new Map()
+const NO_ACKS = new Acks()
 
 /** The limits of an emitter whose options set none; never changed, so shared. */
 const DEFAULT_LIMITS = Object.freeze(limitsOf({}))
@@ -94,17 +95,15 @@ SendEmitter.prototype.send = function (...args) {
   if (typeof args[0] !== 'string') {
     throw new TypeError(`uhura: send(event, ...args): the event name must be a string, got ${describe(args[0])}`)
   }
-  // Named only for an error: building the name cost as much as the send.
-  const what = () => `send(${JSON.stringify(args[0])})`
-  const json = toJson(args, what)
-  checkLimits(this._limits, json, args.length - 1, what)
+  const json = toJson(args, sendLabel)
+  checkLimits(this._limits, json, args.length - 1, sendLabel, args)
   if (cb && this._durable) {
     // `durable: true`: the callback hears both stages, persisted first.
     this._pushDurable(json, (err) => cb(err || null, 'persisted'), (err) => cb(err || null, 'acked'))
   } else if (cb) {
     const seq = this._seq++
-    if (this._acks === NO_ACKS) this._acks = new Map()
-    this._acks.set(seq, cb)
+    if (this._acks === NO_ACKS) this._acks = new Acks()
+    this._acks.add(seq, cb)
     // A server-side connection object outlives its socket (sends still reach
     // the resumed session), so it must stay addressable for this ack.
     if (this._disconnected) handles.set(this._h, this)
@@ -112,6 +111,11 @@ SendEmitter.prototype.send = function (...args) {
   } else {
     this._push('e' + json)
   }
+}
+
+/** send()'s name in an error message, made only for one: it costs as much as a send. */
+function sendLabel (args) {
+  return `send(${JSON.stringify(args[0])})`
 }
 
 /** Promise form of send with an ack: resolves when the peer acknowledges. */
@@ -126,20 +130,20 @@ SendEmitter.prototype.sendWithAck = function (...args) {
  * Queues a durable send (line `d<seq><json>`): `onPersisted(err)` runs once
  * the event is in the session store (Rust's PERSISTED entry), `onAcked(err)`
  * once the peer acknowledged it, always after `onPersisted`. The persisted
- * stage waits in `_acks` under `-seq - 1`, so the connection stays
+ * stage waits in `_acks` too (`addPersisted`), so the connection stays
  * addressable until both have run.
  */
 SendEmitter.prototype._pushDurable = function (json, onPersisted, onAcked) {
   const seq = this._seq++
-  if (this._acks === NO_ACKS) this._acks = new Map()
+  if (this._acks === NO_ACKS) this._acks = new Acks()
   let persisted = false
   let ackedFirst = null
-  this._acks.set(-seq - 1, (err) => {
+  this._acks.addPersisted(seq, (err) => {
     persisted = true
     onPersisted(err)
     if (ackedFirst !== null) onAcked(ackedFirst.err)
   })
-  this._acks.set(seq, (err) => {
+  this._acks.add(seq, (err) => {
     if (persisted) onAcked(err)
     else ackedFirst = { err }
   })
@@ -149,7 +153,10 @@ SendEmitter.prototype._pushDurable = function (json, onPersisted, onAcked) {
 
 /** The PERSISTED entry of a durable send: in the store, or not (`info`). */
 SendEmitter.prototype._onPersisted = function (seq, info) {
-  this._settle(-seq - 1, info ? makeError(info) : undefined)
+  const cb = this._acks.takePersisted(seq)
+  if (cb === undefined) return
+  if (this._acks.size === 0) this._acksSettled()
+  cb(info ? makeError(info) : undefined)
 }
 
 SendEmitter.prototype.set = function (key, val) {
@@ -209,9 +216,10 @@ SendEmitter.prototype._flush = function () {
   flushOutbox()
 }
 
-SendEmitter.prototype._write = function (lines) {
+/** Hands Rust `text`: lines of sends and sets (src/engine/lines.rs), `\n` between them. */
+SendEmitter.prototype._write = function (text) {
   try {
-    native.write(this._h, lines.join('\n'))
+    native.write(this._h, text)
   } catch (e) {
     if (!/connection is closed/.test(e.message)) {
       // Not a closed connection (the other lines were applied): report it,
@@ -225,20 +233,20 @@ SendEmitter.prototype._write = function (lines) {
     const err = new Error(`uhura: cannot send: ${e.message}`)
     err.code = 'ERR_UHURA_CLOSED'
     let unreported = false
-    for (const line of lines) {
+    // JSON.stringify never writes a raw newline: a '\n' always ends a line.
+    for (const line of text.split('\n')) {
       const tag = line.charCodeAt(0)
       const seq = tag === 97 || tag === 100 ? parseInt(line.slice(1), 10) : NaN // 'a<seq>…', 'd<seq>…'
-      const cb = this._acks.get(seq)
+      const cb = this._acks.take(seq)
       if (cb === undefined) {
         unreported = true
         continue
       }
       if (tag === 100) {
         // A durable send: its persisted stage first.
-        process.nextTick(this._acks.get(-seq - 1), err)
-        this._acks.delete(-seq - 1)
+        const persisted = this._acks.takePersisted(seq)
+        if (persisted !== undefined) process.nextTick(persisted, err)
       }
-      this._acks.delete(seq)
       process.nextTick(cb, err)
     }
     if (this._acks.size === 0) this._acksSettled()
@@ -248,9 +256,8 @@ SendEmitter.prototype._write = function (lines) {
 }
 
 SendEmitter.prototype._settle = function (seq, err) {
-  const cb = this._acks.get(seq)
+  const cb = this._acks.take(seq)
   if (cb === undefined) return
-  this._acks.delete(seq)
   if (this._acks.size === 0) this._acksSettled()
   if (err) cb(err)
   else cb()
@@ -356,9 +363,8 @@ Connection.prototype.sendDurable = function (...args) {
   if (typeof args[0] !== 'string') {
     throw new TypeError(`uhura: sendDurable(event, ...args): the event name must be a string, got ${describe(args[0])}`)
   }
-  const what = () => `sendDurable(${JSON.stringify(args[0])})`
-  const json = toJson(args, what)
-  checkLimits(this._limits, json, args.length - 1, what)
+  const json = toJson(args, sendDurableLabel)
+  checkLimits(this._limits, json, args.length - 1, sendDurableLabel, args)
   const stages = {}
   const settle = (resolve, reject) => (err) => (err ? reject(err) : resolve())
   let persisted, acked
@@ -368,6 +374,10 @@ Connection.prototype.sendDurable = function (...args) {
   stages.acked.catch(noop)
   this._pushDurable(json, persisted, acked)
   return stages
+}
+
+function sendDurableLabel (args) {
+  return `sendDurable(${JSON.stringify(args[0])})`
 }
 
 function noop () {}

@@ -1,7 +1,8 @@
 'use strict'
 // The crossing with Rust: event batches in (drain, dispatch to the object
-// each handle names), sends out (the outbox, flushed once per tick), and
-// the keep-alive that stands in for tokio's tasks in Node's event loop.
+// each handle names), sends out (the outbox, flushed at the end of the tick or
+// every 1,024 lines), and the keep-alive that stands in for tokio's tasks in
+// Node's event loop.
 
 const native = require('./addon')
 const debugLog = require('./debug')
@@ -27,26 +28,66 @@ native.enableNodeReads(process.env.UHURA_NODE_READS !== '0')
 // of the events just handled go out first (see eventsHandled below).
 let dispatching = false
 let afterBatch = []
-// Sends of every emitter in call order, as segments [{ emitter, lines }].
-// One flush per tick hands them to Rust segment by segment, so sends on two
-// connection objects of one session keep their relative order too.
+// Sends of every emitter in call order, as segments [{ emitter, text }]
+// (the lines of src/engine/lines.rs, joined by '\n' as they come). A flush
+// hands them to Rust segment by segment, so sends on two connection objects
+// of one session keep their relative order too.
 let outbox = []
 let outboxScheduled = false
+// What the outbox holds since its last flush.
+let outboxLines = 0
+let outboxChars = 0
+// A segment of an emitter without a handle yet (a client before connect()):
+// the outbox then waits for the end of the tick, as it always did.
+let outboxUnbound = false
+let flushing = false
+
+// A flush once the outbox holds this much, not only at the end of the tick:
+// a synchronous loop of sends otherwise puts nothing on the wire until it
+// ends, and the peer idles meanwhile. Measured (bench/README.md, "Profile"):
+// flushes of ~1k lines keep both processes busy at a cost per flush that
+// is small against the sends.
+const FLUSH_LINES = 1024
+const FLUSH_CHARS = 256 * 1024
 
 function flushOutbox () {
+  // Asked again from within a flush (an 'error' listener): what it queued
+  // goes in the flush its enqueue scheduled.
+  if (flushing) return
   outboxScheduled = false
   if (outbox.length === 0) return
   const segments = outbox
   outbox = []
-  for (const { emitter, lines } of segments) emitter._write(lines)
+  outboxLines = 0
+  outboxChars = 0
+  outboxUnbound = false
+  // Sends made while a segment is written (an 'error' listener's) wait for
+  // the next flush, behind the segments of this one.
+  flushing = true
+  try {
+    for (let i = 0; i < segments.length; i++) segments[i].emitter._write(segments[i].text)
+  } finally {
+    flushing = false
+  }
 }
 
-/** Queues one line of `emitter`'s sends; flushed (in call order) at the end of the tick. */
+/**
+ * Queues one line of `emitter`'s sends; flushed (in call order) at the end
+ * of the tick, or as soon as the outbox is full. Early flushes are safe
+ * inside a batch's dispatch too: Rust corks this thread's writes until
+ * eventsHandled (src/engine/cork.rs), so a reply still leaves ahead of, and
+ * together with, the acks of the events it answers.
+ */
 function enqueue (emitter, line) {
   const last = outbox[outbox.length - 1]
-  if (last !== undefined && last.emitter === emitter) last.lines.push(line)
-  else outbox.push({ emitter, lines: [line] })
-  if (!outboxScheduled) {
+  if (last !== undefined && last.emitter === emitter) last.text += '\n' + line
+  else {
+    outbox.push({ emitter, text: line })
+    if (emitter._h === 0) outboxUnbound = true
+  }
+  outboxChars += line.length
+  if ((++outboxLines >= FLUSH_LINES || outboxChars >= FLUSH_CHARS) && !outboxUnbound && !flushing) flushOutbox()
+  else if (!outboxScheduled) {
     outboxScheduled = true
     queueMicrotask(flushOutbox)
   }

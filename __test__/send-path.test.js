@@ -1,0 +1,187 @@
+'use strict'
+// The sender's hot path in JavaScript: the outbox handed to Rust while a
+// synchronous loop of sends is still running (every 1,024 lines, not only
+// at the end of the tick), the ack callbacks kept by sequence number
+// (lib/acks.js), and the JSON of flat argument arrays built directly.
+
+const { describe, it } = require('node:test')
+const assert = require('node:assert/strict')
+const { HOST, waitUntil, installExitWatchdog } = require('./helpers')
+const Acks = require('../lib/acks')
+const { flatJson, toJson } = require('../lib/options')
+
+installExitWatchdog(20000)
+const U = require('..')
+
+async function serverAndClient (t, onConnection) {
+  const conns = []
+  const server = U.createServer((conn) => {
+    conns.push(conn)
+    if (onConnection) onConnection(conn)
+  })
+  await new Promise((resolve) => server.listen(0, HOST, resolve))
+  const client = U.createClient(server.address().port, HOST)
+  t.after(() => new Promise((resolve) => { client.disconnect(); server.close(resolve) }))
+  await waitUntil(() => conns.length === 1 && client.ready, 5000, 'the handshake')
+  return { server, client, conn: conns[0] }
+}
+
+describe('the outbox', () => {
+  it('reaches Rust while a synchronous loop of sends runs, and every ack arrives in order', { timeout: 30000 }, async (t) => {
+    const got = []
+    const { client } = await serverAndClient(t, (conn) => conn.on('e', (i) => got.push(i)))
+    const N = 5000
+    const acked = []
+    let pendingMidLoop = null
+    for (let i = 0; i < N; i++) {
+      client.send('e', i, (err) => acked.push(err || i))
+      // Still inside the loop: what went to Rust so far is pending there.
+      if (i === 3000) pendingMidLoop = client.stats().pendingEvents
+    }
+    assert.ok(pendingMidLoop >= 2048, `${pendingMidLoop} events in Rust after 3,001 sends in one loop`)
+    await waitUntil(() => acked.length === N, 10000, 'every ack')
+    assert.deepEqual(acked, Array.from({ length: N }, (_, i) => i))
+    assert.deepEqual(got, Array.from({ length: N }, (_, i) => i))
+    assert.equal(client._acks.size, 0)
+  })
+
+  it('keeps call order across two emitters when flushed early', { timeout: 30000 }, async (t) => {
+    const conns = []
+    const server = U.createServer((conn) => conns.push(conn))
+    await new Promise((resolve) => server.listen(0, HOST, resolve))
+    const client = U.createClient(server.address().port, HOST)
+    client.autoReconnect(5, 20)
+    t.after(() => new Promise((resolve) => { client.disconnect(); server.close(resolve) }))
+    const got = []
+    client.on('o', (i) => got.push(i))
+    await waitUntil(() => conns.length === 1 && client.ready, 5000, 'the first connection')
+    conns[0].socket.destroy()
+    await waitUntil(() => conns.length === 2 && client.ready, 5000, 'the resumed connection')
+    const [older, newer] = conns
+    // Runs of 700 per object: flushes fall inside runs and between them.
+    const N = 7000
+    for (let i = 0; i < N; i++) (Math.floor(i / 700) % 2 === 0 ? older : newer).send('o', i)
+    await waitUntil(() => got.length >= N, 10000, `all ${N} events`)
+    assert.deepEqual(got, Array.from({ length: N }, (_, i) => i))
+  })
+
+  it('keeps the sends of a client made before connect() in the same tick for it', { timeout: 30000 }, async (t) => {
+    const got = []
+    const server = U.createServer((conn) => conn.on('e', (i) => got.push(i)))
+    await new Promise((resolve) => server.listen(0, HOST, resolve))
+    const client = new U.Client()
+    t.after(() => new Promise((resolve) => { client.disconnect(); server.close(resolve) }))
+    const N = 3000
+    let acked = 0
+    for (let i = 0; i < N; i++) client.send('e', i, (err) => { assert.ifError(err); acked++ })
+    client.connect(server.address().port, HOST)
+    await waitUntil(() => acked === N, 10000, 'every ack')
+    assert.deepEqual(got, Array.from({ length: N }, (_, i) => i))
+  })
+
+  it('flushes early inside a listener too: replies in order, then the acks of the batch', { timeout: 30000 }, async (t) => {
+    const N = 3000
+    const { client } = await serverAndClient(t, (conn) => {
+      conn.on('go', () => {
+        for (let i = 0; i < N; i++) conn.send('r', i)
+      })
+    })
+    const got = []
+    client.on('r', (i) => got.push(i))
+    let acked = false
+    client.send('go', () => { acked = true })
+    await waitUntil(() => acked && got.length === N, 10000, 'the replies and the ack')
+    assert.deepEqual(got, Array.from({ length: N }, (_, i) => i))
+  })
+})
+
+describe('ack callbacks by sequence number (lib/acks.js)', () => {
+  it('settles in order, out of order and twice, across wrap-arounds and growth', () => {
+    const acks = new Acks()
+    const N = 5000
+    for (let seq = 0; seq < N; seq++) acks.add(seq, seq)
+    assert.equal(acks.size, N)
+    // Out of order (an ack timeout, a drop): holes the front skips later.
+    assert.equal(acks.take(10), 10)
+    assert.equal(acks.take(10), undefined)
+    assert.equal(acks.take(N + 5), undefined)
+    assert.equal(acks.take(-1), undefined)
+    assert.equal(acks.take(NaN), undefined)
+    for (let seq = 0; seq < 3000; seq++) assert.equal(acks.take(seq), seq === 10 ? undefined : seq)
+    assert.equal(acks.size, N - 3000)
+    // Sliding on: the ring wraps around and grows while wrapped.
+    let next = N
+    for (let round = 0; round < 20; round++) {
+      for (let k = 0; k < 700 * (round + 1); k++, next++) acks.add(next, next)
+      for (let k = 0; k < 500 * (round + 1); k++) {
+        const oldest = next - acks.size
+        assert.equal(acks.take(oldest), oldest)
+      }
+    }
+    const from = next - acks.size
+    for (let seq = next - 1; seq >= from; seq--) assert.equal(acks.take(seq), seq)
+    assert.equal(acks.size, 0)
+    assert.equal(acks.buf, null, 'an emptied large ring is let go')
+    // Empty, it starts again at the next number.
+    acks.add(next, 'x')
+    assert.equal(acks.take(next), 'x')
+  })
+
+  it('moves a callback whose ack never comes out of the ring', () => {
+    const acks = new Acks()
+    acks.add(0, 'stuck')
+    let seq = 1
+    let largest = 0
+    for (let round = 0; round < 100; round++) {
+      for (let k = 0; k < 100; k++) acks.add(seq + k, seq + k)
+      largest = Math.max(largest, acks.buf.length)
+      for (let k = 0; k < 100; k++) assert.equal(acks.take(seq + k), seq + k)
+      seq += 100
+    }
+    assert.equal(acks.size, 1)
+    assert.ok(largest <= 256, `a ring of ${largest} for 101 pending`)
+    assert.equal(acks.take(0), 'stuck')
+    assert.equal(acks.take(0), undefined)
+    assert.equal(acks.size, 0)
+  })
+
+  it('keeps the persisted stage of a durable send apart', () => {
+    const acks = new Acks()
+    acks.addPersisted(0, 'p0')
+    acks.add(0, 'a0')
+    acks.add(1, 'a1')
+    assert.equal(acks.size, 3)
+    assert.equal(acks.take(0), 'a0')
+    assert.equal(acks.takePersisted(1), undefined)
+    assert.equal(acks.takePersisted(0), 'p0')
+    assert.equal(acks.takePersisted(0), undefined)
+    assert.equal(acks.size, 1)
+  })
+})
+
+describe('flat argument arrays to JSON', () => {
+  it('gives JSON.stringify\'s text, or leaves the array to it', () => {
+    const strings = ['', 'e', 'x'.repeat(39), 'é中', '"', '\\', '\n', '\u0000', '\u001f', '\u007f', '\u2028', '\ud83d\ude00', '\ud800', 'a\udc00b', '</script>']
+    const numbers = [0, -0, 1, -5, 0.1, 1e21, 1e-7, 2 ** 53, NaN, Infinity, -Infinity]
+    const others = [true, false, null, undefined, {}, [1], { toJSON: () => 'j' }, Object('s'), Object(1)]
+    const values = [...strings, ...numbers, ...others]
+    let fast = 0
+    for (const a of values) {
+      for (const b of values) {
+        const args = ['e', a, b]
+        const json = flatJson(args)
+        if (json !== undefined) {
+          fast++
+          assert.equal(json, JSON.stringify(args))
+        }
+        assert.equal(toJson(args, 'send()'), JSON.stringify(args))
+      }
+    }
+    assert.ok(fast > 100)
+    assert.equal(flatJson([1, , 2]), undefined) // eslint-disable-line no-sparse-arrays
+    const withToJson = ['e']
+    withToJson.toJSON = () => 'replaced'
+    assert.equal(toJson(withToJson, 'send()'), '"replaced"')
+    assert.throws(() => toJson(['e', 1n], (args) => `send(${JSON.stringify(args[0])})`), /send\("e"\): the arguments cannot be sent as JSON/)
+  })
+})
