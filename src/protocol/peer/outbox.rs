@@ -8,7 +8,7 @@ use super::dedup::parse_our_id;
 use super::event::{Event, Notify};
 use super::{Peer, Phase, Role};
 use crate::protocol::message;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::time::Instant;
 
@@ -28,7 +28,9 @@ pub(super) struct Outbox {
     pub id_prefix: String,
     pub next_seq: u64,
     pub queue: VecDeque<Pending>,
-    pub unacked: BTreeMap<u64, Pending>,
+    /// Sent and not yet acknowledged, in sequence order: events go out in
+    /// sequence order (the queue is in it), so sending appends.
+    pub unacked: VecDeque<Pending>,
     /// Ids of events taken over from another server, to their sequence number.
     pub foreign_ids: HashMap<String, u64>,
     /// Bytes of JSON held for pending (queued or unacknowledged) events.
@@ -67,7 +69,7 @@ impl Outbox {
     /// The oldest pending event, taken out: unacknowledged events were sent
     /// before anything still queued.
     fn pop_oldest(&mut self) -> Option<Pending> {
-        self.unacked.pop_first().map(|(_, p)| p).or_else(|| self.queue.pop_front())
+        self.unacked.pop_front().or_else(|| self.queue.pop_front())
     }
 
     /// A pending event leaves for good (dropped or refused): its bytes and
@@ -81,8 +83,8 @@ impl Outbox {
     }
 
     pub(super) fn pending_mut(&mut self, seq: u64) -> Option<&mut Pending> {
-        if let Some(p) = self.unacked.get_mut(&seq) {
-            return Some(p);
+        if let Ok(i) = self.unacked.binary_search_by_key(&seq, |p| p.seq) {
+            return self.unacked.get_mut(i);
         }
         let i = self.queue.binary_search_by_key(&seq, |p| p.seq).ok()?;
         self.queue.get_mut(i)
@@ -92,7 +94,7 @@ impl Outbox {
     /// the queue, in order, to be sent again after the next handshake.
     pub(super) fn requeue_unacked(&mut self) {
         if !self.unacked.is_empty() {
-            let mut resend: VecDeque<Pending> = std::mem::take(&mut self.unacked).into_values().collect();
+            let mut resend = std::mem::take(&mut self.unacked);
             resend.append(&mut self.queue);
             self.queue = resend;
         }
@@ -174,7 +176,8 @@ impl Peer {
                 None => message::encode_event_our_id(&p.args, &self.outbox.id_prefix, p.seq, &mut text),
             }
             self.frame(&text);
-            self.outbox.unacked.insert(p.seq, p);
+            debug_assert!(self.outbox.unacked.back().is_none_or(|last| last.seq < p.seq), "sent out of order");
+            self.outbox.unacked.push_back(p);
         } else {
             message::encode_event(&p.args, self.negotiated.object_mode, None, &mut text);
             self.frame(&text);
@@ -218,7 +221,9 @@ impl Peer {
 
     /// The peer acknowledged message `id`.
     pub(super) fn on_ack(&mut self, id: &str) {
-        if let Some(p) = self.seq_of(id).and_then(|seq| self.outbox.unacked.remove(&seq)) {
+        let Some(seq) = self.seq_of(id) else { return };
+        let unacked = &mut self.outbox.unacked;
+        if let Some(p) = unacked.binary_search_by_key(&seq, |p| p.seq).ok().and_then(|i| unacked.remove(i)) {
             self.acknowledged(p);
         }
     }
@@ -230,11 +235,11 @@ impl Peer {
     /// peer has had each of them. `id` itself may be acknowledged already.
     pub(super) fn on_ack_through(&mut self, id: &str) {
         let Some(seq) = self.seq_of(id) else { return };
-        while let Some(entry) = self.outbox.unacked.first_entry() {
-            if *entry.key() > seq {
+        while let Some(p) = self.outbox.unacked.pop_front() {
+            if p.seq > seq {
+                self.outbox.unacked.push_front(p);
                 break;
             }
-            let p = entry.remove();
             self.acknowledged(p);
         }
     }
@@ -263,7 +268,7 @@ impl Peer {
     /// server) never count, whatever is in flight.
     pub(super) fn note_refusal(&mut self, refused: bool) {
         let o = &mut self.outbox;
-        let Some(&oldest) = o.unacked.keys().next().filter(|_| refused) else {
+        let Some(oldest) = o.unacked.front().map(|p| p.seq).filter(|_| refused) else {
             if o.progressed {
                 o.suspect = None;
             }
@@ -278,7 +283,7 @@ impl Peer {
             return;
         }
         o.suspect = None;
-        if let Some(p) = o.unacked.remove(&oldest) {
+        if let Some(p) = o.unacked.pop_front() {
             self.forget_pending(&p);
             self.events.push_back(Event::Refused { notify: p.notify });
         }
@@ -307,7 +312,7 @@ impl Peer {
         // Our own pending events keep the ids they were (or will be) sent
         // with, and move behind the adopted ones with fresh sequence numbers,
         // so both sets stay ordered and never share a key.
-        let mut own: VecDeque<Pending> = std::mem::take(&mut o.unacked).into_values().collect();
+        let mut own = std::mem::take(&mut o.unacked);
         own.append(&mut o.queue);
         let own_deadlines = std::mem::take(&mut o.deadlines);
         o.foreign_ids.clear();
