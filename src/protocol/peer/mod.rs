@@ -19,6 +19,7 @@
 //! write, back-pressure), `dedup` (duplicate suppression), `timer`, and
 //! `session_state`.
 
+mod arena;
 mod config;
 mod dedup;
 mod event;

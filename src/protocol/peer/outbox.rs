@@ -3,6 +3,7 @@
 //! server hands from a dropped connection to the one that resumes its
 //! session (docs/PROTOCOL.md §4, §9).
 
+use super::arena::{Arena, Span};
 use super::config::{MAX_IN_FLIGHT, REFUSALS_BEFORE_DROP};
 use super::dedup::parse_our_id;
 use super::event::{Event, Notify};
@@ -13,12 +14,13 @@ use std::fmt::Write as _;
 use std::time::Instant;
 
 /// An event not yet acknowledged.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(super) struct Pending {
     pub seq: u64,
     /// Set for events taken over from another server: their original id.
-    pub foreign_id: Option<String>,
-    pub args: String,
+    pub foreign_id: Option<Box<str>>,
+    /// Its argument array's text, in the outbox's `args`.
+    pub args: Span,
     pub notify: Option<Notify>,
 }
 
@@ -31,6 +33,8 @@ pub(super) struct Outbox {
     /// Sent and not yet acknowledged, in sequence order: events go out in
     /// sequence order (the queue is in it), so sending appends.
     pub unacked: VecDeque<Pending>,
+    /// The texts of `unacked` and `queue`.
+    pub args: Arena,
     /// Ids of events taken over from another server, to their sequence number.
     pub foreign_ids: HashMap<String, u64>,
     /// Bytes of JSON held for pending (queued or unacknowledged) events.
@@ -56,7 +60,7 @@ impl Outbox {
     /// The id an event is sent with.
     fn id_of(&self, p: &Pending) -> String {
         match &p.foreign_id {
-            Some(id) => id.clone(),
+            Some(id) => id.to_string(),
             None => {
                 let mut id = String::with_capacity(self.id_prefix.len() + 12);
                 id.push_str(&self.id_prefix);
@@ -77,9 +81,20 @@ impl Outbox {
     fn forget(&mut self, p: &Pending) -> String {
         self.pending_bytes -= p.args.len();
         if let Some(id) = &p.foreign_id {
-            self.foreign_ids.remove(id);
+            self.foreign_ids.remove(&**id);
         }
+        self.trim();
         self.id_of(p)
+    }
+
+    /// Some pending events left: gives back the space of their texts. Only
+    /// between calls, when every pending event is in `unacked` or `queue`.
+    fn trim(&mut self) {
+        let oldest = self.unacked.front().or(self.queue.front()).map(|p| p.args);
+        if self.args.release_before(oldest, self.pending_bytes) {
+            let spans = self.unacked.iter_mut().chain(self.queue.iter_mut()).map(|p| &mut p.args);
+            self.args.compact(spans);
+        }
     }
 
     pub(super) fn pending_mut(&mut self, seq: u64) -> Option<&mut Pending> {
@@ -108,6 +123,7 @@ pub struct Retained {
     id_prefix: String,
     next_seq: u64,
     pending: VecDeque<Pending>,
+    args: Arena,
     seen: Vec<(String, u64)>,
     deadlines: VecDeque<(Instant, u64, Notify)>,
     suspect: Option<(u64, u32)>,
@@ -136,7 +152,7 @@ impl Peer {
             self.events.push_back(Event::Persist { id, args: args.clone() });
         }
         self.outbox.pending_bytes += args.len();
-        let p = Pending { seq, foreign_id: None, args, notify };
+        let p = Pending { seq, foreign_id: None, args: self.outbox.args.push(&args), notify };
         if self.phase == Phase::Ready && self.outbox.queue.is_empty() && self.has_room() {
             self.transmit(p);
         } else {
@@ -169,19 +185,21 @@ impl Peer {
     fn transmit(&mut self, p: Pending) {
         let mut text = std::mem::take(&mut self.scratch);
         text.clear();
+        let args = self.outbox.args.get(p.args);
         if self.negotiated.object_mode && self.negotiated.enable_acks {
             match &p.foreign_id {
-                Some(id) => message::encode_event(&p.args, true, Some(id), &mut text),
+                Some(id) => message::encode_event(args, true, Some(id), &mut text),
                 // Written in place: no id string per event.
-                None => message::encode_event_our_id(&p.args, &self.outbox.id_prefix, p.seq, &mut text),
+                None => message::encode_event_our_id(args, &self.outbox.id_prefix, p.seq, &mut text),
             }
             self.frame(&text);
             debug_assert!(self.outbox.unacked.back().is_none_or(|last| last.seq < p.seq), "sent out of order");
             self.outbox.unacked.push_back(p);
         } else {
-            message::encode_event(&p.args, self.negotiated.object_mode, None, &mut text);
+            message::encode_event(args, self.negotiated.object_mode, None, &mut text);
             self.frame(&text);
             self.outbox.pending_bytes -= p.args.len();
+            self.outbox.trim();
             if let Some(n) = p.notify {
                 self.events.push_back(Event::Acked(n));
             }
@@ -256,8 +274,9 @@ impl Peer {
             self.events.push_back(Event::Unpersist { id: self.outbox.id_of(&p) });
         }
         if let Some(id) = &p.foreign_id {
-            self.outbox.foreign_ids.remove(id);
+            self.outbox.foreign_ids.remove(&**id);
         }
+        self.outbox.trim();
     }
 
     /// A poison message (one the peer's reader rejects, e.g. too deep for
@@ -299,6 +318,7 @@ impl Peer {
             id_prefix: o.id_prefix.clone(),
             next_seq: o.next_seq,
             pending: std::mem::take(&mut o.queue),
+            args: std::mem::take(&mut o.args),
             seen: self.seen.take(),
             deadlines: std::mem::take(&mut o.deadlines),
             suspect: o.suspect.take(),
@@ -323,18 +343,25 @@ impl Peer {
             renumbered.insert(p.seq, next);
             p.seq = next;
             next += 1;
-            p.foreign_id = Some(id);
+            p.foreign_id = Some(id.into());
         }
         o.id_prefix = r.id_prefix;
         o.next_seq = next;
+        // One buffer for both sets' texts, in their new order.
+        let mut args = Arena::default();
         let mut pending = r.pending;
-        for p in &pending {
+        for p in &mut pending {
             o.pending_bytes += p.args.len();
+            p.args = args.push(r.args.get(p.args));
         }
+        for p in &mut own {
+            p.args = args.push(o.args.get(p.args));
+        }
+        o.args = args;
         pending.append(&mut own);
         for p in &pending {
             if let Some(id) = &p.foreign_id {
-                o.foreign_ids.insert(id.clone(), p.seq);
+                o.foreign_ids.insert(id.to_string(), p.seq);
             }
         }
         o.queue = pending;
@@ -360,10 +387,51 @@ impl Peer {
             o.next_seq += 1;
             o.foreign_ids.insert(id.clone(), seq);
             o.pending_bytes += args.len();
-            o.queue.push_back(Pending { seq, foreign_id: Some(id), args, notify: None });
+            let args = o.args.push(&args);
+            o.queue.push_back(Pending { seq, foreign_id: Some(id.into()), args, notify: None });
         }
         for (sender, seq) in seen {
             self.seen.note(&sender, seq);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Acks out of order leave gaps in the texts' buffer; the texts still
+    /// pending stay intact through the compactions, and a drained outbox
+    /// frees the buffer.
+    #[test]
+    fn pending_texts_survive_acks_in_any_order() {
+        let mut o = Outbox::new("0123456789ab-".into());
+        for seq in 0..50_000u64 {
+            let text = format!("[\"e\",{seq},\"{}\"]", "x".repeat((seq % 7) as usize));
+            o.pending_bytes += text.len();
+            let args = o.args.push(&text);
+            o.unacked.push_back(Pending { seq, foreign_id: None, args, notify: None });
+        }
+        // The oldest never acknowledged (a lost ack), every other one is.
+        let mut i = 1;
+        while i < o.unacked.len() {
+            if o.unacked[i].seq % 2 == 1 {
+                let p = o.unacked.remove(i).unwrap();
+                o.pending_bytes -= p.args.len();
+                o.trim();
+            } else {
+                i += 1;
+            }
+        }
+        for p in &o.unacked {
+            let expect = format!("[\"e\",{},\"{}\"]", p.seq, "x".repeat((p.seq % 7) as usize));
+            assert_eq!(o.args.get(p.args), expect);
+        }
+        assert!(o.args.capacity() < 2 * o.pending_bytes + 256 * 1024, "gaps compacted");
+        while let Some(p) = o.unacked.pop_front() {
+            o.pending_bytes -= p.args.len();
+            o.trim();
+        }
+        assert_eq!(o.args.capacity(), 0, "freed when nothing is pending");
     }
 }
