@@ -10,6 +10,7 @@ use crate::engine::delivery::{lock, Delivery};
 use crate::engine::diag::Ns;
 use crate::engine::events::Kind;
 use crate::engine::store::DeliveryDelta;
+use crate::protocol::message::push_decimal;
 use crate::protocol::peer::{Event, Peer, Polled};
 use crate::protocol::session;
 use serde_json::Value;
@@ -246,7 +247,12 @@ impl Link {
     pub(crate) fn deliver(&self, kind: Kind, body: impl FnOnce(&mut String)) {
         let handle = self.handle;
         let gen = self.delivery.push(|b| {
-            let _ = write!(b, "[{handle},{kind},");
+            // `[handle,kind,`, by hand: once per event delivered.
+            b.push('[');
+            push_decimal(handle.into(), b);
+            b.push(',');
+            push_decimal(kind as u64, b);
+            b.push(',');
             body(b);
             b.push(']');
         });
