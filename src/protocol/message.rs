@@ -134,19 +134,24 @@ fn split_object(text: &str, shape: Shape) -> Option<(&str, Option<&str>)> {
     const HEAD: &str = "{\"args\":";
     const ID_KEY: &str = ",\"id\":";
     let body = text.strip_prefix(HEAD)?.strip_suffix('}')?;
-    match shape.commas {
-        0 => Some((body, None)),
+    let (args, id) = match shape.commas {
+        0 => (body, None),
         1 => {
             let before_close = body.strip_suffix('"')?;
             let open = before_close.rfind('"')?;
             if before_close[open + 1..].contains('\\') {
                 return None;
             }
-            let args = before_close[..open].strip_suffix(ID_KEY)?;
-            Some((args, Some(&body[open..])))
+            (before_close[..open].strip_suffix(ID_KEY)?, Some(&body[open..]))
         }
-        _ => None,
+        _ => return None,
+    };
+    // serde_json's raw value holds no whitespace around the value.
+    const WS: [char; 4] = [' ', '\t', '\n', '\r'];
+    if args.starts_with(WS) || args.ends_with(WS) {
+        return None;
     }
+    Some((args, id))
 }
 
 /// What the two parsers share once `args` and `id` are split: the shape
@@ -492,6 +497,12 @@ mod tests {
             r#"{"args":["e"],"args":["f"]}"#,
             r#"{"args":["e"],"id":"x","id":"y"}"#,
             r#"{ "args" : ["e",1] , "id" : "x" }"#,
+            r#"{"args":["e",1] ,"id":"x"}"#,
+            r#"{"args": ["bye"],"id":"x"}"#,
+            r#"{"args": ["bye"]}"#,
+            r#"{"args":["e",1]
+}"#,
+            r#"{"args":["e",1],"id":"x" }"#,
             r#"{"\u0061rgs":["e",1,2],"id":"x"}"#,
             r#"{"x":[1,2,3]}"#,
             r#"{}"#,
