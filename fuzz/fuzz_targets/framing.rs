@@ -4,27 +4,30 @@
 //! The stream is fed whole, in the fuzzer's chunks, and (when short) byte by byte.
 //! Asserted: no panic; the same messages and the same error for every chunking; every
 //! message is a trimmed `[...]` / `{...}` of at most the max size that appears verbatim in the
-//! stream, in order; the held-over buffer never exceeds the max size.
+//! stream, in order, with the same `Shape` whatever the chunking, and `message::parse_framed`
+//! reads it as `message::parse_with_limit` does; the held-over buffer never exceeds the max
+//! size.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use uhura::protocol::framing::{FrameError, Reader};
+use uhura::protocol::framing::{FrameError, Framed, Reader, Shape};
+use uhura::protocol::message::{parse_framed, parse_with_limit};
 
 struct Run {
-    msgs: Vec<String>,
+    msgs: Vec<(String, Shape)>,
     err: Option<FrameError>,
 }
 
 fn run(stream: &[u8], cuts: &[usize], max: usize) -> Run {
     let mut r = Reader::new(max);
-    let mut msgs = Vec::new();
+    let mut framed = Framed::default();
     let mut err = None;
     let mut from = 0;
     for &to in cuts.iter().chain(std::iter::once(&stream.len())) {
         if to < from {
             continue;
         }
-        let res = r.feed(&stream[from..to], &mut msgs);
+        let res = r.feed_framed(&stream[from..to], &mut framed);
         from = to;
         let (len, cap) = r.buffered();
         assert!(len <= max, "buffered {len} bytes > max {max}");
@@ -37,12 +40,17 @@ fn run(stream: &[u8], cuts: &[usize], max: usize) -> Run {
             break;
         }
     }
+    let msgs = framed.iter().map(|(m, shape)| (m.to_owned(), shape)).collect();
     Run { msgs, err }
 }
 
-fn check_messages(stream: &[u8], msgs: &[String], max: usize) {
+fn check_messages(stream: &[u8], msgs: &[(String, Shape)], max: usize) {
     let mut cursor = 0;
-    for m in msgs {
+    for (m, shape) in msgs {
+        // The one-pass parse of a framed message agrees with the general one.
+        for max_args in [0, 1, 3, 4096] {
+            assert_eq!(parse_framed(m, *shape, max_args), parse_with_limit(m, max_args), "{m:?} ({shape:?})");
+        }
         let b = m.as_bytes();
         assert!(b.len() <= max, "message of {} bytes > max {max}", b.len());
         assert!(

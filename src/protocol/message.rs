@@ -1,11 +1,11 @@
 //! The three message shapes of docs/PROTOCOL.md §2, parsed without touching user
 //! arguments: they stay raw JSON text so JavaScript can take them untouched.
 
+use crate::protocol::framing::Shape;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::fmt;
-use std::fmt::Write as _;
 
 /// Prefix of an acknowledgement's event name: `{"args":["ack::<id>"]}`.
 pub const ACK_PREFIX: &str = "ack::";
@@ -84,18 +84,87 @@ pub fn parse_with_limit(text: &str, max_args: usize) -> Result<Incoming<'_>, Mes
     let trimmed = text.trim_start();
     let (args, id) = match trimmed.as_bytes().first() {
         Some(b'[') => (trimmed, None),
-        Some(b'{') => {
-            let obj: ObjectShape<'_> =
-                serde_json::from_str(trimmed).map_err(|_| MessageError("message object is not {\"args\": [...]}"))?;
-            let args = obj.args.ok_or(MessageError("message object has no \"args\" array"))?;
-            (args.get(), obj.id.map(|raw| raw.get()))
-        }
+        Some(b'{') => object_shape(trimmed)?,
         _ => return Err(MessageError("message is neither an array nor an object")),
     };
+    classify(args, id, |args| event_name(args, max_args))
+}
+
+/// `parse_with_limit` for a message as the framing reader handed it out
+/// (trimmed, its JSON validated), with the [`Shape`] it counted: the
+/// argument count is known without a second pass, and the usual object
+/// shapes, `{"args":[..]}` and `{"args":[..],"id":"<id>"}`, are split
+/// without parsing them. Anything else goes the general way.
+pub fn parse_framed(text: &str, shape: Shape, max_args: usize) -> Result<Incoming<'_>, MessageError> {
+    let (args, id, count) = match text.as_bytes().first() {
+        Some(b'[') => (text, None, shape.commas),
+        Some(b'{') => match split_object(text, shape) {
+            Some((args, id)) => (args, id, shape.inner_commas),
+            None => {
+                let (args, id) = object_shape(text)?;
+                return classify(args, id, |args| event_name(args, max_args));
+            }
+        },
+        _ => return Err(MessageError("message is neither an array nor an object")),
+    };
+    classify(args, id, |args| {
+        let name = first_string(args)?;
+        if count > max_args {
+            return Err(MessageError("too many arguments: an event has more arguments than maxArgs"));
+        }
+        Ok(name)
+    })
+}
+
+/// The `args` and `id` of an object-shaped message, by serde_json.
+fn object_shape(text: &str) -> Result<(&str, Option<&str>), MessageError> {
+    let obj: ObjectShape<'_> =
+        serde_json::from_str(text).map_err(|_| MessageError("message object is not {\"args\": [...]}"))?;
+    let args = obj.args.ok_or(MessageError("message object has no \"args\" array"))?;
+    Ok((args.get(), obj.id.map(|raw| raw.get())))
+}
+
+/// Splits `{"args":<value>}` and `{"args":<value>,"id":"<plain id>"}` (no
+/// whitespace, no escape in the id) by their ends. The framing reader
+/// validated the JSON, so the final `"` before `}` closes the id, the
+/// `,"id":"` before it is structural (an opening quote follows `:`, and a
+/// key holds no bare quote), and a message with one comma at its top level
+/// has no other member.
+fn split_object(text: &str, shape: Shape) -> Option<(&str, Option<&str>)> {
+    const HEAD: &str = "{\"args\":";
+    const ID_KEY: &str = ",\"id\":";
+    let body = text.strip_prefix(HEAD)?.strip_suffix('}')?;
+    let (args, id) = match shape.commas {
+        0 => (body, None),
+        1 => {
+            let before_close = body.strip_suffix('"')?;
+            let open = before_close.rfind('"')?;
+            if before_close[open + 1..].contains('\\') {
+                return None;
+            }
+            (before_close[..open].strip_suffix(ID_KEY)?, Some(&body[open..]))
+        }
+        _ => return None,
+    };
+    // serde_json's raw value holds no whitespace around the value.
+    const WS: [char; 4] = [' ', '\t', '\n', '\r'];
+    if args.starts_with(WS) || args.ends_with(WS) {
+        return None;
+    }
+    Some((args, id))
+}
+
+/// What the two parsers share once `args` and `id` are split: the shape
+/// checks, the event name (by `name_of`), acks, the id's type.
+fn classify<'a>(
+    args: &'a str,
+    id: Option<&'a str>,
+    name_of: impl FnOnce(&'a str) -> Result<Cow<'a, str>, MessageError>,
+) -> Result<Incoming<'a>, MessageError> {
     if !args.starts_with('[') {
         return Err(MessageError("message \"args\" is not an array"));
     }
-    let name = event_name(args, max_args)?;
+    let name = name_of(args)?;
     if let Some(ack) = name.strip_prefix(ACK_PREFIX) {
         return Ok(Incoming::Ack {
             id: match name {
@@ -117,6 +186,27 @@ pub fn parse_with_limit(text: &str, max_args: usize) -> Result<Incoming<'_>, Mes
     Ok(Incoming::Event { name, args, id })
 }
 
+/// The first element of a validated JSON array, which must be a string.
+fn first_string(args: &str) -> Result<Cow<'_, str>, MessageError> {
+    let rest = args[1..].trim_start_matches([' ', '\t', '\n', '\r']);
+    if rest.starts_with(']') {
+        return Err(MessageError("message has no event name"));
+    }
+    // The usual name, without escapes, borrowed as it is.
+    if let Some(body) = rest.strip_prefix('"') {
+        if let Some(end) = body.find(['"', '\\']) {
+            if body.as_bytes()[end] == b'"' {
+                return Ok(Cow::Borrowed(&body[..end]));
+            }
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(rest);
+    match BorrowedOrOwned::deserialize(&mut de) {
+        Ok(name) => Ok(name.0),
+        Err(_) => Err(MessageError("event name is not a string")),
+    }
+}
+
 /// Reads the first element of a JSON array, which must be a string, and
 /// skips the rest without building values (serde_json skips iteratively, so
 /// depth costs no stack), counting the arguments.
@@ -127,15 +217,7 @@ pub fn parse_with_limit(text: &str, max_args: usize) -> Result<Incoming<'_>, Mes
 fn event_name(args: &str, max_args: usize) -> Result<Cow<'_, str>, MessageError> {
     // `[`, `]`, a name of at least `""`, then a comma and at least one byte per argument.
     if args.len().saturating_sub(4) / 2 <= max_args {
-        let rest = args[1..].trim_start_matches([' ', '\t', '\n', '\r']);
-        if rest.starts_with(']') {
-            return Err(MessageError("message has no event name"));
-        }
-        let mut de = serde_json::Deserializer::from_str(rest);
-        return match BorrowedOrOwned::deserialize(&mut de) {
-            Ok(name) => Ok(name.0),
-            Err(_) => Err(MessageError("event name is not a string")),
-        };
+        return first_string(args);
     }
     event_name_counted(args, max_args)
 }
@@ -185,6 +267,12 @@ fn lossy(bytes: Cow<'_, [u8]>) -> Cow<'_, str> {
 
 /// The string of a raw JSON string literal (as `Incoming::Event::id` holds it).
 pub fn decode_string(raw: &str) -> Option<Cow<'_, str>> {
+    // The usual id, without escapes, as it is.
+    if let Some(inner) = raw.strip_prefix('"').and_then(|r| r.strip_suffix('"')) {
+        if !inner.contains(['"', '\\']) && !inner.bytes().any(|b| b < 0x20) {
+            return Some(Cow::Borrowed(inner));
+        }
+    }
     let mut de = serde_json::Deserializer::from_str(raw);
     let s = <BorrowedOrOwned<'_> as Deserialize>::deserialize(&mut de).ok()?;
     de.end().ok()?;
@@ -238,8 +326,26 @@ pub(crate) fn encode_event_our_id(args: &str, prefix: &str, seq: u64, out: &mut 
     out.push_str(args);
     out.push_str(",\"id\":\"");
     out.push_str(prefix);
-    let _ = write!(out, "{seq}");
+    push_decimal(seq, out);
     out.push_str("\"}");
+}
+
+/// Appends `n` in decimal: by hand, as `write!` costs more than the rest of
+/// a small event's framing.
+pub(crate) fn push_decimal(mut n: u64, out: &mut String) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &d in &digits[i..] {
+        out.push(char::from(d));
+    }
 }
 
 /// Encodes `["<name>"]`, or `["<name>",<arg>]` with `arg` JSON text
@@ -367,12 +473,63 @@ mod tests {
     }
 
     #[test]
+    fn parse_framed_agrees_with_parse() {
+        use crate::protocol::framing::{Framed, Reader};
+        let texts = [
+            r#"["e"]"#,
+            r#"["e",1,[2,3],{"a":[4,5]}]"#,
+            r#"[ "w\u00e9" , 1 ]"#,
+            r#"[1,"e"]"#,
+            r#"[]"#,
+            r#"{"args":["e",1,[2,3]],"id":"ab-1"}"#,
+            r#"{"args":["e"],"id":""}"#,
+            r#"{"args":["e"],"id":null}"#,
+            r#"{"args":["e"],"id":5}"#,
+            r#"{"args":["e"],"id":"a\"b"}"#,
+            r#"{"args":["e"],"id":"a\",\"id\":\"b"}"#,
+            r#"{"args":["e","x\",\"id\":\"b"]}"#,
+            r#"{"args":["e",{"id":"q","x":[1,2]}],"id":"z"}"#,
+            r#"{"args":["ack::ab-1"]}"#,
+            r#"{"args":"e"}"#,
+            r#"{"args":{"a":1,"b":2},"id":"x"}"#,
+            r#"{"id":"x","args":["e",1]}"#,
+            r#"{"args":["e"],"x":1,"id":"y"}"#,
+            r#"{"args":["e"],"args":["f"]}"#,
+            r#"{"args":["e"],"id":"x","id":"y"}"#,
+            r#"{ "args" : ["e",1] , "id" : "x" }"#,
+            r#"{"args":["e",1] ,"id":"x"}"#,
+            r#"{"args": ["bye"],"id":"x"}"#,
+            r#"{"args": ["bye"]}"#,
+            r#"{"args":["e",1]
+}"#,
+            r#"{"args":["e",1],"id":"x" }"#,
+            r#"{"\u0061rgs":["e",1,2],"id":"x"}"#,
+            r#"{"x":[1,2,3]}"#,
+            r#"{}"#,
+        ];
+        for max in [0, 1, 2, 4096] {
+            for text in texts {
+                let mut framed = Framed::default();
+                Reader::new(1 << 20).feed_framed(format!("[{text}]").as_bytes(), &mut framed).unwrap();
+                let (msg, shape) = framed.iter().next().unwrap();
+                assert_eq!(msg, text);
+                assert_eq!(parse_framed(msg, shape, max), parse_with_limit(msg, max), "{text} (maxArgs {max})");
+            }
+        }
+    }
+
+    #[test]
     fn encode_round_trip() {
         let mut s = String::new();
         encode_event(r#"["e",1]"#, true, Some("q\"1"), &mut s);
         assert_eq!(s, r#"{"args":["e",1],"id":"q\"1"}"#);
         s.clear();
         encode_event_our_id(r#"["e",1]"#, "0123456789ab-", 42, &mut s);
+        for n in [0, 7, 10, 4_294_967_296, u64::MAX] {
+            let mut d = String::new();
+            push_decimal(n, &mut d);
+            assert_eq!(d, n.to_string());
+        }
         let mut via_id = String::new();
         encode_event(r#"["e",1]"#, true, Some("0123456789ab-42"), &mut via_id);
         assert_eq!(s, via_id);

@@ -15,6 +15,10 @@ use std::sync::Arc;
 pub(super) struct DeferredAcks {
     /// In the order the peer asked for them, which is the order they go out.
     acks: VecDeque<DeferredAck>,
+    /// Their ids back to back, from `read` on (one buffer, not a `String`
+    /// per ack).
+    ids: String,
+    read: usize,
     /// Listed in `Shared::ack_waiters`. Kept under the same lock as `acks`,
     /// so a link with acks waiting is always listed.
     listed: bool,
@@ -25,8 +29,8 @@ struct DeferredAck {
     /// Delivery generation of the last event before the ack: the ack goes
     /// out once the application has handled that batch.
     gen: u64,
-    /// The message id to acknowledge.
-    id: String,
+    /// The length of the message id to acknowledge, in `ids`.
+    len: usize,
     /// Of a duplicate (see `Event::AckDue`).
     duplicate: bool,
 }
@@ -34,9 +38,11 @@ struct DeferredAck {
 impl Link {
     /// The peer asks to ack message `id` (`Event::AckDue`); called under the
     /// peer lock, so acks queue in the order the peer asked for them.
-    pub(super) fn defer_ack(&self, id: String, duplicate: bool) {
+    pub(super) fn defer_ack(&self, id: &str, duplicate: bool) {
         let gen = self.last_gen.load(Ordering::Acquire);
-        lock(&self.deferred).acks.push_back(DeferredAck { gen, id, duplicate });
+        let mut d = lock(&self.deferred);
+        d.ids.push_str(id);
+        d.acks.push_back(DeferredAck { gen, len: id.len(), duplicate });
     }
 
     /// After a pump: writes the acks the application has already handled,
@@ -73,10 +79,19 @@ impl Link {
         let due = d.acks.iter().take_while(|a| a.gen <= upto).count();
         let wrote = due > 0;
         if wrote {
-            peer.write_acks(d.acks.range(..due).map(|a| (a.id.as_str(), a.duplicate)));
-            d.acks.drain(..due);
+            let DeferredAcks { acks, ids, read, .. } = &mut *d;
+            peer.write_acks(acks.drain(..due).map(|a| {
+                let id = &ids[*read..*read + a.len];
+                *read += a.len;
+                (id, a.duplicate)
+            }));
         }
         let empty = d.acks.is_empty();
+        if empty {
+            // Freed, not kept: an idle link holds no ids' buffer.
+            d.ids = String::new();
+            d.read = 0;
+        }
         if empty && unlist {
             d.listed = false;
         }

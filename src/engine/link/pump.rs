@@ -10,7 +10,8 @@ use crate::engine::delivery::{lock, Delivery};
 use crate::engine::diag::Ns;
 use crate::engine::events::Kind;
 use crate::engine::store::DeliveryDelta;
-use crate::protocol::peer::{Event, Peer};
+use crate::protocol::message::push_decimal;
+use crate::protocol::peer::{Event, Peer, Polled};
 use crate::protocol::session;
 use serde_json::Value;
 use std::fmt::Write as _;
@@ -82,7 +83,26 @@ impl Link {
             let mut acked: Option<AckedRun> = None;
             // Counted once per pump (see `metrics`).
             let (mut messages, mut drops) = (0, 0);
-            while let Some(ev) = peer.poll_event() {
+            while let Some(polled) = peer.next_event() {
+                // The events of every message received, their texts lent.
+                let ev = match polled {
+                    Polled::Event(ev) => ev,
+                    Polled::Message(args) => {
+                        if let Some(run) = acked.take() {
+                            run.deliver(&self.delivery);
+                        }
+                        messages += 1;
+                        self.deliver(Kind::Message, |b| b.push_str(args));
+                        continue;
+                    }
+                    Polled::AckDue { id, duplicate } => {
+                        if let Some(run) = acked.take() {
+                            run.deliver(&self.delivery);
+                        }
+                        self.defer_ack(id, duplicate);
+                        continue;
+                    }
+                };
                 if let Event::Acked((h, seq)) = ev {
                     match &mut acked {
                         Some(run) if run.handle == h && run.to + 1 == seq => run.to = seq,
@@ -99,6 +119,7 @@ impl Link {
                     run.deliver(&self.delivery);
                 }
                 match ev {
+                    // Held before the handshake, these come owned.
                     Event::Message(args) => {
                         messages += 1;
                         self.deliver(Kind::Message, |b| b.push_str(&args));
@@ -166,7 +187,8 @@ impl Link {
                         Some((_, max)) => *max = seq.max(*max),
                         None => delta.seen.push((sender, seq)),
                     },
-                    Event::AckDue { id, duplicate } => self.defer_ack(id, duplicate),
+                    // Held before the handshake, these come owned.
+                    Event::AckDue { id, duplicate } => self.defer_ack(&id, duplicate),
                 }
             }
             if let Some(run) = acked {
@@ -225,7 +247,12 @@ impl Link {
     pub(crate) fn deliver(&self, kind: Kind, body: impl FnOnce(&mut String)) {
         let handle = self.handle;
         let gen = self.delivery.push(|b| {
-            let _ = write!(b, "[{handle},{kind},");
+            // `[handle,kind,`, by hand: once per event delivered.
+            b.push('[');
+            push_decimal(handle.into(), b);
+            b.push(',');
+            push_decimal(kind as u64, b);
+            b.push(',');
             body(b);
             b.push(']');
         });

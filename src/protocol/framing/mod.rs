@@ -20,6 +20,47 @@ mod writer;
 pub use reader::Reader;
 pub use writer::Writer;
 
+/// What the reader saw of a message's structure while framing it, so the message parser
+/// need not scan it again (`message::parse_framed`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Shape {
+    /// Commas directly inside the message's own array or object.
+    pub commas: usize,
+    /// Commas directly inside arrays one level below that (an object message's `args`).
+    pub inner_commas: usize,
+}
+
+/// The messages of one or more feeds: their texts back to back in one buffer, with where
+/// each ends and its [`Shape`]. Reused across feeds, it allocates nothing per message.
+#[derive(Debug, Default)]
+pub struct Framed {
+    text: String,
+    ends: Vec<(usize, Shape)>,
+}
+
+impl Framed {
+    fn push(&mut self, text: &str, shape: Shape) {
+        self.text.push_str(text);
+        self.ends.push((self.text.len(), shape));
+    }
+
+    /// The messages, oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, Shape)> + '_ {
+        let mut start = 0;
+        self.ends.iter().map(move |&(end, shape)| {
+            let text = &self.text[start..end];
+            start = end;
+            (text, shape)
+        })
+    }
+
+    /// Forgets the messages, keeping the capacity.
+    pub fn clear(&mut self) {
+        self.text.clear();
+        self.ends.clear();
+    }
+}
+
 /// Default cap on the size of one message (one depth-1 element), in bytes.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 16 * 1024 * 1024;
 

@@ -5,7 +5,7 @@
 //! across files would hide the transitions.
 
 use super::scan::{has_prefix, is_scalar_start, scan_digits, scan_string};
-use super::{unexpected, FrameError, DEFAULT_MAX_DEPTH, DEFAULT_MAX_MESSAGE_SIZE};
+use super::{unexpected, FrameError, Framed, Shape, DEFAULT_MAX_DEPTH, DEFAULT_MAX_MESSAGE_SIZE};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -117,6 +117,8 @@ pub struct Reader {
     buf: Vec<u8>,
     /// Absolute position of the current message's first byte.
     msg_pos: u64,
+    /// The current message's separators, counted as the tokenizer passes them.
+    shape: Shape,
     /// Bytes fed before the current chunk.
     consumed: u64,
     error: Option<FrameError>,
@@ -150,6 +152,7 @@ impl Reader {
             hex_left: 0,
             buf: Vec::new(),
             msg_pos: 0,
+            shape: Shape::default(),
             consumed: 0,
             error: None,
         }
@@ -160,6 +163,16 @@ impl Reader {
     /// Messages completed before an error in the same chunk are still pushed. After an error
     /// the reader is poisoned: every later feed returns the same error.
     pub fn feed(&mut self, chunk: &[u8], out: &mut Vec<String>) -> Result<(), FrameError> {
+        let mut framed = Framed::default();
+        let res = self.feed_framed(chunk, &mut framed);
+        out.extend(framed.iter().map(|(text, _)| text.to_owned()));
+        res
+    }
+
+    /// [`feed`](Self::feed) into a [`Framed`]: the messages' texts back to back in one
+    /// buffer (no allocation per message once its capacity is there), each with its
+    /// [`Shape`].
+    pub fn feed_framed(&mut self, chunk: &[u8], out: &mut Framed) -> Result<(), FrameError> {
         if let Some(e) = &self.error {
             return Err(e.clone());
         }
@@ -191,24 +204,28 @@ impl Reader {
 
     /// The message that ends at `chunk[i]` (it started at `chunk[start]`, or in an earlier
     /// chunk if `buf` is not empty).
-    fn emit(&mut self, chunk: &[u8], start: usize, i: usize, out: &mut Vec<String>) -> Result<(), FrameError> {
+    fn emit(&mut self, chunk: &[u8], start: usize, i: usize, out: &mut Framed) -> Result<(), FrameError> {
         let text = if self.buf.is_empty() {
-            std::str::from_utf8(&chunk[start..=i]).map(str::to_owned).map_err(|e| e.valid_up_to())
+            std::str::from_utf8(&chunk[start..=i]).map_err(|e| e.valid_up_to())
         } else {
-            self.buf.reserve_exact(i + 1);
             self.buf.extend_from_slice(&chunk[..=i]);
-            String::from_utf8(std::mem::take(&mut self.buf)).map_err(|e| e.utf8_error().valid_up_to())
+            std::str::from_utf8(&self.buf).map_err(|e| e.valid_up_to())
         };
-        match text {
+        let pushed = match text {
             Ok(s) => {
-                out.push(s);
+                out.push(s, self.shape);
                 Ok(())
             }
             Err(valid) => Err(FrameError::InvalidUtf8 { position: self.msg_pos + valid as u64 }),
+        };
+        if !self.buf.is_empty() {
+            // Freed, not kept: a message spanning chunks may have been large.
+            self.buf = Vec::new();
         }
+        pushed
     }
 
-    fn run(&mut self, chunk: &[u8], out: &mut Vec<String>) -> Result<(), FrameError> {
+    fn run(&mut self, chunk: &[u8], out: &mut Framed) -> Result<(), FrameError> {
         let n = chunk.len();
         let max = self.max_message_size;
         let base = self.consumed;
@@ -308,6 +325,12 @@ impl Reader {
                 State::CommaOrEnd => match b {
                     b',' => {
                         i += 1;
+                        // The separators the message parser needs (`Shape`).
+                        if depth == 2 {
+                            self.shape.commas += 1;
+                        } else if depth == 3 && top == b'[' {
+                            self.shape.inner_commas += 1;
+                        }
                         if top == b'[' {
                             st = State::Value;
                         } else {
@@ -346,6 +369,7 @@ impl Reader {
                         if depth == 1 {
                             start = i;
                             self.msg_pos = base + i as u64;
+                            self.shape = Shape::default();
                             end = i.saturating_add(max).min(n);
                         }
                         self.stack.push(b);

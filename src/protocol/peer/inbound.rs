@@ -4,6 +4,7 @@
 use super::config::RESERVED_EVENTS;
 use super::event::{Direction, Event};
 use super::{Peer, Phase, Role};
+use crate::protocol::framing::Shape;
 use crate::protocol::json;
 use crate::protocol::message::{self, Incoming, MessageError, CUMULATIVE_ACK, HEARTBEAT, REFUSED, SET};
 use serde_json::Value;
@@ -17,18 +18,19 @@ impl Peer {
         }
         self.clock.last_rx = now;
         let mut msgs = std::mem::take(&mut self.received);
-        let framed = self.reader.feed(bytes, &mut msgs);
-        for msg in msgs.drain(..) {
+        let framed = self.reader.feed_framed(bytes, &mut msgs);
+        for (msg, shape) in msgs.iter() {
             if self.phase == Phase::Failed {
                 break;
             }
-            let handled = self.handle_message(&msg, now);
+            let handled = self.handle_message(msg, shape, now);
             // After handling, so a secret the message carried is known and hidden.
-            self.tap(Direction::Received, &msg);
+            self.tap(Direction::Received, msg);
             if let Err(e) = handled {
                 self.refuse_input(e.to_string());
             }
         }
+        msgs.clear();
         self.received = msgs;
         if let Err(e) = framed {
             if self.phase != Phase::Failed {
@@ -49,8 +51,8 @@ impl Peer {
         self.fail(message);
     }
 
-    fn handle_message(&mut self, text: &str, now: Instant) -> Result<(), MessageError> {
-        let (name, args, id) = match message::parse_with_limit(text, self.config.max_args)? {
+    fn handle_message(&mut self, text: &str, shape: Shape, now: Instant) -> Result<(), MessageError> {
+        let (name, args, id) = match message::parse_framed(text, shape, self.config.max_args)? {
             Incoming::Ack { id } => {
                 self.on_ack(&id);
                 return Ok(());
@@ -104,8 +106,11 @@ impl Peer {
     /// still in a buffer.
     fn ack(&mut self, id: &str, defer: bool, duplicate: bool) {
         if self.config.defer_acks && defer {
-            let due = Event::AckDue { id: id.to_owned(), duplicate };
-            self.hold_or_emit(due);
+            if self.holding() {
+                self.held.push(Event::AckDue { id: id.to_owned(), duplicate });
+            } else {
+                self.events.push_ack_due(id, duplicate);
+            }
             return;
         }
         self.write_ack(id);
@@ -203,7 +208,7 @@ impl Peer {
                 self.session_replaced();
                 self.resume_secret = None;
                 self.close_requested = true;
-                self.events.push_back(Event::Message(args.to_owned()));
+                self.events.push_message(args);
                 return Ok(true);
             }
             // Only the server invalidates; a lifecycle name never comes from
@@ -222,7 +227,7 @@ impl Peer {
                 return Ok(true);
             }
             _ => {
-                self.events.push_back(Event::Message(args.to_owned()));
+                self.events.push_message(args);
                 return Ok(true);
             }
         }

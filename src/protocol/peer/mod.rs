@@ -19,6 +19,7 @@
 //! write, back-pressure), `dedup` (duplicate suppression), `timer`, and
 //! `session_state`.
 
+mod arena;
 mod config;
 mod dedup;
 mod event;
@@ -27,6 +28,7 @@ mod inbound;
 mod negotiate;
 mod outbox;
 mod output;
+mod queue;
 mod session_state;
 mod timer;
 
@@ -34,15 +36,16 @@ pub use config::{Config, REFUSALS_BEFORE_DROP, RESERVED_EVENTS};
 pub use event::{Direction, Event, Notify, WireTap};
 pub use negotiate::EXTENSIONS_VERSION;
 pub use outbox::Retained;
+pub use queue::Polled;
 
 use super::entropy::Entropy;
-use super::framing::Reader;
+use super::framing::{Framed, Reader};
 use super::session::{self, Session};
 use dedup::Seen;
 use negotiate::Negotiated;
 use outbox::Outbox;
 use output::Output;
-use std::collections::VecDeque;
+use queue::Events;
 use std::fmt::Write as _;
 use std::time::Instant;
 use timer::Clock;
@@ -145,9 +148,9 @@ pub struct Peer {
     reader: Reader,
     output: Output,
     /// Reused buffers: messages read, and the text of one being framed.
-    received: Vec<String>,
+    received: Framed,
     scratch: String,
-    events: VecDeque<Event>,
+    events: Events,
     /// Server: events that arrived before the handshake completed.
     held: Vec<Event>,
     /// Bytes of the arguments in `held`.
@@ -201,9 +204,9 @@ impl Peer {
             entropy,
             phase: Phase::Closed,
             output: Output::new(),
-            received: Vec::new(),
+            received: Framed::default(),
             scratch: String::new(),
-            events: VecDeque::new(),
+            events: Events::default(),
             held: Vec::new(),
             held_bytes: 0,
             negotiated: Negotiated::default(),
@@ -222,12 +225,14 @@ impl Peer {
     }
 
     /// Frees the scratch space kept between inputs (the received messages'
-    /// list, the text buffer of acks and other small messages): the driver
+    /// buffer, the text buffer of acks and other small messages, the event
+    /// queue's texts once drained): the driver
     /// calls it when its input has drained, so an idle connection holds no
     /// capacity it is not using. The next input allocates them again.
     pub fn release_buffers(&mut self) {
-        self.received = Vec::new();
+        self.received = Framed::default();
         self.scratch = String::new();
+        self.release_event_text();
     }
 
     /// Installs (or removes) the observer of every message sent and received.
@@ -272,11 +277,6 @@ impl Peer {
             self.seen = seen;
         }
         self.outbox.requeue_unacked();
-    }
-
-    /// What happened, for the driver to act on, oldest first.
-    pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
     }
 
     pub(super) fn fail(&mut self, message: String) {

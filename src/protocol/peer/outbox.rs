@@ -3,22 +3,24 @@
 //! server hands from a dropped connection to the one that resumes its
 //! session (docs/PROTOCOL.md §4, §9).
 
+use super::arena::{Arena, Span};
 use super::config::{MAX_IN_FLIGHT, REFUSALS_BEFORE_DROP};
 use super::dedup::parse_our_id;
 use super::event::{Event, Notify};
 use super::{Peer, Phase, Role};
 use crate::protocol::message;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::time::Instant;
 
 /// An event not yet acknowledged.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(super) struct Pending {
     pub seq: u64,
     /// Set for events taken over from another server: their original id.
-    pub foreign_id: Option<String>,
-    pub args: String,
+    pub foreign_id: Option<Box<str>>,
+    /// Its argument array's text, in the outbox's `args`.
+    pub args: Span,
     pub notify: Option<Notify>,
 }
 
@@ -28,7 +30,11 @@ pub(super) struct Outbox {
     pub id_prefix: String,
     pub next_seq: u64,
     pub queue: VecDeque<Pending>,
-    pub unacked: BTreeMap<u64, Pending>,
+    /// Sent and not yet acknowledged, in sequence order: events go out in
+    /// sequence order (the queue is in it), so sending appends.
+    pub unacked: VecDeque<Pending>,
+    /// The texts of `unacked` and `queue`.
+    pub args: Arena,
     /// Ids of events taken over from another server, to their sequence number.
     pub foreign_ids: HashMap<String, u64>,
     /// Bytes of JSON held for pending (queued or unacknowledged) events.
@@ -54,7 +60,7 @@ impl Outbox {
     /// The id an event is sent with.
     fn id_of(&self, p: &Pending) -> String {
         match &p.foreign_id {
-            Some(id) => id.clone(),
+            Some(id) => id.to_string(),
             None => {
                 let mut id = String::with_capacity(self.id_prefix.len() + 12);
                 id.push_str(&self.id_prefix);
@@ -67,7 +73,7 @@ impl Outbox {
     /// The oldest pending event, taken out: unacknowledged events were sent
     /// before anything still queued.
     fn pop_oldest(&mut self) -> Option<Pending> {
-        self.unacked.pop_first().map(|(_, p)| p).or_else(|| self.queue.pop_front())
+        self.unacked.pop_front().or_else(|| self.queue.pop_front())
     }
 
     /// A pending event leaves for good (dropped or refused): its bytes and
@@ -75,14 +81,25 @@ impl Outbox {
     fn forget(&mut self, p: &Pending) -> String {
         self.pending_bytes -= p.args.len();
         if let Some(id) = &p.foreign_id {
-            self.foreign_ids.remove(id);
+            self.foreign_ids.remove(&**id);
         }
+        self.trim();
         self.id_of(p)
     }
 
+    /// Some pending events left: gives back the space of their texts. Only
+    /// between calls, when every pending event is in `unacked` or `queue`.
+    fn trim(&mut self) {
+        let oldest = self.unacked.front().or(self.queue.front()).map(|p| p.args);
+        if self.args.release_before(oldest, self.pending_bytes) {
+            let spans = self.unacked.iter_mut().chain(self.queue.iter_mut()).map(|p| &mut p.args);
+            self.args.compact(spans);
+        }
+    }
+
     pub(super) fn pending_mut(&mut self, seq: u64) -> Option<&mut Pending> {
-        if let Some(p) = self.unacked.get_mut(&seq) {
-            return Some(p);
+        if let Ok(i) = self.unacked.binary_search_by_key(&seq, |p| p.seq) {
+            return self.unacked.get_mut(i);
         }
         let i = self.queue.binary_search_by_key(&seq, |p| p.seq).ok()?;
         self.queue.get_mut(i)
@@ -92,7 +109,7 @@ impl Outbox {
     /// the queue, in order, to be sent again after the next handshake.
     pub(super) fn requeue_unacked(&mut self) {
         if !self.unacked.is_empty() {
-            let mut resend: VecDeque<Pending> = std::mem::take(&mut self.unacked).into_values().collect();
+            let mut resend = std::mem::take(&mut self.unacked);
             resend.append(&mut self.queue);
             self.queue = resend;
         }
@@ -106,6 +123,7 @@ pub struct Retained {
     id_prefix: String,
     next_seq: u64,
     pending: VecDeque<Pending>,
+    args: Arena,
     seen: Vec<(String, u64)>,
     deadlines: VecDeque<(Instant, u64, Notify)>,
     suspect: Option<(u64, u32)>,
@@ -134,7 +152,7 @@ impl Peer {
             self.events.push_back(Event::Persist { id, args: args.clone() });
         }
         self.outbox.pending_bytes += args.len();
-        let p = Pending { seq, foreign_id: None, args, notify };
+        let p = Pending { seq, foreign_id: None, args: self.outbox.args.push(&args), notify };
         if self.phase == Phase::Ready && self.outbox.queue.is_empty() && self.has_room() {
             self.transmit(p);
         } else {
@@ -167,18 +185,21 @@ impl Peer {
     fn transmit(&mut self, p: Pending) {
         let mut text = std::mem::take(&mut self.scratch);
         text.clear();
+        let args = self.outbox.args.get(p.args);
         if self.negotiated.object_mode && self.negotiated.enable_acks {
             match &p.foreign_id {
-                Some(id) => message::encode_event(&p.args, true, Some(id), &mut text),
+                Some(id) => message::encode_event(args, true, Some(id), &mut text),
                 // Written in place: no id string per event.
-                None => message::encode_event_our_id(&p.args, &self.outbox.id_prefix, p.seq, &mut text),
+                None => message::encode_event_our_id(args, &self.outbox.id_prefix, p.seq, &mut text),
             }
             self.frame(&text);
-            self.outbox.unacked.insert(p.seq, p);
+            debug_assert!(self.outbox.unacked.back().is_none_or(|last| last.seq < p.seq), "sent out of order");
+            self.outbox.unacked.push_back(p);
         } else {
-            message::encode_event(&p.args, self.negotiated.object_mode, None, &mut text);
+            message::encode_event(args, self.negotiated.object_mode, None, &mut text);
             self.frame(&text);
             self.outbox.pending_bytes -= p.args.len();
+            self.outbox.trim();
             if let Some(n) = p.notify {
                 self.events.push_back(Event::Acked(n));
             }
@@ -218,7 +239,9 @@ impl Peer {
 
     /// The peer acknowledged message `id`.
     pub(super) fn on_ack(&mut self, id: &str) {
-        if let Some(p) = self.seq_of(id).and_then(|seq| self.outbox.unacked.remove(&seq)) {
+        let Some(seq) = self.seq_of(id) else { return };
+        let unacked = &mut self.outbox.unacked;
+        if let Some(p) = unacked.binary_search_by_key(&seq, |p| p.seq).ok().and_then(|i| unacked.remove(i)) {
             self.acknowledged(p);
         }
     }
@@ -230,11 +253,11 @@ impl Peer {
     /// peer has had each of them. `id` itself may be acknowledged already.
     pub(super) fn on_ack_through(&mut self, id: &str) {
         let Some(seq) = self.seq_of(id) else { return };
-        while let Some(entry) = self.outbox.unacked.first_entry() {
-            if *entry.key() > seq {
+        while let Some(p) = self.outbox.unacked.pop_front() {
+            if p.seq > seq {
+                self.outbox.unacked.push_front(p);
                 break;
             }
-            let p = entry.remove();
             self.acknowledged(p);
         }
     }
@@ -251,8 +274,9 @@ impl Peer {
             self.events.push_back(Event::Unpersist { id: self.outbox.id_of(&p) });
         }
         if let Some(id) = &p.foreign_id {
-            self.outbox.foreign_ids.remove(id);
+            self.outbox.foreign_ids.remove(&**id);
         }
+        self.outbox.trim();
     }
 
     /// A poison message (one the peer's reader rejects, e.g. too deep for
@@ -263,7 +287,7 @@ impl Peer {
     /// server) never count, whatever is in flight.
     pub(super) fn note_refusal(&mut self, refused: bool) {
         let o = &mut self.outbox;
-        let Some(&oldest) = o.unacked.keys().next().filter(|_| refused) else {
+        let Some(oldest) = o.unacked.front().map(|p| p.seq).filter(|_| refused) else {
             if o.progressed {
                 o.suspect = None;
             }
@@ -278,7 +302,7 @@ impl Peer {
             return;
         }
         o.suspect = None;
-        if let Some(p) = o.unacked.remove(&oldest) {
+        if let Some(p) = o.unacked.pop_front() {
             self.forget_pending(&p);
             self.events.push_back(Event::Refused { notify: p.notify });
         }
@@ -294,6 +318,7 @@ impl Peer {
             id_prefix: o.id_prefix.clone(),
             next_seq: o.next_seq,
             pending: std::mem::take(&mut o.queue),
+            args: std::mem::take(&mut o.args),
             seen: self.seen.take(),
             deadlines: std::mem::take(&mut o.deadlines),
             suspect: o.suspect.take(),
@@ -307,7 +332,7 @@ impl Peer {
         // Our own pending events keep the ids they were (or will be) sent
         // with, and move behind the adopted ones with fresh sequence numbers,
         // so both sets stay ordered and never share a key.
-        let mut own: VecDeque<Pending> = std::mem::take(&mut o.unacked).into_values().collect();
+        let mut own = std::mem::take(&mut o.unacked);
         own.append(&mut o.queue);
         let own_deadlines = std::mem::take(&mut o.deadlines);
         o.foreign_ids.clear();
@@ -318,18 +343,25 @@ impl Peer {
             renumbered.insert(p.seq, next);
             p.seq = next;
             next += 1;
-            p.foreign_id = Some(id);
+            p.foreign_id = Some(id.into());
         }
         o.id_prefix = r.id_prefix;
         o.next_seq = next;
+        // One buffer for both sets' texts, in their new order.
+        let mut args = Arena::default();
         let mut pending = r.pending;
-        for p in &pending {
+        for p in &mut pending {
             o.pending_bytes += p.args.len();
+            p.args = args.push(r.args.get(p.args));
         }
+        for p in &mut own {
+            p.args = args.push(o.args.get(p.args));
+        }
+        o.args = args;
         pending.append(&mut own);
         for p in &pending {
             if let Some(id) = &p.foreign_id {
-                o.foreign_ids.insert(id.clone(), p.seq);
+                o.foreign_ids.insert(id.to_string(), p.seq);
             }
         }
         o.queue = pending;
@@ -355,10 +387,51 @@ impl Peer {
             o.next_seq += 1;
             o.foreign_ids.insert(id.clone(), seq);
             o.pending_bytes += args.len();
-            o.queue.push_back(Pending { seq, foreign_id: Some(id), args, notify: None });
+            let args = o.args.push(&args);
+            o.queue.push_back(Pending { seq, foreign_id: Some(id.into()), args, notify: None });
         }
         for (sender, seq) in seen {
             self.seen.note(&sender, seq);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Acks out of order leave gaps in the texts' buffer; the texts still
+    /// pending stay intact through the compactions, and a drained outbox
+    /// frees the buffer.
+    #[test]
+    fn pending_texts_survive_acks_in_any_order() {
+        let mut o = Outbox::new("0123456789ab-".into());
+        for seq in 0..50_000u64 {
+            let text = format!("[\"e\",{seq},\"{}\"]", "x".repeat((seq % 7) as usize));
+            o.pending_bytes += text.len();
+            let args = o.args.push(&text);
+            o.unacked.push_back(Pending { seq, foreign_id: None, args, notify: None });
+        }
+        // The oldest never acknowledged (a lost ack), every other one is.
+        let mut i = 1;
+        while i < o.unacked.len() {
+            if o.unacked[i].seq % 2 == 1 {
+                let p = o.unacked.remove(i).unwrap();
+                o.pending_bytes -= p.args.len();
+                o.trim();
+            } else {
+                i += 1;
+            }
+        }
+        for p in &o.unacked {
+            let expect = format!("[\"e\",{},\"{}\"]", p.seq, "x".repeat((p.seq % 7) as usize));
+            assert_eq!(o.args.get(p.args), expect);
+        }
+        assert!(o.args.capacity() < 2 * o.pending_bytes + 256 * 1024, "gaps compacted");
+        while let Some(p) = o.unacked.pop_front() {
+            o.pending_bytes -= p.args.len();
+            o.trim();
+        }
+        assert_eq!(o.args.capacity(), 0, "freed when nothing is pending");
     }
 }

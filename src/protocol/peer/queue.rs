@@ -1,0 +1,145 @@
+//! The peer's queue of what to report to its driver. Every message received
+//! adds an application event and often an ack due: their texts go into one
+//! buffer instead of a `String` each, and [`Peer::next_event`] lends them
+//! out (`Peer::poll_event` still hands out owned events).
+
+use super::event::Event;
+use super::Peer;
+use std::collections::VecDeque;
+
+/// An event for the driver, its text borrowed from the peer's queue.
+#[derive(Debug, PartialEq)]
+pub enum Polled<'a> {
+    /// [`Event::Message`]: the raw JSON of the argument array, name first.
+    Message(&'a str),
+    /// [`Event::AckDue`]: the message id's raw JSON string literal.
+    AckDue {
+        /// The message id's raw JSON string literal.
+        id: &'a str,
+        /// See [`Event::AckDue`].
+        duplicate: bool,
+    },
+    /// Any other event.
+    Event(Event),
+}
+
+enum Queued {
+    Event(Event),
+    /// The next this many bytes of `text`.
+    Message(usize),
+    /// The next this many bytes of `text`, and whether of a duplicate.
+    AckDue(usize, bool),
+}
+
+/// Events in the order they happened; texts in `text`, from `read` on.
+#[derive(Default)]
+pub(super) struct Events {
+    queue: VecDeque<Queued>,
+    text: String,
+    read: usize,
+}
+
+impl Events {
+    pub(super) fn push_back(&mut self, ev: Event) {
+        self.queue.push_back(Queued::Event(ev));
+    }
+
+    pub(super) fn extend(&mut self, evs: impl IntoIterator<Item = Event>) {
+        self.queue.extend(evs.into_iter().map(Queued::Event));
+    }
+
+    /// An `Event::Message` with this text.
+    pub(super) fn push_message(&mut self, args: &str) {
+        self.push_text(args);
+        self.queue.push_back(Queued::Message(args.len()));
+    }
+
+    /// An `Event::AckDue` for this id.
+    pub(super) fn push_ack_due(&mut self, id: &str, duplicate: bool) {
+        self.push_text(id);
+        self.queue.push_back(Queued::AckDue(id.len(), duplicate));
+    }
+
+    fn push_text(&mut self, s: &str) {
+        if self.read == self.text.len() {
+            // Everything lent out was taken: start over at the front.
+            self.text.clear();
+            self.read = 0;
+        }
+        self.text.push_str(s);
+    }
+
+    /// The oldest event, its text borrowed.
+    fn pop(&mut self) -> Option<Polled<'_>> {
+        let (len, ack) = match self.queue.pop_front()? {
+            Queued::Event(ev) => return Some(Polled::Event(ev)),
+            Queued::Message(len) => (len, None),
+            Queued::AckDue(len, duplicate) => (len, Some(duplicate)),
+        };
+        let start = self.read;
+        self.read += len;
+        let text = &self.text[start..self.read];
+        Some(match ack {
+            None => Polled::Message(text),
+            Some(duplicate) => Polled::AckDue { id: text, duplicate },
+        })
+    }
+
+    /// Frees the text buffer if nothing in it is still queued.
+    fn release(&mut self) {
+        if self.read == self.text.len() {
+            self.text = String::new();
+            self.read = 0;
+        }
+    }
+}
+
+impl Peer {
+    /// What happened, for the driver to act on, oldest first.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        Some(match self.events.pop()? {
+            Polled::Message(args) => Event::Message(args.to_owned()),
+            Polled::AckDue { id, duplicate } => Event::AckDue { id: id.to_owned(), duplicate },
+            Polled::Event(ev) => ev,
+        })
+    }
+
+    /// [`poll_event`](Self::poll_event) without copying the text of an
+    /// application event or an ack due: the driver's way for the events of
+    /// every message received.
+    pub fn next_event(&mut self) -> Option<Polled<'_>> {
+        self.events.pop()
+    }
+
+    /// Frees the queue's text buffer when it holds nothing queued (see
+    /// `release_buffers`).
+    pub(super) fn release_event_text(&mut self) {
+        self.events.release();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn texts_come_out_in_order_and_the_buffer_restarts_when_drained() {
+        let mut q = Events::default();
+        q.push_message("[\"a\"]");
+        q.push_back(Event::SaveSession);
+        q.push_ack_due("\"x-1\"", true);
+        assert_eq!(q.pop(), Some(Polled::Message("[\"a\"]")));
+        assert_eq!(q.pop(), Some(Polled::Event(Event::SaveSession)));
+        q.push_message("[\"b\"]");
+        assert_eq!(q.pop(), Some(Polled::AckDue { id: "\"x-1\"", duplicate: true }));
+        assert_eq!(q.pop(), Some(Polled::Message("[\"b\"]")));
+        assert_eq!(q.pop(), None);
+        q.push_ack_due("\"y\"", false);
+        assert_eq!(q.text, "\"y\"", "drained text is dropped on the next push");
+        q.release();
+        assert_eq!(q.text.capacity(), "\"y\"".len().max(q.text.capacity()), "kept while queued");
+        assert_eq!(q.pop(), Some(Polled::AckDue { id: "\"y\"", duplicate: false }));
+        q.release();
+        assert_eq!(q.text.capacity(), 0);
+    }
+}
