@@ -223,7 +223,7 @@ async fn connect_loop(shared: &Arc<Shared>, client: &Arc<Client>) {
         match client.open(target).await {
             Ok((stream, addrs)) => {
                 connected = true;
-                link.drive(stream, addrs).await;
+                link.drive(stream, addrs, None).await;
                 shared.forget_pipe(link.handle);
             }
             Err((message, code)) => {

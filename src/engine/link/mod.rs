@@ -61,6 +61,7 @@ use persist::{DeltaSlot, SaveSlot};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use tokio::sync::Notify;
+pub(crate) use io::Then;
 use transport_ctl::Transport;
 
 /// One application-visible connection; it outlives its sockets (a client
