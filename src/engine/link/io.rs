@@ -28,8 +28,9 @@ const FAIL_GRACE: Duration = Duration::from_millis(250);
 const READ_MIN: usize = 4 * 1024;
 const READ_MAX: usize = 64 * 1024;
 
-/// What runs once a server-side link's transport is done (the connection's
-/// end: retire it, report it to the application).
+/// What runs once a link's transport is done: for a server-side link, the
+/// connection's end (retire it, report it); for a client, the next turn
+/// of its connect loop, in a new task.
 pub(crate) type Then = Box<dyn FnOnce() + Send>;
 
 /// The reader of one transport, between two turns of its loop: what a
