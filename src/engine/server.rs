@@ -86,7 +86,7 @@ pub(crate) struct ListenOptions {
 
 pub(crate) struct Server {
     pub handle: u32,
-    config: Config,
+    config: Arc<Config>,
     /// The store, counting its calls (`metrics`).
     store: Arc<CountedStore>,
     tls: Option<Arc<TlsAcceptor>>,
@@ -146,7 +146,7 @@ impl Server {
         let fleet = FleetBus::new(handle, shared, retention.clone(), redis.map(|r| (r, counted)));
         Arc::new(Server {
             handle,
-            config,
+            config: Arc::new(config),
             store,
             tls: options.tls,
             retention,
