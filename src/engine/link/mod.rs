@@ -105,8 +105,9 @@ pub(crate) struct Link {
     /// (PERSISTED) once the delivery state holding its event is saved.
     durable: Mutex<Vec<crate::protocol::peer::Notify>>,
     /// Delivery state changes not yet saved to a shared store, and whether
-    /// a task is saving them (one at a time, so they apply in order).
-    unsaved: Mutex<DeltaSlot>,
+    /// a task is saving them (one at a time, so they apply in order); none
+    /// while there is nothing to save (most links, most of the time).
+    unsaved: Mutex<Option<Box<DeltaSlot>>>,
     /// The latest session not yet saved, and whether a task is saving. One
     /// save at a time, always of the newest copy, so an older snapshot can
     /// never land after a newer one.
@@ -153,7 +154,7 @@ impl Link {
             resuming: Mutex::new(None),
             successor: Mutex::new(None),
             durable: Mutex::new(Vec::new()),
-            unsaved: Mutex::new(DeltaSlot::default()),
+            unsaved: Mutex::new(None),
             unsaved_session: Mutex::new(SaveSlot::default()),
             session_saved: Notify::new(),
             deferred: Mutex::new(DeferredAcks::default()),
