@@ -204,7 +204,11 @@ pub(crate) async fn run(shared: Arc<Shared>, client: Arc<Client>) {
 
 /// The connect loop from its start, or (`after`) from the end of a
 /// connection, in a new task the connection's reader started (`Then`).
-fn run_from(shared: Arc<Shared>, client: Arc<Client>, after: Option<Attempt>) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+fn run_from(
+    shared: Arc<Shared>,
+    client: Arc<Client>,
+    after: Option<Attempt>,
+) -> Pin<Box<dyn Future<Output = ()> + Send>> {
     Box::pin(async move {
         if connect_loop(&shared, &client, after).await == Loop::Handed {
             return;

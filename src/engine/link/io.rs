@@ -4,19 +4,19 @@
 //! everything, and `receive` feeds what was read to the peer.
 
 use super::transport_ctl::{BoxWriter, Transport, WriterSlot};
-use crate::engine::transport::{BoxStream, DirectWrite};
-use std::future::Future;
-use std::pin::Pin;
-use tokio::io::ReadHalf;
 use super::Link;
 use crate::engine::delivery::lock;
 use crate::engine::diag::Ns;
 use crate::engine::events::Kind;
 use crate::engine::transport::{io_code, Addresses, NonBlocking};
+use crate::engine::transport::{BoxStream, DirectWrite};
 use std::fmt::Write as _;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::io::ReadHalf;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// How long a graceful close waits for the peer to finish before dropping.

@@ -1,7 +1,8 @@
 //! A `Link` is one application-visible connection (a client, or one
 //! server-side connection) and the tasks that drive its current transport:
-//! a reader that feeds the protocol state machine, and, while there is
-//! output a direct write could not take, a writer that flushes it. Reading
+//! a reader that feeds the protocol state machine (parked without a task
+//! while Node's loop reads the socket and nothing ends it), and, while
+//! there is output a direct write could not take, a writer that flushes it. Reading
 //! and writing are separate tasks so a peer that is busy writing to us can
 //! never deadlock against our writes.
 //!
@@ -10,8 +11,9 @@
 //! * `calls.rs`: application calls (`write`, the Node binding's
 //!   `write_lines`, `write_raw`), typed as `Write`.
 //! * `transport_ctl.rs`: `Transport`, the control block of one socket
-//!   (kill, end, wake the writer, addresses).
-//! * `io.rs`: `drive` (the reader loop), the writer task (`start_writer`),
+//!   (kill, end, wake the writer, addresses, the parked reader).
+//! * `io.rs`: `drive` and the reader loop (`read_loop`, `Parked`), the
+//!   writer task (`start_writer`),
 //!   direct writes from the caller's thread (`wake_writer`), feeding input
 //!   (`receive`).
 //! * `external_read.rs`: reads on the application's own loop (Node's libuv).
@@ -36,6 +38,7 @@
 //!    that transport's `addresses`, `writer_busy` or `writer`; `deferred`;
 //!    `unsaved_session`; `durable`, then `unsaved`; `Retention`'s map of active sessions.
 //! 4. Leaves, taken last and alone: the delivery buffer, `Shared`'s maps,
+//!    a transport's `parked` slot,
 //!    the timer heap (`scheduled` is taken before it, never under `peer`),
 //!    `aliases`.
 
@@ -57,11 +60,11 @@ use super::timers::Timers;
 use super::Shared;
 use crate::protocol::peer::Peer;
 use acks::DeferredAcks;
+pub(crate) use io::Then;
 use persist::{DeltaSlot, SaveSlot};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use tokio::sync::Notify;
-pub(crate) use io::Then;
 use transport_ctl::Transport;
 
 /// One application-visible connection; it outlives its sockets (a client

@@ -116,4 +116,3 @@ fn shared_default_cookie() -> Arc<Value> {
     static COOKIE: std::sync::OnceLock<Arc<Value>> = std::sync::OnceLock::new();
     COOKIE.get_or_init(|| Arc::new(session::default_cookie())).clone()
 }
-

@@ -43,8 +43,8 @@ use negotiate::Negotiated;
 use outbox::Outbox;
 use output::Output;
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::Instant;
 use timer::Clock;
 
