@@ -133,4 +133,3 @@ describe('an idle connection read on Node\'s loop, its reader parked', () => {
     r.assertNoErrors()
   })
 })
-
