@@ -35,28 +35,11 @@ pub(crate) type Then = Box<dyn FnOnce() + Send>;
 
 /// The reader of one transport, between two turns of its loop: what a
 /// parked reader keeps while no task runs for it.
-pub(super) struct Reading {
+struct Reading {
     transport: Arc<Transport>,
     rd: ReadHalf<BoxStream>,
     /// The socket, when the application's loop reads it (`watch_externally`).
     watched: Option<Arc<dyn DirectWrite>>,
-}
-
-/// A reader with nothing to wait for but events (see `Link::read_loop`),
-/// kept in its transport instead of a task.
-pub(crate) struct Parked {
-    link: Arc<Link>,
-    reading: Reading,
-    then: Then,
-}
-
-impl Parked {
-    /// Something the reader waits for happened: its loop goes on in a task.
-    pub(super) fn resume(self) {
-        let Parked { link, reading, then } = self;
-        let rt = link.rt.clone();
-        rt.spawn(link.read_loop(reading, Some(then)));
-    }
 }
 
 impl Link {
@@ -96,7 +79,7 @@ impl Link {
     /// are events: `kill`, `end`, the other loop's end of stream. With a
     /// `then` to finish with, it parks then instead of waiting in a task
     /// (10,000 idle connections should not hold a task each, ~1 KB), and
-    /// the event resumes it (`Parked::resume`). A grace timer, once `end`
+    /// the event resumes it (`Transport::parked`). A grace timer, once `end`
     /// started one, is waited for in a task.
     ///
     /// Boxed, as a parked reader's resumption spawns this loop again.
@@ -155,8 +138,12 @@ impl Link {
                 if !reading_here && deadline.is_none() {
                     if let Some(t) = then.take() {
                         if let Some(mut slot) = transport.parking() {
-                            let reading = Reading { transport: transport.clone(), rd, watched };
-                            *slot = Some(Parked { link: self.clone(), reading, then: t });
+                            // Resumed by the event, in a new task.
+                            let (link, reading) = (self.clone(), Reading { transport: transport.clone(), rd, watched });
+                            *slot = Some(Box::new(move || {
+                                let rt = link.rt.clone();
+                                rt.spawn(link.read_loop(reading, Some(t)));
+                            }));
                             return;
                         }
                         // An event came: handled below, in this task.

@@ -12,8 +12,8 @@
 //!   `write_lines`, `write_raw`), typed as `Write`.
 //! * `transport_ctl.rs`: `Transport`, the control block of one socket
 //!   (kill, end, wake the writer, addresses, the parked reader).
-//! * `io.rs`: `drive` and the reader loop (`read_loop`, `Parked`), the
-//!   writer task (`start_writer`),
+//! * `io.rs`: `drive` and the reader loop (`read_loop`, parked in its
+//!   transport while idle on Node's loop), the writer task (`start_writer`),
 //!   direct writes from the caller's thread (`wake_writer`), feeding input
 //!   (`receive`).
 //! * `external_read.rs`: reads on the application's own loop (Node's libuv).

@@ -5,7 +5,6 @@
 //! state that hands reading over to the application's loop; the reads
 //! themselves are in `external_read.rs`.
 
-use super::io::Parked;
 use crate::engine::delivery::lock;
 use crate::engine::transport::{Addresses, DirectWrite};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,8 +36,9 @@ pub(crate) struct Transport {
     pub(super) writer_busy: Mutex<bool>,
     /// The hand-over of reading to the application's loop.
     pub(super) external: ExternalRead,
-    /// The reader, while it waits for an event without a task (`read_loop`).
-    pub(super) parked: Mutex<Option<Parked>>,
+    /// The reader, while it waits for an event without a task
+    /// (`Link::read_loop`): what goes on with its loop in a new task.
+    pub(super) parked: Mutex<Option<Resume>>,
 }
 
 impl Transport {
@@ -74,7 +74,7 @@ impl Transport {
     /// flag before they look in the slot, and the slot's lock orders the
     /// two: either the reader sees the flag and does not park, or the event
     /// finds the reader parked and resumes it.
-    pub(super) fn parking(&self) -> Option<std::sync::MutexGuard<'_, Option<Parked>>> {
+    pub(super) fn parking(&self) -> Option<std::sync::MutexGuard<'_, Option<Resume>>> {
         let slot = lock(&self.parked);
         let woken = self.killed.load(Ordering::Acquire)
             || self.ending.load(Ordering::Acquire)
@@ -85,11 +85,14 @@ impl Transport {
     /// Resumes the reader if it is parked.
     fn unpark(&self) {
         let parked = lock(&self.parked).take();
-        if let Some(parked) = parked {
-            parked.resume();
+        if let Some(resume) = parked {
+            resume();
         }
     }
 }
+
+/// A parked reader's way back into its loop (`Transport::parking`).
+pub(super) type Resume = Box<dyn FnOnce() + Send>;
 
 /// A socket's write half, type-erased: whatever the transport (TCP, Unix,
 /// TLS, a JavaScript stream), the writer task is the same code.
