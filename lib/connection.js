@@ -337,7 +337,9 @@ function Connection (server, h, info) {
   this.sessionStore = server.sessionStore
   this.logErrors = !!server.logErrors
   this._ackTimeout = server.options.ackTimeout
-  this._limits = limitsOf(server.options)
+  // One object per server, shared by its connections (and its own sends).
+  if (server._limits === undefined) server._limits = limitsOf(server.options)
+  this._limits = server._limits
   this.session = info.session
   this.sessionID = info.session.sessionID
   if (server._maxQueueLength != null) this.maxQueueLength = server._maxQueueLength

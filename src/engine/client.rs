@@ -4,12 +4,14 @@
 use super::delivery::lock;
 use super::diag::Ns;
 use super::events::Kind;
-use super::link::Link;
+use super::link::{Link, Then};
 use super::tls::TlsConnector;
 use super::transport::{self, io_code, Addresses, BoxStream, Endpoint};
 use super::Shared;
 use crate::protocol::backoff::{self, unit_random, Backoff};
 use crate::protocol::peer::{Config, Peer, Role};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, Notify};
@@ -197,44 +199,87 @@ impl Client {
 /// The client's task: the connect loop, `STOPPED` after each
 /// `disconnect()`, until the application releases the client.
 pub(crate) async fn run(shared: Arc<Shared>, client: Arc<Client>) {
-    connect_loop(&shared, &client).await;
-    lock(&client.control).js_waiter = None;
-    for h in client.link.handles() {
-        shared.unregister_link(h);
-    }
-    lock(&shared.clients).remove(&client.link.handle);
+    run_from(shared, client, None).await;
 }
 
-async fn connect_loop(shared: &Arc<Shared>, client: &Arc<Client>) {
+/// The connect loop from its start, or (`after`) from the end of a
+/// connection, in a new task the connection's reader started (`Then`).
+fn run_from(
+    shared: Arc<Shared>,
+    client: Arc<Client>,
+    after: Option<Attempt>,
+) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+    Box::pin(async move {
+        if connect_loop(&shared, &client, after).await == Loop::Handed {
+            return;
+        }
+        lock(&client.control).js_waiter = None;
+        for h in client.link.handles() {
+            shared.unregister_link(h);
+        }
+        lock(&shared.clients).remove(&client.link.handle);
+    })
+}
+
+/// A connection attempt that connected, for the loop's turn after it.
+struct Attempt {
+    target: usize,
+    started: Instant,
+}
+
+/// How `connect_loop` returned.
+#[derive(PartialEq, Eq)]
+enum Loop {
+    /// The client is released.
+    Done,
+    /// A connection's reader goes on with the loop once the connection
+    /// ends: an idle connection read on Node's loop parks its reader, and
+    /// no task need wait for it (`Link::read_loop`).
+    Handed,
+}
+
+async fn connect_loop(shared: &Arc<Shared>, client: &Arc<Client>, mut after: Option<Attempt>) -> Loop {
     let link = client.link.clone();
-    let mut target = 0usize;
+    let mut target = after.as_ref().map_or(0, |a| a.target);
     loop {
-        if client.stopping() {
-            // Session, queue and unacknowledged events stay, for a later
-            // reconnect() to resume with.
-            link.deliver(Kind::Stopped, |b| b.push('0'));
-            if !client.parked().await {
-                return;
-            }
-        }
-        lock(&client.control).now = false;
-        let started = Instant::now();
-        let mut connected = false;
-        match client.open(target).await {
-            Ok((stream, addrs)) => {
-                connected = true;
-                link.drive(stream, addrs).await;
+        let (started, connected) = match after.take() {
+            Some(a) => {
                 shared.forget_pipe(link.handle);
+                (a.started, true)
             }
-            Err((message, code)) => {
-                link.log(Ns::Reconnect, || format!("{} connection attempt failed: {message}", link.who()));
-                // A JavaScript factory's failure was already reported there,
-                // with the factory's own error object.
-                if !client.stopping() && !matches!(client.options.connector, Connector::Js) {
-                    link.deliver_error(&message, code);
+            None => {
+                if client.stopping() {
+                    // Session, queue and unacknowledged events stay, for a later
+                    // reconnect() to resume with.
+                    link.deliver(Kind::Stopped, |b| b.push('0'));
+                    if !client.parked().await {
+                        return Loop::Done;
+                    }
                 }
+                lock(&client.control).now = false;
+                let started = Instant::now();
+                match client.open(target).await {
+                    Ok((stream, addrs)) => {
+                        let (shared, client) = (shared.clone(), client.clone());
+                        let then: Then = Box::new(move || {
+                            let rt = shared.rt.clone();
+                            rt.spawn(run_from(shared, client, Some(Attempt { target, started })));
+                        });
+                        link.drive(stream, addrs, Some(then)).await;
+                        return Loop::Handed;
+                    }
+                    Err((message, code)) => {
+                        link.log(Ns::Reconnect, || format!("{} connection attempt failed: {message}", link.who()));
+                        // A JavaScript factory's failure was already reported there,
+                        // with the factory's own error object.
+                        if !client.stopping() && !matches!(client.options.connector, Connector::Js) {
+                            link.deliver_error(&message, code);
+                        }
+                    }
+                }
+                (started, false)
             }
-        }
+        };
         if !connected {
             // With several servers, the next attempt tries the next one.
             target = target.wrapping_add(1);

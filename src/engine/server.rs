@@ -7,7 +7,7 @@ use super::events::Kind;
 use super::fleet_bus::FleetBus;
 use super::js_store::JsStore;
 use super::link::takeover;
-use super::link::Link;
+use super::link::{Link, Then};
 use super::metrics::{CountedStore, ServerMetrics};
 use super::redis_store::RedisStore;
 use super::retention::Retention;
@@ -86,7 +86,7 @@ pub(crate) struct ListenOptions {
 
 pub(crate) struct Server {
     pub handle: u32,
-    config: Config,
+    config: Arc<Config>,
     /// The store, counting its calls (`metrics`).
     store: Arc<CountedStore>,
     tls: Option<Arc<TlsAcceptor>>,
@@ -146,7 +146,7 @@ impl Server {
         let fleet = FleetBus::new(handle, shared, retention.clone(), redis.map(|r| (r, counted)));
         Arc::new(Server {
             handle,
-            config,
+            config: Arc::new(config),
             store,
             tls: options.tls,
             retention,
@@ -235,16 +235,26 @@ impl Server {
         F: std::future::Future<Output = std::io::Result<BoxStream>> + Send + 'static,
     {
         let (shared, server) = (shared.clone(), self.clone());
-        shared.rt.clone().spawn(async move {
-            match stream.await {
-                Ok(stream) => link.drive(stream, addrs).await,
-                Err(e) => link.deliver_error(&e.to_string(), io_code(&e).or(Some("ETLS"))),
+        let rt = shared.rt.clone();
+        rt.spawn(async move {
+            let stream = stream.await;
+            let ended = link.clone();
+            // Run by the reader when the transport is done, which may be in
+            // another task (an idle connection read on Node's loop has none).
+            let then: Then = Box::new(move || {
+                shared.forget_pipe(ended.handle);
+                takeover::retire(&shared, &ended);
+                ended.deliver(Kind::Disconnected, |b| b.push_str("false"));
+                server.active.fetch_sub(1, Ordering::AcqRel);
+                server.maybe_closed(&shared);
+            });
+            match stream {
+                Ok(stream) => link.drive(stream, addrs, Some(then)).await,
+                Err(e) => {
+                    link.deliver_error(&e.to_string(), io_code(&e).or(Some("ETLS")));
+                    then();
+                }
             }
-            shared.forget_pipe(link.handle);
-            takeover::retire(&shared, &link);
-            link.deliver(Kind::Disconnected, |b| b.push_str("false"));
-            server.active.fetch_sub(1, Ordering::AcqRel);
-            server.maybe_closed(&shared);
         });
     }
 }

@@ -93,7 +93,10 @@ struct Inner {
 }
 
 struct Entry {
-    session: Session,
+    /// The session as JSON text: a parsed `Session` (a `preserve_order`
+    /// map holding the cookie's map) costs about ten times its text, and
+    /// every connected session has one here besides its peer's copy.
+    json: Box<str>,
     last_used: Instant,
     /// The cookie's expiry, if it has a `maxAge`.
     expires: Option<Instant>,
@@ -159,7 +162,7 @@ impl MemoryStore {
             }
             Some(e) => {
                 e.last_used = now;
-                Some(e.session.clone())
+                Some(parse(&e.json))
             }
             None => None,
         }
@@ -170,14 +173,16 @@ impl MemoryStore {
         let mut inner = super::delivery::lock(&self.inner);
         let now = Instant::now();
         let Some(e) = inner.map.get_mut(sid).filter(|e| !e.expired(now, self.ttl)) else { return false };
+        let mut session = parse(&e.json);
         let mut bytes = e.bytes;
         for (k, v) in changes {
-            let old = e.session.get(&k).map_or(0, |old| member_len(&k, old));
+            let old = session.get(&k).map_or(0, |old| member_len(&k, old));
             bytes = (bytes + member_len(&k, &v)).saturating_sub(old);
-            e.session.insert(k, v);
+            session.insert(k, v);
         }
+        e.json = to_json(&session);
         e.last_used = now;
-        e.expires = cookie_max_age(&e.session).map(|ms| now + Duration::from_millis(ms.max(0) as u64));
+        e.expires = cookie_max_age(&session).map(|ms| now + Duration::from_millis(ms.max(0) as u64));
         let grown = bytes as isize - e.bytes as isize;
         e.bytes = bytes;
         inner.bytes = (inner.bytes as isize + grown) as usize;
@@ -208,8 +213,18 @@ impl MemoryStore {
         }
         let expires = cookie_max_age(&session).map(|ms| now + Duration::from_millis(ms.max(0) as u64));
         inner.bytes += bytes;
-        inner.map.insert(sid.to_owned(), Entry { session, last_used: now, expires, bytes });
+        inner.map.insert(sid.to_owned(), Entry { json: to_json(&session), last_used: now, expires, bytes });
     }
+}
+
+/// A session as the JSON text an `Entry` keeps.
+fn to_json(session: &Session) -> Box<str> {
+    serde_json::to_string(session).unwrap_or_else(|_| "{}".into()).into_boxed_str()
+}
+
+/// An `Entry`'s session; its text is always one `to_json` wrote.
+fn parse(json: &str) -> Session {
+    serde_json::from_str(json).unwrap_or_default()
 }
 
 /// How long an idle session stays in the memory store by default.
@@ -325,5 +340,27 @@ mod tests {
         let now = store.get_now("a").unwrap();
         assert_eq!(now["v"], 2);
         assert_eq!(store.bytes(), crate::protocol::session::size(&now));
+    }
+
+    #[test]
+    fn keeps_sessions_as_text_with_their_order_and_values() {
+        let store = MemoryStore::new(Duration::from_secs(60), 10);
+        let s: Session = serde_json::from_str(
+            r#"{"z":1,"cookie":{"originalMaxAge":null,"expires":null,"httpOnly":true,"path":"/"},"a":[1.5,-2,"\u00e9\n",null,{"y":true,"b":false}],"big":18446744073709551615,"m":-9223372036854775808,"f":0.1}"#,
+        )
+        .unwrap();
+        store.set_now("a", s.clone());
+        let got = store.get_now("a").unwrap();
+        assert_eq!(got, s);
+        assert_eq!(got.keys().collect::<Vec<_>>(), ["z", "cookie", "a", "big", "m", "f"], "insertion order kept");
+        let mut changes = Session::new();
+        changes.insert("a".into(), "replaced".into());
+        changes.insert("n".into(), serde_json::json!({"k": [1, 2]}));
+        assert!(store.update_now("a", changes));
+        let got = store.get_now("a").unwrap();
+        assert_eq!(got.keys().collect::<Vec<_>>(), ["z", "cookie", "a", "big", "m", "f", "n"]);
+        assert_eq!(got["a"], "replaced");
+        assert_eq!(got["n"]["k"][1], 2);
+        assert_eq!(store.bytes(), crate::protocol::session::size(&got));
     }
 }

@@ -191,7 +191,13 @@ pub fn cookie_max_age(session: &Session) -> Option<i64> {
 /// configured connect Cookie): with a `maxAge`, it expires `maxAge` from
 /// `now_ms`, as the original's `store.generate` builds one per session.
 pub(crate) fn new_cookie(template: &Value, now_ms: i64) -> Value {
-    let mut cookie = template.clone();
+    // Rebuilt rather than cloned: a cloned `preserve_order` map keeps room
+    // for as many entries as its hash table could hold (7 for the default
+    // cookie's 4, ~350 bytes more per connection); collected, it has 4.
+    let mut cookie = match template {
+        Value::Object(fields) => Value::Object(fields.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+        other => other.clone(),
+    };
     if let Some(ms) = cookie.get("originalMaxAge").and_then(Value::as_f64).filter(|ms| ms.is_finite()) {
         cookie["expires"] = Value::String(iso_millis(now_ms.saturating_add(ms as i64)));
     }

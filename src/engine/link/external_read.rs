@@ -46,8 +46,7 @@ impl Link {
     pub(crate) fn external_failed(&self, id: u64) {
         if let Some(t) = self.transport_by_id(id) {
             t.external.failed.store(true, Ordering::Release);
-            t.external.done.store(true, Ordering::Release);
-            t.external.changed.notify_one();
+            t.external_done();
         }
     }
 
@@ -129,8 +128,7 @@ impl Link {
                 }
             }
         }
-        t.external.done.store(true, Ordering::Release);
-        t.external.changed.notify_one();
+        t.external_done();
         Watch::Stop
     }
 }

@@ -9,11 +9,15 @@ use crate::engine::delivery::lock;
 use crate::engine::diag::Ns;
 use crate::engine::events::Kind;
 use crate::engine::transport::{io_code, Addresses, NonBlocking};
+use crate::engine::transport::{BoxStream, DirectWrite};
 use std::fmt::Write as _;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::ReadHalf;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// How long a graceful close waits for the peer to finish before dropping.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
@@ -24,12 +28,26 @@ const FAIL_GRACE: Duration = Duration::from_millis(250);
 const READ_MIN: usize = 4 * 1024;
 const READ_MAX: usize = 64 * 1024;
 
+/// What runs once a link's transport is done: for a server-side link, the
+/// connection's end (retire it, report it); for a client, the next turn
+/// of its connect loop, in a new task.
+pub(crate) type Then = Box<dyn FnOnce() + Send>;
+
+/// The reader of one transport, between two turns of its loop: what a
+/// parked reader keeps while no task runs for it.
+struct Reading {
+    transport: Arc<Transport>,
+    rd: ReadHalf<BoxStream>,
+    /// The socket, when the application's loop reads it (`watch_externally`).
+    watched: Option<Arc<dyn DirectWrite>>,
+}
+
 impl Link {
-    /// Runs one transport to its end. Returns when the socket is closed.
-    pub(crate) async fn drive<S>(self: &Arc<Self>, stream: S, addresses: Addresses)
-    where
-        S: AsyncRead + AsyncWrite + Send + 'static,
-    {
+    /// Runs one transport to its end; then `then`, if given. Returns when
+    /// the socket is closed, or, with a `then`, possibly earlier: once the
+    /// application's loop reads the socket, the reader parks (`read_loop`),
+    /// and whichever event ends the transport finishes it in a new task.
+    pub(crate) async fn drive(self: &Arc<Self>, stream: BoxStream, addresses: Addresses, then: Option<Then>) {
         static NEXT_TRANSPORT: AtomicU64 = AtomicU64::new(1);
         let transport =
             Arc::new(Transport { id: NEXT_TRANSPORT.fetch_add(1, Ordering::Relaxed), ..Transport::default() });
@@ -37,7 +55,7 @@ impl Link {
         // The write half waits in the transport until there is output a
         // direct write cannot take (`start_writer`); the first pump may
         // already have some.
-        let (mut rd, wr) = tokio::io::split(stream);
+        let (rd, wr) = tokio::io::split(stream);
         *lock(&transport.writer) = WriterSlot::Idle(Box::new(wr));
         *lock(&self.transport) = Some(transport.clone());
         self.metrics.opened();
@@ -53,132 +71,167 @@ impl Link {
         self.pump();
 
         let watched = self.watch_externally(&transport);
-        // Allocated only while this task reads (not once Node's loop does:
-        // 10,000 idle connections should not hold 4 KiB each), small at
-        // first, doubled whenever a read fills it.
-        let mut buf: Vec<u8> = Vec::new();
-        let mut deadline: Option<tokio::time::Instant> = None;
-        // Why the loop ended, for `uhura:connection`.
-        let reason: std::borrow::Cow<'static, str>;
-        loop {
-            if deadline.is_none() {
-                let (failed, requested) = {
-                    let peer = lock(&self.peer);
-                    (peer.has_failed(), peer.close_requested())
+        self.clone().read_loop(Reading { transport, rd, watched }, then).await;
+    }
+
+    /// The reader loop of one transport, then its end. Once the
+    /// application's loop reads the socket, all this loop still waits for
+    /// are events: `kill`, `end`, the other loop's end of stream. With a
+    /// `then` to finish with, it parks then instead of waiting in a task
+    /// (10,000 idle connections should not hold a task each, ~1 KB), and
+    /// the event resumes it (`Transport::parked`). A grace timer, once `end`
+    /// started one, is waited for in a task.
+    ///
+    /// Boxed, as a parked reader's resumption spawns this loop again.
+    fn read_loop(self: Arc<Self>, r: Reading, then: Option<Then>) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        Box::pin(async move {
+            let Reading { transport, mut rd, watched } = r;
+            // Allocated only while this task reads (not once Node's loop
+            // does: 10,000 idle connections should not hold 4 KiB each),
+            // small at first, doubled whenever a read fills it.
+            let mut buf: Vec<u8> = Vec::new();
+            let mut deadline: Option<tokio::time::Instant> = None;
+            let mut then = then;
+            // Why the loop ended, for `uhura:connection`.
+            let reason: std::borrow::Cow<'static, str>;
+            loop {
+                if deadline.is_none() {
+                    let (failed, requested) = {
+                        let peer = lock(&self.peer);
+                        (peer.has_failed(), peer.close_requested())
+                    };
+                    if failed || requested || transport.ending.load(Ordering::Acquire) {
+                        transport.end();
+                        // To flush and send FIN, even with nothing left to write.
+                        self.start_writer(&transport);
+                        // A broken or silent peer gets only a moment to take the
+                        // error's last bytes; a clean end waits for its FIN.
+                        let grace = if failed { FAIL_GRACE } else { CLOSE_GRACE };
+                        deadline = Some(tokio::time::Instant::now() + grace);
+                    }
+                }
+                let grace = async {
+                    match deadline {
+                        Some(d) => tokio::time::sleep_until(d).await,
+                        None => std::future::pending().await,
+                    }
                 };
-                if failed || requested || transport.ending.load(Ordering::Acquire) {
-                    transport.end();
-                    // To flush and send FIN, even with nothing left to write.
-                    self.start_writer(&transport);
-                    // A broken or silent peer gets only a moment to take the
-                    // error's last bytes; a clean end waits for its FIN.
-                    let grace = if failed { FAIL_GRACE } else { CLOSE_GRACE };
-                    deadline = Some(tokio::time::Instant::now() + grace);
+                let ext = &transport.external;
+                if ext.requested.load(Ordering::Acquire) && !ext.active.load(Ordering::Acquire) {
+                    // For good: nothing hands reading back to this task, so
+                    // tokio's reactor need not hear of incoming data any more.
+                    if let Some(socket) = &watched {
+                        socket.stop_tokio_reads();
+                    }
+                    ext.active.store(true, Ordering::Release);
                 }
-            }
-            let grace = async {
-                match deadline {
-                    Some(d) => tokio::time::sleep_until(d).await,
-                    None => std::future::pending().await,
+                let reading_here = !ext.active.load(Ordering::Acquire);
+                if !reading_here && !buf.is_empty() {
+                    buf = Vec::new();
+                } else if reading_here && buf.is_empty() {
+                    buf = vec![0u8; READ_MIN];
                 }
-            };
-            let ext = &transport.external;
-            if ext.requested.load(Ordering::Acquire) && !ext.active.load(Ordering::Acquire) {
-                // For good: nothing hands reading back to this task, so
-                // tokio's reactor need not hear of incoming data any more.
-                if let Some(socket) = &watched {
-                    socket.stop_tokio_reads();
+                if ext.done.load(Ordering::Acquire) {
+                    reason = if ext.failed.load(Ordering::Acquire) { "socket error" } else { "the peer closed" }.into();
+                    break;
                 }
-                ext.active.store(true, Ordering::Release);
-            }
-            let reading_here = !ext.active.load(Ordering::Acquire);
-            if !reading_here && !buf.is_empty() {
-                buf = Vec::new();
-            } else if reading_here && buf.is_empty() {
-                buf = vec![0u8; READ_MIN];
-            }
-            if ext.done.load(Ordering::Acquire) {
-                reason = if ext.failed.load(Ordering::Acquire) { "socket error" } else { "the peer closed" }.into();
-                break;
-            }
-            let input_open = lock(&self.peer).wants_read();
-            tokio::select! {
-                _ = transport.kill.notified() => {
+                if !reading_here && deadline.is_none() {
+                    if let Some(t) = then.take() {
+                        if let Some(mut slot) = transport.parking() {
+                            // Resumed by the event, in a new task.
+                            let (link, reading) = (self.clone(), Reading { transport: transport.clone(), rd, watched });
+                            *slot = Some(Box::new(move || {
+                                let rt = link.rt.clone();
+                                rt.spawn(link.read_loop(reading, Some(t)));
+                            }));
+                            return;
+                        }
+                        // An event came: handled below, in this task.
+                        then = Some(t);
+                    }
+                }
+                let input_open = lock(&self.peer).wants_read();
+                tokio::select! {
+                    _ = transport.kill.notified() => {
+                        reason = "destroyed (or a write failed)".into();
+                        break;
+                    }
+                    _ = grace => {
+                        reason = "the peer did not close in time after our end".into();
+                        break;
+                    }
+                    _ = transport.ending_wake.notified(), if deadline.is_none() => continue,
+                    _ = ext.changed.notified() => continue,
+                    _ = self.input_wake.notified(), if !input_open => continue,
+                    r = rd.read(&mut buf), if reading_here && input_open => match r {
+                        Ok(0) => {
+                            reason = "the peer closed".into();
+                            break;
+                        }
+                        Err(e) => {
+                            self.deliver_error(&e.to_string(), io_code(&e));
+                            reason = format!("socket error: {e}").into();
+                            break;
+                        }
+                        Ok(n) => {
+                            if !self.receive(transport.id, &buf[..n]) {
+                                reason = "an internal error".into();
+                                break;
+                            }
+                            if n == buf.len() && buf.len() < READ_MAX {
+                                buf.resize(buf.len() * 2, 0);
+                            } else if n < buf.len() {
+                                // Drained: the connection may be idle for a while.
+                                lock(&self.peer).release_buffers();
+                                if n < READ_MIN && buf.len() > READ_MIN {
+                                    buf = vec![0u8; READ_MIN];
+                                }
+                            }
+                        }
+                    },
+                }
+                if transport.killed.load(Ordering::Acquire) {
                     reason = "destroyed (or a write failed)".into();
                     break;
                 }
-                _ = grace => {
-                    reason = "the peer did not close in time after our end".into();
-                    break;
-                }
-                _ = transport.ending_wake.notified(), if deadline.is_none() => continue,
-                _ = ext.changed.notified() => continue,
-                _ = self.input_wake.notified(), if !input_open => continue,
-                r = rd.read(&mut buf), if reading_here && input_open => match r {
-                    Ok(0) => {
-                        reason = "the peer closed".into();
-                        break;
-                    }
-                    Err(e) => {
-                        self.deliver_error(&e.to_string(), io_code(&e));
-                        reason = format!("socket error: {e}").into();
-                        break;
-                    }
-                    Ok(n) => {
-                        if !self.receive(transport.id, &buf[..n]) {
-                            reason = "an internal error".into();
-                            break;
-                        }
-                        if n == buf.len() && buf.len() < READ_MAX {
-                            buf.resize(buf.len() * 2, 0);
-                        } else if n < buf.len() {
-                            // Drained: the connection may be idle for a while.
-                            lock(&self.peer).release_buffers();
-                            if n < READ_MIN && buf.len() > READ_MIN {
-                                buf = vec![0u8; READ_MIN];
-                            }
-                        }
-                    }
-                },
+                self.delivery.wait_capacity().await;
             }
-            if transport.killed.load(Ordering::Acquire) {
-                reason = "destroyed (or a write failed)".into();
-                break;
+            // Waited for, so no writer of this transport can take the peer's
+            // output once the next transport has it.
+            let writer = std::mem::take(&mut *lock(&transport.writer));
+            if let WriterSlot::Running(writer) = writer {
+                writer.abort();
+                let _ = writer.await;
             }
-            self.delivery.wait_capacity().await;
-        }
-        // Waited for, so no writer of this transport can take the peer's
-        // output once the next transport has it.
-        let writer = std::mem::take(&mut *lock(&transport.writer));
-        if let WriterSlot::Running(writer) = writer {
-            writer.abort();
-            let _ = writer.await;
-        }
-        if let Some(socket) = watched {
-            // The other loop still holds the fd until it stops watching;
-            // the peer must see the close now.
-            socket.shutdown();
-            let id = transport.id;
-            self.deliver(Kind::Unwatch, |b| {
-                let _ = write!(b, "{id}");
+            if let Some(socket) = watched {
+                // The other loop still holds the fd until it stops watching;
+                // the peer must see the close now.
+                socket.shutdown();
+                let id = transport.id;
+                self.deliver(Kind::Unwatch, |b| {
+                    let _ = write!(b, "{id}");
+                });
+            }
+            self.log(Ns::Connection, || {
+                let failed = lock(&self.peer).has_failed();
+                let ending = transport.ending.load(Ordering::Acquire);
+                let why = if failed {
+                    " after a protocol error or timeout"
+                } else if ending && deadline.is_some() {
+                    " after our end()"
+                } else {
+                    ""
+                };
+                format!("{} closed: {reason}{why}", self.who())
             });
-        }
-        self.log(Ns::Connection, || {
-            let failed = lock(&self.peer).has_failed();
-            let ending = transport.ending.load(Ordering::Acquire);
-            let why = if failed {
-                " after a protocol error or timeout"
-            } else if ending && deadline.is_some() {
-                " after our end()"
-            } else {
-                ""
-            };
-            format!("{} closed: {reason}{why}", self.who())
-        });
-        lock(&self.peer).handle_close();
-        self.pump();
-        self.metrics.closed();
-        *lock(&self.transport) = None;
+            lock(&self.peer).handle_close();
+            self.pump();
+            self.metrics.closed();
+            *lock(&self.transport) = None;
+            if let Some(then) = then {
+                then();
+            }
+        })
     }
 
     /// Hands bytes read from `transport` to the peer; false if that

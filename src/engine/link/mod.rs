@@ -1,7 +1,8 @@
 //! A `Link` is one application-visible connection (a client, or one
 //! server-side connection) and the tasks that drive its current transport:
-//! a reader that feeds the protocol state machine, and, while there is
-//! output a direct write could not take, a writer that flushes it. Reading
+//! a reader that feeds the protocol state machine (parked without a task
+//! while Node's loop reads the socket and nothing ends it), and, while
+//! there is output a direct write could not take, a writer that flushes it. Reading
 //! and writing are separate tasks so a peer that is busy writing to us can
 //! never deadlock against our writes.
 //!
@@ -10,8 +11,9 @@
 //! * `calls.rs`: application calls (`write`, the Node binding's
 //!   `write_lines`, `write_raw`), typed as `Write`.
 //! * `transport_ctl.rs`: `Transport`, the control block of one socket
-//!   (kill, end, wake the writer, addresses).
-//! * `io.rs`: `drive` (the reader loop), the writer task (`start_writer`),
+//!   (kill, end, wake the writer, addresses, the parked reader).
+//! * `io.rs`: `drive` and the reader loop (`read_loop`, parked in its
+//!   transport while idle on Node's loop), the writer task (`start_writer`),
 //!   direct writes from the caller's thread (`wake_writer`), feeding input
 //!   (`receive`).
 //! * `external_read.rs`: reads on the application's own loop (Node's libuv).
@@ -36,6 +38,7 @@
 //!    that transport's `addresses`, `writer_busy` or `writer`; `deferred`;
 //!    `unsaved_session`; `durable`, then `unsaved`; `Retention`'s map of active sessions.
 //! 4. Leaves, taken last and alone: the delivery buffer, `Shared`'s maps,
+//!    a transport's `parked` slot,
 //!    the timer heap (`scheduled` is taken before it, never under `peer`),
 //!    `aliases`.
 
@@ -57,6 +60,7 @@ use super::timers::Timers;
 use super::Shared;
 use crate::protocol::peer::Peer;
 use acks::DeferredAcks;
+pub(crate) use io::Then;
 use persist::{DeltaSlot, SaveSlot};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -104,8 +108,9 @@ pub(crate) struct Link {
     /// (PERSISTED) once the delivery state holding its event is saved.
     durable: Mutex<Vec<crate::protocol::peer::Notify>>,
     /// Delivery state changes not yet saved to a shared store, and whether
-    /// a task is saving them (one at a time, so they apply in order).
-    unsaved: Mutex<DeltaSlot>,
+    /// a task is saving them (one at a time, so they apply in order); none
+    /// while there is nothing to save (most links, most of the time).
+    unsaved: Mutex<Option<Box<DeltaSlot>>>,
     /// The latest session not yet saved, and whether a task is saving. One
     /// save at a time, always of the newest copy, so an older snapshot can
     /// never land after a newer one.
@@ -152,7 +157,7 @@ impl Link {
             resuming: Mutex::new(None),
             successor: Mutex::new(None),
             durable: Mutex::new(Vec::new()),
-            unsaved: Mutex::new(DeltaSlot::default()),
+            unsaved: Mutex::new(None),
             unsaved_session: Mutex::new(SaveSlot::default()),
             session_saved: Notify::new(),
             deferred: Mutex::new(DeferredAcks::default()),

@@ -26,8 +26,9 @@ enum PendingSave {
 /// later ones folded into it, so the store sees them in order.
 #[derive(Default)]
 pub(super) struct SaveSlot {
-    /// The session id and what to save under it.
-    pending: Option<(String, PendingSave)>,
+    /// The session id and what to save under it; boxed, as every link has
+    /// a slot and most hold nothing in it most of the time.
+    pending: Option<Box<(String, PendingSave)>>,
     /// A task is saving; it takes `pending` when done with the last.
     running: bool,
     /// A save of this link has reached the store, so the session is there.
@@ -38,7 +39,7 @@ impl SaveSlot {
     /// Folds a new save into the pending one: keys into the copy they
     /// change, a whole copy replacing whatever was there.
     fn add(&mut self, sid: String, save: PendingSave) {
-        self.pending = Some(match (self.pending.take(), save) {
+        self.pending = Some(Box::new(match (self.pending.take().map(|p| *p), save) {
             (Some((old, PendingSave::Whole(mut whole))), PendingSave::Keys(changed)) if old == sid => {
                 whole.extend(changed);
                 (sid, PendingSave::Whole(whole))
@@ -48,12 +49,12 @@ impl SaveSlot {
                 (sid, PendingSave::Keys(keys))
             }
             (_, save) => (sid, save),
-        });
+        }));
     }
 
     /// The next save for the task; clears `running` when there is none.
     fn next(&mut self) -> Option<(String, PendingSave)> {
-        let next = self.pending.take();
+        let next = self.pending.take().map(|p| *p);
         self.running = next.is_some();
         next
     }
@@ -125,13 +126,14 @@ impl Link {
         if !delta.is_empty() || !durable.is_empty() {
             // Appended under the peer lock, so changes reach the store in
             // the order they happened (an ack never before its add).
-            let mut unsaved = lock(&self.unsaved);
+            let mut slot = lock(&self.unsaved);
+            let unsaved = slot.get_or_insert_with(Box::default);
             let u = &mut unsaved.delta;
             u.add.append(&mut delta.add);
             u.remove.append(&mut delta.remove);
             u.seen.append(&mut delta.seen);
             unsaved.persisted.append(&mut durable);
-            drop(unsaved);
+            drop(slot);
             if let Some(id) = peer.session_id() {
                 store_work.push(StoreWork::Delivery(id.to_owned()));
             }
@@ -253,7 +255,8 @@ impl Link {
             }
             StoreWork::Delivery(id) => {
                 {
-                    let mut unsaved = lock(&self.unsaved);
+                    let mut slot = lock(&self.unsaved);
+                    let unsaved = slot.get_or_insert_with(Box::default);
                     if unsaved.running {
                         return;
                     }
@@ -262,12 +265,18 @@ impl Link {
                 self.rt.spawn(async move {
                     loop {
                         let (delta, persisted) = {
-                            let mut unsaved = lock(&link.unsaved);
-                            if unsaved.delta.is_empty() && unsaved.persisted.is_empty() {
-                                unsaved.running = false;
-                                return;
+                            let mut slot = lock(&link.unsaved);
+                            match slot.as_mut() {
+                                Some(u) if !u.delta.is_empty() || !u.persisted.is_empty() => {
+                                    (std::mem::take(&mut u.delta), std::mem::take(&mut u.persisted))
+                                }
+                                // Done (and no longer `running`): the slot
+                                // goes until the next change.
+                                _ => {
+                                    *slot = None;
+                                    return;
+                                }
                             }
-                            (std::mem::take(&mut unsaved.delta), std::mem::take(&mut unsaved.persisted))
                         };
                         let saved = if delta.is_empty() { Ok(()) } else { store.save_delivery(&id, delta).await };
                         if let Err(e) = &saved {

@@ -36,6 +36,9 @@ pub(crate) struct Transport {
     pub(super) writer_busy: Mutex<bool>,
     /// The hand-over of reading to the application's loop.
     pub(super) external: ExternalRead,
+    /// The reader, while it waits for an event without a task
+    /// (`Link::read_loop`): what goes on with its loop in a new task.
+    pub(super) parked: Mutex<Option<Resume>>,
 }
 
 impl Transport {
@@ -48,14 +51,48 @@ impl Transport {
     pub(crate) fn kill(&self) {
         self.killed.store(true, Ordering::Release);
         self.kill.notify_one();
+        self.unpark();
     }
     /// `end()`: the reader starts a writer, which flushes and sends FIN, and
     /// waits for the peer to close, up to a grace period.
     pub(crate) fn end(&self) {
         self.ending.store(true, Ordering::Release);
         self.ending_wake.notify_one();
+        self.unpark();
+    }
+
+    /// The other loop saw the end of the stream (or an error, `failed` set
+    /// before): the reader ends the transport.
+    pub(super) fn external_done(&self) {
+        self.external.done.store(true, Ordering::Release);
+        self.external.changed.notify_one();
+        self.unpark();
+    }
+
+    /// The reader's slot to park in, unless an event it waits for (kill,
+    /// end, the other loop's end of stream) has come. The events set their
+    /// flag before they look in the slot, and the slot's lock orders the
+    /// two: either the reader sees the flag and does not park, or the event
+    /// finds the reader parked and resumes it.
+    pub(super) fn parking(&self) -> Option<std::sync::MutexGuard<'_, Option<Resume>>> {
+        let slot = lock(&self.parked);
+        let woken = self.killed.load(Ordering::Acquire)
+            || self.ending.load(Ordering::Acquire)
+            || self.external.done.load(Ordering::Acquire);
+        (!woken).then_some(slot)
+    }
+
+    /// Resumes the reader if it is parked.
+    fn unpark(&self) {
+        let parked = lock(&self.parked).take();
+        if let Some(resume) = parked {
+            resume();
+        }
     }
 }
+
+/// A parked reader's way back into its loop (`Transport::parking`).
+pub(super) type Resume = Box<dyn FnOnce() + Send>;
 
 /// A socket's write half, type-erased: whatever the transport (TCP, Unix,
 /// TLS, a JavaScript stream), the writer task is the same code.

@@ -1,12 +1,15 @@
 //! Native sockets (TCP, Unix) as tokio sees them, on Unix: registered with
-//! its reactor for reads and writes while the reader task reads them, for
-//! writes only once the application's loop does (`stop_tokio_reads`).
+//! its reactor for reads and writes while the reader task reads them; once
+//! the application's loop does (`stop_tokio_reads`), not at all until a
+//! write finds the socket's buffer full, and then for writes only.
 //! Registered for reads, as a tokio stream always is, the reactor thread
 //! would wake for every segment that arrives, only to note a readiness no
 //! one waits for: a thread wake-up per message, slow on an idle machine
 //! whose vCPUs halt (bench/README.md, "Round trip"). Registered for
 //! writability alone (edge-triggered), it hears of the socket only after a
-//! write found the buffer full, and of errors.
+//! write found the buffer full, and of errors. And an idle connection
+//! (10,000 of them) need not hold a registration (~256 bytes) at all: the
+//! errors its writes would meet, the application's loop reads first.
 
 use super::{DirectWrite, SharedSocket};
 use crate::engine::delivery::lock;
@@ -28,8 +31,9 @@ pub(crate) struct NativeSocket<S> {
 
 #[derive(Debug)]
 struct Registration {
-    /// None if registering for writes alone failed: writes waiting for
-    /// readiness then fail, which ends the transport.
+    /// None once the application's loop reads, until a write must wait
+    /// for writability (`poll_write` registers then; if that fails, the
+    /// write fails, which ends the transport).
     fd: Option<AsyncFd<Fd>>,
     /// Whether `fd` is registered for reads too.
     reads: bool,
@@ -86,12 +90,9 @@ where
             return;
         }
         reg.reads = false;
-        // An fd is registered once per epoll instance: the old registration
-        // goes first.
+        // Registered again only when a write has to wait (`poll_write`).
         drop(reg.fd.take());
-        reg.fd = register(self.socket.as_raw_fd(), Interest::WRITABLE).ok();
-        // To wait on the new registration (which, if the socket is
-        // writable already, reports it at once).
+        // A writer waiting on the old registration registers anew.
         if let Some(writer) = reg.writer.take() {
             writer.wake();
         }
@@ -131,8 +132,18 @@ where
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let mut reg = lock(&self.0.reg);
         loop {
-            let Some(fd) = reg.fd.as_ref() else {
-                return Poll::Ready(Err(io::Error::other("the socket lost its registration with tokio")));
+            let fd = match reg.fd.as_ref() {
+                Some(fd) => fd,
+                None => {
+                    match (&self.0.socket).write(buf) {
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                        r => return Poll::Ready(r),
+                    }
+                    // Edge-triggered: registered while the buffer is full,
+                    // the reactor hears when it drains (or at once, if it
+                    // drained in between).
+                    reg.fd.insert(register(self.0.socket.as_raw_fd(), Interest::WRITABLE)?)
+                }
             };
             let mut ready = match fd.poll_write_ready(cx) {
                 Poll::Ready(r) => r?,

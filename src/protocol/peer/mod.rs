@@ -47,6 +47,7 @@ use outbox::Outbox;
 use output::Output;
 use queue::Events;
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::Instant;
 use timer::Clock;
 
@@ -142,7 +143,9 @@ enum Phase {
 /// [`pending_bytes`](Self::pending_bytes), [`pending_output`](Self::pending_output).
 pub struct Peer {
     role: Role,
-    config: Config,
+    /// Shared by a server's connections (`Arc::make_mut` for the rare
+    /// per-connection change): ~180 bytes each otherwise.
+    config: Arc<Config>,
     entropy: Entropy,
     phase: Phase,
     reader: Reader,
@@ -186,7 +189,8 @@ impl Peer {
     ///
     /// If `config.entropy` is not set: the protocol core has no randomness
     /// of its own, and ids and secrets must not silently become predictable.
-    pub fn new(role: Role, config: Config, now: Instant) -> Self {
+    pub fn new(role: Role, config: impl Into<Arc<Config>>, now: Instant) -> Self {
+        let config = config.into();
         let entropy =
             config.entropy.clone().expect("peer::Config::entropy must be set (the driver supplies randomness)");
         let mut prefix = [0u8; 6];
@@ -294,7 +298,7 @@ impl Peer {
     /// Changes `max_queue_length` (the old client's `maxQueueLength`
     /// setter), dropping the oldest events now over it.
     pub fn set_max_queue_length(&mut self, n: usize) {
-        self.config.max_queue_length = n;
+        Arc::make_mut(&mut self.config).max_queue_length = n;
         self.enforce_limits();
     }
 
