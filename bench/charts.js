@@ -60,7 +60,7 @@ const SI = ['1', '10', '100', '1k', '10k', '100k', '1M', '10M', '100M', '1G']
 function throughput (results) {
   const cfg = results.meta.config
   const tests = results.meta.tests
-  const names = Object.keys(results.impls).filter((n) => results.impls[n].available)
+  const names = Object.keys(results.impls).filter((n) => results.impls[n].available && !results.impls[n].rttOnly)
   const groups = []
   if (tests.includes('burst')) for (const b of cfg.bursts) groups.push({ label: `c→s N=${fmtN(b.n)}`, get: (r) => r.burst && r.burst[b.n] })
   if (tests.includes('s2c')) groups.push({ label: `s→c N=${fmtN(cfg.s2c.n)}`, get: (r) => r.s2c })

@@ -16,6 +16,7 @@ const { byName, HOST } = require('./impls')
 const [role, implName, scenario, cfgJson] = process.argv.slice(2)
 const cfg = JSON.parse(cfgJson || '{}')
 const impl = byName(implName)
+Object.assign(process.env, impl.env)
 
 function report (obj) {
   process.stdout.write('@@' + JSON.stringify(obj) + '\n')

@@ -19,6 +19,8 @@
 //   legacy       a published package of 2014: the bursts marked `legacy: false`
 //                in run.js (10M) are not run for it, with `legacy` as the note
 //   rttOnce      runs in the first round-trip round only (too slow to repeat)
+//   rttOnly      runs in the round-trip test only
+//   env          environment variables its child processes set before loading it
 //
 // A new transport variant (TLS, a createServer/createConnection factory, ...)
 // is one more entry built with uhuraAdapter({...}) or by hand.
@@ -235,6 +237,14 @@ const oursVariants = [
   })
 ]
 
+// Ours with the busy poll of Node's loop on (src/node/busy_poll.rs; off by
+// default): round trips only, the setting is about latency on machines whose
+// idle CPUs halt. `env` is applied by child.js before the package loads.
+const oursBusyPoll = Object.assign(
+  uhuraAdapter({ name: 'ours-busypoll', label: 'uhura 0.2, UHURA_BUSY_POLL_US=100', modPath: OURS_DIR, acks: true, isReady: () => true }),
+  { variantOf: 'ours', rttOnly: true, env: { UHURA_BUSY_POLL_US: '100' } }
+)
+
 const impls = [
   uhuraAdapter({
     name: 'ours',
@@ -269,6 +279,7 @@ const impls = [
     legacy: 'no acks, so nothing bounds what it queues: its memory explodes'
   }),
   raw,
+  oursBusyPoll,
   ...oursVariants
 ]
 

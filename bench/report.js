@@ -130,6 +130,8 @@ function markdown (results, charts) {
   const tests = m.tests
   const names = Object.keys(results.impls)
   const avail = names.filter((n) => results.impls[n].available)
+  // The throughput and memory tables leave out the variants measured for round trips only.
+  const availT = avail.filter((n) => !results.impls[n].rttOnly)
   const label = (n) => results.impls[n].label + (results.impls[n].acks ? '' : ' ¹')
   const o = []
   o.push('# Benchmarks')
@@ -171,12 +173,12 @@ function markdown (results, charts) {
       `${cfg.chunk ? `, ${fmtInt(cfg.chunk)} per macrotask` : ''}; time from the first send until the last ack callback ran.` +
       `${cfg.warmup ? ` Before it, in the same processes and connection, ${fmtInt(cfg.warmup)} warm-up events go the same way and are not counted.` : ''}`)
     o.push('')
-    o.push(table(['implementation', ...sizes.map((n) => `N = ${fmtInt(n)}`)], avail.map((n) => [label(n), ...sizes.map((s) => runCell(results.impls[n].burst && results.impls[n].burst[s], results.impls[n].acks))])))
+    o.push(table(['implementation', ...sizes.map((n) => `N = ${fmtInt(n)}`)], availT.map((n) => [label(n), ...sizes.map((s) => runCell(results.impls[n].burst && results.impls[n].burst[s], results.impls[n].acks))])))
     o.push('')
     o.push('Memory (RSS: after `gc()` before the burst → peak during it) and CPU (user + system, µs per event) of both processes:')
     o.push('')
     const rows = []
-    for (const n of avail) {
+    for (const n of availT) {
       for (const s of sizes) {
         const b = results.impls[n].burst && results.impls[n].burst[s]
         if (!b || (b.status !== 'ok' && b.status !== 'dnf')) continue
@@ -193,7 +195,7 @@ function markdown (results, charts) {
     o.push('')
     o.push(`The client sends \`go\`; the server sends N = ${fmtInt(cfg.s2c.n)} events on that connection the same way; time from \`go\` arriving until the server's last ack callback ran.`)
     o.push('')
-    o.push(table(['implementation', 'throughput', 'client RSS', 'server RSS', 'client CPU µs/ev', 'server CPU µs/ev'], avail.map((n) => {
+    o.push(table(['implementation', 'throughput', 'client RSS', 'server RSS', 'client CPU µs/ev', 'server CPU µs/ev'], availT.map((n) => {
       const b = results.impls[n].s2c
       const ok = b && b.status === 'ok'
       return [label(n), runCell(b, results.impls[n].acks), b ? rssCell(b.clientRssBaseline, b.clientRssPeak) : '—', b ? rssCell(b.serverRssBaseline, b.serverRssPeak) : '—',
@@ -206,7 +208,7 @@ function markdown (results, charts) {
     o.push('')
     o.push(`${cfg.many.clients} clients in one process, each sending ${fmtInt(cfg.many.n)} acked events at once, to one server process. Aggregate: all acked events ÷ time until the last ack; a client's finish time is when its own last ack callback ran.`)
     o.push('')
-    o.push(table(['implementation', 'aggregate', 'finish time median / max', 'max ÷ median', 'client RSS', 'server RSS'], avail.map((n) => {
+    o.push(table(['implementation', 'aggregate', 'finish time median / max', 'max ÷ median', 'client RSS', 'server RSS'], availT.map((n) => {
       const b = results.impls[n].many
       const ok = b && b.status === 'ok'
       return [label(n), runCell(b, results.impls[n].acks),
@@ -231,11 +233,12 @@ function markdown (results, charts) {
       const rounds = r.rounds.map((x) => (x.status === 'ok' ? `${fmtUs(x.p50us)} / ${fmtUs(x.p99us)}` : x.note || x.status)).join('; ')
       return [label(n) + (r.once ? ' ²' : ''), rounds, r.p50us != null ? fmtUs(r.p50us) : '—', r.p99us != null ? fmtUs(r.p99us) : '—']
     })))
-    const ro = ours && ours.rtt
     const rl = results.impls['uhura-0.0.10'] && results.impls['uhura-0.0.10'].rtt
-    if (ro && rl && ro.p50us != null && rl.p50us != null) {
+    for (const mine of [ours, results.impls['ours-busypoll']]) {
+      const ro = mine && mine.rtt
+      if (!ro || !rl || ro.p50us == null || rl.p50us == null) continue
       o.push('')
-      o.push(`${ours.label} ÷ uhura@0.0.10: p50 ${(ro.p50us / rl.p50us).toFixed(2)} ×, p99 ${(ro.p99us / rl.p99us).toFixed(2)} ×.`)
+      o.push(`${mine.label} ÷ uhura@0.0.10: p50 ${(ro.p50us / rl.p50us).toFixed(2)} ×, p99 ${(ro.p99us / rl.p99us).toFixed(2)} ×.`)
     }
     if (charts && charts.rtt) {
       o.push('')

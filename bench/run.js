@@ -437,7 +437,7 @@ async function main () {
   }
   const runnable = []
   for (const impl of selected) {
-    const r = results.impls[impl.name] = { label: impl.label, acks: impl.acks }
+    const r = results.impls[impl.name] = { label: impl.label, acks: impl.acks, rttOnly: !!impl.rttOnly }
     const av = checkAvailable(impl)
     r.available = av.ok
     if (impl.name === 'ours' || impl.variantOf === 'ours') {
@@ -456,7 +456,7 @@ async function main () {
   // and many clients. After a size that did not finish, the larger ones (and
   // s2c / many at or above it) are not run.
   const burstCfg = (n) => ({ n, payload: CFG.payload, chunk: CFG.chunk, window: CFG.window, warmup: CFG.warmup })
-  for (const impl of runnable) {
+  for (const impl of runnable.filter((i) => !i.rttOnly)) {
     const r = results.impls[impl.name]
     let failedAt = null
     const skip = (n) => (failedAt != null && n >= failedAt ? { status: 'skipped', note: `did not finish at ${fmtInt(failedAt)}` } : null)
@@ -524,7 +524,7 @@ async function main () {
   }
 
   if (TESTS.includes('idle')) {
-    for (const impl of runnable) {
+    for (const impl of runnable.filter((i) => !i.rttOnly)) {
       const r = results.impls[impl.name]
       if (impl.noIdle && !IDLE_EXPLICIT) {
         r.idleSkipped = true

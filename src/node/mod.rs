@@ -8,6 +8,8 @@ mod metrics;
 mod options;
 // Polls sockets by fd with libuv: Unix only (elsewhere tokio reads them).
 #[cfg(all(unix, not(uhura_portable)))]
+mod busy_poll;
+#[cfg(all(unix, not(uhura_portable)))]
 mod uv;
 
 use options::{addresses, endpoint, millis, peer_config, store_choice, tls_options};

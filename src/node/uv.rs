@@ -19,7 +19,10 @@
 //! instead would cost an eventfd write, another turn of the loop and its
 //! `epoll_wait` for every batch. The read and the drain run corked
 //! (`engine::cork`): the replies and acks they cause leave in one write.
+//! Then, on a tight request/response rhythm, the thread spins a moment for
+//! the next input before libuv blocks (`busy_poll.rs`).
 
+use super::busy_poll;
 use crate::engine::link::external_read::Watch;
 use crate::engine::link::Link;
 use napi::sys;
@@ -35,6 +38,7 @@ extern "C" {
     fn uv_close(handle: *mut c_void, cb: extern "C" fn(*mut c_void));
     fn uv_unref(handle: *mut c_void);
     fn uv_handle_size(kind: c_int) -> usize;
+    fn uv_backend_fd(loop_: *const c_void) -> c_int;
 }
 
 /// `UV_POLL` in libuv's `uv_handle_type`, and `UV_READABLE`.
@@ -164,6 +168,14 @@ fn layout() -> std::alloc::Layout {
 }
 
 extern "C" fn on_readable(handle: *mut c_void, status: c_int, _events: c_int) {
+    busy_poll::batch_started();
+    read_and_drain(handle, status);
+    busy_poll::batch_done();
+}
+
+/// Reads the socket, hands what arrived to JavaScript, and writes what that
+/// caused (the cork is released on return).
+fn read_and_drain(handle: *mut c_void, status: c_int) {
     // SAFETY: `data` was set to a leaked PollContext in `watch` and is only
     // freed in `on_close`, after the handle stopped.
     let ctx = unsafe { &*(*(handle as *mut *mut PollContext)) };
@@ -234,6 +246,8 @@ pub(super) fn watch(uv_loop: *mut c_void, link: &Arc<Link>, id: u64) -> Result<(
         }
         None => {}
     }
+    // SAFETY: Node's loop, on its thread.
+    busy_poll::set_backend_fd(unsafe { uv_backend_fd(uv_loop) });
     let fd = socket.raw_fd();
     let ctx = Box::into_raw(Box::new(PollContext { link: Arc::downgrade(link), transport: id, _socket: socket }));
     // SAFETY: a zeroed allocation of the size libuv asks for; libuv
