@@ -157,7 +157,6 @@ fn run_delay() -> Option<u64> {
 }
 
 #[cfg(test)]
-
 mod tests {
     use super::*;
 
