@@ -45,26 +45,6 @@ describe('the outbox', () => {
     assert.equal(client._acks.size, 0)
   })
 
-  it('keeps call order across two emitters when flushed early', { timeout: 30000 }, async (t) => {
-    const conns = []
-    const server = U.createServer((conn) => conns.push(conn))
-    await new Promise((resolve) => server.listen(0, HOST, resolve))
-    const client = U.createClient(server.address().port, HOST)
-    client.autoReconnect(5, 20)
-    t.after(() => new Promise((resolve) => { client.disconnect(); server.close(resolve) }))
-    const got = []
-    client.on('o', (i) => got.push(i))
-    await waitUntil(() => conns.length === 1 && client.ready, 5000, 'the first connection')
-    conns[0].socket.destroy()
-    await waitUntil(() => conns.length === 2 && client.ready, 5000, 'the resumed connection')
-    const [older, newer] = conns
-    // Runs of 700 per object: flushes fall inside runs and between them.
-    const N = 7000
-    for (let i = 0; i < N; i++) (Math.floor(i / 700) % 2 === 0 ? older : newer).send('o', i)
-    await waitUntil(() => got.length >= N, 10000, `all ${N} events`)
-    assert.deepEqual(got, Array.from({ length: N }, (_, i) => i))
-  })
-
   it('keeps the sends of a client made before connect() in the same tick for it', { timeout: 30000 }, async (t) => {
     const got = []
     const server = U.createServer((conn) => conn.on('e', (i) => got.push(i)))

@@ -77,7 +77,7 @@ Acks.prototype.addPersisted = function (seq, cb) {
 /** Removes and returns the callback of `seq`, or undefined if it has none (any longer). */
 Acks.prototype.take = function (seq) {
   const off = seq - this.base
-  if (!(off >= 0 && off < this.len)) return off < 0 ? this._takeStraggler(seq) : undefined
+  if (!(off >= 0 && off < this.len)) return off < 0 ? this._takeFrom('stragglers', seq) : undefined
   const buf = this.buf
   const i = (this.head + off) & (buf.length - 1)
   const cb = buf[i]
@@ -88,23 +88,20 @@ Acks.prototype.take = function (seq) {
   return cb
 }
 
-Acks.prototype._takeStraggler = function (seq) {
-  if (this.stragglers === null) return undefined
-  const cb = this.stragglers.get(seq)
+/** Removes and returns the callback under `seq` in the side map `name` (`stragglers` or `persisted`). */
+Acks.prototype._takeFrom = function (name, seq) {
+  const map = this[name]
+  if (map === null) return undefined
+  const cb = map.get(seq)
   if (cb === undefined) return undefined
-  this.stragglers.delete(seq)
+  map.delete(seq)
   this.size--
   return cb
 }
 
 /** Removes and returns the persisted stage of the durable send `seq`, if any. */
 Acks.prototype.takePersisted = function (seq) {
-  if (this.persisted === null) return undefined
-  const cb = this.persisted.get(seq)
-  if (cb === undefined) return undefined
-  this.persisted.delete(seq)
-  this.size--
-  return cb
+  return this._takeFrom('persisted', seq)
 }
 
 // Moves the front past settled slots; an emptied ring larger than the first
