@@ -219,3 +219,25 @@ async fn a_unix_socket_server_replaces_a_stale_socket_file() {
     assert!(!path.exists(), "close() removes the socket file");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn send_to_reaches_one_session_and_broadcast_every_connection() {
+    let server = server().await;
+    let a = Client::connect(server.local_addr(), Options::default()).await.unwrap();
+    let b = Client::connect(server.local_addr(), Options::default()).await.unwrap();
+    let (sid_a, sid_b) = (a.session_id().unwrap(), b.session_id().unwrap());
+    assert_ne!(sid_a, sid_b);
+
+    within("send_to", server.send_to(&sid_b, "dm", ("to b",))).await.unwrap();
+    assert_eq!(message("dm", || b.next_event()).await, vec![json!("to b")]);
+    within("broadcast", server.broadcast("news", ("all", 1))).await.unwrap();
+    for client in [&a, &b] {
+        assert_eq!(message("news", || client.next_event()).await, vec![json!("all"), json!(1)]);
+    }
+    // `a` got the broadcast and nothing else: the dm went to `b` only.
+    assert!(a.try_next_event().is_none(), "a's only message was the broadcast");
+
+    let err = within("send_to an unknown session", server.send_to("no such session", "dm", ())).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NoSession);
+    assert_eq!(err.code(), Some("ERR_UHURA_NO_SESSION"));
+}

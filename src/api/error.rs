@@ -28,6 +28,9 @@ pub enum ErrorKind {
     InvalidInput,
     /// The runtime could not start.
     Runtime,
+    /// `Server::send_to`: no connection of the server holds that session.
+    /// (`ERR_UHURA_NO_SESSION`)
+    NoSession,
 }
 
 /// An error of the Rust API: a kind, a message, and the code the Node
@@ -45,6 +48,7 @@ impl Error {
             ErrorKind::Dropped => Some("ERR_UHURA_DROPPED"),
             ErrorKind::AckTimeout => Some("ERR_UHURA_ACK_TIMEOUT"),
             ErrorKind::Closed => Some("ERR_UHURA_CLOSED"),
+            ErrorKind::NoSession => Some("ERR_UHURA_NO_SESSION"),
             _ => None,
         };
         Error { kind, message: message.into(), code: code.map(str::to_owned) }

@@ -36,8 +36,12 @@ enum AckState {
 }
 
 impl Ack {
-    fn failed(e: Error) -> Self {
+    pub(crate) fn failed(e: Error) -> Self {
         Ack { state: AckState::Done(Some(Err(e))) }
+    }
+
+    pub(crate) fn waiting(rx: oneshot::Receiver<Result<(), Error>>) -> Self {
+        Ack { state: AckState::Waiting(rx) }
     }
 }
 
@@ -92,7 +96,7 @@ impl Handle {
         let (tx, rx) = oneshot::channel();
         let seq = self.hub.expect_ack(self.handle, tx);
         link.send_event(json, Some((self.handle, seq)));
-        Ack { state: AckState::Waiting(rx) }
+        Ack::waiting(rx)
     }
 
     pub(crate) fn emit(&self, name: &str, args: impl Serialize) -> Result<(), Error> {

@@ -124,7 +124,7 @@ impl Hub {
         seq
     }
 
-    fn settle_ack(&self, seq: u64, result: Result<(), Error>) {
+    pub(crate) fn settle_ack(&self, seq: u64, result: Result<(), Error>) {
         if let Some((_, tx)) = lock(&self.pending).remove(&seq) {
             let _ = tx.send(result);
         }
@@ -262,6 +262,18 @@ impl Hub {
                             s.stops += 1;
                             s.stopped = true;
                         });
+                    }
+                }
+                Some(Kind::Persisted) => {
+                    // A server's `send_to` / `broadcast`: `[server, PERSISTED,
+                    // seq]`, or with the failure, which `swap_remove` moved
+                    // to index 2.
+                    if let Some(s) = seq() {
+                        let result = match entry.get(2) {
+                            Some(info @ Value::Object(_)) => Err(error_of(info, ErrorKind::NoSession)),
+                            _ => Ok(()),
+                        };
+                        self.settle_ack(s, result);
                     }
                 }
                 Some(Kind::Listening) => {

@@ -4,15 +4,17 @@
 use super::addr::{Addr, IntoAddr};
 use super::connection::Connection;
 use super::error::{Error, ErrorKind};
+use super::handle::{event_json, Ack};
 use super::hub::{hub, Hub};
 use super::options::ServerOptions;
 use crate::engine::delivery::lock;
 use crate::engine::ListenOptions;
+use serde::Serialize;
 use serde_json::Value;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use tokio::sync::{watch, Notify};
+use tokio::sync::{oneshot, watch, Notify};
 
 #[derive(Debug, Default, Clone)]
 pub(crate) struct ServerStatus {
@@ -126,7 +128,7 @@ impl Server {
             Ok(Ok(addr)) => Ok(Server { hub, handle, inbox, addr }),
             Ok(Err(failed)) => {
                 hub.remove_server(handle);
-                hub.engine.close_server(handle);
+                hub.engine.server_release(handle);
                 Err(failed.unwrap_or_else(|| Error::new(ErrorKind::Listen, "uhura: listen failed")))
             }
             Err(_) => Err(Error::closed()),
@@ -136,6 +138,43 @@ impl Server {
     /// Where it listens: the actual port when bound to port 0.
     pub fn local_addr(&self) -> &Addr {
         &self.addr
+    }
+
+    /// Sends `name` with `args` to session `session_id`, on the connection
+    /// of this server that holds it: open, or dropped and kept for the
+    /// session's return within `resume_window` (it then arrives on resume).
+    /// Resolves once the event is queued on that connection, not on the
+    /// client's ack; fails with [`ErrorKind::NoSession`] when no connection
+    /// of this server holds the session. The Node binding's
+    /// `server.sendTo` without a Redis store.
+    pub fn send_to(&self, session_id: &str, name: &str, args: impl Serialize) -> Ack {
+        self.to_sessions(name, args, |engine, seq, json| {
+            engine.server_send_to(self.handle, session_id.to_owned(), json, seq)
+        })
+    }
+
+    /// Sends `name` with `args` on every open connection of this server.
+    /// Resolves once it is queued on each.
+    pub fn broadcast(&self, name: &str, args: impl Serialize) -> Ack {
+        self.to_sessions(name, args, |engine, seq, json| engine.server_broadcast(self.handle, json, seq))
+    }
+
+    fn to_sessions(
+        &self,
+        name: &str,
+        args: impl Serialize,
+        send: impl FnOnce(&crate::engine::Engine, u64, String) -> Result<(), String>,
+    ) -> Ack {
+        let json = match event_json(name, &args) {
+            Ok(json) => json,
+            Err(e) => return Ack::failed(e),
+        };
+        let (tx, rx) = oneshot::channel();
+        let seq = self.hub.expect_ack(self.handle, tx);
+        if send(&self.hub.engine, seq, json).is_err() {
+            self.hub.settle_ack(seq, Err(Error::closed()));
+        }
+        Ack::waiting(rx)
     }
 
     /// The next connection whose handshake completed, new or resumed
