@@ -6,6 +6,8 @@
 const { describe, it } = require('node:test')
 const assert = require('node:assert/strict')
 const net = require('node:net')
+const v8 = require('node:v8')
+const vm = require('node:vm')
 const Uhura = require('..')
 const { HOST, CLIENT_HANDSHAKE, waitFor, waitUntil, installExitWatchdog } = require('./helpers')
 
@@ -272,6 +274,22 @@ describe('Uhura.metrics.register (prom-client)', () => {
     assert.throws(() => Uhura.metrics.register(registry, c.server, { server: 'a' }), /another server of this registry/)
     assert.throws(() => Uhura.metrics.register(registry, a.server, { server: 'z' }), /already registered/)
     assert.throws(() => Uhura.metrics.register(registry, c.server, 'c'), /labels is an object/)
+    // A registry holds its servers weakly: one closed and dropped leaves it,
+    // and its labels are free again.
+    v8.setFlagsFromString('--expose-gc')
+    const gc = vm.runInNewContext('gc')
+    let dropped = Uhura.createServer(() => {})
+    Uhura.metrics.register(registry, dropped, { server: 'dropped' })
+    assert.match(await registry.metrics(), /^uhura_connections\{server="dropped"\} 0$/m)
+    await new Promise((resolve) => dropped.listen(0, HOST, resolve))
+    await new Promise((resolve) => dropped.close(resolve))
+    dropped = null
+    await waitUntil(async () => {
+      gc()
+      await new Promise((resolve) => setImmediate(resolve))
+      return !/server="dropped"/.test(await registry.metrics())
+    }, 10000, 'the dropped server to leave the registry')
+    Uhura.metrics.register(registry, Uhura.createServer(() => {}), { server: 'dropped' })
     // A registry whose first server has no labels takes no second one.
     const lone = new client.Registry()
     Uhura.metrics.register(lone, a.server)

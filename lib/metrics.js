@@ -104,10 +104,12 @@ function register (registry, server, labels) {
   const key = JSON.stringify(names.map((n) => String(labels[n])))
   let entry = registered.get(registry)
   if (entry === undefined) {
-    entry = { names, servers: new Map(), keys: new Set() }
+    // Servers by a weak reference: registering one does not keep it alive;
+    // one collected leaves the registry at the next scrape.
+    entry = { names, servers: [], keys: new Set() }
     registered.set(registry, entry)
     addCollectors(client, registry, entry)
-  } else if (entry.servers.has(server)) {
+  } else if (entry.servers.some((s) => s.ref.deref() === server)) {
     throw new TypeError('uhura: metrics.register(): this server is already registered in this registry')
   } else if (names.length === 0 || names.join() !== entry.names.join()) {
     throw new TypeError('uhura: metrics.register(): servers sharing a registry need labels telling them apart, ' +
@@ -115,9 +117,21 @@ function register (registry, server, labels) {
   } else if (entry.keys.has(key)) {
     throw new TypeError(`uhura: metrics.register(): another server of this registry has the labels ${JSON.stringify(labels)}`)
   }
-  entry.servers.set(server, labels)
+  entry.servers.push({ ref: new WeakRef(server), labels, key })
   entry.keys.add(key)
   return registry
+}
+
+/** The servers of a registry's entry still alive, with their labels; the collected ones are dropped. */
+function live (entry) {
+  const out = []
+  entry.servers = entry.servers.filter((s) => {
+    const server = s.ref.deref()
+    if (server === undefined) entry.keys.delete(s.key)
+    else out.push({ server, labels: s.labels })
+    return server !== undefined
+  })
+  return out
 }
 
 /** The collectors of one registry, made with its first server: each reads every server registered there. */
@@ -143,7 +157,7 @@ function addCollectors (client, registry, entry) {
       registers: [registry],
       collect () {
         this.reset()
-        for (const [server, serverLabels] of entry.servers) {
+        for (const { server, labels: serverLabels } of live(entry)) {
           const m = current(server)
           if (!m) continue
           for (const [labels, value] of read(m)) {
