@@ -173,6 +173,15 @@ describe('sending across a fleet', () => {
       gc()
       return (await subscribers()) === 0
     }, 10000, 'the subscription closed once the server object was collected')
+    // One that never listened, too.
+    let idle = U.createServer({ store: U.redisStore({ url: redis.url }) })
+    await waitUntil(async () => (await subscribers()) === 1, 5000, 'the second fleet bus subscribed')
+    assert.equal(typeof idle.listen, 'function')
+    idle = null
+    await waitUntil(async () => {
+      gc()
+      return (await subscribers()) === 0
+    }, 10000, 'the subscription of a server that never listened closed once it was collected')
   })
 
   it('without Redis: sendTo and broadcast reach the sessions of this server', T, async (t) => {

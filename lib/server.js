@@ -63,7 +63,9 @@ function Server (options, onConnection) {
   this.store = options.store || null
   // The original's name for it, also on each connection.
   this.sessionStore = this.store
-  handles.set(this._h, this)
+  // Addressable by Rust's events while listening, closing, or waiting for
+  // sendTo / broadcast outcomes (set there); until then a server the
+  // application drops is collected, and its Rust side freed.
   releaseServerOnCollect.register(this, this._h)
   if (typeof onConnection === 'function') this.on('handshake', onConnection)
   if (options.createServer != null) {
@@ -71,6 +73,8 @@ function Server (options, onConnection) {
     // The original's factory hook (e.g. tls.createServer): it owns the
     // listening socket; each stream it accepts is pumped through Rust.
     this._factoryServer = options.createServer(options, (stream) => this._adoptStream(stream))
+    // Its connections' events name this server from the start.
+    handles.set(this._h, this)
     for (const ev of ['listening', 'close', 'error', 'connection', 'drop']) {
       this._factoryServer.on(ev, (...a) => {
         if (ev === 'listening') this._listening = true
@@ -195,6 +199,8 @@ Server.prototype.close = function (cb) {
   }
   this._bound = false
   if (this._admin) this._admin.close()
+  // Its CLOSED event (also for a server never listening) finds it.
+  handles.set(this._h, this)
   native.closeServer(this._h)
   return this
 }
