@@ -14,12 +14,11 @@
 //! trades CPU time for latency, and only pays on such machines. The window
 //! adapts as haltpoll's does: it grows to cover the gaps between batches
 //! seen lately, up to that maximum, and halves towards zero whenever a gap
-//! is longer. So
-//! sparse or idle traffic never spins, and a burst, whose next input is
-//! already there, spins not at all: the first check finds it. And it stays
-//! off for a while once this thread had to wait for a CPU between a spin
-//! and the input it caught: on a busy machine no CPU halts, and a spin
-//! would only take time from the threads waiting for one.
+//! is longer. So sparse or idle traffic never spins, and a burst, whose
+//! next input is already there, spins not at all: the first check finds
+//! it. And it stays off for a while once this thread had to wait for a CPU
+//! between a spin and the input it caught: on a busy machine no CPU halts,
+//! and a spin would only take time from the threads waiting for one.
 
 use std::cell::{Cell, RefCell};
 use std::ffi::c_int;
