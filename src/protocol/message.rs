@@ -326,26 +326,8 @@ pub(crate) fn encode_event_our_id(args: &str, prefix: &str, seq: u64, out: &mut 
     out.push_str(args);
     out.push_str(",\"id\":\"");
     out.push_str(prefix);
-    push_decimal(seq, out);
+    out.push_str(itoa::Buffer::new().format(seq));
     out.push_str("\"}");
-}
-
-/// Appends `n` in decimal: by hand, as `write!` costs more than the rest of
-/// a small event's framing.
-pub(crate) fn push_decimal(mut n: u64, out: &mut String) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    for &d in &digits[i..] {
-        out.push(char::from(d));
-    }
 }
 
 /// Encodes `["<name>"]`, or `["<name>",<arg>]` with `arg` JSON text
@@ -525,11 +507,6 @@ mod tests {
         assert_eq!(s, r#"{"args":["e",1],"id":"q\"1"}"#);
         s.clear();
         encode_event_our_id(r#"["e",1]"#, "0123456789ab-", 42, &mut s);
-        for n in [0, 7, 10, 4_294_967_296, u64::MAX] {
-            let mut d = String::new();
-            push_decimal(n, &mut d);
-            assert_eq!(d, n.to_string());
-        }
         let mut via_id = String::new();
         encode_event(r#"["e",1]"#, true, Some("0123456789ab-42"), &mut via_id);
         assert_eq!(s, via_id);

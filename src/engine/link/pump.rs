@@ -10,7 +10,6 @@ use crate::engine::delivery::{lock, Delivery};
 use crate::engine::diag::Ns;
 use crate::engine::events::Kind;
 use crate::engine::store::DeliveryDelta;
-use crate::protocol::message::push_decimal;
 use crate::protocol::peer::{Event, Peer, Polled};
 use crate::protocol::session;
 use serde_json::Value;
@@ -247,11 +246,12 @@ impl Link {
     pub(crate) fn deliver(&self, kind: Kind, body: impl FnOnce(&mut String)) {
         let handle = self.handle;
         let gen = self.delivery.push(|b| {
-            // `[handle,kind,`, by hand: once per event delivered.
+            // `[handle,kind,` without `fmt`: once per event delivered.
+            let mut digits = itoa::Buffer::new();
             b.push('[');
-            push_decimal(handle.into(), b);
+            b.push_str(digits.format(handle));
             b.push(',');
-            push_decimal(kind as u64, b);
+            b.push_str(digits.format(kind as u8));
             b.push(',');
             body(b);
             b.push(']');
