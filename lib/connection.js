@@ -102,15 +102,22 @@ SendEmitter.prototype.send = function (...args) {
     this._pushDurable(json, (err) => cb(err || null, 'persisted'), (err) => cb(err || null, 'acked'))
   } else if (cb) {
     const seq = this._seq++
-    if (this._acks === NO_ACKS) this._acks = new Acks()
-    this._acks.add(seq, cb)
-    // A server-side connection object outlives its socket (sends still reach
-    // the resumed session), so it must stay addressable for this ack.
-    if (this._disconnected) handles.set(this._h, this)
+    this._waitingAcks().add(seq, cb)
     this._push('a' + seq + json)
   } else {
     this._push('e' + json)
   }
+}
+
+/**
+ * The ack callbacks, about to hold one more: made on the first send with a
+ * callback. A server-side connection object outlives its socket (sends still
+ * reach the resumed session), so it must stay addressable for that ack.
+ */
+SendEmitter.prototype._waitingAcks = function () {
+  if (this._acks === NO_ACKS) this._acks = new Acks()
+  if (this._disconnected) handles.set(this._h, this)
+  return this._acks
 }
 
 /** send()'s name in an error message, made only for one: it costs as much as a send. */
@@ -135,19 +142,18 @@ SendEmitter.prototype.sendWithAck = function (...args) {
  */
 SendEmitter.prototype._pushDurable = function (json, onPersisted, onAcked) {
   const seq = this._seq++
-  if (this._acks === NO_ACKS) this._acks = new Acks()
+  const acks = this._waitingAcks()
   let persisted = false
   let ackedFirst = null
-  this._acks.addPersisted(seq, (err) => {
+  acks.addPersisted(seq, (err) => {
     persisted = true
     onPersisted(err)
     if (ackedFirst !== null) onAcked(ackedFirst.err)
   })
-  this._acks.add(seq, (err) => {
+  acks.add(seq, (err) => {
     if (persisted) onAcked(err)
     else ackedFirst = { err }
   })
-  if (this._disconnected) handles.set(this._h, this)
   this._push('d' + seq + json)
 }
 
