@@ -132,9 +132,31 @@ impl fmt::Display for Kind {
     }
 }
 
+/// Appends a PERSISTED entry: `[handle, 22, seq]`, or, with the failure's
+/// message and code, `[handle, 22, seq, {"message", "code"}]`. Written in
+/// one place for both of its senders: durable sends (`link/persist.rs`) and
+/// a server's `sendTo` / `broadcast` (`fleet_bus.rs`).
+pub(crate) fn persisted_entry(b: &mut String, handle: u32, seq: u64, failure: Option<(&str, &str)>) {
+    use std::fmt::Write as _;
+    let _ = write!(b, "[{handle},{},{seq}", Kind::Persisted);
+    if let Some((message, code)) = failure {
+        b.push(',');
+        b.push_str(&serde_json::json!({ "message": message, "code": code }).to_string());
+    }
+    b.push(']');
+}
+
 #[cfg(test)]
 mod tests {
     use super::Kind;
+
+    #[test]
+    fn a_persisted_entry_with_and_without_its_failure() {
+        let mut b = String::new();
+        super::persisted_entry(&mut b, 3, 7, None);
+        super::persisted_entry(&mut b, 3, 8, Some(("it \"failed\"", "ESTORE")));
+        assert_eq!(b, r#"[3,22,7][3,22,8,{"message":"it \"failed\"","code":"ESTORE"}]"#);
+    }
 
     #[test]
     fn all_lists_every_kind_at_its_number() {

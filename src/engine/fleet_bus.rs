@@ -15,7 +15,7 @@
 //! Without Redis the same calls reach the sessions of this server only.
 
 use super::delivery::{lock, Delivery};
-use super::events::Kind;
+use super::events::persisted_entry;
 use super::link::Link;
 use super::redis_store::RedisStore;
 use super::retention::Retention;
@@ -244,18 +244,8 @@ fn no_session(sid: &str) -> Failure {
 
 /// Tells the application the fate of its `sendTo` / `broadcast` number `seq`.
 fn report(delivery: &Delivery, server: u32, seq: u64, result: Result<(), Failure>) {
-    let body = match result {
-        Ok(()) => String::new(),
-        Err((message, code)) => {
-            let mut err = serde_json::Map::new();
-            err.insert("message".into(), message.into());
-            err.insert("code".into(), code.into());
-            format!(",{}", serde_json::Value::Object(err))
-        }
-    };
-    delivery.push(|b| {
-        let _ = write!(b, "[{server},{},{seq}{body}]", Kind::Persisted);
-    });
+    let failure = result.as_ref().err().map(|(message, code)| (message.as_str(), *code));
+    delivery.push(|b| persisted_entry(b, server, seq, failure));
 }
 
 /// The one task that writes this server's sends to Redis, in call order.

@@ -7,7 +7,7 @@
 use super::Link;
 use crate::engine::delivery::lock;
 use crate::engine::diag::Ns;
-use crate::engine::events::Kind;
+use crate::engine::events::persisted_entry;
 use crate::engine::store::{DeliveryDelta, SessionStore};
 use crate::protocol::peer::{Notify, Peer};
 use crate::protocol::session;
@@ -150,17 +150,13 @@ impl Link {
         persisted: Vec<Notify>,
         saved: Result<(), String>,
     ) {
-        let body = match saved.and(self.session_stored(store, id).await) {
-            Ok(()) => String::new(),
-            Err(e) => {
-                let mut err = serde_json::Map::new();
-                err.insert("message".into(), format!("uhura: the event was not persisted: {e}").into());
-                err.insert("code".into(), "ESTORE".into());
-                format!(",{}", serde_json::Value::Object(err))
-            }
-        };
+        let message = saved
+            .and(self.session_stored(store, id).await)
+            .err()
+            .map(|e| format!("uhura: the event was not persisted: {e}"));
+        let failure = message.as_deref().map(|m| (m, "ESTORE"));
         for (h, seq) in persisted {
-            self.delivery.push(|b| b.push_str(&format!("[{h},{},{seq}{body}]", Kind::Persisted)));
+            self.delivery.push(|b| persisted_entry(b, h, seq, failure));
         }
     }
 
