@@ -24,7 +24,7 @@
 
 use super::redis_conn::{is_unavailable, Connector, OP_TIMEOUT};
 use redis::Pipeline;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -254,14 +254,15 @@ enum Next {
 /// (less when kicked) and tries again.
 async fn flush(queue: Weak<Shared>, conn: Connector) {
     let mut backoff = MIN_BACKOFF;
-    // Sessions whose write failed in this pass (a cluster's only).
-    let mut failed_now: HashSet<String> = HashSet::new();
+    // On a cluster, the `seq` of the last write that failed in this pass:
+    // the pass goes on after it (writes queue in `seq` order), and a failed
+    // write waits for the next pass. 0: a pass starts at the oldest.
+    let mut after = 0;
     loop {
         let Some(shared) = queue.upgrade() else { return };
         let next = {
             let mut state = super::delivery::lock(&shared.state);
-            let next =
-                state.order.iter().find(|(_, sid)| !failed_now.contains(*sid)).map(|(&seq, sid)| (seq, sid.clone()));
+            let next = state.order.range(after + 1..).next().map(|(&seq, sid)| (seq, sid.clone()));
             match next {
                 Some((seq, sid)) => Next::Write(state.entries[&sid].write.clone(), sid, seq),
                 None if state.order.is_empty() => {
@@ -279,7 +280,7 @@ async fn flush(queue: Weak<Shared>, conn: Connector) {
             }
             Next::PassFailed => {
                 // Every write left failed in this pass: pause, start over.
-                failed_now.clear();
+                after = 0;
                 let _ = tokio::time::timeout(backoff, shared.kick.notified()).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
                 continue;
@@ -315,7 +316,7 @@ async fn flush(queue: Weak<Shared>, conn: Connector) {
         shared.tried.notify_waiters();
         if failed && conn.is_cluster() {
             // Maybe only this write's master is down: the next one.
-            failed_now.insert(sid);
+            after = seq;
         } else if failed {
             let _ = tokio::time::timeout(backoff, shared.kick.notified()).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
