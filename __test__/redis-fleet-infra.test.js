@@ -17,7 +17,7 @@ const path = require('node:path')
 const { spawnSync } = require('node:child_process')
 const {
   installExitWatchdog, HOST, freePort, useResources, waitUntil, waitHandshake, withTimeout, errorsOf, killServer, tryConnect,
-  needRedis, redisCommand, startRedis, pingPong, roundTripMatching, hasAll, assertHasAll, holdingProxy, delay,
+  needRedis, redisCommand, startRedis, pingPong, roundTripMatching, hasAll, assertHasAll, holdingProxy, delay, fleetOfTwo, failOver,
 } = require('./helpers')
 
 installExitWatchdog(15000)
@@ -106,27 +106,15 @@ async function startCluster (t) {
 }
 
 /**
- * Our servers A and B sharing a store made by `makeStore()`; a client with
- * both addresses on A, a key set and saved (`peek(sid)` reads the store),
- * then A dies: the client resumes on B with the key.
+ * `fleetOfTwo` on a store made by `makeStore()`, a key set and saved, then
+ * A dies: the client resumes on B with the key.
  */
 async function failsOverThrough (t, makeStore, peek) {
-  const r = useResources(t)
-  const A = await r.startServer('ours', { options: { store: makeStore() }, onConnection: pingPong })
-  const B = await r.startServer('ours', { options: { store: makeStore() }, onConnection: pingPong })
-  const client = r.createClient('ours', { servers: [{ host: HOST, port: A.port }, { host: HOST, port: B.port }] })
-  client.autoReconnect(20, 200)
-  await waitHandshake('ours', client)
-  const { conn } = await A.waitConnection(0)
-  const sid = client.get('sessionID')
-  await waitUntil(async () => (await peek(sid)) != null, 5000, 'the store to hold the new session')
+  const fleet = await fleetOfTwo(t, makeStore, peek)
+  const { client, conn, sid } = fleet
   client.set('k', 'through the store')
   await waitUntil(async () => hasAll(await peek(sid), { k: 'through the store' }), 5000, 'the store to hold k')
-  const hs = waitHandshake('ours', client, 8000)
-  await killServer(A)
-  const { conn: connB, reconnect } = await B.waitConnection(0, 8000)
-  await hs
-  assert.equal(reconnect, true, 'B resumed the session from the store')
+  const connB = await failOver(fleet)
   assert.equal(connB.get('k'), 'through the store')
   await roundTripMatching(client, 1)
   assert.deepStrictEqual([...errorsOf(conn), ...errorsOf(connB)].map(String), [], 'no store errors')

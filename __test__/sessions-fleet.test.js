@@ -9,8 +9,8 @@
 const { describe, it } = require('node:test')
 const assert = require('node:assert/strict')
 const {
-  installExitWatchdog, HOST, useResources, waitUntil, waitHandshake, delay, errorsOf, killServer,
-  needRedis, redisCommand, redisGetJSON, startRedis, pingPong, roundTripMatching, recordingStore, hasAll,
+  installExitWatchdog, HOST, useResources, waitUntil, waitHandshake, delay, errorsOf,
+  needRedis, redisCommand, redisGetJSON, startRedis, pingPong, roundTripMatching, recordingStore, hasAll, fleetOfTwo, failOver,
   assertHasAll, assertNoStoreOrProtocolErrors, nonTransportErrors, entryOf,
 } = require('./helpers')
 
@@ -23,24 +23,15 @@ const T = { timeout: 20000 }
 // =============================================================== 4. fleet
 
 /**
- * Two of our servers sharing a store (`makeStore()` per server: the same
- * object, or two handles on one Redis); a client with both addresses fails
- * over from A to B and resumes with every key. `peek(sid)` reads the store.
+ * Two of our servers sharing a store (`fleetOfTwo`): the client fails over
+ * from A to B and resumes with every key.
  */
 async function fleetFailover (t, makeStore, peek) {
-  const r = useResources(t)
-  const A = await r.startServer('ours', { options: { store: makeStore() }, onConnection: pingPong })
-  const B = await r.startServer('ours', { options: { store: makeStore() }, onConnection: pingPong })
-  const client = r.createClient('ours', { servers: [{ host: HOST, port: A.port }, { host: HOST, port: B.port }] })
-  client.autoReconnect(20, 200)
-  await waitHandshake('ours', client)
-  const { conn } = await A.waitConnection(0)
-  assert.equal(B.connections.length, 0, 'the client went to the first address')
-  const sid = client.get('sessionID')
+  const fleet = await fleetOfTwo(t, makeStore, peek)
+  const { r, A, client, conn, sid } = fleet
   const want = { sessionID: sid, c1: 'client', c2: { nested: [1, null] }, s1: 'server', s2: { a: 'é😀' } }
-  // The new session, then the client's keys, then the server's, each once
-  // the previous save is in the store (saves that cross are tested in section 1).
-  await waitUntil(async () => (await peek(sid)) != null, 5000, 'the shared store to hold the new session')
+  // The client's keys, then the server's, each once the previous save is in
+  // the store (saves that cross are tested in section 1).
   client.set('c1', want.c1)
   client.set({ c2: want.c2 })
   for (let i = 0; i < 20; i++) {
@@ -60,11 +51,7 @@ async function fleetFailover (t, makeStore, peek) {
   await delay(100)
   assertHasAll(await peek(sid), want, 'the shared store, settled')
 
-  const hs = waitHandshake('ours', client, 8000)
-  await killServer(A)
-  const { conn: connB, reconnect } = await B.waitConnection(0, 8000)
-  await hs
-  assert.equal(reconnect, true, 'B resumed the session (reconnect === true)')
+  const connB = await failOver(fleet)
   assert.equal(client.get('sessionID'), sid, 'same sessionID on B')
   assert.equal(connB.get('sessionID'), sid)
   assertHasAll(connB.get(), want, "B's session")

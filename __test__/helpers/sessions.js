@@ -8,7 +8,8 @@ const net = require('node:net')
 const util = require('node:util')
 const { delay, waitUntil, waitFor, withTimeout } = require('./wait')
 const { HOST } = require('./net')
-const { errorsOf } = require('./resources')
+const { errorsOf, useResources } = require('./resources')
+const { waitHandshake } = require('./legacy')
 const { pingPong } = require('./exchange')
 
 // connect's default Cookie, as the 0.1.x server stores it in every session.
@@ -146,9 +147,41 @@ async function killServer (srv) {
   srv.closed = true
 }
 
+/**
+ * Our servers A and B sharing a store (`makeStore()` per server: the same
+ * object, or two handles on one Redis) and one of our clients with both
+ * addresses, connected to A. Resolves once `peek(sid)`, which reads the
+ * store, finds the new session.
+ */
+async function fleetOfTwo (t, makeStore, peek) {
+  const r = useResources(t)
+  const A = await r.startServer('ours', { options: { store: makeStore() }, onConnection: pingPong })
+  const B = await r.startServer('ours', { options: { store: makeStore() }, onConnection: pingPong })
+  const client = r.createClient('ours', { servers: [{ host: HOST, port: A.port }, { host: HOST, port: B.port }] })
+  client.autoReconnect(20, 200)
+  await waitHandshake('ours', client)
+  const { conn } = await A.waitConnection(0)
+  assert.equal(B.connections.length, 0, 'the client went to the first address')
+  const sid = client.get('sessionID')
+  await waitUntil(async () => (await peek(sid)) != null, 5000, 'the shared store to hold the new session')
+  return { r, A, B, client, conn, sid }
+}
+
+/** Kills A of `fleetOfTwo`; resolves to B's connection once the client resumed its session there. */
+async function failOver ({ A, B, client }) {
+  const hs = waitHandshake('ours', client, 8000)
+  await killServer(A)
+  const { conn, reconnect } = await B.waitConnection(0, 8000)
+  await hs
+  assert.equal(reconnect, true, 'B resumed the session from the store (reconnect === true)')
+  return conn
+}
+
 module.exports = {
   tryConnect,
   killServer,
+  fleetOfTwo,
+  failOver,
   DEFAULT_COOKIE,
   clone,
   ourPair,
