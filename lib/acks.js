@@ -17,8 +17,11 @@ const MIN_CAPACITY = 16
 
 function Acks () {
   // buf[(head + seq - base) & (buf.length - 1)] is the callback of `seq`,
-  // for base <= seq < base + len; undefined once settled.
-  this.buf = null
+  // for base <= seq < base + len; undefined once settled. Never null: a
+  // branch that only the first add or the first add after a burst took
+  // would have no type feedback when send() is optimized, and taking it
+  // then would throw send's optimized code away at every burst's start.
+  this.buf = smallRing()
   this.head = 0
   this.len = 0
   this.base = 0
@@ -32,8 +35,8 @@ function Acks () {
 
 /** Adds the callback of `seq`, the emitter's next sequence number. */
 Acks.prototype.add = function (seq, cb) {
-  if (this.buf === null) this.buf = new Array(MIN_CAPACITY).fill(undefined)
-  if (this.len === 0) this.base = seq
+  // A store every call makes (not only the first of a burst, see Acks).
+  this.base = this.len === 0 ? seq : this.base
   // Sequence numbers are taken one by one, so this only fills a gap should
   // one ever be skipped.
   while (this.base + this.len < seq) this._append(undefined)
@@ -105,7 +108,8 @@ Acks.prototype.takePersisted = function (seq) {
 }
 
 // Moves the front past settled slots; an emptied ring larger than the first
-// is let go (a burst's window is not kept for an idle connection).
+// is swapped for a small one (a burst's window is not kept for an idle
+// connection).
 Acks.prototype._advance = function () {
   const buf = this.buf
   const mask = buf.length - 1
@@ -121,9 +125,13 @@ Acks.prototype._advance = function () {
   this.len = len
   this.base = base
   if (len === 0 && buf.length > MIN_CAPACITY) {
-    this.buf = null
+    this.buf = smallRing()
     this.head = 0
   }
+}
+
+function smallRing () {
+  return new Array(MIN_CAPACITY).fill(undefined)
 }
 
 module.exports = Acks

@@ -33,6 +33,10 @@ let afterBatch = []
 // hands them to Rust segment by segment, so sends on two connection objects
 // of one session keep their relative order too.
 let outbox = []
+// The outbox a flush writes from, emptied once written: the two arrays take
+// turns, so that neither is a new empty array whose elements kind differs
+// from what the optimized enqueue expects.
+let outboxWritten = []
 let outboxScheduled = false
 // What the outbox holds since its last flush.
 let outboxLines = 0
@@ -57,7 +61,8 @@ function flushOutbox () {
   outboxScheduled = false
   if (outbox.length === 0) return
   const segments = outbox
-  outbox = []
+  outbox = outboxWritten
+  outboxWritten = segments
   outboxLines = 0
   outboxChars = 0
   outboxUnbound = false
@@ -67,6 +72,7 @@ function flushOutbox () {
   try {
     for (let i = 0; i < segments.length; i++) segments[i].emitter._write(segments[i].text)
   } finally {
+    segments.length = 0
     flushing = false
   }
 }
