@@ -60,7 +60,7 @@ const cpuSinceMark = () => {
 // sending resumes when the acks have brought it down to half. onDone(state)
 // runs after the last ack callback (implementations with acks), or right
 // after the last send (without: the caller waits for a reply of its own).
-function sendBurst (peer, n, onDone, name = 'e') {
+function sendBurst (peer, n, onDone, from = 0) {
   const { payload } = cfg
   const chunk = cfg.chunk || n
   const window = impl.acks && cfg.window > 0 ? cfg.window : Infinity
@@ -82,9 +82,9 @@ function sendBurst (peer, n, onDone, name = 'e') {
     const end = Math.min(n, st.sent + chunk, st.acks + window)
     let i = st.sent
     if (impl.acks) {
-      for (; i < end; i++) peer.send(name, i, payload, onAck)
+      for (; i < end; i++) peer.send('e', from + i, payload, onAck)
     } else {
-      for (; i < end; i++) peer.send(name, i, payload)
+      for (; i < end; i++) peer.send('e', from + i, payload)
     }
     st.sent = i
     if (i >= n) {
@@ -101,11 +101,19 @@ function sendBurst (peer, n, onDone, name = 'e') {
 }
 
 // Receiving side of a burst: counts the events of one peer and checks order
-// and payload. onAll runs when n arrived.
+// and payload. onAll runs when n arrived. Warm-up events (negative numbers)
+// are counted apart; without acks it answers 'wdone' after the last one.
 function receiveBurst (peer, n, stats, onAll) {
   let expect = 0
   let count = 0
+  let warm = 0 // without acks
   peer.on('e', (i, payload) => {
+    if (i < 0) {
+      // impl.acks first: read for every warm-up event, so the optimized
+      // listener has type feedback for it (not only for the last event).
+      if (!impl.acks && ++warm === cfg.warmup) peer.send('wdone')
+      return
+    }
     if (i !== expect) stats.outOfOrder++
     expect = i + 1
     if (payload !== cfg.payload) stats.badPayload++
@@ -115,31 +123,26 @@ function receiveBurst (peer, n, stats, onAll) {
 }
 
 // The warm-up before a measured burst or server → client run: cfg.warmup
-// events named 'w', sent the same way as the measured ones, so the JIT and
-// the allocators reach their steady state before the clock starts (without
-// it a 10k burst mostly measures compilation). Sent as two bursts, one
-// after the other: each burst has callbacks of its own (new closures, as an
-// application's would be), and V8 optimizes a call for the one closure it
-// saw until a second one arrives; with a single warm-up burst every
-// implementation's ack path was thrown away and recompiled during the
-// measured burst. The receiver counts them apart from the measured events;
-// without acks it answers 'wdone' after the last one. Resolves once the
-// sender has seen them all acknowledged.
+// events sent the same way as the measured ones, through the same send and
+// receive code, so the JIT and the allocators reach their steady state
+// before the clock starts (without it a 10k burst mostly measures
+// compilation). They are numbered -warmup … -1, so the receiver's listener
+// tells them apart. Sent as two bursts, one after the other: each burst has
+// callbacks of its own (new closures, as an application's would be), and
+// V8 optimizes a call for the one closure it saw until a second one comes;
+// after a single warm-up burst every implementation's ack path was thrown
+// away and compiled again during the measured burst. Resolves once the
+// sender has seen them all acknowledged (without acks: the receiver's
+// 'wdone').
 function warmUp (peer) {
   return new Promise((resolve) => {
     if (!(cfg.warmup > 0)) return resolve()
     if (!impl.acks) peer.on('wdone', () => resolve())
     const first = Math.ceil(cfg.warmup / 2)
+    const rest = cfg.warmup - first
     const done = () => { if (impl.acks) resolve() }
-    const second = () => (cfg.warmup > first ? sendBurst(peer, cfg.warmup - first, done, 'w') : done())
-    sendBurst(peer, first, second, 'w')
-  })
-}
-
-function receiveWarmUp (peer) {
-  let count = 0
-  peer.on('w', () => {
-    if (++count === cfg.warmup && !impl.acks) peer.send('wdone')
+    const second = () => (rest > 0 ? sendBurst(peer, rest, done, -rest) : done())
+    sendBurst(peer, first, second, -cfg.warmup)
   })
 }
 
@@ -158,7 +161,6 @@ async function server () {
     stats.conns++
     if (typeof conn.on === 'function') conn.on('error', (err) => { stats.lastError = String((err && err.message) || err) })
     if (scenario === 'burst' || scenario === 'many') {
-      receiveWarmUp(conn)
       // Implementations without acks: tell the client when all of its events arrived.
       receiveBurst(conn, cfg.n, stats, impl.acks ? null : () => conn.send('done', cfg.n))
     } else if (scenario === 's2c') {
@@ -223,7 +225,6 @@ async function client () {
   if (scenario === 's2c') {
     const c = await impl.makeClient(addr)
     receiveBurst(c, cfg.n, stats, impl.acks ? null : () => c.send('done', cfg.n))
-    receiveWarmUp(c)
     await new Promise((resolve) => {
       if (!(cfg.warmup > 0)) return resolve()
       c.on('warm', resolve)
