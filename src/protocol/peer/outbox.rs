@@ -166,6 +166,13 @@ impl Peer {
         self.output.has_room() && self.outbox.unacked.len() < MAX_IN_FLIGHT
     }
 
+    /// Events wait in the queue for acks only: the in-flight window is
+    /// full. Reading the socket (the acks waiting there) is what lets them
+    /// go out.
+    pub fn awaits_acks(&self) -> bool {
+        !self.outbox.queue.is_empty() && self.outbox.unacked.len() >= MAX_IN_FLIGHT
+    }
+
     /// Queued events could go out now (see `wants_write`).
     pub(super) fn can_refill(&self) -> bool {
         self.phase == Phase::Ready && !self.outbox.queue.is_empty() && self.has_room()
