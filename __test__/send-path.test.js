@@ -107,7 +107,7 @@ describe('acks read in during a loop of sends', () => {
     }
     // Twice Rust's in-flight window (8,192 events, src/protocol/peer/config.rs):
     // the rest waits there for acks.
-    while (sent < 16384) send()
+    for (let k = 0; k < 16384; k++) send()
     client._flush()
     // Still in one synchronous loop: more sends (each flushed write reads
     // the socket while the window is full) until some acks came in, with
@@ -219,5 +219,20 @@ describe('flat argument arrays to JSON', () => {
     withToJson.toJSON = () => 'replaced'
     assert.equal(toJson(withToJson, 'send()'), '"replaced"')
     assert.throws(() => toJson(['e', 1n], (args) => `send(${JSON.stringify(args[0])})`), /send\("e"\): the arguments cannot be sent as JSON/)
+  })
+
+  it('checks each string, whatever came before (the last safe name and argument are remembered)', () => {
+    // Strings needing escapes after safe ones of the same length and text
+    // up to one character, as names and as arguments, in every order.
+    const safe = ['ab"', 'ab\\', 'ab\n', 'ab\u0000', 'ab\ud800', 'abc', 'abc', 'x'.repeat(300), 'x'.repeat(299) + '"']
+    for (const a of safe) {
+      for (const b of safe) {
+        for (const args of [[a, b], [b, a], [a, a, b], [a, 1, b, b]]) {
+          assert.equal(toJson(args, 'send()'), JSON.stringify(args))
+          const json = flatJson(args)
+          if (json !== undefined) assert.equal(json, JSON.stringify(args))
+        }
+      }
+    }
   })
 })
