@@ -122,6 +122,14 @@ impl Entries<'_> {
         self.pushed = true;
     }
 
+    /// Appends `write`'s text to the last entry (one still open, left
+    /// without its closing bracket by `push`).
+    pub(crate) fn extend(&mut self, write: impl FnOnce(&mut String)) {
+        if let Some(buf) = self.buf.as_mut() {
+            write(&mut buf.text);
+        }
+    }
+
     /// The batch generation of the entries appended.
     pub(crate) fn gen(&self) -> u64 {
         self.buf.as_ref().map_or(0, |b| b.gen)

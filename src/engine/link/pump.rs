@@ -97,7 +97,10 @@ impl Link {
                             run.deliver(&self.delivery);
                         }
                         messages += 1;
-                        received.get_or_insert_with(|| self.received()).message(self.handle, args);
+                        match &mut received {
+                            Some(r) => r.message(args),
+                            None => received = Some(self.received(args)),
+                        }
                         continue;
                     }
                     Polled::AckDue { id, duplicate } => {
@@ -227,12 +230,18 @@ impl Link {
         }
     }
 
-    /// Starts a run of received messages (`Received`); under the peer lock.
-    fn received(&self) -> Received<'_> {
+    /// Starts a run of received messages (`Received`) with the message
+    /// `args`; under the peer lock.
+    fn received(&self, args: &str) -> Received<'_> {
         // `deferred`, then the delivery buffer: the order of `release_acks`
         // (which never holds the buffer) and of the leaf lock last.
         let deferred = lock(&self.deferred);
-        let entries = self.delivery.entries();
+        let mut entries = self.delivery.entries();
+        // Left open for more messages; closed when the run ends (`drop`).
+        entries.push(|b| {
+            write_entry(b, self.handle, Kind::Message, |b| b.push_str(args));
+            b.pop();
+        });
         Received { gen: entries.gen(), deferred, entries, last_gen: &self.last_gen }
     }
 
@@ -298,9 +307,11 @@ fn write_entry(b: &mut String, handle: u32, kind: Kind, body: impl FnOnce(&mut S
     b.push(']');
 }
 
-/// A run of received messages, each `[handle, MESSAGE, args]`, and the acks
-/// due for them, added under one lock of the delivery buffer and one of the
-/// deferred acks instead of one of each per message. A run starts with a
+/// A run of received messages, as one entry `[handle, MESSAGE, args, args,
+/// ...]`, and the acks due for them, added under one lock of the delivery
+/// buffer and one of the deferred acks instead of one of each per message
+/// (and one entry, which the application parses with one array less per
+/// message and dispatches in one loop). A run starts with a
 /// message, so every ack in it is tagged with the run's batch generation,
 /// the generation of the messages before it, as `defer_ack` would tag it.
 /// Dropping it records that generation (`last_gen`), lets the locks go and
@@ -314,8 +325,12 @@ struct Received<'a> {
 }
 
 impl Received<'_> {
-    fn message(&mut self, handle: u32, args: &str) {
-        self.entries.push(|b| write_entry(b, handle, Kind::Message, |b| b.push_str(args)));
+    /// One more message of the run.
+    fn message(&mut self, args: &str) {
+        self.entries.extend(|b| {
+            b.push(',');
+            b.push_str(args);
+        });
     }
 
     fn ack_due(&mut self, id: &str, duplicate: bool) {
@@ -325,6 +340,7 @@ impl Received<'_> {
 
 impl Drop for Received<'_> {
     fn drop(&mut self) {
+        self.entries.extend(|b| b.push(']'));
         self.last_gen.fetch_max(self.gen, Ordering::AcqRel);
     }
 }
