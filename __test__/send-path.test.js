@@ -2,11 +2,13 @@
 // The sender's hot path in JavaScript: the outbox handed to Rust while a
 // synchronous loop of sends is still running (every 1,024 lines, not only
 // at the end of the tick), the ack callbacks kept by sequence number
-// (lib/acks.js), and the JSON of flat argument arrays built directly.
+// (lib/acks.js), the JSON of flat argument arrays built directly, and the
+// acks read in while such a loop runs (src/node/uv.rs, read_for_acks).
 
 const { describe, it } = require('node:test')
 const assert = require('node:assert/strict')
-const { HOST, waitUntil, installExitWatchdog } = require('./helpers')
+const path = require('node:path')
+const { HOST, waitUntil, installExitWatchdog, spawnNode } = require('./helpers')
 const Acks = require('../lib/acks')
 const { flatJson, toJson } = require('../lib/options')
 
@@ -72,6 +74,60 @@ describe('the outbox', () => {
     client.send('go', () => { acked = true })
     await waitUntil(() => acked && got.length === N, 10000, 'the replies and the ack')
     assert.deepEqual(got, Array.from({ length: N }, (_, i) => i))
+  })
+})
+
+// A server in its own process, so that it reads and acks while this
+// process's JavaScript thread is busy in a loop of sends. Prints `port <n>`,
+// then `got <count> <in order 0|1>` on each 'count' event.
+const COUNTING_SERVER = `
+const U = require(${JSON.stringify(path.join(__dirname, '..'))})
+let got = 0
+let inOrder = true
+const server = U.createServer((conn) => {
+  conn.on('e', (i) => { if (i !== got) inOrder = false; got++ })
+  conn.on('count', () => console.log('got ' + got + ' ' + (inOrder ? 1 : 0)))
+})
+server.listen(0, '127.0.0.1', () => console.log('port ' + server.address().port))
+`
+
+describe('acks read in during a loop of sends', () => {
+  it('lets events past the in-flight window out before the loop ends; the callbacks run after it, in order', { timeout: 60000 }, async (t) => {
+    const srv = spawnNode(t, ['-e', COUNTING_SERVER], { name: 'the counting server' })
+    await srv.waitOut(/port \d+/)
+    const port = Number(/port (\d+)/.exec(srv.out())[1])
+    const client = U.createClient(port, HOST)
+    t.after(() => client.disconnect())
+    await waitUntil(() => client.ready, 5000, 'the handshake')
+    const acked = []
+    let sent = 0
+    const send = () => {
+      const i = sent++
+      client.send('e', i, (err) => acked.push(err || i))
+    }
+    // Twice Rust's in-flight window (8,192 events, src/protocol/peer/config.rs):
+    // the rest waits there for acks.
+    for (let k = 0; k < 16384; k++) send()
+    client._flush()
+    // Still in one synchronous loop: more sends (each flushed write reads
+    // the socket while the window is full) until some acks came in, with
+    // naps for the server to catch up. Before, the acks stayed in the
+    // socket until the loop ended, so every event sent stayed pending.
+    const nap = new Int32Array(new SharedArrayBuffer(4))
+    const deadline = Date.now() + 15000
+    while (client.stats().pendingEvents === sent && Date.now() < deadline) {
+      Atomics.wait(nap, 0, 0, 5)
+      for (let k = 0; k < 256; k++) send()
+      client._flush()
+    }
+    const pending = client.stats().pendingEvents
+    assert.ok(pending < sent, `${pending} of ${sent} events still pending when the loop ended`)
+    assert.deepEqual(acked, [], 'no ack callback runs inside the loop')
+    await waitUntil(() => acked.length === sent, 20000, 'every ack')
+    assert.deepEqual(acked, Array.from({ length: sent }, (_, i) => i))
+    client.send('count')
+    await srv.waitOut(/got \d+ [01]/)
+    assert.equal(srv.lines().find((l) => l.startsWith('got ')), `got ${sent} 1`)
   })
 })
 
@@ -163,5 +219,20 @@ describe('flat argument arrays to JSON', () => {
     withToJson.toJSON = () => 'replaced'
     assert.equal(toJson(withToJson, 'send()'), '"replaced"')
     assert.throws(() => toJson(['e', 1n], (args) => `send(${JSON.stringify(args[0])})`), /send\("e"\): the arguments cannot be sent as JSON/)
+  })
+
+  it('checks each string, whatever came before (the last safe name and argument are remembered)', () => {
+    // Strings needing escapes after safe ones of the same length and text
+    // up to one character, as names and as arguments, in every order.
+    const safe = ['ab"', 'ab\\', 'ab\n', 'ab\u0000', 'ab\ud800', 'abc', 'abc', 'x'.repeat(300), 'x'.repeat(299) + '"']
+    for (const a of safe) {
+      for (const b of safe) {
+        for (const args of [[a, b], [b, a], [a, a, b], [a, 1, b, b]]) {
+          assert.equal(toJson(args, 'send()'), JSON.stringify(args))
+          const json = flatJson(args)
+          if (json !== undefined) assert.equal(json, JSON.stringify(args))
+        }
+      }
+    }
   })
 })

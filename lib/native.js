@@ -176,7 +176,11 @@ function dispatch (e) {
   const obj = handles.get(h)
   switch (e[1]) {
     case MESSAGE:
-      if (obj) obj._onMessage(e[2])
+      // [h, MESSAGE, args] or, for a run of messages, [h, MESSAGE, args, args, ...].
+      if (obj) {
+        if (e.length > 3) receiveRun(obj, e)
+        else obj._onMessage(e[2])
+      }
       break
     case ACKED:
       // [h, ACKED, seq] or, for a run of callbacks, [h, ACKED, from, to].
@@ -281,6 +285,21 @@ function settleRange (obj, e) {
       obj._settle(seq, undefined)
     } catch (err) {
       listenerThrew(e, err)
+    }
+  }
+}
+
+/**
+ * [h, MESSAGE, args, args, ...]: the events of a run of messages, in order,
+ * in one loop. A listener that throws is reported as if its event had its
+ * own entry, and the rest are still emitted.
+ */
+function receiveRun (obj, e) {
+  for (let i = 2; i < e.length; i++) {
+    try {
+      obj._onMessage(e[i])
+    } catch (err) {
+      listenerThrew([e[0], MESSAGE, e[i]], err)
     }
   }
 }

@@ -202,9 +202,9 @@ fn a_message_the_peer_keeps_refusing_is_dropped_not_resent_forever() {
     let now = Instant::now();
     let mut client = Peer::new(Role::Client, config(), now);
     let connect = "[\n[\"_set\",\"sessionID\",\"aaaaaaaaaaaaaaaaaaaaaaaa\"]\n,\n{\"args\":[\"connect\",{\"objectMode\":true,\"enableAcks\":true,\"uhura\":1}]}";
-    client.send_event(r#"["ok",1]"#.to_owned(), Some((1, 0)), now);
-    client.send_event(r#"["poison",1]"#.to_owned(), Some((1, 1)), now);
-    client.send_event(r#"["after",1]"#.to_owned(), Some((1, 2)), now);
+    client.send_event(r#"["ok",1]"#, Some((1, 0)), now);
+    client.send_event(r#"["poison",1]"#, Some((1, 1)), now);
+    client.send_event(r#"["after",1]"#, Some((1, 2)), now);
     let mut dropped = None;
     for round in 1..=REFUSALS_BEFORE_DROP + 1 {
         client.handle_open(now);
@@ -248,7 +248,7 @@ fn plain_drops_never_drop_an_event() {
     let now = Instant::now();
     let mut client = Peer::new(Role::Client, config(), now);
     let connect = "[\n{\"args\":[\"connect\",{\"objectMode\":true,\"enableAcks\":true,\"uhura\":1}]}";
-    client.send_event(r#"["e",1]"#.to_owned(), Some((1, 0)), now);
+    client.send_event(r#"["e",1]"#, Some((1, 0)), now);
     for _ in 0..10 {
         client.handle_open(now);
         client.handle_receive(connect.as_bytes(), now);
@@ -279,7 +279,7 @@ fn closes_with_progress_in_between_drop_nothing() {
     let mut client = Peer::new(Role::Client, config(), now);
     let connect = "[\n{\"args\":[\"connect\",{\"objectMode\":true,\"enableAcks\":true,\"uhura\":1}]}";
     for i in 0..10 {
-        client.send_event(format!("[\"e\",{i}]"), Some((1, i)), now);
+        client.send_event(&format!("[\"e\",{i}]"), Some((1, i)), now);
     }
     for _ in 0..10 {
         client.handle_open(now);

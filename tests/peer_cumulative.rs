@@ -72,7 +72,7 @@ fn client_with_four_unacked(version: u64) -> (Peer, Vec<String>) {
     let _ = events(&mut client);
     let _ = output_texts(&mut client);
     for i in 0..4 {
-        client.send_event(format!("[\"e\",{i}]"), Some((1, i)), now);
+        client.send_event(&format!("[\"e\",{i}]"), Some((1, i)), now);
     }
     let ids = ids_of(&output(&mut client));
     (client, ids)

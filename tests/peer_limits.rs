@@ -34,7 +34,7 @@ fn queue_limits_drop_the_oldest_and_say_so() {
     let now = Instant::now();
     let mut client = Peer::new(Role::Client, Config { max_queue_length: 3, ..config() }, now);
     for i in 0..5u64 {
-        client.send_event(format!("[\"e\",{i}]"), Some((1, i)), now);
+        client.send_event(&format!("[\"e\",{i}]"), Some((1, i)), now);
     }
     let evs = events(&mut client);
     assert_eq!(evs, vec![Event::Dropped { notify: Some((1, 0)) }, Event::Dropped { notify: Some((1, 1)) }]);
@@ -42,7 +42,7 @@ fn queue_limits_drop_the_oldest_and_say_so() {
 
     let mut client = Peer::new(Role::Client, Config { max_queue_bytes: 100, ..config() }, now);
     for _ in 0..10 {
-        client.send_event(format!("[\"e\",\"{}\"]", "x".repeat(40)), None, now);
+        client.send_event(&format!("[\"e\",\"{}\"]", "x".repeat(40)), None, now);
     }
     assert!(client.pending_bytes() <= 100);
     assert_eq!(events(&mut client).len(), 8);
@@ -52,7 +52,7 @@ fn queue_limits_drop_the_oldest_and_say_so() {
 fn ack_timeout_releases_the_callback_but_keeps_the_event() {
     let t0 = Instant::now();
     let mut client = Peer::new(Role::Client, Config { ack_timeout: Some(Duration::from_millis(100)), ..config() }, t0);
-    client.send_event(r#"["e"]"#.into(), Some((1, 0)), t0);
+    client.send_event(r#"["e"]"#, Some((1, 0)), t0);
     assert_eq!(client.poll_timeout(), Some(t0 + Duration::from_millis(100)));
     client.handle_timeout(t0 + Duration::from_millis(99));
     assert!(events(&mut client).is_empty());

@@ -115,14 +115,14 @@ fn legacy_array_mode_both_ways() {
     let out = output(&mut server);
     assert_eq!(out[1], json!(["connect", {"objectMode": false, "enableAcks": false}]));
     assert!(!server.object_mode());
-    server.send_event(r#"["world",1]"#.into(), Some((7, 0)), now);
+    server.send_event(r#"["world",1]"#, Some((7, 0)), now);
     assert_eq!(output(&mut server), vec![json!(["world", 1])]);
     assert!(events(&mut server).contains(&Event::Acked((7, 0))), "acks off: the callback runs on write");
 
     let mut client = Peer::new(Role::Client, config(), now);
     client.handle_open(now);
     output(&mut client);
-    client.send_event(r#"["queued"]"#.into(), None, now);
+    client.send_event(r#"["queued"]"#, None, now);
     client.handle_receive(s2c.as_bytes(), now);
     assert!(client.is_ready() && !client.object_mode() && !client.enable_acks());
     assert_eq!(output(&mut client), vec![json!(["queued"])]);

@@ -186,11 +186,11 @@ fn random_drops(mut w: Wire) -> Vec<u64> {
     while c_next < total || s_next < total {
         for _ in 0..rand(40) {
             if c_next < total {
-                w.client.send_event(format!("[\"c2s\",{c_next}]"), Some((1, c_next)), w.now);
+                w.client.send_event(&format!("[\"c2s\",{c_next}]"), Some((1, c_next)), w.now);
                 c_next += 1;
             }
             if s_next < total {
-                w.server.send_event(format!("[\"s2c\",{s_next}]"), None, w.now);
+                w.server.send_event(&format!("[\"s2c\",{s_next}]"), None, w.now);
                 s_next += 1;
             }
         }
@@ -243,7 +243,7 @@ fn a_closed_connection_absorbing_an_older_one_loses_and_reorders_nothing() {
     let mut lost = Vec::new();
     // Connection 1 drops with three events written but never received.
     for i in 0..3 {
-        w.server.send_event(format!("[\"s2c\",{i}]"), None, w.now);
+        w.server.send_event(&format!("[\"s2c\",{i}]"), None, w.now);
     }
     w.server.poll_transmit(&mut lost);
     w.client.handle_close();
@@ -255,7 +255,7 @@ fn a_closed_connection_absorbing_an_older_one_loses_and_reorders_nothing() {
     w.open();
     w.settle(64, &mut at_client, &mut at_server);
     for i in 3..5 {
-        w.server.send_event(format!("[\"s2c\",{i}]"), Some((9, i)), w.now);
+        w.server.send_event(&format!("[\"s2c\",{i}]"), Some((9, i)), w.now);
     }
     w.server.poll_transmit(&mut lost);
     w.client.handle_close();
@@ -295,7 +295,7 @@ fn the_wire_tap_sees_every_message_in_wire_order() {
     server.set_wire_tap(Some(tap(Role::Server)));
     client.handle_open(now);
     server.handle_open(now);
-    client.send_event(r#"["ev",1,"two"]"#.into(), Some((1, 0)), now);
+    client.send_event(r#"["ev",1,"two"]"#, Some((1, 0)), now);
     client.set(r#"["k","v"]"#).unwrap();
     let mut client_bytes = Vec::new();
     for _ in 0..4 {
@@ -347,8 +347,8 @@ fn the_same_seeds_make_the_same_ids() {
         let mut server = Peer::new(Role::Server, seeded(server_seed), now);
         client.handle_open(now);
         server.handle_open(now);
-        client.send_event(r#"["c2s"]"#.into(), None, now);
-        server.send_event(r#"["s2c"]"#.into(), None, now);
+        client.send_event(r#"["c2s"]"#, None, now);
+        server.send_event(r#"["s2c"]"#, None, now);
         let (mut c2s, mut s2c) = (Vec::new(), Vec::new());
         for _ in 0..3 {
             let n = c2s.len();

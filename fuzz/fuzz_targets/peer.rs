@@ -708,7 +708,7 @@ fuzz_target!(|input: Input| {
                     n
                 });
                 let ext = h.peer.extended();
-                h.peer.send_event(args, notify, h.now);
+                h.peer.send_event(&args, notify, h.now);
                 h.drain_events(ext);
             }
             Step::Set(s) => {

@@ -161,24 +161,32 @@ impl Hub {
                 continue;
             };
             let (h, k) = (h as u32, k as u8);
-            let body = if entry.len() > 2 { entry.swap_remove(2) } else { Value::Null };
             let inbox = self.inbox(h);
             if let Some(inbox) = &inbox {
                 if !touched.iter().any(|t| Arc::ptr_eq(t, inbox)) {
                     touched.push(inbox.clone());
                 }
             }
-            let seq = || body.as_u64();
-            match Kind::from_u8(k) {
-                Some(Kind::Message) => {
+            if Kind::from_u8(k) == Some(Kind::Message) {
+                // `[handle, 0, args, ...]`: a run of messages, in order; the
+                // entry's bytes shared among them.
+                let count = entry.len().saturating_sub(2).max(1);
+                for body in entry.drain(2..) {
                     let event = match (&body, &inbox) {
                         (Value::Array(a), Some(i)) if a.len() == 1 && a[0] == "invalidateSession" && i.is_client() => {
                             Event::InvalidateSession
                         }
                         _ => Event::message(body),
                     };
-                    queue(h, event, bytes);
+                    queue(h, event, bytes / count);
                 }
+                continue;
+            }
+            let body = if entry.len() > 2 { entry.swap_remove(2) } else { Value::Null };
+            let seq = || body.as_u64();
+            match Kind::from_u8(k) {
+                // Taken above.
+                Some(Kind::Message) => {}
                 Some(Kind::Set) => queue(h, Event::set(body), bytes),
                 Some(Kind::Acked) => {
                     // `[handle, 1, seq]` or a range, `[handle, 1, from, to]`,

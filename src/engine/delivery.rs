@@ -12,7 +12,7 @@
 //! of growing memory.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 use tokio::sync::Notify;
 
 /// Readers pause above this many buffered bytes.
@@ -46,18 +46,16 @@ impl Delivery {
     /// consumer if it is not already due to run. Returns the entry's batch
     /// generation.
     pub(crate) fn push(&self, write: impl FnOnce(&mut String)) -> u64 {
-        let gen = {
-            let mut buf = lock(&self.buf);
-            if !buf.text.is_empty() {
-                buf.text.push(',');
-            }
-            write(&mut buf.text);
-            buf.gen
-        };
-        if !self.scheduled.swap(true, Ordering::AcqRel) {
-            (self.wake)();
-        }
-        gen
+        let mut entries = self.entries();
+        entries.push(write);
+        entries.gen()
+    }
+
+    /// Holds the buffer for several entries in a row (the messages of one
+    /// read): one lock, and one look at the wake-up, for all of them. The
+    /// consumer is woken, if due, when the `Entries` are dropped.
+    pub(crate) fn entries(&self) -> Entries<'_> {
+        Entries { delivery: self, buf: Some(lock(&self.buf)), pushed: false }
     }
 
     /// Takes everything buffered as one JSON array text, with its generation.
@@ -105,6 +103,49 @@ impl Delivery {
     }
 }
 
+/// Entries appended under one lock of the delivery buffer (`Delivery::entries`).
+pub(crate) struct Entries<'a> {
+    delivery: &'a Delivery,
+    /// Some until dropped.
+    buf: Option<MutexGuard<'a, Batch>>,
+    pushed: bool,
+}
+
+impl Entries<'_> {
+    /// Appends one entry written by `write` (a JSON value).
+    pub(crate) fn push(&mut self, write: impl FnOnce(&mut String)) {
+        let Some(buf) = self.buf.as_mut() else { return };
+        if !buf.text.is_empty() {
+            buf.text.push(',');
+        }
+        write(&mut buf.text);
+        self.pushed = true;
+    }
+
+    /// Appends `write`'s text to the last entry (one still open, left
+    /// without its closing bracket by `push`).
+    pub(crate) fn extend(&mut self, write: impl FnOnce(&mut String)) {
+        if let Some(buf) = self.buf.as_mut() {
+            write(&mut buf.text);
+        }
+    }
+
+    /// The batch generation of the entries appended.
+    pub(crate) fn gen(&self) -> u64 {
+        self.buf.as_ref().map_or(0, |b| b.gen)
+    }
+}
+
+impl Drop for Entries<'_> {
+    fn drop(&mut self) {
+        // The lock first: the wake-up may run the consumer on another thread.
+        drop(self.buf.take());
+        if self.pushed && !self.delivery.scheduled.swap(true, Ordering::AcqRel) {
+            (self.delivery.wake)();
+        }
+    }
+}
+
 /// A poisoned lock only means another thread panicked mid-update of plain
 /// data; the data is still usable, and crashing Node over it would be worse.
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -132,5 +173,17 @@ mod tests {
         assert_eq!(d.push(|b| b.push_str("[3]")), 2);
         assert_eq!(wakes.load(Ordering::SeqCst), 2);
         assert_eq!(d.take(), Some(("[[3]]".to_owned(), 2)));
+        {
+            let mut entries = d.entries();
+            entries.push(|b| b.push('4'));
+            entries.push(|b| b.push('5'));
+            assert_eq!(entries.gen(), 3);
+            // Not before the entries are let go.
+            assert_eq!(wakes.load(Ordering::SeqCst), 2);
+        }
+        assert_eq!(wakes.load(Ordering::SeqCst), 3);
+        drop(d.entries());
+        assert_eq!(wakes.load(Ordering::SeqCst), 3, "nothing pushed, no wake-up");
+        assert_eq!(d.take(), Some(("[4,5]".to_owned(), 3)));
     }
 }

@@ -10,7 +10,9 @@ use std::fmt;
 #[repr(u8)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
-    /// An application event from the peer: `[handle, 0, [name, ...args]]`.
+    /// An application event from the peer: `[handle, 0, [name, ...args]]`;
+    /// the events of a run of messages on one link, in order, in one entry:
+    /// `[handle, 0, [name, ...args], [name, ...args], ...]`.
     Message = 0,
     /// Send callbacks settled by the acks of their events: `[handle, 1, seq]`,
     /// or `[handle, 1, from, to]` for every sequence number from `from` to

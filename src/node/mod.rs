@@ -269,7 +269,11 @@ pub(crate) fn server_release(server: u32) -> Result<()> {
 /// A batch of sends and sets, one per line (see `Link::write_lines`).
 #[napi(catch_unwind)]
 pub(crate) fn write(handle: u32, lines: String) -> Result<()> {
-    engine()?.link(handle).map_err(js_err)?.write_lines(handle, &lines).map_err(js_err)
+    let link = engine()?.link(handle).map_err(js_err)?;
+    let result = link.write_lines(handle, &lines);
+    #[cfg(all(unix, not(uhura_portable)))]
+    uv::read_for_acks(&link);
+    result.map_err(js_err)
 }
 
 #[napi(catch_unwind)]

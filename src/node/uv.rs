@@ -176,10 +176,41 @@ extern "C" fn on_readable(handle: *mut c_void, status: c_int, _events: c_int) {
 /// Reads the socket, hands what arrived to JavaScript, and writes what that
 /// caused (the cork is released on return).
 fn read_and_drain(handle: *mut c_void, status: c_int) {
+    let _cork = crate::engine::cork::cork();
+    if read_socket(handle, status) {
+        drain_now();
+    }
+}
+
+/// Called on the JavaScript thread after it queued sends on `link`: when
+/// they wait for acks (the in-flight window is full) and this thread reads
+/// the link's socket, reads it now. A synchronous loop of sends otherwise
+/// fills the window within a few thousand events, and the acks that would
+/// open it wait in the socket until the loop ends: the peer idles
+/// meanwhile, then this process. What the read delivers reaches the
+/// listeners as any delivery outside a read does, through the
+/// ThreadsafeFunction's wake-up, never from inside this call.
+pub(super) fn read_for_acks(link: &Arc<Link>) {
+    if READING.with(Cell::get) != Reading::No || !crate::engine::delivery::lock(&link.peer).awaits_acks() {
+        return;
+    }
+    let Some(t) = link.transport() else { return };
+    let running = POLLS.with(|p| p.borrow().get(&t.id).filter(|poll| poll.running).map(|poll| poll.handle));
+    let Some(handle) = running else { return };
+    if read_socket(handle, 0) {
+        if let Some(d) = DRAIN.with(Cell::get) {
+            (d.wake)();
+        }
+    }
+}
+
+/// Reads the socket of a poll handle (`status`: libuv's), stopping the
+/// handle when the transport pauses or ends. Returns whether the read
+/// delivered events, whose wake-up is left to the caller.
+fn read_socket(handle: *mut c_void, status: c_int) -> bool {
     // SAFETY: `data` was set to a leaked PollContext in `watch` and is only
     // freed in `on_close`, after the handle stopped.
     let ctx = unsafe { &*(*(handle as *mut *mut PollContext)) };
-    let _cork = crate::engine::cork::cork();
     READING.with(|r| r.set(Reading::Yes));
     // libuv reports a socket error (EPOLLERR, e.g. a reset) as UV_EBADF; the
     // read then returns the real error, which ends the transport.
@@ -205,9 +236,7 @@ fn read_and_drain(handle: *mut c_void, status: c_int) {
             }
         });
     }
-    if delivered {
-        drain_now();
-    }
+    delivered
 }
 
 extern "C" fn on_close(handle: *mut c_void) {

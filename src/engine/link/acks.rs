@@ -35,14 +35,20 @@ struct DeferredAck {
     duplicate: bool,
 }
 
+impl DeferredAcks {
+    /// Queues the ack of message `id`, due once batch `gen` is handled.
+    pub(super) fn push(&mut self, gen: u64, id: &str, duplicate: bool) {
+        self.ids.push_str(id);
+        self.acks.push_back(DeferredAck { gen, len: id.len(), duplicate });
+    }
+}
+
 impl Link {
     /// The peer asks to ack message `id` (`Event::AckDue`); called under the
     /// peer lock, so acks queue in the order the peer asked for them.
     pub(super) fn defer_ack(&self, id: &str, duplicate: bool) {
         let gen = self.last_gen.load(Ordering::Acquire);
-        let mut d = lock(&self.deferred);
-        d.ids.push_str(id);
-        d.acks.push_back(DeferredAck { gen, len: id.len(), duplicate });
+        lock(&self.deferred).push(gen, id, duplicate);
     }
 
     /// After a pump: writes the acks the application has already handled,

@@ -10,24 +10,26 @@ use std::sync::Arc;
 use std::time::Instant;
 
 /// One application call on a link, typed: what the Node binding's lines
-/// (`write_lines`) and the Rust API (`crate::api`) both reduce to.
-pub(crate) enum Write {
+/// (`write_lines`) and the Rust API (`crate::api`) both reduce to. The texts
+/// are borrowed (from the lines, as they are parsed): the peer copies what
+/// it keeps.
+pub(crate) enum Write<'a> {
     /// An event: the JSON array text of its arguments, name first, and
     /// whom to tell about its ack.
-    Event { args: String, notify: Option<PeerNotify> },
+    Event { args: &'a str, notify: Option<PeerNotify> },
     /// A durable event: `notify` is told its ack's fate, and also, by a
     /// PERSISTED entry, when it is in the store (`persist.rs`).
-    Durable { args: String, notify: PeerNotify },
+    Durable { args: &'a str, notify: PeerNotify },
     /// `set`: the JSON array of its arguments.
-    Set(String),
+    Set(&'a str),
     /// One whole message as given, outside the queue (the original's `_send`).
-    Raw(String),
+    Raw(&'a str),
 }
 
 impl Link {
     /// Applies application calls in order, under one peer lock, then pumps
     /// once. Returns the last `set` error, if any; the other calls still apply.
-    pub(crate) fn write<I: IntoIterator<Item = Write>>(self: &Arc<Self>, ops: I) -> Result<(), String> {
+    pub(crate) fn write<'a, I: IntoIterator<Item = Write<'a>>>(self: &Arc<Self>, ops: I) -> Result<(), String> {
         let mut result = Ok(());
         let now = Instant::now();
         {
@@ -52,11 +54,11 @@ impl Link {
                         lock(&self.durable).push(notify);
                     }
                     Write::Set(args) => {
-                        if let Err(e) = peer.set(&args) {
+                        if let Err(e) = peer.set(args) {
                             result = Err(e.to_string());
                         }
                     }
-                    Write::Raw(message) => peer.send_message(&message),
+                    Write::Raw(message) => peer.send_message(message),
                 }
             }
             self.metrics.sent_events(events);
@@ -68,13 +70,13 @@ impl Link {
     /// Sends one event: `args` is the JSON array text of its arguments,
     /// name first. `notify` is told its fate (ACKED, ACK_TIMEOUT or DROPPED).
     pub(crate) fn send_event(self: &Arc<Self>, args: String, notify: Option<PeerNotify>) {
-        let _ = self.write([Write::Event { args, notify }]);
+        let _ = self.write([Write::Event { args: &args, notify }]);
     }
 
     /// `set`: `args` is the JSON array of the arguments (`["key", value]`
     /// or `[{...}]`). Fails if the session would grow past its limit.
     pub(crate) fn set(self: &Arc<Self>, args: String) -> Result<(), String> {
-        self.write([Write::Set(args)])
+        self.write([Write::Set(&args)])
     }
 
     /// Applies a batch of API calls that arrived through `caller` (this
@@ -87,11 +89,11 @@ impl Link {
     pub(crate) fn write_lines(self: &Arc<Self>, caller: u32, lines: &str) -> Result<(), String> {
         let mut malformed = None;
         let ops = lines.split('\n').filter(|line| !line.is_empty()).filter_map(|line| match parse_line(line) {
-            Ok(Line::Event(args)) => Some(Write::Event { args: args.to_owned(), notify: None }),
-            Ok(Line::Acked { seq, args }) => Some(Write::Event { args: args.to_owned(), notify: Some((caller, seq)) }),
-            Ok(Line::Durable { seq, args }) => Some(Write::Durable { args: args.to_owned(), notify: (caller, seq) }),
-            Ok(Line::Set(args)) => Some(Write::Set(args.to_owned())),
-            Ok(Line::Raw(json)) => Some(Write::Raw(json.to_owned())),
+            Ok(Line::Event(args)) => Some(Write::Event { args, notify: None }),
+            Ok(Line::Acked { seq, args }) => Some(Write::Event { args, notify: Some((caller, seq)) }),
+            Ok(Line::Durable { seq, args }) => Some(Write::Durable { args, notify: (caller, seq) }),
+            Ok(Line::Set(args)) => Some(Write::Set(args)),
+            Ok(Line::Raw(json)) => Some(Write::Raw(json)),
             Err(e) => {
                 malformed = Some(e.to_string());
                 None

@@ -37,7 +37,8 @@
 //! 3. Under `peer`: `successor`, `resuming`, `transport` (the slot), then
 //!    that transport's `addresses`, `writer_busy` or `writer`; `deferred`;
 //!    `unsaved_session`; `durable`, then `unsaved`; `Retention`'s map of active sessions.
-//! 4. Leaves, taken last and alone: the delivery buffer, `Shared`'s maps,
+//! 4. Leaves, taken last and alone: the delivery buffer (held under
+//!    `deferred` only by `pump`, for a run of received messages), `Shared`'s maps,
 //!    a transport's `parked` slot,
 //!    the timer heap (`scheduled` is taken before it, never under `peer`),
 //!    `aliases`.

@@ -310,7 +310,7 @@ impl Link {
                 let mut peer = lock(&link.peer);
                 peer.clear_session();
                 *lock(&link.resuming) = None;
-                peer.send_event("[\"invalidateSession\"]".to_owned(), None, Instant::now());
+                peer.send_event("[\"invalidateSession\"]", None, Instant::now());
             }
             link.pump();
         });

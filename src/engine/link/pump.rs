@@ -4,9 +4,10 @@
 //! `on_timer` is the timer task's way in; `guarded` keeps a panic of ours
 //! in either to one connection.
 
+use super::acks::DeferredAcks;
 use super::persist::StoreWork;
 use super::Link;
-use crate::engine::delivery::{lock, Delivery};
+use crate::engine::delivery::{lock, Delivery, Entries};
 use crate::engine::diag::Ns;
 use crate::engine::events::Kind;
 use crate::engine::store::DeliveryDelta;
@@ -14,8 +15,10 @@ use crate::protocol::peer::{Event, Peer, Polled};
 use crate::protocol::session;
 use serde_json::Value;
 use std::fmt::Write as _;
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::sync::MutexGuard;
 use std::time::Instant;
 
 /// How the peer's error for a silent peer begins (`Peer::handle_timeout`).
@@ -80,6 +83,9 @@ impl Link {
             }
             // Consecutive acked sequence numbers of one handle, not yet delivered.
             let mut acked: Option<AckedRun> = None;
+            // Consecutive messages received and the acks they ask for, not
+            // yet let go; ended before anything else is delivered.
+            let mut received: Option<Received> = None;
             // Counted once per pump (see `metrics`).
             let (mut messages, mut drops) = (0, 0);
             while let Some(polled) = peer.next_event() {
@@ -91,17 +97,25 @@ impl Link {
                             run.deliver(&self.delivery);
                         }
                         messages += 1;
-                        self.deliver(Kind::Message, |b| b.push_str(args));
+                        match &mut received {
+                            Some(r) => r.message(args),
+                            None => received = Some(self.received(args)),
+                        }
                         continue;
                     }
                     Polled::AckDue { id, duplicate } => {
                         if let Some(run) = acked.take() {
                             run.deliver(&self.delivery);
                         }
-                        self.defer_ack(id, duplicate);
+                        match &mut received {
+                            Some(r) => r.ack_due(id, duplicate),
+                            None => self.defer_ack(id, duplicate),
+                        }
                         continue;
                     }
                 };
+                // Anything else is delivered on its own, after the run.
+                drop(received.take());
                 if let Event::Acked((h, seq)) = ev {
                     match &mut acked {
                         Some(run) if run.handle == h && run.to + 1 == seq => run.to = seq,
@@ -190,6 +204,7 @@ impl Link {
                     Event::AckDue { id, duplicate } => self.defer_ack(&id, duplicate),
                 }
             }
+            drop(received);
             if let Some(run) = acked {
                 run.deliver(&self.delivery);
             }
@@ -213,6 +228,21 @@ impl Link {
         for work in store_work {
             self.spawn_store_work(work);
         }
+    }
+
+    /// Starts a run of received messages (`Received`) with the message
+    /// `args`; under the peer lock.
+    fn received(&self, args: &str) -> Received<'_> {
+        // `deferred`, then the delivery buffer: the order of `release_acks`
+        // (which never holds the buffer) and of the leaf lock last.
+        let deferred = lock(&self.deferred);
+        let mut entries = self.delivery.entries();
+        // Left open for more messages; closed when the run ends (`drop`).
+        entries.push(|b| {
+            write_entry(b, self.handle, Kind::Message, |b| b.push_str(args));
+            b.pop();
+        });
+        Received { gen: entries.gen(), deferred, entries, last_gen: &self.last_gen }
     }
 
     /// The body of a CONNECTED entry: modes, session view, addresses.
@@ -245,17 +275,7 @@ impl Link {
     /// remembers its generation (for acks deferred after it).
     pub(crate) fn deliver(&self, kind: Kind, body: impl FnOnce(&mut String)) {
         let handle = self.handle;
-        let gen = self.delivery.push(|b| {
-            // `[handle,kind,` without `fmt`: once per event delivered.
-            let mut digits = itoa::Buffer::new();
-            b.push('[');
-            b.push_str(digits.format(handle));
-            b.push(',');
-            b.push_str(digits.format(kind as u8));
-            b.push(',');
-            body(b);
-            b.push(']');
-        });
+        let gen = self.delivery.push(|b| write_entry(b, handle, kind, body));
         self.last_gen.fetch_max(gen, Ordering::AcqRel);
     }
 
@@ -271,6 +291,57 @@ impl Link {
             s.error(self.handle, code, message);
         }
         self.deliver(Kind::Error, |b| b.push_str(&text));
+    }
+}
+
+/// Writes the entry `[handle, kind, body]`; `[handle,kind,` without `fmt`:
+/// once per event delivered.
+fn write_entry(b: &mut String, handle: u32, kind: Kind, body: impl FnOnce(&mut String)) {
+    let mut digits = itoa::Buffer::new();
+    b.push('[');
+    b.push_str(digits.format(handle));
+    b.push(',');
+    b.push_str(digits.format(kind as u8));
+    b.push(',');
+    body(b);
+    b.push(']');
+}
+
+/// A run of received messages, as one entry `[handle, MESSAGE, args, args,
+/// ...]`, and the acks due for them, added under one lock of the delivery
+/// buffer and one of the deferred acks instead of one of each per message
+/// (and one entry, which the application parses with one array less per
+/// message and dispatches in one loop). A run starts with a
+/// message, so every ack in it is tagged with the run's batch generation,
+/// the generation of the messages before it, as `defer_ack` would tag it.
+/// Dropping it records that generation (`last_gen`), lets the locks go and
+/// wakes the consumer.
+struct Received<'a> {
+    // Dropped in this order: the acks' lock, then the buffer's (and the wake-up).
+    deferred: MutexGuard<'a, DeferredAcks>,
+    entries: Entries<'a>,
+    gen: u64,
+    last_gen: &'a AtomicU64,
+}
+
+impl Received<'_> {
+    /// One more message of the run.
+    fn message(&mut self, args: &str) {
+        self.entries.extend(|b| {
+            b.push(',');
+            b.push_str(args);
+        });
+    }
+
+    fn ack_due(&mut self, id: &str, duplicate: bool) {
+        self.deferred.push(self.gen, id, duplicate);
+    }
+}
+
+impl Drop for Received<'_> {
+    fn drop(&mut self) {
+        self.entries.extend(|b| b.push(']'));
+        self.last_gen.fetch_max(self.gen, Ordering::AcqRel);
     }
 }
 

@@ -141,7 +141,7 @@ impl Peer {
     /// `notify`: whom to tell when it is acknowledged. Returns its sequence
     /// number. Queued until the handshake completes (and while the output is
     /// backed up), within the queue limits.
-    pub fn send_event(&mut self, args: String, notify: Option<Notify>, now: Instant) -> u64 {
+    pub fn send_event(&mut self, args: &str, notify: Option<Notify>, now: Instant) -> u64 {
         let seq = self.outbox.next_seq;
         self.outbox.next_seq += 1;
         if let (Some(n), Some(t)) = (notify, self.config.ack_timeout) {
@@ -149,10 +149,10 @@ impl Peer {
         }
         if self.config.persist_delivery && self.role == Role::Server {
             let id = format!("{}{seq}", self.outbox.id_prefix);
-            self.events.push_back(Event::Persist { id, args: args.clone() });
+            self.events.push_back(Event::Persist { id, args: args.to_owned() });
         }
         self.outbox.pending_bytes += args.len();
-        let p = Pending { seq, foreign_id: None, args: self.outbox.args.push(&args), notify };
+        let p = Pending { seq, foreign_id: None, args: self.outbox.args.push(args), notify };
         if self.phase == Phase::Ready && self.outbox.queue.is_empty() && self.has_room() {
             self.transmit(p);
         } else {
@@ -164,6 +164,13 @@ impl Peer {
 
     pub(super) fn has_room(&self) -> bool {
         self.output.has_room() && self.outbox.unacked.len() < MAX_IN_FLIGHT
+    }
+
+    /// Events wait in the queue for acks only: the in-flight window is
+    /// full. Reading the socket (the acks waiting there) is what lets them
+    /// go out.
+    pub fn awaits_acks(&self) -> bool {
+        !self.outbox.queue.is_empty() && self.outbox.unacked.len() >= MAX_IN_FLIGHT
     }
 
     /// Queued events could go out now (see `wants_write`).
