@@ -7,6 +7,7 @@ use super::{Peer, Phase, Role};
 use crate::protocol::framing::Shape;
 use crate::protocol::json;
 use crate::protocol::message::{self, Incoming, MessageError, CUMULATIVE_ACK, HEARTBEAT, REFUSED, SET};
+use crate::protocol::session::Session;
 use serde_json::Value;
 use std::time::Instant;
 
@@ -204,7 +205,7 @@ impl Peer {
                 self.on_connect(&second_arg(args, self.config.max_depth)?, now);
             }
             ("invalidateSession", Role::Client) => {
-                self.session.clear();
+                self.session.set(Session::new());
                 self.session_replaced();
                 self.resume_secret = None;
                 self.close_requested = true;

@@ -16,8 +16,9 @@
 //! (limits), `event` (what comes out), `negotiate` (what the handshake
 //! settled, and its config objects), `handshake`, `inbound` (what comes
 //! in), `outbox` (queue, window, resume hand-over), `output` (the bytes to
-//! write, back-pressure), `dedup` (duplicate suppression), `timer`, and
-//! `session_state`.
+//! write, back-pressure), `dedup` (duplicate suppression), `timer`,
+//! `session_state`, and `session_cell` (the session, kept as its JSON text
+//! while not in use).
 
 mod arena;
 mod config;
@@ -29,6 +30,7 @@ mod negotiate;
 mod outbox;
 mod output;
 mod queue;
+mod session_cell;
 mod session_state;
 mod timer;
 
@@ -46,6 +48,8 @@ use negotiate::Negotiated;
 use outbox::Outbox;
 use output::Output;
 use queue::Events;
+use session_cell::SessionCell;
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Instant;
@@ -159,7 +163,8 @@ pub struct Peer {
     /// Bytes of the arguments in `held`.
     held_bytes: usize,
     negotiated: Negotiated,
-    session: Session,
+    /// Compacted to its JSON text once input drains (`release_buffers`).
+    session: SessionCell,
     /// The session's resume secret: the client's, issued by our server; on a
     /// server, what the client presented in `start`.
     resume_secret: Option<String>,
@@ -214,7 +219,7 @@ impl Peer {
             held: Vec::new(),
             held_bytes: 0,
             negotiated: Negotiated::default(),
-            session: Session::new(),
+            session: SessionCell::default(),
             session_size: None,
             session_changes: session::Changes::Nothing,
             session_id: None,
@@ -230,13 +235,15 @@ impl Peer {
 
     /// Frees the scratch space kept between inputs (the received messages'
     /// buffer, the text buffer of acks and other small messages, the event
-    /// queue's texts once drained): the driver
+    /// queue's texts once drained) and keeps the session as its JSON text
+    /// until it next changes (`session_cell`): the driver
     /// calls it when its input has drained, so an idle connection holds no
     /// capacity it is not using. The next input allocates them again.
     pub fn release_buffers(&mut self) {
         self.received = Framed::default();
         self.scratch = String::new();
         self.release_event_text();
+        self.session.compact();
     }
 
     /// Installs (or removes) the observer of every message sent and received.
@@ -261,8 +268,9 @@ impl Peer {
             Role::Server => {
                 self.phase = Phase::AwaitingStart;
                 self.resume_secret = None;
-                self.session = Session::new();
-                self.session.insert("cookie".into(), session::new_cookie(&self.config.cookie, session::now_millis()));
+                let mut fresh = Session::new();
+                fresh.insert("cookie".into(), session::new_cookie(&self.config.cookie, session::now_millis()));
+                self.session.set(fresh);
                 self.session_replaced();
             }
         }
@@ -335,9 +343,10 @@ impl Peer {
     pub fn cumulative_acks(&self) -> bool {
         self.negotiated.cumulative_acks()
     }
-    /// The shared key/value session as this side sees it.
-    pub fn session(&self) -> &Session {
-        &self.session
+    /// The shared key/value session as this side sees it: borrowed while
+    /// in use, parsed from its text while compacted (which it stays).
+    pub fn session(&self) -> Cow<'_, Session> {
+        self.session.get()
     }
     /// The session's id, once known.
     pub fn session_id(&self) -> Option<&str> {
