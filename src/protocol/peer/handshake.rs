@@ -122,10 +122,10 @@ impl Peer {
         self.phase = Phase::Ready;
         self.clock.last_rx = now;
         self.events.push_back(Event::Connected { resumed });
-        self.events.extend(self.held.drain(..));
-        self.held_bytes = 0;
         // The held events are the application's now: their marks stand.
-        self.seen_before_hold = None;
+        if let Some(hold) = self.hold.take() {
+            self.events.extend(hold.events);
+        }
         self.refill();
     }
 }

@@ -158,10 +158,9 @@ pub struct Peer {
     received: Framed,
     scratch: String,
     events: Events,
-    /// Server: events that arrived before the handshake completed.
-    held: Vec<Event>,
-    /// Bytes of the arguments in `held`.
-    held_bytes: usize,
+    /// Server: what arrived before the handshake completed; none once it
+    /// has (boxed: ~60 bytes no idle connection uses).
+    hold: Option<Box<Hold>>,
     negotiated: Negotiated,
     /// Compacted to its JSON text once input drains (`release_buffers`).
     session: SessionCell,
@@ -175,16 +174,25 @@ pub struct Peer {
     session_id: Option<String>,
     outbox: Outbox,
     seen: Seen,
-    /// Server: the watermarks as they were before the first event now held
-    /// (a session loading) raised them. Held events are dropped with their
-    /// transport, unhandled and unacknowledged; their marks go back with
-    /// them, or their resends would be taken for duplicates and lost.
-    seen_before_hold: Option<Seen>,
     clock: Clock,
     close_requested: bool,
     tap: Option<WireTap>,
     /// The peer said it refused our input on the current transport.
     peer_refused: bool,
+}
+
+/// Server: what waits for the handshake to complete (`Peer::holding`).
+#[derive(Default)]
+struct Hold {
+    /// Events that arrived before the handshake completed.
+    events: Vec<Event>,
+    /// Bytes of the arguments in `events`.
+    bytes: usize,
+    /// The watermarks as they were before the first event now held (a
+    /// session loading) raised them. Held events are dropped with their
+    /// transport, unhandled and unacknowledged; their marks go back with
+    /// them, or their resends would be taken for duplicates and lost.
+    seen_before: Option<Seen>,
 }
 
 impl Peer {
@@ -216,8 +224,7 @@ impl Peer {
             received: Framed::default(),
             scratch: String::new(),
             events: Events::default(),
-            held: Vec::new(),
-            held_bytes: 0,
+            hold: None,
             negotiated: Negotiated::default(),
             session: SessionCell::default(),
             session_size: None,
@@ -225,7 +232,6 @@ impl Peer {
             session_id: None,
             outbox: Outbox::new(id_prefix),
             seen: Seen::default(),
-            seen_before_hold: None,
             clock: Clock::new(now),
             close_requested: false,
             tap: None,
@@ -283,9 +289,7 @@ impl Peer {
         self.phase = Phase::Closed;
         self.output.clear();
         self.note_refusal(refused);
-        self.held.clear();
-        self.held_bytes = 0;
-        if let Some(seen) = self.seen_before_hold.take() {
+        if let Some(seen) = self.hold.take().and_then(|hold| hold.seen_before) {
             self.seen = seen;
         }
         self.outbox.requeue_unacked();
@@ -300,7 +304,8 @@ impl Peer {
     /// Server: a resuming session is loading and more than
     /// `max_handshake_bytes` of events wait for it.
     fn input_paused(&self) -> bool {
-        self.phase == Phase::LoadingSession && self.held_bytes > self.config.max_handshake_bytes
+        self.phase == Phase::LoadingSession
+            && self.hold.as_ref().is_some_and(|h| h.bytes > self.config.max_handshake_bytes)
     }
 
     /// Changes `max_queue_length` (the old client's `maxQueueLength`
