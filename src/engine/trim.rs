@@ -2,12 +2,11 @@
 //!
 //! A handshake allocates and frees far more than its idle connection then
 //! keeps (the messages, the session's maps, the tasks that ran it), and
-//! glibc's malloc keeps what was freed in its arenas: after a burst of
-//! thousands of connections, ~0.9 KB per connection of RSS that nothing
-//! uses (bench/README.md, "Memory"). So once no connection has opened or
-//! closed for `QUIET`, one `malloc_trim(0)` returns the free pages to the
-//! OS. With glibc only; other C libraries give free memory back on their own
-//! terms, and there is nothing to call.
+//! glibc's malloc keeps what was freed in its arenas. So once no connection
+//! has opened or closed for `QUIET`, one `malloc_trim(0)` returns the free
+//! pages to the OS (bench/README.md, "Memory"). With glibc only; other C
+//! libraries give free memory back on their own terms, and there is nothing
+//! to call.
 
 use std::time::Duration;
 
@@ -17,7 +16,7 @@ use std::time::Duration;
 const QUIET: Duration = Duration::from_secs(1);
 
 /// A connection opened or closed: trim once connections have been quiet
-/// for `QUIET`. Call from within the runtime.
+/// for `QUIET`.
 pub(crate) fn note_churn() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     glibc::note();
@@ -26,50 +25,57 @@ pub(crate) fn note_churn() {
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 mod glibc {
     use super::QUIET;
-    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-    use std::sync::OnceLock;
-    use std::time::{Duration, Instant};
+    use std::sync::{Condvar, Mutex, OnceLock};
+    use std::time::Instant;
 
-    /// Milliseconds since the first note, at the latest note.
-    static LAST: AtomicU64 = AtomicU64::new(0);
-    /// A task waits for the quiet: later notes only move `LAST`.
-    static WAITING: AtomicBool = AtomicBool::new(false);
+    /// The latest note not yet followed by a trim.
+    struct Pending {
+        last: Mutex<Option<Instant>>,
+        noted: Condvar,
+    }
 
-    fn now_ms() -> u64 {
-        static EPOCH: OnceLock<Instant> = OnceLock::new();
-        EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64
+    /// One thread of its own, started by the first note, asleep between
+    /// bursts: not a runtime's task, so trims wait for no runtime and no
+    /// runtime's scheduling changes with them.
+    fn pending() -> &'static Pending {
+        static PENDING: OnceLock<&'static Pending> = OnceLock::new();
+        PENDING.get_or_init(|| {
+            let p: &'static Pending = Box::leak(Box::new(Pending { last: Mutex::new(None), noted: Condvar::new() }));
+            let spawned = std::thread::Builder::new().name("uhura-trim".into()).spawn(move || run(p));
+            // Without the thread nothing is trimmed; nothing else changes.
+            drop(spawned);
+            p
+        })
     }
 
     pub(super) fn note() {
-        LAST.store(now_ms(), Ordering::Release);
-        if WAITING.swap(true, Ordering::AcqRel) {
-            return;
+        let p = pending();
+        let mut last = p.last.lock().unwrap_or_else(|e| e.into_inner());
+        let was_idle = last.is_none();
+        *last = Some(Instant::now());
+        if was_idle {
+            p.noted.notify_one();
         }
-        tokio::spawn(async {
-            let quiet = QUIET.as_millis() as u64;
-            loop {
-                let since = now_ms().saturating_sub(LAST.load(Ordering::Acquire));
-                if since < quiet {
-                    tokio::time::sleep(Duration::from_millis(quiet - since)).await;
-                    continue;
+    }
+
+    fn run(p: &'static Pending) {
+        let mut last = p.last.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            match *last {
+                None => last = p.noted.wait(last).unwrap_or_else(|e| e.into_inner()),
+                Some(at) if at.elapsed() < QUIET => {
+                    let left = QUIET - at.elapsed();
+                    last = p.noted.wait_timeout(last, left).unwrap_or_else(|e| e.into_inner()).0;
                 }
-                WAITING.store(false, Ordering::Release);
-                // A note that came between the check and the store saw a
-                // task waiting: this one goes on waiting for it.
-                let since = now_ms().saturating_sub(LAST.load(Ordering::Acquire));
-                if since < quiet && !WAITING.swap(true, Ordering::AcqRel) {
-                    continue;
+                Some(_) => {
+                    *last = None;
+                    drop(last);
+                    // SAFETY: malloc_trim only takes glibc's own locks; any
+                    // thread may call it at any time.
+                    unsafe { libc::malloc_trim(0) };
+                    last = p.last.lock().unwrap_or_else(|e| e.into_inner());
                 }
-                break;
             }
-            // It walks every arena's free lists, taking their locks: off the
-            // runtime's threads, which go on meanwhile.
-            let _ = tokio::task::spawn_blocking(|| {
-                // SAFETY: malloc_trim only takes glibc's own locks; any
-                // thread may call it at any time.
-                unsafe { libc::malloc_trim(0) };
-            })
-            .await;
-        });
+        }
     }
 }
