@@ -81,4 +81,41 @@ describe('ours: idle connections', () => {
     assert.equal(conn.socket.localPort, srv.port)
     assert.equal(conn.socket.destroyed, true)
   })
+
+  it("a connection holds only what differs from the defaults, yet has its server's options and any listener name", T, async (t) => {
+    const r = useResources(t)
+    const plain = await r.startServer('ours', { onConnection: pingPong })
+    const strict = await r.startServer('ours', { options: { maxArgs: 2, logErrors: true }, onConnection: pingPong })
+    const a = await r.connectClient('ours', plain.port)
+    const b = await r.connectClient('ours', strict.port)
+    const { conn: pc } = await plain.waitConnection(0)
+    const { conn: sc } = await strict.waitConnection(0)
+    for (const own of ['logErrors', '_limits', '_ackTimeout', '_durable', '_socket', '_acks']) {
+      assert.equal(Object.prototype.hasOwnProperty.call(pc, own), false, own)
+    }
+    assert.equal(pc.logErrors, false)
+    assert.equal(sc.logErrors, true)
+    assert.doesNotThrow(() => pc.send('x', 1, 2, 3))
+    assert.throws(() => sc.send('x', 1, 2, 3), /maxArgs/)
+    // Set on one connection, it stays that connection's.
+    pc.logErrors = true
+    assert.equal(Object.getPrototypeOf(pc).logErrors, false)
+    // Listener names are plain keys, none inherited: not even __proto__ or toString.
+    for (const emitter of [pc, a]) {
+      assert.deepEqual(emitter.listeners('toString'), [])
+      assert.equal(emitter.emit('hasOwnProperty'), false)
+      const got = []
+      emitter.on('__proto__', (v) => got.push(v))
+      emitter.on('constructor', (v) => got.push(v))
+      assert.equal(emitter.emit('__proto__', 1), true)
+      emitter.emit('constructor', 2)
+      assert.deepEqual(got, [1, 2])
+      emitter.removeAllListeners('__proto__')
+      assert.equal(emitter.listenerCount('__proto__'), 0)
+      assert.equal(emitter.listenerCount('error') >= 1, true)
+    }
+    // And they still talk.
+    await roundTrip(a, 1)
+    await roundTrip(b, 2)
+  })
 })

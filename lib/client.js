@@ -12,12 +12,14 @@ const metrics = require('./metrics')
 function Client () {
   if (!(this instanceof Client)) return new Client()
   SendEmitter.call(this)
-  this._active = false
-  this._stopped = false
   this.options = null
-  this.resumeSecret = undefined
 }
 util.inherits(Client, SendEmitter)
+
+// Defaults, the client's own once set (see SendEmitter).
+Client.prototype._active = false
+Client.prototype._stopped = false
+Client.prototype.resumeSecret = undefined
 
 /**
  * connect(port[, host][, cb]) or connect(options[, cb]).
@@ -40,7 +42,7 @@ Client.prototype.connect = function (a, b, c) {
   this.options = options
   if (cb) this.once('connect', cb)
   if (this._h) throw new Error('uhura: this client is already connected; use reconnect()')
-  this._ackTimeout = options.ackTimeout
+  if (options.ackTimeout !== undefined || this._ackTimeout !== undefined) this._ackTimeout = options.ackTimeout
   const native_ = {
     servers: [],
     peer: peerOptions({ ...options, maxQueueLength: this._maxQueueLength })

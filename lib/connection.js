@@ -22,41 +22,75 @@ function logError (err) {
   if (this.logErrors) console.error(err instanceof Error ? err.stack : err)
 }
 
+/**
+ * An emitter's listeners by event name: like the `{ __proto__: null }`
+ * EventEmitter makes (no Object.prototype names), but an object V8 keeps in
+ * its fast mode, where a null-prototype literal is a dictionary (~150 bytes
+ * more for each of many idle connections). EventEmitter keeps one it finds.
+ */
+function Listeners () {}
+Listeners.prototype = Object.create(null)
+
+/**
+ * The addresses of the latest handshake, for a socket made later: what
+ * `Socket#_update` reads of the handshake's info, without keeping the rest
+ * of it (a dozen fields) for every idle connection.
+ */
+function Addresses (info) {
+  this.remoteAddress = info.remoteAddress
+  this.remotePort = info.remotePort
+  this.remoteFamily = info.remoteFamily
+  this.localAddress = info.localAddress
+  this.localPort = info.localPort
+}
+
 /** What clients and server-side connections share: send, set, get and the ack bookkeeping. */
 function SendEmitter () {
   if (!(this instanceof SendEmitter)) return new SendEmitter()
+  this._events = new Listeners()
+  this._eventsCount = 0
   EventEmitter.call(this)
   this._h = 0
   this.session = {}
   this.ready = false
   this.objectMode = false
   this.enableAcks = false
-  this.logErrors = false
-  this._maxQueueLength = Infinity
-  this._maxSessionBytes = defaults.maxSessionBytes
   this._seq = 0
-  // Ack callbacks by sequence number (lib/acks.js); the shared empty one
-  // until the first send with a callback (most idle connections never make one).
-  this._acks = NO_ACKS
-  this._ackTimeout = undefined
-  this._limits = DEFAULT_LIMITS
-  // ref()'d: open, it keeps the process alive (as a net socket does).
-  this._ref = true
-  // `socket` is made on first access (most connections never ask): until
-  // then the latest handshake's addresses, and whether it closed since.
-  this._socket = null
-  this._info = null
-  this._socketClosed = false
+  // The other fields start as the prototype's defaults (below), and become
+  // the emitter's own when set: fewer own properties per idle connection.
   // The original always listens for 'error', so errors never throw.
   this.on('error', logError)
 }
 util.inherits(SendEmitter, EventEmitter)
 
+SendEmitter.prototype.logErrors = false
+SendEmitter.prototype._maxQueueLength = Infinity
+SendEmitter.prototype._maxSessionBytes = defaults.maxSessionBytes
+SendEmitter.prototype._ackTimeout = undefined
+// ref()'d: open, it keeps the process alive (as a net socket does).
+SendEmitter.prototype._ref = true
+// `socket` is made on first access (most connections never ask): until
+// then the latest handshake's addresses, and whether it closed since.
+SendEmitter.prototype._socket = null
+SendEmitter.prototype._addresses = null
+SendEmitter.prototype._socketClosed = false
+// `durable: true` on its server: every send with a callback is a durable one.
+SendEmitter.prototype._durable = false
+
 /** Every emitter's `_acks` until its first send with a callback; never written to. */
 const NO_ACKS = new Acks()
+// Ack callbacks by sequence number (lib/acks.js); the shared empty one
+// until the first send with a callback (most idle connections never make one).
+SendEmitter.prototype._acks = NO_ACKS
 
 /** The limits of an emitter whose options set none; never changed, so shared. */
 const DEFAULT_LIMITS = Object.freeze(limitsOf({}))
+SendEmitter.prototype._limits = DEFAULT_LIMITS
+
+/** Whether two limits objects (`limitsOf`) say the same. */
+function sameLimits (a, b) {
+  return a.maxArgs === b.maxArgs && a.maxDepth === b.maxDepth && a.maxMessageSize === b.maxMessageSize
+}
 
 /**
  * The socket-like object (lib/socket.js), made when first asked for, with
@@ -66,7 +100,7 @@ Object.defineProperty(SendEmitter.prototype, 'socket', {
   get () {
     if (this._socket === null) {
       const socket = new Socket(this)
-      if (this._info !== null) socket._update(this._info)
+      if (this._addresses !== null) socket._update(this._addresses)
       socket.destroyed = this._socketClosed
       this._socket = socket
     }
@@ -285,8 +319,8 @@ SendEmitter.prototype._onConnected = function (info) {
   this.objectMode = info.objectMode
   this.enableAcks = info.enableAcks
   if (this._socket instanceof Socket) this._socket._update(info)
-  this._info = info
-  this._socketClosed = false
+  else this._addresses = new Addresses(info)
+  if (this._socketClosed) this._socketClosed = false
   this.ready = true
 }
 
@@ -341,17 +375,18 @@ function Connection (server, h, info) {
   this._h = h
   this.server = server
   this.sessionStore = server.sessionStore
-  this.logErrors = !!server.logErrors
-  this._ackTimeout = server.options.ackTimeout
+  // Only what differs from the prototype's defaults becomes the connection's own.
+  if (server.logErrors) this.logErrors = true
+  if (server.options.ackTimeout !== undefined) this._ackTimeout = server.options.ackTimeout
   // One object per server, shared by its connections (and its own sends).
   if (server._limits === undefined) server._limits = limitsOf(server.options)
-  this._limits = server._limits
+  if (!sameLimits(server._limits, DEFAULT_LIMITS)) this._limits = server._limits
   this.session = info.session
   this.sessionID = info.session.sessionID
   if (server._maxQueueLength != null) this.maxQueueLength = server._maxQueueLength
   if (server.options.maxSessionBytes != null) this._maxSessionBytes = server.options.maxSessionBytes
   // `durable: true`: every send with a callback is a durable one.
-  this._durable = !!server.options.durable
+  if (server.options.durable) this._durable = true
   handles.set(h, this)
   keepAlive(this, true)
 }

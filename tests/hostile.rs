@@ -140,7 +140,8 @@ fn what_json_parse_accepts_is_accepted_in_sets_names_and_ids() {
     assert!(msgs[0].starts_with("[\"\\udc00name\",\"\\ud800\",-1e400,"), "arguments stay the exact text");
     assert_eq!(server.session().get("lone"), Some(&json!("\u{fffd}")));
     assert_eq!(server.session().get("big"), Some(&Value::Null));
-    let mut d = server.session().get("deep").unwrap();
+    let session = server.session();
+    let mut d = session.get("deep").unwrap();
     for _ in 0..500 {
         d = &d[0];
     }
@@ -175,7 +176,7 @@ fn a_session_at_the_depth_limit_is_safe_on_a_small_stack() {
             let text = format!("\n,\n[\"_set\",\"d\",{}1{}]", "[".repeat(depth - 1), "]".repeat(depth - 1));
             server.handle_receive(text.as_bytes(), Instant::now());
             assert!(errors(&events(&mut server)).is_empty());
-            let copy = server.session().clone();
+            let copy = server.session().into_owned();
             let s = Value::Object(copy.clone()).to_string();
             assert!(s.len() > 2 * depth);
             drop(copy);

@@ -91,7 +91,7 @@ impl Wire {
             let (from_server, from_client) = (to_server.len(), to_client.len());
             while let Some(e) = self.server.poll_event() {
                 if let Event::LoadSession(_) = e {
-                    let s = self.server.session().clone();
+                    let s = self.server.session().into_owned();
                     self.server.handle_session_loaded(Some(s), self.now);
                 }
                 to_server.push(e);
@@ -376,4 +376,75 @@ fn the_same_seeds_make_the_same_ids() {
     let other = run(4, 2);
     assert_eq!((&other.0, &other.1), (&first.0, &first.1));
     assert_ne!(other.2, first.2);
+}
+
+/// Both peers keep their session as JSON text between inputs once the
+/// driver calls `release_buffers`: compacted after every step, the same
+/// exchange (sets from either side with unicode, nested values and floats,
+/// a reconnect that resumes the session) writes the same bytes, raises the
+/// same events and ends with the same sessions, key order included.
+#[test]
+fn compacted_sessions_change_nothing() {
+    type Run = (Vec<u8>, Vec<u8>, Vec<String>, String, String);
+    let run = |compact: bool| -> Run {
+        let now = Instant::now();
+        let seeded = |s| Config { entropy: Some(Entropy::seeded([s; 32])), ..Config::default() };
+        let mut client = Peer::new(Role::Client, seeded(7), now);
+        let mut server = Peer::new(Role::Server, seeded(8), now);
+        let (mut c2s, mut s2c, mut evs) = (Vec::new(), Vec::new(), Vec::new());
+        // `store`: the session the store gives a resuming connection.
+        let mut step = |client: &mut Peer, server: &mut Peer, store: Option<&Peer>| {
+            for _ in 0..3 {
+                let n = c2s.len();
+                client.poll_transmit(&mut c2s);
+                server.handle_receive(&c2s[n..], now);
+                while let Some(e) = server.poll_event() {
+                    if let Event::LoadSession(_) = &e {
+                        server.handle_session_loaded(store.map(|s| s.session().into_owned()), now);
+                    }
+                    evs.push(format!("server {e:?}"));
+                }
+                let n = s2c.len();
+                server.poll_transmit(&mut s2c);
+                client.handle_receive(&s2c[n..], now);
+                evs.extend(std::iter::from_fn(|| client.poll_event()).map(|e| format!("client {e:?}")));
+                if compact {
+                    client.release_buffers();
+                    server.release_buffers();
+                }
+            }
+        };
+        client.handle_open(now);
+        server.handle_open(now);
+        step(&mut client, &mut server, None);
+        client.set(r#"["z", 1]"#).unwrap();
+        step(&mut client, &mut server, None);
+        server.set(r#"[{"é": "h\u00e9llo 😀 \"q\"\n", "nested": {"b": [1.5, {"c": null}], "a": 2500.0}}]"#).unwrap();
+        step(&mut client, &mut server, None);
+        client.set(r#"[{"a": -0.0, "z": "again", "big": 18446744073709551615, "f": 0.1}]"#).unwrap();
+        step(&mut client, &mut server, None);
+        // A new connection resumes the session the server kept.
+        client.handle_close();
+        server.handle_close();
+        let stored_server = server;
+        let mut server = Peer::new(Role::Server, seeded(9), now);
+        client.handle_open(now);
+        server.handle_open(now);
+        step(&mut client, &mut server, Some(&stored_server));
+        assert_eq!(*server.session(), *stored_server.session(), "resumed");
+        server.set(r#"["last", {"x": [[]]}]"#).unwrap();
+        step(&mut client, &mut server, None);
+        let (c, s) = (client.session().into_owned(), server.session().into_owned());
+        (c2s, s2c, evs, Value::Object(c).to_string(), Value::Object(s).to_string())
+    };
+    let plain = run(false);
+    assert!(plain.2.iter().any(|e| e.contains("Connected { resumed: true }")), "{:#?}", plain.2);
+    let compacted = run(true);
+    assert!(
+        plain.3.contains(r#""z":"again","é":"héllo 😀 \"q\"\n","nested":{"b":[1.5,{"c":null}],"a":2500.0}"#),
+        "{}",
+        plain.3
+    );
+    assert!(plain.3.ends_with(r#""last":{"x":[[]]}}"#), "{}", plain.3);
+    assert_eq!(compacted, plain);
 }

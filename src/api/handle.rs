@@ -134,7 +134,7 @@ impl Handle {
 
     pub(crate) fn session(&self) -> Map<String, Value> {
         let Ok(link) = self.link() else { return Map::new() };
-        let view = session::public_view(lock(&link.peer).session());
+        let view = session::public_view(&lock(&link.peer).session());
         match view {
             Value::Object(map) => map,
             _ => Map::new(),

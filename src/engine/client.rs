@@ -52,7 +52,9 @@ struct Control {
 
 pub(crate) struct Client {
     pub link: Arc<Link>,
-    options: ClientOptions,
+    /// How it connects. (The peer's config went to the peer: a second copy
+    /// would be ~300 bytes more per client.)
+    connector: Connector,
     control: Mutex<Control>,
     wake: Notify,
 }
@@ -61,10 +63,11 @@ impl Client {
     pub(crate) fn new(handle: u32, options: ClientOptions, shared: &Arc<Shared>) -> Arc<Self> {
         // The engine's events always go through an application that takes
         // them, so acks wait until it has (see `Engine::events_handled`).
-        let config = Config { defer_acks: true, entropy: Some(super::entropy::os()), ..options.peer.clone() };
+        let ClientOptions { connector, peer } = options;
+        let config = Config { defer_acks: true, entropy: Some(super::entropy::os()), ..peer };
         let link = Link::new(handle, None, Peer::new(Role::Client, config, Instant::now()), shared, None, None);
         shared.register_link(link.clone());
-        Arc::new(Client { link, options, control: Mutex::new(Control::default()), wake: Notify::new() })
+        Arc::new(Client { link, connector, control: Mutex::new(Control::default()), wake: Notify::new() })
     }
 
     /// Closes the current connection (if any) and connects again at once;
@@ -149,7 +152,7 @@ impl Client {
     }
 
     async fn open(&self, attempt: usize) -> Result<(BoxStream, Addresses), (String, Option<&'static str>)> {
-        match &self.options.connector {
+        match &self.connector {
             Connector::Native { endpoints, tls } => {
                 let endpoint = &endpoints[attempt % endpoints.len()];
                 let io = async {
@@ -272,7 +275,7 @@ async fn connect_loop(shared: &Arc<Shared>, client: &Arc<Client>, mut after: Opt
                         link.log(Ns::Reconnect, || format!("{} connection attempt failed: {message}", link.who()));
                         // A JavaScript factory's failure was already reported there,
                         // with the factory's own error object.
-                        if !client.stopping() && !matches!(client.options.connector, Connector::Js) {
+                        if !client.stopping() && !matches!(client.connector, Connector::Js) {
                             link.deliver_error(&message, code);
                         }
                     }

@@ -31,6 +31,7 @@ pub mod store;
 pub(crate) mod timers;
 pub mod tls;
 pub mod transport;
+pub(crate) mod trim;
 
 use delivery::{lock, Delivery};
 use link::Link;

@@ -51,8 +51,8 @@ fn state_of(link: &Link) -> LinkState {
         // A client's peer knows its session id from the session it was given.
         session: peer
             .session_id()
-            .or_else(|| peer.session().get("sessionID").and_then(serde_json::Value::as_str))
-            .map(str::to_owned),
+            .map(str::to_owned)
+            .or_else(|| peer.session().get("sessionID").and_then(serde_json::Value::as_str).map(str::to_owned)),
         mode,
         queued: peer.queued_len(),
         unacked: peer.unacked_len(),

@@ -10,6 +10,7 @@ use crate::engine::diag::Ns;
 use crate::engine::events::Kind;
 use crate::engine::transport::{io_code, Addresses, NonBlocking};
 use crate::engine::transport::{BoxStream, DirectWrite};
+use crate::engine::trim;
 use std::fmt::Write as _;
 use std::future::Future;
 use std::pin::Pin;
@@ -59,6 +60,7 @@ impl Link {
         *lock(&transport.writer) = WriterSlot::Idle(Box::new(wr));
         *lock(&self.transport) = Some(transport.clone());
         self.metrics.opened();
+        trim::note_churn();
         self.log(Ns::Connection, || {
             let a = lock(&transport.addresses);
             let addr = |x: Option<std::net::SocketAddr>| x.map_or("a stream".to_owned(), |a| a.to_string());
@@ -227,6 +229,7 @@ impl Link {
             lock(&self.peer).handle_close();
             self.pump();
             self.metrics.closed();
+            trim::note_churn();
             *lock(&self.transport) = None;
             if let Some(then) = then {
                 then();

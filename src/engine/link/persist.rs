@@ -106,7 +106,7 @@ impl Link {
                     }
                     PendingSave::Keys(changed)
                 }
-                _ => PendingSave::Whole(peer.session().clone()),
+                _ => PendingSave::Whole(peer.session().into_owned()),
             };
             let mut slot = lock(&self.unsaved_session);
             slot.add(id, save);
@@ -224,7 +224,7 @@ impl Link {
                                     Ok(true) => Ok(()),
                                     // Not there (expired, evicted): the whole session.
                                     Ok(false) => {
-                                        let mut whole = lock(&link.peer).session().clone();
+                                        let mut whole = lock(&link.peer).session().into_owned();
                                         session::touch_cookie(&mut whole, session::now_millis());
                                         store.set(&id, whole).await
                                     }

@@ -171,7 +171,8 @@ impl Link {
                         let info = self.connected_info(&peer, resumed);
                         self.deliver(Kind::Connected, |b| b.push_str(&info));
                         self.log(Ns::Connection, || {
-                            let sid = peer.session().get("sessionID").and_then(Value::as_str).unwrap_or("none");
+                            let session = peer.session();
+                            let sid = session.get("sessionID").and_then(Value::as_str).unwrap_or("none");
                             let mode = match (peer.object_mode(), peer.enable_acks(), peer.extended()) {
                                 (_, _, true) => "object mode, acks, extensions",
                                 (true, true, false) => "object mode, acks",
@@ -253,7 +254,7 @@ impl Link {
         info.insert("objectMode".into(), peer.object_mode().into());
         info.insert("enableAcks".into(), peer.enable_acks().into());
         info.insert("extended".into(), peer.extended().into());
-        info.insert("session".into(), session::public_view(peer.session()));
+        info.insert("session".into(), session::public_view(&peer.session()));
         if let Some(secret) = peer.resume_secret().filter(|_| self.server.is_none()) {
             info.insert("resumeSecret".into(), secret.into());
         }

@@ -121,7 +121,9 @@ pub struct Reader {
     shape: Shape,
     /// Bytes fed before the current chunk.
     consumed: u64,
-    error: Option<FrameError>,
+    /// Boxed: ~50 bytes inline in every connection's reader otherwise, for
+    /// what almost none ever holds.
+    error: Option<Box<FrameError>>,
 }
 
 impl Default for Reader {
@@ -173,7 +175,7 @@ impl Reader {
     /// buffer (no allocation per message once its capacity is there), each with its
     /// [`Shape`].
     pub fn feed_framed(&mut self, chunk: &[u8], out: &mut Framed) -> Result<(), FrameError> {
-        if let Some(e) = &self.error {
+        if let Some(e) = self.error.as_deref() {
             return Err(e.clone());
         }
         match self.run(chunk, out) {
@@ -182,7 +184,7 @@ impl Reader {
                 Ok(())
             }
             Err(e) => {
-                self.error = Some(e.clone());
+                self.error = Some(Box::new(e.clone()));
                 self.buf = Vec::new();
                 self.stack = Vec::new();
                 Err(e)

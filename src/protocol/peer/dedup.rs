@@ -54,12 +54,15 @@ impl Peer {
         if self.seen.contains(sender, seq) {
             return true;
         }
-        if self.holding() && self.seen_before_hold.is_none() {
-            self.seen_before_hold = Some(self.seen.clone());
+        if self.holding() {
+            let hold = self.hold.get_or_insert_default();
+            if hold.seen_before.is_none() {
+                hold.seen_before = Some(self.seen.clone());
+            }
         }
         self.seen.note(sender, seq);
         if self.config.persist_delivery {
-            // Stored only once the event is the application's (see `seen_before_hold`).
+            // Stored only once the event is the application's (see `Hold::seen_before`).
             self.hold_or_emit(Event::Seen { sender: sender.to_owned(), seq });
         }
         false

@@ -14,8 +14,7 @@ impl Peer {
     /// session, then `start` with what we ask for.
     pub(super) fn send_start(&mut self) {
         let mut text = String::new();
-        let session = Value::Object(self.session.clone()).to_string();
-        message::encode_call(SET, Some(&session), &mut text);
+        message::encode_call(SET, Some(&self.session.to_json()), &mut text);
         self.frame(&text);
         text.clear();
         let config = Negotiated::start_config(&self.config, self.resume_secret.as_deref());
@@ -30,7 +29,7 @@ impl Peer {
             self.resume_secret = resume.map(str::to_owned);
         }
         self.negotiated = negotiated;
-        match self.session.get("sessionID") {
+        match self.session.get_mut().get("sessionID") {
             Some(Value::String(id)) if !id.is_empty() => {
                 let id = id.clone();
                 self.phase = Phase::LoadingSession;
@@ -54,11 +53,11 @@ impl Peer {
 
     fn start_new_session(&mut self, now: Instant) {
         let id = session::new_session_id(&self.entropy);
-        self.session.insert("sessionID".into(), Value::String(id.clone()));
+        self.session.get_mut().insert("sessionID".into(), Value::String(id.clone()));
         // One of our clients gets a secret that it alone can resume with.
         let secret = self.negotiated.extended().then(|| session::new_resume_secret(&self.entropy));
         if let Some(secret) = &secret {
-            self.session.insert(session::RESUME_KEY.into(), Value::String(session::resume_digest(secret)));
+            self.session.get_mut().insert(session::RESUME_KEY.into(), Value::String(session::resume_digest(secret)));
         }
         // This session's secret from now on (and hidden from the wire tap).
         self.resume_secret = secret.clone();
@@ -80,14 +79,15 @@ impl Peer {
         }
         match stored {
             Some(stored) => {
-                let id = self.session.get("sessionID").cloned();
-                self.session = stored;
+                let id = self.session.get_mut().get("sessionID").cloned();
+                self.session.set(stored);
                 self.session_replaced();
+                let session = self.session.get_mut();
                 if let Some(id) = id {
-                    self.session.insert("sessionID".into(), id);
+                    session.insert("sessionID".into(), id);
                 }
-                self.session_id = self.session.get("sessionID").and_then(Value::as_str).map(str::to_owned);
-                let session = session::public_view(&self.session).to_string();
+                self.session_id = session.get("sessionID").and_then(Value::as_str).map(str::to_owned);
+                let session = session::public_view(session).to_string();
                 let mut text = String::new();
                 message::encode_call(SET, Some(&session), &mut text);
                 self.frame(&text);
@@ -95,7 +95,7 @@ impl Peer {
                 self.become_ready(true, now);
             }
             None => {
-                self.session.shift_remove("sessionID");
+                self.session.get_mut().shift_remove("sessionID");
                 self.session_replaced();
                 self.start_new_session(now);
             }
@@ -122,10 +122,10 @@ impl Peer {
         self.phase = Phase::Ready;
         self.clock.last_rx = now;
         self.events.push_back(Event::Connected { resumed });
-        self.events.extend(self.held.drain(..));
-        self.held_bytes = 0;
         // The held events are the application's now: their marks stand.
-        self.seen_before_hold = None;
+        if let Some(hold) = self.hold.take() {
+            self.events.extend(hold.events);
+        }
         self.refill();
     }
 }

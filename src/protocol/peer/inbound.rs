@@ -7,6 +7,7 @@ use super::{Peer, Phase, Role};
 use crate::protocol::framing::Shape;
 use crate::protocol::json;
 use crate::protocol::message::{self, Incoming, MessageError, CUMULATIVE_ACK, HEARTBEAT, REFUSED, SET};
+use crate::protocol::session::Session;
 use serde_json::Value;
 use std::time::Instant;
 
@@ -84,7 +85,7 @@ impl Peer {
         Ok(())
     }
 
-    /// Server: events wait in `held` until the handshake completes (the
+    /// Server: events wait in `hold` until the handshake completes (the
     /// session may still be loading).
     pub(super) fn holding(&self) -> bool {
         self.role == Role::Server && self.phase != Phase::Ready
@@ -93,7 +94,7 @@ impl Peer {
     /// Queues `ev` behind the held events while holding, else for the driver.
     pub(super) fn hold_or_emit(&mut self, ev: Event) {
         if self.holding() {
-            self.held.push(ev);
+            self.hold.get_or_insert_default().events.push(ev);
         } else {
             self.events.push_back(ev);
         }
@@ -107,7 +108,7 @@ impl Peer {
     fn ack(&mut self, id: &str, defer: bool, duplicate: bool) {
         if self.config.defer_acks && defer {
             if self.holding() {
-                self.held.push(Event::AckDue { id: id.to_owned(), duplicate });
+                self.hold.get_or_insert_default().events.push(Event::AckDue { id: id.to_owned(), duplicate });
             } else {
                 self.events.push_ack_due(id, duplicate);
             }
@@ -204,7 +205,7 @@ impl Peer {
                 self.on_connect(&second_arg(args, self.config.max_depth)?, now);
             }
             ("invalidateSession", Role::Client) => {
-                self.session.clear();
+                self.session.set(Session::new());
                 self.session_replaced();
                 self.resume_secret = None;
                 self.close_requested = true;
@@ -218,12 +219,13 @@ impl Peer {
             _ if self.holding() => {
                 // A resuming 0.1.2 client sends before our `connect`; the
                 // application can only take events once it has the connection.
-                if self.phase == Phase::AwaitingStart && self.held_bytes + args.len() > self.config.max_handshake_bytes
-                {
+                let (awaiting_start, max) = (self.phase == Phase::AwaitingStart, self.config.max_handshake_bytes);
+                let hold = self.hold.get_or_insert_default();
+                if awaiting_start && hold.bytes + args.len() > max {
                     return Err(MessageError("more than maxHandshakeBytes of events before the handshake"));
                 }
-                self.held_bytes += args.len();
-                self.held.push(Event::Message(args.to_owned()));
+                hold.bytes += args.len();
+                hold.events.push(Event::Message(args.to_owned()));
                 return Ok(true);
             }
             _ => {

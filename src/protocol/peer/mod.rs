@@ -16,8 +16,9 @@
 //! (limits), `event` (what comes out), `negotiate` (what the handshake
 //! settled, and its config objects), `handshake`, `inbound` (what comes
 //! in), `outbox` (queue, window, resume hand-over), `output` (the bytes to
-//! write, back-pressure), `dedup` (duplicate suppression), `timer`, and
-//! `session_state`.
+//! write, back-pressure), `dedup` (duplicate suppression), `timer`,
+//! `session_state`, and `session_cell` (the session, kept as its JSON text
+//! while not in use).
 
 mod arena;
 mod config;
@@ -29,6 +30,7 @@ mod negotiate;
 mod outbox;
 mod output;
 mod queue;
+mod session_cell;
 mod session_state;
 mod timer;
 
@@ -46,6 +48,8 @@ use negotiate::Negotiated;
 use outbox::Outbox;
 use output::Output;
 use queue::Events;
+use session_cell::SessionCell;
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Instant;
@@ -154,12 +158,12 @@ pub struct Peer {
     received: Framed,
     scratch: String,
     events: Events,
-    /// Server: events that arrived before the handshake completed.
-    held: Vec<Event>,
-    /// Bytes of the arguments in `held`.
-    held_bytes: usize,
+    /// Server: what arrived before the handshake completed; none once it
+    /// has (boxed: ~60 bytes no idle connection uses).
+    hold: Option<Box<Hold>>,
     negotiated: Negotiated,
-    session: Session,
+    /// Compacted to its JSON text once input drains (`release_buffers`).
+    session: SessionCell,
     /// The session's resume secret: the client's, issued by our server; on a
     /// server, what the client presented in `start`.
     resume_secret: Option<String>,
@@ -170,16 +174,25 @@ pub struct Peer {
     session_id: Option<String>,
     outbox: Outbox,
     seen: Seen,
-    /// Server: the watermarks as they were before the first event now held
-    /// (a session loading) raised them. Held events are dropped with their
-    /// transport, unhandled and unacknowledged; their marks go back with
-    /// them, or their resends would be taken for duplicates and lost.
-    seen_before_hold: Option<Seen>,
     clock: Clock,
     close_requested: bool,
     tap: Option<WireTap>,
     /// The peer said it refused our input on the current transport.
     peer_refused: bool,
+}
+
+/// Server: what waits for the handshake to complete (`Peer::holding`).
+#[derive(Default)]
+struct Hold {
+    /// Events that arrived before the handshake completed.
+    events: Vec<Event>,
+    /// Bytes of the arguments in `events`.
+    bytes: usize,
+    /// The watermarks as they were before the first event now held (a
+    /// session loading) raised them. Held events are dropped with their
+    /// transport, unhandled and unacknowledged; their marks go back with
+    /// them, or their resends would be taken for duplicates and lost.
+    seen_before: Option<Seen>,
 }
 
 impl Peer {
@@ -211,16 +224,14 @@ impl Peer {
             received: Framed::default(),
             scratch: String::new(),
             events: Events::default(),
-            held: Vec::new(),
-            held_bytes: 0,
+            hold: None,
             negotiated: Negotiated::default(),
-            session: Session::new(),
+            session: SessionCell::default(),
             session_size: None,
             session_changes: session::Changes::Nothing,
             session_id: None,
             outbox: Outbox::new(id_prefix),
             seen: Seen::default(),
-            seen_before_hold: None,
             clock: Clock::new(now),
             close_requested: false,
             tap: None,
@@ -230,13 +241,15 @@ impl Peer {
 
     /// Frees the scratch space kept between inputs (the received messages'
     /// buffer, the text buffer of acks and other small messages, the event
-    /// queue's texts once drained): the driver
+    /// queue's texts once drained) and keeps the session as its JSON text
+    /// until it next changes (`session_cell`): the driver
     /// calls it when its input has drained, so an idle connection holds no
     /// capacity it is not using. The next input allocates them again.
     pub fn release_buffers(&mut self) {
         self.received = Framed::default();
         self.scratch = String::new();
         self.release_event_text();
+        self.session.compact();
     }
 
     /// Installs (or removes) the observer of every message sent and received.
@@ -261,8 +274,9 @@ impl Peer {
             Role::Server => {
                 self.phase = Phase::AwaitingStart;
                 self.resume_secret = None;
-                self.session = Session::new();
-                self.session.insert("cookie".into(), session::new_cookie(&self.config.cookie, session::now_millis()));
+                let mut fresh = Session::new();
+                fresh.insert("cookie".into(), session::new_cookie(&self.config.cookie, session::now_millis()));
+                self.session.set(fresh);
                 self.session_replaced();
             }
         }
@@ -275,9 +289,7 @@ impl Peer {
         self.phase = Phase::Closed;
         self.output.clear();
         self.note_refusal(refused);
-        self.held.clear();
-        self.held_bytes = 0;
-        if let Some(seen) = self.seen_before_hold.take() {
+        if let Some(seen) = self.hold.take().and_then(|hold| hold.seen_before) {
             self.seen = seen;
         }
         self.outbox.requeue_unacked();
@@ -292,7 +304,8 @@ impl Peer {
     /// Server: a resuming session is loading and more than
     /// `max_handshake_bytes` of events wait for it.
     fn input_paused(&self) -> bool {
-        self.phase == Phase::LoadingSession && self.held_bytes > self.config.max_handshake_bytes
+        self.phase == Phase::LoadingSession
+            && self.hold.as_ref().is_some_and(|h| h.bytes > self.config.max_handshake_bytes)
     }
 
     /// Changes `max_queue_length` (the old client's `maxQueueLength`
@@ -335,9 +348,10 @@ impl Peer {
     pub fn cumulative_acks(&self) -> bool {
         self.negotiated.cumulative_acks()
     }
-    /// The shared key/value session as this side sees it.
-    pub fn session(&self) -> &Session {
-        &self.session
+    /// The shared key/value session as this side sees it: borrowed while
+    /// in use, parsed from its text while compacted (which it stays).
+    pub fn session(&self) -> Cow<'_, Session> {
+        self.session.get()
     }
     /// The session's id, once known.
     pub fn session_id(&self) -> Option<&str> {

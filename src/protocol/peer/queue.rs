@@ -85,11 +85,16 @@ impl Events {
         })
     }
 
-    /// Frees the text buffer if nothing in it is still queued.
+    /// Frees the text buffer if nothing in it is still queued, and the
+    /// queue's own buffer if it is empty (an idle connection's last events,
+    /// those of its handshake, left room for four: ~200 bytes).
     fn release(&mut self) {
         if self.read == self.text.len() {
             self.text = String::new();
             self.read = 0;
+        }
+        if self.queue.is_empty() {
+            self.queue = VecDeque::new();
         }
     }
 }
@@ -111,7 +116,7 @@ impl Peer {
         self.events.pop()
     }
 
-    /// Frees the queue's text buffer when it holds nothing queued (see
+    /// Frees the queue's buffers when they hold nothing queued (see
     /// `release_buffers`).
     pub(super) fn release_event_text(&mut self) {
         self.events.release();
@@ -138,8 +143,15 @@ mod tests {
         assert_eq!(q.text, "\"y\"", "drained text is dropped on the next push");
         q.release();
         assert_eq!(q.text.capacity(), "\"y\"".len().max(q.text.capacity()), "kept while queued");
+        assert!(q.queue.capacity() > 0, "kept while queued");
         assert_eq!(q.pop(), Some(Polled::AckDue { id: "\"y\"", duplicate: false }));
         q.release();
-        assert_eq!(q.text.capacity(), 0);
+        assert_eq!((q.text.capacity(), q.queue.capacity()), (0, 0));
+        // Released, it queues again.
+        q.push_back(Event::SaveSession);
+        q.push_message("[\"c\"]");
+        assert_eq!(q.pop(), Some(Polled::Event(Event::SaveSession)));
+        assert_eq!(q.pop(), Some(Polled::Message("[\"c\"]")));
+        assert_eq!(q.pop(), None);
     }
 }

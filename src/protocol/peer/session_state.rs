@@ -34,12 +34,13 @@ impl Peer {
     /// Merges a `_set`'s arguments unless the session would grow past
     /// `max_session_bytes`; measures only the keys it changes.
     pub(super) fn merge_session(&mut self, args: &[Value]) -> Result<(), MessageError> {
-        let now = *self.session_size.get_or_insert_with(|| session::size(&self.session));
-        let after = session::size_after_merge(&self.session, args, now);
+        let map = self.session.get_mut();
+        let now = *self.session_size.get_or_insert_with(|| session::size(map));
+        let after = session::size_after_merge(map, args, now);
         if after > self.config.max_session_bytes && after > now {
             return Err(MessageError("_set refused: the session would be larger than maxSessionBytes"));
         }
-        session::merge(&mut self.session, args);
+        session::merge(map, args);
         if self.role == Role::Server {
             self.session_changes.note(args);
         }
@@ -67,7 +68,7 @@ impl Peer {
 
     /// Server: forgets the session after `invalidateSession` destroyed it.
     pub fn clear_session(&mut self) {
-        self.session.clear();
+        self.session.set(Session::new());
         self.session_replaced();
         self.session_id = None;
     }
