@@ -22,6 +22,13 @@ pub(super) struct DeferredAcks {
     /// Listed in `Shared::ack_waiters`. Kept under the same lock as `acks`,
     /// so a link with acks waiting is always listed.
     listed: bool,
+    /// The application has handled this link's events of every batch up to
+    /// this generation (the highest `release_acks` was told). An ack
+    /// deferred after its batch was handled (a duplicate's, or one whose
+    /// message was taken before its `AckDue` was queued) is due at once:
+    /// nothing else would release it, as the Rust API reports only
+    /// through `release_acks`, link by link, when events are taken.
+    handled: u64,
 }
 
 /// One ack waiting.
@@ -80,6 +87,11 @@ impl Link {
         // so two threads releasing at once cannot reorder acks on the wire.
         let mut peer = lock(&self.peer);
         let mut d = lock(&self.deferred);
+        // Remembered under the lock `defer_ack` queues under, so an ack
+        // queued just after this release is found by the release that
+        // follows it (`release_or_wait_acks`, at the end of its pump).
+        d.handled = d.handled.max(upto);
+        let upto = d.handled;
         // Handed to the peer together, so the acks of one batch become one
         // cumulative ack with a peer of ours (`Peer::write_acks`).
         let due = d.acks.iter().take_while(|a| a.gen <= upto).count();
