@@ -318,16 +318,9 @@ describe('Redis stopped mid-run', () => {
   it('events keep flowing, saves queue, land when Redis is back, and the next resume finds the latest session', { timeout: 45000 }, async (t) => {
     if (!needRedis(t)) return
     const redis = await startRedis(t)
-    const r = useResources(t)
-    const store = () => U.redisStore({ url: redis.url })
-    const A = await r.startServer('ours', { options: { store: store() }, onConnection: pingPong })
-    const B = await r.startServer('ours', { options: { store: store() }, onConnection: pingPong })
-    const client = r.createClient('ours', { servers: [{ host: HOST, port: A.port }, { host: HOST, port: B.port }] })
-    client.autoReconnect(20, 200)
-    await waitHandshake('ours', client)
-    const { conn } = await A.waitConnection(0)
-    const sid = client.get('sessionID')
-    await waitUntil(async () => (await redisCommand(redis.port, 'GET', 'sess:' + sid).catch(() => null)) != null, 5000, 'saved')
+    const saved = (sid) => redisCommand(redis.port, 'GET', 'sess:' + sid).catch(() => null)
+    const fleet = await fleetOfTwo(t, () => U.redisStore({ url: redis.url }), saved)
+    const { client, conn, sid } = fleet
 
     await redis.kill()
     for (let i = 0; i < 5; i++) {
@@ -343,11 +336,7 @@ describe('Redis stopped mid-run', () => {
     await redis.start()
     await waitUntil(async () => hasAll(JSON.parse(await redisCommand(redis.port, 'GET', 'sess:' + sid) || 'null'), { during: 4, server: 'also during' }),
       10000, 'the queued save to land')
-    const hs = waitHandshake('ours', client, 8000)
-    await killServer(A)
-    const { conn: connB, reconnect } = await B.waitConnection(0, 8000)
-    await hs
-    assert.equal(reconnect, true, 'resumed on B')
+    const connB = await failOver(fleet)
     assertHasAll(connB.get(), { during: 4, server: 'also during' }, 'the latest session')
     await roundTripMatching(client, 9)
   })
