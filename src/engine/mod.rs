@@ -428,7 +428,7 @@ impl Engine {
         let Some(link) = self.shared.link(handle) else { return };
         cork::flush(&link);
         if let Some(t) = link.transport() {
-            t.kill();
+            t.destroy();
         }
     }
 }

@@ -76,7 +76,9 @@ impl Link {
             // The reader task has not handed over yet; it will shortly.
             return Watch::Keep;
         }
-        if t.external.done.load(Ordering::Acquire) {
+        // Destroyed by the application: the reader task closes it, and what
+        // the socket says meanwhile (a reset from the peer) is not reported.
+        if t.external.done.load(Ordering::Acquire) || t.destroyed() {
             return Watch::Stop;
         }
         let Some(socket) = lock(&t.addresses).direct.clone() else { return Watch::Stop };
@@ -122,7 +124,9 @@ impl Link {
                     return Watch::Keep;
                 }
                 Err(e) => {
-                    self.deliver_error(&e.to_string(), io_code(&e));
+                    if !t.destroyed() {
+                        self.deliver_error(&e.to_string(), io_code(&e));
+                    }
                     t.external.failed.store(true, Ordering::Release);
                     break;
                 }

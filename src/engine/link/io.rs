@@ -171,7 +171,10 @@ impl Link {
                             break;
                         }
                         Err(e) => {
-                            self.deliver_error(&e.to_string(), io_code(&e));
+                            // Not after the application's destroy().
+                            if !transport.destroyed() {
+                                self.deliver_error(&e.to_string(), io_code(&e));
+                            }
                             reason = format!("socket error: {e}").into();
                             break;
                         }

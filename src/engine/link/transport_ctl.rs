@@ -22,6 +22,10 @@ pub(crate) struct Transport {
     /// `kill` happened: checked after each read, since a `Notify` is only
     /// seen by a reader waiting on it.
     pub(super) killed: AtomicBool,
+    /// The application destroyed it (`destroy`, not a failed write): the
+    /// socket's errors from then on are not reported, as after a net
+    /// socket's destroy().
+    pub(super) destroyed: AtomicBool,
     /// Set by `end()`: flush, send FIN, wait for the peer to close.
     pub(super) ending: AtomicBool,
     /// Wakes the reader when `ending` is set, so it starts the grace timer.
@@ -53,6 +57,18 @@ impl Transport {
         self.kill.notify_one();
         self.unpark();
     }
+    /// `destroy()`: as `kill`, and what the socket says meanwhile (a reset
+    /// from the peer) is no longer the application's business.
+    pub(crate) fn destroy(&self) {
+        self.destroyed.store(true, Ordering::Release);
+        self.kill();
+    }
+
+    /// Whether the application destroyed it (`destroy`).
+    pub(super) fn destroyed(&self) -> bool {
+        self.destroyed.load(Ordering::Acquire)
+    }
+
     /// `end()`: the reader starts a writer, which flushes and sends FIN, and
     /// waits for the peer to close, up to a grace period.
     pub(crate) fn end(&self) {
