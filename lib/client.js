@@ -37,8 +37,9 @@ Client.prototype.connect = function (a, b, c) {
   if (options.logErrors) this.logErrors = true
   if (options.maxQueueLength != null) this._maxQueueLength = options.maxQueueLength
   if (options.maxSessionBytes != null) this._maxSessionBytes = nonNegative(options.maxSessionBytes, 'options.maxSessionBytes')
-  // The shared default limits unless the options set some.
-  if (options.maxArgs != null || options.maxDepth != null || options.maxMessageSize != null) this._limits = limitsOf(options)
+  // The shared default limits (the prototype's) unless the options set others.
+  const limits = limitsOf(options)
+  if (limits !== this._limits) this._limits = limits
   this.options = options
   if (cb) this.once('connect', cb)
   if (this._h) throw new Error('uhura: this client is already connected; use reconnect()')

@@ -7,7 +7,7 @@ const util = require('util')
 const Socket = require('./socket')
 const Acks = require('./acks')
 const { native, handles, enqueue, flushOutbox, whenBatchHandled, keepAlive, makeError } = require('./native')
-const { toJson, describe, nonNegative, limitsOf, checkLimits } = require('./options')
+const { toJson, describe, nonNegative, DEFAULT_LIMITS, checkLimits } = require('./options')
 const defaults = require('./defaults')
 
 /** Sets `obj[key]` as plain data, whatever the key (`__proto__` included). */
@@ -84,13 +84,7 @@ const NO_ACKS = new Acks()
 SendEmitter.prototype._acks = NO_ACKS
 
 /** The limits of an emitter whose options set none; never changed, so shared. */
-const DEFAULT_LIMITS = Object.freeze(limitsOf({}))
 SendEmitter.prototype._limits = DEFAULT_LIMITS
-
-/** Whether two limits objects (`limitsOf`) say the same. */
-function sameLimits (a, b) {
-  return a.maxArgs === b.maxArgs && a.maxDepth === b.maxDepth && a.maxMessageSize === b.maxMessageSize
-}
 
 /**
  * The socket-like object (lib/socket.js), made when first asked for, with
@@ -379,8 +373,8 @@ function Connection (server, h, info) {
   if (server.logErrors) this.logErrors = true
   if (server.options.ackTimeout !== undefined) this._ackTimeout = server.options.ackTimeout
   // One object per server, shared by its connections (and its own sends).
-  if (server._limits === undefined) server._limits = limitsOf(server.options)
-  if (!sameLimits(server._limits, DEFAULT_LIMITS)) this._limits = server._limits
+  const limits = server._sendLimits()
+  if (limits !== DEFAULT_LIMITS) this._limits = limits
   this.session = info.session
   this.sessionID = info.session.sessionID
   if (server._maxQueueLength != null) this.maxQueueLength = server._maxQueueLength

@@ -103,16 +103,23 @@ function nonNegative (v, name) {
 
 /**
  * The limits of `options` that send() and set() check, with Rust's defaults:
- * they refuse what a peer with the same limits would refuse.
+ * they refuse what a peer with the same limits would refuse. Limits equal to
+ * the defaults are one shared, frozen object (`DEFAULT_LIMITS`), so every
+ * emitter whose options set none shares it.
  */
 function limitsOf (o) {
   const n = (v, d) => (v == null || Number.isNaN(Number(v)) ? d : Number(v))
-  return {
+  const limits = {
     maxArgs: n(o.maxArgs, defaults.maxArgs),
     maxDepth: Math.min(Math.max(1, n(o.maxDepth, defaults.maxDepth)), defaults.maxDepthLimit),
     maxMessageSize: Math.max(1, n(o.maxMessageSize, defaults.maxMessageSize))
   }
+  const d = DEFAULT_LIMITS
+  const same = d !== null && limits.maxArgs === d.maxArgs && limits.maxDepth === d.maxDepth && limits.maxMessageSize === d.maxMessageSize
+  return same ? d : limits
 }
+let DEFAULT_LIMITS = null
+DEFAULT_LIMITS = Object.freeze(limitsOf({}))
 
 /** Whether JSON text nests deeper than `limit` (the outermost array is level 1). */
 function deeperThan (json, limit) {
@@ -221,4 +228,4 @@ function storeOptions (options) {
   return out
 }
 
-module.exports = { toJson, flatJson, describe, checkedPort, nonNegative, limitsOf, checkLimits, peerOptions, tlsOptions, storeOptions }
+module.exports = { toJson, flatJson, describe, checkedPort, nonNegative, limitsOf, DEFAULT_LIMITS, checkLimits, peerOptions, tlsOptions, storeOptions }

@@ -355,6 +355,12 @@ Server.prototype.broadcast = function (...args) {
   native.serverBroadcast(this._h, json, seq)
 }
 
+/** The limits this server's sends check (its own and its connections'): made once, then shared. */
+Server.prototype._sendLimits = function () {
+  if (this._limits === undefined) this._limits = limitsOf(this.options)
+  return this._limits
+}
+
 /** Checks a sendTo / broadcast's arguments and keeps its callback. */
 Server.prototype._fleetSend = function (method, args) {
   const cb = typeof args[args.length - 1] === 'function' ? args.pop() : null
@@ -363,8 +369,7 @@ Server.prototype._fleetSend = function (method, args) {
   }
   const what = () => `${method}(${JSON.stringify(args[0])})`
   const json = toJson(args, what)
-  if (this._limits === undefined) this._limits = limitsOf(this.options)
-  checkLimits(this._limits, json, args.length - 1, what)
+  checkLimits(this._sendLimits(), json, args.length - 1, what)
   const seq = this._fleetSeq++
   this._fleetCbs.set(seq, cb)
   // A closed server can still send to the fleet: addressable until reported.
