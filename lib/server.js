@@ -289,8 +289,7 @@ Server.prototype._onClose = function () {
   if (this._bound) return
   this._listening = false
   keepAlive(this, false)
-  // Still addressable while sendTo / broadcast callbacks wait (see _onPersisted).
-  if (!this._factoryServer && this._fleetCbs.size === 0) handles.delete(this._h)
+  this._releaseIfDone()
   this.emit('close')
 }
 
@@ -355,6 +354,15 @@ Server.prototype.broadcast = function (...args) {
   native.serverBroadcast(this._h, json, seq)
 }
 
+/**
+ * No longer addressable by Rust's events once it neither listens (nor is
+ * bound again) nor waits for sendTo / broadcast outcomes: a server the
+ * application then drops is collected. A factory server stays.
+ */
+Server.prototype._releaseIfDone = function () {
+  if (!this._listening && !this._bound && !this._factoryServer && this._fleetCbs.size === 0) handles.delete(this._h)
+}
+
 /** The limits this server's sends check (its own and its connections'): made once, then shared. */
 Server.prototype._sendLimits = function () {
   if (this._limits === undefined) this._limits = limitsOf(this.options)
@@ -382,7 +390,7 @@ Server.prototype._onPersisted = function (seq, info) {
   const cb = this._fleetCbs.get(seq)
   this._fleetCbs.delete(seq)
   const err = info ? makeError(info) : null
-  if (this._fleetCbs.size === 0 && !this._listening && !this._bound && !this._factoryServer) handles.delete(this._h)
+  this._releaseIfDone()
   if (cb) cb(err)
   // Without a callback a failure is an `error` event, if anyone listens.
   else if (err && this.listenerCount('error') > 0) this.emit('error', err)
