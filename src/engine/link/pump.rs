@@ -243,7 +243,7 @@ impl Link {
             write_entry(b, self.handle, Kind::Message, |b| b.push_str(args));
             b.pop();
         });
-        Received { gen: entries.gen(), deferred, entries, last_gen: &self.last_gen }
+        Received { deferred, entries, last_gen: &self.last_gen }
     }
 
     /// The body of a CONNECTED entry: modes, session view, addresses.
@@ -321,7 +321,6 @@ struct Received<'a> {
     // Dropped in this order: the acks' lock, then the buffer's (and the wake-up).
     deferred: MutexGuard<'a, DeferredAcks>,
     entries: Entries<'a>,
-    gen: u64,
     last_gen: &'a AtomicU64,
 }
 
@@ -335,14 +334,14 @@ impl Received<'_> {
     }
 
     fn ack_due(&mut self, id: &str, duplicate: bool) {
-        self.deferred.push(self.gen, id, duplicate);
+        self.deferred.push(self.entries.gen(), id, duplicate);
     }
 }
 
 impl Drop for Received<'_> {
     fn drop(&mut self) {
         self.entries.extend(|b| b.push(']'));
-        self.last_gen.fetch_max(self.gen, Ordering::AcqRel);
+        self.last_gen.fetch_max(self.entries.gen(), Ordering::AcqRel);
     }
 }
 
