@@ -13,13 +13,24 @@ function Client () {
   if (!(this instanceof Client)) return new Client()
   SendEmitter.call(this)
   this.options = null
+  this._active = false
+  this._keepingAlive = false
+  this.resumeSecret = undefined
+  // Every field a connected client has, assigned in this body (some again,
+  // after SendEmitter's), because V8 makes a new object with room for about
+  // as many fields as its constructor's own body assigns (plus a few): the
+  // rest, set later, went to a separate, larger property array.
+  this._h = 0
+  this.ready = false
+  this.objectMode = false
+  this.enableAcks = false
+  this._endpoints = null
+  this._ports = -1
 }
 util.inherits(Client, SendEmitter)
 
 // Defaults, the client's own once set (see SendEmitter).
-Client.prototype._active = false
 Client.prototype._stopped = false
-Client.prototype.resumeSecret = undefined
 
 /**
  * connect(port[, host][, cb]) or connect(options[, cb]).
@@ -45,11 +56,12 @@ Client.prototype.connect = function (a, b, c) {
   if (this._h) throw new Error('uhura: this client is already connected; use reconnect()')
   if (options.ackTimeout !== undefined || this._ackTimeout !== undefined) this._ackTimeout = options.ackTimeout
   const native_ = {
-    servers: [],
-    peer: peerOptions({ ...options, maxQueueLength: this._maxQueueLength })
+    servers: undefined,
+    peer: peerOptions(options, this._maxQueueLength)
   }
   if (typeof options.createConnection === 'function') {
     // The original's factory hook: each (re)connection asks it for a stream.
+    native_.servers = []
     native_.js = true
   } else {
     if (options.createConnection != null) throw new TypeError('uhura: options.createConnection must be a function')
@@ -67,9 +79,12 @@ Client.prototype.connect = function (a, b, c) {
   keepAlive(this, this._ref)
   // Start on the next tick, so autoReconnect() and friends called right
   // after createClient() apply to the first attempt, as in the original.
-  const h = this._h
-  process.nextTick(() => native.clientStart(h))
+  process.nextTick(clientStart, this._h)
   return this
+}
+
+function clientStart (h) {
+  native.clientStart(h)
 }
 
 /**

@@ -34,32 +34,82 @@ Listeners.prototype = Object.create(null)
 /**
  * The addresses of the latest handshake, for a socket made later: what
  * `Socket#_update` reads of the handshake's info, without keeping the rest
- * of it (a dozen fields) for every idle connection.
+ * of it (a dozen fields) for every idle connection. Split in two: the
+ * ports, packed in one small integer on the emitter (`_ports`), and the
+ * rest, the same for most connections (one listener, one peer host), in an
+ * `Endpoints` object shared by every emitter whose handshake gave the same
+ * (`endpointsOf`). Frozen: one emitter cannot change another's.
  */
-function Addresses (info) {
+function Endpoints (info, withPorts) {
   this.remoteAddress = info.remoteAddress
-  this.remotePort = info.remotePort
   this.remoteFamily = info.remoteFamily
   this.localAddress = info.localAddress
-  this.localPort = info.localPort
+  // Only when the ports do not fit `_ports` (none: a Unix socket, a stream).
+  this.remotePort = withPorts ? info.remotePort : undefined
+  this.localPort = withPorts ? info.localPort : undefined
+  Object.freeze(this)
+}
+
+// The last Endpoints made: the next handshake mostly has the same.
+let lastEndpoints = null
+
+function isPort (p) {
+  return typeof p === 'number' && p >= 0 && p <= 0xffff && p === Math.floor(p)
+}
+
+/** Both ports in one int32 (a small integer to V8: no heap object), or -1 when they do not fit. */
+function packPorts (info) {
+  return isPort(info.remotePort) && isPort(info.localPort) ? ((info.remotePort << 16) | info.localPort) : -1
+}
+
+function endpointsOf (info, ports) {
+  if (ports === -1) return new Endpoints(info, true)
+  const last = lastEndpoints
+  if (last !== null && last.remoteAddress === info.remoteAddress && last.remoteFamily === info.remoteFamily && last.localAddress === info.localAddress) return last
+  lastEndpoints = new Endpoints(info, false)
+  return lastEndpoints
+}
+
+/** What `Socket#_update` takes, from an emitter's kept `_endpoints` and `_ports`. */
+function addressesOf (emitter) {
+  const e = emitter._endpoints
+  const ports = emitter._ports
+  return {
+    remoteAddress: e.remoteAddress,
+    remotePort: ports === -1 ? e.remotePort : ports >>> 16,
+    remoteFamily: e.remoteFamily,
+    localAddress: e.localAddress,
+    localPort: ports === -1 ? e.localPort : ports & 0xffff
+  }
 }
 
 /** What clients and server-side connections share: send, set, get and the ack bookkeeping. */
 function SendEmitter () {
   if (!(this instanceof SendEmitter)) return new SendEmitter()
-  this._events = new Listeners()
-  this._eventsCount = 0
-  EventEmitter.call(this)
-  this._h = 0
-  this.session = {}
-  this.ready = false
-  this.objectMode = false
-  this.enableAcks = false
-  this._seq = 0
+  initEmitter(this, {})
+}
+
+/**
+ * SendEmitter's fields, `session` first: a server-side connection starts
+ * with its handshake's session, not an empty object it drops at once.
+ */
+function initEmitter (emitter, session) {
+  emitter._events = new Listeners()
+  emitter._eventsCount = 0
+  EventEmitter.call(emitter)
+  emitter._h = 0
+  emitter.session = session
+  emitter.ready = false
+  emitter.objectMode = false
+  emitter.enableAcks = false
+  emitter._seq = 0
+  // Set by every handshake: own from the start (see Endpoints).
+  emitter._endpoints = null
+  emitter._ports = -1
   // The other fields start as the prototype's defaults (below), and become
   // the emitter's own when set: fewer own properties per idle connection.
   // The original always listens for 'error', so errors never throw.
-  this.on('error', logError)
+  emitter.on('error', logError)
 }
 util.inherits(SendEmitter, EventEmitter)
 
@@ -70,9 +120,9 @@ SendEmitter.prototype._ackTimeout = undefined
 // ref()'d: open, it keeps the process alive (as a net socket does).
 SendEmitter.prototype._ref = true
 // `socket` is made on first access (most connections never ask): until
-// then the latest handshake's addresses, and whether it closed since.
+// then the latest handshake's addresses (`_endpoints`, `_ports`), and
+// whether it closed since.
 SendEmitter.prototype._socket = null
-SendEmitter.prototype._addresses = null
 SendEmitter.prototype._socketClosed = false
 // `durable: true` on its server: every send with a callback is a durable one.
 SendEmitter.prototype._durable = false
@@ -94,7 +144,7 @@ Object.defineProperty(SendEmitter.prototype, 'socket', {
   get () {
     if (this._socket === null) {
       const socket = new Socket(this)
-      if (this._addresses !== null) socket._update(this._addresses)
+      if (this._endpoints !== null) socket._update(addressesOf(this))
       socket.destroyed = this._socketClosed
       this._socket = socket
     }
@@ -313,7 +363,11 @@ SendEmitter.prototype._onConnected = function (info) {
   this.objectMode = info.objectMode
   this.enableAcks = info.enableAcks
   if (this._socket instanceof Socket) this._socket._update(info)
-  else this._addresses = new Addresses(info)
+  else {
+    const ports = packPorts(info)
+    this._endpoints = endpointsOf(info, ports)
+    this._ports = ports
+  }
   if (this._socketClosed) this._socketClosed = false
   this.ready = true
 }
@@ -365,17 +419,15 @@ SendEmitter.prototype.unref = function () {
 /** A server-side connection: made by the server when a handshake completes. */
 function Connection (server, h, info) {
   if (!(this instanceof Connection)) return new Connection(server, h, info)
-  SendEmitter.call(this)
+  initEmitter(this, info.session)
   this._h = h
   this.server = server
-  this.sessionStore = server.sessionStore
   // Only what differs from the prototype's defaults becomes the connection's own.
   if (server.logErrors) this.logErrors = true
   if (server.options.ackTimeout !== undefined) this._ackTimeout = server.options.ackTimeout
   // One object per server, shared by its connections (and its own sends).
   const limits = server._sendLimits()
   if (limits !== DEFAULT_LIMITS) this._limits = limits
-  this.session = info.session
   this.sessionID = info.session.sessionID
   if (server._maxQueueLength != null) this.maxQueueLength = server._maxQueueLength
   if (server.options.maxSessionBytes != null) this._maxSessionBytes = server.options.maxSessionBytes
@@ -393,6 +445,21 @@ util.inherits(Connection, SendEmitter)
  * acknowledged it (never before `persisted`). Neither is an unhandled
  * rejection when left alone.
  */
+/**
+ * Its server's store (the original's name for it): read from the server
+ * rather than kept by every connection. Assigned, it becomes the connection's own.
+ */
+Object.defineProperty(Connection.prototype, 'sessionStore', {
+  get () {
+    return this.server.sessionStore
+  },
+  set (store) {
+    Object.defineProperty(this, 'sessionStore', { value: store, writable: true, enumerable: true, configurable: true })
+  },
+  enumerable: true,
+  configurable: true
+})
+
 Connection.prototype.sendDurable = function (...args) {
   if (!this.server._durableStore) {
     throw new TypeError('uhura: sendDurable() needs a server whose store keeps delivery state: createServer({ store: Uhura.redisStore(...) })')

@@ -108,15 +108,20 @@ function nonNegative (v, name) {
  * emitter whose options set none shares it.
  */
 function limitsOf (o) {
-  const n = (v, d) => (v == null || Number.isNaN(Number(v)) ? d : Number(v))
+  // Most options set none: the shared object, with nothing made to find that out.
+  if (DEFAULT_LIMITS !== null && o.maxArgs == null && o.maxDepth == null && o.maxMessageSize == null) return DEFAULT_LIMITS
   const limits = {
-    maxArgs: n(o.maxArgs, defaults.maxArgs),
-    maxDepth: Math.min(Math.max(1, n(o.maxDepth, defaults.maxDepth)), defaults.maxDepthLimit),
-    maxMessageSize: Math.max(1, n(o.maxMessageSize, defaults.maxMessageSize))
+    maxArgs: numberOr(o.maxArgs, defaults.maxArgs),
+    maxDepth: Math.min(Math.max(1, numberOr(o.maxDepth, defaults.maxDepth)), defaults.maxDepthLimit),
+    maxMessageSize: Math.max(1, numberOr(o.maxMessageSize, defaults.maxMessageSize))
   }
   const d = DEFAULT_LIMITS
   const same = d !== null && limits.maxArgs === d.maxArgs && limits.maxDepth === d.maxDepth && limits.maxMessageSize === d.maxMessageSize
   return same ? d : limits
+}
+
+function numberOr (v, d) {
+  return v == null || Number.isNaN(Number(v)) ? d : Number(v)
 }
 let DEFAULT_LIMITS = null
 DEFAULT_LIMITS = Object.freeze(limitsOf({}))
@@ -168,11 +173,19 @@ function checkLimits (limits, json, nargs, what, subject) {
   }
 }
 
-/** Options of the protocol state machine, as the addon takes them. */
-function peerOptions (o) {
+// The options of the protocol state machine (the addon's names).
+const PEER_OPTIONS = ['maxMessageSize', 'maxArgs', 'maxDepth', 'maxQueueLength', 'maxQueueBytes', 'ackTimeout', 'heartbeatInterval', 'heartbeatTimeout', 'handshakeTimeout', 'maxHandshakeBytes', 'maxSessionBytes']
+
+/**
+ * Options of the protocol state machine, as the addon takes them;
+ * `maxQueueLength`, when given, in place of the options' own.
+ */
+function peerOptions (o, maxQueueLength) {
   const out = {}
-  for (const k of ['maxMessageSize', 'maxArgs', 'maxDepth', 'maxQueueLength', 'maxQueueBytes', 'ackTimeout', 'heartbeatInterval', 'heartbeatTimeout', 'handshakeTimeout', 'maxHandshakeBytes', 'maxSessionBytes']) {
-    if (o[k] != null) out[k] = nonNegative(o[k], `options.${k}`)
+  for (let i = 0; i < PEER_OPTIONS.length; i++) {
+    const k = PEER_OPTIONS[i]
+    const v = k === 'maxQueueLength' && maxQueueLength !== undefined ? maxQueueLength : o[k]
+    if (v != null) out[k] = nonNegative(v, `options.${k}`)
   }
   if (o.extensions != null) out.extensions = !!o.extensions
   if (o.resumeSecret != null) {
