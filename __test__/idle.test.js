@@ -7,6 +7,9 @@
 
 const { describe, it } = require('node:test')
 const assert = require('node:assert/strict')
+const fs = require('node:fs')
+const os = require('node:os')
+const path = require('node:path')
 const { HOST, useResources, waitFor, withTimeout, delay, installExitWatchdog, pingPong, roundTrip } = require('./helpers')
 
 installExitWatchdog()
@@ -117,5 +120,79 @@ describe('ours: idle connections', () => {
     // And they still talk.
     await roundTrip(a, 1)
     await roundTrip(b, 2)
+  })
+
+  it('late sockets of many connections each have their own ports, from addresses they share and cannot change', T, async (t) => {
+    const r = useResources(t)
+    const srv = await r.startServer('ours', { onConnection: pingPong })
+    const clients = []
+    for (let i = 0; i < 4; i++) clients.push(await r.connectClient('ours', srv.port))
+    const conns = []
+    for (let i = 0; i < 4; i++) conns.push((await srv.waitConnection(i)).conn)
+    // Shared by every connection of the listener and by every client of it.
+    assert.equal(conns[0]._endpoints, conns[3]._endpoints)
+    assert.equal(clients[0]._endpoints, clients[3]._endpoints)
+    assert.equal(Object.isFrozen(conns[0]._endpoints), true)
+    assert.throws(() => { 'use strict'; conns[0]._endpoints.remoteAddress = '10.0.0.1' }, TypeError)
+    // The socket of one, changed, leaves the others' as they were.
+    conns[1].socket.remoteAddress = '10.0.0.1'
+    const clientPorts = new Set()
+    for (const c of clients) {
+      assert.equal(c.socket.remotePort, srv.port)
+      assert.equal(c.socket.remoteAddress, HOST)
+      assert.equal(c.socket.localAddress, HOST)
+      assert.equal(c.socket.remoteFamily, 'IPv4')
+      clientPorts.add(c.socket.localPort)
+    }
+    assert.equal(clientPorts.size, 4)
+    for (const conn of conns) {
+      assert.equal(conn.socket.localPort, srv.port)
+      assert.equal(clientPorts.has(conn.socket.remotePort), true)
+      assert.equal(conn.socket.remoteAddress, conn === conns[1] ? '10.0.0.1' : HOST)
+    }
+    // Each connection's ports, whatever their size (ports above 32767 use the top bit).
+    assert.deepEqual(conns.map((c) => c.socket.remotePort).sort(), [...clientPorts].sort())
+    await roundTrip(clients[3], 3)
+  })
+
+  it('a late socket over a Unix socket (no ports) has what an early one has', T, async (t) => {
+    const r = useResources(t)
+    const p = path.join(os.tmpdir(), `uhura-idle-${process.pid}.sock`)
+    try { fs.unlinkSync(p) } catch (_) {}
+    t.after(() => { try { fs.unlinkSync(p) } catch (_) {} })
+    const srv = r.createServer('ours', { onConnection: pingPong })
+    await new Promise((resolve) => srv.server.listen(p, resolve))
+    const early = r.createClient('ours', { path: p })
+    const earlySocket = early.socket
+    await waitFor(early, 'connect')
+    const late = r.createClient('ours', { path: p })
+    await waitFor(late, 'connect')
+    const pick = (s) => [s.remoteAddress, s.remotePort, s.remoteFamily, s.localAddress, s.localPort, s.destroyed]
+    assert.deepEqual(pick(late.socket), pick(earlySocket))
+    const { conn } = await srv.waitConnection(1)
+    assert.deepEqual(pick(conn.socket), pick((await srv.waitConnection(0)).conn.socket))
+    await roundTrip(late, 1)
+  })
+
+  it("a connection's sessionStore is its server's; assigned, it becomes that connection's own", T, async (t) => {
+    const r = useResources(t)
+    const U = require('..')
+    const store = new U.session.MemoryStore()
+    const srv = await r.startServer('ours', { options: { store }, onConnection: pingPong })
+    await r.connectClient('ours', srv.port)
+    await r.connectClient('ours', srv.port)
+    const { conn: a } = await srv.waitConnection(0)
+    const { conn: b } = await srv.waitConnection(1)
+    assert.equal(a.sessionStore, store)
+    assert.equal(a.sessionStore, srv.server.sessionStore)
+    // Still listed by for...in, as the field it was.
+    const listed = []
+    for (const k in a) listed.push(k)
+    assert.equal(listed.includes('sessionStore'), true)
+    const other = new U.session.MemoryStore()
+    a.sessionStore = other
+    assert.equal(a.sessionStore, other)
+    assert.equal(b.sessionStore, store)
+    assert.equal(srv.server.sessionStore, store)
   })
 })
