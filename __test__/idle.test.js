@@ -195,4 +195,22 @@ describe('ours: idle connections', () => {
     assert.equal(b.sessionStore, store)
     assert.equal(srv.server.sessionStore, store)
   })
+
+  it('clients made in one run of code all start (in one tick), and so does one made later, in a listener', T, async (t) => {
+    const r = useResources(t)
+    const srv = await r.startServer('ours', { onConnection: pingPong })
+    const batch = []
+    for (let i = 0; i < 10; i++) batch.push(r.createClient('ours', srv.port, HOST))
+    const later = new Promise((resolve) => {
+      batch[0].once('connect', () => {
+        const c = r.createClient('ours', srv.port, HOST)
+        resolve({ c, connected: waitFor(c, 'connect', WAIT) })
+      })
+    })
+    await Promise.all(batch.map((c) => waitFor(c, 'connect', WAIT)))
+    const { c, connected } = await later
+    await connected
+    await roundTrip(c, 1)
+    await roundTrip(batch[9], 2)
+  })
 })

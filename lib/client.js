@@ -79,12 +79,35 @@ Client.prototype.connect = function (a, b, c) {
   keepAlive(this, this._ref)
   // Start on the next tick, so autoReconnect() and friends called right
   // after createClient() apply to the first attempt, as in the original.
-  process.nextTick(clientStart, this._h)
+  startSoon(this._h)
   return this
 }
 
-function clientStart (h) {
-  native.clientStart(h)
+// Clients to start on the next tick, in the order they were made: one tick
+// for every client made in a run of code, rather than a tick (its object,
+// its async bookkeeping: ~0.4 KB of garbage) for each.
+let toStart = []
+
+function startSoon (h) {
+  if (toStart.length === 0) process.nextTick(startAll)
+  toStart.push(h)
+}
+
+function startAll () {
+  const hs = toStart
+  toStart = []
+  for (let i = 0; i < hs.length; i++) {
+    try {
+      native.clientStart(hs[i])
+    } catch (err) {
+      // As from a tick of its own: an uncaught exception, and the others still start.
+      process.nextTick(rethrow, err)
+    }
+  }
+}
+
+function rethrow (err) {
+  throw err
 }
 
 /**
