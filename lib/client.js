@@ -25,7 +25,7 @@ function Client () {
   this.objectMode = false
   this.enableAcks = false
   this._endpoints = null
-  this._ports = -1
+  this._ports = null
 }
 util.inherits(Client, SendEmitter)
 

@@ -57,13 +57,13 @@ function isPort (p) {
   return typeof p === 'number' && p >= 0 && p <= 0xffff && p === Math.floor(p)
 }
 
-/** Both ports in one int32 (a small integer to V8: no heap object), or -1 when they do not fit. */
+/** Both ports in one int32 (a small integer to V8: no heap object), or null when they do not fit. */
 function packPorts (info) {
-  return isPort(info.remotePort) && isPort(info.localPort) ? ((info.remotePort << 16) | info.localPort) : -1
+  return isPort(info.remotePort) && isPort(info.localPort) ? ((info.remotePort << 16) | info.localPort) : null
 }
 
 function endpointsOf (info, ports) {
-  if (ports === -1) return new Endpoints(info, true)
+  if (ports === null) return new Endpoints(info, true)
   const last = lastEndpoints
   if (last !== null && last.remoteAddress === info.remoteAddress && last.remoteFamily === info.remoteFamily && last.localAddress === info.localAddress) return last
   lastEndpoints = new Endpoints(info, false)
@@ -76,10 +76,10 @@ function addressesOf (emitter) {
   const ports = emitter._ports
   return {
     remoteAddress: e.remoteAddress,
-    remotePort: ports === -1 ? e.remotePort : ports >>> 16,
+    remotePort: ports === null ? e.remotePort : ports >>> 16,
     remoteFamily: e.remoteFamily,
     localAddress: e.localAddress,
-    localPort: ports === -1 ? e.localPort : ports & 0xffff
+    localPort: ports === null ? e.localPort : ports & 0xffff
   }
 }
 
@@ -105,7 +105,7 @@ function initEmitter (emitter, session) {
   emitter._seq = 0
   // Set by every handshake: own from the start (see Endpoints).
   emitter._endpoints = null
-  emitter._ports = -1
+  emitter._ports = null
   // The other fields start as the prototype's defaults (below), and become
   // the emitter's own when set: fewer own properties per idle connection.
   // The original always listens for 'error', so errors never throw.
