@@ -63,7 +63,7 @@ impl Link {
     /// The application's loop is watching the socket (called on that loop).
     pub(crate) fn external_watch_started(&self, t: &Transport) {
         t.external.requested.store(true, Ordering::Release);
-        t.external.changed.notify_one();
+        t.wake.notify_one();
     }
 
     /// Called on the application's loop when the socket is readable: reads

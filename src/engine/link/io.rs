@@ -154,16 +154,13 @@ impl Link {
                 }
                 let input_open = lock(&self.peer).wants_read();
                 tokio::select! {
-                    _ = transport.kill.notified() => {
-                        reason = "destroyed (or a write failed)".into();
-                        break;
-                    }
+                    // A kill, an end or a change on the other loop: the
+                    // flags are looked at below and at the top.
+                    _ = transport.wake.notified() => {}
                     _ = grace => {
                         reason = "the peer did not close in time after our end".into();
                         break;
                     }
-                    _ = transport.ending_wake.notified(), if deadline.is_none() => continue,
-                    _ = ext.changed.notified() => continue,
                     _ = self.input_wake.notified(), if !input_open => continue,
                     r = rd.read(&mut buf), if reading_here && input_open => match r {
                         Ok(0) => {

@@ -50,7 +50,6 @@ use output::Output;
 use queue::Events;
 use session_cell::SessionCell;
 use std::borrow::Cow;
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Instant;
 use timer::Clock;
@@ -208,11 +207,6 @@ impl Peer {
             config.entropy.clone().expect("peer::Config::entropy must be set (the driver supplies randomness)");
         let mut prefix = [0u8; 6];
         entropy.fill(&mut prefix);
-        let mut id_prefix = String::with_capacity(13);
-        for b in prefix {
-            let _ = write!(id_prefix, "{b:02x}");
-        }
-        id_prefix.push('-');
         Peer {
             role,
             reader: Reader::with_limits(config.max_message_size, config.max_depth),
@@ -230,7 +224,7 @@ impl Peer {
             session_size: None,
             session_changes: session::Changes::Nothing,
             session_id: None,
-            outbox: Outbox::new(id_prefix),
+            outbox: Outbox::new(outbox::IdPrefix::new(prefix)),
             seen: Seen::default(),
             clock: Clock::new(now),
             close_requested: false,
@@ -373,5 +367,15 @@ impl Peer {
     /// Bytes of JSON held for pending (queued or unacknowledged) events.
     pub fn pending_bytes(&self) -> usize {
         self.outbox.pending_bytes
+    }
+}
+#[cfg(test)]
+mod tmp_sizes {
+    #[test]
+    fn tmp_sizes() {
+        use std::mem::size_of;
+        macro_rules! p { ($($t:ty),*) => { $( eprintln!("SIZE {} = {}", stringify!($t), size_of::<$t>()); )* } }
+        p!(super::Peer, super::Reader, super::Output, super::Framed, super::Events, super::Negotiated, super::SessionCell,
+           super::session::Changes, super::Outbox, super::Seen, super::Clock, super::WireTap, super::Entropy, super::Hold, Option<String>);
     }
 }
