@@ -38,7 +38,8 @@
 //!    are in `rare`, made on first use), `transport` (the slot), then
 //!    that transport's `addresses`, `writer_busy` or `writer`; `deferred`;
 //!    `unsaved_session`; `durable`, then `unsaved`; `Retention`'s map of active sessions.
-//! 4. Leaves, taken last and alone: the delivery buffer (held under
+//! 4. Leaves, taken last and alone: the memory store's map (under `peer`
+//!    by `share_session_text`), the delivery buffer (held under
 //!    `deferred` only by `pump`, for a run of received messages), `Shared`'s maps,
 //!    a transport's `parked` slot,
 //!    the timer heap (`scheduled` is taken before it, never under `peer`),
@@ -196,6 +197,27 @@ impl Link {
     /// `reconnect()` after `disconnect()`: the next transport stays up.
     pub(crate) fn cancel_end(&self) {
         self.end_when_ready.store(false, Ordering::Release);
+    }
+
+    /// Input drained: the peer lets go of its scratch buffers, and the
+    /// session it compacts to text shares the store's equal copy, if the
+    /// store keeps one in this process.
+    pub(super) fn release_buffers(&self) {
+        let mut peer = lock(&self.peer);
+        if peer.release_buffers() {
+            self.share_session_text(&mut peer);
+        }
+    }
+
+    /// The peer keeps the store's copy of its session text instead of its
+    /// own, when they are the same text (after a save, or a compaction);
+    /// called under the peer lock.
+    pub(super) fn share_session_text(&self, peer: &mut Peer) {
+        if let (Some(store), Some(sid)) = (&self.store, peer.session_id()) {
+            if let Some(text) = store.session_text(sid) {
+                peer.share_session_text(&text);
+            }
+        }
     }
 
     /// The transport being driven now, if any.

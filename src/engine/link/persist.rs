@@ -244,6 +244,9 @@ impl Link {
                         match saved {
                             Ok(()) => {
                                 lock(&link.unsaved_session).landed = true;
+                                // The store's copy may be the text the peer
+                                // already compacted its session to.
+                                link.share_session_text(&mut lock(&link.peer));
                                 link.log(Ns::Session, || format!("{} session {id} saved", link.who()))
                             }
                             Err(e) => {

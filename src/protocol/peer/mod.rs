@@ -239,11 +239,24 @@ impl Peer {
     /// until it next changes (`session_cell`): the driver
     /// calls it when its input has drained, so an idle connection holds no
     /// capacity it is not using. The next input allocates them again.
-    pub fn release_buffers(&mut self) {
+    ///
+    /// Returns whether the session became text now: a driver whose store
+    /// keeps sessions as text in the same process may then share that copy
+    /// ([`share_session_text`](Self::share_session_text)).
+    pub fn release_buffers(&mut self) -> bool {
         self.received = Framed::default();
         self.scratch = String::new();
         self.release_event_text();
-        self.session.compact();
+        self.session.compact()
+    }
+
+    /// Keeps `text` as the session's compact form instead of its own copy,
+    /// if the session is compact and its text is the same (a store in the
+    /// same process keeps an equal copy: one instead of two per idle
+    /// connection). A change later makes its own map, as ever; `text` is
+    /// never changed. Returns whether it is shared.
+    pub fn share_session_text(&mut self, text: &Arc<str>) -> bool {
+        self.session.share(text)
     }
 
     /// Installs (or removes) the observer of every message sent and received.

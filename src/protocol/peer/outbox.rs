@@ -481,7 +481,9 @@ mod tests {
     /// frees the buffer.
     #[test]
     fn pending_texts_survive_acks_in_any_order() {
-        let mut o = Outbox::new("0123456789ab-".into());
+        let prefix = IdPrefix::new([0x01, 0x23, 0x45, 0x67, 0x89, 0xab]);
+        assert_eq!(prefix.as_str(), "0123456789ab-");
+        let mut o = Outbox::new(prefix);
         for seq in 0..50_000u64 {
             let text = format!("[\"e\",{seq},\"{}\"]", "x".repeat((seq % 7) as usize));
             o.pending_bytes += text.len();

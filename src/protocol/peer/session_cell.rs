@@ -5,11 +5,14 @@
 //! idle connection holds its session for as long as it stays up, and uses
 //! it only in the handshake, on `_set` and when something reads it; so the
 //! driver compacts it once its input has drained, and it becomes a map again
-//! on the next change.
+//! on the next change. A store that keeps sessions as text in the same
+//! process (the memory store) holds an equal text: the driver offers it
+//! (`share`), and the peer keeps that one instead of its own.
 
 use crate::protocol::json;
 use crate::protocol::session::Session;
 use std::borrow::Cow;
+use std::sync::Arc;
 
 /// A session as a map while in use, or as its JSON text.
 #[derive(Debug)]
@@ -19,13 +22,14 @@ pub(super) enum SessionCell {
     Map(Box<Session>),
     /// Compacted: the text `serde_json` wrote for the map, which reads back
     /// into an equal map, in the same order (see `read`); empty (allocating
-    /// nothing) for an empty session.
-    Text(Box<str>),
+    /// nothing: `None`) for an empty session. Shared with an equal copy a
+    /// store keeps (`share`).
+    Text(Option<Arc<str>>),
 }
 
 impl Default for SessionCell {
     fn default() -> Self {
-        SessionCell::Text(Box::default())
+        SessionCell::Text(None)
     }
 }
 
@@ -34,14 +38,14 @@ impl SessionCell {
     pub(super) fn get(&self) -> Cow<'_, Session> {
         match self {
             SessionCell::Map(map) => Cow::Borrowed(map),
-            SessionCell::Text(text) => Cow::Owned(read(text)),
+            SessionCell::Text(text) => Cow::Owned(read(text.as_deref().unwrap_or(""))),
         }
     }
 
     /// The session as a map, to change it: stays a map until `compact`.
     pub(super) fn get_mut(&mut self) -> &mut Session {
         if let SessionCell::Text(text) = self {
-            *self = SessionCell::Map(Box::new(read(text)));
+            *self = SessionCell::Map(Box::new(read(text.as_deref().unwrap_or(""))));
         }
         match self {
             SessionCell::Map(map) => map,
@@ -59,15 +63,31 @@ impl SessionCell {
     pub(super) fn to_json(&self) -> Cow<'_, str> {
         match self {
             SessionCell::Map(map) => Cow::Owned(write(map)),
-            SessionCell::Text(text) if text.is_empty() => Cow::Borrowed("{}"),
-            SessionCell::Text(text) => Cow::Borrowed(text),
+            SessionCell::Text(None) => Cow::Borrowed("{}"),
+            SessionCell::Text(Some(text)) => Cow::Borrowed(text),
         }
     }
 
-    /// Keeps the session as its text until it is next changed.
-    pub(super) fn compact(&mut self) {
-        if let SessionCell::Map(map) = self {
-            *self = SessionCell::Text(if map.is_empty() { Box::default() } else { write(map).into_boxed_str() });
+    /// Keeps the session as its text until it is next changed. Returns
+    /// whether it made a text now (one worth sharing: not empty).
+    pub(super) fn compact(&mut self) -> bool {
+        let SessionCell::Map(map) = self else { return false };
+        let empty = map.is_empty();
+        *self = SessionCell::Text((!empty).then(|| write(map).into()));
+        !empty
+    }
+
+    /// Keeps `text` instead of its own copy if that is the same text.
+    /// Returns whether it does now.
+    pub(super) fn share(&mut self, text: &Arc<str>) -> bool {
+        match self {
+            SessionCell::Text(Some(own)) if **own == **text => {
+                if !Arc::ptr_eq(own, text) {
+                    *own = text.clone();
+                }
+                true
+            }
+            _ => false,
         }
     }
 }
@@ -147,9 +167,36 @@ mod tests {
     }
 
     #[test]
+    fn shares_an_equal_text_and_changes_only_its_own_copy() {
+        let session = map(json!({"cookie": {"path": "/"}, "a": 1}));
+        let mut cell = SessionCell::default();
+        cell.set(session.clone());
+        let stored: Arc<str> = cell.to_json().into_owned().into();
+        // Not while it is a map, nor a different text.
+        assert!(!cell.share(&stored));
+        assert!(cell.compact());
+        assert!(!cell.share(&Arc::from(r#"{"a":2}"#)));
+        assert!(cell.share(&stored));
+        assert!(matches!(&cell, SessionCell::Text(Some(t)) if Arc::ptr_eq(t, &stored)));
+        assert_eq!(Arc::strong_count(&stored), 2);
+        assert_eq!(*cell.get(), session);
+        // A change makes its own map; the shared text stays as it was.
+        cell.get_mut().insert("a".into(), json!(3));
+        assert_eq!(Arc::strong_count(&stored), 1);
+        assert_eq!(&*stored, r#"{"cookie":{"path":"/"},"a":1}"#);
+        assert!(cell.compact());
+        assert_eq!(cell.to_json(), r#"{"cookie":{"path":"/"},"a":3}"#);
+        assert!(!cell.share(&stored));
+        // An empty session has no text to share.
+        cell.set(Session::new());
+        assert!(!cell.compact());
+        assert!(!cell.share(&Arc::from("{}")));
+    }
+
+    #[test]
     fn empty_sessions_allocate_nothing() {
         let mut cell = SessionCell::default();
-        assert!(matches!(cell, SessionCell::Text(ref t) if t.is_empty()));
+        assert!(matches!(cell, SessionCell::Text(None)));
         assert_eq!(cell.to_json(), "{}");
         assert!(cell.get().is_empty());
         cell.get_mut().insert("a".into(), json!(1));
@@ -157,7 +204,7 @@ mod tests {
         assert_eq!(cell.to_json(), r#"{"a":1}"#);
         cell.set(Session::new());
         cell.compact();
-        assert!(matches!(cell, SessionCell::Text(ref t) if t.is_empty()));
+        assert!(matches!(cell, SessionCell::Text(None)));
         assert_eq!(cell.to_json(), "{}");
         assert_eq!(*cell.get(), Session::new());
     }
