@@ -12,7 +12,7 @@
 use crate::protocol::json;
 use crate::protocol::session::Session;
 use std::borrow::Cow;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// A session as a map while in use, or as its JSON text.
 #[derive(Debug)]
@@ -21,15 +21,15 @@ pub(super) enum SessionCell {
     /// 16 bytes in the peer, not a map's 72.
     Map(Box<Session>),
     /// Compacted: the text `serde_json` wrote for the map, which reads back
-    /// into an equal map, in the same order (see `read`); empty (allocating
-    /// nothing: `None`) for an empty session. Shared with an equal copy a
-    /// store keeps (`share`).
-    Text(Option<Arc<str>>),
+    /// into an equal map, in the same order (see `read`); for an empty
+    /// session, one empty text all peers share (`empty`). Shared with an
+    /// equal copy a store keeps (`share`).
+    Text(Arc<str>),
 }
 
 impl Default for SessionCell {
     fn default() -> Self {
-        SessionCell::Text(None)
+        SessionCell::Text(empty())
     }
 }
 
@@ -38,14 +38,14 @@ impl SessionCell {
     pub(super) fn get(&self) -> Cow<'_, Session> {
         match self {
             SessionCell::Map(map) => Cow::Borrowed(map),
-            SessionCell::Text(text) => Cow::Owned(read(text.as_deref().unwrap_or(""))),
+            SessionCell::Text(text) => Cow::Owned(read(text)),
         }
     }
 
     /// The session as a map, to change it: stays a map until `compact`.
     pub(super) fn get_mut(&mut self) -> &mut Session {
         if let SessionCell::Text(text) = self {
-            *self = SessionCell::Map(Box::new(read(text.as_deref().unwrap_or(""))));
+            *self = SessionCell::Map(Box::new(read(text)));
         }
         match self {
             SessionCell::Map(map) => map,
@@ -63,8 +63,8 @@ impl SessionCell {
     pub(super) fn to_json(&self) -> Cow<'_, str> {
         match self {
             SessionCell::Map(map) => Cow::Owned(write(map)),
-            SessionCell::Text(None) => Cow::Borrowed("{}"),
-            SessionCell::Text(Some(text)) => Cow::Borrowed(text),
+            SessionCell::Text(text) if text.is_empty() => Cow::Borrowed("{}"),
+            SessionCell::Text(text) => Cow::Borrowed(text),
         }
     }
 
@@ -73,7 +73,7 @@ impl SessionCell {
     pub(super) fn compact(&mut self) -> bool {
         let SessionCell::Map(map) = self else { return false };
         let empty = map.is_empty();
-        *self = SessionCell::Text((!empty).then(|| write(map).into()));
+        *self = SessionCell::Text(if empty { self::empty() } else { write(map).into() });
         !empty
     }
 
@@ -81,7 +81,7 @@ impl SessionCell {
     /// Returns whether it does now.
     pub(super) fn share(&mut self, text: &Arc<str>) -> bool {
         match self {
-            SessionCell::Text(Some(own)) if **own == **text => {
+            SessionCell::Text(own) if !own.is_empty() && **own == **text => {
                 if !Arc::ptr_eq(own, text) {
                     *own = text.clone();
                 }
@@ -90,6 +90,13 @@ impl SessionCell {
             _ => false,
         }
     }
+}
+
+/// The text of every empty session: one allocation for the process, not
+/// one per peer.
+fn empty() -> Arc<str> {
+    static EMPTY: OnceLock<Arc<str>> = OnceLock::new();
+    EMPTY.get_or_init(|| Arc::from("")).clone()
 }
 
 fn write(map: &Session) -> String {
@@ -177,7 +184,7 @@ mod tests {
         assert!(cell.compact());
         assert!(!cell.share(&Arc::from(r#"{"a":2}"#)));
         assert!(cell.share(&stored));
-        assert!(matches!(&cell, SessionCell::Text(Some(t)) if Arc::ptr_eq(t, &stored)));
+        assert!(matches!(&cell, SessionCell::Text(t) if Arc::ptr_eq(t, &stored)));
         assert_eq!(Arc::strong_count(&stored), 2);
         assert_eq!(*cell.get(), session);
         // A change makes its own map; the shared text stays as it was.
@@ -196,7 +203,7 @@ mod tests {
     #[test]
     fn empty_sessions_allocate_nothing() {
         let mut cell = SessionCell::default();
-        assert!(matches!(cell, SessionCell::Text(None)));
+        assert!(matches!(cell, SessionCell::Text(ref t) if Arc::ptr_eq(t, &empty())));
         assert_eq!(cell.to_json(), "{}");
         assert!(cell.get().is_empty());
         cell.get_mut().insert("a".into(), json!(1));
@@ -204,7 +211,7 @@ mod tests {
         assert_eq!(cell.to_json(), r#"{"a":1}"#);
         cell.set(Session::new());
         cell.compact();
-        assert!(matches!(cell, SessionCell::Text(None)));
+        assert!(matches!(cell, SessionCell::Text(ref t) if Arc::ptr_eq(t, &empty())));
         assert_eq!(cell.to_json(), "{}");
         assert_eq!(*cell.get(), Session::new());
     }
