@@ -19,7 +19,7 @@ impl Peer {
         }
         self.clock.last_rx = now;
         let mut msgs = self.received.take().unwrap_or_default();
-        let framed = self.reader.feed_framed(bytes, &mut msgs);
+        let framed = self.reader().feed_framed(bytes, &mut msgs);
         for (msg, shape) in msgs.iter() {
             if self.phase == Phase::Failed {
                 break;

@@ -41,7 +41,7 @@ pub use outbox::Retained;
 pub use queue::Polled;
 
 use super::entropy::Entropy;
-use super::framing::{Framed, Reader};
+use super::framing::{Framed, Reader, Suspended};
 use super::session::{self, Session};
 use dedup::Seen;
 use negotiate::Negotiated;
@@ -151,7 +151,10 @@ pub struct Peer {
     config: Arc<Config>,
     entropy: Entropy,
     phase: Phase,
-    reader: Reader,
+    /// Between messages of an idle connection, only where it is (16 bytes,
+    /// not 128 and an allocation): `release_buffers` suspends it, the next
+    /// bytes resume it.
+    reader: ReaderCell,
     output: Output,
     /// Reused buffers: messages read (boxed, and only between a read and
     /// the drain that releases it: 8 bytes in an idle peer, not 48), and
@@ -180,6 +183,27 @@ pub struct Peer {
     tap: Option<WireTap>,
     /// The peer said it refused our input on the current transport.
     peer_refused: bool,
+}
+
+/// The framing reader of the current transport, or where it stands while
+/// suspended between messages.
+enum ReaderCell {
+    Reading(Box<Reader>),
+    Between(Suspended),
+}
+
+impl Peer {
+    /// The reader, resumed if it was suspended.
+    fn reader(&mut self) -> &mut Reader {
+        if let ReaderCell::Between(at) = self.reader {
+            let r = Reader::resume(self.config.max_message_size, self.config.max_depth, at);
+            self.reader = ReaderCell::Reading(Box::new(r));
+        }
+        match &mut self.reader {
+            ReaderCell::Reading(r) => r,
+            ReaderCell::Between(_) => unreachable!("just resumed"),
+        }
+    }
 }
 
 /// Server: what waits for the handshake to complete (`Peer::holding`).
@@ -211,7 +235,7 @@ impl Peer {
         entropy.fill(&mut prefix);
         Peer {
             role,
-            reader: Reader::with_limits(config.max_message_size, config.max_depth),
+            reader: ReaderCell::Between(Suspended::default()),
             resume_secret: config.resume_secret.clone(),
             config,
             entropy,
@@ -248,6 +272,11 @@ impl Peer {
     pub fn release_buffers(&mut self) -> bool {
         self.received = None;
         self.scratch = String::new();
+        if let ReaderCell::Reading(r) = &self.reader {
+            if let Some(at) = r.suspend() {
+                self.reader = ReaderCell::Between(at);
+            }
+        }
         self.release_event_text();
         self.session.compact()
     }
@@ -268,7 +297,7 @@ impl Peer {
 
     /// A new transport is up. The client starts the handshake.
     pub fn handle_open(&mut self, now: Instant) {
-        self.reader = Reader::with_limits(self.config.max_message_size, self.config.max_depth);
+        self.reader = ReaderCell::Between(Suspended::default());
         self.outbox.progressed = false;
         self.peer_refused = false;
         self.output.reset();
