@@ -97,8 +97,6 @@ pub(crate) struct Link {
     transport: Mutex<Option<Arc<Transport>>>,
     /// `disconnect()` was called: end the transport once the peer is ready.
     end_when_ready: AtomicBool,
-    /// Wakes the reader when input may flow again (`Peer::wants_read`).
-    input_wake: Notify,
     /// When the timer task is due to wake this link.
     scheduled: Mutex<Option<std::time::Instant>>,
     /// What only a resume, a takeover, a durable send or a wait for saves
@@ -175,7 +173,6 @@ impl Link {
             rt: shared.rt.clone(),
             transport: Mutex::new(None),
             end_when_ready: AtomicBool::new(false),
-            input_wake: Notify::new(),
             scheduled: Mutex::new(None),
             rare: OnceLock::new(),
             unsaved: Mutex::new(None),

@@ -18,7 +18,8 @@ pub(crate) struct Transport {
     /// Unique per transport, so events about it never apply to a later one.
     pub(crate) id: u64,
     /// Wakes the reader when one of the flags it waits for is set:
-    /// `killed`, `ending`, or a change in `external`. One `Notify` for all
+    /// `killed`, `ending`, or a change in `external`, and when input may
+    /// flow again (`Link::wake_reader`). One `Notify` for all
     /// (each is 32 bytes, in every connection): the reader looks at every
     /// flag whenever it wakes.
     pub(super) wake: Notify,

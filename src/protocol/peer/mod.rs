@@ -148,8 +148,8 @@ pub struct Peer {
     role: Role,
     /// Shared by a server's connections (`Arc::make_mut` for the rare
     /// per-connection change): ~180 bytes each otherwise.
+    /// Its `entropy` is set (`new` checks): the peer's randomness.
     config: Arc<Config>,
-    entropy: Entropy,
     phase: Phase,
     /// Between messages of an idle connection, only where it is (16 bytes,
     /// not 128 and an allocation): `release_buffers` suspends it, the next
@@ -193,6 +193,12 @@ enum ReaderCell {
 }
 
 impl Peer {
+    /// Where session ids and secrets come from.
+    fn entropy(&self) -> &Entropy {
+        // `new` refused a config without one, and no change removes it.
+        self.config.entropy.as_ref().expect("peer::Config::entropy is set")
+    }
+
     /// The reader, resumed if it was suspended.
     fn reader(&mut self) -> &mut Reader {
         if let ReaderCell::Between(at) = self.reader {
@@ -230,7 +236,7 @@ impl Peer {
     pub fn new(role: Role, config: impl Into<Arc<Config>>, now: Instant) -> Self {
         let config = config.into();
         let entropy =
-            config.entropy.clone().expect("peer::Config::entropy must be set (the driver supplies randomness)");
+            config.entropy.as_ref().expect("peer::Config::entropy must be set (the driver supplies randomness)");
         let mut prefix = [0u8; 6];
         entropy.fill(&mut prefix);
         Peer {
@@ -238,7 +244,6 @@ impl Peer {
             reader: ReaderCell::Between(Suspended::default()),
             resume_secret: config.resume_secret.clone(),
             config,
-            entropy,
             phase: Phase::Closed,
             output: Output::new(),
             received: None,
