@@ -91,7 +91,6 @@ impl Events {
 }
 
 impl Buffers {
-
     fn push_text(&mut self, s: &str) {
         if self.read == self.text.len() {
             // Everything lent out was taken: start over at the front.
