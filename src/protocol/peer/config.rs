@@ -194,4 +194,26 @@ mod tests {
             assert!(!a.same_as(b), "config {i} differs");
         }
     }
+
+    /// Clients share one `Config` when made with equal options: a limit
+    /// changed on one (`maxQueueLength`) is that one's alone.
+    #[test]
+    fn a_shared_config_changes_for_one_peer_only() {
+        use crate::protocol::peer::{Peer, Role};
+        use std::time::Instant;
+        let shared = Arc::new(Config { entropy: Some(Entropy::seeded([1; 32])), ..Config::default() });
+        let now = Instant::now();
+        let (mut a, mut b) =
+            (Peer::new(Role::Client, shared.clone(), now), Peer::new(Role::Client, shared.clone(), now));
+        for i in 0..5 {
+            a.send_event(&format!("[\"e\",{i}]"), None, now);
+            b.send_event(&format!("[\"e\",{i}]"), None, now);
+        }
+        a.set_max_queue_length(2);
+        assert_eq!(a.queued_len(), 2, "the oldest over the new limit dropped");
+        assert_eq!(b.queued_len(), 5, "the other peer keeps its limit");
+        b.send_event("[\"e\",5]", None, now);
+        assert_eq!(b.queued_len(), 6);
+        assert_eq!(shared.max_queue_length, usize::MAX, "the shared config is unchanged");
+    }
 }
