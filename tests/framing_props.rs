@@ -6,7 +6,7 @@ use proptest::prelude::*;
 use proptest::sample::Index;
 use serde::de::IgnoredAny;
 use serde_json::{Map, Value};
-use uhura::protocol::framing::Writer;
+use uhura::protocol::framing::{Reader, Writer};
 
 // ---- generators ----
 
@@ -298,6 +298,43 @@ proptest! {
         for m in &whole.0 {
             prop_assert!(m.len() <= max);
             prop_assert!(serde_json::from_str::<IgnoredAny>(m).is_ok(), "{}", m);
+        }
+    }
+
+    /// (c2) A reader suspended between messages after every chunk where it can be (an idle
+    /// connection's peer does so when its input drains) and resumed for the next reads the
+    /// same messages and fails with the same error, at the same position, as one that never
+    /// was; and it can be after a whole valid stream.
+    #[test]
+    fn suspended_readers_read_on_the_same(
+        msgs in prop::collection::vec(json_message(), 1..5),
+        seed in any::<u64>(),
+        muts in prop::collection::vec(mutation(), 0..4),
+        max in prop_oneof![Just(usize::MAX), 1usize..200],
+        cuts in prop::collection::vec(any::<Index>(), 0..16),
+    ) {
+        let (_, mut buf, _) = stream(&msgs, seed, true);
+        let valid = muts.is_empty();
+        mutate(&mut buf, &muts);
+        let want = read_chunks(chunks(&buf, &cuts), max);
+        let mut r = Reader::new(max);
+        let mut out = Vec::new();
+        let mut err = None;
+        let mut suspended = 0;
+        for c in chunks(&buf, &cuts) {
+            if let Err(e) = r.feed(c, &mut out) {
+                err = Some(e);
+                break;
+            }
+            if let Some(at) = r.suspend() {
+                r = Reader::resume(max, uhura::protocol::framing::DEFAULT_MAX_DEPTH, at);
+                suspended += 1;
+            }
+        }
+        prop_assert_eq!((out, err.clone()), want);
+        if valid && err.is_none() {
+            prop_assert!(r.suspend().is_some(), "a whole stream ends between messages");
+            prop_assert!(suspended > 0);
         }
     }
 

@@ -2,7 +2,9 @@
 //!
 //! Input: `[size selector][split count][split count × 2 bytes of split points][stream...]`.
 //! The stream is fed whole, in the fuzzer's chunks, and (when short) byte by byte.
-//! Asserted: no panic; the same messages and the same error for every chunking; every
+//! Asserted: no panic; the same messages and the same error for every chunking, and when
+//! the reader is suspended between messages after every chunk and resumed (as an idle
+//! connection's peer does); every
 //! message is a trimmed `[...]` / `{...}` of at most the max size that appears verbatim in the
 //! stream, in order, with the same `Shape` whatever the chunking, and `message::parse_framed`
 //! reads it as `message::parse_with_limit` does; the held-over buffer never exceeds the max
@@ -18,7 +20,9 @@ struct Run {
     err: Option<FrameError>,
 }
 
-fn run(stream: &[u8], cuts: &[usize], max: usize) -> Run {
+/// With `suspend`, the reader is suspended after every chunk where it can be and resumed
+/// for the next.
+fn run(stream: &[u8], cuts: &[usize], max: usize, suspend: bool) -> Run {
     let mut r = Reader::new(max);
     let mut framed = Framed::default();
     let mut err = None;
@@ -38,6 +42,9 @@ fn run(stream: &[u8], cuts: &[usize], max: usize) -> Run {
             assert_eq!(r.feed(b"[]", &mut Vec::new()), Err(e.clone()));
             err = Some(e);
             break;
+        }
+        if let Some(at) = r.suspend().filter(|_| suspend) {
+            r = Reader::resume(max, uhura::protocol::framing::DEFAULT_MAX_DEPTH, at);
         }
     }
     let msgs = framed.iter().map(|(m, shape)| (m.to_owned(), shape)).collect();
@@ -96,17 +103,20 @@ fuzz_target!(|data: &[u8]| {
         .collect();
     cuts.sort_unstable();
 
-    let whole = run(stream, &[], max);
+    let whole = run(stream, &[], max, false);
     check_messages(stream, &whole.msgs, max);
 
-    let chunked = run(stream, &cuts, max);
+    let chunked = run(stream, &cuts, max, false);
     assert_eq!(whole.msgs, chunked.msgs, "messages differ with cuts {cuts:?}");
     assert_eq!(whole.err, chunked.err, "errors differ with cuts {cuts:?}");
+    let suspended = run(stream, &cuts, max, true);
+    assert_eq!(whole.msgs, suspended.msgs, "messages differ suspended, cuts {cuts:?}");
+    assert_eq!(whole.err, suspended.err, "errors differ suspended, cuts {cuts:?}");
 
     if stream.len() <= 512 {
         let every: Vec<usize> = (1..stream.len()).collect();
-        let bytewise = run(stream, &every, max);
-        assert_eq!(whole.msgs, bytewise.msgs, "messages differ byte by byte");
-        assert_eq!(whole.err, bytewise.err, "errors differ byte by byte");
+        let bytewise = run(stream, &every, max, true);
+        assert_eq!(whole.msgs, bytewise.msgs, "messages differ byte by byte (suspended)");
+        assert_eq!(whole.err, bytewise.err, "errors differ byte by byte (suspended)");
     }
 });

@@ -273,6 +273,9 @@ impl Harness {
         let ext_before = self.peer.extended();
         self.peer.handle_receive(bytes, self.now);
         self.drain_events(ext_before);
+        // The engine's drained read: scratch freed, the reader suspended
+        // between messages, the session compacted; the next bytes resume.
+        self.peer.release_buffers();
     }
 
     fn message(&mut self, m: &Msg) -> String {

@@ -64,7 +64,7 @@ impl Client {
         // The engine's events always go through an application that takes
         // them, so acks wait until it has (see `Engine::events_handled`).
         let ClientOptions { connector, peer } = options;
-        let config = Config { defer_acks: true, entropy: Some(super::entropy::os()), ..peer };
+        let config = shared.client_config(Config { defer_acks: true, entropy: Some(super::entropy::os()), ..peer });
         let link = Link::new(handle, None, Peer::new(Role::Client, config, Instant::now()), shared, None, None);
         shared.register_link(link.clone());
         Arc::new(Client { link, connector, control: Mutex::new(Control::default()), wake: Notify::new() })

@@ -248,6 +248,9 @@ impl SessionStore for CountedStore {
     fn save_delivery<'a>(&'a self, sid: &'a str, delta: DeliveryDelta) -> StoreFuture<'a, ()> {
         self.counted(self.inner.save_delivery(sid, delta))
     }
+    fn session_text(&self, sid: &str) -> Option<Arc<str>> {
+        self.inner.session_text(sid)
+    }
 }
 
 #[cfg(test)]

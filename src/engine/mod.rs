@@ -66,12 +66,24 @@ pub(crate) struct Shared {
     delivery_paused: Mutex<Vec<(Weak<Link>, u64)>>,
     /// The application reads native sockets on its own loop (WATCH events).
     pub external_reads: std::sync::atomic::AtomicBool,
+    /// The config of the last client made: the next client with an equal
+    /// one shares it (10,000 clients in one process made with the same
+    /// options would keep ~200 bytes each otherwise).
+    client_config: Mutex<Option<Arc<crate::protocol::peer::Config>>>,
     pub rt: tokio::runtime::Handle,
 }
 
 impl Shared {
     pub(crate) fn alloc_handle(&self) -> u32 {
         self.next_handle.fetch_add(1, Ordering::Relaxed)
+    }
+    /// `config` as an `Arc`: the last client's, if that is an equal config.
+    pub(crate) fn client_config(&self, config: crate::protocol::peer::Config) -> Arc<crate::protocol::peer::Config> {
+        let mut last = lock(&self.client_config);
+        match &*last {
+            Some(c) if c.same_as(&config) => c.clone(),
+            _ => last.insert(Arc::new(config)).clone(),
+        }
     }
     pub(crate) fn register_link(&self, link: Arc<Link>) {
         lock(&self.links).insert(link.handle, link);
@@ -193,6 +205,7 @@ impl Engine {
             ack_waiters: Mutex::new(Vec::new()),
             delivery_paused: Mutex::new(Vec::new()),
             external_reads: std::sync::atomic::AtomicBool::new(false),
+            client_config: Mutex::new(None),
             rt: rt.handle().clone(),
         });
         rt.spawn(shared.timers.clone().run(Arc::downgrade(&shared)));

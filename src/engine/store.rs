@@ -4,7 +4,7 @@ use crate::protocol::session::{cookie_max_age, member_len, Session};
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// What a store operation returns: a boxed future, failing with a message.
@@ -71,6 +71,15 @@ pub trait SessionStore: Send + Sync {
     fn save_delivery<'a>(&'a self, _sid: &'a str, _delta: DeliveryDelta) -> StoreFuture<'a, ()> {
         Box::pin(async { Ok(()) })
     }
+
+    /// The JSON text of session `sid` as this store keeps it in this
+    /// process, if it does (the memory store): a connection whose own copy
+    /// is the same text shares it (`Peer::share_session_text`), so an idle
+    /// session is kept once, not twice. Does not count as a use. Called
+    /// under a peer lock: a leaf lock at most.
+    fn session_text(&self, _sid: &str) -> Option<Arc<str>> {
+        None
+    }
 }
 
 /// The default store: in memory, with an idle expiry and caps on the
@@ -95,8 +104,9 @@ struct Inner {
 struct Entry {
     /// The session as JSON text: a parsed `Session` (a `preserve_order`
     /// map holding the cookie's map) costs about ten times its text, and
-    /// every connected session has one here besides its peer's copy.
-    json: Box<str>,
+    /// every connected session has one here, which its peer shares while
+    /// its own copy is the same text (`session_text`).
+    json: Arc<str>,
     last_used: Instant,
     /// The cookie's expiry, if it has a `maxAge`.
     expires: Option<Instant>,
@@ -218,8 +228,8 @@ impl MemoryStore {
 }
 
 /// A session as the JSON text an `Entry` keeps.
-fn to_json(session: &Session) -> Box<str> {
-    serde_json::to_string(session).unwrap_or_else(|_| "{}".into()).into_boxed_str()
+fn to_json(session: &Session) -> Arc<str> {
+    serde_json::to_string(session).unwrap_or_else(|_| "{}".into()).into()
 }
 
 /// An `Entry`'s session; its text is always one `to_json` wrote.
@@ -251,6 +261,9 @@ impl SessionStore for MemoryStore {
     fn destroy<'a>(&'a self, sid: &'a str) -> StoreFuture<'a, ()> {
         super::delivery::lock(&self.inner).remove(sid);
         Box::pin(async { Ok(()) })
+    }
+    fn session_text(&self, sid: &str) -> Option<Arc<str>> {
+        super::delivery::lock(&self.inner).map.get(sid).map(|e| e.json.clone())
     }
 }
 

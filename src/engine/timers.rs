@@ -11,16 +11,35 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
-#[derive(Default)]
 pub(crate) struct Timers {
-    heap: Mutex<BinaryHeap<Reverse<(Instant, u32)>>>,
+    /// When to wake which link, as nanoseconds since `base` (16 bytes an
+    /// entry, not an `Instant`'s 24: every connection has one or two).
+    heap: Mutex<BinaryHeap<Reverse<(u64, u32)>>>,
+    base: Instant,
     changed: Notify,
 }
 
+impl Default for Timers {
+    fn default() -> Self {
+        Timers { heap: Mutex::default(), base: Instant::now(), changed: Notify::new() }
+    }
+}
+
 impl Timers {
+    /// `at` as an entry's time; an instant before `base` (none is
+    /// scheduled, they are all deadlines to come) is due at once.
+    fn ticks(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn instant(&self, ticks: u64) -> Instant {
+        self.base + Duration::from_nanos(ticks)
+    }
+
     /// Wake link `handle` at `at` (stale wake-ups are harmless: the link
     /// just finds nothing due).
     pub(crate) fn schedule(&self, at: Instant, handle: u32) {
+        let at = self.ticks(at);
         let mut heap = lock(&self.heap);
         let earliest = heap.peek().is_none_or(|Reverse((t, _))| at < *t);
         heap.push(Reverse((at, handle)));
@@ -32,7 +51,7 @@ impl Timers {
 
     pub(crate) async fn run(self: Arc<Self>, shared: Weak<Shared>) {
         loop {
-            let next = lock(&self.heap).peek().map(|Reverse((t, _))| *t);
+            let next = lock(&self.heap).peek().map(|Reverse((t, _))| self.instant(*t));
             let sleep = async {
                 match next {
                     Some(t) => tokio::time::sleep_until(t.into()).await,
@@ -44,11 +63,12 @@ impl Timers {
                 _ = self.changed.notified() => continue,
             }
             let now = Instant::now();
+            let now_ticks = self.ticks(now);
             let mut due = Vec::new();
             {
                 let mut heap = lock(&self.heap);
                 while let Some(Reverse((t, h))) = heap.peek().copied() {
-                    if t > now {
+                    if t > now_ticks {
                         break;
                     }
                     heap.pop();

@@ -51,6 +51,11 @@ impl Entropy {
         })
     }
 
+    /// Whether both are the same source (clones of one `Entropy`).
+    pub fn same_source(&self, other: &Entropy) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
     /// Fills `buf` with bytes from this source.
     pub fn fill(&self, buf: &mut [u8]) {
         (self.0)(buf)

@@ -36,7 +36,7 @@ impl Link {
             let mut peer = lock(&self.peer);
             // Absorbed into a newer connection of the session after the caller
             // looked this link up: the state lives there now.
-            if let Some(next) = lock(&self.successor).clone() {
+            if let Some(next) = self.successor() {
                 drop(peer);
                 return next.write(ops);
             }
@@ -51,7 +51,7 @@ impl Link {
                         peer.send_event(args, Some(notify), now);
                         // Under the peer lock, as the event's `Persist`: the
                         // pump that stages one stages the other.
-                        lock(&self.durable).push(notify);
+                        lock(&self.rare().durable).push(notify);
                     }
                     Write::Set(args) => {
                         if let Err(e) = peer.set(args) {

@@ -63,7 +63,7 @@ impl Link {
     /// The application's loop is watching the socket (called on that loop).
     pub(crate) fn external_watch_started(&self, t: &Transport) {
         t.external.requested.store(true, Ordering::Release);
-        t.external.changed.notify_one();
+        t.wake.notify_one();
     }
 
     /// Called on the application's loop when the socket is readable: reads
@@ -112,7 +112,7 @@ impl Link {
                     total += n;
                     if n < buf.len() {
                         // Drained: the connection may be idle for a while.
-                        lock(&self.peer).release_buffers();
+                        self.release_buffers();
                         return Watch::Keep;
                     }
                     if total >= EXTERNAL_READ_BUDGET {
@@ -120,7 +120,7 @@ impl Link {
                     }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    lock(&self.peer).release_buffers();
+                    self.release_buffers();
                     return Watch::Keep;
                 }
                 Err(e) => {

@@ -154,17 +154,14 @@ impl Link {
                 }
                 let input_open = lock(&self.peer).wants_read();
                 tokio::select! {
-                    _ = transport.kill.notified() => {
-                        reason = "destroyed (or a write failed)".into();
-                        break;
-                    }
+                    // A kill, an end, a change on the other loop, or input
+                    // may flow again: the flags and `wants_read` are looked
+                    // at below and at the top.
+                    _ = transport.wake.notified() => {}
                     _ = grace => {
                         reason = "the peer did not close in time after our end".into();
                         break;
                     }
-                    _ = transport.ending_wake.notified(), if deadline.is_none() => continue,
-                    _ = ext.changed.notified() => continue,
-                    _ = self.input_wake.notified(), if !input_open => continue,
                     r = rd.read(&mut buf), if reading_here && input_open => match r {
                         Ok(0) => {
                             reason = "the peer closed".into();
@@ -187,7 +184,7 @@ impl Link {
                                 buf.resize(buf.len() * 2, 0);
                             } else if n < buf.len() {
                                 // Drained: the connection may be idle for a while.
-                                lock(&self.peer).release_buffers();
+                                self.release_buffers();
                                 if n < READ_MIN && buf.len() > READ_MIN {
                                     buf = vec![0u8; READ_MIN];
                                 }
@@ -321,8 +318,10 @@ impl Link {
     /// a new one started), or our output was written down below its low
     /// water mark. Wakes the tokio reader or the application's loop.
     pub(super) fn wake_reader(&self) {
-        self.input_wake.notify_one();
         if let Some(t) = self.transport() {
+            // The reader looks at `wants_read` again whenever it wakes; a
+            // reader that has yet to wait finds the permit.
+            t.wake.notify_one();
             self.resume_external(t.id);
         }
     }

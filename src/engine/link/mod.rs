@@ -34,10 +34,12 @@
 //!    which is what keeps bytes and events in order. Two links' `peer`
 //!    locks are never held at once (`absorb` takes the old one, lets it go,
 //!    then takes its own).
-//! 3. Under `peer`: `successor`, `resuming`, `transport` (the slot), then
+//! 3. Under `peer`: `successor`, `resuming` (these, `durable` and `aliases`
+//!    are in `rare`, made on first use), `transport` (the slot), then
 //!    that transport's `addresses`, `writer_busy` or `writer`; `deferred`;
 //!    `unsaved_session`; `durable`, then `unsaved`; `Retention`'s map of active sessions.
-//! 4. Leaves, taken last and alone: the delivery buffer (held under
+//! 4. Leaves, taken last and alone: the memory store's map (under `peer`
+//!    by `share_session_text`), the delivery buffer (held under
 //!    `deferred` only by `pump`, for a run of received messages), `Shared`'s maps,
 //!    a transport's `parked` slot,
 //!    the timer heap (`scheduled` is taken before it, never under `peer`),
@@ -64,7 +66,7 @@ use acks::DeferredAcks;
 pub(crate) use io::Then;
 use persist::{DeltaSlot, SaveSlot};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use tokio::sync::Notify;
 use transport_ctl::Transport;
 
@@ -95,19 +97,12 @@ pub(crate) struct Link {
     transport: Mutex<Option<Arc<Transport>>>,
     /// `disconnect()` was called: end the transport once the peer is ready.
     end_when_ready: AtomicBool,
-    /// Wakes the reader when input may flow again (`Peer::wants_read`).
-    input_wake: Notify,
     /// When the timer task is due to wake this link.
     scheduled: Mutex<Option<std::time::Instant>>,
-    /// Handles of earlier connections of this session, now routed here.
-    aliases: Mutex<Vec<u32>>,
-    /// Server: the session id this connection asked to resume.
-    resuming: Mutex<Option<String>>,
-    /// Server: the newer connection of the session that took this one over.
-    successor: Mutex<Option<Arc<Link>>>,
-    /// Durable sends applied but not yet staged by `pump`: each is told
-    /// (PERSISTED) once the delivery state holding its event is saved.
-    durable: Mutex<Vec<crate::protocol::peer::Notify>>,
+    /// What only a resume, a takeover, a durable send or a wait for saves
+    /// uses: made on first use, so most links (idle ones above all) keep
+    /// 16 bytes here instead of ~140.
+    rare: OnceLock<Box<Rare>>,
     /// Delivery state changes not yet saved to a shared store, and whether
     /// a task is saving them (one at a time, so they apply in order); none
     /// while there is nothing to save (most links, most of the time).
@@ -116,9 +111,6 @@ pub(crate) struct Link {
     /// save at a time, always of the newest copy, so an older snapshot can
     /// never land after a newer one.
     unsaved_session: Mutex<SaveSlot>,
-    /// Told when the save task finds nothing left to save, so a connection
-    /// taking this session over reads it from the store after our last save.
-    session_saved: Notify,
     /// Acks of delivered events, written once the application handled them.
     deferred: Mutex<DeferredAcks>,
     /// Generation of this link's latest delivered entry.
@@ -129,7 +121,36 @@ pub(crate) struct Link {
     me: Weak<Link>,
 }
 
+/// The parts of a `Link` few links use (`Link::rare`). Each keeps its own
+/// lock, at its place in the lock order.
+#[derive(Default)]
+struct Rare {
+    /// Handles of earlier connections of this session, now routed here.
+    aliases: Mutex<Vec<u32>>,
+    /// Server: the session id this connection asked to resume.
+    resuming: Mutex<Option<String>>,
+    /// Server: the newer connection of the session that took this one over.
+    successor: Mutex<Option<Arc<Link>>>,
+    /// Durable sends applied but not yet staged by `pump`: each is told
+    /// (PERSISTED) once the delivery state holding its event is saved.
+    durable: Mutex<Vec<crate::protocol::peer::Notify>>,
+    /// Told when the save task finds nothing left to save, so a connection
+    /// taking this session over reads it from the store after our last save.
+    /// Only a link made it exists for has waiters (`saves_flushed`).
+    session_saved: Notify,
+}
+
 impl Link {
+    /// The rarely used parts, made now if they were not.
+    fn rare(&self) -> &Rare {
+        self.rare.get_or_init(Box::default)
+    }
+
+    /// The newer connection that took this one over, if any.
+    fn successor(&self) -> Option<Arc<Link>> {
+        self.rare.get().and_then(|r| lock(&r.successor).clone())
+    }
+
     /// A link with no transport yet; `drive` gives it one.
     pub(crate) fn new(
         handle: u32,
@@ -152,15 +173,10 @@ impl Link {
             rt: shared.rt.clone(),
             transport: Mutex::new(None),
             end_when_ready: AtomicBool::new(false),
-            input_wake: Notify::new(),
             scheduled: Mutex::new(None),
-            aliases: Mutex::new(Vec::new()),
-            resuming: Mutex::new(None),
-            successor: Mutex::new(None),
-            durable: Mutex::new(Vec::new()),
+            rare: OnceLock::new(),
             unsaved: Mutex::new(None),
             unsaved_session: Mutex::new(SaveSlot::default()),
-            session_saved: Notify::new(),
             deferred: Mutex::new(DeferredAcks::default()),
             last_gen: AtomicU64::new(0),
             metrics: LinkMetrics::new(server.and_then(|s| shared.server_metrics(s))),
@@ -178,6 +194,27 @@ impl Link {
     /// `reconnect()` after `disconnect()`: the next transport stays up.
     pub(crate) fn cancel_end(&self) {
         self.end_when_ready.store(false, Ordering::Release);
+    }
+
+    /// Input drained: the peer lets go of its scratch buffers, and the
+    /// session it compacts to text shares the store's equal copy, if the
+    /// store keeps one in this process.
+    pub(super) fn release_buffers(&self) {
+        let mut peer = lock(&self.peer);
+        if peer.release_buffers() {
+            self.share_session_text(&mut peer);
+        }
+    }
+
+    /// The peer keeps the store's copy of its session text instead of its
+    /// own, when they are the same text (after a save, or a compaction);
+    /// called under the peer lock.
+    pub(super) fn share_session_text(&self, peer: &mut Peer) {
+        if let (Some(store), Some(sid)) = (&self.store, peer.session_id()) {
+            if let Some(text) = store.session_text(sid) {
+                peer.share_session_text(&text);
+            }
+        }
     }
 
     /// The transport being driven now, if any.

@@ -122,7 +122,7 @@ impl Link {
         // The durable sends applied so far: their `Persist`s were drained
         // by this pump or an earlier one, so they are in this delta or in
         // one already staged.
-        let mut durable = std::mem::take(&mut *lock(&self.durable));
+        let mut durable = self.rare.get().map(|r| std::mem::take(&mut *lock(&r.durable))).unwrap_or_default();
         if !delta.is_empty() || !durable.is_empty() {
             // Appended under the peer lock, so changes reach the store in
             // the order they happened (an ack never before its add).
@@ -188,7 +188,7 @@ impl Link {
     /// Waits until every session save staged so far has reached the store.
     pub(super) async fn saves_flushed(&self) {
         loop {
-            let notified = self.session_saved.notified();
+            let notified = self.rare().session_saved.notified();
             tokio::pin!(notified);
             // Registered before the check, so a save ending in between wakes it.
             notified.as_mut().enable();
@@ -212,7 +212,12 @@ impl Link {
                 self.rt.spawn(async move {
                     loop {
                         let Some((id, save)) = lock(&link.unsaved_session).next() else {
-                            link.session_saved.notify_waiters();
+                            // `running` is off (under the slot's lock) before
+                            // this looks: a waiter that makes `rare` after it
+                            // finds the save done.
+                            if let Some(rare) = link.rare.get() {
+                                rare.session_saved.notify_waiters();
+                            }
                             return;
                         };
                         // connect's resetMaxAge() before every save: the cookie's
@@ -239,6 +244,9 @@ impl Link {
                         match saved {
                             Ok(()) => {
                                 lock(&link.unsaved_session).landed = true;
+                                // The store's copy may be the text the peer
+                                // already compacted its session to.
+                                link.share_session_text(&mut lock(&link.peer));
                                 link.log(Ns::Session, || format!("{} session {id} saved", link.who()))
                             }
                             Err(e) => {
@@ -309,7 +317,9 @@ impl Link {
             {
                 let mut peer = lock(&link.peer);
                 peer.clear_session();
-                *lock(&link.resuming) = None;
+                if let Some(rare) = link.rare.get() {
+                    *lock(&rare.resuming) = None;
+                }
                 peer.send_event("[\"invalidateSession\"]", None, Instant::now());
             }
             link.pump();

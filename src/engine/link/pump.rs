@@ -191,7 +191,7 @@ impl Link {
                     Event::LoadSession(id) => {
                         // Known before the store answers, so a connection that
                         // drops mid-resume is still kept under its session.
-                        *lock(&self.resuming) = Some(id.clone());
+                        *lock(&self.rare().resuming) = Some(id.clone());
                         store_work.push(StoreWork::Load(id));
                     }
                     Event::SaveSession => save_due = true,

@@ -27,12 +27,12 @@ impl Link {
     /// Server: the session this connection serves, or asked to resume.
     pub(crate) fn session_key(&self) -> Option<String> {
         let sid = lock(&self.peer).session_id().map(str::to_owned);
-        sid.or_else(|| lock(&self.resuming).clone())
+        sid.or_else(|| self.rare.get().and_then(|r| lock(&r.resuming).clone()))
     }
 
     /// Every handle that routes to this link.
     pub(crate) fn handles(&self) -> Vec<u32> {
-        let mut hs = lock(&self.aliases).clone();
+        let mut hs = self.rare.get().map(|r| lock(&r.aliases).clone()).unwrap_or_default();
         hs.push(self.handle);
         hs
     }
@@ -156,7 +156,7 @@ impl Link {
             Ok(state) => {
                 {
                     let mut peer = lock(&self.peer);
-                    if peer.session_id() != Some(id) || lock(&self.successor).is_some() {
+                    if peer.session_id() != Some(id) || self.successor().is_some() {
                         return true;
                     }
                     peer.adopt_foreign(state.outbox, Vec::new());
@@ -186,7 +186,7 @@ impl Link {
             let mut old_peer = lock(&old.peer);
             // Set under the old peer's lock: a write that gets the lock after
             // this is forwarded, one before it is in what we take.
-            *lock(&old.successor) = Some(self.clone());
+            *lock(&old.rare().successor) = Some(self.clone());
             old_peer.take_retained()
         };
         lock(&self.peer).adopt_retained(retained);
@@ -196,7 +196,7 @@ impl Link {
                 shared.route(*h, self.clone());
             }
         }
-        lock(&self.aliases).extend(moved);
+        lock(&self.rare().aliases).extend(moved);
     }
 }
 

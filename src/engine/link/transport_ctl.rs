@@ -17,10 +17,13 @@ use tokio::sync::Notify;
 pub(crate) struct Transport {
     /// Unique per transport, so events about it never apply to a later one.
     pub(crate) id: u64,
+    /// Wakes the reader when one of the flags it waits for is set:
+    /// `killed`, `ending`, or a change in `external`, and when input may
+    /// flow again (`Link::wake_reader`). One `Notify` for all
+    /// (each is 32 bytes, in every connection): the reader looks at every
+    /// flag whenever it wakes.
+    pub(super) wake: Notify,
     /// Set by `destroy()` or a write failure: drop the socket now.
-    pub(super) kill: Notify,
-    /// `kill` happened: checked after each read, since a `Notify` is only
-    /// seen by a reader waiting on it.
     pub(super) killed: AtomicBool,
     /// The application destroyed it (`destroy`, not a failed write): the
     /// socket's errors from then on are not reported, as after a net
@@ -28,8 +31,6 @@ pub(crate) struct Transport {
     pub(super) destroyed: AtomicBool,
     /// Set by `end()`: flush, send FIN, wait for the peer to close.
     pub(super) ending: AtomicBool,
-    /// Wakes the reader when `ending` is set, so it starts the grace timer.
-    pub(super) ending_wake: Notify,
     /// The socket's write half, and whether a writer task holds it (one
     /// runs only while there is output a direct write could not take).
     pub(super) writer: Mutex<WriterSlot>,
@@ -54,7 +55,7 @@ impl Transport {
     /// `destroy()` or a failed write: the reader drops the socket now.
     pub(crate) fn kill(&self) {
         self.killed.store(true, Ordering::Release);
-        self.kill.notify_one();
+        self.wake.notify_one();
         self.unpark();
     }
     /// `destroy()`: as `kill`, and what the socket says meanwhile (a reset
@@ -73,7 +74,7 @@ impl Transport {
     /// waits for the peer to close, up to a grace period.
     pub(crate) fn end(&self) {
         self.ending.store(true, Ordering::Release);
-        self.ending_wake.notify_one();
+        self.wake.notify_one();
         self.unpark();
     }
 
@@ -81,7 +82,7 @@ impl Transport {
     /// before): the reader ends the transport.
     pub(super) fn external_done(&self) {
         self.external.done.store(true, Ordering::Release);
-        self.external.changed.notify_one();
+        self.wake.notify_one();
         self.unpark();
     }
 
@@ -148,6 +149,4 @@ pub(crate) struct ExternalRead {
     /// The other loop stopped watching because our output is backed up (a
     /// peer that sends but does not read); the writer asks it to resume.
     pub(super) paused: AtomicBool,
-    /// Wakes the reader task when any of the above changes.
-    pub(super) changed: Notify,
 }

@@ -17,7 +17,7 @@ mod reader;
 mod scan;
 mod writer;
 
-pub use reader::Reader;
+pub use reader::{Reader, Suspended};
 pub use writer::Writer;
 
 /// What the reader saw of a message's structure while framing it, so the message parser

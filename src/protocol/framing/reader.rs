@@ -126,6 +126,25 @@ pub struct Reader {
     error: Option<Box<FrameError>>,
 }
 
+/// A reader between messages, in 16 bytes: what [`Reader::resume`] needs to
+/// read on exactly as the reader it came from would have (where it is in
+/// the stream, and whether inside the root array). A connection that is
+/// idle for long keeps this instead of a whole [`Reader`] (128 bytes and its
+/// stack's allocation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Suspended {
+    state: State,
+    in_root: bool,
+    consumed: u64,
+}
+
+impl Default for Suspended {
+    /// A new stream: what [`Reader::with_limits`] starts from.
+    fn default() -> Self {
+        Suspended { state: State::Root, in_root: false, consumed: 0 }
+    }
+}
+
 impl Default for Reader {
     fn default() -> Self {
         Self::new(DEFAULT_MAX_MESSAGE_SIZE)
@@ -190,6 +209,34 @@ impl Reader {
                 Err(e)
             }
         }
+    }
+
+    /// The reader's state in short, if it is between messages (none in
+    /// progress, none buffered, no error): [`resume`](Self::resume) makes a
+    /// reader that goes on exactly as this one would.
+    pub fn suspend(&self) -> Option<Suspended> {
+        // At depth 1 these are the states between two messages; any other
+        // (a scalar, a string) is a value in progress.
+        let between = matches!(self.state, State::Root | State::ValueOrEnd | State::Value | State::CommaOrEnd);
+        (between && self.stack.len() <= 1 && self.buf.is_empty() && self.error.is_none()).then_some(Suspended {
+            state: self.state,
+            in_root: self.stack.len() == 1,
+            consumed: self.consumed,
+        })
+    }
+
+    /// A reader with these limits that goes on from `at` (see
+    /// [`suspend`](Self::suspend)). `shape`, `msg_pos` and the string and
+    /// literal fields are set when the next message starts, so need no
+    /// keeping.
+    pub fn resume(max_message_size: usize, max_depth: usize, at: Suspended) -> Self {
+        let mut r = Reader::with_limits(max_message_size, max_depth);
+        r.state = at.state;
+        if at.in_root {
+            r.stack.push(b'[');
+        }
+        r.consumed = at.consumed;
+        r
     }
 
     /// True when no partial message is buffered (between messages / between root arrays).

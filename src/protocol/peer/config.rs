@@ -109,10 +109,111 @@ impl Default for Config {
     }
 }
 
+impl Config {
+    /// Whether a peer made with `other` behaves exactly as one made with
+    /// this: the same limits and options, the same cookie template, the
+    /// same entropy source (a clone of it). For sharing one `Arc` between
+    /// peers made with equal configs (a process's many clients).
+    pub fn same_as(&self, other: &Config) -> bool {
+        // Taken apart field by field: a new field does not compile here
+        // until it is compared.
+        let Config {
+            max_message_size,
+            max_args,
+            max_depth,
+            max_queue_length,
+            max_queue_bytes,
+            cookie,
+            extensions,
+            heartbeat_interval,
+            heartbeat_timeout,
+            ack_timeout,
+            handshake_timeout,
+            max_handshake_bytes,
+            max_session_bytes,
+            resume_secret,
+            persist_delivery,
+            defer_acks,
+            entropy,
+        } = self;
+        *max_message_size == other.max_message_size
+            && *max_args == other.max_args
+            && *max_depth == other.max_depth
+            && *max_queue_length == other.max_queue_length
+            && *max_queue_bytes == other.max_queue_bytes
+            && (Arc::ptr_eq(cookie, &other.cookie) || **cookie == *other.cookie)
+            && *extensions == other.extensions
+            && *heartbeat_interval == other.heartbeat_interval
+            && *heartbeat_timeout == other.heartbeat_timeout
+            && *ack_timeout == other.ack_timeout
+            && *handshake_timeout == other.handshake_timeout
+            && *max_handshake_bytes == other.max_handshake_bytes
+            && *max_session_bytes == other.max_session_bytes
+            && *resume_secret == other.resume_secret
+            && *persist_delivery == other.persist_delivery
+            && *defer_acks == other.defer_acks
+            && match (entropy, &other.entropy) {
+                (Some(a), Some(b)) => a.same_source(b),
+                (None, None) => true,
+                _ => false,
+            }
+    }
+}
+
 /// The default cookie template, made once: every client's config has one
 /// (a client never uses it), and a `preserve_order` map of four fields is
 /// ~800 bytes, per client of 10,000 in one process.
 fn shared_default_cookie() -> Arc<Value> {
     static COOKIE: std::sync::OnceLock<Arc<Value>> = std::sync::OnceLock::new();
     COOKIE.get_or_init(|| Arc::new(session::default_cookie())).clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::entropy::Entropy;
+
+    #[test]
+    fn same_as_compares_every_option_and_the_sources() {
+        let entropy = Entropy::seeded([7; 32]);
+        let a = Config { entropy: Some(entropy.clone()), ..Config::default() };
+        assert!(a.same_as(&Config { entropy: Some(entropy.clone()), ..Config::default() }));
+        // An equal cookie template in another allocation is the same.
+        let cookie = Arc::new((*a.cookie).clone());
+        assert!(a.same_as(&Config { entropy: Some(entropy.clone()), cookie, ..Config::default() }));
+        let differs = [
+            Config { entropy: Some(Entropy::seeded([7; 32])), ..Config::default() },
+            Config { entropy: None, ..Config::default() },
+            Config { entropy: Some(entropy.clone()), max_queue_length: 5, ..Config::default() },
+            Config { entropy: Some(entropy.clone()), heartbeat_interval: None, ..Config::default() },
+            Config { entropy: Some(entropy.clone()), resume_secret: Some("s".into()), ..Config::default() },
+            Config { entropy: Some(entropy.clone()), defer_acks: true, ..Config::default() },
+            Config { entropy: Some(entropy.clone()), cookie: Arc::new(Value::Null), ..Config::default() },
+        ];
+        for (i, b) in differs.iter().enumerate() {
+            assert!(!a.same_as(b), "config {i} differs");
+        }
+    }
+
+    /// Clients share one `Config` when made with equal options: a limit
+    /// changed on one (`maxQueueLength`) is that one's alone.
+    #[test]
+    fn a_shared_config_changes_for_one_peer_only() {
+        use crate::protocol::peer::{Peer, Role};
+        use std::time::Instant;
+        let shared = Arc::new(Config { entropy: Some(Entropy::seeded([1; 32])), ..Config::default() });
+        let now = Instant::now();
+        let (mut a, mut b) =
+            (Peer::new(Role::Client, shared.clone(), now), Peer::new(Role::Client, shared.clone(), now));
+        for i in 0..5 {
+            a.send_event(&format!("[\"e\",{i}]"), None, now);
+            b.send_event(&format!("[\"e\",{i}]"), None, now);
+        }
+        a.set_max_queue_length(2);
+        assert_eq!(a.queued_len(), 2, "the oldest over the new limit dropped");
+        assert_eq!(b.queued_len(), 5, "the other peer keeps its limit");
+        b.send_event("[\"e\",5]", None, now);
+        assert_eq!(b.queued_len(), 6);
+        assert_eq!(shared.max_queue_length, usize::MAX, "the shared config is unchanged");
+    }
 }

@@ -52,10 +52,10 @@ impl Peer {
     }
 
     fn start_new_session(&mut self, now: Instant) {
-        let id = session::new_session_id(&self.entropy);
+        let id = session::new_session_id(self.entropy());
         self.session.get_mut().insert("sessionID".into(), Value::String(id.clone()));
         // One of our clients gets a secret that it alone can resume with.
-        let secret = self.negotiated.extended().then(|| session::new_resume_secret(&self.entropy));
+        let secret = self.negotiated.extended().then(|| session::new_resume_secret(self.entropy()));
         if let Some(secret) = &secret {
             self.session.get_mut().insert(session::RESUME_KEY.into(), Value::String(session::resume_digest(secret)));
         }

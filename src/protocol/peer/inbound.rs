@@ -18,8 +18,8 @@ impl Peer {
             return;
         }
         self.clock.last_rx = now;
-        let mut msgs = std::mem::take(&mut self.received);
-        let framed = self.reader.feed_framed(bytes, &mut msgs);
+        let mut msgs = self.received.take().unwrap_or_default();
+        let framed = self.reader().feed_framed(bytes, &mut msgs);
         for (msg, shape) in msgs.iter() {
             if self.phase == Phase::Failed {
                 break;
@@ -32,7 +32,7 @@ impl Peer {
             }
         }
         msgs.clear();
-        self.received = msgs;
+        self.received = Some(msgs);
         if let Err(e) = framed {
             if self.phase != Phase::Failed {
                 self.refuse_input(e.to_string());

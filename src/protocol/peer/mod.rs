@@ -41,7 +41,7 @@ pub use outbox::Retained;
 pub use queue::Polled;
 
 use super::entropy::Entropy;
-use super::framing::{Framed, Reader};
+use super::framing::{Framed, Reader, Suspended};
 use super::session::{self, Session};
 use dedup::Seen;
 use negotiate::Negotiated;
@@ -50,7 +50,6 @@ use output::Output;
 use queue::Events;
 use session_cell::SessionCell;
 use std::borrow::Cow;
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Instant;
 use timer::Clock;
@@ -149,13 +148,18 @@ pub struct Peer {
     role: Role,
     /// Shared by a server's connections (`Arc::make_mut` for the rare
     /// per-connection change): ~180 bytes each otherwise.
+    /// Its `entropy` is set (`new` checks): the peer's randomness.
     config: Arc<Config>,
-    entropy: Entropy,
     phase: Phase,
-    reader: Reader,
+    /// Between messages of an idle connection, only where it is (16 bytes,
+    /// not 128 and an allocation): `release_buffers` suspends it, the next
+    /// bytes resume it.
+    reader: ReaderCell,
     output: Output,
-    /// Reused buffers: messages read, and the text of one being framed.
-    received: Framed,
+    /// Reused buffers: messages read (boxed, and only between a read and
+    /// the drain that releases it: 8 bytes in an idle peer, not 48), and
+    /// the text of one being framed.
+    received: Option<Box<Framed>>,
     scratch: String,
     events: Events,
     /// Server: what arrived before the handshake completed; none once it
@@ -179,6 +183,33 @@ pub struct Peer {
     tap: Option<WireTap>,
     /// The peer said it refused our input on the current transport.
     peer_refused: bool,
+}
+
+/// The framing reader of the current transport, or where it stands while
+/// suspended between messages.
+enum ReaderCell {
+    Reading(Box<Reader>),
+    Between(Suspended),
+}
+
+impl Peer {
+    /// Where session ids and secrets come from.
+    fn entropy(&self) -> &Entropy {
+        // `new` refused a config without one, and no change removes it.
+        self.config.entropy.as_ref().expect("peer::Config::entropy is set")
+    }
+
+    /// The reader, resumed if it was suspended.
+    fn reader(&mut self) -> &mut Reader {
+        if let ReaderCell::Between(at) = self.reader {
+            let r = Reader::resume(self.config.max_message_size, self.config.max_depth, at);
+            self.reader = ReaderCell::Reading(Box::new(r));
+        }
+        match &mut self.reader {
+            ReaderCell::Reading(r) => r,
+            ReaderCell::Between(_) => unreachable!("just resumed"),
+        }
+    }
 }
 
 /// Server: what waits for the handshake to complete (`Peer::holding`).
@@ -205,23 +236,17 @@ impl Peer {
     pub fn new(role: Role, config: impl Into<Arc<Config>>, now: Instant) -> Self {
         let config = config.into();
         let entropy =
-            config.entropy.clone().expect("peer::Config::entropy must be set (the driver supplies randomness)");
+            config.entropy.as_ref().expect("peer::Config::entropy must be set (the driver supplies randomness)");
         let mut prefix = [0u8; 6];
         entropy.fill(&mut prefix);
-        let mut id_prefix = String::with_capacity(13);
-        for b in prefix {
-            let _ = write!(id_prefix, "{b:02x}");
-        }
-        id_prefix.push('-');
         Peer {
             role,
-            reader: Reader::with_limits(config.max_message_size, config.max_depth),
+            reader: ReaderCell::Between(Suspended::default()),
             resume_secret: config.resume_secret.clone(),
             config,
-            entropy,
             phase: Phase::Closed,
             output: Output::new(),
-            received: Framed::default(),
+            received: None,
             scratch: String::new(),
             events: Events::default(),
             hold: None,
@@ -230,7 +255,7 @@ impl Peer {
             session_size: None,
             session_changes: session::Changes::Nothing,
             session_id: None,
-            outbox: Outbox::new(id_prefix),
+            outbox: Outbox::new(outbox::IdPrefix::new(prefix)),
             seen: Seen::default(),
             clock: Clock::new(now),
             close_requested: false,
@@ -245,11 +270,29 @@ impl Peer {
     /// until it next changes (`session_cell`): the driver
     /// calls it when its input has drained, so an idle connection holds no
     /// capacity it is not using. The next input allocates them again.
-    pub fn release_buffers(&mut self) {
-        self.received = Framed::default();
+    ///
+    /// Returns whether the session became text now: a driver whose store
+    /// keeps sessions as text in the same process may then share that copy
+    /// ([`share_session_text`](Self::share_session_text)).
+    pub fn release_buffers(&mut self) -> bool {
+        self.received = None;
         self.scratch = String::new();
+        if let ReaderCell::Reading(r) = &self.reader {
+            if let Some(at) = r.suspend() {
+                self.reader = ReaderCell::Between(at);
+            }
+        }
         self.release_event_text();
-        self.session.compact();
+        self.session.compact()
+    }
+
+    /// Keeps `text` as the session's compact form instead of its own copy,
+    /// if the session is compact and its text is the same (a store in the
+    /// same process keeps an equal copy: one instead of two per idle
+    /// connection). A change later makes its own map, as ever; `text` is
+    /// never changed. Returns whether it is shared.
+    pub fn share_session_text(&mut self, text: &Arc<str>) -> bool {
+        self.session.share(text)
     }
 
     /// Installs (or removes) the observer of every message sent and received.
@@ -259,7 +302,7 @@ impl Peer {
 
     /// A new transport is up. The client starts the handshake.
     pub fn handle_open(&mut self, now: Instant) {
-        self.reader = Reader::with_limits(self.config.max_message_size, self.config.max_depth);
+        self.reader = ReaderCell::Between(Suspended::default());
         self.outbox.progressed = false;
         self.peer_refused = false;
         self.output.reset();

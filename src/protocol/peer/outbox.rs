@@ -27,7 +27,7 @@ pub(super) struct Pending {
 #[derive(Debug, Default)]
 pub(super) struct Outbox {
     /// `<12 hex>-`: our ids are this and the event's sequence number.
-    pub id_prefix: String,
+    pub id_prefix: IdPrefix,
     pub next_seq: u64,
     pub queue: VecDeque<Pending>,
     /// Sent and not yet acknowledged, in sequence order: events go out in
@@ -36,7 +36,7 @@ pub(super) struct Outbox {
     /// The texts of `unacked` and `queue`.
     pub args: Arena,
     /// Ids of events taken over from another server, to their sequence number.
-    pub foreign_ids: HashMap<String, u64>,
+    pub foreign_ids: ForeignIds,
     /// Bytes of JSON held for pending (queued or unacknowledged) events.
     pub pending_bytes: usize,
     /// Ack deadlines of events with callbacks, in send order.
@@ -48,8 +48,78 @@ pub(super) struct Outbox {
     pub progressed: bool,
 }
 
+/// The prefix of our message ids, `<12 hex>-`, kept inline: a `String`
+/// costs every connection 24 bytes and an allocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct IdPrefix([u8; 13]);
+
+impl IdPrefix {
+    /// The prefix of the 6 bytes `random`, in hex.
+    pub(super) fn new(random: [u8; 6]) -> Self {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut p = [b'-'; 13];
+        for (i, b) in random.into_iter().enumerate() {
+            p[2 * i] = HEX[usize::from(b >> 4)];
+            p[2 * i + 1] = HEX[usize::from(b & 15)];
+        }
+        IdPrefix(p)
+    }
+
+    pub(super) fn as_str(&self) -> &str {
+        // Hex digits and '-' only (`new`).
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl Default for IdPrefix {
+    fn default() -> Self {
+        IdPrefix::new([0; 6])
+    }
+}
+
+impl std::fmt::Display for IdPrefix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Ids of events taken over from another server (a resume, a shared
+/// store), to their sequence number: a map only while there are any, as
+/// almost no connection has one (a `HashMap` is 48 bytes inline).
+#[derive(Debug, Default)]
+#[allow(clippy::box_collection, reason = "the box is the point: 8 bytes inline while empty, not 48")]
+pub(super) struct ForeignIds(Option<Box<HashMap<String, u64>>>);
+
+impl ForeignIds {
+    pub(super) fn get(&self, id: &str) -> Option<u64> {
+        self.0.as_ref()?.get(id).copied()
+    }
+
+    pub(super) fn contains_key(&self, id: &str) -> bool {
+        self.get(id).is_some()
+    }
+
+    pub(super) fn insert(&mut self, id: String, seq: u64) {
+        self.0.get_or_insert_with(Box::default).insert(id, seq);
+    }
+
+    /// Forgets `id`; the map goes with its last entry.
+    pub(super) fn remove(&mut self, id: &str) {
+        if let Some(map) = &mut self.0 {
+            map.remove(id);
+            if map.is_empty() {
+                self.0 = None;
+            }
+        }
+    }
+
+    pub(super) fn clear(&mut self) {
+        self.0 = None;
+    }
+}
+
 impl Outbox {
-    pub(super) fn new(id_prefix: String) -> Self {
+    pub(super) fn new(id_prefix: IdPrefix) -> Self {
         Outbox { id_prefix, ..Outbox::default() }
     }
 
@@ -62,8 +132,8 @@ impl Outbox {
         match &p.foreign_id {
             Some(id) => id.to_string(),
             None => {
-                let mut id = String::with_capacity(self.id_prefix.len() + 12);
-                id.push_str(&self.id_prefix);
+                let mut id = String::with_capacity(self.id_prefix.as_str().len() + 12);
+                id.push_str(self.id_prefix.as_str());
                 let _ = write!(id, "{}", p.seq);
                 id
             }
@@ -81,7 +151,7 @@ impl Outbox {
     fn forget(&mut self, p: &Pending) -> String {
         self.pending_bytes -= p.args.len();
         if let Some(id) = &p.foreign_id {
-            self.foreign_ids.remove(&**id);
+            self.foreign_ids.remove(id);
         }
         self.trim();
         self.id_of(p)
@@ -120,7 +190,7 @@ impl Outbox {
 /// that resumes its session.
 #[derive(Debug, Default)]
 pub struct Retained {
-    id_prefix: String,
+    id_prefix: IdPrefix,
     next_seq: u64,
     pending: VecDeque<Pending>,
     args: Arena,
@@ -197,7 +267,7 @@ impl Peer {
             match &p.foreign_id {
                 Some(id) => message::encode_event(args, true, Some(id), &mut text),
                 // Written in place: no id string per event.
-                None => message::encode_event_our_id(args, &self.outbox.id_prefix, p.seq, &mut text),
+                None => message::encode_event_our_id(args, self.outbox.id_prefix.as_str(), p.seq, &mut text),
             }
             self.frame(&text);
             debug_assert!(self.outbox.unacked.back().is_none_or(|last| last.seq < p.seq), "sent out of order");
@@ -238,9 +308,9 @@ impl Peer {
     /// Our sequence number of message `id`: ours by its number, one taken
     /// over from another connection or server through `foreign_ids`.
     fn seq_of(&self, id: &str) -> Option<u64> {
-        match id.strip_prefix(&self.outbox.id_prefix).and_then(|s| s.parse::<u64>().ok()) {
+        match id.strip_prefix(self.outbox.id_prefix.as_str()).and_then(|s| s.parse::<u64>().ok()) {
             Some(seq) => Some(seq),
-            None => self.outbox.foreign_ids.get(id).copied(),
+            None => self.outbox.foreign_ids.get(id),
         }
     }
 
@@ -281,7 +351,7 @@ impl Peer {
             self.events.push_back(Event::Unpersist { id: self.outbox.id_of(&p) });
         }
         if let Some(id) = &p.foreign_id {
-            self.outbox.foreign_ids.remove(&**id);
+            self.outbox.foreign_ids.remove(id);
         }
         self.outbox.trim();
     }
@@ -322,7 +392,7 @@ impl Peer {
         o.pending_bytes = 0;
         o.foreign_ids.clear();
         Retained {
-            id_prefix: o.id_prefix.clone(),
+            id_prefix: o.id_prefix,
             next_seq: o.next_seq,
             pending: std::mem::take(&mut o.queue),
             args: std::mem::take(&mut o.args),
@@ -387,7 +457,7 @@ impl Peer {
     pub fn adopt_foreign(&mut self, outbox: Vec<(String, String)>, seen: Vec<(String, u64)>) {
         let o = &mut self.outbox;
         for (id, args) in outbox {
-            if o.foreign_ids.contains_key(&id) || parse_our_id(&id).is_some_and(|(p, _)| p == o.id_prefix) {
+            if o.foreign_ids.contains_key(&id) || parse_our_id(&id).is_some_and(|(p, _)| p == o.id_prefix.as_str()) {
                 continue;
             }
             let seq = o.next_seq;
@@ -412,7 +482,9 @@ mod tests {
     /// frees the buffer.
     #[test]
     fn pending_texts_survive_acks_in_any_order() {
-        let mut o = Outbox::new("0123456789ab-".into());
+        let prefix = IdPrefix::new([0x01, 0x23, 0x45, 0x67, 0x89, 0xab]);
+        assert_eq!(prefix.as_str(), "0123456789ab-");
+        let mut o = Outbox::new(prefix);
         for seq in 0..50_000u64 {
             let text = format!("[\"e\",{seq},\"{}\"]", "x".repeat((seq % 7) as usize));
             o.pending_bytes += text.len();

@@ -5,11 +5,14 @@
 //! idle connection holds its session for as long as it stays up, and uses
 //! it only in the handshake, on `_set` and when something reads it; so the
 //! driver compacts it once its input has drained, and it becomes a map again
-//! on the next change.
+//! on the next change. A store that keeps sessions as text in the same
+//! process (the memory store) holds an equal text: the driver offers it
+//! (`share`), and the peer keeps that one instead of its own.
 
 use crate::protocol::json;
 use crate::protocol::session::Session;
 use std::borrow::Cow;
+use std::sync::{Arc, OnceLock};
 
 /// A session as a map while in use, or as its JSON text.
 #[derive(Debug)]
@@ -18,14 +21,15 @@ pub(super) enum SessionCell {
     /// 16 bytes in the peer, not a map's 72.
     Map(Box<Session>),
     /// Compacted: the text `serde_json` wrote for the map, which reads back
-    /// into an equal map, in the same order (see `read`); empty (allocating
-    /// nothing) for an empty session.
-    Text(Box<str>),
+    /// into an equal map, in the same order (see `read`); for an empty
+    /// session, one empty text all peers share (`empty`). Shared with an
+    /// equal copy a store keeps (`share`).
+    Text(Arc<str>),
 }
 
 impl Default for SessionCell {
     fn default() -> Self {
-        SessionCell::Text(Box::default())
+        SessionCell::Text(empty())
     }
 }
 
@@ -64,12 +68,35 @@ impl SessionCell {
         }
     }
 
-    /// Keeps the session as its text until it is next changed.
-    pub(super) fn compact(&mut self) {
-        if let SessionCell::Map(map) = self {
-            *self = SessionCell::Text(if map.is_empty() { Box::default() } else { write(map).into_boxed_str() });
+    /// Keeps the session as its text until it is next changed. Returns
+    /// whether it made a text now (one worth sharing: not empty).
+    pub(super) fn compact(&mut self) -> bool {
+        let SessionCell::Map(map) = self else { return false };
+        let empty = map.is_empty();
+        *self = SessionCell::Text(if empty { self::empty() } else { write(map).into() });
+        !empty
+    }
+
+    /// Keeps `text` instead of its own copy if that is the same text.
+    /// Returns whether it does now.
+    pub(super) fn share(&mut self, text: &Arc<str>) -> bool {
+        match self {
+            SessionCell::Text(own) if !own.is_empty() && **own == **text => {
+                if !Arc::ptr_eq(own, text) {
+                    *own = text.clone();
+                }
+                true
+            }
+            _ => false,
         }
     }
+}
+
+/// The text of every empty session: one allocation for the process, not
+/// one per peer.
+fn empty() -> Arc<str> {
+    static EMPTY: OnceLock<Arc<str>> = OnceLock::new();
+    EMPTY.get_or_init(|| Arc::from("")).clone()
 }
 
 fn write(map: &Session) -> String {
@@ -147,9 +174,36 @@ mod tests {
     }
 
     #[test]
+    fn shares_an_equal_text_and_changes_only_its_own_copy() {
+        let session = map(json!({"cookie": {"path": "/"}, "a": 1}));
+        let mut cell = SessionCell::default();
+        cell.set(session.clone());
+        let stored: Arc<str> = cell.to_json().into_owned().into();
+        // Not while it is a map, nor a different text.
+        assert!(!cell.share(&stored));
+        assert!(cell.compact());
+        assert!(!cell.share(&Arc::from(r#"{"a":2}"#)));
+        assert!(cell.share(&stored));
+        assert!(matches!(&cell, SessionCell::Text(t) if Arc::ptr_eq(t, &stored)));
+        assert_eq!(Arc::strong_count(&stored), 2);
+        assert_eq!(*cell.get(), session);
+        // A change makes its own map; the shared text stays as it was.
+        cell.get_mut().insert("a".into(), json!(3));
+        assert_eq!(Arc::strong_count(&stored), 1);
+        assert_eq!(&*stored, r#"{"cookie":{"path":"/"},"a":1}"#);
+        assert!(cell.compact());
+        assert_eq!(cell.to_json(), r#"{"cookie":{"path":"/"},"a":3}"#);
+        assert!(!cell.share(&stored));
+        // An empty session has no text to share.
+        cell.set(Session::new());
+        assert!(!cell.compact());
+        assert!(!cell.share(&Arc::from("{}")));
+    }
+
+    #[test]
     fn empty_sessions_allocate_nothing() {
         let mut cell = SessionCell::default();
-        assert!(matches!(cell, SessionCell::Text(ref t) if t.is_empty()));
+        assert!(matches!(cell, SessionCell::Text(ref t) if Arc::ptr_eq(t, &empty())));
         assert_eq!(cell.to_json(), "{}");
         assert!(cell.get().is_empty());
         cell.get_mut().insert("a".into(), json!(1));
@@ -157,7 +211,7 @@ mod tests {
         assert_eq!(cell.to_json(), r#"{"a":1}"#);
         cell.set(Session::new());
         cell.compact();
-        assert!(matches!(cell, SessionCell::Text(ref t) if t.is_empty()));
+        assert!(matches!(cell, SessionCell::Text(ref t) if Arc::ptr_eq(t, &empty())));
         assert_eq!(cell.to_json(), "{}");
         assert_eq!(*cell.get(), Session::new());
     }
