@@ -145,7 +145,8 @@ function markdown (results, charts) {
     (m.loadavgAtEnd ? `, at the end ${m.loadavgAtEnd.map(la).join(' / ')}` : '') +
     (m.loadavgMax != null ? `; the 1-minute value reached ${la(m.loadavgMax)} during the run` : '') + '.' +
     (m.quick ? ' `--quick`: shorter time limits and fewer events and connections.' : '') +
-    (m.scale !== 1 ? ` **Scaled run (\`--scale=${m.scale}\`): event and connection counts are not the standard ones.**` : ''))
+    (m.scale !== 1 ? ` **Scaled run (\`--scale=${m.scale}\`): event and connection counts are not the standard ones.**` : '') +
+    (m.nodeFlags ? ` **Every benchmark process ran with the node flags \`${m.nodeFlags}\`.**` : ''))
   const ours = results.impls.ours
   if (ours && ours.build) {
     const b = ours.build

@@ -35,6 +35,9 @@ const opt = (name) => {
 const num = (name, dflt) => (opt(name) ? Number(opt(name)[0]) : dflt)
 const ONLY = opt('only')
 if (opt('ours')) process.env.UHURA_BENCH_OURS = path.resolve(opt('ours')[0])
+// --node-flags=A,B: V8 / node flags for every child process (bench/proc.js),
+// e.g. --min-semi-space-size=16 (bench/README.md, "Small bursts").
+if (opt('node-flags')) process.env.UHURA_BENCH_NODE_FLAGS = opt('node-flags').join(' ')
 const OURS_DIR = process.env.UHURA_BENCH_OURS || path.join(__dirname, '..')
 // --out=PREFIX writes PREFIX.json, PREFIX.md and PREFIX-*.svg instead of
 // bench/results.json, BENCHMARKS.md and bench/results-*.svg.
@@ -414,6 +417,7 @@ async function main () {
       cpuModel: os.cpus()[0] && os.cpus()[0].model,
       quick: QUICK,
       scale: SCALE,
+      nodeFlags: process.env.UHURA_BENCH_NODE_FLAGS || null,
       loadavgAtStart: os.loadavg(),
       tests: TESTS,
       childNofile: nofile,
