@@ -1,7 +1,7 @@
 'use strict'
 // The sender's hot path in JavaScript: the outbox handed to Rust while a
-// synchronous loop of sends is still running (every 1,024 lines, not only
-// at the end of the tick), the ack callbacks kept by sequence number
+// synchronous loop of sends is still running (after 64 lines, then twice as
+// many each time up to every 1,024, not only at the end of the tick), the ack callbacks kept by sequence number
 // (lib/acks.js), the JSON of flat argument arrays built directly, and the
 // acks read in while such a loop runs (src/node/uv.rs, read_for_acks).
 
@@ -40,11 +40,39 @@ describe('the outbox', () => {
       // Still inside the loop: what went to Rust so far is pending there.
       if (i === 3000) pendingMidLoop = client.stats().pendingEvents
     }
-    assert.ok(pendingMidLoop >= 2048, `${pendingMidLoop} events in Rust after 3,001 sends in one loop`)
+    // Flushed after 64, 192, 448, 960 and 1,984 lines (see the next test).
+    assert.ok(pendingMidLoop >= 1984, `${pendingMidLoop} events in Rust after 3,001 sends in one loop`)
     await waitUntil(() => acked.length === N, 10000, 'every ack')
     assert.deepEqual(acked, Array.from({ length: N }, (_, i) => i))
     assert.deepEqual(got, Array.from({ length: N }, (_, i) => i))
     assert.equal(client._acks.size, 0)
+  })
+
+  it('hands a run of sends to Rust after 64 lines first, twice as many each time after, up to 1,024', { timeout: 30000 }, async (t) => {
+    const got = []
+    const { client } = await serverAndClient(t, (conn) => conn.on('e', (i) => got.push(i)))
+    let acked = 0
+    // Sends 1 … n in one loop; what Rust holds (not yet acknowledged: no ack
+    // is read while the loop runs) after each send named in `at`.
+    const run = (from, n, at) => {
+      const pending = {}
+      for (let i = from; i < from + n; i++) {
+        client.send('e', i, (err) => { assert.ifError(err); acked++ })
+        const k = i - from + 1
+        if (at.includes(k)) pending[k] = client.stats().pendingEvents
+      }
+      return pending
+    }
+    // Flushes after 64, 64 + 128, … lines; then every 1,024.
+    const first = run(0, 3100, [63, 64, 191, 192, 447, 448, 959, 960, 1983, 1984, 3007, 3008])
+    assert.deepEqual(first, { 63: 0, 64: 64, 191: 64, 192: 192, 447: 192, 448: 448, 959: 448, 960: 960, 1983: 960, 1984: 1984, 3007: 1984, 3008: 3008 })
+    await waitUntil(() => acked === 3100, 10000, 'the first run\'s acks')
+    assert.equal(client.stats().pendingEvents, 0)
+    // The next run (another macrotask) starts small again.
+    const second = run(3100, 100, [63, 64])
+    assert.deepEqual(second, { 63: 0, 64: 64 })
+    await waitUntil(() => acked === 3200, 10000, 'the second run\'s acks')
+    assert.deepEqual(got, Array.from({ length: 3200 }, (_, i) => i))
   })
 
   it('keeps the sends of a client made before connect() in the same tick for it', { timeout: 30000 }, async (t) => {

@@ -10,7 +10,7 @@
 // memory and CPU), then tells the client `go`. `stats` reports, among the
 // counters, the CPU used since the mark (server) or since go (client).
 
-const readline = require('readline')
+const fs = require('fs')
 const { byName, HOST } = require('./impls')
 
 const [role, implName, scenario, cfgJson] = process.argv.slice(2)
@@ -28,6 +28,21 @@ function mem () {
   return { rss: m.rss, heapUsed: m.heapUsed, external: m.external, arrayBuffers: m.arrayBuffers }
 }
 
+// The memory baseline of a measured run: RSS after gc(), taken before the
+// last warm-up burst (by the sender in warmUp, by the receiver in
+// receiveBurst) rather than right before the measured events: the two
+// forced full collections cost the next burst ~15 ms of extra CPU on the
+// client (a 10k burst after them used ~3.5 µs per event, ~1.9 without), so
+// the last warm-up burst runs after them instead. Without a warm-up it is
+// taken at `ready` / `mark`.
+let baseline = null
+const takeBaseline = () => { baseline = mem() }
+const baselineMem = () => {
+  const m = baseline || mem()
+  baseline = null
+  return m
+}
+
 process.on('uncaughtException', (err) => {
   report({ type: 'fatal', error: String((err && err.stack) || err) })
   process.exit(70)
@@ -38,12 +53,31 @@ process.on('unhandledRejection', (err) => {
 })
 
 const commands = {}
-readline.createInterface({ input: process.stdin }).on('line', (line) => {
-  const [name, arg] = line.trim().split(/\s+/)
-  const fn = commands[name]
-  if (fn) fn(arg)
-})
-process.stdin.on('end', () => process.exit(0)) // parent went away
+// Commands are read from stdin with fs.read, not through a stream: a
+// stream's 'data' (and readline's 'line') go through the same
+// EventEmitter.prototype.emit every implementation's events go through,
+// and V8, having optimized emit for the implementation's objects alone
+// during the warm-up, threw that code away at the first command after it
+// (`mark`, `go`: right at the start of the measured run) and compiled it
+// again during the run. 'end' of stdin (the parent went away) exits.
+function readCommands () {
+  const buf = Buffer.alloc(4096)
+  let text = ''
+  const next = () => fs.read(0, buf, 0, buf.length, null, (err, bytes) => {
+    if (err && err.code === 'EAGAIN') return setTimeout(next, 10)
+    if (err || bytes === 0) process.exit(0)
+    const lines = (text + buf.toString('utf8', 0, bytes)).split('\n')
+    text = lines.pop()
+    for (const line of lines) {
+      const [name, arg] = line.trim().split(/\s+/)
+      const fn = commands[name]
+      if (fn) fn(arg)
+    }
+    next()
+  })
+  next()
+}
+readCommands()
 
 const nowUs = () => Number(process.hrtime.bigint()) / 1000
 
@@ -64,7 +98,7 @@ function sendBurst (peer, n, onDone, from = 0) {
   const { payload } = cfg
   const chunk = cfg.chunk || n
   const window = impl.acks && cfg.window > 0 ? cfg.window : Infinity
-  const st = { sent: 0, acks: 0, ackErrors: 0, lastAckError: null, sendLoopMs: null }
+  const st = { sent: 0, acks: 0, ackErrors: 0, lastAckError: null, sendLoopMs: null, doneUs: null }
   const t0 = nowUs()
   let waiting = false
   const onAck = (err) => {
@@ -72,7 +106,16 @@ function sendBurst (peer, n, onDone, from = 0) {
       st.ackErrors++
       st.lastAckError = String(err.message || err)
     }
-    if (++st.acks === n) return onDone(st)
+    if (++st.acks === n) {
+      // The clock stops here; onDone (a closure of its own for each burst)
+      // runs from a microtask. Called from here, it was a new call target
+      // in V8's optimized ack path (the implementation's, with this callback
+      // inlined), which was thrown away at every burst's last ack and
+      // compiled again during the next burst.
+      st.doneUs = nowUs()
+      queueMicrotask(() => onDone(st))
+      return
+    }
     if (waiting && st.sent - st.acks <= window / 2) {
       waiting = false
       setImmediate(pump)
@@ -101,48 +144,67 @@ function sendBurst (peer, n, onDone, from = 0) {
 }
 
 // Receiving side of a burst: counts the events of one peer and checks order
-// and payload. onAll runs when n arrived. Warm-up events (negative numbers)
-// are counted apart; without acks it answers 'wdone' after the last one.
+// and payload. onAll runs when n arrived. Warm-up events (numbered -warmup …
+// -1, just before the measured 0 … n-1) take the very same path and are
+// only left out of `stats.events`: had they returned early, the code the
+// measured events run would have had no type feedback, and V8 would have
+// compiled it (and then the listener again) during the measured run.
+// Without acks it answers 'wdone' after each warm-up burst.
 function receiveBurst (peer, n, stats, onAll) {
-  let expect = 0
-  let count = 0
-  let warm = 0 // without acks
+  const warmup = cfg.warmup > 0 ? cfg.warmup : 0
+  const noAcks = !impl.acks
+  // Without acks, the sender's warm-up waits for a 'wdone' after each burst.
+  const wsize = Math.ceil(warmup / (cfg.warmupBursts > 0 ? cfg.warmupBursts : 1)) || 1
+  // Where the last warm-up burst starts (see takeBaseline).
+  const baselineAt = warmup - (warmup % wsize || wsize)
+  let expect = -warmup
+  let seen = 0
   peer.on('e', (i, payload) => {
-    if (i < 0) {
-      // impl.acks first: read for every warm-up event, so the optimized
-      // listener has type feedback for it (not only for the last event).
-      if (!impl.acks && ++warm === cfg.warmup) peer.send('wdone')
-      return
-    }
     if (i !== expect) stats.outOfOrder++
     expect = i + 1
     if (payload !== cfg.payload) stats.badPayload++
-    stats.events++
-    if (++count === n && onAll) onAll()
+    const k = ++seen
+    stats.events += k > warmup ? 1 : 0
+    if (k === baselineAt && k > 0) takeBaseline()
+    if (noAcks && k <= warmup && (k % wsize === 0 || k === warmup)) peer.send('wdone')
+    if (k === warmup + n && onAll) onAll()
   })
 }
 
-// The warm-up before a measured burst or server → client run: cfg.warmup
-// events sent the same way as the measured ones, through the same send and
-// receive code, so the JIT and the allocators reach their steady state
-// before the clock starts (without it a 10k burst mostly measures
-// compilation). They are numbered -warmup … -1, so the receiver's listener
-// tells them apart. Sent as two bursts, one after the other: each burst has
-// callbacks of its own (new closures, as an application's would be), and
-// V8 optimizes a call for the one closure it saw until a second one comes;
-// after a single warm-up burst every implementation's ack path was thrown
-// away and compiled again during the measured burst. Resolves once the
-// sender has seen them all acknowledged (without acks: the receiver's
-// 'wdone').
+// The warm-up before a measured burst or server → client run:
+// cfg.warmupBursts bursts of cfg.warmup / cfg.warmupBursts events each (run.js
+// makes them as large as the measured burst, up to the window), sent the
+// same way as the measured ones, through the same send and receive code, so
+// that the JIT, the young generation and the implementation's buffers are in
+// their steady state before the clock starts (without it a 10k burst mostly
+// measures compilation). They are numbered -warmup … -1, just before the
+// measured events. Several bursts, one after the other: each has callbacks
+// and a send loop of its own (new closures, as an application's would be),
+// and after two bursts of half the measured size the first two measured
+// bursts in a process still ran V8's compiler and grew its young generation
+// (bench/README.md, "Warm-up"). Resolves once the sender has seen them all
+// acknowledged (without acks: each burst waits for the receiver's 'wdone').
 function warmUp (peer) {
   return new Promise((resolve) => {
     if (!(cfg.warmup > 0)) return resolve()
-    if (!impl.acks) peer.on('wdone', () => resolve())
-    const first = Math.ceil(cfg.warmup / 2)
-    const rest = cfg.warmup - first
-    const done = () => { if (impl.acks) resolve() }
-    const second = () => (rest > 0 ? sendBurst(peer, rest, done, -rest) : done())
-    sendBurst(peer, first, second, -cfg.warmup)
+    const bursts = cfg.warmupBursts > 0 ? cfg.warmupBursts : 1
+    const size = Math.ceil(cfg.warmup / bursts)
+    let sent = 0
+    let wdone = null
+    if (!impl.acks) peer.on('wdone', () => wdone())
+    const next = () => {
+      const m = Math.min(size, cfg.warmup - sent)
+      if (m <= 0) return resolve()
+      const from = -cfg.warmup + sent
+      sent += m
+      if (sent === cfg.warmup && from > -cfg.warmup) takeBaseline()
+      if (impl.acks) sendBurst(peer, m, next, from)
+      else {
+        wdone = next
+        sendBurst(peer, m, () => {}, from)
+      }
+    }
+    next()
   })
 }
 
@@ -152,7 +214,7 @@ async function server () {
   commands.stats = () => report({ type: 'stats', stats, cpuUs: cpuSinceMark() })
   commands.rss = () => report({ type: 'rss', mem: mem(), conns: stats.conns })
   commands.mark = () => {
-    const m = mem()
+    const m = baselineMem()
     markCpu()
     report({ type: 'mark', mem: m, conns: stats.conns })
   }
@@ -172,7 +234,7 @@ async function server () {
         let st = null
         const finish = () => {
           stats.acks = st.acks
-          report({ type: 'result', acks: st.acks, ackErrors: st.ackErrors, lastAckError: st.lastAckError, elapsedMs: (nowUs() - t0) / 1000, sendLoopMs: st.sendLoopMs })
+          report({ type: 'result', acks: st.acks, ackErrors: st.ackErrors, lastAckError: st.lastAckError, elapsedMs: ((st.doneUs || nowUs()) - t0) / 1000, sendLoopMs: st.sendLoopMs })
         }
         if (!impl.acks) conn.on('done', (count) => { st.acks = count; finish() })
         st = sendBurst(conn, cfg.n, () => { if (impl.acks) finish() })
@@ -208,7 +270,7 @@ async function client () {
     let st = null
     let t0 = 0
     const finish = () => {
-      report({ type: 'result', acks: st.acks, ackErrors: st.ackErrors, lastAckError: st.lastAckError, elapsedMs: (nowUs() - t0) / 1000, sendLoopMs: st.sendLoopMs })
+      report({ type: 'result', acks: st.acks, ackErrors: st.ackErrors, lastAckError: st.lastAckError, elapsedMs: ((st.doneUs || nowUs()) - t0) / 1000, sendLoopMs: st.sendLoopMs })
     }
     if (!impl.acks) c.on('done', (count) => { st.acks = count; finish() })
     await warmUp(c)
@@ -218,7 +280,7 @@ async function client () {
       t0 = nowUs()
       st = sendBurst(c, cfg.n, () => { if (impl.acks) finish() })
     }
-    report({ type: 'ready', mem: mem() })
+    report({ type: 'ready', mem: baselineMem() })
     return
   }
 
@@ -234,7 +296,7 @@ async function client () {
       markCpu()
       c.send('go', cfg.n)
     }
-    report({ type: 'ready', mem: mem() })
+    report({ type: 'ready', mem: baselineMem() })
     return
   }
 
@@ -253,7 +315,7 @@ async function client () {
     let t0 = 0
     const onDone = (k) => {
       if (finishMs[k] !== null) return
-      finishMs[k] = (nowUs() - t0) / 1000
+      finishMs[k] = ((states[k].doneUs || nowUs()) - t0) / 1000
       if (++finished === cs.length) {
         const sum = (f) => states.reduce((a, s) => a + s[f], 0)
         report({ type: 'result', acks: sum('acks'), ackErrors: sum('ackErrors'), elapsedMs: Math.max(...finishMs), finishMs })

@@ -16,7 +16,8 @@ const NOFILE = 65536
 // the spawned process is node's.
 function spawnChild (role, impl, scenario, cfg) {
   const script = `ulimit -n ${NOFILE} 2>/dev/null || ulimit -n $(ulimit -Hn); exec "$0" "$@"`
-  const args = ['-c', script, process.execPath, '--expose-gc', '--max-old-space-size=4096', CHILD, role, impl.name, scenario, JSON.stringify(cfg)]
+  const flags = (process.env.UHURA_BENCH_NODE_FLAGS || '').split(' ').filter(Boolean)
+  const args = ['-c', script, process.execPath, ...flags, '--expose-gc', '--max-old-space-size=4096', CHILD, role, impl.name, scenario, JSON.stringify(cfg)]
   const proc = spawn('bash', args, { stdio: ['pipe', 'pipe', 'pipe'] })
   const ch = {
     proc,

@@ -145,7 +145,8 @@ function markdown (results, charts) {
     (m.loadavgAtEnd ? `, at the end ${m.loadavgAtEnd.map(la).join(' / ')}` : '') +
     (m.loadavgMax != null ? `; the 1-minute value reached ${la(m.loadavgMax)} during the run` : '') + '.' +
     (m.quick ? ' `--quick`: shorter time limits and fewer events and connections.' : '') +
-    (m.scale !== 1 ? ` **Scaled run (\`--scale=${m.scale}\`): event and connection counts are not the standard ones.**` : ''))
+    (m.scale !== 1 ? ` **Scaled run (\`--scale=${m.scale}\`): event and connection counts are not the standard ones.**` : '') +
+    (m.nodeFlags ? ` **Every benchmark process ran with the node flags \`${m.nodeFlags}\`.**` : ''))
   const ours = results.impls.ours
   if (ours && ours.build) {
     const b = ours.build
@@ -171,7 +172,7 @@ function markdown (results, charts) {
     o.push('')
     o.push(`N × \`send('e', i, '<39-byte string>', ackCallback)\`, ${cfg.window ? `at most ${fmtInt(cfg.window)} unacknowledged (uhura 0.0.10: no limit, it has no acks)` : 'all N in one synchronous loop'}` +
       `${cfg.chunk ? `, ${fmtInt(cfg.chunk)} per macrotask` : ''}; time from the first send until the last ack callback ran.` +
-      `${cfg.warmup ? ` Before it, in the same processes and connection, ${fmtInt(cfg.warmup)} warm-up events go the same way and are not counted.` : ''}`)
+      `${cfg.warmupBursts ? ` Before it, in the same processes and connection, ${cfg.warmupBursts} warm-up bursts of N events each (at most ${fmtInt(cfg.window || 100000)}) go the same way and are not counted.` : cfg.warmup ? ` Before it, in the same processes and connection, ${fmtInt(cfg.warmup)} warm-up events go the same way and are not counted.` : ''}`)
     o.push('')
     o.push(table(['implementation', ...sizes.map((n) => `N = ${fmtInt(n)}`)], availT.map((n) => [label(n), ...sizes.map((s) => runCell(results.impls[n].burst && results.impls[n].burst[s], results.impls[n].acks))])))
     o.push('')

@@ -35,6 +35,9 @@ const opt = (name) => {
 const num = (name, dflt) => (opt(name) ? Number(opt(name)[0]) : dflt)
 const ONLY = opt('only')
 if (opt('ours')) process.env.UHURA_BENCH_OURS = path.resolve(opt('ours')[0])
+// --node-flags=A,B: V8 / node flags for every child process (bench/proc.js),
+// e.g. --min-semi-space-size=16 (bench/README.md, "Small bursts").
+if (opt('node-flags')) process.env.UHURA_BENCH_NODE_FLAGS = opt('node-flags').join(' ')
 const OURS_DIR = process.env.UHURA_BENCH_OURS || path.join(__dirname, '..')
 // --out=PREFIX writes PREFIX.json, PREFIX.md and PREFIX-*.svg instead of
 // bench/results.json, BENCHMARKS.md and bench/results-*.svg.
@@ -61,11 +64,11 @@ const CFG = {
   // At most this many events unacknowledged per sender (0: no limit, every
   // send of a burst in one synchronous loop). Bounds what a 10M burst queues.
   window: opt('window') ? num('window', 0) : sc(100000),
-  // Events sent (and acknowledged) before each measured burst and server →
-  // client run, in the same processes, and not counted (bench/child.js
-  // warmUp): the numbers are of the steady state, not of the JIT's first
-  // minutes. 0: none.
-  warmup: num('warmup', sc(10000)),
+  // Warm-up bursts before each measured burst and server → client run, in
+  // the same processes, not counted (bench/child.js warmUp), each as large
+  // as the measured burst up to the window: the numbers are of the steady
+  // state, not of the JIT's first minutes. 0: none.
+  warmupBursts: num('warmup', 3),
   // main: the size of the headline targets. legacy: false = not run for the
   // published packages (impls.js `legacy`).
   bursts: [
@@ -106,6 +109,9 @@ const CFG = {
 
 const log = (...a) => console.error('[bench]', ...a)
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
+// Events per warm-up burst before a measured run of n per sender: n, up to
+// the window (without a window, up to the default one).
+const warmupSize = (n) => Math.min(n, CFG.window || sc(100000))
 const { fmtInt, fmtMB, fmtKB, fmtUs, runCell, median } = report
 
 async function startServer (impl, scenario, cfg) {
@@ -411,6 +417,7 @@ async function main () {
       cpuModel: os.cpus()[0] && os.cpus()[0].model,
       quick: QUICK,
       scale: SCALE,
+      nodeFlags: process.env.UHURA_BENCH_NODE_FLAGS || null,
       loadavgAtStart: os.loadavg(),
       tests: TESTS,
       childNofile: nofile,
@@ -455,7 +462,7 @@ async function main () {
   // Throughput: per implementation, the bursts by size, then server → client
   // and many clients. After a size that did not finish, the larger ones (and
   // s2c / many at or above it) are not run.
-  const burstCfg = (n) => ({ n, payload: CFG.payload, chunk: CFG.chunk, window: CFG.window, warmup: CFG.warmup })
+  const burstCfg = (n) => ({ n, payload: CFG.payload, chunk: CFG.chunk, window: CFG.window, warmupBursts: CFG.warmupBursts, warmup: CFG.warmupBursts * warmupSize(n) })
   for (const impl of runnable.filter((i) => !i.rttOnly)) {
     const r = results.impls[impl.name]
     let failedAt = null
