@@ -100,7 +100,10 @@ const CFG = {
     checkAt: (QUICK ? [1000, 2000] : [10000, 19000]).map(sc),
     clientAt: sc(QUICK ? 1000 : 10000),
     batch: 250,
-    settleMs: QUICK ? 500 : 2000,
+    // Idle means idle: V8 gives back the young generation a burst of
+    // handshakes grew only at a GC once allocation has been low for ~5 s
+    // (bench/README.md, "Memory"), so readings wait longer than that.
+    settleMs: num('idle-settle', QUICK ? 500 : 8000),
     limitS: QUICK ? 90 : 240
   },
   handshakeS: 20,
