@@ -448,3 +448,105 @@ fn compacted_sessions_change_nothing() {
     assert!(plain.3.ends_with(r#""last":{"x":[[]]}}"#), "{}", plain.3);
     assert_eq!(compacted, plain);
 }
+
+/// An outbox idle between inputs gives up its state (`release_buffers`)
+/// and makes it again on first use: compacted after every step, an
+/// exchange where each side sends after idling, a server's events lost on
+/// the wire are taken over by the connection that resumes the session and
+/// resent, and a client's lost event is resent after its reconnect, writes
+/// the same bytes and raises the same events (acks, ack timeouts) as
+/// without compaction.
+#[test]
+fn idle_outboxes_released_change_nothing() {
+    type Run = (Vec<u8>, Vec<u8>, Vec<String>);
+    let run = |compact: bool| -> Run {
+        let now = Instant::now();
+        let seeded = |s| Config {
+            entropy: Some(Entropy::seeded([s; 32])),
+            ack_timeout: Some(Duration::from_secs(5)),
+            ..Config::default()
+        };
+        let mut client = Peer::new(Role::Client, seeded(7), now);
+        let mut server = Peer::new(Role::Server, seeded(8), now);
+        let (mut c2s, mut s2c, mut evs) = (Vec::new(), Vec::new(), Vec::new());
+        // `retained`: what a resuming connection takes over from the last one.
+        let mut step = |client: &mut Peer, server: &mut Peer, mut retained: Option<uhura::protocol::peer::Retained>| {
+            for _ in 0..3 {
+                let n = c2s.len();
+                client.poll_transmit(&mut c2s);
+                server.handle_receive(&c2s[n..], now);
+                while let Some(e) = server.poll_event() {
+                    if let Event::LoadSession(_) = &e {
+                        let stored = retained.as_ref().map(|_| server.session().into_owned());
+                        if let Some(r) = retained.take() {
+                            server.adopt_retained(r);
+                        }
+                        server.handle_session_loaded(stored, now);
+                    }
+                    evs.push(format!("server {e:?}"));
+                }
+                let n = s2c.len();
+                server.poll_transmit(&mut s2c);
+                client.handle_receive(&s2c[n..], now);
+                evs.extend(std::iter::from_fn(|| client.poll_event()).map(|e| format!("client {e:?}")));
+                if compact {
+                    client.release_buffers();
+                    server.release_buffers();
+                }
+            }
+        };
+        client.handle_open(now);
+        server.handle_open(now);
+        step(&mut client, &mut server, None);
+        // Idle, then both send.
+        server.send_event(r#"["a",1]"#, Some((1, 1)), now);
+        client.send_event(r#"["b",2]"#, Some((1, 2)), now);
+        step(&mut client, &mut server, None);
+        // The server's next events are lost with the connection; the
+        // resuming connection takes them over and resends them.
+        server.send_event(r#"["c",3]"#, Some((1, 3)), now);
+        server.send_event(r#"["d",4]"#, None, now);
+        let mut lost = Vec::new();
+        server.poll_transmit(&mut lost);
+        assert!(String::from_utf8_lossy(&lost).contains(r#""c",3"#));
+        client.handle_close();
+        server.handle_close();
+        let retained = server.take_retained();
+        if compact {
+            server.release_buffers();
+        }
+        let mut server = Peer::new(Role::Server, seeded(9), now);
+        client.handle_open(now);
+        server.handle_open(now);
+        step(&mut client, &mut server, Some(retained));
+        // The client's event is lost with the next connection and resent
+        // on the one after; one callback's ack times out on the way.
+        client.send_event(r#"["e",5]"#, Some((1, 5)), now);
+        client.send_event(r#"["f",6]"#, Some((1, 6)), now);
+        let mut lost = Vec::new();
+        client.poll_transmit(&mut lost);
+        client.handle_timeout(now + Duration::from_secs(6));
+        let timeouts: Vec<String> =
+            std::iter::from_fn(|| client.poll_event()).map(|e| format!("client {e:?}")).collect();
+        client.handle_close();
+        server.handle_close();
+        if compact {
+            client.release_buffers();
+        }
+        let mut server = Peer::new(Role::Server, seeded(10), now);
+        client.handle_open(now);
+        server.handle_open(now);
+        step(&mut client, &mut server, None);
+        assert_eq!(client.unacked_len() + client.queued_len() + server.unacked_len() + server.queued_len(), 0);
+        evs.extend(timeouts);
+        (c2s, s2c, evs)
+    };
+    let plain = run(false);
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    for e in ["Acked((1, 1))", "Acked((1, 2))", "Acked((1, 3))", "AckTimeout((1, 5))", "Connected { resumed: true }"] {
+        assert!(plain.2.iter().any(|x| x.contains(e)), "{e}: {:#?}", plain.2);
+    }
+    assert!(text(&plain.1).contains(r#""c",3"#) && text(&plain.1).contains(r#""d",4"#), "resent");
+    assert!(text(&plain.0).contains(r#""e",5"#) && text(&plain.0).contains(r#""f",6"#), "resent");
+    assert_eq!(run(true), plain);
+}

@@ -33,6 +33,9 @@ pub(super) struct Arena {
 }
 
 impl Arena {
+    /// No texts: what `Default` gives, usable in a `static`.
+    pub(super) const EMPTY: Arena = Arena { buf: String::new(), base: 0 };
+
     /// Appends a text; returns where it lies.
     ///
     /// # Panics

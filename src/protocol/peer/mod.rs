@@ -283,6 +283,7 @@ impl Peer {
             }
         }
         self.release_event_text();
+        self.outbox.release_idle();
         self.session.compact()
     }
 
@@ -303,7 +304,7 @@ impl Peer {
     /// A new transport is up. The client starts the handshake.
     pub fn handle_open(&mut self, now: Instant) {
         self.reader = ReaderCell::Between(Suspended::default());
-        self.outbox.progressed = false;
+        self.outbox.new_transport();
         self.peer_refused = false;
         self.output.reset();
         self.close_requested = false;

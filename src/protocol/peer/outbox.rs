@@ -29,6 +29,16 @@ pub(super) struct Outbox {
     /// `<12 hex>-`: our ids are this and the event's sequence number.
     pub id_prefix: IdPrefix,
     pub next_seq: u64,
+    /// Everything else, in a box made on first use and dropped when it is
+    /// empty again (`release_idle`): most connections are idle most of the
+    /// time, and these are some 150 bytes inline per connection. Reads of
+    /// an idle outbox see `IDLE` (`Deref`); writes make the box (`DerefMut`).
+    parts: Option<Box<Parts>>,
+}
+
+/// The outbox's state while anything is pending.
+#[derive(Debug)]
+pub(super) struct Parts {
     pub queue: VecDeque<Pending>,
     /// Sent and not yet acknowledged, in sequence order: events go out in
     /// sequence order (the queue is in it), so sending appends.
@@ -44,8 +54,56 @@ pub(super) struct Outbox {
     /// The oldest unacknowledged event at the last closes, and how many
     /// closes in a row found it so (see `REFUSALS_BEFORE_DROP`).
     pub suspect: Option<(u64, u32)>,
-    /// Something was acknowledged on the current transport.
+    /// Something was acknowledged on the current transport. Read only
+    /// while `suspect` is set (`note_refusal`), so the box may go without it
+    /// when `suspect` is None: it is reset with each new transport.
     pub progressed: bool,
+}
+
+/// An idle outbox's parts: what reads see while there is no box.
+static IDLE: Parts = Parts::EMPTY;
+
+impl Parts {
+    const EMPTY: Parts = Parts {
+        queue: VecDeque::new(),
+        unacked: VecDeque::new(),
+        args: Arena::EMPTY,
+        foreign_ids: ForeignIds(None),
+        pending_bytes: 0,
+        deadlines: VecDeque::new(),
+        suspect: None,
+        progressed: false,
+    };
+
+    /// Nothing pending, nothing remembered that `note_refusal` would read.
+    fn is_idle(&self) -> bool {
+        self.queue.is_empty()
+            && self.unacked.is_empty()
+            && self.deadlines.is_empty()
+            && self.suspect.is_none()
+            && self.pending_bytes == 0
+            && self.foreign_ids.0.is_none()
+    }
+}
+
+impl Default for Parts {
+    fn default() -> Self {
+        Parts::EMPTY
+    }
+}
+
+impl std::ops::Deref for Outbox {
+    type Target = Parts;
+
+    fn deref(&self) -> &Parts {
+        self.parts.as_deref().unwrap_or(&IDLE)
+    }
+}
+
+impl std::ops::DerefMut for Outbox {
+    fn deref_mut(&mut self) -> &mut Parts {
+        self.parts.get_or_insert_with(Box::default)
+    }
 }
 
 /// The prefix of our message ids, `<12 hex>-`, kept inline: a `String`
@@ -123,6 +181,21 @@ impl Outbox {
         Outbox { id_prefix, ..Outbox::default() }
     }
 
+    /// Drops the parts' box if nothing in it is in use (`Parts::is_idle`);
+    /// the next event makes it again.
+    pub(super) fn release_idle(&mut self) {
+        if self.parts.as_ref().is_some_and(|p| p.is_idle()) {
+            self.parts = None;
+        }
+    }
+
+    /// A new transport: nothing acknowledged on it yet.
+    pub(super) fn new_transport(&mut self) {
+        if let Some(p) = &mut self.parts {
+            p.progressed = false;
+        }
+    }
+
     pub(super) fn len(&self) -> usize {
         self.queue.len() + self.unacked.len()
     }
@@ -160,10 +233,11 @@ impl Outbox {
     /// Some pending events left: gives back the space of their texts. Only
     /// between calls, when every pending event is in `unacked` or `queue`.
     fn trim(&mut self) {
-        let oldest = self.unacked.front().or(self.queue.front()).map(|p| p.args);
-        if self.args.release_before(oldest, self.pending_bytes) {
-            let spans = self.unacked.iter_mut().chain(self.queue.iter_mut()).map(|p| &mut p.args);
-            self.args.compact(spans);
+        let o: &mut Parts = self;
+        let oldest = o.unacked.front().or(o.queue.front()).map(|p| p.args);
+        if o.args.release_before(oldest, o.pending_bytes) {
+            let spans = o.unacked.iter_mut().chain(o.queue.iter_mut()).map(|p| &mut p.args);
+            o.args.compact(spans);
         }
     }
 
@@ -250,7 +324,9 @@ impl Peer {
 
     /// Moves queued events into the output while there is room.
     pub(super) fn refill(&mut self) {
-        if self.phase != Phase::Ready {
+        // An empty queue returns before `queue.pop_front` makes an idle
+        // outbox's box.
+        if self.phase != Phase::Ready || self.outbox.queue.is_empty() {
             return;
         }
         while self.has_room() {
@@ -389,16 +465,17 @@ impl Peer {
     /// connection that resumes this session. The peer keeps nothing pending.
     pub fn take_retained(&mut self) -> Retained {
         let o = &mut self.outbox;
-        o.pending_bytes = 0;
-        o.foreign_ids.clear();
+        // The whole box goes: what it held moves on, the rest (the byte
+        // count, foreign ids, `progressed`) has no use on a closed peer.
+        let parts = o.parts.take().map_or_else(Parts::default, |b| *b);
         Retained {
             id_prefix: o.id_prefix,
             next_seq: o.next_seq,
-            pending: std::mem::take(&mut o.queue),
-            args: std::mem::take(&mut o.args),
+            pending: parts.queue,
+            args: parts.args,
             seen: self.seen.take(),
-            deadlines: std::mem::take(&mut o.deadlines),
-            suspect: o.suspect.take(),
+            deadlines: parts.deadlines,
+            suspect: parts.suspect,
         }
     }
 
@@ -512,5 +589,43 @@ mod tests {
             o.trim();
         }
         assert_eq!(o.args.capacity(), 0, "freed when nothing is pending");
+    }
+
+    /// An idle outbox holds no box: not after the handshake, not once its
+    /// events are acknowledged; one with pending events keeps it.
+    #[test]
+    fn idle_outbox_holds_no_box() {
+        use crate::protocol::entropy::Entropy;
+        use crate::protocol::peer::{Config, Role};
+        let now = Instant::now();
+        let config = |s| Config { entropy: Some(Entropy::seeded([s; 32])), ..Config::default() };
+        let (mut client, mut server) =
+            (Peer::new(Role::Client, config(1), now), Peer::new(Role::Server, config(2), now));
+        let pump = |client: &mut Peer, server: &mut Peer| {
+            for _ in 0..3 {
+                let mut b = Vec::new();
+                client.poll_transmit(&mut b);
+                server.handle_receive(&b, now);
+                while server.poll_event().is_some() {}
+                let mut b = Vec::new();
+                server.poll_transmit(&mut b);
+                client.handle_receive(&b, now);
+                while client.poll_event().is_some() {}
+                client.release_buffers();
+                server.release_buffers();
+            }
+        };
+        client.handle_open(now);
+        server.handle_open(now);
+        pump(&mut client, &mut server);
+        assert!(server.is_ready() && server.enable_acks());
+        assert!(client.outbox.parts.is_none() && server.outbox.parts.is_none());
+        server.send_event(r#"["a"]"#, Some((1, 1)), now);
+        server.release_buffers();
+        assert_eq!(server.unacked_len(), 1);
+        assert!(server.outbox.parts.is_some(), "kept while pending");
+        pump(&mut client, &mut server);
+        assert_eq!(server.unacked_len(), 0);
+        assert!(server.outbox.parts.is_none(), "released once acknowledged");
     }
 }
