@@ -21,7 +21,8 @@ pub(crate) struct Retention<T> {
     map: Mutex<HashMap<String, Kept<T>>>,
     /// The connection currently serving each session, so a resume that
     /// arrives before the old connection was seen to drop can end it.
-    active: Mutex<HashMap<String, Weak<T>>>,
+    /// Keyed by the peer's own id (`Peer::session_id_shared`), not a copy.
+    active: Mutex<HashMap<Arc<str>, Weak<T>>>,
     /// Wakes a resume waiting for the old connection to be kept.
     changed: Notify,
 }
@@ -52,8 +53,8 @@ impl<T> Retention<T> {
     }
 
     /// `item` serves session `sid` now (its handshake is done).
-    pub(crate) fn set_active(&self, sid: &str, item: &Arc<T>) {
-        lock(&self.active).insert(sid.to_owned(), Arc::downgrade(item));
+    pub(crate) fn set_active(&self, sid: &Arc<str>, item: &Arc<T>) {
+        lock(&self.active).insert(Arc::clone(sid), Arc::downgrade(item));
     }
 
     /// The open connection serving `sid`, if it is still alive.
@@ -79,8 +80,8 @@ impl<T> Retention<T> {
     ) -> Vec<Arc<T>> {
         {
             let mut active = lock(&self.active);
-            if active.get(&sid).is_some_and(|w| w.upgrade().is_none_or(|l| Arc::ptr_eq(&l, &item))) {
-                active.remove(&sid);
+            if active.get(sid.as_str()).is_some_and(|w| w.upgrade().is_none_or(|l| Arc::ptr_eq(&l, &item))) {
+                active.remove(sid.as_str());
             }
         }
         let mut out = Vec::new();
@@ -127,5 +128,28 @@ impl<T> Retention<T> {
         let mut map = lock(&self.map);
         let expired: Vec<String> = map.iter().filter(|(_, k)| k.until <= now).map(|(sid, _)| sid.clone()).collect();
         expired.into_iter().filter_map(|sid| map.remove(&sid).map(|k| k.item)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The map of active connections holds the caller's id, not a copy;
+    /// looked up by any equal text, and let go when that connection (not
+    /// another one of the same session) is kept.
+    #[test]
+    fn active_connections_share_the_session_id() {
+        let r = Retention::new(Duration::from_secs(60), 10);
+        let sid: Arc<str> = Arc::from("abc");
+        let (a, b) = (Arc::new(1u8), Arc::new(2u8));
+        r.set_active(&sid, &a);
+        assert_eq!(Arc::strong_count(&sid), 2, "one shared id, no copy");
+        assert!(r.active(&String::from("abc")).is_some_and(|l| Arc::ptr_eq(&l, &a)));
+        r.keep("abc".into(), Arc::clone(&b), Instant::now(), |_, _| {});
+        assert!(r.active("abc").is_some_and(|l| Arc::ptr_eq(&l, &a)), "another connection's keep leaves it");
+        r.keep("abc".into(), Arc::clone(&a), Instant::now(), |_, _| {});
+        assert!(r.active("abc").is_none());
+        assert_eq!(Arc::strong_count(&sid), 1, "the map let go of the id");
     }
 }

@@ -165,7 +165,7 @@ impl Link {
                     }
                     Event::Connected { resumed } => {
                         self.metrics.count(|s| if resumed { &s.handshakes_resumed } else { &s.handshakes_new }, 1);
-                        if let (Some(r), Some(sid)) = (&self.retention, peer.session_id()) {
+                        if let (Some(r), Some(sid)) = (&self.retention, peer.session_id_shared()) {
                             r.set_active(sid, self);
                         }
                         let info = self.connected_info(&peer, resumed);

@@ -7,6 +7,7 @@ use super::{Peer, Phase};
 use crate::protocol::message::{self, SET};
 use crate::protocol::session::{self, Session};
 use serde_json::Value;
+use std::sync::Arc;
 use std::time::Instant;
 
 impl Peer {
@@ -62,7 +63,7 @@ impl Peer {
         // This session's secret from now on (and hidden from the wire tap).
         self.resume_secret = secret.clone();
         self.session_replaced();
-        self.session_id = Some(id.clone());
+        self.session_id = Some(id.as_str().into());
         let mut text = String::new();
         message::encode_set_string("sessionID", &id, &mut text);
         self.frame(&text);
@@ -86,7 +87,7 @@ impl Peer {
                 if let Some(id) = id {
                     session.insert("sessionID".into(), id);
                 }
-                self.session_id = session.get("sessionID").and_then(Value::as_str).map(str::to_owned);
+                self.session_id = session.get("sessionID").and_then(Value::as_str).map(Arc::from);
                 let session = session::public_view(session).to_string();
                 let mut text = String::new();
                 message::encode_call(SET, Some(&session), &mut text);

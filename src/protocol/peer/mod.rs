@@ -175,7 +175,9 @@ pub struct Peer {
     session_size: Option<usize>,
     /// What changed since the driver last took `take_session_changes`.
     session_changes: session::Changes,
-    session_id: Option<String>,
+    /// Shared with the driver's map of the connection serving each session
+    /// (`session_id_shared`): one copy per connection, not two.
+    session_id: Option<Arc<str>>,
     outbox: Outbox,
     seen: Seen,
     clock: Clock,
@@ -400,6 +402,11 @@ impl Peer {
     /// The session's id, once known.
     pub fn session_id(&self) -> Option<&str> {
         self.session_id.as_deref()
+    }
+
+    /// The session id, for a driver to keep without a copy of its own.
+    pub fn session_id_shared(&self) -> Option<&Arc<str>> {
+        self.session_id.as_ref()
     }
     /// Client: the secret our server issued for this session; with the
     /// session id, an application can persist it to resume after a restart.
