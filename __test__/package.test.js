@@ -72,9 +72,15 @@ function emptyApp () {
   return dir
 }
 
-/** npm install of `tarballs` into `app`, offline (the CI machine's cache has `debug`), scripts' output captured. */
+/**
+ * npm install of `tarballs` into `app`, scripts' output captured. From npm's
+ * cache where it can (--prefer-offline), else from the registry: a fresh
+ * machine's cache holds the tarballs the checkout's own install fetched by
+ * its lockfile, but not the registry's package documents an install without
+ * a lockfile reads (--offline failed there with ENOTCACHED).
+ */
 function npmInstall (app, tarballs, env) {
-  return spawnSync('npm', ['install', '--no-audit', '--no-fund', '--offline', '--foreground-scripts', ...tarballs], { cwd: app, env, encoding: 'utf8', timeout: 540000 })
+  return spawnSync('npm', ['install', '--no-audit', '--no-fund', '--prefer-offline', '--foreground-scripts', ...tarballs], { cwd: app, env, encoding: 'utf8', timeout: 540000 })
 }
 
 /** A server and a client in `app` exchange an event whose ack comes back. */
