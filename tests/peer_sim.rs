@@ -378,6 +378,46 @@ fn the_same_seeds_make_the_same_ids() {
     assert_ne!(other.2, first.2);
 }
 
+/// Both directions of an in-memory connection and what each side raised,
+/// for running one exchange with and without `release_buffers` after every
+/// step (`compact`) and comparing the two.
+struct Exchange {
+    c2s: Vec<u8>,
+    s2c: Vec<u8>,
+    evs: Vec<String>,
+    compact: bool,
+}
+
+impl Exchange {
+    fn new(compact: bool) -> Self {
+        Exchange { c2s: Vec::new(), s2c: Vec::new(), evs: Vec::new(), compact }
+    }
+
+    /// Three rounds of bytes each way; `on_load` answers the server's
+    /// `LoadSession` (what the store gives a resuming connection).
+    fn step(&mut self, client: &mut Peer, server: &mut Peer, now: Instant, mut on_load: impl FnMut(&mut Peer)) {
+        for _ in 0..3 {
+            let n = self.c2s.len();
+            client.poll_transmit(&mut self.c2s);
+            server.handle_receive(&self.c2s[n..], now);
+            while let Some(e) = server.poll_event() {
+                if let Event::LoadSession(_) = &e {
+                    on_load(server);
+                }
+                self.evs.push(format!("server {e:?}"));
+            }
+            let n = self.s2c.len();
+            server.poll_transmit(&mut self.s2c);
+            client.handle_receive(&self.s2c[n..], now);
+            self.evs.extend(std::iter::from_fn(|| client.poll_event()).map(|e| format!("client {e:?}")));
+            if self.compact {
+                client.release_buffers();
+                server.release_buffers();
+            }
+        }
+    }
+}
+
 /// Both peers keep their session as JSON text between inputs once the
 /// driver calls `release_buffers`: compacted after every step, the same
 /// exchange (sets from either side with unicode, nested values and floats,
@@ -391,38 +431,17 @@ fn compacted_sessions_change_nothing() {
         let seeded = |s| Config { entropy: Some(Entropy::seeded([s; 32])), ..Config::default() };
         let mut client = Peer::new(Role::Client, seeded(7), now);
         let mut server = Peer::new(Role::Server, seeded(8), now);
-        let (mut c2s, mut s2c, mut evs) = (Vec::new(), Vec::new(), Vec::new());
-        // `store`: the session the store gives a resuming connection.
-        let mut step = |client: &mut Peer, server: &mut Peer, store: Option<&Peer>| {
-            for _ in 0..3 {
-                let n = c2s.len();
-                client.poll_transmit(&mut c2s);
-                server.handle_receive(&c2s[n..], now);
-                while let Some(e) = server.poll_event() {
-                    if let Event::LoadSession(_) = &e {
-                        server.handle_session_loaded(store.map(|s| s.session().into_owned()), now);
-                    }
-                    evs.push(format!("server {e:?}"));
-                }
-                let n = s2c.len();
-                server.poll_transmit(&mut s2c);
-                client.handle_receive(&s2c[n..], now);
-                evs.extend(std::iter::from_fn(|| client.poll_event()).map(|e| format!("client {e:?}")));
-                if compact {
-                    client.release_buffers();
-                    server.release_buffers();
-                }
-            }
-        };
+        let mut x = Exchange::new(compact);
+        let none = |s: &mut Peer| s.handle_session_loaded(None, now);
         client.handle_open(now);
         server.handle_open(now);
-        step(&mut client, &mut server, None);
+        x.step(&mut client, &mut server, now, none);
         client.set(r#"["z", 1]"#).unwrap();
-        step(&mut client, &mut server, None);
+        x.step(&mut client, &mut server, now, none);
         server.set(r#"[{"é": "h\u00e9llo 😀 \"q\"\n", "nested": {"b": [1.5, {"c": null}], "a": 2500.0}}]"#).unwrap();
-        step(&mut client, &mut server, None);
+        x.step(&mut client, &mut server, now, none);
         client.set(r#"[{"a": -0.0, "z": "again", "big": 18446744073709551615, "f": 0.1}]"#).unwrap();
-        step(&mut client, &mut server, None);
+        x.step(&mut client, &mut server, now, none);
         // A new connection resumes the session the server kept.
         client.handle_close();
         server.handle_close();
@@ -430,12 +449,14 @@ fn compacted_sessions_change_nothing() {
         let mut server = Peer::new(Role::Server, seeded(9), now);
         client.handle_open(now);
         server.handle_open(now);
-        step(&mut client, &mut server, Some(&stored_server));
+        x.step(&mut client, &mut server, now, |s| {
+            s.handle_session_loaded(Some(stored_server.session().into_owned()), now)
+        });
         assert_eq!(*server.session(), *stored_server.session(), "resumed");
         server.set(r#"["last", {"x": [[]]}]"#).unwrap();
-        step(&mut client, &mut server, None);
+        x.step(&mut client, &mut server, now, none);
         let (c, s) = (client.session().into_owned(), server.session().into_owned());
-        (c2s, s2c, evs, Value::Object(c).to_string(), Value::Object(s).to_string())
+        (x.c2s, x.s2c, x.evs, Value::Object(c).to_string(), Value::Object(s).to_string())
     };
     let plain = run(false);
     assert!(plain.2.iter().any(|e| e.contains("Connected { resumed: true }")), "{:#?}", plain.2);
@@ -468,40 +489,15 @@ fn idle_outboxes_released_change_nothing() {
         };
         let mut client = Peer::new(Role::Client, seeded(7), now);
         let mut server = Peer::new(Role::Server, seeded(8), now);
-        let (mut c2s, mut s2c, mut evs) = (Vec::new(), Vec::new(), Vec::new());
-        // `retained`: what a resuming connection takes over from the last one.
-        let mut step = |client: &mut Peer, server: &mut Peer, mut retained: Option<uhura::protocol::peer::Retained>| {
-            for _ in 0..3 {
-                let n = c2s.len();
-                client.poll_transmit(&mut c2s);
-                server.handle_receive(&c2s[n..], now);
-                while let Some(e) = server.poll_event() {
-                    if let Event::LoadSession(_) = &e {
-                        let stored = retained.as_ref().map(|_| server.session().into_owned());
-                        if let Some(r) = retained.take() {
-                            server.adopt_retained(r);
-                        }
-                        server.handle_session_loaded(stored, now);
-                    }
-                    evs.push(format!("server {e:?}"));
-                }
-                let n = s2c.len();
-                server.poll_transmit(&mut s2c);
-                client.handle_receive(&s2c[n..], now);
-                evs.extend(std::iter::from_fn(|| client.poll_event()).map(|e| format!("client {e:?}")));
-                if compact {
-                    client.release_buffers();
-                    server.release_buffers();
-                }
-            }
-        };
+        let mut x = Exchange::new(compact);
+        let none = |s: &mut Peer| s.handle_session_loaded(None, now);
         client.handle_open(now);
         server.handle_open(now);
-        step(&mut client, &mut server, None);
+        x.step(&mut client, &mut server, now, none);
         // Idle, then both send.
         server.send_event(r#"["a",1]"#, Some((1, 1)), now);
         client.send_event(r#"["b",2]"#, Some((1, 2)), now);
-        step(&mut client, &mut server, None);
+        x.step(&mut client, &mut server, now, none);
         // The server's next events are lost with the connection; the
         // resuming connection takes them over and resends them.
         server.send_event(r#"["c",3]"#, Some((1, 3)), now);
@@ -518,7 +514,14 @@ fn idle_outboxes_released_change_nothing() {
         let mut server = Peer::new(Role::Server, seeded(9), now);
         client.handle_open(now);
         server.handle_open(now);
-        step(&mut client, &mut server, Some(retained));
+        let mut retained = Some(retained);
+        x.step(&mut client, &mut server, now, |s| {
+            let stored = retained.as_ref().map(|_| s.session().into_owned());
+            if let Some(r) = retained.take() {
+                s.adopt_retained(r);
+            }
+            s.handle_session_loaded(stored, now);
+        });
         // The client's event is lost with the next connection and resent
         // on the one after; one callback's ack times out on the way.
         client.send_event(r#"["e",5]"#, Some((1, 5)), now);
@@ -536,10 +539,10 @@ fn idle_outboxes_released_change_nothing() {
         let mut server = Peer::new(Role::Server, seeded(10), now);
         client.handle_open(now);
         server.handle_open(now);
-        step(&mut client, &mut server, None);
+        x.step(&mut client, &mut server, now, none);
         assert_eq!(client.unacked_len() + client.queued_len() + server.unacked_len() + server.queued_len(), 0);
-        evs.extend(timeouts);
-        (c2s, s2c, evs)
+        x.evs.extend(timeouts);
+        (x.c2s, x.s2c, x.evs)
     };
     let plain = run(false);
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
