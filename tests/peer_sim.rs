@@ -393,6 +393,13 @@ impl Exchange {
         Exchange { c2s: Vec::new(), s2c: Vec::new(), evs: Vec::new(), compact }
     }
 
+    /// A new connection: both peers open, then a step (the handshake).
+    fn open(&mut self, client: &mut Peer, server: &mut Peer, now: Instant, on_load: impl FnMut(&mut Peer)) {
+        client.handle_open(now);
+        server.handle_open(now);
+        self.step(client, server, now, on_load);
+    }
+
     /// Three rounds of bytes each way; `on_load` answers the server's
     /// `LoadSession` (what the store gives a resuming connection).
     fn step(&mut self, client: &mut Peer, server: &mut Peer, now: Instant, mut on_load: impl FnMut(&mut Peer)) {
@@ -433,9 +440,7 @@ fn compacted_sessions_change_nothing() {
         let mut server = Peer::new(Role::Server, seeded(8), now);
         let mut x = Exchange::new(compact);
         let none = |s: &mut Peer| s.handle_session_loaded(None, now);
-        client.handle_open(now);
-        server.handle_open(now);
-        x.step(&mut client, &mut server, now, none);
+        x.open(&mut client, &mut server, now, none);
         client.set(r#"["z", 1]"#).unwrap();
         x.step(&mut client, &mut server, now, none);
         server.set(r#"[{"é": "h\u00e9llo 😀 \"q\"\n", "nested": {"b": [1.5, {"c": null}], "a": 2500.0}}]"#).unwrap();
@@ -447,9 +452,7 @@ fn compacted_sessions_change_nothing() {
         server.handle_close();
         let stored_server = server;
         let mut server = Peer::new(Role::Server, seeded(9), now);
-        client.handle_open(now);
-        server.handle_open(now);
-        x.step(&mut client, &mut server, now, |s| {
+        x.open(&mut client, &mut server, now, |s| {
             s.handle_session_loaded(Some(stored_server.session().into_owned()), now)
         });
         assert_eq!(*server.session(), *stored_server.session(), "resumed");
@@ -491,9 +494,7 @@ fn idle_outboxes_released_change_nothing() {
         let mut server = Peer::new(Role::Server, seeded(8), now);
         let mut x = Exchange::new(compact);
         let none = |s: &mut Peer| s.handle_session_loaded(None, now);
-        client.handle_open(now);
-        server.handle_open(now);
-        x.step(&mut client, &mut server, now, none);
+        x.open(&mut client, &mut server, now, none);
         // Idle, then both send.
         server.send_event(r#"["a",1]"#, Some((1, 1)), now);
         client.send_event(r#"["b",2]"#, Some((1, 2)), now);
@@ -512,10 +513,8 @@ fn idle_outboxes_released_change_nothing() {
             server.release_buffers();
         }
         let mut server = Peer::new(Role::Server, seeded(9), now);
-        client.handle_open(now);
-        server.handle_open(now);
         let mut retained = Some(retained);
-        x.step(&mut client, &mut server, now, |s| {
+        x.open(&mut client, &mut server, now, |s| {
             let stored = retained.as_ref().map(|_| s.session().into_owned());
             if let Some(r) = retained.take() {
                 s.adopt_retained(r);
@@ -537,9 +536,7 @@ fn idle_outboxes_released_change_nothing() {
             client.release_buffers();
         }
         let mut server = Peer::new(Role::Server, seeded(10), now);
-        client.handle_open(now);
-        server.handle_open(now);
-        x.step(&mut client, &mut server, now, none);
+        x.open(&mut client, &mut server, now, none);
         assert_eq!(client.unacked_len() + client.queued_len() + server.unacked_len() + server.queued_len(), 0);
         x.evs.extend(timeouts);
         (x.c2s, x.s2c, x.evs)
