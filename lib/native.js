@@ -29,7 +29,7 @@ native.enableNodeReads(process.env.UHURA_NODE_READS !== '0')
 let dispatching = false
 let afterBatch = []
 // Sends of every emitter in call order, as segments [{ emitter, text }]
-// (the lines of src/engine/lines.rs, joined by '\n' as they come). A flush
+// (the lines of src/engine/lines.rs, each with a '\n' in front). A flush
 // hands them to Rust segment by segment, so sends on two connection objects
 // of one session keep their relative order too.
 let outbox = []
@@ -85,7 +85,8 @@ function flushOutbox () {
 }
 
 /**
- * Queues one line of `emitter`'s sends; flushed (in call order) at the end
+ * Queues one line of `emitter`'s sends, `\n` first (the end of the line
+ * before it, if any); flushed (in call order) at the end
  * of the tick, or as soon as the outbox is full. Early flushes are safe
  * inside a batch's dispatch too: Rust corks this thread's writes until
  * eventsHandled (src/engine/cork.rs), so a reply still leaves ahead of, and
@@ -93,7 +94,7 @@ function flushOutbox () {
  */
 function enqueue (emitter, line) {
   const last = outbox[outbox.length - 1]
-  if (last !== undefined && last.emitter === emitter) last.text += '\n' + line
+  if (last !== undefined && last.emitter === emitter) last.text += line
   else {
     outbox.push({ emitter, text: line })
     if (emitter._h === 0) outboxUnbound = true

@@ -20,46 +20,95 @@ function label (what, subject) {
 const ESCAPED = /["\\\u0000-\u001f\ud800-\udfff]/
 
 // The last event name and the last short argument string found to need no
-// escape. Sends mostly repeat both (the same name, often the same text), and
-// comparing with the last one (the same string: one pointer comparison) is
-// much cheaper than the scan: the scan was ~9 % of a sender's CPU. Only
-// short strings are kept, so a large payload is not held on to.
+// escape, each with the text it adds to the JSON (`["name"`, `,"arg"`). Sends
+// mostly repeat both (the same name, often the same text), and comparing with
+// the last one (the same string: one pointer comparison) is much cheaper than
+// the scan (~9 % of a sender's CPU), and taking its text as made allocates
+// nothing: every string a send makes is garbage for V8's young generation,
+// whose collections were most of what a 10k burst lost against larger ones
+// (bench/README.md, "Small bursts"). Only short strings are kept, so a large
+// payload is not held on to.
 const SAFE_MAX = 256
 let safeName = ''
+let safeNameJson = '[""'
 let safeArg = ''
+let safeArgJson = ',""'
+// safeArgJson with the array's closing bracket: the text of the last argument.
+let safeArgEnd = ',""]'
 
 /**
- * JSON.stringify(args) for the common array of strings, numbers, booleans
- * and nulls, the same text at about half the cost; undefined for anything
- * else (JSON.stringify then decides).
+ * The text the element `v` adds to a flat array's JSON at index `i`, with
+ * what goes before it (`[` for the first, `,` after); undefined for what is
+ * not a string, number, boolean or null, or a string that needs escapes.
  */
-function flatJson (args) {
-  if (args.toJSON !== undefined) return undefined
-  let out = '['
-  for (let i = 0; i < args.length; i++) {
-    const v = args[i]
-    if (i > 0) out += ','
-    if (typeof v === 'string') {
-      if (v !== (i === 0 ? safeName : safeArg)) {
-        if (ESCAPED.test(v)) return undefined
-        if (v.length <= SAFE_MAX) {
-          if (i === 0) safeName = v
-          else safeArg = v
-        }
+function elementJson (v, i) {
+  if (typeof v === 'string') {
+    if (i === 0 ? v === safeName : v === safeArg) return i === 0 ? safeNameJson : safeArgJson
+    if (ESCAPED.test(v)) return undefined
+    const text = (i === 0 ? '["' : ',"') + v + '"'
+    if (v.length <= SAFE_MAX) {
+      if (i === 0) {
+        safeName = v
+        safeNameJson = text
+      } else {
+        safeArg = v
+        safeArgJson = text
+        safeArgEnd = text + ']'
       }
-      out += '"' + v + '"'
-    } else if (typeof v === 'number') out += Number.isFinite(v) ? '' + v : 'null'
-    else if (typeof v === 'boolean') out += v ? 'true' : 'false'
-    else if (v === null) out += 'null'
-    else return undefined
+    }
+    return text
   }
-  return out + ']'
+  if (typeof v === 'number') return (i === 0 ? '[' : ',') + (Number.isFinite(v) ? v : 'null')
+  if (typeof v === 'boolean') return i === 0 ? (v ? '[true' : '[false') : (v ? ',true' : ',false')
+  if (v === null) return i === 0 ? '[null' : ',null'
+  return undefined
 }
 
-/** JSON text of `value`, or a TypeError naming the call (`what`, given `value`) that cannot send it. */
-function toJson (value, what) {
+/** `out` + the text of the last element `v` (index `i`) and the closing bracket, or undefined. */
+function closeJson (out, v, i) {
+  if (i > 0 && v === safeArg) return out + safeArgEnd
+  const text = elementJson(v, i)
+  return text === undefined ? undefined : out + text + ']'
+}
+
+/**
+ * `prefix` + JSON.stringify(args) for the common array of strings, numbers,
+ * booleans and nulls, the same text at about half the cost and a third of
+ * the garbage; undefined for anything else (JSON.stringify then decides).
+ */
+function flatJson (args, prefix = '') {
+  if (args.toJSON !== undefined) return undefined
+  const last = args.length - 1
+  if (last < 0) return prefix + '[]'
+  let out = prefix
+  for (let i = 0; i < last; i++) {
+    const text = elementJson(args[i], i)
+    if (text === undefined) return undefined
+    out += text
+  }
+  return closeJson(out, args[last], last)
+}
+
+/**
+ * flatJson(args.slice(0, n), prefix) for args [v0, v1, v2] (n from 1 to
+ * 3), given one by one: send() then needs no array of its arguments.
+ */
+function flatJson3 (prefix, n, v0, v1, v2) {
+  if (n === 1) return closeJson(prefix, v0, 0)
+  const t0 = elementJson(v0, 0)
+  if (t0 === undefined) return undefined
+  if (n === 2) return closeJson(prefix + t0, v1, 1)
+  const t1 = elementJson(v1, 1)
+  return t1 === undefined ? undefined : closeJson(prefix + t0 + t1, v2, 2)
+}
+
+/**
+ * `prefix` + the JSON text of `value`, or a TypeError naming the call
+ * (`what`, given `value`) that cannot send it.
+ */
+function toJson (value, what, prefix = '') {
   if (Array.isArray(value)) {
-    const json = flatJson(value)
+    const json = flatJson(value, prefix)
     if (json !== undefined) return json
   }
   let json
@@ -69,7 +118,7 @@ function toJson (value, what) {
     throw new TypeError(`uhura: ${label(what, value)}: the arguments cannot be sent as JSON: ${e.message}`)
   }
   if (json === undefined) throw new TypeError(`uhura: ${label(what, value)}: ${describe(value)} cannot be sent as JSON`)
-  return json
+  return prefix + json
 }
 
 function describe (v) {
@@ -157,9 +206,11 @@ function deeperThan (json, limit) {
 /**
  * Throws a TypeError when the message `json` (an argument array, event
  * name first; `what` given `subject` names the call) is beyond what our own reader accepts: a peer with the same
- * limits would refuse it, so it must never enter the resend queue.
+ * limits would refuse it, so it must never enter the resend queue. The
+ * first `skip` characters of `json` (ASCII, no brackets: a line's tag and
+ * sequence number, see lib/native.js) are not part of the message.
  */
-function checkLimits (limits, json, nargs, what, subject) {
+function checkLimits (limits, json, nargs, what, subject, skip = 0) {
   if (nargs > limits.maxArgs) {
     throw new TypeError(`uhura: ${label(what, subject)}: ${nargs} arguments are more than maxArgs (${limits.maxArgs})`)
   }
@@ -168,7 +219,7 @@ function checkLimits (limits, json, nargs, what, subject) {
   }
   // The wire form adds at most this much: {"args":…,"id":"<prefix>-<seq>"}.
   const overhead = 64
-  if (json.length * 3 + overhead > limits.maxMessageSize && Buffer.byteLength(json) + overhead > limits.maxMessageSize) {
+  if ((json.length - skip) * 3 + overhead > limits.maxMessageSize && Buffer.byteLength(json) - skip + overhead > limits.maxMessageSize) {
     throw new TypeError(`uhura: ${label(what, subject)}: the message is larger than maxMessageSize (${limits.maxMessageSize} bytes)`)
   }
 }
@@ -241,4 +292,4 @@ function storeOptions (options) {
   return out
 }
 
-module.exports = { toJson, flatJson, describe, checkedPort, nonNegative, limitsOf, DEFAULT_LIMITS, checkLimits, peerOptions, tlsOptions, storeOptions }
+module.exports = { toJson, flatJson, flatJson3, describe, checkedPort, nonNegative, limitsOf, DEFAULT_LIMITS, checkLimits, peerOptions, tlsOptions, storeOptions }
