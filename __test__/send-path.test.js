@@ -8,9 +8,9 @@
 const { describe, it } = require('node:test')
 const assert = require('node:assert/strict')
 const path = require('node:path')
-const { HOST, waitUntil, installExitWatchdog, spawnNode } = require('./helpers')
+const { HOST, waitUntil, waitFor, delay, useResources, installExitWatchdog, spawnNode } = require('./helpers')
 const Acks = require('../lib/acks')
-const { flatJson, toJson } = require('../lib/options')
+const { flatJson, flatJson3, toJson } = require('../lib/options')
 
 installExitWatchdog(20000)
 const U = require('..')
@@ -159,6 +159,91 @@ describe('acks read in during a loop of sends', () => {
   })
 })
 
+describe('send() and its lines', () => {
+  it('gives the peer what JSON gives for every argument list; the callback is the last argument when a function', { timeout: 30000 }, async (t) => {
+    const got = []
+    const { client } = await serverAndClient(t, (conn) => conn.on('e', (...args) => got.push(args)))
+    // send() reads its arguments one by one up to a name, two arguments and
+    // a callback (or three without), and takes an array of them beyond.
+    const lists = [
+      ['e'], ['e', 1], ['e', 'a', -0], ['e', 1, 2, 3], ['e', 1, 2, 3, 4], ['e', 1, 2, 3, 4, 5],
+      ['e', null, true], ['e', false, 'x'], ['e', NaN, Infinity], ['e', 1e21, 0.5, -7],
+      ['e', { a: [1] }], ['e', [1, 2], 'x'], ['e', 'x"y', '\n'], ['e', undefined, 1], ['e', 'é中', '\ud800'],
+      ['e', () => 1, 2], ['e', 1, () => 2, 3], ['e', 'x'.repeat(300), 'x'.repeat(300)]
+    ]
+    const expected = []
+    let acked = 0
+    let calls = 0
+    for (const args of lists) {
+      client.send(...args)
+      expected.push(JSON.parse(JSON.stringify(args)).slice(1))
+      client.send(...args, (err, ...rest) => {
+        assert.ifError(err)
+        assert.deepEqual(rest, [])
+        acked++
+      })
+      expected.push(JSON.parse(JSON.stringify(args)).slice(1))
+      // A function before the last one is an argument (null in JSON).
+      client.send(...args, () => calls++, (err) => { assert.ifError(err); acked++ })
+      expected.push(JSON.parse(JSON.stringify([...args, () => calls++])).slice(1))
+    }
+    await waitUntil(() => acked === 2 * lists.length && got.length === expected.length, 10000, 'every event and ack')
+    assert.deepEqual(got, expected)
+    assert.equal(calls, 0)
+    assert.equal(U.Client.prototype.send.length, 0, 'declared without parameters, as the original\'s')
+    assert.throws(() => client.send(), /the event name must be a string, got undefined/)
+    assert.throws(() => client.send(() => {}), /the event name must be a string, got undefined/)
+    assert.throws(() => client.send(1, 2, () => {}), /the event name must be a string, got number 1/)
+    assert.throws(() => client.send('e', 1n, () => {}), /send\("e"\): the arguments cannot be sent as JSON/)
+  })
+
+  it('measures maxMessageSize on the JSON of the arguments, not on the line around it', { timeout: 30000 }, async (t) => {
+    const got = []
+    const server = U.createServer((conn) => {
+      conn.on('e', (s) => got.push(s.length))
+      conn.on('o', (o) => got.push(o.s.length))
+    })
+    await new Promise((resolve) => server.listen(0, HOST, resolve))
+    const client = U.createClient({ port: server.address().port, host: HOST, maxMessageSize: 200 })
+    t.after(() => new Promise((resolve) => { client.disconnect(); server.close(resolve) }))
+    await waitUntil(() => client.ready, 5000, 'the handshake')
+    // A large sequence number, so that its digits would count.
+    let acked = 0
+    for (let i = 0; i < 100000; i++) client.send('n', i, () => acked++)
+    // The wire form adds at most 64 bytes (lib/options.js, checkLimits): JSON
+    // of 136 bytes fits 200, 137 does not. `["e","<s>"]` is s + 8 bytes,
+    // `["o",{"s":"<s>"}]` (not flat: JSON.stringify's) s + 14.
+    client.send('e', 'x'.repeat(128), () => acked++)
+    client.send('e', 'x'.repeat(128))
+    client.send('o', { s: 'x'.repeat(122) }, () => acked++)
+    assert.throws(() => client.send('e', 'x'.repeat(129), () => acked++), /maxMessageSize/)
+    assert.throws(() => client.send('e', 'x'.repeat(129)), /maxMessageSize/)
+    assert.throws(() => client.send('o', { s: 'x'.repeat(123) }, () => acked++), /maxMessageSize/)
+    await waitUntil(() => acked === 100002 && got.length === 3, 20000, 'the events that fit')
+    assert.deepEqual(got, [128, 128, 122])
+  })
+
+  it('fails the callback of a send on a connection gone for good, with no error event for it', { timeout: 30000 }, async (t) => {
+    const r = useResources(t)
+    const srv = await r.startServer('ours', { options: { resumeWindow: 50 } })
+    const client = r.createClient('ours', srv.port, HOST)
+    const { conn } = await srv.waitConnection(0)
+    const errors = []
+    conn.on('error', (err) => errors.push(err))
+    const gone = waitFor(conn, 'disconnect')
+    client.disconnect()
+    await gone
+    await delay(400) // past the resume window: the session's state is released
+    const cbErrs = await Promise.all([1, 2, 3].map((i) => new Promise((resolve) => conn.send('x', i, resolve))))
+    assert.deepEqual(cbErrs.map((e) => e && e.code), ['ERR_UHURA_CLOSED', 'ERR_UHURA_CLOSED', 'ERR_UHURA_CLOSED'])
+    await delay(100)
+    assert.deepEqual(errors, [], 'sends with a callback are reported there only')
+    conn.send('x', 4)
+    await waitUntil(() => errors.length === 1, 5000, 'the error event of a send without a callback')
+    assert.equal(errors[0].code, 'ERR_UHURA_CLOSED')
+  })
+})
+
 describe('ack callbacks by sequence number (lib/acks.js)', () => {
   it('settles in order, out of order and twice, across wrap-arounds and growth', () => {
     const acks = new Acks()
@@ -255,10 +340,17 @@ describe('flat argument arrays to JSON', () => {
     const safe = ['ab"', 'ab\\', 'ab\n', 'ab\u0000', 'ab\ud800', 'abc', 'abc', 'x'.repeat(300), 'x'.repeat(299) + '"']
     for (const a of safe) {
       for (const b of safe) {
-        for (const args of [[a, b], [b, a], [a, a, b], [a, 1, b, b]]) {
+        for (const args of [[a, b], [b, a], [a, a, b], [a, 1, b, b], [a], [a, b, a], [a, b, 1]]) {
           assert.equal(toJson(args, 'send()'), JSON.stringify(args))
+          assert.equal(toJson(args, 'send()', '\na7'), '\na7' + JSON.stringify(args))
           const json = flatJson(args)
           if (json !== undefined) assert.equal(json, JSON.stringify(args))
+          // send()'s form, from its arguments one by one (at most three).
+          if (args.length <= 3) {
+            const line = flatJson3('\na12', args.length, args[0], args[1], args[2])
+            assert.equal(line, flatJson(args, '\na12'))
+            if (line !== undefined) assert.equal(line, '\na12' + JSON.stringify(args))
+          }
         }
       }
     }
