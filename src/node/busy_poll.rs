@@ -20,10 +20,12 @@
 //! So sparse or idle traffic never spins, and a burst, whose next input is
 //! already there, spins not at all: the first check finds it. Spins that
 //! find nothing may take at most 2% of the thread's time (`WASTE_BUDGET`);
-//! past that, none until the period ends. And it stays off for a while
-//! once this thread had to wait for a CPU during a spin or between a spin
-//! and the input it caught: on a busy machine no CPU halts, and a spin
-//! would only take time from the threads waiting for one.
+//! past that, none until the period ends. And never on a busy machine: no
+//! spin starts while more threads are runnable than there are CPUs (the
+//! kernel's count, `/proc/loadavg`), and it stays off for a while once this
+//! thread had to wait for a CPU during a spin or between a spin and the
+//! input it caught. Where no CPU is idle none halts, and a spin would only
+//! take time from the threads waiting for one.
 
 use std::cell::{Cell, RefCell};
 use std::ffi::c_int;
@@ -129,6 +131,8 @@ thread_local! {
     /// This thread's scheduler statistics, opened on first use (None
     /// inside: not available).
     static SCHEDSTAT: RefCell<Option<Option<std::fs::File>>> = const { RefCell::new(None) };
+    /// `/proc/loadavg`, opened on first use (None inside: not available).
+    static LOADAVG: RefCell<Option<Option<std::fs::File>>> = const { RefCell::new(None) };
     /// The run-queue wait when the last spin started, if it caught input.
     static CAUGHT_AT: Cell<Option<u64>> = const { Cell::new(None) };
 }
@@ -186,6 +190,9 @@ pub(super) fn batch_done() {
         // Input already waiting (a burst): no spin at all.
         return;
     }
+    if !room_to_spin(runnable(), online_cpus()) {
+        return;
+    }
     // Without the scheduler's statistics contention cannot be seen: no spin.
     let Some(before) = run_delay() else { return };
     loop {
@@ -206,18 +213,47 @@ pub(super) fn batch_done() {
     }
 }
 
+/// Whether a spin takes no CPU time from another thread: with `running`
+/// threads runnable on the machine (this one included) and `cpus` CPUs,
+/// none waits for one. (A spin helps only where a CPU would otherwise
+/// halt, and a peer that spins too counts as running.)
+pub(super) fn room_to_spin(running: Option<u32>, cpus: u32) -> bool {
+    running.is_some_and(|r| r <= cpus)
+}
+
+fn online_cpus() -> u32 {
+    // SAFETY: sysconf only reads.
+    u32::try_from(unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }).unwrap_or(1)
+}
+
+/// Threads runnable on the machine now, from `/proc/loadavg` (its fourth
+/// field, "running/total"); None where it cannot be read.
+fn runnable() -> Option<u32> {
+    let mut buf = [0u8; 128];
+    let n = read_proc(&LOADAVG, "/proc/loadavg", &mut buf)?;
+    std::str::from_utf8(&buf[..n]).ok()?.split_whitespace().nth(3)?.split('/').next()?.parse().ok()
+}
+
+/// Reads a small /proc file kept open in `slot` from its start.
+fn read_proc(
+    slot: &'static std::thread::LocalKey<RefCell<Option<Option<std::fs::File>>>>,
+    path: &str,
+    buf: &mut [u8],
+) -> Option<usize> {
+    use std::os::unix::fs::FileExt;
+    slot.with(|f| {
+        let mut file = f.borrow_mut();
+        file.get_or_insert_with(|| std::fs::File::open(path).ok()).as_ref()?.read_at(buf, 0).ok()
+    })
+}
+
 /// Nanoseconds this thread spent runnable but not running, from the
 /// kernel's scheduler statistics (`/proc/thread-self/schedstat`, its second
 /// field), opened on first use; None where there are none.
 fn run_delay() -> Option<u64> {
-    use std::os::unix::fs::FileExt;
-    SCHEDSTAT.with(|f| {
-        let mut file = f.borrow_mut();
-        let file = file.get_or_insert_with(|| std::fs::File::open("/proc/thread-self/schedstat").ok()).as_ref()?;
-        let mut buf = [0u8; 96];
-        let n = file.read_at(&mut buf, 0).ok()?;
-        std::str::from_utf8(&buf[..n]).ok()?.split_whitespace().nth(1)?.parse().ok()
-    })
+    let mut buf = [0u8; 96];
+    let n = read_proc(&SCHEDSTAT, "/proc/thread-self/schedstat", &mut buf)?;
+    std::str::from_utf8(&buf[..n]).ok()?.split_whitespace().nth(1)?.parse().ok()
 }
 
 #[cfg(test)]
@@ -291,6 +327,20 @@ mod tests {
         // The next period starts from nothing.
         s.missed(t0 + WASTE_PERIOD, 50 * US);
         assert_eq!(s.window(t0 + WASTE_PERIOD), 50 * US);
+    }
+
+    #[test]
+    fn no_spin_while_threads_wait_for_a_cpu() {
+        assert!(room_to_spin(Some(1), 2), "alone");
+        assert!(room_to_spin(Some(2), 2), "with the peer spinning too");
+        assert!(!room_to_spin(Some(3), 2), "one thread would wait");
+        assert!(!room_to_spin(None, 2), "not known: no spin");
+    }
+
+    #[test]
+    fn the_runnable_count_is_read() {
+        let n = runnable().expect("/proc/loadavg");
+        assert!(n >= 1, "this thread runs: {n}");
     }
 
     #[test]
