@@ -221,9 +221,11 @@ pub(super) fn room_to_spin(running: Option<u32>, cpus: u32) -> bool {
     running.is_some_and(|r| r <= cpus)
 }
 
+/// Read once: glibc's sysconf reads /sys/devices/system/cpu/online each time.
 fn online_cpus() -> u32 {
+    static CPUS: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
     // SAFETY: sysconf only reads.
-    u32::try_from(unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }).unwrap_or(1)
+    *CPUS.get_or_init(|| u32::try_from(unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }).unwrap_or(1))
 }
 
 /// Threads runnable on the machine now, from `/proc/loadavg` (its fourth
