@@ -237,13 +237,14 @@ const oursVariants = [
   })
 ]
 
-// Ours with the busy poll of Node's loop on (src/node/busy_poll.rs; off by
-// default): round trips only, the setting is about latency on machines whose
-// idle CPUs halt. `env` is applied by child.js before the package loads.
-const oursBusyPoll = Object.assign(
-  uhuraAdapter({ name: 'ours-busypoll', label: 'uhura 0.2, UHURA_BUSY_POLL_US=100', modPath: OURS_DIR, acks: true, isReady: () => true }),
-  { variantOf: 'ours', rttOnly: true, env: { UHURA_BUSY_POLL_US: '100' } }
-)
+// Ours with the busy poll of Node's loop (src/node/busy_poll.rs) off, and
+// with a longer window than its default (50 µs): round trips only, the
+// setting is about latency on machines whose idle CPUs halt. `env` is
+// applied by child.js before the package loads.
+const oursBusyPoll = [['ours-busypoll', '100'], ['ours-nobusypoll', '0']].map(([name, us]) => Object.assign(
+  uhuraAdapter({ name, label: `uhura 0.2, UHURA_BUSY_POLL_US=${us}`, modPath: OURS_DIR, acks: true, isReady: () => true }),
+  { variantOf: 'ours', rttOnly: true, env: { UHURA_BUSY_POLL_US: us } }
+))
 
 const impls = [
   uhuraAdapter({
@@ -279,7 +280,7 @@ const impls = [
     legacy: 'no acks, so nothing bounds what it queues: its memory explodes'
   }),
   raw,
-  oursBusyPoll,
+  ...oursBusyPoll,
   ...oursVariants
 ]
 

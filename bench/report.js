@@ -235,7 +235,7 @@ function markdown (results, charts) {
       return [label(n) + (r.once ? ' ²' : ''), rounds, r.p50us != null ? fmtUs(r.p50us) : '—', r.p99us != null ? fmtUs(r.p99us) : '—']
     })))
     const rl = results.impls['uhura-0.0.10'] && results.impls['uhura-0.0.10'].rtt
-    for (const mine of [ours, results.impls['ours-busypoll']]) {
+    for (const mine of [ours, results.impls['ours-busypoll'], results.impls['ours-nobusypoll']]) {
       const ro = mine && mine.rtt
       if (!ro || !rl || ro.p50us == null || rl.p50us == null) continue
       o.push('')

@@ -10,41 +10,67 @@
 //! `cpuidle-haltpoll` does before halting a CPU, and Linux's
 //! `net.core.busy_poll` before sleeping on a socket.
 //!
-//! Off unless `UHURA_BUSY_POLL_US` sets its longest window (e.g. 100): it
-//! trades CPU time for latency, and only pays on such machines. The window
-//! adapts as haltpoll's does: it grows to cover the gaps between batches
-//! seen lately, up to that maximum, and halves towards zero whenever a gap
-//! is longer. So sparse or idle traffic never spins, and a burst, whose
-//! next input is already there, spins not at all: the first check finds
-//! it. And it stays off for a while once this thread had to wait for a CPU
-//! between a spin and the input it caught: on a busy machine no CPU halts,
-//! and a spin would only take time from the threads waiting for one.
+//! `UHURA_BUSY_POLL_US` sets the longest window (default 50 µs; 0 turns it
+//! off). The window adapts as haltpoll's does: it grows to cover the gaps
+//! between batches seen lately, up to that maximum, and halves towards zero
+//! whenever a gap is longer. A gap the thread slept through includes the
+//! wake-ups it is meant to avoid (its own and the peer's), so a gap up to
+//! the maximum plus those wake-ups (`WAKE_SLACK`) counts as worth covering:
+//! without that the window would only grow where the spin was needed least.
+//! So sparse or idle traffic never spins, and a burst, whose next input is
+//! already there, spins not at all: the first check finds it. Spins that
+//! find nothing may take at most 2% of the thread's time (`WASTE_BUDGET`);
+//! past that, none until the period ends. And never on a busy machine: no
+//! spin starts while more threads are runnable than there are CPUs (the
+//! kernel's count, `/proc/loadavg`), and it stays off for a while once this
+//! thread had to wait for a CPU during a spin or between a spin and the
+//! input it caught. Where no CPU is idle none halts, and a spin would only
+//! take time from the threads waiting for one.
 
 use std::cell::{Cell, RefCell};
 use std::ffi::c_int;
 use std::time::{Duration, Instant};
 
+/// The longest window unless `UHURA_BUSY_POLL_US` says otherwise: a
+/// loopback request/response of a few small events (our handling on both
+/// sides plus the transit, with neither thread asleep) fits in it.
+const DEFAULT_MAX: Duration = Duration::from_micros(50);
 /// The first window after a gap short enough to be worth covering.
 const GROW_START: Duration = Duration::from_micros(10);
-/// Time waiting for a CPU, from a spin's start to the batch it caught, that
-/// means the machine is busy; and how long the spin then stays off.
+/// What sleeping adds to a gap: the wake-ups of a halted CPU on both ends
+/// (50–70 µs each on this VM), minus a margin.
+const WAKE_SLACK: Duration = Duration::from_micros(120);
+/// Time waiting for a CPU during a spin, or from its start to the batch it
+/// caught, that means the machine is busy; and how long the spin then stays
+/// off.
 const CONTENDED: Duration = Duration::from_micros(200);
 const QUIET_FOR: Duration = Duration::from_millis(100);
+/// Spins that caught nothing may use this much of each period.
+const WASTE_PERIOD: Duration = Duration::from_millis(100);
+const WASTE_BUDGET: Duration = Duration::from_millis(2);
 
-/// The adaptive spin window (pure state, tested below).
+/// When to spin and for how long (pure state, tested below).
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub(super) struct Window {
+pub(super) struct Spin {
     current: Duration,
     max: Duration,
+    /// Time spent by spins that found nothing since `period_start`.
+    wasted: Duration,
+    period_start: Option<Instant>,
+    /// No spin before then (busy machine, or the waste budget spent).
+    off_until: Option<Instant>,
 }
 
-impl Window {
-    pub(super) const fn new(max: Duration) -> Window {
-        Window { current: Duration::ZERO, max }
+impl Spin {
+    pub(super) const fn new(max: Duration) -> Spin {
+        Spin { current: Duration::ZERO, max, wasted: Duration::ZERO, period_start: None, off_until: None }
     }
 
-    /// How long to spin after this batch.
-    pub(super) fn current(&self) -> Duration {
+    /// How long to spin after a batch that ended at `now`.
+    pub(super) fn window(&self, now: Instant) -> Duration {
+        if self.off_until.is_some_and(|until| now < until) {
+            return Duration::ZERO;
+        }
         self.current
     }
 
@@ -54,7 +80,7 @@ impl Window {
         if gap <= self.current {
             return;
         }
-        if gap <= self.max {
+        if gap <= self.max + WAKE_SLACK && !self.max.is_zero() {
             // Worth covering: grow (doubling, as haltpoll does, but at
             // least to this gap with a margin) up to the maximum.
             let grown = (self.current * 2).max(gap + gap / 4).max(GROW_START);
@@ -67,26 +93,64 @@ impl Window {
             }
         }
     }
+
+    /// A spin that started at `start` ran for `spent` and found no input:
+    /// counted against the period's budget, which once spent turns the spin
+    /// off for the rest of the period.
+    pub(super) fn missed(&mut self, start: Instant, spent: Duration) {
+        let period = match self.period_start {
+            Some(p) if start.saturating_duration_since(p) < WASTE_PERIOD => p,
+            _ => {
+                self.wasted = Duration::ZERO;
+                self.period_start = Some(start);
+                start
+            }
+        };
+        self.wasted += spent;
+        if self.wasted >= WASTE_BUDGET {
+            self.off_until = Some(period + WASTE_PERIOD);
+        }
+    }
+
+    /// This thread waited `waited` for a CPU during a spin or between it and
+    /// the input it caught, as seen at `now`.
+    pub(super) fn waited_for_cpu(&mut self, now: Instant, waited: Duration) {
+        if waited > CONTENDED {
+            self.off_until = Some(now + QUIET_FOR);
+        }
+    }
 }
 
 thread_local! {
     /// Only ever touched on the JavaScript thread (libuv callbacks).
-    static WINDOW: Cell<Window> = Cell::new(Window::new(max_window()));
+    static SPIN: Cell<Spin> = Cell::new(Spin::new(max_window()));
     /// When the handling of the last batch ended (before its spin).
     static LAST_END: Cell<Option<Instant>> = const { Cell::new(None) };
     /// libuv's epoll descriptor (`uv_backend_fd`); -1 until known.
     static BACKEND_FD: Cell<c_int> = const { Cell::new(-1) };
     /// This thread's scheduler statistics, opened on first use (None
-    /// inside: not available), and until when the spin is off after a wait.
+    /// inside: not available).
     static SCHEDSTAT: RefCell<Option<Option<std::fs::File>>> = const { RefCell::new(None) };
+    /// `/proc/loadavg`, opened on first use (None inside: not available).
+    static LOADAVG: RefCell<Option<Option<std::fs::File>>> = const { RefCell::new(None) };
     /// The run-queue wait when the last spin started, if it caught input.
     static CAUGHT_AT: Cell<Option<u64>> = const { Cell::new(None) };
-    static BACKOFF_UNTIL: Cell<Option<Instant>> = const { Cell::new(None) };
 }
 
+/// `UHURA_BUSY_POLL_US`: the longest window in µs (0: off), else the default.
 fn max_window() -> Duration {
-    let us = std::env::var("UHURA_BUSY_POLL_US").ok().and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(0);
-    Duration::from_micros(us.min(10_000))
+    match std::env::var("UHURA_BUSY_POLL_US").ok().and_then(|v| v.trim().parse::<u64>().ok()) {
+        Some(us) => Duration::from_micros(us.min(10_000)),
+        None => DEFAULT_MAX,
+    }
+}
+
+fn update(f: impl FnOnce(&mut Spin)) {
+    SPIN.with(|s| {
+        let mut spin = s.get();
+        f(&mut spin);
+        s.set(spin);
+    });
 }
 
 /// The descriptor whose readiness says libuv has input waiting.
@@ -97,20 +161,14 @@ pub(super) fn set_backend_fd(fd: c_int) {
 /// A batch is about to be read: learn from the gap since the last one, and
 /// whether the spin that caught it had to wait for a CPU.
 pub(super) fn batch_started() {
-    if let Some(end) = LAST_END.with(Cell::get) {
-        WINDOW.with(|w| {
-            let mut window = w.get();
-            window.observe(end.elapsed());
-            w.set(window);
-        });
-    }
+    let Some(end) = LAST_END.with(Cell::get) else { return };
+    let now = Instant::now();
+    update(|s| s.observe(now.saturating_duration_since(end)));
     if let Some(before) = CAUGHT_AT.with(Cell::take) {
         // The thread ran from the spin's start to here (it never slept): a
-        // wait for a CPU in between means others wanted this one. On a busy
-        // machine no CPU halts, and a spin only takes time from the threads
-        // that wait (the peer's, perhaps): no spin for a while.
-        if run_delay().is_some_and(|now| now.saturating_sub(before) > CONTENDED.as_nanos() as u64) {
-            BACKOFF_UNTIL.with(|b| b.set(Some(Instant::now() + QUIET_FOR)));
+        // wait for a CPU in between means others wanted this one.
+        if let Some(after) = run_delay() {
+            update(|s| s.waited_for_cpu(now, Duration::from_nanos(after.saturating_sub(before))));
         }
     }
 }
@@ -120,39 +178,84 @@ pub(super) fn batch_started() {
 pub(super) fn batch_done() {
     let start = Instant::now();
     LAST_END.with(|e| e.set(Some(start)));
-    let window = WINDOW.with(|w| w.get().current());
+    let window = SPIN.with(|s| s.get().window(start));
     let fd = BACKEND_FD.with(Cell::get);
-    if window.is_zero() || fd < 0 || BACKOFF_UNTIL.with(Cell::get).is_some_and(|until| start < until) {
+    if window.is_zero() || fd < 0 {
+        return;
+    }
+    let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    // SAFETY: one valid pollfd; a zero timeout never blocks.
+    let mut ready = || unsafe { libc::poll(&mut pfd, 1, 0) } != 0;
+    if ready() {
+        // Input already waiting (a burst): no spin at all.
+        return;
+    }
+    if !room_to_spin(runnable(), online_cpus()) {
         return;
     }
     // Without the scheduler's statistics contention cannot be seen: no spin.
-    let Some(waited) = run_delay() else { return };
-    let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    let Some(before) = run_delay() else { return };
     loop {
-        // SAFETY: one valid pollfd; a zero timeout never blocks.
-        if unsafe { libc::poll(&mut pfd, 1, 0) } != 0 {
-            CAUGHT_AT.with(|c| c.set(Some(waited)));
-            return;
-        }
-        if start.elapsed() >= window {
-            return;
-        }
         std::hint::spin_loop();
+        if ready() {
+            CAUGHT_AT.with(|c| c.set(Some(before)));
+            return;
+        }
+        let spent = start.elapsed();
+        if spent >= window {
+            let waited = run_delay().map_or(0, |after| after.saturating_sub(before));
+            update(|s| {
+                s.missed(start, spent);
+                s.waited_for_cpu(start + spent, Duration::from_nanos(waited));
+            });
+            return;
+        }
     }
+}
+
+/// Whether a spin takes no CPU time from another thread: with `running`
+/// threads runnable on the machine (this one included) and `cpus` CPUs,
+/// none waits for one. (A spin helps only where a CPU would otherwise
+/// halt, and a peer that spins too counts as running.)
+pub(super) fn room_to_spin(running: Option<u32>, cpus: u32) -> bool {
+    running.is_some_and(|r| r <= cpus)
+}
+
+/// Read once: glibc's sysconf reads /sys/devices/system/cpu/online each time.
+fn online_cpus() -> u32 {
+    static CPUS: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    // SAFETY: sysconf only reads.
+    *CPUS.get_or_init(|| u32::try_from(unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }).unwrap_or(1))
+}
+
+/// Threads runnable on the machine now, from `/proc/loadavg` (its fourth
+/// field, "running/total"); None where it cannot be read.
+fn runnable() -> Option<u32> {
+    let mut buf = [0u8; 128];
+    let n = read_proc(&LOADAVG, "/proc/loadavg", &mut buf)?;
+    std::str::from_utf8(&buf[..n]).ok()?.split_whitespace().nth(3)?.split('/').next()?.parse().ok()
+}
+
+/// Reads a small /proc file kept open in `slot` from its start.
+fn read_proc(
+    slot: &'static std::thread::LocalKey<RefCell<Option<Option<std::fs::File>>>>,
+    path: &str,
+    buf: &mut [u8],
+) -> Option<usize> {
+    use std::os::unix::fs::FileExt;
+    slot.with(|f| {
+        let mut file = f.borrow_mut();
+        file.get_or_insert_with(|| std::fs::File::open(path).ok()).as_ref()?.read_at(buf, 0).ok()
+    })
 }
 
 /// Nanoseconds this thread spent runnable but not running, from the
 /// kernel's scheduler statistics (`/proc/thread-self/schedstat`, its second
 /// field), opened on first use; None where there are none.
 fn run_delay() -> Option<u64> {
-    use std::os::unix::fs::FileExt;
-    SCHEDSTAT.with(|f| {
-        let mut file = f.borrow_mut();
-        let file = file.get_or_insert_with(|| std::fs::File::open("/proc/thread-self/schedstat").ok()).as_ref()?;
-        let mut buf = [0u8; 96];
-        let n = file.read_at(&mut buf, 0).ok()?;
-        std::str::from_utf8(&buf[..n]).ok()?.split_whitespace().nth(1)?.parse().ok()
-    })
+    let mut buf = [0u8; 96];
+    let n = read_proc(&SCHEDSTAT, "/proc/thread-self/schedstat", &mut buf)?;
+    std::str::from_utf8(&buf[..n]).ok()?.split_whitespace().nth(1)?.parse().ok()
 }
 
 #[cfg(test)]
@@ -163,36 +266,94 @@ mod tests {
 
     #[test]
     fn short_gaps_grow_the_window_to_cover_them_up_to_the_maximum() {
-        let mut w = Window::new(100 * US);
-        assert_eq!(w.current(), Duration::ZERO, "no spin before any gap was seen");
-        w.observe(30 * US);
-        assert!(w.current() >= 30 * US && w.current() <= 100 * US, "{:?}", w.current());
-        let covered = w.current();
-        w.observe(20 * US);
-        assert_eq!(w.current(), covered, "a gap the window covered changes nothing");
-        w.observe(90 * US);
-        assert_eq!(w.current(), 100 * US, "capped at the maximum");
+        let now = Instant::now();
+        let mut s = Spin::new(100 * US);
+        assert_eq!(s.window(now), Duration::ZERO, "no spin before any gap was seen");
+        s.observe(30 * US);
+        let w = s.window(now);
+        assert!(w >= 30 * US && w <= 100 * US, "{w:?}");
+        s.observe(20 * US);
+        assert_eq!(s.window(now), w, "a gap the window covered changes nothing");
+        s.observe(90 * US);
+        assert_eq!(s.window(now), 100 * US, "capped at the maximum");
+    }
+
+    #[test]
+    fn a_gap_that_includes_the_wake_ups_still_starts_the_spin() {
+        // Without a spin both ends sleep, and the gap is the peer's work
+        // plus two wake-ups: longer than the window, yet what it would cover.
+        let mut s = Spin::new(50 * US);
+        s.observe(150 * US);
+        assert_eq!(s.window(Instant::now()), 50 * US);
     }
 
     #[test]
     fn long_gaps_shrink_it_to_zero() {
-        let mut w = Window::new(100 * US);
-        w.observe(80 * US);
-        assert_eq!(w.current(), 100 * US);
-        w.observe(Duration::from_millis(5));
-        assert_eq!(w.current(), 50 * US, "halved by a gap too long to spin for");
+        let now = Instant::now();
+        let mut s = Spin::new(100 * US);
+        s.observe(80 * US);
+        assert_eq!(s.window(now), 100 * US);
+        s.observe(Duration::from_millis(5));
+        assert_eq!(s.window(now), 50 * US, "halved by a gap too long to spin for");
         for _ in 0..4 {
-            w.observe(Duration::from_secs(1));
+            s.observe(Duration::from_secs(1));
         }
-        assert_eq!(w.current(), Duration::ZERO, "sparse traffic never spins");
+        assert_eq!(s.window(now), Duration::ZERO, "sparse traffic never spins");
     }
 
     #[test]
     fn a_zero_maximum_never_spins() {
-        let mut w = Window::new(Duration::ZERO);
+        let mut s = Spin::new(Duration::ZERO);
         for gap in [1, 5, 50, 500] {
-            w.observe(gap * US);
-            assert_eq!(w.current(), Duration::ZERO);
+            s.observe(gap * US);
+            assert_eq!(s.window(Instant::now()), Duration::ZERO);
         }
+    }
+
+    #[test]
+    fn spins_that_find_nothing_are_capped_at_the_budget_per_period() {
+        let t0 = Instant::now();
+        let mut s = Spin::new(50 * US);
+        s.observe(40 * US);
+        // 39 misses of 50 µs: 1.95 ms, under the 2 ms budget.
+        for i in 0..39 {
+            let at = t0 + i * 200 * US;
+            assert_eq!(s.window(at), 50 * US, "miss {i}");
+            s.missed(at, 50 * US);
+        }
+        let at = t0 + 39 * 200 * US;
+        s.missed(at, 50 * US);
+        assert_eq!(s.window(at), Duration::ZERO, "budget spent: off");
+        assert_eq!(s.window(t0 + WASTE_PERIOD - US), Duration::ZERO, "for the rest of the period");
+        assert_eq!(s.window(t0 + WASTE_PERIOD), 50 * US, "on again in the next");
+        // The next period starts from nothing.
+        s.missed(t0 + WASTE_PERIOD, 50 * US);
+        assert_eq!(s.window(t0 + WASTE_PERIOD), 50 * US);
+    }
+
+    #[test]
+    fn no_spin_while_threads_wait_for_a_cpu() {
+        assert!(room_to_spin(Some(1), 2), "alone");
+        assert!(room_to_spin(Some(2), 2), "with the peer spinning too");
+        assert!(!room_to_spin(Some(3), 2), "one thread would wait");
+        assert!(!room_to_spin(None, 2), "not known: no spin");
+    }
+
+    #[test]
+    fn the_runnable_count_is_read() {
+        let n = runnable().expect("/proc/loadavg");
+        assert!(n >= 1, "this thread runs: {n}");
+    }
+
+    #[test]
+    fn a_wait_for_a_cpu_turns_it_off_for_a_while() {
+        let t0 = Instant::now();
+        let mut s = Spin::new(50 * US);
+        s.observe(40 * US);
+        s.waited_for_cpu(t0, 150 * US);
+        assert_eq!(s.window(t0), 50 * US, "a short wait is no sign of a busy machine");
+        s.waited_for_cpu(t0, 300 * US);
+        assert_eq!(s.window(t0 + QUIET_FOR / 2), Duration::ZERO);
+        assert_eq!(s.window(t0 + QUIET_FOR), 50 * US);
     }
 }
