@@ -69,7 +69,7 @@ impl<S: AsRawFd> NativeSocket<S> {
 
 impl<S> DirectWrite for NativeSocket<S>
 where
-    S: AsRawFd + AsFd + Send + Sync + std::fmt::Debug,
+    S: AsRawFd + AsFd + Send + Sync + std::fmt::Debug + 'static,
     for<'a> &'a S: Read + Write,
 {
     fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
@@ -96,6 +96,9 @@ where
         if let Some(writer) = reg.writer.take() {
             writer.wake();
         }
+    }
+    fn stream(self: std::sync::Arc<Self>) -> super::BoxStream {
+        Box::new(SharedSocket(self))
     }
 }
 
