@@ -45,6 +45,12 @@ pub trait SessionStore: Send + Sync {
     fn get<'a>(&'a self, sid: &'a str) -> StoreFuture<'a, Option<Session>>;
     /// Stores the whole session under `sid`.
     fn set<'a>(&'a self, sid: &'a str, session: Session) -> StoreFuture<'a, ()>;
+    /// `set`, with the id as the connection keeps it: a store that keeps ids
+    /// in this process keeps this one as its key (the memory store), not a
+    /// copy of its text, so an idle session's id is kept once.
+    fn set_shared<'a>(&'a self, sid: &'a Arc<str>, session: Session) -> StoreFuture<'a, ()> {
+        self.set(sid, session)
+    }
     /// Removes the session (and its delivery state, if kept).
     fn destroy<'a>(&'a self, sid: &'a str) -> StoreFuture<'a, ()>;
 
@@ -96,7 +102,9 @@ pub(crate) struct MemoryStore {
 
 #[derive(Default)]
 struct Inner {
-    map: HashMap<String, Entry>,
+    /// Keyed by the id its connection keeps (`set_shared`) when it was
+    /// saved by one, else by a copy.
+    map: HashMap<Arc<str>, Entry>,
     /// Sum of the entries' `bytes`.
     bytes: usize,
 }
@@ -129,7 +137,7 @@ impl Inner {
 
     /// Evicts the least recently used entries until `fits` holds.
     fn evict_oldest(&mut self, fits: impl Fn(&Inner) -> bool) {
-        let mut ages: Vec<(Instant, String)> = self.map.iter().map(|(k, e)| (e.last_used, k.clone())).collect();
+        let mut ages: Vec<(Instant, Arc<str>)> = self.map.iter().map(|(k, e)| (e.last_used, k.clone())).collect();
         ages.sort_unstable();
         for (_, k) in ages {
             if fits(self) {
@@ -200,13 +208,20 @@ impl MemoryStore {
     }
 
     fn set_now(&self, sid: &str, session: Session) {
+        self.set_keyed(sid.into(), session);
+    }
+
+    /// `set_now`, keeping `sid` itself as the key.
+    fn set_keyed(&self, sid: Arc<str>, session: Session) {
         let mut inner = super::delivery::lock(&self.inner);
         let now = Instant::now();
-        inner.remove(sid);
+        // Removed rather than overwritten: an insert over an existing entry
+        // would keep the old key, not the one given.
+        inner.remove(&sid);
         let bytes = crate::protocol::session::size(&session);
         if inner.map.len() >= self.max_sessions || inner.bytes + bytes > self.max_bytes {
             let ttl = self.ttl;
-            let expired: Vec<String> =
+            let expired: Vec<Arc<str>> =
                 inner.map.iter().filter(|(_, e)| e.expired(now, ttl)).map(|(k, _)| k.clone()).collect();
             for k in expired {
                 inner.remove(&k);
@@ -223,7 +238,7 @@ impl MemoryStore {
         }
         let expires = cookie_max_age(&session).map(|ms| now + Duration::from_millis(ms.max(0) as u64));
         inner.bytes += bytes;
-        inner.map.insert(sid.to_owned(), Entry { json: to_json(&session), last_used: now, expires, bytes });
+        inner.map.insert(sid, Entry { json: to_json(&session), last_used: now, expires, bytes });
     }
 }
 
@@ -249,6 +264,10 @@ impl SessionStore for MemoryStore {
     }
     fn set<'a>(&'a self, sid: &'a str, session: Session) -> StoreFuture<'a, ()> {
         self.set_now(sid, session);
+        Box::pin(async { Ok(()) })
+    }
+    fn set_shared<'a>(&'a self, sid: &'a Arc<str>, session: Session) -> StoreFuture<'a, ()> {
+        self.set_keyed(sid.clone(), session);
         Box::pin(async { Ok(()) })
     }
     fn saves_changes(&self) -> bool {
@@ -353,6 +372,67 @@ mod tests {
         let now = store.get_now("a").unwrap();
         assert_eq!(now["v"], 2);
         assert_eq!(store.bytes(), crate::protocol::session::size(&now));
+    }
+
+    /// The result of a store call (the ones here are ready at once).
+    fn done<T>(f: StoreFuture<'_, T>) -> T {
+        tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f).unwrap()
+    }
+
+    #[test]
+    fn keeps_the_connections_id_as_its_key() {
+        let store = MemoryStore::new(Duration::from_secs(60), 10);
+        let sid: Arc<str> = Arc::from("abc");
+        done(store.set_shared(&sid, sess(1)));
+        assert_eq!(Arc::strong_count(&sid), 2, "the map keeps the given id, not a copy");
+        assert_eq!(store.get_now("abc"), Some(sess(1)));
+        assert!(store.update_now(&String::from("abc"), sess(2)));
+        assert_eq!(store.get_now("abc"), Some(sess(2)));
+        assert_eq!(Arc::strong_count(&sid), 2, "an update keeps the key");
+        // Saved again by another connection of the session (a resume): its
+        // id is the key now, and the first one's is let go.
+        let again: Arc<str> = Arc::from("abc");
+        done(store.set_shared(&again, sess(3)));
+        assert_eq!((Arc::strong_count(&sid), Arc::strong_count(&again)), (1, 2));
+        assert_eq!(store.len(), 1);
+        // A new session id (a takeover without the secret, invalidateSession):
+        // a second entry, each found by its text.
+        let other: Arc<str> = Arc::from("def");
+        done(store.set_shared(&other, sess(4)));
+        drop(sid);
+        assert_eq!(store.get_now("abc"), Some(sess(3)));
+        assert_eq!(store.get_now("def"), Some(sess(4)));
+        assert_eq!(store.session_text("def").as_deref(), Some(r#"{"v":4}"#));
+        // A plain `set` of the same id replaces the entry and its key.
+        store.set_now("def", sess(5));
+        assert_eq!(Arc::strong_count(&other), 1);
+        assert_eq!(store.get_now("def"), Some(sess(5)));
+        done(store.destroy("abc"));
+        assert_eq!(Arc::strong_count(&again), 1, "destroyed: the key let go");
+        assert_eq!(store.get_now("abc"), None);
+        assert_eq!(store.len(), 1);
+    }
+
+    /// A store without `set_shared` of its own gets `set` (JavaScript and
+    /// Redis stores keep no ids in this process).
+    #[test]
+    fn set_shared_is_set_by_default() {
+        struct Sets(Mutex<Vec<String>>);
+        impl SessionStore for Sets {
+            fn get<'a>(&'a self, _: &'a str) -> StoreFuture<'a, Option<Session>> {
+                Box::pin(async { Ok(None) })
+            }
+            fn set<'a>(&'a self, sid: &'a str, _: Session) -> StoreFuture<'a, ()> {
+                self.0.lock().unwrap().push(sid.to_owned());
+                Box::pin(async { Ok(()) })
+            }
+            fn destroy<'a>(&'a self, _: &'a str) -> StoreFuture<'a, ()> {
+                Box::pin(async { Ok(()) })
+            }
+        }
+        let store = Sets(Mutex::default());
+        done(store.set_shared(&Arc::from("xyz"), sess(1)));
+        assert_eq!(*store.0.lock().unwrap(), ["xyz"]);
     }
 
     #[test]

@@ -28,7 +28,9 @@ enum PendingSave {
 pub(super) struct SaveSlot {
     /// The session id and what to save under it; boxed, as every link has
     /// a slot and most hold nothing in it most of the time.
-    pending: Option<Box<(String, PendingSave)>>,
+    /// The id is the peer's own (`Peer::session_id_shared`), which the
+    /// memory store keeps as its key (`SessionStore::set_shared`).
+    pending: Option<Box<(Arc<str>, PendingSave)>>,
     /// A task is saving; it takes `pending` when done with the last.
     running: bool,
     /// A save of this link has reached the store, so the session is there.
@@ -38,7 +40,7 @@ pub(super) struct SaveSlot {
 impl SaveSlot {
     /// Folds a new save into the pending one: keys into the copy they
     /// change, a whole copy replacing whatever was there.
-    fn add(&mut self, sid: String, save: PendingSave) {
+    fn add(&mut self, sid: Arc<str>, save: PendingSave) {
         self.pending = Some(Box::new(match (self.pending.take().map(|p| *p), save) {
             (Some((old, PendingSave::Whole(mut whole))), PendingSave::Keys(changed)) if old == sid => {
                 whole.extend(changed);
@@ -53,7 +55,7 @@ impl SaveSlot {
     }
 
     /// The next save for the task; clears `running` when there is none.
-    fn next(&mut self) -> Option<(String, PendingSave)> {
+    fn next(&mut self) -> Option<(Arc<str>, PendingSave)> {
         let next = self.pending.take().map(|p| *p);
         self.running = next.is_some();
         next
@@ -93,7 +95,7 @@ impl Link {
         // lock, so copies land there in the order they were taken.
         // A store that saves changed keys gets only those (and the
         // cookie, whose expiry slides with each save).
-        if let Some(id) = peer.session_id().map(str::to_owned) {
+        if let Some(id) = peer.session_id_shared().cloned() {
             let by_keys = self.store.as_ref().is_some_and(|s| s.saves_changes());
             let save = match peer.take_session_changes() {
                 session::Changes::Keys(keys) if by_keys => {
@@ -231,14 +233,14 @@ impl Link {
                                     Ok(false) => {
                                         let mut whole = lock(&link.peer).session().into_owned();
                                         session::touch_cookie(&mut whole, session::now_millis());
-                                        store.set(&id, whole).await
+                                        store.set_shared(&id, whole).await
                                     }
                                     Err(e) => Err(e),
                                 }
                             }
                             PendingSave::Whole(mut whole) => {
                                 session::touch_cookie(&mut whole, session::now_millis());
-                                store.set(&id, whole).await
+                                store.set_shared(&id, whole).await
                             }
                         };
                         match saved {
