@@ -94,10 +94,13 @@ pub trait SessionStore: Send + Sync {
 /// whose cookie has a `maxAge` also expires `maxAge` after its last save, as
 /// in connect's MemoryStore.
 pub(crate) struct MemoryStore {
-    ttl: Duration,
+    /// In milliseconds, as the entries' times.
+    ttl: u64,
     max_sessions: usize,
     max_bytes: usize,
     inner: Mutex<Inner>,
+    /// What the entries' times count from.
+    epoch: Instant,
 }
 
 #[derive(Default)]
@@ -115,16 +118,22 @@ struct Entry {
     /// every connected session has one here, which its peer shares while
     /// its own copy is the same text (`session_text`).
     json: Arc<str>,
-    last_used: Instant,
-    /// The cookie's expiry, if it has a `maxAge`.
-    expires: Option<Instant>,
+    /// Times are milliseconds since the store's `epoch`, not `Instant`s
+    /// (16 bytes each): every session has an entry, and the map's table
+    /// has room for up to twice as many.
+    last_used: u64,
+    /// The cookie's expiry, if it has a `maxAge` (else `NEVER`).
+    expires: u64,
     /// The session's size as JSON.
     bytes: usize,
 }
 
+/// An `Entry::expires` that never comes.
+const NEVER: u64 = u64::MAX;
+
 impl Entry {
-    fn expired(&self, now: Instant, ttl: Duration) -> bool {
-        now.duration_since(self.last_used) > ttl || self.expires.is_some_and(|at| now >= at)
+    fn expired(&self, now: u64, ttl: u64) -> bool {
+        now.saturating_sub(self.last_used) > ttl || now >= self.expires
     }
 }
 
@@ -137,7 +146,7 @@ impl Inner {
 
     /// Evicts the least recently used entries until `fits` holds.
     fn evict_oldest(&mut self, fits: impl Fn(&Inner) -> bool) {
-        let mut ages: Vec<(Instant, Arc<str>)> = self.map.iter().map(|(k, e)| (e.last_used, k.clone())).collect();
+        let mut ages: Vec<(u64, Arc<str>)> = self.map.iter().map(|(k, e)| (e.last_used, k.clone())).collect();
         ages.sort_unstable();
         for (_, k) in ages {
             if fits(self) {
@@ -150,7 +159,23 @@ impl Inner {
 
 impl MemoryStore {
     pub(crate) fn new(ttl: Duration, max_sessions: usize) -> Self {
-        MemoryStore { ttl, max_sessions: max_sessions.max(1), max_bytes: usize::MAX, inner: Mutex::default() }
+        MemoryStore {
+            ttl: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
+            max_sessions: max_sessions.max(1),
+            max_bytes: usize::MAX,
+            inner: Mutex::default(),
+            epoch: Instant::now(),
+        }
+    }
+
+    /// Now, as the entries count time.
+    fn now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// When a session saved now expires by its cookie's `maxAge`.
+    fn expiry(now: u64, session: &Session) -> u64 {
+        cookie_max_age(session).map_or(NEVER, |ms| now.saturating_add(ms.max(0) as u64))
     }
 
     /// Caps the bytes of all sessions together.
@@ -172,7 +197,7 @@ impl MemoryStore {
 
     fn get_now(&self, sid: &str) -> Option<Session> {
         let mut inner = super::delivery::lock(&self.inner);
-        let now = Instant::now();
+        let now = self.now();
         match inner.map.get_mut(sid) {
             Some(e) if e.expired(now, self.ttl) => {
                 inner.remove(sid);
@@ -189,7 +214,7 @@ impl MemoryStore {
     /// Sets `changes` in a stored session, measuring only those keys.
     fn update_now(&self, sid: &str, changes: Session) -> bool {
         let mut inner = super::delivery::lock(&self.inner);
-        let now = Instant::now();
+        let now = self.now();
         let Some(e) = inner.map.get_mut(sid).filter(|e| !e.expired(now, self.ttl)) else { return false };
         let mut session = parse(&e.json);
         let mut bytes = e.bytes;
@@ -200,7 +225,7 @@ impl MemoryStore {
         }
         e.json = to_json(&session);
         e.last_used = now;
-        e.expires = cookie_max_age(&session).map(|ms| now + Duration::from_millis(ms.max(0) as u64));
+        e.expires = Self::expiry(now, &session);
         let grown = bytes as isize - e.bytes as isize;
         e.bytes = bytes;
         inner.bytes = (inner.bytes as isize + grown) as usize;
@@ -214,7 +239,7 @@ impl MemoryStore {
     /// `set_now`, keeping `sid` itself as the key.
     fn set_keyed(&self, sid: Arc<str>, session: Session) {
         let mut inner = super::delivery::lock(&self.inner);
-        let now = Instant::now();
+        let now = self.now();
         // Removed rather than overwritten: an insert over an existing entry
         // would keep the old key, not the one given.
         inner.remove(&sid);
@@ -236,7 +261,7 @@ impl MemoryStore {
                 inner.evict_oldest(|i| i.bytes + bytes <= max_b - max_b / 10);
             }
         }
-        let expires = cookie_max_age(&session).map(|ms| now + Duration::from_millis(ms.max(0) as u64));
+        let expires = Self::expiry(now, &session);
         inner.bytes += bytes;
         inner.map.insert(sid, Entry { json: to_json(&session), last_used: now, expires, bytes });
     }
@@ -303,6 +328,16 @@ mod tests {
         assert_eq!(store.get_now("a"), Some(sess(1)));
         std::thread::sleep(Duration::from_millis(60));
         assert_eq!(store.get_now("a"), None);
+    }
+
+    #[test]
+    fn a_ttl_or_max_age_too_long_to_count_never_expires() {
+        let store = MemoryStore::new(Duration::MAX, 10);
+        let mut s = sess(1);
+        s.insert("cookie".into(), serde_json::json!({"originalMaxAge": 9.0e18, "expires": null}));
+        store.set_now("a", s.clone());
+        assert_eq!(store.get_now("a"), Some(s));
+        assert!(std::mem::size_of::<Entry>() <= 40, "an entry per session: kept small");
     }
 
     #[test]
