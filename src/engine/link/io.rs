@@ -167,7 +167,7 @@ impl Link {
                             // Resumed by the event, in a new task.
                             let (link, reading) = (self.clone(), Reading { transport: transport.clone(), rd, watched });
                             *slot = Some(Box::new(move || {
-                                let rt = link.rt.clone();
+                                let rt = link.env.rt.clone();
                                 rt.spawn(link.read_loop(reading, Some(t)));
                             }));
                             return;
@@ -220,7 +220,7 @@ impl Link {
                     reason = "destroyed (or a write failed)".into();
                     break;
                 }
-                self.delivery.wait_capacity().await;
+                self.env.delivery.wait_capacity().await;
             }
             // Waited for, so no writer of this transport can take the peer's
             // output once the next transport has it.
@@ -334,7 +334,7 @@ impl Link {
             return;
         }
         if let WriterSlot::Idle(wr) = std::mem::take(&mut *slot) {
-            *slot = WriterSlot::Running(self.rt.spawn(write_loop(self.clone(), t.clone(), wr)));
+            *slot = WriterSlot::Running(self.env.rt.spawn(write_loop(self.clone(), t.clone(), wr)));
         }
     }
 

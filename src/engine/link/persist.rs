@@ -96,7 +96,7 @@ impl Link {
         // A store that saves changed keys gets only those (and the
         // cookie, whose expiry slides with each save).
         if let Some(id) = peer.session_id_shared().cloned() {
-            let by_keys = self.store.as_ref().is_some_and(|s| s.saves_changes());
+            let by_keys = self.env.store.as_ref().is_some_and(|s| s.saves_changes());
             let save = match peer.take_session_changes() {
                 session::Changes::Keys(keys) if by_keys => {
                     let s = peer.session();
@@ -158,7 +158,7 @@ impl Link {
             .map(|e| format!("uhura: the event was not persisted: {e}"));
         let failure = message.as_deref().map(|m| (m, "ESTORE"));
         for (h, seq) in persisted {
-            self.delivery.push(|b| persisted_entry(b, h, seq, failure));
+            self.env.delivery.push(|b| persisted_entry(b, h, seq, failure));
         }
     }
 
@@ -204,14 +204,14 @@ impl Link {
     /// Runs store work on the runtime: a load (resume), or the save task
     /// unless one is already running for this link.
     pub(super) fn spawn_store_work(self: &Arc<Self>, work: StoreWork) {
-        let Some(store) = self.store.clone() else { return };
+        let Some(store) = self.env.store.clone() else { return };
         let link = self.clone();
         match work {
             StoreWork::Load(id) => {
-                self.rt.spawn(async move { link.resume(&store, &id).await });
+                self.env.rt.spawn(async move { link.resume(&store, &id).await });
             }
             StoreWork::Save => {
-                self.rt.spawn(async move {
+                self.env.rt.spawn(async move {
                     loop {
                         let Some((id, save)) = lock(&link.unsaved_session).next() else {
                             // `running` is off (under the slot's lock) before
@@ -268,7 +268,7 @@ impl Link {
                     }
                     unsaved.running = true;
                 }
-                self.rt.spawn(async move {
+                self.env.rt.spawn(async move {
                     loop {
                         let (delta, persisted) = {
                             let mut slot = lock(&link.unsaved);
@@ -303,9 +303,9 @@ impl Link {
     /// Server: destroys the stored session, then tells the client.
     pub(crate) fn invalidate_session(self: &Arc<Self>) {
         let link = self.clone();
-        self.rt.spawn(async move {
+        self.env.rt.spawn(async move {
             let id = lock(&link.peer).session_id().map(str::to_owned);
-            if let (Some(store), Some(id)) = (link.store.clone(), id) {
+            if let (Some(store), Some(id)) = (link.env.store.clone(), id) {
                 match store.destroy(&id).await {
                     Ok(()) => {
                         link.log(Ns::Session, || format!("{} session {id} destroyed (invalidateSession)", link.who()))
