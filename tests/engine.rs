@@ -194,6 +194,73 @@ async fn sessions_are_shared_and_resume_after_a_reconnect() {
     assert_eq!(client.get("a"), None);
 }
 
+/// Emits `n` events of `len` bytes one way, then the other, then an acked
+/// send each way. The other side's reader usually keeps up (the Rust API
+/// takes what it reads at once), but when a write blocks, nothing coming
+/// back (no acks) writes more directly: a writer task must finish it.
+async fn exchange_large(client: &Client, conn: &uhura::Connection, n: usize, len: usize, tag: &str) {
+    let body = |i: usize| format!("{tag}{i:06}{}", "x".repeat(len));
+    for i in 0..n {
+        client.emit("up", (body(i),)).unwrap();
+    }
+    for i in 0..n {
+        assert_eq!(message("up", || conn.next_event()).await, vec![json!(body(i))], "event {i} to the server");
+    }
+    for i in 0..n {
+        conn.emit("down", (body(i),)).unwrap();
+    }
+    for i in 0..n {
+        assert_eq!(message("down", || client.next_event()).await, vec![json!(body(i))], "event {i} to the client");
+    }
+    let (up, down) = (client.send("up", ("last",)), conn.send("down", ("last",)));
+    assert_eq!(message("up", || conn.next_event()).await, vec![json!("last")]);
+    assert_eq!(message("down", || client.next_event()).await, vec![json!("last")]);
+    within("the client's ack", up).await.unwrap();
+    within("the server's ack", down).await.unwrap();
+}
+
+// A native socket is not split into tokio halves (src/engine/link/io.rs):
+// the reader and each writer task read and write it through streams of
+// their own. The Rust API reads with tokio (not Node's loop), so its
+// reader reads that way all along.
+#[tokio::test]
+async fn an_unsplit_socket_reads_writes_ends_and_resumes_after_a_reconnect() {
+    // No heartbeats: no timer wakes a stalled writer, only its own task.
+    let options = ServerOptions::default().heartbeat_interval(None);
+    let server = within("listen", Server::bind("127.0.0.1:0", options)).await.expect("listen");
+    let client = Client::connect(server.local_addr(), Options::default().heartbeat_interval(None)).await.unwrap();
+    let first = within("accept", server.accept()).await.unwrap();
+    let sid = first.session_id().unwrap().to_owned();
+    // 8 MB each way.
+    exchange_large(&client, &first, 64, 128 * 1024, "a").await;
+    first.set("k", "v").unwrap();
+    until("the set", || client.next_event(), |e| matches!(e, Event::Set { .. })).await;
+
+    // A new socket for the same link and session: its own streams, no
+    // write half left from the first one.
+    client.reconnect();
+    let second = within("the resumed connection", server.accept()).await.unwrap();
+    assert!(second.resumed());
+    assert_eq!(second.session_id(), Some(sid.as_str()));
+    assert_eq!(second.get("k"), Some(json!("v")));
+    until("the client's connect", || client.next_event(), |e| matches!(e, Event::Connect { .. })).await;
+    until("the old connection's end", || first.next_event(), |e| matches!(e, Event::Disconnect { .. })).await;
+    exchange_large(&client, &second, 64, 128 * 1024, "b").await;
+    // Small ones after the large ones: direct writes again.
+    exchange_large(&client, &second, 3, 10, "c").await;
+
+    // end(): a writer task flushes and sends FIN, the server closes, and
+    // the client's end is done well before its grace period (5 s) for a
+    // peer that does not close would end it.
+    let started = std::time::Instant::now();
+    within("disconnect", client.disconnect()).await;
+    assert!(started.elapsed() < Duration::from_millis(2500), "no FIN? {:?}", started.elapsed());
+    let (bye, _) =
+        until("the server sees the end", || second.next_event(), |e| matches!(e, Event::Disconnect { .. })).await;
+    assert_eq!(bye, Event::Disconnect { reconnecting: false });
+    assert_eq!(within("the end of the connection's events", second.next_event()).await, None);
+}
+
 // Unix sockets exist on Unix only (src/engine/transport/).
 #[cfg(all(unix, not(uhura_portable)))]
 #[tokio::test]

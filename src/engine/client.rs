@@ -65,7 +65,8 @@ impl Client {
         // them, so acks wait until it has (see `Engine::events_handled`).
         let ClientOptions { connector, peer } = options;
         let config = shared.client_config(Config { defer_acks: true, entropy: Some(super::entropy::os()), ..peer });
-        let link = Link::new(handle, None, Peer::new(Role::Client, config, Instant::now()), shared, None, None);
+        let env = shared.client_env();
+        let link = Link::new(handle, None, Peer::new(Role::Client, config, Instant::now()), shared, &env);
         shared.register_link(link.clone());
         Arc::new(Client { link, connector, control: Mutex::new(Control::default()), wake: Notify::new() })
     }

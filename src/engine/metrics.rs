@@ -230,6 +230,9 @@ impl SessionStore for CountedStore {
     fn set<'a>(&'a self, sid: &'a str, session: Session) -> StoreFuture<'a, ()> {
         self.counted(self.inner.set(sid, session))
     }
+    fn set_shared<'a>(&'a self, sid: &'a Arc<str>, session: Session) -> StoreFuture<'a, ()> {
+        self.counted(self.inner.set_shared(sid, session))
+    }
     fn destroy<'a>(&'a self, sid: &'a str) -> StoreFuture<'a, ()> {
         self.counted(self.inner.destroy(sid))
     }
@@ -268,8 +271,13 @@ mod tests {
             store.set("a", Session::new()).await.unwrap();
             assert!(store.get("a").await.unwrap().is_some());
             store.destroy("a").await.unwrap();
+            // Forwarded as itself: the memory store keeps this id as its key.
+            let sid: Arc<str> = Arc::from("b");
+            store.set_shared(&sid, Session::new()).await.unwrap();
+            assert_eq!(Arc::strong_count(&sid), 2);
+            store.destroy("b").await.unwrap();
         });
-        assert_eq!(metrics.store_operations.load(Relaxed), 3);
+        assert_eq!(metrics.store_operations.load(Relaxed), 5);
         assert_eq!(metrics.store_failures.load(Relaxed), 0);
         assert_eq!(store.stored(), Some(0));
     }

@@ -70,6 +70,8 @@ pub(crate) struct Shared {
     /// one shares it (10,000 clients in one process made with the same
     /// options would keep ~200 bytes each otherwise).
     client_config: Mutex<Option<Arc<crate::protocol::peer::Config>>>,
+    /// What every client's link shares (`LinkEnv`), made by the first.
+    client_env: std::sync::OnceLock<Arc<link::LinkEnv>>,
     pub rt: tokio::runtime::Handle,
 }
 
@@ -84,6 +86,10 @@ impl Shared {
             Some(c) if c.same_as(&config) => c.clone(),
             _ => last.insert(Arc::new(config)).clone(),
         }
+    }
+    /// What the links of clients share: no store, no retention.
+    pub(crate) fn client_env(self: &Arc<Self>) -> Arc<link::LinkEnv> {
+        self.client_env.get_or_init(|| link::LinkEnv::new(self, None, None)).clone()
     }
     pub(crate) fn register_link(&self, link: Arc<Link>) {
         lock(&self.links).insert(link.handle, link);
@@ -206,6 +212,7 @@ impl Engine {
             delivery_paused: Mutex::new(Vec::new()),
             external_reads: std::sync::atomic::AtomicBool::new(false),
             client_config: Mutex::new(None),
+            client_env: std::sync::OnceLock::new(),
             rt: rt.handle().clone(),
         });
         rt.spawn(shared.timers.clone().run(Arc::downgrade(&shared)));

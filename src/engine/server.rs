@@ -7,7 +7,7 @@ use super::events::Kind;
 use super::fleet_bus::FleetBus;
 use super::js_store::JsStore;
 use super::link::takeover;
-use super::link::{Link, Then};
+use super::link::{Link, LinkEnv, Then};
 use super::metrics::{CountedStore, ServerMetrics};
 use super::redis_store::RedisStore;
 use super::retention::Retention;
@@ -93,6 +93,8 @@ pub(crate) struct Server {
     /// Where dropped connections wait for their sessions to resume; none
     /// with a zero `resume_window`.
     pub(crate) retention: Option<Arc<Retention<Link>>>,
+    /// What its links share (its store and retention among them).
+    links: Arc<LinkEnv>,
     /// `sendTo` and `broadcast`: through Redis to the fleet, or to this
     /// server's sessions.
     fleet: Arc<FleetBus>,
@@ -143,6 +145,7 @@ impl Server {
             shared.rt.spawn(takeover::sweep(Arc::downgrade(shared), r.clone()));
         }
         let counted: Arc<dyn SessionStore> = store.clone();
+        let links = LinkEnv::new(shared, Some(counted.clone()), retention.clone());
         let fleet = FleetBus::new(handle, shared, retention.clone(), redis.map(|r| (r, counted)));
         Arc::new(Server {
             handle,
@@ -150,6 +153,7 @@ impl Server {
             store,
             tls: options.tls,
             retention,
+            links,
             fleet,
             metrics,
             shutdown: Mutex::new(CancellationToken::new()),
@@ -221,8 +225,7 @@ impl Server {
             Some(self.handle),
             Peer::new(Role::Server, self.config.clone(), Instant::now()),
             shared,
-            Some(self.store.clone() as Arc<dyn SessionStore>),
-            self.retention.clone(),
+            &self.links,
         );
         shared.register_link(link.clone());
         self.active.fetch_add(1, Ordering::AcqRel);

@@ -45,6 +45,12 @@ pub trait SessionStore: Send + Sync {
     fn get<'a>(&'a self, sid: &'a str) -> StoreFuture<'a, Option<Session>>;
     /// Stores the whole session under `sid`.
     fn set<'a>(&'a self, sid: &'a str, session: Session) -> StoreFuture<'a, ()>;
+    /// `set`, with the id as the connection keeps it: a store that keeps ids
+    /// in this process keeps this one as its key (the memory store), not a
+    /// copy of its text, so an idle session's id is kept once.
+    fn set_shared<'a>(&'a self, sid: &'a Arc<str>, session: Session) -> StoreFuture<'a, ()> {
+        self.set(sid, session)
+    }
     /// Removes the session (and its delivery state, if kept).
     fn destroy<'a>(&'a self, sid: &'a str) -> StoreFuture<'a, ()>;
 
@@ -88,15 +94,20 @@ pub trait SessionStore: Send + Sync {
 /// whose cookie has a `maxAge` also expires `maxAge` after its last save, as
 /// in connect's MemoryStore.
 pub(crate) struct MemoryStore {
-    ttl: Duration,
+    /// In milliseconds, as the entries' times.
+    ttl: u64,
     max_sessions: usize,
     max_bytes: usize,
     inner: Mutex<Inner>,
+    /// What the entries' times count from.
+    epoch: Instant,
 }
 
 #[derive(Default)]
 struct Inner {
-    map: HashMap<String, Entry>,
+    /// Keyed by the id its connection keeps (`set_shared`) when it was
+    /// saved by one, else by a copy.
+    map: HashMap<Arc<str>, Entry>,
     /// Sum of the entries' `bytes`.
     bytes: usize,
 }
@@ -107,16 +118,22 @@ struct Entry {
     /// every connected session has one here, which its peer shares while
     /// its own copy is the same text (`session_text`).
     json: Arc<str>,
-    last_used: Instant,
-    /// The cookie's expiry, if it has a `maxAge`.
-    expires: Option<Instant>,
+    /// Times are milliseconds since the store's `epoch`, not `Instant`s
+    /// (16 bytes each): every session has an entry, and the map's table
+    /// has room for up to twice as many.
+    last_used: u64,
+    /// The cookie's expiry, if it has a `maxAge` (else `NEVER`).
+    expires: u64,
     /// The session's size as JSON.
     bytes: usize,
 }
 
+/// An `Entry::expires` that never comes.
+const NEVER: u64 = u64::MAX;
+
 impl Entry {
-    fn expired(&self, now: Instant, ttl: Duration) -> bool {
-        now.duration_since(self.last_used) > ttl || self.expires.is_some_and(|at| now >= at)
+    fn expired(&self, now: u64, ttl: u64) -> bool {
+        now.saturating_sub(self.last_used) > ttl || now >= self.expires
     }
 }
 
@@ -129,7 +146,7 @@ impl Inner {
 
     /// Evicts the least recently used entries until `fits` holds.
     fn evict_oldest(&mut self, fits: impl Fn(&Inner) -> bool) {
-        let mut ages: Vec<(Instant, String)> = self.map.iter().map(|(k, e)| (e.last_used, k.clone())).collect();
+        let mut ages: Vec<(u64, Arc<str>)> = self.map.iter().map(|(k, e)| (e.last_used, k.clone())).collect();
         ages.sort_unstable();
         for (_, k) in ages {
             if fits(self) {
@@ -142,7 +159,23 @@ impl Inner {
 
 impl MemoryStore {
     pub(crate) fn new(ttl: Duration, max_sessions: usize) -> Self {
-        MemoryStore { ttl, max_sessions: max_sessions.max(1), max_bytes: usize::MAX, inner: Mutex::default() }
+        MemoryStore {
+            ttl: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
+            max_sessions: max_sessions.max(1),
+            max_bytes: usize::MAX,
+            inner: Mutex::default(),
+            epoch: Instant::now(),
+        }
+    }
+
+    /// Now, as the entries count time.
+    fn now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// When a session saved now expires by its cookie's `maxAge`.
+    fn expiry(now: u64, session: &Session) -> u64 {
+        cookie_max_age(session).map_or(NEVER, |ms| now.saturating_add(ms.max(0) as u64))
     }
 
     /// Caps the bytes of all sessions together.
@@ -164,7 +197,7 @@ impl MemoryStore {
 
     fn get_now(&self, sid: &str) -> Option<Session> {
         let mut inner = super::delivery::lock(&self.inner);
-        let now = Instant::now();
+        let now = self.now();
         match inner.map.get_mut(sid) {
             Some(e) if e.expired(now, self.ttl) => {
                 inner.remove(sid);
@@ -181,7 +214,7 @@ impl MemoryStore {
     /// Sets `changes` in a stored session, measuring only those keys.
     fn update_now(&self, sid: &str, changes: Session) -> bool {
         let mut inner = super::delivery::lock(&self.inner);
-        let now = Instant::now();
+        let now = self.now();
         let Some(e) = inner.map.get_mut(sid).filter(|e| !e.expired(now, self.ttl)) else { return false };
         let mut session = parse(&e.json);
         let mut bytes = e.bytes;
@@ -192,7 +225,7 @@ impl MemoryStore {
         }
         e.json = to_json(&session);
         e.last_used = now;
-        e.expires = cookie_max_age(&session).map(|ms| now + Duration::from_millis(ms.max(0) as u64));
+        e.expires = Self::expiry(now, &session);
         let grown = bytes as isize - e.bytes as isize;
         e.bytes = bytes;
         inner.bytes = (inner.bytes as isize + grown) as usize;
@@ -200,13 +233,20 @@ impl MemoryStore {
     }
 
     fn set_now(&self, sid: &str, session: Session) {
+        self.set_keyed(sid.into(), session);
+    }
+
+    /// `set_now`, keeping `sid` itself as the key.
+    fn set_keyed(&self, sid: Arc<str>, session: Session) {
         let mut inner = super::delivery::lock(&self.inner);
-        let now = Instant::now();
-        inner.remove(sid);
+        let now = self.now();
+        // Removed rather than overwritten: an insert over an existing entry
+        // would keep the old key, not the one given.
+        inner.remove(&sid);
         let bytes = crate::protocol::session::size(&session);
         if inner.map.len() >= self.max_sessions || inner.bytes + bytes > self.max_bytes {
             let ttl = self.ttl;
-            let expired: Vec<String> =
+            let expired: Vec<Arc<str>> =
                 inner.map.iter().filter(|(_, e)| e.expired(now, ttl)).map(|(k, _)| k.clone()).collect();
             for k in expired {
                 inner.remove(&k);
@@ -221,9 +261,9 @@ impl MemoryStore {
                 inner.evict_oldest(|i| i.bytes + bytes <= max_b - max_b / 10);
             }
         }
-        let expires = cookie_max_age(&session).map(|ms| now + Duration::from_millis(ms.max(0) as u64));
+        let expires = Self::expiry(now, &session);
         inner.bytes += bytes;
-        inner.map.insert(sid.to_owned(), Entry { json: to_json(&session), last_used: now, expires, bytes });
+        inner.map.insert(sid, Entry { json: to_json(&session), last_used: now, expires, bytes });
     }
 }
 
@@ -249,6 +289,10 @@ impl SessionStore for MemoryStore {
     }
     fn set<'a>(&'a self, sid: &'a str, session: Session) -> StoreFuture<'a, ()> {
         self.set_now(sid, session);
+        Box::pin(async { Ok(()) })
+    }
+    fn set_shared<'a>(&'a self, sid: &'a Arc<str>, session: Session) -> StoreFuture<'a, ()> {
+        self.set_keyed(sid.clone(), session);
         Box::pin(async { Ok(()) })
     }
     fn saves_changes(&self) -> bool {
@@ -284,6 +328,16 @@ mod tests {
         assert_eq!(store.get_now("a"), Some(sess(1)));
         std::thread::sleep(Duration::from_millis(60));
         assert_eq!(store.get_now("a"), None);
+    }
+
+    #[test]
+    fn a_ttl_or_max_age_too_long_to_count_never_expires() {
+        let store = MemoryStore::new(Duration::MAX, 10);
+        let mut s = sess(1);
+        s.insert("cookie".into(), serde_json::json!({"originalMaxAge": 9.0e18, "expires": null}));
+        store.set_now("a", s.clone());
+        assert_eq!(store.get_now("a"), Some(s));
+        assert!(std::mem::size_of::<Entry>() <= 40, "an entry per session: kept small");
     }
 
     #[test]
@@ -353,6 +407,67 @@ mod tests {
         let now = store.get_now("a").unwrap();
         assert_eq!(now["v"], 2);
         assert_eq!(store.bytes(), crate::protocol::session::size(&now));
+    }
+
+    /// The result of a store call (the ones here are ready at once).
+    fn done<T>(f: StoreFuture<'_, T>) -> T {
+        tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f).unwrap()
+    }
+
+    #[test]
+    fn keeps_the_connections_id_as_its_key() {
+        let store = MemoryStore::new(Duration::from_secs(60), 10);
+        let sid: Arc<str> = Arc::from("abc");
+        done(store.set_shared(&sid, sess(1)));
+        assert_eq!(Arc::strong_count(&sid), 2, "the map keeps the given id, not a copy");
+        assert_eq!(store.get_now("abc"), Some(sess(1)));
+        assert!(store.update_now(&String::from("abc"), sess(2)));
+        assert_eq!(store.get_now("abc"), Some(sess(2)));
+        assert_eq!(Arc::strong_count(&sid), 2, "an update keeps the key");
+        // Saved again by another connection of the session (a resume): its
+        // id is the key now, and the first one's is let go.
+        let again: Arc<str> = Arc::from("abc");
+        done(store.set_shared(&again, sess(3)));
+        assert_eq!((Arc::strong_count(&sid), Arc::strong_count(&again)), (1, 2));
+        assert_eq!(store.len(), 1);
+        // A new session id (a takeover without the secret, invalidateSession):
+        // a second entry, each found by its text.
+        let other: Arc<str> = Arc::from("def");
+        done(store.set_shared(&other, sess(4)));
+        drop(sid);
+        assert_eq!(store.get_now("abc"), Some(sess(3)));
+        assert_eq!(store.get_now("def"), Some(sess(4)));
+        assert_eq!(store.session_text("def").as_deref(), Some(r#"{"v":4}"#));
+        // A plain `set` of the same id replaces the entry and its key.
+        store.set_now("def", sess(5));
+        assert_eq!(Arc::strong_count(&other), 1);
+        assert_eq!(store.get_now("def"), Some(sess(5)));
+        done(store.destroy("abc"));
+        assert_eq!(Arc::strong_count(&again), 1, "destroyed: the key let go");
+        assert_eq!(store.get_now("abc"), None);
+        assert_eq!(store.len(), 1);
+    }
+
+    /// A store without `set_shared` of its own gets `set` (JavaScript and
+    /// Redis stores keep no ids in this process).
+    #[test]
+    fn set_shared_is_set_by_default() {
+        struct Sets(Mutex<Vec<String>>);
+        impl SessionStore for Sets {
+            fn get<'a>(&'a self, _: &'a str) -> StoreFuture<'a, Option<Session>> {
+                Box::pin(async { Ok(None) })
+            }
+            fn set<'a>(&'a self, sid: &'a str, _: Session) -> StoreFuture<'a, ()> {
+                self.0.lock().unwrap().push(sid.to_owned());
+                Box::pin(async { Ok(()) })
+            }
+            fn destroy<'a>(&'a self, _: &'a str) -> StoreFuture<'a, ()> {
+                Box::pin(async { Ok(()) })
+            }
+        }
+        let store = Sets(Mutex::default());
+        done(store.set_shared(&Arc::from("xyz"), sess(1)));
+        assert_eq!(*store.0.lock().unwrap(), ["xyz"]);
     }
 
     #[test]

@@ -70,7 +70,7 @@ impl Link {
     /// After a pump: writes the acks the application has already handled,
     /// and lists the link to hear when it handles more.
     pub(super) fn release_or_wait_acks(self: &Arc<Self>) {
-        if let Some(shared) = self.shared.upgrade() {
+        if let Some(shared) = self.env.shared.upgrade() {
             if !self.release_acks(shared.delivered_gen(), false) {
                 let list = {
                     let mut d = lock(&self.deferred);

@@ -30,7 +30,7 @@ impl Link {
     /// Asks the application's loop to read this transport's socket, when the
     /// engine is set up for it and the socket allows it.
     pub(super) fn watch_externally(&self, transport: &Transport) -> Option<Arc<dyn DirectWrite>> {
-        let shared = self.shared.upgrade()?;
+        let shared = self.env.shared.upgrade()?;
         if !shared.external_reads.load(Ordering::Acquire) {
             return None;
         }
@@ -96,8 +96,8 @@ impl Link {
             }
             // The application is behind: as the tokio reader waits in
             // `wait_capacity`, stop watching until it takes the batch.
-            if self.delivery.over_capacity() {
-                if let Some(shared) = self.shared.upgrade() {
+            if self.env.delivery.over_capacity() {
+                if let Some(shared) = self.env.shared.upgrade() {
                     t.external.paused.store(true, Ordering::Release);
                     shared.pause_for_delivery(self, transport);
                     return Watch::Pause;

@@ -8,8 +8,8 @@ use super::Link;
 use crate::engine::delivery::lock;
 use crate::engine::diag::Ns;
 use crate::engine::events::Kind;
+use crate::engine::transport::BoxStream;
 use crate::engine::transport::{io_code, Addresses, NonBlocking};
-use crate::engine::transport::{BoxStream, DirectWrite};
 use crate::engine::trim;
 use std::fmt::Write as _;
 use std::future::Future;
@@ -17,8 +17,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::ReadHalf;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 /// How long a graceful close waits for the peer to finish before dropping.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
@@ -38,10 +37,19 @@ pub(crate) type Then = Box<dyn FnOnce() + Send>;
 /// parked reader keeps while no task runs for it.
 struct Reading {
     transport: Arc<Transport>,
-    rd: ReadHalf<BoxStream>,
-    /// The socket, when the application's loop reads it (`watch_externally`).
-    watched: Option<Arc<dyn DirectWrite>>,
+    /// The read half of a stream that had to be split (TLS, a JavaScript
+    /// stream). A native socket is not split: while this task reads it, it
+    /// reads through a stream of its own made from the socket
+    /// (`DirectWrite::stream`), and holds none while the application's loop
+    /// reads.
+    rd: Option<BoxReader>,
+    /// Whether the application's loop was asked to read the socket
+    /// (`watch_externally`).
+    watched: bool,
 }
+
+/// A stream's read half, or a native socket's stream read by the reader.
+type BoxReader = Box<dyn AsyncRead + Send + Unpin>;
 
 impl Link {
     /// Runs one transport to its end; then `then`, if given. Returns when
@@ -52,12 +60,20 @@ impl Link {
         static NEXT_TRANSPORT: AtomicU64 = AtomicU64::new(1);
         let transport =
             Arc::new(Transport { id: NEXT_TRANSPORT.fetch_add(1, Ordering::Relaxed), ..Transport::default() });
-        *lock(&transport.addresses) = addresses;
         // The write half waits in the transport until there is output a
         // direct write cannot take (`start_writer`); the first pump may
-        // already have some.
-        let (rd, wr) = tokio::io::split(stream);
-        *lock(&transport.writer) = WriterSlot::Idle(Box::new(wr));
+        // already have some. A native socket (one with a direct handle: TLS
+        // and JavaScript streams have none) is not split: `stream` is the
+        // reader's (the same socket), and a writer makes its own.
+        let rd: Option<BoxReader> = if addresses.direct.is_some() {
+            *lock(&transport.writer) = WriterSlot::Idle(None);
+            Some(stream)
+        } else {
+            let (rd, wr) = tokio::io::split(stream);
+            *lock(&transport.writer) = WriterSlot::Idle(Some(Box::new(wr)));
+            Some(Box::new(rd))
+        };
+        *lock(&transport.addresses) = addresses;
         *lock(&self.transport) = Some(transport.clone());
         self.metrics.opened();
         trim::note_churn();
@@ -72,7 +88,7 @@ impl Link {
         lock(&self.peer).handle_open(Instant::now());
         self.pump();
 
-        let watched = self.watch_externally(&transport);
+        let watched = self.watch_externally(&transport).is_some();
         self.clone().read_loop(Reading { transport, rd, watched }, then).await;
     }
 
@@ -88,6 +104,7 @@ impl Link {
     fn read_loop(self: Arc<Self>, r: Reading, then: Option<Then>) -> Pin<Box<dyn Future<Output = ()> + Send>> {
         Box::pin(async move {
             let Reading { transport, mut rd, watched } = r;
+            let native = transport.direct_socket().is_some();
             // Allocated only while this task reads (not once Node's loop
             // does: 10,000 idle connections should not hold 4 KiB each),
             // small at first, doubled whenever a read fills it.
@@ -122,7 +139,7 @@ impl Link {
                 if ext.requested.load(Ordering::Acquire) && !ext.active.load(Ordering::Acquire) {
                     // For good: nothing hands reading back to this task, so
                     // tokio's reactor need not hear of incoming data any more.
-                    if let Some(socket) = &watched {
+                    if let Some(socket) = transport.direct_socket().filter(|_| watched) {
                         socket.stop_tokio_reads();
                     }
                     ext.active.store(true, Ordering::Release);
@@ -132,6 +149,13 @@ impl Link {
                     buf = Vec::new();
                 } else if reading_here && buf.is_empty() {
                     buf = vec![0u8; READ_MIN];
+                }
+                // A native socket's stream only while this task reads it (a
+                // split stream's read half is never none).
+                if !reading_here && native {
+                    rd = None;
+                } else if reading_here && rd.is_none() {
+                    rd = transport.direct_socket().map(|s| s.stream() as BoxReader);
                 }
                 if ext.done.load(Ordering::Acquire) {
                     reason = if ext.failed.load(Ordering::Acquire) { "socket error" } else { "the peer closed" }.into();
@@ -143,7 +167,7 @@ impl Link {
                             // Resumed by the event, in a new task.
                             let (link, reading) = (self.clone(), Reading { transport: transport.clone(), rd, watched });
                             *slot = Some(Box::new(move || {
-                                let rt = link.rt.clone();
+                                let rt = link.env.rt.clone();
                                 rt.spawn(link.read_loop(reading, Some(t)));
                             }));
                             return;
@@ -162,7 +186,7 @@ impl Link {
                         reason = "the peer did not close in time after our end".into();
                         break;
                     }
-                    r = rd.read(&mut buf), if reading_here && input_open => match r {
+                    r = read(&mut rd, &mut buf), if reading_here && input_open => match r {
                         Ok(0) => {
                             reason = "the peer closed".into();
                             break;
@@ -196,7 +220,7 @@ impl Link {
                     reason = "destroyed (or a write failed)".into();
                     break;
                 }
-                self.delivery.wait_capacity().await;
+                self.env.delivery.wait_capacity().await;
             }
             // Waited for, so no writer of this transport can take the peer's
             // output once the next transport has it.
@@ -205,7 +229,7 @@ impl Link {
                 writer.abort();
                 let _ = writer.await;
             }
-            if let Some(socket) = watched {
+            if let Some(socket) = transport.direct_socket().filter(|_| watched) {
                 // The other loop still holds the fd until it stops watching;
                 // the peer must see the close now.
                 socket.shutdown();
@@ -310,7 +334,7 @@ impl Link {
             return;
         }
         if let WriterSlot::Idle(wr) = std::mem::take(&mut *slot) {
-            *slot = WriterSlot::Running(self.rt.spawn(write_loop(self.clone(), t.clone(), wr)));
+            *slot = WriterSlot::Running(self.env.rt.spawn(write_loop(self.clone(), t.clone(), wr)));
         }
     }
 
@@ -327,6 +351,16 @@ impl Link {
     }
 }
 
+/// A read of the reader's stream; never ready without one (a native
+/// socket has none only while the application's loop reads it, and then no
+/// read is polled).
+async fn read(rd: &mut Option<BoxReader>, buf: &mut [u8]) -> std::io::Result<usize> {
+    match rd {
+        Some(rd) => rd.read(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
 impl crate::engine::cork::Writer for Link {
     fn wake_writer(&self) {
         Link::wake_writer(self);
@@ -338,8 +372,11 @@ impl crate::engine::cork::Writer for Link {
 /// wait), writes it with the lock let go, and ends once nothing is left,
 /// giving the write half back (`WriterSlot::Idle`). When the transport ends
 /// it flushes and sends FIN instead. A write error kills the transport.
-async fn write_loop(link: Arc<Link>, transport: Arc<Transport>, wr: BoxWriter) {
-    let mut wr = Some(wr);
+async fn write_loop(link: Arc<Link>, transport: Arc<Transport>, wr: Option<BoxWriter>) {
+    // A native socket's stream, made for this task and dropped when it ends
+    // (the slot keeps none: idle connections are many).
+    let native = wr.is_none();
+    let mut wr = wr.or_else(|| transport.direct_socket().map(|s| s.stream() as BoxWriter));
     let mut out = Vec::new();
     loop {
         let freed = {
@@ -355,7 +392,7 @@ async fn write_loop(link: Arc<Link>, transport: Arc<Transport>, wr: BoxWriter) {
                 let mut slot = lock(&transport.writer);
                 if !transport.ending.load(Ordering::Acquire) {
                     if let (WriterSlot::Running(_), Some(wr)) = (&*slot, wr.take()) {
-                        *slot = WriterSlot::Idle(wr);
+                        *slot = WriterSlot::Idle((!native).then_some(wr));
                     }
                 }
             }

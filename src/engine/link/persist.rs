@@ -28,7 +28,9 @@ enum PendingSave {
 pub(super) struct SaveSlot {
     /// The session id and what to save under it; boxed, as every link has
     /// a slot and most hold nothing in it most of the time.
-    pending: Option<Box<(String, PendingSave)>>,
+    /// The id is the peer's own (`Peer::session_id_shared`), which the
+    /// memory store keeps as its key (`SessionStore::set_shared`).
+    pending: Option<Box<(Arc<str>, PendingSave)>>,
     /// A task is saving; it takes `pending` when done with the last.
     running: bool,
     /// A save of this link has reached the store, so the session is there.
@@ -38,7 +40,7 @@ pub(super) struct SaveSlot {
 impl SaveSlot {
     /// Folds a new save into the pending one: keys into the copy they
     /// change, a whole copy replacing whatever was there.
-    fn add(&mut self, sid: String, save: PendingSave) {
+    fn add(&mut self, sid: Arc<str>, save: PendingSave) {
         self.pending = Some(Box::new(match (self.pending.take().map(|p| *p), save) {
             (Some((old, PendingSave::Whole(mut whole))), PendingSave::Keys(changed)) if old == sid => {
                 whole.extend(changed);
@@ -53,7 +55,7 @@ impl SaveSlot {
     }
 
     /// The next save for the task; clears `running` when there is none.
-    fn next(&mut self) -> Option<(String, PendingSave)> {
+    fn next(&mut self) -> Option<(Arc<str>, PendingSave)> {
         let next = self.pending.take().map(|p| *p);
         self.running = next.is_some();
         next
@@ -93,8 +95,8 @@ impl Link {
         // lock, so copies land there in the order they were taken.
         // A store that saves changed keys gets only those (and the
         // cookie, whose expiry slides with each save).
-        if let Some(id) = peer.session_id().map(str::to_owned) {
-            let by_keys = self.store.as_ref().is_some_and(|s| s.saves_changes());
+        if let Some(id) = peer.session_id_shared().cloned() {
+            let by_keys = self.env.store.as_ref().is_some_and(|s| s.saves_changes());
             let save = match peer.take_session_changes() {
                 session::Changes::Keys(keys) if by_keys => {
                     let s = peer.session();
@@ -156,7 +158,7 @@ impl Link {
             .map(|e| format!("uhura: the event was not persisted: {e}"));
         let failure = message.as_deref().map(|m| (m, "ESTORE"));
         for (h, seq) in persisted {
-            self.delivery.push(|b| persisted_entry(b, h, seq, failure));
+            self.env.delivery.push(|b| persisted_entry(b, h, seq, failure));
         }
     }
 
@@ -202,14 +204,14 @@ impl Link {
     /// Runs store work on the runtime: a load (resume), or the save task
     /// unless one is already running for this link.
     pub(super) fn spawn_store_work(self: &Arc<Self>, work: StoreWork) {
-        let Some(store) = self.store.clone() else { return };
+        let Some(store) = self.env.store.clone() else { return };
         let link = self.clone();
         match work {
             StoreWork::Load(id) => {
-                self.rt.spawn(async move { link.resume(&store, &id).await });
+                self.env.rt.spawn(async move { link.resume(&store, &id).await });
             }
             StoreWork::Save => {
-                self.rt.spawn(async move {
+                self.env.rt.spawn(async move {
                     loop {
                         let Some((id, save)) = lock(&link.unsaved_session).next() else {
                             // `running` is off (under the slot's lock) before
@@ -231,14 +233,14 @@ impl Link {
                                     Ok(false) => {
                                         let mut whole = lock(&link.peer).session().into_owned();
                                         session::touch_cookie(&mut whole, session::now_millis());
-                                        store.set(&id, whole).await
+                                        store.set_shared(&id, whole).await
                                     }
                                     Err(e) => Err(e),
                                 }
                             }
                             PendingSave::Whole(mut whole) => {
                                 session::touch_cookie(&mut whole, session::now_millis());
-                                store.set(&id, whole).await
+                                store.set_shared(&id, whole).await
                             }
                         };
                         match saved {
@@ -266,7 +268,7 @@ impl Link {
                     }
                     unsaved.running = true;
                 }
-                self.rt.spawn(async move {
+                self.env.rt.spawn(async move {
                     loop {
                         let (delta, persisted) = {
                             let mut slot = lock(&link.unsaved);
@@ -301,9 +303,9 @@ impl Link {
     /// Server: destroys the stored session, then tells the client.
     pub(crate) fn invalidate_session(self: &Arc<Self>) {
         let link = self.clone();
-        self.rt.spawn(async move {
+        self.env.rt.spawn(async move {
             let id = lock(&link.peer).session_id().map(str::to_owned);
-            if let (Some(store), Some(id)) = (link.store.clone(), id) {
+            if let (Some(store), Some(id)) = (link.env.store.clone(), id) {
                 match store.destroy(&id).await {
                     Ok(()) => {
                         link.log(Ns::Session, || format!("{} session {id} destroyed (invalidateSession)", link.who()))

@@ -94,7 +94,7 @@ impl Link {
                     Polled::Event(ev) => ev,
                     Polled::Message(args) => {
                         if let Some(run) = acked.take() {
-                            run.deliver(&self.delivery);
+                            run.deliver(&self.env.delivery);
                         }
                         messages += 1;
                         match &mut received {
@@ -105,7 +105,7 @@ impl Link {
                     }
                     Polled::AckDue { id, duplicate } => {
                         if let Some(run) = acked.take() {
-                            run.deliver(&self.delivery);
+                            run.deliver(&self.env.delivery);
                         }
                         match &mut received {
                             Some(r) => r.ack_due(id, duplicate),
@@ -121,7 +121,7 @@ impl Link {
                         Some(run) if run.handle == h && run.to + 1 == seq => run.to = seq,
                         _ => {
                             if let Some(run) = acked.replace(AckedRun { handle: h, from: seq, to: seq }) {
-                                run.deliver(&self.delivery);
+                                run.deliver(&self.env.delivery);
                             }
                         }
                     }
@@ -129,7 +129,7 @@ impl Link {
                 }
                 // Entries keep the order of the events.
                 if let Some(run) = acked.take() {
-                    run.deliver(&self.delivery);
+                    run.deliver(&self.env.delivery);
                 }
                 match ev {
                     // Held before the handshake, these come owned.
@@ -139,11 +139,13 @@ impl Link {
                     }
                     Event::Set(args) => self.deliver(Kind::Set, |b| b.push_str(&args)),
                     Event::Acked(_) => {}
-                    Event::AckTimeout((h, seq)) => deliver_to(&self.delivery, h, Kind::AckTimeout, &seq.to_string()),
+                    Event::AckTimeout((h, seq)) => {
+                        deliver_to(&self.env.delivery, h, Kind::AckTimeout, &seq.to_string())
+                    }
                     Event::Dropped { notify } => {
                         drops += 1;
                         match notify {
-                            Some((h, seq)) => deliver_to(&self.delivery, h, Kind::Dropped, &seq.to_string()),
+                            Some((h, seq)) => deliver_to(&self.env.delivery, h, Kind::Dropped, &seq.to_string()),
                             None => self.deliver(Kind::Dropped, |b| b.push_str("null")),
                         }
                     }
@@ -152,7 +154,7 @@ impl Link {
                         drops += 1;
                         match notify {
                             Some((h, seq)) => {
-                                deliver_to(&self.delivery, h, Kind::Dropped, &format!("{seq},\"refused\""))
+                                deliver_to(&self.env.delivery, h, Kind::Dropped, &format!("{seq},\"refused\""))
                             }
                             None => self.deliver(Kind::Dropped, |b| b.push_str("null,\"refused\"")),
                         }
@@ -165,7 +167,7 @@ impl Link {
                     }
                     Event::Connected { resumed } => {
                         self.metrics.count(|s| if resumed { &s.handshakes_resumed } else { &s.handshakes_new }, 1);
-                        if let (Some(r), Some(sid)) = (&self.retention, peer.session_id_shared()) {
+                        if let (Some(r), Some(sid)) = (&self.env.retention, peer.session_id_shared()) {
                             r.set_active(sid, self);
                         }
                         let info = self.connected_info(&peer, resumed);
@@ -207,7 +209,7 @@ impl Link {
             }
             drop(received);
             if let Some(run) = acked {
-                run.deliver(&self.delivery);
+                run.deliver(&self.env.delivery);
             }
             self.metrics.received_events(messages);
             self.metrics.count(|s| &s.drops, drops);
@@ -221,7 +223,7 @@ impl Link {
             let mut scheduled = lock(&self.scheduled);
             if scheduled.is_none_or(|s| at < s) {
                 *scheduled = Some(at);
-                self.timers.schedule(at, self.handle);
+                self.env.timers.schedule(at, self.handle);
             }
         }
         self.release_or_wait_acks();
@@ -237,7 +239,7 @@ impl Link {
         // `deferred`, then the delivery buffer: the order of `release_acks`
         // (which never holds the buffer) and of the leaf lock last.
         let deferred = lock(&self.deferred);
-        let mut entries = self.delivery.entries();
+        let mut entries = self.env.delivery.entries();
         // Left open for more messages; closed when the run ends (`drop`).
         entries.push(|b| {
             write_entry(b, self.handle, Kind::Message, |b| b.push_str(args));
@@ -276,7 +278,7 @@ impl Link {
     /// remembers its generation (for acks deferred after it).
     pub(crate) fn deliver(&self, kind: Kind, body: impl FnOnce(&mut String)) {
         let handle = self.handle;
-        let gen = self.delivery.push(|b| write_entry(b, handle, kind, body));
+        let gen = self.env.delivery.push(|b| write_entry(b, handle, kind, body));
         self.last_gen.fetch_max(gen, Ordering::AcqRel);
     }
 

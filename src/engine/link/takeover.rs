@@ -80,7 +80,7 @@ impl Link {
             return;
         }
         let mut took_over = false;
-        if let Some(retention) = self.retention.clone() {
+        if let Some(retention) = self.env.retention.clone() {
             // The client may be back before this server noticed its old
             // connection drop: end that one and take over what it leaves.
             let deadline = tokio::time::Instant::now() + TAKEOVER_WAIT;
@@ -174,7 +174,7 @@ impl Link {
     /// Another connection of this process that holds session `id`: open,
     /// or dropped and kept for its return.
     fn holder_of(self: &Arc<Self>, id: &str) -> Option<Arc<Link>> {
-        let retention = self.retention.as_ref()?;
+        let retention = self.env.retention.as_ref()?;
         retention.peek(id).or_else(|| retention.active(id)).filter(|l| !Arc::ptr_eq(l, self))
     }
 
@@ -191,7 +191,7 @@ impl Link {
         };
         lock(&self.peer).adopt_retained(retained);
         let moved = old.handles();
-        if let Some(shared) = self.shared.upgrade() {
+        if let Some(shared) = self.env.shared.upgrade() {
             for h in &moved {
                 shared.route(*h, self.clone());
             }
@@ -203,7 +203,7 @@ impl Link {
 /// A server-side connection ended: keep its state for its session's return,
 /// or let it go.
 pub(crate) fn retire(shared: &Arc<Shared>, link: &Arc<Link>) {
-    match (&link.retention, link.session_key()) {
+    match (&link.env.retention, link.session_key()) {
         (Some(retention), Some(sid)) => {
             // An older closed connection of the same session (it dropped
             // while this one was starting): nothing of it may be lost.

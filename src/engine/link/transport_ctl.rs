@@ -31,8 +31,9 @@ pub(crate) struct Transport {
     pub(super) destroyed: AtomicBool,
     /// Set by `end()`: flush, send FIN, wait for the peer to close.
     pub(super) ending: AtomicBool,
-    /// The socket's write half, and whether a writer task holds it (one
-    /// runs only while there is output a direct write could not take).
+    /// The socket's write half (none for a native socket), and whether a
+    /// writer task holds it (one runs only while there is output a direct
+    /// write could not take).
     pub(super) writer: Mutex<WriterSlot>,
     /// Node's addresses of the socket, and its direct-write handle.
     pub(crate) addresses: Mutex<Addresses>,
@@ -125,8 +126,10 @@ pub(super) enum WriterSlot {
     /// The transport has not started, or is done: no more writers.
     #[default]
     Gone,
-    /// No writer task runs; the next one takes the half from here.
-    Idle(BoxWriter),
+    /// No writer task runs; the next one takes the half from here, or,
+    /// with none (a native socket, never split), makes its own stream of
+    /// the socket (`DirectWrite::stream`) and drops it when it ends.
+    Idle(Option<BoxWriter>),
     /// A writer task holds the half; `drive` ends it with the transport.
     Running(tokio::task::JoinHandle<()>),
 }

@@ -54,6 +54,11 @@ pub(crate) trait DirectWrite: Send + Sync + std::fmt::Debug {
     /// The application's loop reads the socket from now on (`drive`): tokio
     /// need no longer hear that it is readable.
     fn stop_tokio_reads(&self) {}
+    /// The socket as a tokio stream, for the reader or the writer task. Each
+    /// task makes its own while it runs: both share the socket through the
+    /// `Arc`, so a native socket needs no `tokio::io::split` (its shared
+    /// state and halves, ~100 bytes per connection, idle or not).
+    fn stream(self: Arc<Self>) -> BoxStream;
 }
 
 /// The kernel's smoothed round-trip time of a TCP socket (`TCP_INFO`), in
@@ -112,6 +117,9 @@ impl DirectWrite for TcpStream {
     fn shutdown(&self) {
         let _ = socket2::SockRef::from(self).shutdown(std::net::Shutdown::Both);
     }
+    fn stream(self: Arc<Self>) -> BoxStream {
+        Box::new(SharedSocket(self))
+    }
 }
 
 #[cfg(not(all(unix, not(uhura_portable))))]
@@ -164,14 +172,9 @@ impl AsyncWrite for SharedSocket<TcpStream> {
 }
 
 /// A stream for the link, and the same socket for direct writes.
-fn shared<T>(socket: T) -> (BoxStream, Option<Arc<dyn DirectWrite>>)
-where
-    T: DirectWrite + 'static,
-    SharedSocket<T>: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-{
-    let socket = Arc::new(socket);
-    let direct: Arc<dyn DirectWrite> = socket.clone();
-    (Box::new(SharedSocket(socket)), Some(direct))
+fn shared<T: DirectWrite + 'static>(socket: T) -> (BoxStream, Option<Arc<dyn DirectWrite>>) {
+    let socket: Arc<dyn DirectWrite> = Arc::new(socket);
+    (socket.clone().stream(), Some(socket))
 }
 
 /// A connected TCP socket as a link's stream (see `native`).
