@@ -196,9 +196,26 @@ impl Link {
         self.end_when_ready.store(false, Ordering::Release);
     }
 
-    /// Input drained: the peer lets go of its scratch buffers, and the
-    /// session it compacts to text shares the store's equal copy, if the
-    /// store keeps one in this process.
+    /// Input drained: the peer keeps its scratch buffers for what comes
+    /// next, and the timer lets them go once input has stayed quiet a
+    /// moment (`Peer::release_due`). Releasing at every drain made a burst,
+    /// which drains its socket every few hundred microseconds, allocate and
+    /// regrow them for every read.
+    pub(super) fn input_drained(&self) {
+        let next = {
+            let mut peer = lock(&self.peer);
+            // Already lingering: a timer is due at or before the deadline.
+            if !peer.input_drained() {
+                return;
+            }
+            peer.poll_timeout()
+        };
+        self.schedule_timer(next);
+    }
+
+    /// Input stayed quiet after it drained: the peer lets go of its scratch
+    /// buffers, and the session it compacts to text shares the store's
+    /// equal copy, if the store keeps one in this process.
     pub(super) fn release_buffers(&self) {
         let mut peer = lock(&self.peer);
         if peer.release_buffers() {
