@@ -35,7 +35,7 @@ mod session_state;
 mod timer;
 
 pub use config::{Config, REFUSALS_BEFORE_DROP, RESERVED_EVENTS};
-pub use event::{Direction, Event, Notify, WireTap};
+pub use event::{Direction, Event, Notify, Tap, WireTap};
 pub use negotiate::EXTENSIONS_VERSION;
 pub use outbox::Retained;
 pub use queue::Polled;
