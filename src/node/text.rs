@@ -62,9 +62,8 @@ impl FromNapiValue for Text {
         let mut written = 0;
         // SAFETY: `buf` has room for `size` bytes; napi writes at most that
         // (the text, then a NUL) and reports the text's length.
-        let status = unsafe {
-            sys::napi_get_value_string_utf8(env, value, buf.as_mut_ptr().cast(), size, &mut written)
-        };
+        let status =
+            unsafe { sys::napi_get_value_string_utf8(env, value, buf.as_mut_ptr().cast(), size, &mut written) };
         if status != sys::Status::napi_ok {
             return Err(expected());
         }
