@@ -70,9 +70,9 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use tokio::sync::Notify;
 use transport_ctl::Transport;
 
-/// Reads at least this large keep the peer's input buffers after input
-/// drains (`Link::input_drained`).
-const LINGER_AFTER_READ: usize = 8 * 1024;
+/// Once this much has arrived on a transport, the peer keeps its input
+/// buffers a moment after input drains (`Link::input_drained`).
+const LINGER_AFTER_BYTES: u64 = 64 * 1024;
 
 /// One application-visible connection; it outlives its sockets (a client
 /// reconnects over the same link).
@@ -200,23 +200,24 @@ impl Link {
         self.end_when_ready.store(false, Ordering::Release);
     }
 
-    /// Input drained after a read of `read` bytes. After a large read (a
-    /// burst, which drains its socket every few hundred microseconds) the
-    /// peer keeps its scratch buffers for what comes next, and the timer
-    /// lets them go once input has stayed quiet a moment
+    /// Input drained. On a transport that has carried real traffic (a
+    /// burst drains its socket every few hundred microseconds, often with
+    /// small reads) the peer keeps its scratch buffers for what comes next,
+    /// and the timer lets them go once input has stayed quiet a moment
     /// (`Peer::release_due`): releasing at every drain made them anew, and
-    /// regrew them, for every read. After a small read (a handshake, a
-    /// request, the end of a burst) they go at once: cheap to make again,
-    /// and an idle connection's memory stays as compact as before (freed
-    /// later, they left holes between the allocations of connections
-    /// opened meanwhile: +0.1 KB per idle connection at 10,000).
-    pub(super) fn input_drained(&self, read: usize) {
-        if read < LINGER_AFTER_READ {
-            self.release_buffers();
-            return;
-        }
+    /// regrew them, for every read. Before that (a handshake and a few
+    /// messages) they go at once: an idle connection's memory stays as
+    /// compact as before (freed later, they left holes between the
+    /// allocations of connections opened meanwhile: +0.1 KB per idle
+    /// connection at 10,000).
+    pub(super) fn input_drained(&self) {
         let next = {
             let mut peer = lock(&self.peer);
+            if peer.bytes_received() < LINGER_AFTER_BYTES {
+                drop(peer);
+                self.release_buffers();
+                return;
+            }
             // Already lingering: a timer is due at or before the deadline.
             if !peer.input_drained() {
                 return;

@@ -3,7 +3,7 @@
 //! when to call `handle_timeout`.
 
 use super::event::Event;
-use super::{Peer, Phase};
+use super::{Peer, Phase, ReaderCell};
 use crate::protocol::message::{self, HEARTBEAT};
 use std::time::{Duration, Instant};
 
@@ -107,6 +107,14 @@ impl Peer {
         !std::mem::replace(&mut self.buffers_linger, true)
     }
 
+    /// Bytes received on the current transport.
+    pub fn bytes_received(&self) -> u64 {
+        match &self.reader {
+            ReaderCell::Reading(r) => r.consumed(),
+            ReaderCell::Between(at) => at.consumed(),
+        }
+    }
+
     /// Whether the driver should call [`release_buffers`](Self::release_buffers)
     /// now: input drained and nothing arrived for `BUFFER_LINGER` since.
     pub fn release_due(&self, now: Instant) -> bool {
@@ -157,7 +165,10 @@ mod tests {
             exchange(&mut client, &mut server, t0);
         }
         assert!(server.is_ready());
+        let handshake = server.bytes_received();
+        assert!(handshake > 0);
         server.release_buffers();
+        assert_eq!(server.bytes_received(), handshake, "kept while suspended");
         assert!(!server.release_due(t0 + BUFFER_LINGER), "nothing to release");
 
         let ms = |n| t0 + Duration::from_millis(n);
