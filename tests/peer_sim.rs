@@ -287,7 +287,7 @@ fn the_wire_tap_sees_every_message_in_wire_order() {
     let log: Arc<Mutex<Vec<(Role, Direction, String)>>> = Arc::default();
     let tap = |role: Role| -> WireTap {
         let log = log.clone();
-        Arc::new(move |dir, text| log.lock().unwrap().push((role, dir, text.to_owned())))
+        Arc::new(move |dir: Direction, text: &str| log.lock().unwrap().push((role, dir, text.to_owned())))
     };
     let mut client = Peer::new(Role::Client, config(), now);
     let mut server = Peer::new(Role::Server, config(), now);
@@ -333,6 +333,56 @@ fn the_wire_tap_sees_every_message_in_wire_order() {
         .collect();
     // `set` goes out at once; the event waits for `connect`, which is acked after it.
     assert_eq!(names, ["_set", "start", "_set", "ev", "ack"]);
+}
+
+/// A tap that is not looking (`Tap::looking`, the engine's while
+/// `DEBUG=uhura:protocol` is off) is shown nothing; once it looks, it sees
+/// the messages from then on.
+#[test]
+fn a_tap_not_looking_sees_nothing() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    use uhura::protocol::peer::{Direction, Tap};
+    #[derive(Default)]
+    struct Switched {
+        on: AtomicBool,
+        seen: Mutex<Vec<String>>,
+    }
+    impl Tap for Switched {
+        fn looking(&self) -> bool {
+            self.on.load(Ordering::Relaxed)
+        }
+        fn see(&self, _: Direction, text: &str) {
+            self.seen.lock().unwrap().push(text.to_owned());
+        }
+    }
+    let now = Instant::now();
+    let tap = Arc::new(Switched::default());
+    let mut client = Peer::new(Role::Client, config(), now);
+    let mut server = Peer::new(Role::Server, config(), now);
+    server.set_wire_tap(Some(tap.clone()));
+    client.handle_open(now);
+    server.handle_open(now);
+    let exchange = |client: &mut Peer, server: &mut Peer| {
+        for _ in 0..4 {
+            let mut b = Vec::new();
+            client.poll_transmit(&mut b);
+            server.handle_receive(&b, now);
+            let mut b = Vec::new();
+            server.poll_transmit(&mut b);
+            client.handle_receive(&b, now);
+        }
+    };
+    client.send_event(r#"["off",1]"#, None, now);
+    exchange(&mut client, &mut server);
+    assert!(server.is_ready());
+    assert!(tap.seen.lock().unwrap().is_empty());
+    tap.on.store(true, Ordering::Relaxed);
+    client.send_event(r#"["on",2]"#, None, now);
+    exchange(&mut client, &mut server);
+    let seen = tap.seen.lock().unwrap();
+    assert!(seen.iter().any(|t| t.contains(r#"["on",2]"#)), "{seen:?}");
+    assert!(!seen.iter().any(|t| t.contains("off")), "{seen:?}");
 }
 
 /// Ids come from the injected entropy alone: the same seeds make the same

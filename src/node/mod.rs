@@ -6,6 +6,7 @@
 mod defaults;
 mod metrics;
 mod options;
+mod text;
 // Polls sockets by fd with libuv: Unix only (elsewhere tokio reads them).
 #[cfg(all(unix, not(uhura_portable)))]
 mod busy_poll;
@@ -268,9 +269,9 @@ pub(crate) fn server_release(server: u32) -> Result<()> {
 
 /// A batch of sends and sets, one per line (see `Link::write_lines`).
 #[napi(catch_unwind)]
-pub(crate) fn write(handle: u32, lines: String) -> Result<()> {
+pub(crate) fn write(handle: u32, lines: text::Text) -> Result<()> {
     let link = engine()?.link(handle).map_err(js_err)?;
-    let result = link.write_lines(handle, &lines);
+    let result = link.write_lines(handle, lines.as_str());
     #[cfg(all(unix, not(uhura_portable)))]
     uv::read_for_acks(&link);
     result.map_err(js_err)

@@ -112,7 +112,7 @@ impl Link {
                     total += n;
                     if n < buf.len() {
                         // Drained: the connection may be idle for a while.
-                        self.release_buffers();
+                        self.input_drained();
                         return Watch::Keep;
                     }
                     if total >= EXTERNAL_READ_BUDGET {
@@ -120,7 +120,7 @@ impl Link {
                     }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    self.release_buffers();
+                    self.input_drained();
                     return Watch::Keep;
                 }
                 Err(e) => {

@@ -208,7 +208,7 @@ impl Link {
                                 buf.resize(buf.len() * 2, 0);
                             } else if n < buf.len() {
                                 // Drained: the connection may be idle for a while.
-                                self.release_buffers();
+                                self.input_drained();
                                 if n < READ_MIN && buf.len() > READ_MIN {
                                     buf = vec![0u8; READ_MIN];
                                 }

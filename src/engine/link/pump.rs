@@ -29,7 +29,14 @@ impl Link {
     pub(crate) fn on_timer(self: &Arc<Self>, now: Instant) {
         *lock(&self.scheduled) = None;
         let handled = self.guarded(|| {
-            lock(&self.peer).handle_timeout(now);
+            let release = {
+                let mut peer = lock(&self.peer);
+                peer.handle_timeout(now);
+                peer.release_due(now)
+            };
+            if release {
+                self.release_buffers();
+            }
             self.pump();
         });
         if handled.is_none() {
@@ -219,17 +226,22 @@ impl Link {
             next_timer = peer.poll_timeout();
             self.stage_delivery_delta(&peer, delta, &mut store_work);
         }
-        if let Some(at) = next_timer {
+        self.schedule_timer(next_timer);
+        self.release_or_wait_acks();
+        self.wake_writer();
+        for work in store_work {
+            self.spawn_store_work(work);
+        }
+    }
+
+    /// Has the timer task wake us at `at`, unless it already will by then.
+    pub(super) fn schedule_timer(&self, at: Option<Instant>) {
+        if let Some(at) = at {
             let mut scheduled = lock(&self.scheduled);
             if scheduled.is_none_or(|s| at < s) {
                 *scheduled = Some(at);
                 self.env.timers.schedule(at, self.handle);
             }
-        }
-        self.release_or_wait_acks();
-        self.wake_writer();
-        for work in store_work {
-            self.spawn_store_work(work);
         }
     }
 

@@ -138,6 +138,13 @@ pub struct Suspended {
     consumed: u64,
 }
 
+impl Suspended {
+    /// Bytes fed before it was suspended (the stream position).
+    pub fn consumed(&self) -> u64 {
+        self.consumed
+    }
+}
+
 impl Default for Suspended {
     /// A new stream: what [`Reader::with_limits`] starts from.
     fn default() -> Self {
@@ -237,6 +244,11 @@ impl Reader {
         }
         r.consumed = at.consumed;
         r
+    }
+
+    /// Bytes fed so far (the stream position).
+    pub fn consumed(&self) -> u64 {
+        self.consumed
     }
 
     /// True when no partial message is buffered (between messages / between root arrays).

@@ -83,4 +83,23 @@ pub enum Direction {
 
 /// Sees the JSON text of every message as it is framed for the wire or
 /// taken off it, in wire order (diagnostics: `DEBUG=uhura:protocol`).
-pub type WireTap = std::sync::Arc<dyn Fn(Direction, &str) + Send + Sync>;
+pub type WireTap = std::sync::Arc<dyn Tap>;
+
+/// What a [`WireTap`] does; any `Fn(Direction, &str)` is one that always
+/// looks.
+pub trait Tap: Send + Sync {
+    /// Whether it looks now. Asked before each message is shown, so a tap
+    /// that is off costs no search for the resume secret to hide.
+    fn looking(&self) -> bool {
+        true
+    }
+
+    /// One message's text, the resume secret hidden.
+    fn see(&self, direction: Direction, text: &str);
+}
+
+impl<F: Fn(Direction, &str) + Send + Sync> Tap for F {
+    fn see(&self, direction: Direction, text: &str) {
+        self(direction, text);
+    }
+}

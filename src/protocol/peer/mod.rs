@@ -35,7 +35,7 @@ mod session_state;
 mod timer;
 
 pub use config::{Config, REFUSALS_BEFORE_DROP, RESERVED_EVENTS};
-pub use event::{Direction, Event, Notify, WireTap};
+pub use event::{Direction, Event, Notify, Tap, WireTap};
 pub use negotiate::EXTENSIONS_VERSION;
 pub use outbox::Retained;
 pub use queue::Polled;
@@ -185,6 +185,9 @@ pub struct Peer {
     tap: Option<WireTap>,
     /// The peer said it refused our input on the current transport.
     peer_refused: bool,
+    /// Input drained with the scratch buffers kept (`input_drained`): they
+    /// go once nothing has arrived for `timer::BUFFER_LINGER`.
+    buffers_linger: bool,
 }
 
 /// The framing reader of the current transport, or where it stands while
@@ -263,6 +266,7 @@ impl Peer {
             close_requested: false,
             tap: None,
             peer_refused: false,
+            buffers_linger: false,
         }
     }
 
@@ -270,13 +274,15 @@ impl Peer {
     /// buffer, the text buffer of acks and other small messages, the event
     /// queue's texts once drained) and keeps the session as its JSON text
     /// until it next changes (`session_cell`): the driver
-    /// calls it when its input has drained, so an idle connection holds no
-    /// capacity it is not using. The next input allocates them again.
+    /// calls it once its input has drained and stayed quiet
+    /// ([`input_drained`](Self::input_drained)), so an idle connection holds
+    /// no capacity it is not using. The next input allocates them again.
     ///
     /// Returns whether the session became text now: a driver whose store
     /// keeps sessions as text in the same process may then share that copy
     /// ([`share_session_text`](Self::share_session_text)).
     pub fn release_buffers(&mut self) -> bool {
+        self.buffers_linger = false;
         self.received = None;
         self.scratch = String::new();
         if let ReaderCell::Reading(r) = &self.reader {

@@ -396,6 +396,7 @@ impl Peer {
         let unacked = &mut self.outbox.unacked;
         if let Some(p) = unacked.binary_search_by_key(&seq, |p| p.seq).ok().and_then(|i| unacked.remove(i)) {
             self.acknowledged(p);
+            self.outbox.trim();
         }
     }
 
@@ -413,10 +414,13 @@ impl Peer {
             }
             self.acknowledged(p);
         }
+        // Once for the run, not per event.
+        self.outbox.trim();
     }
 
     /// An unacknowledged event was acknowledged: its callback is told, its
-    /// persisted copy (with `persist_delivery`) and its bytes released.
+    /// persisted copy (with `persist_delivery`) and its bytes released
+    /// (the caller trims the text arena after).
     fn acknowledged(&mut self, p: Pending) {
         self.outbox.progressed = true;
         self.outbox.pending_bytes -= p.args.len();
@@ -429,7 +433,6 @@ impl Peer {
         if let Some(id) = &p.foreign_id {
             self.outbox.foreign_ids.remove(id);
         }
-        self.outbox.trim();
     }
 
     /// A poison message (one the peer's reader rejects, e.g. too deep for

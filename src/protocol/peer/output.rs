@@ -171,10 +171,10 @@ impl Peer {
     /// Shows a message to the wire tap (`DEBUG=uhura:protocol`), with the
     /// resume secret hidden: logs must not hand out the credential.
     pub(super) fn tap(&self, direction: Direction, text: &str) {
-        let Some(tap) = &self.tap else { return };
+        let Some(tap) = self.tap.as_ref().filter(|t| t.looking()) else { return };
         match self.resume_secret.as_deref().filter(|s| text.contains(s)) {
-            Some(secret) => tap(direction, &text.replace(secret, "<secret>")),
-            None => tap(direction, text),
+            Some(secret) => tap.see(direction, &text.replace(secret, "<secret>")),
+            None => tap.see(direction, text),
         }
     }
 }
