@@ -432,3 +432,20 @@ impl Peer {
         self.outbox.pending_bytes
     }
 }
+
+#[cfg(test)]
+impl Peer {
+    /// Tests: one exchange each way at `now`, the client's output to the
+    /// server and the server's back, with the events each side raised
+    /// discarded.
+    pub(crate) fn exchange(client: &mut Peer, server: &mut Peer, now: Instant) {
+        let mut b = Vec::new();
+        client.poll_transmit(&mut b);
+        server.handle_receive(&b, now);
+        while server.poll_event().is_some() {}
+        let mut b = Vec::new();
+        server.poll_transmit(&mut b);
+        client.handle_receive(&b, now);
+        while client.poll_event().is_some() {}
+    }
+}

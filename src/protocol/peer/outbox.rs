@@ -599,21 +599,14 @@ mod tests {
     #[test]
     fn idle_outbox_holds_no_box() {
         use crate::protocol::entropy::Entropy;
-        use crate::protocol::peer::{Config, Role};
+        use crate::protocol::peer::{Config, Peer, Role};
         let now = Instant::now();
         let config = |s| Config { entropy: Some(Entropy::seeded([s; 32])), ..Config::default() };
         let (mut client, mut server) =
             (Peer::new(Role::Client, config(1), now), Peer::new(Role::Server, config(2), now));
         let pump = |client: &mut Peer, server: &mut Peer| {
             for _ in 0..3 {
-                let mut b = Vec::new();
-                client.poll_transmit(&mut b);
-                server.handle_receive(&b, now);
-                while server.poll_event().is_some() {}
-                let mut b = Vec::new();
-                server.poll_transmit(&mut b);
-                client.handle_receive(&b, now);
-                while client.poll_event().is_some() {}
+                Peer::exchange(client, server, now);
                 client.release_buffers();
                 server.release_buffers();
             }

@@ -151,18 +151,8 @@ mod tests {
         let (mut client, mut server) = (Peer::new(Role::Client, config(1), t0), Peer::new(Role::Server, config(2), t0));
         client.handle_open(t0);
         server.handle_open(t0);
-        let exchange = |client: &mut Peer, server: &mut Peer, now: Instant| {
-            let mut b = Vec::new();
-            client.poll_transmit(&mut b);
-            server.handle_receive(&b, now);
-            while server.poll_event().is_some() {}
-            let mut b = Vec::new();
-            server.poll_transmit(&mut b);
-            client.handle_receive(&b, now);
-            while client.poll_event().is_some() {}
-        };
         for _ in 0..3 {
-            exchange(&mut client, &mut server, t0);
+            Peer::exchange(&mut client, &mut server, t0);
         }
         assert!(server.is_ready());
         let handshake = server.bytes_received();
@@ -173,13 +163,13 @@ mod tests {
 
         let ms = |n| t0 + Duration::from_millis(n);
         client.send_event(r#"["a",1]"#, None, ms(10));
-        exchange(&mut client, &mut server, ms(10));
+        Peer::exchange(&mut client, &mut server, ms(10));
         assert!(server.input_drained(), "newly lingering");
         assert!(server.received.is_some(), "kept at the drain");
         assert!(server.poll_timeout().is_some_and(|t| t <= ms(10) + BUFFER_LINGER));
         // More of the burst, drained again: still kept, the deadline moves.
         client.send_event(r#"["a",2]"#, None, ms(60));
-        exchange(&mut client, &mut server, ms(60));
+        Peer::exchange(&mut client, &mut server, ms(60));
         assert!(!server.input_drained(), "already lingering");
         assert!(!server.release_due(ms(10) + BUFFER_LINGER), "input came since");
         assert!(server.received.is_some());
