@@ -234,8 +234,7 @@ impl Link {
         let next = {
             let mut peer = lock(&self.peer);
             if peer.bytes_received() < LINGER_AFTER_BYTES {
-                drop(peer);
-                self.release_buffers();
+                self.release_buffers(&mut peer);
                 return;
             }
             // Already lingering: a timer is due at or before the deadline.
@@ -250,10 +249,10 @@ impl Link {
     /// Input stayed quiet after it drained: the peer lets go of its scratch
     /// buffers, and the session it compacts to text shares the store's
     /// equal copy, if the store keeps one in this process.
-    pub(super) fn release_buffers(&self) {
-        let mut peer = lock(&self.peer);
+    /// Called under the peer lock, which the caller took to decide.
+    pub(super) fn release_buffers(&self, peer: &mut Peer) {
         if peer.release_buffers() {
-            self.share_session_text(&mut peer);
+            self.share_session_text(peer);
         }
     }
 

@@ -29,13 +29,12 @@ impl Link {
     pub(crate) fn on_timer(self: &Arc<Self>, now: Instant) {
         *lock(&self.scheduled) = None;
         let handled = self.guarded(|| {
-            let release = {
+            {
                 let mut peer = lock(&self.peer);
                 peer.handle_timeout(now);
-                peer.release_due(now)
-            };
-            if release {
-                self.release_buffers();
+                if peer.release_due(now) {
+                    self.release_buffers(&mut peer);
+                }
             }
             self.pump();
         });
