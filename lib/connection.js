@@ -176,32 +176,26 @@ Object.defineProperty(SendEmitter.prototype, 'maxQueueLength', {
 SendEmitter.prototype.send = function () {
   const n = arguments.length
   const event = arguments[0]
-  if (n > 4 || typeof event !== 'string' || this._durable) {
-    const args = new Array(n)
-    for (let i = 0; i < n; i++) args[i] = arguments[i]
-    this._sendArgs(args)
-    return
+  if (n <= 4 && typeof event === 'string' && !this._durable) {
+    const last = arguments[n - 1]
+    const cb = n > 1 && typeof last === 'function' ? last : null
+    const count = cb === null ? n : n - 1
+    // The line as the outbox takes it (see _push), built in one go: its
+    // JSON is made after its tag and sequence number rather than joined to
+    // them. A flat argument list runs no code of the caller's, so the
+    // sequence number is still the next one after it.
+    const prefix = cb !== null ? '\na' + this._seq : '\ne'
+    const line = count <= 3 ? flatJson3(prefix, count, event, arguments[1], arguments[2]) : undefined
+    if (line !== undefined) {
+      checkLimits(this._limits, line, count - 1, sendNameLabel, event, prefix.length)
+      if (cb !== null) this._waitingAcks().add(this._seq++, cb)
+      this._push(line)
+      return
+    }
   }
-  const last = arguments[n - 1]
-  const cb = n > 1 && typeof last === 'function' ? last : null
-  const count = cb === null ? n : n - 1
-  if (count > 3) {
-    this._sendArgs([event, arguments[1], arguments[2], arguments[3]])
-    return
-  }
-  // The line as the outbox takes it (see _push), built in one go: its JSON
-  // is made after its tag and sequence number rather than joined to them.
-  // A flat argument list runs no code of the caller's, so the sequence
-  // number is still the next one after it.
-  const prefix = cb !== null ? '\na' + this._seq : '\ne'
-  const line = flatJson3(prefix, count, event, arguments[1], arguments[2])
-  if (line === undefined) {
-    this._sendArgs(n === 1 ? [event] : n === 2 ? [event, arguments[1]] : n === 3 ? [event, arguments[1], arguments[2]] : [event, arguments[1], arguments[2], arguments[3]])
-    return
-  }
-  checkLimits(this._limits, line, count - 1, sendNameLabel, event, prefix.length)
-  if (cb !== null) this._waitingAcks().add(this._seq++, cb)
-  this._push(line)
+  const args = new Array(n)
+  for (let i = 0; i < n; i++) args[i] = arguments[i]
+  this._sendArgs(args)
 }
 
 /** send() with its arguments as an array (the callback, if any, still last). */
