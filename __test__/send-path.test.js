@@ -28,6 +28,16 @@ async function serverAndClient (t, onConnection) {
   return { server, client, conn: conns[0] }
 }
 
+// Whatever ring an earlier test left as the process's spare goes to an
+// emitter that stays busy (for the tests of how a ring grows).
+const busyEmitters = []
+function holdTheSpareRing () {
+  const busy = new Acks()
+  for (let seq = 0; seq < 17; seq++) busy.add(seq, seq)
+  busyEmitters.push(busy)
+  assert.equal(Acks.spareCapacity(), 0)
+}
+
 describe('the outbox', () => {
   it('reaches Rust while a synchronous loop of sends runs, and every ack arrives in order', { timeout: 30000 }, async (t) => {
     const got = []
@@ -276,7 +286,31 @@ describe('ack callbacks by sequence number (lib/acks.js)', () => {
     assert.equal(acks.take(next), 'x')
   })
 
+  it('keeps the largest emptied ring for the next burst of any emitter, and one only', () => {
+    holdTheSpareRing()
+    const a = new Acks()
+    const b = new Acks()
+    for (let seq = 0; seq < 3000; seq++) a.add(seq, seq)
+    const grown = a.buf.length
+    assert.equal(grown, 4096)
+    for (let seq = 0; seq < 3000; seq++) assert.equal(a.take(seq), seq)
+    assert.equal(a.buf.length, 16, 'the emptied emitter keeps a small ring')
+    assert.equal(Acks.spareCapacity(), grown)
+    // Another emitter's burst grows into it in one step, wrapped or not.
+    for (let seq = 100; seq < 117; seq++) b.add(seq, seq)
+    assert.equal(b.buf.length, grown)
+    assert.equal(Acks.spareCapacity(), 0, 'lent to one emitter at a time')
+    for (let seq = 117; seq < 5000; seq++) b.add(seq, seq)
+    assert.equal(b.buf.length, 8192)
+    for (let seq = 100; seq < 5000; seq++) assert.equal(b.take(seq), seq)
+    assert.equal(b.size, 0)
+    assert.equal(Acks.spareCapacity(), 8192, 'the larger ring is the one kept')
+    for (let seq = 0; seq < 40; seq++) a.add(seq, -seq)
+    for (let seq = 0; seq < 40; seq++) assert.equal(a.take(seq), -seq, 'a lent ring holds nothing of its last owner')
+  })
+
   it('moves a callback whose ack never comes out of the ring', () => {
+    holdTheSpareRing()
     const acks = new Acks()
     acks.add(0, 'stuck')
     let seq = 1

@@ -251,12 +251,8 @@ impl Link {
         // (which never holds the buffer) and of the leaf lock last.
         let deferred = lock(&self.deferred);
         let mut entries = self.env.delivery.entries();
-        // Left open for more messages; closed when the run ends (`drop`).
-        entries.push(|b| {
-            write_entry(b, self.handle, Kind::Message, |b| b.push_str(args));
-            b.pop();
-        });
-        Received { deferred, entries, last_gen: &self.last_gen }
+        open_run(&mut entries, self.handle, args);
+        Received { deferred, entries, handle: self.handle, last_gen: &self.last_gen }
     }
 
     /// The body of a CONNECTED entry: modes, session view, addresses.
@@ -334,16 +330,23 @@ struct Received<'a> {
     // Dropped in this order: the acks' lock, then the buffer's (and the wake-up).
     deferred: MutexGuard<'a, DeferredAcks>,
     entries: Entries<'a>,
+    handle: u32,
     last_gen: &'a AtomicU64,
 }
 
 impl Received<'_> {
-    /// One more message of the run.
+    /// One more message of the run: in its entry, or in a new entry of the
+    /// next segment once the delivery buffer's segment is full.
     fn message(&mut self, args: &str) {
-        self.entries.extend(|b| {
-            b.push(',');
-            b.push_str(args);
-        });
+        if self.entries.segment_full() {
+            self.entries.extend(|b| b.push(']'));
+            open_run(&mut self.entries, self.handle, args);
+        } else {
+            self.entries.extend(|b| {
+                b.push(',');
+                b.push_str(args);
+            });
+        }
     }
 
     fn ack_due(&mut self, id: &str, duplicate: bool) {
@@ -356,6 +359,15 @@ impl Drop for Received<'_> {
         self.entries.extend(|b| b.push(']'));
         self.last_gen.fetch_max(self.entries.gen(), Ordering::AcqRel);
     }
+}
+
+/// Starts the entry `[handle, MESSAGE, args` of a run, left open for more
+/// messages; `Received` closes it.
+fn open_run(entries: &mut Entries<'_>, handle: u32, args: &str) {
+    entries.push(|b| {
+        write_entry(b, handle, Kind::Message, |b| b.push_str(args));
+        b.pop();
+    });
 }
 
 /// Send callbacks of one handle settled by acks, sequence numbers `from`
