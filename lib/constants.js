@@ -23,6 +23,7 @@ const LOG = 19
 const ACCEPTED = 20
 const REFUSED = 21
 const PERSISTED = 22
+const MESSAGES = 23
 
 module.exports = {
   MESSAGE,
@@ -47,5 +48,6 @@ module.exports = {
   LOG,
   ACCEPTED,
   REFUSED,
-  PERSISTED
+  PERSISTED,
+  MESSAGES
 }

@@ -10,7 +10,7 @@ const { streams, pumpOutput, closeStream } = require('./js-stream')
 const {
   MESSAGE, ACKED, SET, CONNECTED, DISCONNECTED, ERROR, LISTENING, CLOSED, DROPPED, RECONNECTING, OUTPUT,
   TRANSPORT_CLOSED, RESUME_INPUT, OPEN_TRANSPORT, STORE_OP, ACK_TIMEOUT, STOPPED, WATCH, UNWATCH, LOG, ACCEPTED, REFUSED,
-  PERSISTED
+  PERSISTED, MESSAGES
 } = require('./constants')
 
 const handles = new Map()
@@ -192,11 +192,11 @@ function dispatch (e) {
   const obj = handles.get(h)
   switch (e[1]) {
     case MESSAGE:
-      // [h, MESSAGE, args] or, for a run of messages, [h, MESSAGE, args, args, ...].
-      if (obj) {
-        if (e.length > 3) receiveRun(obj, e)
-        else obj._onMessage(e[2])
-      }
+      // [h, MESSAGE, args]
+      if (obj) obj._onMessage(e[2])
+      break
+    case MESSAGES:
+      if (obj) receiveRun(obj, e)
       break
     case ACKED:
       // [h, ACKED, seq] or, for a run of callbacks, [h, ACKED, from, to].
@@ -306,17 +306,29 @@ function settleRange (obj, e) {
 }
 
 /**
- * [h, MESSAGE, args, args, ...]: the events of a run of messages, in order,
- * in one loop. A listener that throws is reported as if its event had its
- * own entry, and the rest are still emitted.
+ * [h, MESSAGES, n, name, ...args, n, name, ...args, ...]: the events of a
+ * run of messages, in order, in one loop, each as its number of elements
+ * and the elements (no array each, src/engine/events.rs `Messages`), or as
+ * 0 and the array. Most go to `emit` directly. A listener that throws is
+ * reported as if its event had its own entry, and the rest are still
+ * emitted.
  */
 function receiveRun (obj, e) {
-  for (let i = 2; i < e.length; i++) {
+  for (let i = 2; i < e.length;) {
+    const n = e[i]
     try {
-      obj._onMessage(e[i])
+      switch (n) {
+        case 0: obj._onMessage(e[i + 1]); break
+        case 1: obj.emit(e[i + 1]); break
+        case 2: obj.emit(e[i + 1], e[i + 2]); break
+        case 3: obj.emit(e[i + 1], e[i + 2], e[i + 3]); break
+        case 4: obj.emit(e[i + 1], e[i + 2], e[i + 3], e[i + 4]); break
+        default: obj._onMessage(e.slice(i + 1, i + 1 + n))
+      }
     } catch (err) {
-      listenerThrew([e[0], MESSAGE, e[i]], err)
+      listenerThrew([e[0], MESSAGE, n === 0 ? e[i + 1] : e.slice(i + 1, i + 1 + n)], err)
     }
+    i += n === 0 ? 2 : n + 1
   }
 }
 

@@ -92,6 +92,19 @@ async fn dispatch(hub: &'static Hub, wake: Arc<Notify>) {
     }
 }
 
+/// The argument arrays of a `MESSAGES` entry's elements (`Kind::Messages`):
+/// a count and that many values, or 0 and an array.
+fn run_messages(mut elements: impl Iterator<Item = Value>) -> Vec<Value> {
+    let mut bodies = Vec::new();
+    while let Some(n) = elements.next().and_then(|n| n.as_u64()) {
+        bodies.push(match n {
+            0 => elements.next().unwrap_or(Value::Null),
+            n => Value::Array(elements.by_ref().take(n as usize).collect()),
+        });
+    }
+    bodies
+}
+
 impl Hub {
     pub(crate) fn add_inbox(&self, handle: u32, inbox: Arc<Inbox>) {
         lock(&self.inboxes).insert(handle, inbox);
@@ -167,11 +180,15 @@ impl Hub {
                     touched.push(inbox.clone());
                 }
             }
-            if Kind::from_u8(k) == Some(Kind::Message) {
-                // `[handle, 0, args, ...]`: a run of messages, in order; the
-                // entry's bytes shared among them.
-                let count = entry.len().saturating_sub(2).max(1);
-                for body in entry.drain(2..) {
+            let bodies = match Kind::from_u8(k) {
+                Some(Kind::Message) => entry.drain(2..).take(1).collect(),
+                Some(Kind::Messages) => run_messages(entry.drain(2..)),
+                _ => Vec::new(),
+            };
+            if !bodies.is_empty() {
+                // The entry's bytes shared among its messages.
+                let count = bodies.len();
+                for body in bodies {
                     let event = match (&body, &inbox) {
                         (Value::Array(a), Some(i)) if a.len() == 1 && a[0] == "invalidateSession" && i.is_client() => {
                             Event::InvalidateSession
@@ -186,7 +203,7 @@ impl Hub {
             let seq = || body.as_u64();
             match Kind::from_u8(k) {
                 // Taken above.
-                Some(Kind::Message) => {}
+                Some(Kind::Message | Kind::Messages) => {}
                 Some(Kind::Set) => queue(h, Event::set(body), bytes),
                 Some(Kind::Acked) => {
                     // `[handle, 1, seq]` or a range, `[handle, 1, from, to]`,

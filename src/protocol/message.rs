@@ -96,24 +96,36 @@ pub fn parse_with_limit(text: &str, max_args: usize) -> Result<Incoming<'_>, Mes
 /// shapes, `{"args":[..]}` and `{"args":[..],"id":"<id>"}`, are split
 /// without parsing them. Anything else goes the general way.
 pub fn parse_framed(text: &str, shape: Shape, max_args: usize) -> Result<Incoming<'_>, MessageError> {
+    parse_framed_counted(text, shape, max_args).map(|(m, _)| m)
+}
+
+/// `parse_framed`, and the number of elements of the argument array (the
+/// name and its arguments) where the shape told it: for array-shaped
+/// messages and the usual object shapes, not for the others.
+pub(crate) fn parse_framed_counted(
+    text: &str,
+    shape: Shape,
+    max_args: usize,
+) -> Result<(Incoming<'_>, Option<usize>), MessageError> {
     let (args, id, count) = match text.as_bytes().first() {
         Some(b'[') => (text, None, shape.commas),
         Some(b'{') => match split_object(text, shape) {
             Some((args, id)) => (args, id, shape.inner_commas),
             None => {
                 let (args, id) = object_shape(text)?;
-                return classify(args, id, |args| event_name(args, max_args));
+                return classify(args, id, |args| event_name(args, max_args)).map(|m| (m, None));
             }
         },
         _ => return Err(MessageError("message is neither an array nor an object")),
     };
-    classify(args, id, |args| {
+    let m = classify(args, id, |args| {
         let name = first_string(args)?;
         if count > max_args {
             return Err(MessageError("too many arguments: an event has more arguments than maxArgs"));
         }
         Ok(name)
-    })
+    })?;
+    Ok((m, Some(count + 1)))
 }
 
 /// The `args` and `id` of an object-shaped message, by serde_json.

@@ -98,14 +98,14 @@ impl Link {
                 // The events of every message received, their texts lent.
                 let ev = match polled {
                     Polled::Event(ev) => ev,
-                    Polled::Message(args) => {
+                    Polled::Message(args, argc) => {
                         if let Some(run) = acked.take() {
                             run.deliver(&self.env.delivery);
                         }
                         messages += 1;
                         match &mut received {
-                            Some(r) => r.message(args),
-                            None => received = Some(self.received(args)),
+                            Some(r) => r.message(args, argc),
+                            None => received = Some(self.received(args, argc)),
                         }
                         continue;
                     }
@@ -246,12 +246,12 @@ impl Link {
 
     /// Starts a run of received messages (`Received`) with the message
     /// `args`; under the peer lock.
-    fn received(&self, args: &str) -> Received<'_> {
+    fn received(&self, args: &str, argc: Option<usize>) -> Received<'_> {
         // `deferred`, then the delivery buffer: the order of `release_acks`
         // (which never holds the buffer) and of the leaf lock last.
         let deferred = lock(&self.deferred);
         let mut entries = self.env.delivery.entries();
-        open_run(&mut entries, self.handle, args);
+        open_run(&mut entries, self.handle, args, argc);
         Received { deferred, entries, handle: self.handle, last_gen: &self.last_gen }
     }
 
@@ -317,11 +317,13 @@ fn write_entry(b: &mut String, handle: u32, kind: Kind, body: impl FnOnce(&mut S
     b.push(']');
 }
 
-/// A run of received messages, as one entry `[handle, MESSAGE, args, args,
-/// ...]`, and the acks due for them, added under one lock of the delivery
-/// buffer and one of the deferred acks instead of one of each per message
-/// (and one entry, which the application parses with one array less per
-/// message and dispatches in one loop). A run starts with a
+/// A run of received messages, as one entry `[handle, MESSAGES, n, name,
+/// ...args, n, name, ...]` (`Kind::Messages`), and the acks due for them,
+/// added under one lock of the delivery buffer and one of the deferred acks
+/// instead of one of each per message (and one entry, which the
+/// application parses with no array per message and dispatches in one
+/// loop). An entry ends where the buffer's segment does, and the run goes
+/// on in a new one. A run starts with a
 /// message, so every ack in it is tagged with the run's batch generation,
 /// the generation of the messages before it, as `defer_ack` would tag it.
 /// Dropping it records that generation (`last_gen`), lets the locks go and
@@ -337,14 +339,14 @@ struct Received<'a> {
 impl Received<'_> {
     /// One more message of the run: in its entry, or in a new entry of the
     /// next segment once the delivery buffer's segment is full.
-    fn message(&mut self, args: &str) {
+    fn message(&mut self, args: &str, argc: Option<usize>) {
         if self.entries.segment_full() {
             self.entries.extend(|b| b.push(']'));
-            open_run(&mut self.entries, self.handle, args);
+            open_run(&mut self.entries, self.handle, args, argc);
         } else {
             self.entries.extend(|b| {
                 b.push(',');
-                b.push_str(args);
+                write_run_element(b, args, argc);
             });
         }
     }
@@ -361,13 +363,30 @@ impl Drop for Received<'_> {
     }
 }
 
-/// Starts the entry `[handle, MESSAGE, args` of a run, left open for more
-/// messages; `Received` closes it.
-fn open_run(entries: &mut Entries<'_>, handle: u32, args: &str) {
+/// Starts the entry `[handle, MESSAGES, ...` of a run with its first
+/// message, left open for more; `Received` closes it.
+fn open_run(entries: &mut Entries<'_>, handle: u32, args: &str, argc: Option<usize>) {
     entries.push(|b| {
-        write_entry(b, handle, Kind::Message, |b| b.push_str(args));
+        write_entry(b, handle, Kind::Messages, |b| write_run_element(b, args, argc));
         b.pop();
     });
+}
+
+/// One message of a `MESSAGES` entry: `3,"e",1,"x"` for `["e",1,"x"]` of
+/// 3 counted elements, or `0,["e",1,"x"]` uncounted.
+fn write_run_element(b: &mut String, args: &str, argc: Option<usize>) {
+    let mut digits = itoa::Buffer::new();
+    match (argc, args.strip_prefix('[').and_then(|a| a.strip_suffix(']'))) {
+        (Some(n), Some(elements)) => {
+            b.push_str(digits.format(n));
+            b.push(',');
+            b.push_str(elements);
+        }
+        _ => {
+            b.push_str("0,");
+            b.push_str(args);
+        }
+    }
 }
 
 /// Send callbacks of one handle settled by acks, sequence numbers `from`

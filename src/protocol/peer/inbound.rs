@@ -53,12 +53,12 @@ impl Peer {
     }
 
     fn handle_message(&mut self, text: &str, shape: Shape, now: Instant) -> Result<(), MessageError> {
-        let (name, args, id) = match message::parse_framed(text, shape, self.config.max_args)? {
-            Incoming::Ack { id } => {
+        let (name, args, id, argc) = match message::parse_framed_counted(text, shape, self.config.max_args)? {
+            (Incoming::Ack { id }, _) => {
                 self.on_ack(&id);
                 return Ok(());
             }
-            Incoming::Event { name, args, id } => (name, args, id),
+            (Incoming::Event { name, args, id }, argc) => (name, args, id, argc),
         };
         let Some(id) = id else {
             // Array-shaped and without an id, as no application event of a
@@ -70,7 +70,7 @@ impl Peer {
                 self.on_ack_through(id);
                 return Ok(());
             }
-            return self.dispatch(&name, args, now).map(drop);
+            return self.dispatch(&name, args, argc, now).map(drop);
         };
         if self.negotiated.extended() && message::decode_string(id).is_some_and(|id| self.is_duplicate(&id)) {
             // Taken before; the ack that follows it may have been lost. Its
@@ -80,7 +80,7 @@ impl Peer {
             self.ack(id, true, true);
             return Ok(());
         }
-        let delivered = self.dispatch(&name, args, now)?;
+        let delivered = self.dispatch(&name, args, argc, now)?;
         self.ack(id, delivered, false);
         Ok(())
     }
@@ -170,7 +170,8 @@ impl Peer {
     }
 
     /// Acts on one event; returns whether it went to the application.
-    fn dispatch(&mut self, name: &str, args: &str, now: Instant) -> Result<bool, MessageError> {
+    /// `argc`: the elements of `args`, if the parser counted them.
+    fn dispatch(&mut self, name: &str, args: &str, argc: Option<usize>, now: Instant) -> Result<bool, MessageError> {
         let extended = self.negotiated.extended();
         match (name, self.role) {
             (HEARTBEAT, _) if extended => {}
@@ -209,7 +210,8 @@ impl Peer {
                 self.session_replaced();
                 self.resume_secret = None;
                 self.close_requested = true;
-                self.events.push_message(args);
+                // Uncounted: the client's own handling of it takes the array.
+                self.events.push_message(args, None);
                 return Ok(true);
             }
             // Only the server invalidates; a lifecycle name never comes from
@@ -229,7 +231,7 @@ impl Peer {
                 return Ok(true);
             }
             _ => {
-                self.events.push_message(args);
+                self.events.push_message(args, argc);
                 return Ok(true);
             }
         }

@@ -10,8 +10,9 @@ use std::collections::VecDeque;
 /// An event for the driver, its text borrowed from the peer's queue.
 #[derive(Debug, PartialEq)]
 pub enum Polled<'a> {
-    /// [`Event::Message`]: the raw JSON of the argument array, name first.
-    Message(&'a str),
+    /// [`Event::Message`]: the raw JSON of the argument array, name first,
+    /// and its number of elements if the parser counted them.
+    Message(&'a str, Option<usize>),
     /// [`Event::AckDue`]: the message id's raw JSON string literal.
     AckDue {
         /// The message id's raw JSON string literal.
@@ -25,8 +26,9 @@ pub enum Polled<'a> {
 
 enum Queued {
     Event(Event),
-    /// The next this many bytes of `text`.
-    Message(usize),
+    /// The next this many bytes of `text`, and the elements they hold
+    /// (0: not counted).
+    Message(usize, usize),
     /// The next this many bytes of `text`, and whether of a duplicate.
     AckDue(usize, bool),
 }
@@ -58,11 +60,11 @@ impl Events {
         self.buffers().queue.extend(evs.into_iter().map(Queued::Event));
     }
 
-    /// An `Event::Message` with this text.
-    pub(super) fn push_message(&mut self, args: &str) {
+    /// An `Event::Message` with this text, of `argc` elements if counted.
+    pub(super) fn push_message(&mut self, args: &str, argc: Option<usize>) {
         let b = self.buffers();
         b.push_text(args);
-        b.queue.push_back(Queued::Message(args.len()));
+        b.queue.push_back(Queued::Message(args.len(), argc.unwrap_or(0)));
     }
 
     /// An `Event::AckDue` for this id.
@@ -101,16 +103,16 @@ impl Buffers {
     }
 
     fn pop(&mut self) -> Option<Polled<'_>> {
-        let (len, ack) = match self.queue.pop_front()? {
+        let (len, ack, argc) = match self.queue.pop_front()? {
             Queued::Event(ev) => return Some(Polled::Event(ev)),
-            Queued::Message(len) => (len, None),
-            Queued::AckDue(len, duplicate) => (len, Some(duplicate)),
+            Queued::Message(len, argc) => (len, None, argc),
+            Queued::AckDue(len, duplicate) => (len, Some(duplicate), 0),
         };
         let start = self.read;
         self.read += len;
         let text = &self.text[start..self.read];
         Some(match ack {
-            None => Polled::Message(text),
+            None => Polled::Message(text, (argc > 0).then_some(argc)),
             Some(duplicate) => Polled::AckDue { id: text, duplicate },
         })
     }
@@ -133,7 +135,7 @@ impl Peer {
     /// What happened, for the driver to act on, oldest first.
     pub fn poll_event(&mut self) -> Option<Event> {
         Some(match self.events.pop()? {
-            Polled::Message(args) => Event::Message(args.to_owned()),
+            Polled::Message(args, _) => Event::Message(args.to_owned()),
             Polled::AckDue { id, duplicate } => Event::AckDue { id: id.to_owned(), duplicate },
             Polled::Event(ev) => ev,
         })
@@ -160,14 +162,14 @@ mod tests {
     #[test]
     fn texts_come_out_in_order_and_the_buffer_restarts_when_drained() {
         let mut q = Events::default();
-        q.push_message("[\"a\"]");
+        q.push_message("[\"a\"]", Some(1));
         q.push_back(Event::SaveSession);
         q.push_ack_due("\"x-1\"", true);
-        assert_eq!(q.pop(), Some(Polled::Message("[\"a\"]")));
+        assert_eq!(q.pop(), Some(Polled::Message("[\"a\"]", Some(1))));
         assert_eq!(q.pop(), Some(Polled::Event(Event::SaveSession)));
-        q.push_message("[\"b\"]");
+        q.push_message("[\"b\"]", None);
         assert_eq!(q.pop(), Some(Polled::AckDue { id: "\"x-1\"", duplicate: true }));
-        assert_eq!(q.pop(), Some(Polled::Message("[\"b\"]")));
+        assert_eq!(q.pop(), Some(Polled::Message("[\"b\"]", None)));
         assert_eq!(q.pop(), None);
         q.push_ack_due("\"y\"", false);
         assert_eq!(q.0.as_ref().unwrap().text, "\"y\"", "drained text is dropped on the next push");
@@ -181,9 +183,9 @@ mod tests {
         assert_eq!(q.pop(), None);
         // Released, it queues again.
         q.push_back(Event::SaveSession);
-        q.push_message("[\"c\"]");
+        q.push_message("[\"c\"]", Some(1));
         assert_eq!(q.pop(), Some(Polled::Event(Event::SaveSession)));
-        assert_eq!(q.pop(), Some(Polled::Message("[\"c\"]")));
+        assert_eq!(q.pop(), Some(Polled::Message("[\"c\"]", Some(1))));
         assert_eq!(q.pop(), None);
     }
 }
