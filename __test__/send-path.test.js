@@ -477,4 +477,25 @@ describe('flat argument arrays to JSON', () => {
       }
     }
   })
+
+  it('starts a send\'s line with the last safe name\'s remembered head only for that name, that tag and a number after it', () => {
+    // The heads ('\ne["name",', '\nA["name",') are taken for a name and
+    // tag alike the last, then a number: every tag, every name before and
+    // after, each kind of second argument, two and three arguments.
+    const names = ['e', 'f', 'e"', '', 'x'.repeat(300), 'e']
+    const seconds = [1, -0, 0.5, NaN, -Infinity, 1e21, 'e', 's', true, null, {}]
+    for (const prefix of ['\ne', '\nA', '\na7', '\nd3', '']) {
+      for (const name of names) {
+        for (const second of seconds) {
+          for (const third of ['t', 2, [3]]) {
+            for (const args of [[name, second], [name, second, third]]) {
+              const line = flatJson3(prefix, args.length, ...args)
+              const flat = args.every((v) => v === null || typeof v !== 'object') && !/"/.test(name) && !(typeof second === 'string' && /"/.test(second))
+              assert.equal(line, flat ? prefix + JSON.stringify(args) : undefined, `${JSON.stringify(prefix)} ${JSON.stringify(args)}`)
+            }
+          }
+        }
+      }
+    }
+  })
 })
