@@ -120,7 +120,7 @@ impl Numbering {
 
     /// The number of an `A` line: the one after the last; an error with
     /// none before it.
-    pub fn next(&mut self) -> Result<u64, LineError> {
+    pub fn implicit(&mut self) -> Result<u64, LineError> {
         let seq = self.last.and_then(|s| s.checked_add(1)).ok_or(LineError::NoPreviousSeq)?;
         Ok(self.explicit(seq))
     }
@@ -167,7 +167,7 @@ mod tests {
         let mut numbering = Numbering::default();
         let seq_of = |line| match parse_line(line).unwrap() {
             Line::Acked { seq, .. } | Line::Durable { seq, .. } => Ok(Some(numbering.explicit(seq))),
-            Line::AckedNext(_) => numbering.next().map(Some),
+            Line::AckedNext(_) => numbering.implicit().map(Some),
             _ => Ok(None),
         };
         batch.split('\n').map(seq_of).collect()
@@ -195,8 +195,8 @@ mod tests {
         assert_eq!(numbers("a18446744073709551615[1]\nA[2]"), [Ok(Some(u64::MAX)), Err(LineError::NoPreviousSeq)]);
         // A refused `A` leaves the count where it was.
         let mut numbering = Numbering::default();
-        assert_eq!(numbering.next(), Err(LineError::NoPreviousSeq));
+        assert_eq!(numbering.implicit(), Err(LineError::NoPreviousSeq));
         assert_eq!(numbering.explicit(0), 0);
-        assert_eq!(numbering.next(), Ok(1));
+        assert_eq!(numbering.implicit(), Ok(1));
     }
 }

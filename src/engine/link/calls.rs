@@ -95,7 +95,7 @@ impl Link {
                 Ok(match line {
                     Line::Event(args) => Write::Event { args, notify: None },
                     Line::Acked { seq, args } => Write::Event { args, notify: Some((caller, numbering.explicit(seq))) },
-                    Line::AckedNext(args) => Write::Event { args, notify: Some((caller, numbering.next()?)) },
+                    Line::AckedNext(args) => Write::Event { args, notify: Some((caller, numbering.implicit()?)) },
                     Line::Durable { seq, args } => Write::Durable { args, notify: (caller, numbering.explicit(seq)) },
                     Line::Set(args) => Write::Set(args),
                     Line::Raw(json) => Write::Raw(json),
