@@ -222,7 +222,10 @@ describe('send() and its lines', () => {
     for (let i = 0; i < 100000; i++) client.send('n', i, () => acked++)
     // The wire form adds at most 64 bytes (lib/options.js, checkLimits): JSON
     // of 136 bytes fits 200, 137 does not. `["e","<s>"]` is s + 8 bytes,
-    // `["o",{"s":"<s>"}]` (not flat: JSON.stringify's) s + 14.
+    // `["o",{"s":"<s>"}]` (not flat: JSON.stringify's) s + 14. After a
+    // flush the next numbered line has its number (`a100000`), the ones
+    // after it in the batch not (`A`): neither counts.
+    client._flush()
     client.send('e', 'x'.repeat(128), () => acked++)
     client.send('e', 'x'.repeat(128))
     client.send('o', { s: 'x'.repeat(122) }, () => acked++)
@@ -231,6 +234,125 @@ describe('send() and its lines', () => {
     assert.throws(() => client.send('o', { s: 'x'.repeat(123) }, () => acked++), /maxMessageSize/)
     await waitUntil(() => acked === 100002 && got.length === 3, 20000, 'the events that fit')
     assert.deepEqual(got, [128, 128, 122])
+  })
+
+  it('numbers the callbacks of interleaved emitters, lines and sends made inside toJSON (implicit numbers)', { timeout: 30000 }, async (t) => {
+    const got = { a: [], b: [] }
+    const server = U.createServer((conn) => {
+      conn.once('who', (name) => {
+        conn.on('e', (i) => got[name].push(i))
+        conn.on('o', (o) => got[name].push(o))
+      })
+    })
+    await new Promise((resolve) => server.listen(0, HOST, resolve))
+    const a = U.createClient(server.address().port, HOST)
+    const b = U.createClient(server.address().port, HOST)
+    t.after(() => new Promise((resolve) => { a.disconnect(); b.disconnect(); server.close(resolve) }))
+    a.send('who', 'a')
+    b.send('who', 'b')
+    await waitUntil(() => a.ready && b.ready, 5000, 'the handshakes')
+    await delay(50)
+    // What crosses to Rust, to see which lines it numbered how.
+    const { native } = require('../lib/native')
+    const write = native.write
+    const texts = []
+    native.write = (h, text) => { texts.push(text); return write(h, text) }
+    t.after(() => { native.write = write })
+    const acked = { a: [], b: [] }
+    const expected = { a: [], b: [] }
+    const withCb = { a: [], b: [] }
+    const send = (client, name, i, cb) => {
+      expected[name].push(i)
+      if (!cb) return client.send('e', i)
+      withCb[name].push(i)
+      client.send('e', i, (err) => acked[name].push(err || i))
+    }
+    // One tick: the outbox's segments change emitter every few lines, a
+    // numbered line follows unnumbered ones and sets, and a send runs inside
+    // another's JSON.stringify (its line goes first, with the number before).
+    let i = 0
+    for (let round = 0; round < 300; round++) {
+      send(a, 'a', i++, true)
+      send(a, 'a', i++, round % 3 === 0)
+      if (round % 5 === 0) a.set('k', round)
+      send(a, 'a', i++, true)
+      if (round % 2 === 0) send(b, 'b', i++, round % 4 === 0)
+      if (round % 7 === 0) {
+        const inner = i++
+        const outer = i++
+        a.send('o', { toJSON () { send(a, 'a', inner, true); return { v: outer } } }, (err) => acked.a.push(err || outer))
+        expected.a.push({ v: outer })
+        withCb.a.push(outer)
+      }
+      if (round % 11 === 0) a._flush()
+    }
+    await waitUntil(() => got.a.length === expected.a.length && got.b.length === expected.b.length, 10000, 'every event')
+    assert.deepEqual(got, expected)
+    // Each callback once, in the order of the sends.
+    await waitUntil(() => acked.a.length === withCb.a.length && acked.b.length === withCb.b.length, 10000, 'every ack')
+    assert.deepEqual(acked, withCb)
+    assert.equal(a._acks.size + b._acks.size, 0)
+    const lines = texts.join('').split('\n')
+    assert.ok(lines.filter((l) => l.startsWith('A')).length > 500, 'most numbers implicit')
+    assert.ok(lines.filter((l) => /^a\d/.test(l)).length > 100, 'the first of each batch explicit')
+  })
+
+  it('numbers the callbacks of sends made before connect() and across a reconnection', { timeout: 30000 }, async (t) => {
+    const got = []
+    const conns = []
+    const server = U.createServer((conn) => { conns.push(conn); conn.on('e', (i) => got.push(i)) })
+    await new Promise((resolve) => server.listen(0, HOST, resolve))
+    const client = new U.Client()
+    t.after(() => new Promise((resolve) => { client.disconnect(); server.close(resolve) }))
+    const acked = []
+    let i = 0
+    const burst = (n) => {
+      for (let k = 0; k < n; k++) {
+        const v = i++
+        if (v % 4 === 1) client.send('e', v)
+        else client.send('e', v, (err) => acked.push(err || v))
+      }
+    }
+    burst(500)
+    client.connect(server.address().port, HOST)
+    burst(500)
+    await waitUntil(() => client.ready && got.length === 1000, 10000, 'the sends before and right after connect()')
+    const sid = client.get('sessionID')
+    burst(300)
+    client.reconnect()
+    burst(300)
+    await waitUntil(() => conns.length === 2 && got.length === 1600, 10000, 'the sends around reconnect()')
+    assert.equal(client.get('sessionID'), sid, 'the session was resumed')
+    burst(300)
+    await waitUntil(() => got.length === 1900 && client._acks.size === 0, 10000, 'every ack')
+    const all = Array.from({ length: 1900 }, (_, v) => v)
+    assert.deepEqual(got, all)
+    assert.deepEqual(acked, all.filter((v) => v % 4 !== 1))
+  })
+
+  it('fails the callbacks of every line of a batch on a connection gone for good, numbered or not', { timeout: 30000 }, async (t) => {
+    const r = useResources(t)
+    const srv = await r.startServer('ours', { options: { resumeWindow: 50 } })
+    const client = r.createClient('ours', srv.port, HOST)
+    const { conn } = await srv.waitConnection(0)
+    const errors = []
+    conn.on('error', (err) => errors.push(err))
+    const gone = waitFor(conn, 'disconnect')
+    client.disconnect()
+    await gone
+    await delay(400) // past the resume window: the session's state is released
+    // One batch: `a<n>`, then `A` lines between lines without a number.
+    const failed = []
+    for (let i = 0; i < 20; i++) {
+      if (i % 3 === 0) conn.send('x', i)
+      else conn.send('x', i, (err) => failed.push([i, err && err.code]))
+      if (i % 5 === 0) conn.set('k', i)
+    }
+    await waitUntil(() => failed.length === 13, 5000, 'the callbacks')
+    assert.deepEqual(failed, Array.from({ length: 20 }, (_, i) => i).filter((i) => i % 3 !== 0).map((i) => [i, 'ERR_UHURA_CLOSED']))
+    await waitUntil(() => errors.length === 1, 5000, 'one error event for the lines without a callback')
+    assert.equal(errors[0].code, 'ERR_UHURA_CLOSED')
+    assert.equal(conn._acks.size, 0)
   })
 
   it('fails the callback of a send on a connection gone for good, with no error event for it', { timeout: 30000 }, async (t) => {
@@ -384,6 +506,27 @@ describe('flat argument arrays to JSON', () => {
             const line = flatJson3('\na12', args.length, args[0], args[1], args[2])
             assert.equal(line, flatJson(args, '\na12'))
             if (line !== undefined) assert.equal(line, '\na12' + JSON.stringify(args))
+          }
+        }
+      }
+    }
+  })
+
+  it('starts a send\'s line with the last safe name\'s remembered head only for that name, that tag and a number after it', () => {
+    // The heads ('\ne["name",', '\nA["name",') are taken for a name and
+    // tag alike the last, then a number: every tag, every name before and
+    // after, each kind of second argument, two and three arguments.
+    const names = ['e', 'f', 'e"', '', 'x'.repeat(300), 'e']
+    const seconds = [1, -0, 0.5, NaN, -Infinity, 1e21, 'e', 's', true, null, {}]
+    for (const prefix of ['\ne', '\nA', '\na7', '\nd3', '']) {
+      for (const name of names) {
+        for (const second of seconds) {
+          for (const third of ['t', 2, [3]]) {
+            for (const args of [[name, second], [name, second, third]]) {
+              const line = flatJson3(prefix, args.length, ...args)
+              const flat = args.every((v) => v === null || typeof v !== 'object') && !/"/.test(name) && !(typeof second === 'string' && /"/.test(second))
+              assert.equal(line, flat ? prefix + JSON.stringify(args) : undefined, `${JSON.stringify(prefix)} ${JSON.stringify(args)}`)
+            }
           }
         }
       }

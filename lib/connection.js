@@ -6,7 +6,7 @@ const { EventEmitter } = require('events')
 const util = require('util')
 const Socket = require('./socket')
 const Acks = require('./acks')
-const { native, handles, enqueue, flushOutbox, whenBatchHandled, keepAlive, makeError } = require('./native')
+const { native, handles, enqueue, nextSeqImplicit, flushOutbox, whenBatchHandled, keepAlive, makeError } = require('./native')
 const { flatJson, flatJson3, toJson, describe, nonNegative, DEFAULT_LIMITS, checkLimits } = require('./options')
 const defaults = require('./defaults')
 
@@ -184,12 +184,12 @@ SendEmitter.prototype.send = function () {
     // JSON is made after its tag and sequence number rather than joined to
     // them. A flat argument list runs no code of the caller's, so the
     // sequence number is still the next one after it.
-    const prefix = cb !== null ? '\na' + this._seq : '\ne'
+    const prefix = cb === null ? '\ne' : nextSeqImplicit(this) ? '\nA' : '\na' + this._seq
     const line = count <= 3 ? flatJson3(prefix, count, event, arguments[1], arguments[2]) : undefined
     if (line !== undefined) {
       checkLimits(this._limits, line, count - 1, sendNameLabel, event, prefix.length)
       if (cb !== null) this._waitingAcks().add(this._seq++, cb)
-      this._push(line)
+      enqueue(this, line, cb !== null)
       return
     }
   }
@@ -211,18 +211,23 @@ SendEmitter.prototype._sendArgs = function (args) {
     this._pushDurable(json, (err) => cb(err || null, 'persisted'), (err) => cb(err || null, 'acked'))
     return
   }
-  let prefix = cb ? '\na' + this._seq : '\ne'
+  let prefix = seqPrefix(this, cb)
   let line = flatJson(args, prefix)
   if (line === undefined) {
     // JSON.stringify may run code of the caller's (toJSON), a send among
     // it: the line is put together after it, with the sequence number then next.
     const json = toJson(args, sendLabel)
-    prefix = cb ? '\na' + this._seq : '\ne'
+    prefix = seqPrefix(this, cb)
     line = prefix + json
   }
   checkLimits(this._limits, line, args.length - 1, sendLabel, args, prefix.length)
   if (cb) this._waitingAcks().add(this._seq++, cb)
-  this._push(line)
+  enqueue(this, line, !!cb)
+}
+
+/** The tag of a send's line, with its sequence number when it has a callback (src/engine/lines.rs). */
+function seqPrefix (emitter, cb) {
+  return !cb ? '\ne' : nextSeqImplicit(emitter) ? '\nA' : '\na' + emitter._seq
 }
 
 /**
@@ -274,7 +279,7 @@ SendEmitter.prototype._pushDurable = function (json, onPersisted, onAcked) {
     if (persisted) onAcked(err)
     else ackedFirst = { err }
   })
-  this._push('\nd' + seq + json)
+  enqueue(this, '\nd' + seq + json, true)
 }
 
 /** The PERSISTED entry of a durable send: in the store, or not (`info`). */
@@ -366,10 +371,17 @@ SendEmitter.prototype._write = function (text) {
     err.code = 'ERR_UHURA_CLOSED'
     let unreported = false
     // JSON.stringify never writes a raw newline: a '\n' always ends a line.
+    let seq = NaN
     for (const line of text.split('\n')) {
       if (line === '') continue
       const tag = line.charCodeAt(0)
-      const seq = tag === 97 || tag === 100 ? parseInt(line.slice(1), 10) : NaN // 'a<seq>…', 'd<seq>…'
+      // 'a<seq>…', 'd<seq>…', 'A…' (the number after the last one).
+      if (tag === 97 || tag === 100) seq = parseInt(line.slice(1), 10)
+      else if (tag === 65) seq++
+      else {
+        unreported = true
+        continue
+      }
       const cb = this._acks.take(seq)
       if (cb === undefined) {
         unreported = true

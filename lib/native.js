@@ -45,6 +45,11 @@ let outboxChars = 0
 // the outbox then waits for the end of the tick, as it always did.
 let outboxUnbound = false
 let flushing = false
+// The emitter whose segment is the outbox's last and holds a line with a
+// sequence number (`a`, `A`, `d`): its next numbered line may be `A`, the
+// number after that one (src/engine/lines.rs), as its numbers are
+// consecutive. Null when no segment qualifies.
+let numbered = null
 
 // A flush once the outbox holds this much, not only at the end of the tick:
 // a synchronous loop of sends otherwise puts nothing on the wire until it
@@ -73,6 +78,7 @@ function flushOutbox () {
   outboxLines = 0
   outboxChars = 0
   outboxUnbound = false
+  numbered = null
   // Sends made while a segment is written (an 'error' listener's) wait for
   // the next flush, behind the segments of this one.
   flushing = true
@@ -87,18 +93,21 @@ function flushOutbox () {
 /**
  * Queues one line of `emitter`'s sends, `\n` first (the end of the line
  * before it, if any); flushed (in call order) at the end
- * of the tick, or as soon as the outbox is full. Early flushes are safe
+ * of the tick, or as soon as the outbox is full. `hasSeq`: the line has a
+ * sequence number (see `nextSeqImplicit`). Early flushes are safe
  * inside a batch's dispatch too: Rust corks this thread's writes until
  * eventsHandled (src/engine/cork.rs), so a reply still leaves ahead of, and
  * together with, the acks of the events it answers.
  */
-function enqueue (emitter, line) {
+function enqueue (emitter, line, hasSeq) {
   const last = outbox[outbox.length - 1]
   if (last !== undefined && last.emitter === emitter) last.text += line
   else {
     outbox.push({ emitter, text: line })
+    numbered = null
     if (emitter._h === 0) outboxUnbound = true
   }
+  if (hasSeq) numbered = emitter
   outboxChars += line.length
   if ((++outboxLines >= flushLines || outboxChars >= FLUSH_CHARS) && !outboxUnbound && !flushing) {
     flushLines = flushLines < FLUSH_LINES ? flushLines * 2 : FLUSH_LINES
@@ -107,6 +116,16 @@ function enqueue (emitter, line) {
     outboxScheduled = true
     queueMicrotask(flushAtTickEnd)
   }
+}
+
+/**
+ * Whether `emitter`'s next numbered line, queued before anything else is,
+ * may leave its number implicit (`A`): it goes in the same write as a line
+ * with the number before it. A send then makes no decimal text of its
+ * number and one string piece less (bench/README.md, "The crossing of a batch").
+ */
+function nextSeqImplicit (emitter) {
+  return numbered === emitter
 }
 
 /** The end of a run of sends: what is left goes, and the next run starts with a small flush. */
@@ -360,4 +379,4 @@ function makeError (info) {
   return err
 }
 
-module.exports = { native, handles, acceptedBy, enqueue, flushOutbox, whenBatchHandled, keepAlive, releaseOnCollect, releaseServerOnCollect, makeError }
+module.exports = { native, handles, acceptedBy, enqueue, nextSeqImplicit, flushOutbox, whenBatchHandled, keepAlive, releaseOnCollect, releaseServerOnCollect, makeError }

@@ -6,9 +6,16 @@
 //! |---|---|
 //! | `e<json>` | `send` without a callback: `<json>` is the argument array, name first |
 //! | `a<seq><json>` | `send` with a callback: `<seq>` is the emitter's decimal sequence number for it |
+//! | `A<json>` | as `a`, its sequence number one more than the line's before it with one (`a`, `A` or `d`) in the same batch |
 //! | `d<seq><json>` | a durable `send`: as `a`, and `<seq>` also hears when the event is in the store |
 //! | `s<json>` | `set(...)`: the JSON array of its arguments |
 //! | `r<json>` | `_send(data)`: one whole message, framed as is |
+//!
+//! `A` is what `index.js` writes for every numbered send after the first of
+//! a batch (the numbers of one emitter's sends are consecutive): the number
+//! then costs JavaScript no decimal text and no string piece per send
+//! (bench/README.md, "The crossing of a batch"). [`parse_line`] decodes one
+//! line alone; [`Numbering`] gives `A` lines their number.
 //!
 //! The JSON after the tag is passed on as text; JavaScript's `JSON.stringify`
 //! never writes a raw newline, so it cannot split a line. Empty lines are
@@ -28,6 +35,9 @@ pub enum Line<'a> {
         /// The event's argument array, name first.
         args: &'a str,
     },
+    /// `A<json>`: as `Acked`, with the number after the one of the batch's
+    /// numbered line before it ([`Numbering`]).
+    AckedNext(&'a str),
     /// `d<seq><json>`: a durable send (its callback also hears when the
     /// event reached the store).
     Durable {
@@ -51,6 +61,8 @@ pub enum LineError {
     MalformedSeq,
     /// The line starts with a character that is no tag.
     UnknownTag(char),
+    /// `A` with no numbered line before it in its batch, or after `u64::MAX`.
+    NoPreviousSeq,
 }
 
 impl fmt::Display for LineError {
@@ -59,6 +71,7 @@ impl fmt::Display for LineError {
             LineError::Empty => f.write_str("empty write line"),
             LineError::MalformedSeq => f.write_str("malformed ack sequence number"),
             LineError::UnknownTag(c) => write!(f, "unknown write tag {c:?}"),
+            LineError::NoPreviousSeq => f.write_str("implicit ack sequence number with no number before it"),
         }
     }
 }
@@ -78,6 +91,7 @@ pub fn parse_line(line: &str) -> Result<Line<'_>, LineError> {
     let body = &line[first.len_utf8()..];
     match first {
         'e' => Ok(Line::Event(body)),
+        'A' => Ok(Line::AckedNext(body)),
         'a' | 'd' => {
             let digits = body.bytes().take_while(u8::is_ascii_digit).count();
             let seq = body[..digits].parse::<u64>().map_err(|_| LineError::MalformedSeq)?;
@@ -90,12 +104,35 @@ pub fn parse_line(line: &str) -> Result<Line<'_>, LineError> {
     }
 }
 
+/// The sequence numbers of one batch's lines, in order: `A` takes the one
+/// after the last line with one.
+#[derive(Debug, Default)]
+pub struct Numbering {
+    last: Option<u64>,
+}
+
+impl Numbering {
+    /// Records the number of an `a` or `d` line; returns it.
+    pub fn explicit(&mut self, seq: u64) -> u64 {
+        self.last = Some(seq);
+        seq
+    }
+
+    /// The number of an `A` line: the one after the last; an error with
+    /// none before it.
+    pub fn implicit(&mut self) -> Result<u64, LineError> {
+        let seq = self.last.and_then(|s| s.checked_add(1)).ok_or(LineError::NoPreviousSeq)?;
+        Ok(self.explicit(seq))
+    }
+}
+
 /// Formats the line back, as `index.js` writes it.
 impl fmt::Display for Line<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Line::Event(args) => write!(f, "e{args}"),
             Line::Acked { seq, args } => write!(f, "a{seq}{args}"),
+            Line::AckedNext(args) => write!(f, "A{args}"),
             Line::Durable { seq, args } => write!(f, "d{seq}{args}"),
             Line::Set(args) => write!(f, "s{args}"),
             Line::Raw(json) => write!(f, "r{json}"),
@@ -121,5 +158,45 @@ mod tests {
         assert_eq!(parse_line("x[]"), Err(LineError::UnknownTag('x')));
         assert_eq!(parse_line("é[]"), Err(LineError::UnknownTag('é')));
         assert_eq!(parse_line("a007[]").unwrap().to_string(), "a7[]");
+        assert_eq!(parse_line(r#"A["x"]"#), Ok(Line::AckedNext(r#"["x"]"#)));
+        assert_eq!(parse_line("A").unwrap().to_string(), "A");
+    }
+
+    /// The numbers of a batch's lines, as `write_lines` reads them.
+    fn numbers(batch: &str) -> Vec<Result<Option<u64>, LineError>> {
+        let mut numbering = Numbering::default();
+        let seq_of = |line| match parse_line(line).unwrap() {
+            Line::Acked { seq, .. } | Line::Durable { seq, .. } => Ok(Some(numbering.explicit(seq))),
+            Line::AckedNext(_) => numbering.implicit().map(Some),
+            _ => Ok(None),
+        };
+        batch.split('\n').map(seq_of).collect()
+    }
+
+    #[test]
+    fn implicit_numbers_follow_the_last_explicit_one() {
+        assert_eq!(
+            numbers("a5[1]\nA[2]\ne[3]\ns[4]\nA[5]\nd9[6]\nA[7]\nr{}\na2[8]\nA[9]"),
+            [
+                Ok(Some(5)),
+                Ok(Some(6)),
+                Ok(None),
+                Ok(None),
+                Ok(Some(7)),
+                Ok(Some(9)),
+                Ok(Some(10)),
+                Ok(None),
+                Ok(Some(2)),
+                Ok(Some(3))
+            ]
+        );
+        // No number before it in the batch, or none after it.
+        assert_eq!(numbers("e[1]\nA[2]"), [Ok(None), Err(LineError::NoPreviousSeq)]);
+        assert_eq!(numbers("a18446744073709551615[1]\nA[2]"), [Ok(Some(u64::MAX)), Err(LineError::NoPreviousSeq)]);
+        // A refused `A` leaves the count where it was.
+        let mut numbering = Numbering::default();
+        assert_eq!(numbering.implicit(), Err(LineError::NoPreviousSeq));
+        assert_eq!(numbering.explicit(0), 0);
+        assert_eq!(numbering.implicit(), Ok(1));
     }
 }

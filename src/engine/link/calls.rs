@@ -4,7 +4,7 @@
 
 use super::Link;
 use crate::engine::delivery::lock;
-use crate::engine::lines::{parse_line, Line};
+use crate::engine::lines::{parse_line, Line, Numbering};
 use crate::protocol::peer::Notify as PeerNotify;
 use std::sync::Arc;
 use std::time::Instant;
@@ -81,23 +81,27 @@ impl Link {
 
     /// Applies a batch of API calls that arrived through `caller` (this
     /// link's handle or an alias), one per line: `e<json>` send,
-    /// `a<seq><json>` send and report its fate as `seq`, `d<seq><json>`
+    /// `a<seq><json>` send and report its fate as `seq`, `A<json>` the same
+    /// with the number after the batch's last one, `d<seq><json>`
     /// the same, durable, `s<json>` set,
     /// `r<json>` one raw message. This line format is the Node binding's
     /// (index.js); it parses into `Write`s, as the Rust API builds them.
     /// Lines cannot contain newlines: JSON.stringify escapes them.
     pub(crate) fn write_lines(self: &Arc<Self>, caller: u32, lines: &str) -> Result<(), String> {
         let mut malformed = None;
-        let ops = lines.split('\n').filter(|line| !line.is_empty()).filter_map(|line| match parse_line(line) {
-            Ok(Line::Event(args)) => Some(Write::Event { args, notify: None }),
-            Ok(Line::Acked { seq, args }) => Some(Write::Event { args, notify: Some((caller, seq)) }),
-            Ok(Line::Durable { seq, args }) => Some(Write::Durable { args, notify: (caller, seq) }),
-            Ok(Line::Set(args)) => Some(Write::Set(args)),
-            Ok(Line::Raw(json)) => Some(Write::Raw(json)),
-            Err(e) => {
-                malformed = Some(e.to_string());
-                None
-            }
+        let mut numbering = Numbering::default();
+        let ops = lines.split('\n').filter(|line| !line.is_empty()).filter_map(|line| {
+            let write = parse_line(line).and_then(|line| {
+                Ok(match line {
+                    Line::Event(args) => Write::Event { args, notify: None },
+                    Line::Acked { seq, args } => Write::Event { args, notify: Some((caller, numbering.explicit(seq))) },
+                    Line::AckedNext(args) => Write::Event { args, notify: Some((caller, numbering.implicit()?)) },
+                    Line::Durable { seq, args } => Write::Durable { args, notify: (caller, numbering.explicit(seq)) },
+                    Line::Set(args) => Write::Set(args),
+                    Line::Raw(json) => Write::Raw(json),
+                })
+            });
+            write.map_err(|e| malformed = Some(e.to_string())).ok()
         });
         let result = self.write(ops);
         match malformed {
