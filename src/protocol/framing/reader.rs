@@ -391,6 +391,78 @@ impl Reader {
                 }
                 break;
             }
+            if depth >= 2 && matches!(st, State::Value | State::ValueOrEnd | State::CommaOrEnd) {
+                // The run of a message's usual tokens (string and integer values, `,`,
+                // `"key":`, closing brackets), taken with direct branches: the state
+                // dispatch below costs a hard-to-predict indirect jump per token. Each step
+                // does what the dispatch would; anything else (whitespace, literals, an
+                // opening bracket, a bad byte, the chunk's end) leaves `st` as the dispatch
+                // would have it there and goes to the dispatch.
+                loop {
+                    if st != State::CommaOrEnd {
+                        match chunk[i] {
+                            b'"' => {
+                                if depth == 2 {
+                                    self.shape.last_string = (base + i as u64 - self.msg_pos) as usize;
+                                }
+                                i += 1;
+                                self.string_is_key = false;
+                                string_body!(State::CommaOrEnd);
+                            }
+                            b'1'..=b'9' => {
+                                i += 1;
+                                i += scan_digits(&chunk[i..end]);
+                                st = State::NumInt;
+                                if i < end && !matches!(chunk[i], b'.' | b'e' | b'E') {
+                                    st = State::CommaOrEnd;
+                                }
+                            }
+                            _ => break,
+                        }
+                        if st != State::CommaOrEnd || i >= end {
+                            break;
+                        }
+                    }
+                    match chunk[i] {
+                        b',' => {
+                            i += 1;
+                            if depth == 2 {
+                                self.shape.commas += 1;
+                            } else if depth == 3 && top == b'[' {
+                                self.shape.inner_commas += 1;
+                            }
+                            if top == b'[' {
+                                st = State::Value;
+                            } else if i < end && chunk[i] == b'"' {
+                                i += 1;
+                                self.string_is_key = true;
+                                string_body!(State::Colon);
+                                if st != State::Colon || i >= end || chunk[i] != b':' {
+                                    break;
+                                }
+                                i += 1;
+                                st = State::Value;
+                            } else {
+                                st = State::Key;
+                                break;
+                            }
+                        }
+                        b @ (b']' | b'}') if b == top + 2 => {
+                            close!();
+                            if depth <= 1 {
+                                break;
+                            }
+                        }
+                        _ => break,
+                    }
+                    if i >= end {
+                        break;
+                    }
+                }
+                if i >= end {
+                    continue;
+                }
+            }
             let b = chunk[i];
             match st {
                 State::Str => {
@@ -457,10 +529,14 @@ impl Reader {
                         if b == b'[' {
                             st = State::ValueOrEnd;
                         } else if i < end && chunk[i] == b'"' {
-                            // Fast path for the usual `{"key"`.
+                            // Fast path for the usual `{"key":`.
                             i += 1;
                             self.string_is_key = true;
                             string_body!(State::Colon);
+                            if st == State::Colon && i < end && chunk[i] == b':' {
+                                i += 1;
+                                st = State::Value;
+                            }
                         } else {
                             st = State::KeyOrEnd;
                         }
