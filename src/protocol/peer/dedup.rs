@@ -66,6 +66,28 @@ fn parse_u64(s: &str) -> Option<u64> {
     Some(n)
 }
 
+impl Peer {
+    /// Whether message `id` was delivered before; if not, it is from now on.
+    pub(super) fn is_duplicate(&mut self, id: &str) -> bool {
+        let Some((sender, seq)) = parse_our_id(id) else { return false };
+        if self.seen.contains(sender, seq) {
+            return true;
+        }
+        if self.holding() {
+            let hold = self.hold.get_or_insert_default();
+            if hold.seen_before.is_none() {
+                hold.seen_before = Some(self.seen.clone());
+            }
+        }
+        self.seen.note(sender, seq);
+        if self.config.persist_delivery {
+            // Stored only once the event is the application's (see `Hold::seen_before`).
+            self.hold_or_emit(Event::Seen { sender: sender.to_owned(), seq });
+        }
+        false
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,27 +125,5 @@ mod tests {
                 assert_eq!(parse_u64(&t.to_string()), Some(t));
             }
         }
-    }
-}
-
-impl Peer {
-    /// Whether message `id` was delivered before; if not, it is from now on.
-    pub(super) fn is_duplicate(&mut self, id: &str) -> bool {
-        let Some((sender, seq)) = parse_our_id(id) else { return false };
-        if self.seen.contains(sender, seq) {
-            return true;
-        }
-        if self.holding() {
-            let hold = self.hold.get_or_insert_default();
-            if hold.seen_before.is_none() {
-                hold.seen_before = Some(self.seen.clone());
-            }
-        }
-        self.seen.note(sender, seq);
-        if self.config.persist_delivery {
-            // Stored only once the event is the application's (see `Hold::seen_before`).
-            self.hold_or_emit(Event::Seen { sender: sender.to_owned(), seq });
-        }
-        false
     }
 }
