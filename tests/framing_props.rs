@@ -5,8 +5,11 @@ use common::read_chunks;
 use proptest::prelude::*;
 use proptest::sample::Index;
 use serde::de::IgnoredAny;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
-use uhura::protocol::framing::{Reader, Writer};
+use std::collections::HashMap;
+use uhura::protocol::framing::{Framed, Reader, Writer};
+use uhura::protocol::message::{decode_framed_string, decode_string, parse_framed, parse_with_limit, Incoming};
 
 // ---- generators ----
 
@@ -44,6 +47,26 @@ fn json_message() -> impl Strategy<Value = Value> {
         prop::collection::vec((json_string(), json_value()), 0..6)
             .prop_map(|kv| Value::Object(kv.into_iter().collect::<Map<_, _>>())),
     ]
+}
+
+/// A message as our peers send it, `{"args":["<name>", ...],"id":"<id>"}`, or with an id of
+/// another type, or none.
+fn our_message() -> impl Strategy<Value = Value> {
+    let id = prop_oneof![
+        json_string().prop_map(Value::String),
+        "[0-9a-f]{12}-[0-9]{1,20}".prop_map(Value::String),
+        json_value(),
+    ];
+    (json_string(), prop::collection::vec(json_value(), 0..4), prop::option::of(id)).prop_map(|(name, rest, id)| {
+        let mut args = vec![Value::String(name)];
+        args.extend(rest);
+        let mut m = Map::new();
+        m.insert("args".to_owned(), Value::Array(args));
+        if let Some(id) = id {
+            m.insert("id".to_owned(), id);
+        }
+        Value::Object(m)
+    })
 }
 
 /// Tiny deterministic PRNG so one `u64` drives the rendering style.
@@ -363,5 +386,50 @@ proptest! {
         let theirs = trimmed.as_ref().is_ok_and(|t| t.starts_with(['[', '{']))
             && serde_json::from_slice::<IgnoredAny>(&m).is_ok();
         prop_assert_eq!(mine, theirs, "{:?} -> {:?} {:?}", String::from_utf8_lossy(&m), got, err);
+    }
+
+    /// (e) Whatever the chunking, the `Shape` of each message tells the truth about it:
+    /// whether it holds an escape or a byte >= 0x80, where its last string value
+    /// directly inside it starts; and the message parser and id decoding that rely on it
+    /// read each message as the general ones do.
+    #[test]
+    fn shapes_tell_the_truth(
+        msgs in prop::collection::vec(prop_oneof![json_message(), our_message()], 1..6),
+        seed in any::<u64>(),
+        fancy in any::<bool>(),
+        cuts in prop::collection::vec(any::<Index>(), 0..16),
+    ) {
+        let (texts, buf, _) = stream(&msgs, seed, fancy);
+        let mut r = Reader::new(usize::MAX);
+        let mut framed = Framed::default();
+        for c in chunks(&buf, &cuts) {
+            r.feed_framed(c, &mut framed).unwrap();
+        }
+        let got: Vec<_> = framed.iter().collect();
+        prop_assert_eq!(got.len(), texts.len());
+        for ((text, shape), want) in got.into_iter().zip(&texts) {
+            prop_assert_eq!(text, want.as_str());
+            prop_assert_eq!(shape.escapes, text.contains('\\'), "{}", text);
+            prop_assert_eq!(shape.non_ascii, !text.is_ascii(), "{}", text);
+            let values: Vec<&RawValue> = if text.starts_with('[') {
+                serde_json::from_str(text).unwrap()
+            } else {
+                serde_json::from_str::<HashMap<String, &RawValue>>(text).unwrap().into_values().collect()
+            };
+            let last = values
+                .iter()
+                .filter(|v| v.get().starts_with('"'))
+                .map(|v| v.get().as_ptr() as usize - text.as_ptr() as usize)
+                .max()
+                .unwrap_or(0);
+            prop_assert_eq!(shape.last_string, last, "{}", text);
+            for max_args in [0, 2, 4096] {
+                let parsed = parse_framed(text, shape, max_args);
+                prop_assert_eq!(&parsed, &parse_with_limit(text, max_args), "{}", text);
+                if let Ok(Incoming::Event { id: Some(id), .. }) = parsed {
+                    prop_assert_eq!(decode_framed_string(id, shape), decode_string(id), "{}", text);
+                }
+            }
+        }
     }
 }

@@ -7,13 +7,14 @@
 //! connection's peer does); every
 //! message is a trimmed `[...]` / `{...}` of at most the max size that appears verbatim in the
 //! stream, in order, with the same `Shape` whatever the chunking, and `message::parse_framed`
-//! reads it as `message::parse_with_limit` does; the held-over buffer never exceeds the max
+//! reads it as `message::parse_with_limit` does (and `decode_framed_string` an id as
+//! `decode_string`); the held-over buffer never exceeds the max
 //! size.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use uhura::protocol::framing::{FrameError, Framed, Reader, Shape};
-use uhura::protocol::message::{parse_framed, parse_with_limit};
+use uhura::protocol::message::{decode_framed_string, decode_string, parse_framed, parse_with_limit, Incoming};
 
 struct Run {
     msgs: Vec<(String, Shape)>,
@@ -56,7 +57,12 @@ fn check_messages(stream: &[u8], msgs: &[(String, Shape)], max: usize) {
     for (m, shape) in msgs {
         // The one-pass parse of a framed message agrees with the general one.
         for max_args in [0, 1, 3, 4096] {
-            assert_eq!(parse_framed(m, *shape, max_args), parse_with_limit(m, max_args), "{m:?} ({shape:?})");
+            let parsed = parse_framed(m, *shape, max_args);
+            assert_eq!(parsed, parse_with_limit(m, max_args), "{m:?} ({shape:?})");
+            // The id as the reader's shape lets it be read, without a look.
+            if let Ok(Incoming::Event { id: Some(id), .. }) = parsed {
+                assert_eq!(decode_framed_string(id, *shape), decode_string(id), "{m:?} ({shape:?})");
+            }
         }
         let b = m.as_bytes();
         assert!(b.len() <= max, "message of {} bytes > max {max}", b.len());

@@ -28,6 +28,13 @@ pub struct Shape {
     pub commas: usize,
     /// Commas directly inside arrays one level below that (an object message's `args`).
     pub inner_commas: usize,
+    /// Offset in the message's text of the opening quote of the last string value directly
+    /// inside the message's own array or object (an object message's `id`); 0 if none.
+    pub last_string: usize,
+    /// Whether a string in the message holds an escape (a `\`).
+    pub escapes: bool,
+    /// Whether a byte of the message is >= 0x80 (text in a string that is not ASCII).
+    pub non_ascii: bool,
 }
 
 /// The messages of one or more feeds: their texts back to back in one buffer, with where

@@ -11,10 +11,14 @@ const LO: u64 = 0x0101_0101_0101_0101;
 const HI: u64 = 0x8080_8080_8080_8080;
 
 /// Index of the first byte in `s` that ends a run of plain string content: `"`, `\` or a
-/// control character (< 0x20); `s.len()` if there is none. Eight bytes at a time.
+/// control character (< 0x20); `s.len()` if there is none. Eight bytes at a time. Also
+/// whether a byte before that index is >= 0x80 (the reader's one pass learns whether a
+/// message is all ASCII, and so needs no UTF-8 check).
 #[inline]
-pub(super) fn scan_string(s: &[u8]) -> usize {
+pub(super) fn scan_string(s: &[u8]) -> (usize, bool) {
     let mut i = 0;
+    // The bytes of the run, or-ed: bit 7 of some byte is set if one is >= 0x80.
+    let mut seen = 0u64;
     let mut words = s.chunks_exact(8);
     for w in &mut words {
         let x = u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
@@ -25,17 +29,23 @@ pub(super) fn scan_string(s: &[u8]) -> usize {
         let m = (q.wrapping_sub(LO) & !q) | (bs.wrapping_sub(LO) & !bs) | (x.wrapping_sub(LO * 0x20) & !x);
         let m = m & HI;
         if m != 0 {
-            return i + (m.trailing_zeros() / 8) as usize;
+            // Bit 8k + 7 marks byte k; only the bytes below it are the run's.
+            let bit = m.trailing_zeros();
+            seen |= x & ((1u64 << (bit - 7)) - 1);
+            return (i + (bit / 8) as usize, seen & HI != 0);
         }
+        seen |= x;
         i += 8;
     }
+    let mut high = seen & HI != 0;
     for &b in words.remainder() {
         if b == b'"' || b == b'\\' || b < 0x20 {
-            return i;
+            return (i, high);
         }
+        high |= b >= 0x80;
         i += 1;
     }
-    i
+    (i, high)
 }
 
 /// `s` starts with `p` (a short literal; avoids a `memcmp` call).
@@ -55,7 +65,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn scan_string_finds_first_special() {
+    fn scan_string_finds_first_special_and_high_bytes_before_it() {
         for len in 0..40 {
             for pos in 0..=len {
                 for special in [b'"', b'\\', 0u8, 0x1f] {
@@ -67,7 +77,25 @@ mod tests {
                     if pos < len {
                         v[pos] = special;
                     }
-                    assert_eq!(scan_string(&v), pos, "len {len} pos {pos}");
+                    let high = v[..pos].iter().any(|&b| b >= 0x80);
+                    assert_eq!(scan_string(&v), (pos, high), "len {len} pos {pos}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn scan_string_ignores_high_bytes_after_the_special_one() {
+        for len in 1..40 {
+            for pos in 0..len {
+                for high in 0..len {
+                    let mut v = vec![b'a'; len];
+                    v[high] = 0xc3;
+                    if high != pos {
+                        v[pos] = b'"';
+                    }
+                    let want = if high == pos { (len, true) } else { (pos, high < pos) };
+                    assert_eq!(scan_string(&v), want, "len {len} pos {pos} high {high}");
                 }
             }
         }

@@ -72,7 +72,9 @@ impl Peer {
             }
             return self.dispatch(&name, args, argc, now).map(drop);
         };
-        if self.negotiated.extended() && message::decode_string(id).is_some_and(|id| self.is_duplicate(&id)) {
+        if self.negotiated.extended()
+            && message::decode_framed_string(id, shape).is_some_and(|id| self.is_duplicate(&id))
+        {
             // Taken before; the ack that follows it may have been lost. Its
             // ack waits like a delivery's: the original may still be held
             // (a session loading) or queued for the application, and an ack
