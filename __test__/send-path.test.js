@@ -38,6 +38,22 @@ function holdTheSpareRing () {
   assert.equal(Acks.spareCapacity(), 0)
 }
 
+// A server's connection whose client disconnected, past the server's
+// resume window (so the session's state is released), and its errors.
+async function connectionGoneForGood (t) {
+  const r = useResources(t)
+  const srv = await r.startServer('ours', { options: { resumeWindow: 50 } })
+  const client = r.createClient('ours', srv.port, HOST)
+  const { conn } = await srv.waitConnection(0)
+  const errors = []
+  conn.on('error', (err) => errors.push(err))
+  const gone = waitFor(conn, 'disconnect')
+  client.disconnect()
+  await gone
+  await delay(400)
+  return { conn, errors }
+}
+
 describe('the outbox', () => {
   it('reaches Rust while a synchronous loop of sends runs, and every ack arrives in order', { timeout: 30000 }, async (t) => {
     const got = []
@@ -331,16 +347,7 @@ describe('send() and its lines', () => {
   })
 
   it('fails the callbacks of every line of a batch on a connection gone for good, numbered or not', { timeout: 30000 }, async (t) => {
-    const r = useResources(t)
-    const srv = await r.startServer('ours', { options: { resumeWindow: 50 } })
-    const client = r.createClient('ours', srv.port, HOST)
-    const { conn } = await srv.waitConnection(0)
-    const errors = []
-    conn.on('error', (err) => errors.push(err))
-    const gone = waitFor(conn, 'disconnect')
-    client.disconnect()
-    await gone
-    await delay(400) // past the resume window: the session's state is released
+    const { conn, errors } = await connectionGoneForGood(t)
     // One batch: `a<n>`, then `A` lines between lines without a number.
     const failed = []
     for (let i = 0; i < 20; i++) {
@@ -356,16 +363,7 @@ describe('send() and its lines', () => {
   })
 
   it('fails the callback of a send on a connection gone for good, with no error event for it', { timeout: 30000 }, async (t) => {
-    const r = useResources(t)
-    const srv = await r.startServer('ours', { options: { resumeWindow: 50 } })
-    const client = r.createClient('ours', srv.port, HOST)
-    const { conn } = await srv.waitConnection(0)
-    const errors = []
-    conn.on('error', (err) => errors.push(err))
-    const gone = waitFor(conn, 'disconnect')
-    client.disconnect()
-    await gone
-    await delay(400) // past the resume window: the session's state is released
+    const { conn, errors } = await connectionGoneForGood(t)
     const cbErrs = await Promise.all([1, 2, 3].map((i) => new Promise((resolve) => conn.send('x', i, resolve))))
     assert.deepEqual(cbErrs.map((e) => e && e.code), ['ERR_UHURA_CLOSED', 'ERR_UHURA_CLOSED', 'ERR_UHURA_CLOSED'])
     await delay(100)

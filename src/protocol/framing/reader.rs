@@ -324,6 +324,16 @@ impl Reader {
                 fail!(unexpected($b, base + i as u64, st.name()))
             };
         }
+        // A comma just passed: the separators the message parser needs (`Shape`).
+        macro_rules! count_comma {
+            () => {
+                if depth == 2 {
+                    self.shape.commas += 1;
+                } else if depth == 3 && top == b'[' {
+                    self.shape.inner_commas += 1;
+                }
+            };
+        }
         // Close the innermost container (the closing byte `chunk[i]` already checked).
         macro_rules! close {
             () => {{
@@ -426,11 +436,7 @@ impl Reader {
                     match chunk[i] {
                         b',' => {
                             i += 1;
-                            if depth == 2 {
-                                self.shape.commas += 1;
-                            } else if depth == 3 && top == b'[' {
-                                self.shape.inner_commas += 1;
-                            }
+                            count_comma!();
                             if top == b'[' {
                                 st = State::Value;
                             } else if i < end && chunk[i] == b'"' {
@@ -472,12 +478,7 @@ impl Reader {
                 State::CommaOrEnd => match b {
                     b',' => {
                         i += 1;
-                        // The separators the message parser needs (`Shape`).
-                        if depth == 2 {
-                            self.shape.commas += 1;
-                        } else if depth == 3 && top == b'[' {
-                            self.shape.inner_commas += 1;
-                        }
+                        count_comma!();
                         if top == b'[' {
                             st = State::Value;
                         } else {

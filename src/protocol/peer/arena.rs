@@ -82,10 +82,14 @@ impl Arena {
         *self = fresh;
     }
 
-    /// Bytes held (diagnostics, tests).
-    #[cfg(test)]
+    /// Bytes held.
     pub(super) fn capacity(&self) -> usize {
         self.buf.capacity()
+    }
+
+    /// Room for `bytes` more.
+    pub(super) fn reserve(&mut self, bytes: usize) {
+        self.buf.reserve(bytes);
     }
 }
 
