@@ -82,14 +82,10 @@ impl Arena {
         *self = fresh;
     }
 
-    /// Bytes held.
+    /// Bytes held (diagnostics, tests).
+    #[cfg(test)]
     pub(super) fn capacity(&self) -> usize {
         self.buf.capacity()
-    }
-
-    /// Room for `bytes` more.
-    pub(super) fn reserve(&mut self, bytes: usize) {
-        self.buf.reserve(bytes);
     }
 }
 

@@ -34,42 +34,6 @@ pub(super) struct Outbox {
     /// time, and these are some 150 bytes inline per connection. Reads of
     /// an idle outbox see `IDLE` (`Deref`); writes make the box (`DerefMut`).
     parts: Option<Box<Parts>>,
-    regrow: Regrow,
-}
-
-/// The capacities of the last burst's buffers, as powers of two, kept
-/// after the buffers are let go (two bytes, in the struct's padding): the
-/// next burst makes them at that size at once instead of doubling from
-/// nothing, whose copies and freshly faulted pages were a tenth of a
-/// sender's CPU in a burst of 10,000 events (bench/README.md, "Profile").
-#[derive(Debug, Default, Clone, Copy)]
-struct Regrow {
-    text: u8,
-    events: u8,
-}
-
-impl Regrow {
-    /// Texts larger than this (8 MiB), and more events than this (65,536),
-    /// double their way up as before: a burst that large pays for its
-    /// growth many times over, and one outsized burst must not make every
-    /// later small one start with its size.
-    const MAX_TEXT: u8 = 23;
-    const MAX_EVENTS: u8 = 16;
-
-    fn log2(capacity: usize, max: u8) -> u8 {
-        if capacity < 2 {
-            return 0;
-        }
-        (capacity.ilog2() as u8).min(max)
-    }
-
-    fn capacity(log2: u8) -> usize {
-        if log2 == 0 {
-            0
-        } else {
-            1 << log2
-        }
-    }
 }
 
 /// The outbox's state while anything is pending.
@@ -220,30 +184,8 @@ impl Outbox {
     /// Drops the parts' box if nothing in it is in use (`Parts::is_idle`);
     /// the next event makes it again.
     pub(super) fn release_idle(&mut self) {
-        if let Some(p) = self.parts.as_ref().filter(|p| p.is_idle()) {
-            self.regrow.events = Regrow::log2(p.unacked.capacity().max(p.queue.capacity()), Regrow::MAX_EVENTS);
+        if self.parts.as_ref().is_some_and(|p| p.is_idle()) {
             self.parts = None;
-        }
-    }
-
-    /// Appends a pending event's text; an arena made anew starts at the
-    /// last one's size (`Regrow`).
-    fn push_text(&mut self, text: &str) -> Span {
-        let size = Regrow::capacity(self.regrow.text);
-        let args = &mut self.args;
-        if args.capacity() == 0 {
-            args.reserve(size);
-        }
-        args.push(text)
-    }
-
-    /// `queue` (or `unacked`) is about to take an event: made anew, it
-    /// starts at the last burst's size (`Regrow`).
-    fn reserve_events(&mut self, unacked: bool) {
-        let size = Regrow::capacity(self.regrow.events);
-        let list = if unacked { &mut self.unacked } else { &mut self.queue };
-        if list.capacity() == 0 {
-            list.reserve(size);
         }
     }
 
@@ -291,13 +233,8 @@ impl Outbox {
     /// Some pending events left: gives back the space of their texts. Only
     /// between calls, when every pending event is in `unacked` or `queue`.
     fn trim(&mut self) {
-        let capacity = self.args.capacity();
         let o: &mut Parts = self;
         let oldest = o.unacked.front().or(o.queue.front()).map(|p| p.args);
-        if oldest.is_none() {
-            self.regrow.text = Regrow::log2(capacity, Regrow::MAX_TEXT);
-        }
-        let o: &mut Parts = self;
         if o.args.release_before(oldest, o.pending_bytes) {
             let spans = o.unacked.iter_mut().chain(o.queue.iter_mut()).map(|p| &mut p.args);
             o.args.compact(spans);
@@ -359,11 +296,10 @@ impl Peer {
             self.events.push_back(Event::Persist { id, args: args.to_owned() });
         }
         self.outbox.pending_bytes += args.len();
-        let p = Pending { seq, foreign_id: None, args: self.outbox.push_text(args), notify };
+        let p = Pending { seq, foreign_id: None, args: self.outbox.args.push(args), notify };
         if self.phase == Phase::Ready && self.outbox.queue.is_empty() && self.has_room() {
             self.transmit(p);
         } else {
-            self.outbox.reserve_events(false);
             self.outbox.queue.push_back(p);
         }
         self.enforce_limits();
@@ -411,7 +347,6 @@ impl Peer {
             }
             self.frame(&text);
             debug_assert!(self.outbox.unacked.back().is_none_or(|last| last.seq < p.seq), "sent out of order");
-            self.outbox.reserve_events(true);
             self.outbox.unacked.push_back(p);
         } else {
             message::encode_event(args, self.negotiated.object_mode, None, &mut text);
@@ -694,40 +629,5 @@ mod tests {
         pump(&mut client, &mut server);
         assert_eq!(server.unacked_len(), 0);
         assert!(server.outbox.parts.is_none(), "released once acknowledged");
-    }
-
-    /// A burst after a quiet spell makes the buffers at the size the last
-    /// one's had, not by doubling from nothing; they still go while idle,
-    /// and the sizes it remembers fit in the outbox's padding.
-    #[test]
-    fn a_burst_after_a_quiet_spell_starts_at_the_last_size() {
-        assert!(std::mem::size_of::<Outbox>() <= 32, "{} bytes", std::mem::size_of::<Outbox>());
-        let now = Instant::now();
-        let (mut client, mut server) = peer_pair(now);
-        let settle = |client: &mut Peer, server: &mut Peer| {
-            for _ in 0..20 {
-                Peer::exchange(client, server, now);
-            }
-            client.release_buffers();
-            server.release_buffers();
-        };
-        settle(&mut client, &mut server);
-        assert!(client.outbox.regrow.text == 0 && client.outbox.regrow.events == 0);
-        let (mut text_peak, mut events_peak) = (0, 0);
-        for seq in 0..3000u64 {
-            client.send_event(&format!("[\"e\",{seq},\"{}\"]", "x".repeat(40)), Some((1, seq)), now);
-            text_peak = text_peak.max(client.outbox.args.capacity());
-            events_peak = events_peak.max(client.outbox.unacked.capacity().max(client.outbox.queue.capacity()));
-        }
-        settle(&mut client, &mut server);
-        assert_eq!(client.unacked_len(), 0);
-        assert!(client.outbox.parts.is_none(), "released once acknowledged");
-        client.send_event(r#"["e",0]"#, Some((1, 3000)), now);
-        assert!(client.outbox.args.capacity() >= text_peak / 2, "{} of {text_peak}", client.outbox.args.capacity());
-        assert!(
-            client.outbox.unacked.capacity() >= events_peak / 2,
-            "{} of {events_peak}",
-            client.outbox.unacked.capacity()
-        );
     }
 }
