@@ -324,6 +324,18 @@ impl Reader {
                 fail!(unexpected($b, base + i as u64, st.name()))
             };
         }
+        // An integer from its first digit (1-9, at `i`): its digits in one scan; a
+        // fraction or exponent after them goes on byte by byte (`NumInt`).
+        macro_rules! int_digits {
+            () => {{
+                i += 1;
+                i += scan_digits(&chunk[i..end]);
+                st = State::NumInt;
+                if i < end && !matches!(chunk[i], b'.' | b'e' | b'E') {
+                    st = State::CommaOrEnd;
+                }
+            }};
+        }
         // A comma just passed: the separators the message parser needs (`Shape`).
         macro_rules! count_comma {
             () => {
@@ -419,14 +431,7 @@ impl Reader {
                                 self.string_is_key = false;
                                 string_body!(State::CommaOrEnd);
                             }
-                            b'1'..=b'9' => {
-                                i += 1;
-                                i += scan_digits(&chunk[i..end]);
-                                st = State::NumInt;
-                                if i < end && !matches!(chunk[i], b'.' | b'e' | b'E') {
-                                    st = State::CommaOrEnd;
-                                }
-                            }
+                            b'1'..=b'9' => int_digits!(),
                             _ => break,
                         }
                         if st != State::CommaOrEnd || i >= end {
@@ -550,14 +555,7 @@ impl Reader {
                         }
                         unexpected!(b);
                     }
-                    b'1'..=b'9' => {
-                        i += 1;
-                        i += scan_digits(&chunk[i..end]);
-                        st = State::NumInt;
-                        if i < end && !matches!(chunk[i], b'.' | b'e' | b'E') {
-                            st = State::CommaOrEnd;
-                        }
-                    }
+                    b'1'..=b'9' => int_digits!(),
                     b'-' => {
                         st = State::NumMinus;
                         i += 1;
