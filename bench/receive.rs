@@ -62,7 +62,7 @@ fn run(stream: &[u8], chunk: usize) -> u64 {
         ack_text.clear();
         while let Some(ev) = p.next_event() {
             match ev {
-                Polled::Message(args) => {
+                Polled::Message(args, _) => {
                     delivered.push_str(args);
                     count += 1;
                 }
