@@ -184,7 +184,7 @@ SendEmitter.prototype.send = function () {
     // JSON is made after its tag and sequence number rather than joined to
     // them. A flat argument list runs no code of the caller's, so the
     // sequence number is still the next one after it.
-    const prefix = cb === null ? '\ne' : nextSeqImplicit(this) ? '\nA' : '\na' + this._seq
+    const prefix = seqPrefix(this, cb)
     const line = count <= 3 ? flatJson3(prefix, count, event, arguments[1], arguments[2]) : undefined
     if (line !== undefined) {
       checkLimits(this._limits, line, count - 1, sendNameLabel, event, prefix.length)
