@@ -84,7 +84,7 @@ const CFG = {
     limitS: QUICK ? 60 : 120
   },
   ping: {
-    warmup: 200,
+    warmup: num('rtt-warmup', 200),
     trips: num('rtt-trips', QUICK ? 1000 : 2000),
     repeats: num('rtt-rounds', QUICK ? 3 : 5),
     stallMs: 3000,

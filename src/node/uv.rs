@@ -20,7 +20,10 @@
 //! `epoll_wait` for every batch. The read and the drain run corked
 //! (`engine::cork`): the replies and acks they cause leave in one write.
 //! Then, on a tight request/response rhythm, the thread spins a moment for
-//! the next input before libuv blocks (`busy_poll.rs`).
+//! the next input before libuv blocks (`busy_poll.rs`), and what the spin
+//! catches on the same socket is read right away, in the same callback (for
+//! at most `IN_CALLBACK_FOR`, so timers and other sockets still get their
+//! turn).
 
 use super::busy_poll;
 use crate::engine::link::external_read::Watch;
@@ -52,7 +55,7 @@ struct PollContext {
     transport: u64,
     /// Keeps the fd open (and so not reused by another socket) while the
     /// handle watches it.
-    _socket: Arc<dyn crate::engine::transport::DirectWrite>,
+    socket: Arc<dyn crate::engine::transport::DirectWrite>,
 }
 
 struct Poll {
@@ -167,10 +170,36 @@ fn layout() -> std::alloc::Layout {
     std::alloc::Layout::from_size_align(size.max(1), 16).expect("uv handle layout")
 }
 
-extern "C" fn on_readable(handle: *mut c_void, status: c_int, _events: c_int) {
-    busy_poll::batch_started();
-    read_and_drain(handle, status);
-    busy_poll::batch_done();
+/// How long `on_readable` may go on reading input its spin caught on the same
+/// socket before it returns to libuv, whose timers, immediates and other
+/// sockets wait meanwhile.
+const IN_CALLBACK_FOR: std::time::Duration = std::time::Duration::from_millis(1);
+
+extern "C" fn on_readable(handle: *mut c_void, mut status: c_int, _events: c_int) {
+    let start = std::time::Instant::now();
+    loop {
+        busy_poll::batch_started();
+        read_and_drain(handle, status);
+        // Input the spin caught on this socket is read right here: a turn of
+        // libuv's loop (its timers, its `epoll_wait`s, Node's hooks) would
+        // only delay the reply it asks for.
+        let Some(fd) = watched_fd(handle) else { return };
+        if !busy_poll::batch_done(fd) || start.elapsed() >= IN_CALLBACK_FOR {
+            return;
+        }
+        status = 0;
+    }
+}
+
+/// The socket of a poll handle that still watches it (the drain may have
+/// stopped or closed it).
+fn watched_fd(handle: *mut c_void) -> Option<c_int> {
+    // SAFETY: as in `read_socket`; a closed handle's context lives until
+    // `on_close`, which runs in a later phase of the loop.
+    let ctx = unsafe { &*(*(handle as *mut *mut PollContext)) };
+    let running =
+        POLLS.with(|p| p.borrow().get(&ctx.transport).is_some_and(|poll| poll.running && poll.handle == handle));
+    running.then(|| ctx.socket.raw_fd())
 }
 
 /// Reads the socket, hands what arrived to JavaScript, and writes what that
@@ -278,7 +307,7 @@ pub(super) fn watch(uv_loop: *mut c_void, link: &Arc<Link>, id: u64) -> Result<(
     // SAFETY: Node's loop, on its thread.
     busy_poll::set_backend_fd(unsafe { uv_backend_fd(uv_loop) });
     let fd = socket.raw_fd();
-    let ctx = Box::into_raw(Box::new(PollContext { link: Arc::downgrade(link), transport: id, _socket: socket }));
+    let ctx = Box::into_raw(Box::new(PollContext { link: Arc::downgrade(link), transport: id, socket }));
     // SAFETY: a zeroed allocation of the size libuv asks for; libuv
     // initialises it, and we set `data` (the first field) afterwards.
     unsafe {
