@@ -221,9 +221,11 @@ pub(super) fn batch_done(own: c_int) -> bool {
 /// a syscall that reads a counter, cheaper than `/proc`'s formatted
 /// scheduler statistics, on the path of every caught batch.
 fn preemptions() -> Option<i64> {
-    // SAFETY: getrusage fills the struct it is given.
+    // SAFETY: rusage is plain integers, for which all zeroes is valid.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    (unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut usage) } == 0).then_some(usage.ru_nivcsw)
+    // SAFETY: getrusage only fills the struct it is given.
+    let ok = unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut usage) } == 0;
+    ok.then_some(usage.ru_nivcsw)
 }
 
 #[cfg(test)]
