@@ -238,7 +238,7 @@ const oursVariants = [
 ]
 
 // Ours with the busy poll of Node's loop (src/node/busy_poll.rs) off, and
-// with a longer window than its default (50 µs): round trips only, the
+// with a longer window than its default (70 µs): round trips only, the
 // setting is about latency on machines whose idle CPUs halt. `env` is
 // applied by child.js before the package loads.
 const oursBusyPoll = [['ours-busypoll', '100'], ['ours-nobusypoll', '0']].map(([name, us]) => Object.assign(

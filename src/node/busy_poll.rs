@@ -10,7 +10,7 @@
 //! `cpuidle-haltpoll` does before halting a CPU, and Linux's
 //! `net.core.busy_poll` before sleeping on a socket.
 //!
-//! `UHURA_BUSY_POLL_US` sets the longest window (default 100 µs; 0 turns
+//! `UHURA_BUSY_POLL_US` sets the longest window (default 70 µs; 0 turns
 //! it off). The window adapts as haltpoll's does: it grows to cover the
 //! gaps between batches seen lately, up to that maximum, shrinks towards a
 //! margin over the gaps a spin caught, and halves towards zero whenever a
@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 /// The longest window unless `UHURA_BUSY_POLL_US` says otherwise: a
 /// loopback request/response of a few small events (our handling on both
 /// sides plus the transit, with neither thread asleep) fits in it.
-const DEFAULT_MAX: Duration = Duration::from_micros(100);
+const DEFAULT_MAX: Duration = Duration::from_micros(70);
 /// The first window after a gap short enough to be worth covering.
 const GROW_START: Duration = Duration::from_micros(10);
 /// What sleeping adds to a gap: the wake-ups of a halted CPU on both ends
