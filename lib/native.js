@@ -112,10 +112,17 @@ function enqueue (emitter, line, hasSeq) {
   if ((++outboxLines >= flushLines || outboxChars >= FLUSH_CHARS) && !outboxUnbound && !flushing) {
     flushLines = flushLines < FLUSH_LINES ? flushLines * 2 : FLUSH_LINES
     flushOutbox()
-  } else if (!outboxScheduled) {
-    outboxScheduled = true
-    queueMicrotask(flushAtTickEnd)
+  } else if (!dispatching) {
+    // Within a batch's dispatch, drain flushes when the listeners are done:
+    // no microtask per batch of a request/response rhythm.
+    scheduleFlush()
   }
+}
+
+function scheduleFlush () {
+  if (outboxScheduled || outbox.length === 0) return
+  outboxScheduled = true
+  queueMicrotask(flushAtTickEnd)
 }
 
 /**
@@ -162,6 +169,11 @@ function drain () {
   } finally {
     native.eventsHandled()
     dispatching = false
+    // The listeners' sends were a run (see FIRST_FLUSH_LINES). What the
+    // flush above did not take (sent during it, or it never ran) goes at
+    // the end of the tick, as any send outside a batch does.
+    flushLines = FIRST_FLUSH_LINES
+    scheduleFlush()
   }
   const later = afterBatch
   afterBatch = []
