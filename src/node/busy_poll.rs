@@ -59,7 +59,7 @@ pub(super) struct Spin {
     /// What spins that find nothing may still use, as of `credited_at`.
     credit: Duration,
     credited_at: Option<Instant>,
-    /// No spin before then (busy machine, or the waste budget spent).
+    /// No spin before then (this thread was preempted around a spin).
     off_until: Option<Instant>,
 }
 
@@ -133,7 +133,7 @@ thread_local! {
     /// libuv's epoll descriptor (`uv_backend_fd`); -1 until known.
     static BACKEND_FD: Cell<c_int> = const { Cell::new(-1) };
     /// The preemption count when the last spin started, if it caught input.
-    static CAUGHT_AT: Cell<Option<i64>> = const { Cell::new(None) };
+    static CAUGHT_AT: Cell<Option<libc::c_long>> = const { Cell::new(None) };
 }
 
 /// `UHURA_BUSY_POLL_US`: the longest window in µs (0: off), else the default.
@@ -190,7 +190,8 @@ pub(super) fn batch_done(own: c_int) -> bool {
     // SAFETY: two valid pollfds; a zero timeout never blocks.
     let mut ready = || unsafe { libc::poll(pfds.as_mut_ptr(), 2, 0) } != 0;
     if ready() {
-        // Input already waiting (a burst): no spin at all.
+        // Input already waiting (a burst): no spin at all. What waits on
+        // `own` is read at once too.
         return pfds[1].revents != 0;
     }
     // Without the count of preemptions contention cannot be seen: no spin.
@@ -220,12 +221,20 @@ pub(super) fn batch_done(own: c_int) -> bool {
 /// How often this thread was preempted (involuntary context switches):
 /// a syscall that reads a counter, cheaper than `/proc`'s formatted
 /// scheduler statistics, on the path of every caught batch.
-fn preemptions() -> Option<i64> {
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn preemptions() -> Option<libc::c_long> {
     // SAFETY: rusage is plain integers, for which all zeroes is valid.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: getrusage only fills the struct it is given.
     let ok = unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut usage) } == 0;
     ok.then_some(usage.ru_nivcsw)
+}
+
+/// Elsewhere (macOS has no per-thread `getrusage`) contention cannot be
+/// seen, so there is no spin.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn preemptions() -> Option<libc::c_long> {
+    None
 }
 
 #[cfg(test)]
@@ -335,6 +344,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(any(target_os = "linux", target_os = "android"))]
     fn the_preemption_count_is_read() {
         let n = preemptions().expect("getrusage(RUSAGE_THREAD)");
         assert!(n >= 0, "{n}");
