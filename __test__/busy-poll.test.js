@@ -7,7 +7,7 @@
 const { describe, it } = require('node:test')
 const assert = require('node:assert/strict')
 const path = require('node:path')
-const { useResources, spawnNode, installExitWatchdog } = require('./helpers')
+const { useResources, spawnNode, installExitWatchdog, waitUntil } = require('./helpers')
 
 installExitWatchdog()
 
@@ -63,5 +63,32 @@ describe('busy poll of Node\'s loop', () => {
     assert.equal(pings, trips)
     assert.ok(longest < 15, `a 1 ms interval waited ${longest.toFixed(1)} ms during the ping-pong`)
     t.diagnostic(`longest wait of a 1 ms interval: ${longest.toFixed(1)} ms`)
+  })
+
+  it('a connection closed by its listener while the spin catches its pings ends cleanly, and the server goes on', T, async (t) => {
+    // The close, asked for inside the batch, leaves on_readable's loop
+    // (src/node/uv.rs) with a handle that is stopped, or closed and not yet
+    // freed: the loop must see that and return, not read it or crash.
+    const r = useResources(t)
+    const srv = await r.startServer('ours')
+    let pings = 0
+    let disconnected = false
+    srv.server.on('handshake', (conn) => {
+      conn.on('ping', (n) => {
+        pings++
+        if (n === 300) conn.disconnect()
+        else conn.send('pong', n)
+      })
+      conn.on('disconnect', () => { disconnected = true })
+    })
+    const p = spawnNode(t, [PINGER, 'client', String(srv.port), '6000'], { name: 'raw pinger' })
+    await waitUntil(() => disconnected, 10000, 'the server-side connection to close')
+    assert.equal(pings, 300)
+    // The server closed the pinger's socket: it exits.
+    await p.exited
+    // The server still serves: a client of ours gets its ack.
+    const client = await r.connectClient('ours', srv.port)
+    const err = await new Promise((resolve) => client.send('hello', 1, resolve))
+    assert.equal(err ?? null, null)
   })
 })
