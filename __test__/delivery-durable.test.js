@@ -76,6 +76,102 @@ describe('durable sends', () => {
     await waitUntil(() => got.includes(2), 5000, 'the event')
   })
 
+  it('mixed in one tick with acked sends: every callback once, and the events in order (A lines after d lines)', { timeout: 30000 }, async (t) => {
+    if (!needRedis(t)) return
+    const redis = await startRedis(t)
+    const r = useResources(t)
+    // What crosses to Rust (lib/native.js enqueue, src/engine/lines.rs): an
+    // acked send right after a durable one, in the same write, leaves its
+    // number implicit ('A'), and Rust gives it the d line's number + 1.
+    // Recorded to check that this test writes such lines at all.
+    const { native } = require('../lib/native')
+    const write = native.write
+    const writes = []
+    native.write = (h, text) => { writes.push({ h, text }); return write(h, text) }
+    t.after(() => { native.write = write })
+    // D: sendDurable, N: send with a callback. Runs of acked sends after a
+    // durable one (3, 1, 7), durable ones back to back (2, 3), and a durable
+    // one after an acked one; repeated. The outbox's early flushes (after 64
+    // lines, then 128, as lib/native.js has it now) split the tick into
+    // writes of 64, 128 and 8 lines: the second starts with an acked send
+    // (explicit, 'a'), the third with a durable one.
+    const PATTERN = 'DNNNDDNDDDNNNNNNN'
+    const COUNT = 200
+    const expected = []
+    const normal = [] // the numbers of the acked sends, in order
+    const calls = new Map() // number -> what each call of its callback got: 'ok', or the error
+    const durable = [] // { n, stages: { persisted, acked } }
+    const stageLog = [] // [n, 'persisted' | 'acked'], as the promises settle
+    const srv = await r.startServer('ours', {
+      // `durable: false`: send(..., cb) stays a plain acked send ('a'/'A').
+      options: { store: U.redisStore({ url: redis.url }), durable: false },
+      onConnection: (conn) => {
+        // One synchronous loop: one tick, so a few writes of many lines each.
+        for (let n = 0; n < COUNT; n++) {
+          // Some with a second argument: the sends' other ways to their line.
+          const args = n % 3 === 0 ? [n, { n, s: `#${n}` }] : [n]
+          if (PATTERN[n % PATTERN.length] === 'D') {
+            expected.push(['x', ...args])
+            const stages = conn.sendDurable('x', ...args)
+            durable.push({ n, stages })
+            stages.persisted.then(() => stageLog.push([n, 'persisted']), (e) => stageLog.push([n, `persisted: ${e.message}`]))
+            stages.acked.then(() => stageLog.push([n, 'acked']), (e) => stageLog.push([n, `acked: ${e.message}`]))
+          } else {
+            expected.push(['y', ...args])
+            normal.push(n)
+            calls.set(n, [])
+            conn.send('y', ...args, (err) => calls.get(n).push(err == null ? 'ok' : err))
+          }
+        }
+      },
+    })
+    const client = r.createClient('ours', { port: srv.port, host: HOST })
+    const got = []
+    client.on('x', (...args) => got.push(['x', ...args]))
+    client.on('y', (...args) => got.push(['y', ...args]))
+    await waitHandshake('ours', client)
+    const done = () => got.length >= COUNT && [...calls.values()].every((c) => c.length > 0) && stageLog.length >= 2 * durable.length
+    // Not thrown on: the assertions below say what is missing.
+    await waitUntil(done, 10000, 'every event, callback and stage').catch(() => {})
+    // Room for a duplicate event or a second call of a callback.
+    await delay(200)
+    assert.deepEqual(got, expected, 'every event once, in the order sent, with its arguments')
+    // The acked sends' callbacks are what a numbering error shows in: an A
+    // numbered one too high (d's + 2) takes the next durable send's number,
+    // whose acked stage then still resolves (early, on the wrong ack), while
+    // the callback whose number was skipped is never called.
+    const wrongCalls = normal.filter((n) => calls.get(n).length !== 1 || calls.get(n)[0] !== 'ok')
+      .map((n) => `send ${n}: ${calls.get(n).length ? calls.get(n).join(', ') : 'never called'}`)
+    assert.deepEqual(wrongCalls, [], 'every callback of a send once, without an error')
+    const wrongStages = durable.map(({ n }) => `sendDurable ${n}: ${stageLog.filter(([m]) => m === n).map(([, stage]) => stage).join(', ')}`)
+      .filter((s) => !s.endsWith(': persisted, acked'))
+    assert.deepEqual(wrongStages, [], 'both stages of every sendDurable, resolved, persisted first')
+    const { conn } = srv.connections[0]
+    assert.equal(conn._acks.size, 0, 'no callback left waiting')
+    r.assertNoErrors()
+    // The A lines this was about: in the server connection's writes, an A
+    // whose numbered line before it (same write) is a d line.
+    let afterDurable = 0
+    let implicit = 0
+    let explicit = 0
+    for (const { h, text } of writes) {
+      if (h !== conn._h) continue
+      let lastNumbered = null
+      for (const line of text.split('\n')) {
+        const tag = line[0]
+        if (tag === 'A') {
+          implicit++
+          if (lastNumbered === 'd') afterDurable++
+        }
+        if (tag === 'a') explicit++
+        if (tag === 'a' || tag === 'A' || tag === 'd') lastNumbered = tag
+      }
+    }
+    t.diagnostic(`${writes.filter(({ h }) => h === conn._h).length} writes, ${explicit} a lines, ${implicit} A lines, ${afterDurable} of them right after a d line`)
+    assert.ok(implicit >= 80, `most acked sends numbered implicitly (${implicit} A lines)`)
+    assert.ok(afterDurable >= 20, `A lines right after d lines (${afterDurable})`)
+  })
+
   it('need a store that keeps delivery state', () => {
     assert.throws(() => U.createServer({ durable: true }), { name: 'TypeError', message: /redisStore/ })
   })
