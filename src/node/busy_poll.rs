@@ -243,6 +243,14 @@ mod tests {
 
     const US: Duration = Duration::from_micros(1);
 
+    /// A spin whose window a gap close to `max` opened to `max`.
+    fn opened_to(max: Duration) -> Spin {
+        let mut s = Spin::new(max);
+        s.observe(max * 9 / 10);
+        assert_eq!(s.window(Instant::now()), max);
+        s
+    }
+
     #[test]
     fn short_gaps_grow_the_window_to_cover_them_up_to_the_maximum() {
         let now = Instant::now();
@@ -260,9 +268,7 @@ mod tests {
     #[test]
     fn caught_gaps_shrink_it_slowly_to_a_margin_over_them() {
         let now = Instant::now();
-        let mut s = Spin::new(100 * US);
-        s.observe(90 * US);
-        assert_eq!(s.window(now), 100 * US);
+        let mut s = opened_to(100 * US);
         s.observe(5 * US);
         assert_eq!(s.window(now), 87_500 * US / 1000, "an eighth less per batch");
         for _ in 0..40 {
@@ -289,9 +295,7 @@ mod tests {
     #[test]
     fn long_gaps_shrink_it_to_zero() {
         let now = Instant::now();
-        let mut s = Spin::new(100 * US);
-        s.observe(80 * US);
-        assert_eq!(s.window(now), 100 * US);
+        let mut s = opened_to(100 * US);
         s.observe(Duration::from_millis(5));
         assert_eq!(s.window(now), 50 * US, "halved by a gap too long to spin for");
         for _ in 0..4 {
