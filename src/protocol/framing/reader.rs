@@ -405,6 +405,32 @@ impl Reader {
                 }
             }};
         }
+        // A string value from its opening quote (at `i`); one directly inside the message's
+        // own array or object is where the parser may find the id (`Shape::last_string`).
+        macro_rules! string_value {
+            () => {{
+                if depth == 2 {
+                    self.shape.last_string = (base + i as u64 - self.msg_pos) as usize;
+                }
+                i += 1;
+                self.string_is_key = false;
+                string_body!(State::CommaOrEnd);
+            }};
+        }
+        // A key from its opening quote (at `i`), and its `:` if that follows at once: then
+        // `st` is `Value`; otherwise it is where the key's scan stopped (`Colon`, or `Str`
+        // at the chunk's end).
+        macro_rules! key_and_colon {
+            () => {{
+                i += 1;
+                self.string_is_key = true;
+                string_body!(State::Colon);
+                if st == State::Colon && i < end && chunk[i] == b':' {
+                    i += 1;
+                    st = State::Value;
+                }
+            }};
+        }
 
         loop {
             if i >= end {
@@ -423,14 +449,7 @@ impl Reader {
                 loop {
                     if st != State::CommaOrEnd {
                         match chunk[i] {
-                            b'"' => {
-                                if depth == 2 {
-                                    self.shape.last_string = (base + i as u64 - self.msg_pos) as usize;
-                                }
-                                i += 1;
-                                self.string_is_key = false;
-                                string_body!(State::CommaOrEnd);
-                            }
+                            b'"' => string_value!(),
                             b'1'..=b'9' => int_digits!(),
                             _ => break,
                         }
@@ -445,14 +464,10 @@ impl Reader {
                             if top == b'[' {
                                 st = State::Value;
                             } else if i < end && chunk[i] == b'"' {
-                                i += 1;
-                                self.string_is_key = true;
-                                string_body!(State::Colon);
-                                if st != State::Colon || i >= end || chunk[i] != b':' {
+                                key_and_colon!();
+                                if st != State::Value {
                                     break;
                                 }
-                                i += 1;
-                                st = State::Value;
                             } else {
                                 st = State::Key;
                                 break;
@@ -509,12 +524,7 @@ impl Reader {
                 },
                 State::Value | State::ValueOrEnd => match b {
                     b'"' if depth >= 2 => {
-                        if depth == 2 {
-                            self.shape.last_string = (base + i as u64 - self.msg_pos) as usize;
-                        }
-                        i += 1;
-                        self.string_is_key = false;
-                        string_body!(State::CommaOrEnd);
+                        string_value!();
                     }
                     b'[' | b'{' => {
                         // `stack[1]` is the message's own container: an object adds a level.
@@ -536,13 +546,7 @@ impl Reader {
                             st = State::ValueOrEnd;
                         } else if i < end && chunk[i] == b'"' {
                             // Fast path for the usual `{"key":`.
-                            i += 1;
-                            self.string_is_key = true;
-                            string_body!(State::Colon);
-                            if st == State::Colon && i < end && chunk[i] == b':' {
-                                i += 1;
-                                st = State::Value;
-                            }
+                            key_and_colon!();
                         } else {
                             st = State::KeyOrEnd;
                         }
