@@ -26,9 +26,9 @@ pub enum Polled<'a> {
 
 enum Queued {
     Event(Event),
-    /// The next this many bytes of `text`, and the elements they hold
-    /// (0: not counted).
-    Message(usize, usize),
+    /// The next this many bytes of `text`, and the elements they hold if
+    /// counted.
+    Message(usize, Option<usize>),
     /// The next this many bytes of `text`, and whether of a duplicate.
     AckDue(usize, bool),
 }
@@ -64,7 +64,7 @@ impl Events {
     pub(super) fn push_message(&mut self, args: &str, argc: Option<usize>) {
         let b = self.buffers();
         b.push_text(args);
-        b.queue.push_back(Queued::Message(args.len(), argc.unwrap_or(0)));
+        b.queue.push_back(Queued::Message(args.len(), argc));
     }
 
     /// An `Event::AckDue` for this id.
@@ -106,13 +106,13 @@ impl Buffers {
         let (len, ack, argc) = match self.queue.pop_front()? {
             Queued::Event(ev) => return Some(Polled::Event(ev)),
             Queued::Message(len, argc) => (len, None, argc),
-            Queued::AckDue(len, duplicate) => (len, Some(duplicate), 0),
+            Queued::AckDue(len, duplicate) => (len, Some(duplicate), None),
         };
         let start = self.read;
         self.read += len;
         let text = &self.text[start..self.read];
         Some(match ack {
-            None => Polled::Message(text, (argc > 0).then_some(argc)),
+            None => Polled::Message(text, argc),
             Some(duplicate) => Polled::AckDue { id: text, duplicate },
         })
     }
