@@ -147,7 +147,7 @@ async function runMeasured (impl, scenario, cfg, limitS) {
     let m = await cli.waitFor(['ready', 'fatal'], (CFG.handshakeS + CFG.warmupLimitS) * 1000)
     if (m.type !== 'ready') {
       out.status = 'error'
-      out.note = m.type === 'fatal' ? m.error.split('\n')[0] : m.type === 'exit' ? describeExit(cli, m) : `no handshake and warm-up within ${CFG.handshakeS + CFG.warmupLimitS} s`
+      out.note = m.type === 'fatal' ? m.error.split('\n')[0] : m.type === 'exit' ? describeExit(cli, m) : `handshake and warm-up (${cfg.warmup > 0 ? fmtInt(cfg.warmup) + ' events' : 'none'}) not done within ${CFG.handshakeS + CFG.warmupLimitS} s`
       return out
     }
     out.clientRssBaseline = m.mem.rss
