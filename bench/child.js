@@ -139,10 +139,11 @@ function sendBurst (peer, n, onDone, from = 0) {
 
 // The sends of events i … end - 1 of a burst (numbered from + i). One
 // function for every burst, not a loop in each burst's pump: V8 compiles it
-// once and keeps it. A loop in the pump left it after the loop's end, where
-// the last burst never ran optimized code, and compiled it again on a helper
-// thread during the next burst, 2-3 ms of the second core taken away from a
-// 10k burst (bench/README.md, "Small bursts after an idle gap").
+// once and keeps it. With the loop in the pump, V8 compiled the pump during
+// a burst, threw that code away where the burst ended (the statements after
+// the loop), and compiled it again on a helper thread during the next
+// burst: 2-3 ms of the second core taken from a 10k burst (bench/README.md,
+// "Small bursts: the harness's send loop").
 function sendRange (peer, from, i, end, payload, cb) {
   if (cb !== null) {
     for (; i < end; i++) peer.send('e', from + i, payload, cb)
