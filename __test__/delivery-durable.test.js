@@ -80,14 +80,14 @@ describe('durable sends', () => {
     if (!needRedis(t)) return
     const redis = await startRedis(t)
     const r = useResources(t)
-    // What crosses to Rust (lib/native.js enqueue, src/engine/lines.rs): an
+    // What crosses to Rust (lib/outbox.js, src/engine/lines.rs): an
     // acked send right after a durable one, in the same write, leaves its
     // number implicit ('A'), and Rust gives it the d line's number + 1.
     // Recorded to check that this test writes such lines at all.
     const { native } = require('../lib/native')
     const write = native.write
     const writes = []
-    native.write = (h, text) => { writes.push({ h, text }); return write(h, text) }
+    native.write = (h, buf, start, end) => { writes.push({ h, text: buf.toString('utf8', start, end) }); return write(h, buf, start, end) }
     t.after(() => { native.write = write })
     // D: sendDurable, N: send with a callback. Runs of acked sends after a
     // durable one (3, 1, 7), durable ones back to back (2, 3), and a durable

@@ -10,7 +10,8 @@ const assert = require('node:assert/strict')
 const path = require('node:path')
 const { HOST, waitUntil, waitFor, delay, useResources, installExitWatchdog, spawnNode } = require('./helpers')
 const Acks = require('../lib/acks')
-const { flatJson, flatJson3, toJson } = require('../lib/options')
+const { flatJson, toJson } = require('../lib/options')
+const outbox = require('../lib/outbox')
 
 installExitWatchdog(20000)
 const U = require('..')
@@ -272,7 +273,7 @@ describe('send() and its lines', () => {
     const { native } = require('../lib/native')
     const write = native.write
     const texts = []
-    native.write = (h, text) => { texts.push(text); return write(h, text) }
+    native.write = (h, buf, start, end) => { texts.push(buf.toString('utf8', start, end)); return write(h, buf, start, end) }
     t.after(() => { native.write = write })
     const acked = { a: [], b: [] }
     const expected = { a: [], b: [] }
@@ -499,35 +500,98 @@ describe('flat argument arrays to JSON', () => {
           assert.equal(toJson(args, 'send()', '\na7'), '\na7' + JSON.stringify(args))
           const json = flatJson(args)
           if (json !== undefined) assert.equal(json, JSON.stringify(args))
-          // send()'s form, from its arguments one by one (at most three).
-          if (args.length <= 3) {
-            const line = flatJson3('\na12', args.length, args[0], args[1], args[2])
-            assert.equal(line, flatJson(args, '\na12'))
-            if (line !== undefined) assert.equal(line, '\na12' + JSON.stringify(args))
-          }
         }
       }
     }
   })
+})
 
-  it('starts a send\'s line with the last safe name\'s remembered head only for that name, that tag and a number after it', () => {
-    // The heads ('\ne["name",', '\nA["name",') are taken for a name and
-    // tag alike the last, then a number: every tag, every name before and
-    // after, each kind of second argument, two and three arguments.
-    const names = ['e', 'f', 'e"', '', 'x'.repeat(300), 'e']
-    const seconds = [1, -0, 0.5, NaN, -Infinity, 1e21, 'e', 's', true, null, {}]
-    for (const prefix of ['\ne', '\nA', '\na7', '\nd3', '']) {
-      for (const name of names) {
-        for (const second of seconds) {
-          for (const third of ['t', 2, [3]]) {
-            for (const args of [[name, second], [name, second, third]]) {
-              const line = flatJson3(prefix, args.length, ...args)
-              const flat = args.every((v) => v === null || typeof v !== 'object') && !/"/.test(name) && !(typeof second === 'string' && /"/.test(second))
-              assert.equal(line, flat ? prefix + JSON.stringify(args) : undefined, `${JSON.stringify(prefix)} ${JSON.stringify(args)}`)
-            }
+describe('send()\'s lines written by the outbox (lib/outbox.js)', () => {
+  // putSend's line for `args` (up to three) from a fresh outbox, or
+  // undefined when it leaves them to the general path.
+  const emitter = { _h: 1 }
+  function lineOf (seq, args, maxJson = Infinity, by = emitter) {
+    assert.ok(outbox.isEmpty(), 'nothing queued by an earlier test')
+    const written = outbox.putSend(by, seq, args.length, args[0], args[1], args[2], maxJson)
+    const o = outbox.take()
+    const text = o.buf.toString('utf8', 0, o.used)
+    outbox.release(o)
+    assert.equal(text === '', !written)
+    return written ? text : undefined
+  }
+  // ASCII from the space up (DEL too), no quote or backslash, up to 256 characters.
+  const writable = (v) => typeof v !== 'string' ? v === null || typeof v === 'number' || typeof v === 'boolean' : v.length <= 256 && /^[ !#-[\]-\u007f]*$/.test(v)
+
+  it('writes JSON.stringify\'s text for flat arguments, and leaves everything else', () => {
+    const strings = ['', 'e', 'x'.repeat(39), 'x'.repeat(256), 'x'.repeat(257), '~\u007f', 'é中', '"', '\\', '\n', '\u0000', '\u001f', '\u2028', '\ud83d\ude00', '\ud800', '</script>']
+    const numbers = [0, -0, 1, -5, 7.5, 0.1, -1e-7, 1e21, 123456789012, 2 ** 31, -(2 ** 31) - 1, Number.MAX_SAFE_INTEGER, -Number.MAX_SAFE_INTEGER, 2 ** 53, -(2 ** 60), NaN, Infinity, -Infinity]
+    const others = [true, false, null, undefined, {}, [1], { toJSON: () => 'j' }, Object('s'), Object(1), () => 1]
+    const values = [...strings, ...numbers, ...others]
+    let written = 0
+    for (const name of ['e', 'x'.repeat(256), 'a"b', 'é']) {
+      for (const a of values) {
+        for (const b of values) {
+          for (const args of [[name], [name, a], [name, a, b]]) {
+            const line = lineOf(-1, args)
+            const expected = args.every(writable) ? '\ne' + JSON.stringify(args) : undefined
+            assert.equal(line, expected, JSON.stringify(args))
+            if (line !== undefined) written++
           }
         }
       }
     }
+    assert.ok(written > 2000)
+  })
+
+  it('tags a line with its sequence number, implicit after a numbered line of the same emitter', () => {
+    const other = { _h: 2 }
+    const put = (by, seq) => assert.ok(outbox.putSend(by, seq, 2, 'e', seq, undefined, Infinity))
+    assert.ok(outbox.isEmpty())
+    put(emitter, 41)
+    put(emitter, 42)
+    put(emitter, -1)
+    put(emitter, 43)
+    put(other, 7)
+    put(emitter, 44)
+    outbox.putText(emitter, '\ns["k",1]', false)
+    put(emitter, 45)
+    put(emitter, 9007199254740991)
+    const o = outbox.take()
+    assert.equal(o.count, 3)
+    assert.deepEqual(o.emitters.slice(0, 3), [emitter, other, emitter])
+    const segment = (i) => o.buf.toString('utf8', o.starts[i], i + 1 < o.count ? o.starts[i + 1] : o.used)
+    assert.equal(segment(0), '\na41["e",41]\nA["e",42]\ne["e",-1]\nA["e",43]')
+    assert.equal(segment(1), '\na7["e",7]')
+    assert.equal(segment(2), '\na44["e",44]\ns["k",1]\nA["e",45]\nA["e",9007199254740991]')
+    assert.equal(o.lines, 9)
+    outbox.release(o)
+    // Taken: the next numbered line is explicit again.
+    assert.equal(lineOf(46, ['e']), '\na46["e"]')
+    assert.equal(o.count, 0, 'released empty')
+  })
+
+  it('leaves a message over maxJson bytes to the general path, which refuses it', () => {
+    const args = ['e', 'x'.repeat(100), 'é'.length]
+    const size = Buffer.byteLength(JSON.stringify(args))
+    assert.equal(lineOf(3, args, size), '\na3' + JSON.stringify(args))
+    assert.equal(lineOf(3, args, size - 1), undefined)
+  })
+
+  it('grows its buffer for a long run of lines, and lets an outsized one go once flushed', () => {
+    assert.ok(outbox.isEmpty())
+    const expected = []
+    const long = 'y'.repeat(200)
+    for (let i = 0; i < 5000; i++) {
+      assert.ok(outbox.putSend(emitter, -1, 3, 'e', i, long, Infinity))
+      expected.push('\ne' + JSON.stringify(['e', i, long]))
+      if (i % 1000 === 0) outbox.putText(emitter, '\nr' + JSON.stringify({ é: '中'.repeat(i) }), false)
+      if (i % 1000 === 0) expected.push('\nr' + JSON.stringify({ é: '中'.repeat(i) }))
+    }
+    const o = outbox.take()
+    assert.ok(o.buf.length > 1024 * 1024)
+    assert.equal(o.buf.toString('utf8', 0, o.used), expected.join(''))
+    outbox.release(o)
+    assert.ok(o.buf.length <= 1024 * 1024, 'a buffer grown past 1 MB is let go')
+    assert.equal(lineOf(-1, ['e', 1]), '\ne["e",1]')
   })
 })

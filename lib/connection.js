@@ -6,8 +6,9 @@ const { EventEmitter } = require('events')
 const util = require('util')
 const Socket = require('./socket')
 const Acks = require('./acks')
-const { native, handles, enqueue, nextSeqImplicit, flushOutbox, whenBatchHandled, keepAlive, makeError } = require('./native')
-const { flatJson, flatJson3, toJson, describe, nonNegative, DEFAULT_LIMITS, checkLimits } = require('./options')
+const outbox = require('./outbox')
+const { native, handles, enqueue, queued, flushOutbox, whenBatchHandled, keepAlive, makeError } = require('./native')
+const { flatJson, toJson, describe, nonNegative, DEFAULT_LIMITS, MESSAGE_OVERHEAD, checkLimits } = require('./options')
 const defaults = require('./defaults')
 
 /** Sets `obj[key]` as plain data, whatever the key (`__proto__` included). */
@@ -180,16 +181,16 @@ SendEmitter.prototype.send = function () {
     const last = arguments[n - 1]
     const cb = n > 1 && typeof last === 'function' ? last : null
     const count = cb === null ? n : n - 1
-    // The line as the outbox takes it (see _push), built in one go: its
-    // JSON is made after its tag and sequence number rather than joined to
-    // them. A flat argument list runs no code of the caller's, so the
-    // sequence number is still the next one after it.
-    const prefix = seqPrefix(this, cb)
-    const line = count <= 3 ? flatJson3(prefix, count, event, arguments[1], arguments[2]) : undefined
-    if (line !== undefined) {
-      checkLimits(this._limits, line, count - 1, sendNameLabel, event, prefix.length)
+    const limits = this._limits
+    // The line written into the outbox as it is made (lib/outbox.js), when
+    // the outbox can write it: flat arguments, within the limits (a flat
+    // array is one level deep). A flat argument list runs no code of the
+    // caller's, so the sequence number is still the next one after it.
+    if (count <= 3 && count - 1 <= limits.maxArgs && limits.maxDepth >= 1 &&
+        outbox.putSend(this, cb === null ? -1 : this._seq, count, event, arguments[1], arguments[2], limits.maxMessageSize - MESSAGE_OVERHEAD)) {
+      // The callback is in place before a flush can hand the line to Rust.
       if (cb !== null) this._waitingAcks().add(this._seq++, cb)
-      enqueue(this, line, cb !== null)
+      queued()
       return
     }
   }
@@ -227,7 +228,7 @@ SendEmitter.prototype._sendArgs = function (args) {
 
 /** The tag of a send's line, with its sequence number when it has a callback (src/engine/lines.rs). */
 function seqPrefix (emitter, cb) {
-  return !cb ? '\ne' : nextSeqImplicit(emitter) ? '\nA' : '\na' + emitter._seq
+  return !cb ? '\ne' : outbox.nextSeqImplicit(emitter) ? '\nA' : '\na' + emitter._seq
 }
 
 /**
@@ -353,10 +354,10 @@ SendEmitter.prototype._flush = function () {
   flushOutbox()
 }
 
-/** Hands Rust `text`: lines of sends and sets (src/engine/lines.rs), `\n` between them. */
-SendEmitter.prototype._write = function (text) {
+/** Hands Rust `buf[start … end)`: lines of sends and sets (src/engine/lines.rs), `\n` before each. */
+SendEmitter.prototype._write = function (buf, start, end) {
   try {
-    native.write(this._h, text)
+    native.write(this._h, buf, start, end)
   } catch (e) {
     if (!/connection is closed/.test(e.message)) {
       // Not a closed connection (the other lines were applied): report it,
@@ -370,6 +371,7 @@ SendEmitter.prototype._write = function (text) {
     const err = new Error(`uhura: cannot send: ${e.message}`)
     err.code = 'ERR_UHURA_CLOSED'
     let unreported = false
+    const text = buf.toString('utf8', start, end)
     // JSON.stringify never writes a raw newline: a '\n' always ends a line.
     let seq = NaN
     for (const line of text.split('\n')) {

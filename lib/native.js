@@ -5,6 +5,7 @@
 // Node's event loop.
 
 const native = require('./addon')
+const outbox = require('./outbox')
 const debugLog = require('./debug')
 const { streams, pumpOutput, closeStream } = require('./js-stream')
 const {
@@ -28,28 +29,8 @@ native.enableNodeReads(process.env.UHURA_NODE_READS !== '0')
 // of the events just handled go out first (see eventsHandled below).
 let dispatching = false
 let afterBatch = []
-// Sends of every emitter in call order, as segments [{ emitter, text }]
-// (the lines of src/engine/lines.rs, each with a '\n' in front). A flush
-// hands them to Rust segment by segment, so sends on two connection objects
-// of one session keep their relative order too.
-let outbox = []
-// The outbox a flush writes from, emptied once written: the two arrays take
-// turns, so that neither is a new empty array whose elements kind differs
-// from what the optimized enqueue expects.
-let outboxWritten = []
 let outboxScheduled = false
-// What the outbox holds since its last flush.
-let outboxLines = 0
-let outboxChars = 0
-// A segment of an emitter without a handle yet (a client before connect()):
-// the outbox then waits for the end of the tick, as it always did.
-let outboxUnbound = false
 let flushing = false
-// The emitter whose segment is the outbox's last and holds a line with a
-// sequence number (`a`, `A`, `d`): its next numbered line may be `A`, the
-// number after that one (src/engine/lines.rs), as its numbers are
-// consecutive. Null when no segment qualifies.
-let numbered = null
 
 // A flush once the outbox holds this much, not only at the end of the tick:
 // a synchronous loop of sends otherwise puts nothing on the wire until it
@@ -57,7 +38,7 @@ let numbered = null
 // flushes of ~1k lines keep both processes busy at a cost per flush that
 // is small against the sends.
 const FLUSH_LINES = 1024
-const FLUSH_CHARS = 256 * 1024
+const FLUSH_BYTES = 256 * 1024
 // The first flush of a run of sends (what one macrotask sends) comes after
 // this many lines, and each early flush of the run doubles it up to
 // FLUSH_LINES: the peer then starts on a burst after ~64 sends, not after
@@ -71,21 +52,17 @@ function flushOutbox () {
   // goes in the flush its enqueue scheduled.
   if (flushing) return
   outboxScheduled = false
-  if (outbox.length === 0) return
-  const segments = outbox
-  outbox = outboxWritten
-  outboxWritten = segments
-  outboxLines = 0
-  outboxChars = 0
-  outboxUnbound = false
-  numbered = null
+  if (outbox.isEmpty()) return
+  const o = outbox.take()
   // Sends made while a segment is written (an 'error' listener's) wait for
   // the next flush, behind the segments of this one.
   flushing = true
   try {
-    for (let i = 0; i < segments.length; i++) segments[i].emitter._write(segments[i].text)
+    for (let i = 0; i < o.count; i++) {
+      o.emitters[i]._write(o.buf, o.starts[i], i + 1 < o.count ? o.starts[i + 1] : o.used)
+    }
   } finally {
-    segments.length = 0
+    outbox.release(o)
     flushing = false
   }
 }
@@ -94,22 +71,21 @@ function flushOutbox () {
  * Queues one line of `emitter`'s sends, `\n` first (the end of the line
  * before it, if any); flushed (in call order) at the end
  * of the tick, or as soon as the outbox is full. `hasSeq`: the line has a
- * sequence number (see `nextSeqImplicit`). Early flushes are safe
- * inside a batch's dispatch too: Rust corks this thread's writes until
- * eventsHandled (src/engine/cork.rs), so a reply still leaves ahead of, and
- * together with, the acks of the events it answers.
+ * sequence number (see `nextSeqImplicit` in lib/outbox.js).
  */
 function enqueue (emitter, line, hasSeq) {
-  const last = outbox[outbox.length - 1]
-  if (last !== undefined && last.emitter === emitter) last.text += line
-  else {
-    outbox.push({ emitter, text: line })
-    numbered = null
-    if (emitter._h === 0) outboxUnbound = true
-  }
-  if (hasSeq) numbered = emitter
-  outboxChars += line.length
-  if ((++outboxLines >= flushLines || outboxChars >= FLUSH_CHARS) && !outboxUnbound && !flushing) {
+  outbox.putText(emitter, line, hasSeq)
+  queued()
+}
+
+/**
+ * After each line queued: the flush when the outbox is full. Early flushes
+ * are safe inside a batch's dispatch too: Rust corks this thread's writes
+ * until eventsHandled (src/engine/cork.rs), so a reply still leaves ahead
+ * of, and together with, the acks of the events it answers.
+ */
+function queued () {
+  if ((outbox.lines() >= flushLines || outbox.bytes() >= FLUSH_BYTES) && !outbox.hasUnbound() && !flushing) {
     flushLines = flushLines < FLUSH_LINES ? flushLines * 2 : FLUSH_LINES
     flushOutbox()
   } else if (!dispatching) {
@@ -120,19 +96,9 @@ function enqueue (emitter, line, hasSeq) {
 }
 
 function scheduleFlush () {
-  if (outboxScheduled || outbox.length === 0) return
+  if (outboxScheduled || outbox.isEmpty()) return
   outboxScheduled = true
   queueMicrotask(flushAtTickEnd)
-}
-
-/**
- * Whether `emitter`'s next numbered line, queued before anything else is,
- * may leave its number implicit (`A`): it goes in the same write as a line
- * with the number before it. A send then makes no decimal text of its
- * number and one string piece less (bench/README.md, "The crossing of a batch").
- */
-function nextSeqImplicit (emitter) {
-  return numbered === emitter
 }
 
 /** The end of a run of sends: what is left goes, and the next run starts with a small flush. */
@@ -391,4 +357,4 @@ function makeError (info) {
   return err
 }
 
-module.exports = { native, handles, acceptedBy, enqueue, nextSeqImplicit, flushOutbox, whenBatchHandled, keepAlive, releaseOnCollect, releaseServerOnCollect, makeError }
+module.exports = { native, handles, acceptedBy, enqueue, queued, flushOutbox, whenBatchHandled, keepAlive, releaseOnCollect, releaseServerOnCollect, makeError }

@@ -21,13 +21,11 @@ const ESCAPED = /["\\\u0000-\u001f\ud800-\udfff]/
 
 // The last event name and the last short argument string found to need no
 // escape, each with the text it adds to the JSON (`["name"`, `,"arg"`). Sends
-// mostly repeat both (the same name, often the same text), and comparing with
-// the last one (the same string: one pointer comparison) is much cheaper than
-// the scan (~9 % of a sender's CPU), and taking its text as made allocates
-// nothing: every string a send makes is garbage for V8's young generation,
-// whose collections were most of what a 10k burst lost against larger ones
-// (bench/README.md, "Small bursts"). Only short strings are kept, so a large
-// payload is not held on to.
+// the outbox does not write itself (lib/outbox.js: more arguments, longer
+// or non-ASCII strings) mostly repeat both too, and comparing with the last
+// one (the same string: one pointer comparison) is much cheaper than the
+// scan, and taking its text as made allocates nothing. Only short strings
+// are kept, so a large payload is not held on to.
 const SAFE_MAX = 256
 let safeName = ''
 let safeNameJson = '[""'
@@ -35,16 +33,6 @@ let safeArg = ''
 let safeArgJson = ',""'
 // safeArgJson with the array's closing bracket: the text of the last argument.
 let safeArgEnd = ',""]'
-// The start of a send's line (lib/connection.js) with the last safe name
-// up to the comma after it, without a callback and with one whose number
-// is implicit (src/engine/lines.rs): what most sends' lines start with. A
-// send of that name and a number then adds the number to it, one string
-// piece, where tag, name, comma and number were three (bench/README.md,
-// "The crossing of a batch").
-const LINE_E = '\ne'
-const LINE_A = '\nA'
-let safeHeadE = LINE_E + '["",'
-let safeHeadA = LINE_A + '["",'
 
 /**
  * The text the element `v` adds to a flat array's JSON at index `i`, with
@@ -60,8 +48,6 @@ function elementJson (v, i) {
       if (i === 0) {
         safeName = v
         safeNameJson = text
-        safeHeadE = LINE_E + text + ','
-        safeHeadA = LINE_A + text + ','
       } else {
         safeArg = v
         safeArgJson = text
@@ -99,26 +85,6 @@ function flatJson (args, prefix = '') {
     out += text
   }
   return closeJson(out, args[last], last)
-}
-
-/**
- * flatJson(args.slice(0, n), prefix) for args [v0, v1, v2] (n from 1 to
- * 3), given one by one: send() then needs no array of its arguments.
- */
-function flatJson3 (prefix, n, v0, v1, v2) {
-  if (n === 1) return closeJson(prefix, v0, 0)
-  let out
-  if (typeof v1 === 'number' && v0 === safeName && (prefix === LINE_A || prefix === LINE_E)) {
-    out = (prefix === LINE_A ? safeHeadA : safeHeadE) + (Number.isFinite(v1) ? v1 : 'null')
-  } else {
-    const t0 = elementJson(v0, 0)
-    if (t0 === undefined) return undefined
-    if (n === 2) return closeJson(prefix + t0, v1, 1)
-    const t1 = elementJson(v1, 1)
-    if (t1 === undefined) return undefined
-    out = prefix + t0 + t1
-  }
-  return n === 2 ? out + ']' : closeJson(out, v2, 2)
 }
 
 /**
@@ -222,6 +188,9 @@ function deeperThan (json, limit) {
   return false
 }
 
+// What the wire form adds to a message's JSON at most: {"args":…,"id":"<prefix>-<seq>"}.
+const MESSAGE_OVERHEAD = 64
+
 /**
  * Throws a TypeError when the message `json` (an argument array, event
  * name first; `what` given `subject` names the call) is beyond what our own reader accepts: a peer with the same
@@ -236,9 +205,7 @@ function checkLimits (limits, json, nargs, what, subject, skip = 0) {
   if (deeperThan(json, limits.maxDepth)) {
     throw new TypeError(`uhura: ${label(what, subject)}: the arguments are nested deeper than maxDepth (${limits.maxDepth})`)
   }
-  // The wire form adds at most this much: {"args":…,"id":"<prefix>-<seq>"}.
-  const overhead = 64
-  if ((json.length - skip) * 3 + overhead > limits.maxMessageSize && Buffer.byteLength(json) - skip + overhead > limits.maxMessageSize) {
+  if ((json.length - skip) * 3 + MESSAGE_OVERHEAD > limits.maxMessageSize && Buffer.byteLength(json) - skip + MESSAGE_OVERHEAD > limits.maxMessageSize) {
     throw new TypeError(`uhura: ${label(what, subject)}: the message is larger than maxMessageSize (${limits.maxMessageSize} bytes)`)
   }
 }
@@ -311,4 +278,4 @@ function storeOptions (options) {
   return out
 }
 
-module.exports = { toJson, flatJson, flatJson3, describe, checkedPort, nonNegative, limitsOf, DEFAULT_LIMITS, checkLimits, peerOptions, tlsOptions, storeOptions }
+module.exports = { toJson, flatJson, describe, checkedPort, nonNegative, limitsOf, DEFAULT_LIMITS, MESSAGE_OVERHEAD, checkLimits, peerOptions, tlsOptions, storeOptions }

@@ -6,7 +6,6 @@
 mod defaults;
 mod metrics;
 mod options;
-mod text;
 // Polls sockets by fd with libuv: Unix only (elsewhere tokio reads them).
 #[cfg(all(unix, not(uhura_portable)))]
 mod busy_poll;
@@ -267,11 +266,16 @@ pub(crate) fn server_release(server: u32) -> Result<()> {
     Ok(())
 }
 
-/// A batch of sends and sets, one per line (see `Link::write_lines`).
+/// A batch of sends and sets, one per line (see `Link::write_lines`): the
+/// UTF-8 text of `buf[start..end]`, read in place (lib/outbox.js writes it).
 #[napi(catch_unwind)]
-pub(crate) fn write(handle: u32, lines: text::Text) -> Result<()> {
+pub(crate) fn write(handle: u32, buf: BufferSlice, start: u32, end: u32) -> Result<()> {
+    let lines = buf
+        .get(start as usize..end as usize)
+        .ok_or_else(|| js_err(format!("lines {start}..{end} are outside the buffer ({} bytes)", buf.len())))?;
+    let lines = std::str::from_utf8(lines).map_err(|e| js_err(format!("lines are not UTF-8: {e}")))?;
     let link = engine()?.link(handle).map_err(js_err)?;
-    let result = link.write_lines(handle, lines.as_str());
+    let result = link.write_lines(handle, lines);
     #[cfg(all(unix, not(uhura_portable)))]
     uv::read_for_acks(&link);
     result.map_err(js_err)
