@@ -4,8 +4,9 @@
 // buffer in call order, and the emitter of each run of lines (a segment).
 // A flush hands Rust each segment's bytes (lib/native.js decides when).
 //
-// The common send (a name and up to two strings of printable ASCII,
-// numbers, booleans or nulls) writes its line here as it is made: no string
+// The common send (a name and up to two arguments, each a string of
+// printable ASCII of at most 256 characters, a number, a boolean or null)
+// writes its line here as it is made: no string
 // is made for it, nor joined to the outbox's, nor flattened and converted
 // at the flush. Those strings were ~185 bytes of garbage a send, which
 // filled V8's young generation once every few thousand sends: a collection
@@ -47,6 +48,14 @@ let unbound = false
 // after that one (src/engine/lines.rs), as its numbers are consecutive.
 // Null when no segment qualifies.
 let numbered = null
+
+// The last string written as the event name and as an argument, with the
+// bytes written for it (quotes included): sends mostly repeat both, and a
+// copy of these bytes takes a quarter of the time of the check of each
+// character (bench/README.md, "The outbox in bytes").
+const lastName = { s: '', bytes: new Uint8Array(STRING_MAX + 2), n: 2 }
+const lastArg = { s: '', bytes: new Uint8Array(STRING_MAX + 2), n: 2 }
+lastName.bytes[0] = lastName.bytes[1] = lastArg.bytes[0] = lastArg.bytes[1] = 34
 
 function reserve (o, n) {
   if (o.buf.length - o.used >= n) return
@@ -120,14 +129,6 @@ function putElement (b, p, v, before, last) {
   if (v === null) return putAscii(b, p, 'null')
   return -1
 }
-
-// The last string written as the event name and as an argument, with the
-// bytes written for it (quotes included): sends mostly repeat both, and a
-// copy of these bytes takes a quarter of the time of the check of each
-// character (bench/README.md, "The outbox in bytes").
-const lastName = { s: '', bytes: new Uint8Array(STRING_MAX + 2), n: 2 }
-const lastArg = { s: '', bytes: new Uint8Array(STRING_MAX + 2), n: 2 }
-lastName.bytes[0] = lastName.bytes[1] = lastArg.bytes[0] = lastArg.bytes[1] = 34
 
 /**
  * `"s"` when `s` is short and needs no escape nor more than a byte a
