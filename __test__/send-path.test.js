@@ -570,6 +570,16 @@ describe('send()\'s lines written by the outbox (lib/outbox.js)', () => {
     assert.equal(o.count, 0, 'released empty')
   })
 
+  it('is read by Rust in place: a range outside the buffer, or bytes that are not UTF-8, are refused', () => {
+    const { native } = require('../lib/native')
+    const line = Buffer.from('\ne["e"]')
+    assert.throws(() => native.write(0, line, 0, 99), /lines 0\.\.99 are outside the buffer \(7 bytes\)/)
+    assert.throws(() => native.write(0, line, 5, 2), /outside the buffer/)
+    assert.throws(() => native.write(0, Buffer.from([10, 101, 0xff]), 0, 3), /lines are not UTF-8/)
+    // A valid range reaches the handle's lookup.
+    assert.throws(() => native.write(0, line, 0, 7), (e) => !/outside|UTF-8/.test(e.message))
+  })
+
   it('leaves a message over maxJson bytes to the general path, which refuses it', () => {
     const args = ['e', 'x'.repeat(100), 'é'.length]
     const size = Buffer.byteLength(JSON.stringify(args))
