@@ -244,11 +244,7 @@ SendEmitter.prototype._waitingAcks = function () {
 
 /** send()'s name in an error message, made only for one: it costs as much as a send. */
 function sendLabel (args) {
-  return sendNameLabel(args[0])
-}
-
-function sendNameLabel (event) {
-  return `send(${JSON.stringify(event)})`
+  return `send(${JSON.stringify(args[0])})`
 }
 
 /** Promise form of send with an ack: resolves when the peer acknowledges. */
