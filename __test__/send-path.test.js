@@ -543,6 +543,24 @@ describe('send()\'s lines written by the outbox (lib/outbox.js)', () => {
     assert.ok(written > 2000)
   })
 
+  it('writes the digits of integers of every length as JSON does, around each power of ten and the int32 bounds', () => {
+    const integers = [2 ** 31 - 1, 2 ** 31, 2 ** 31 + 1, -(2 ** 31), -(2 ** 31) - 1]
+    for (let k = 0; k <= 15; k++) integers.push(10 ** k - 1, 10 ** k, 10 ** k + 1, 10 ** k * 7 + 3)
+    for (const n of [...integers, ...integers.map((n) => -n)]) {
+      // As a sequence number too (non-negative ones).
+      assert.equal(lineOf(-1, ['e', n]), `\ne["e",${JSON.stringify(n)}]`)
+      if (n >= 0) assert.equal(lineOf(n, ['e']), `\na${n}["e"]`)
+    }
+  })
+
+  it('copies a repeated string from its last bytes, short or long, and checks a new one afresh', () => {
+    const long = 'p'.repeat(39)
+    for (const [name, arg] of [['e', long], ['e', long], ['eventname', 'x'], ['eventname', 'x'], ['e', long + '"'], ['e', long]]) {
+      const expected = '\ne' + JSON.stringify([name, arg, arg])
+      assert.equal(lineOf(-1, [name, arg, arg]), name.length + arg.length < 256 && !arg.includes('"') ? expected : undefined)
+    }
+  })
+
   it('tags a line with its sequence number, implicit after a numbered line of the same emitter', () => {
     const other = { _h: 2 }
     const put = (by, seq) => assert.ok(outbox.putSend(by, seq, 2, 'e', seq, undefined, Infinity))
