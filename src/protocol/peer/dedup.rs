@@ -41,7 +41,11 @@ impl Seen {
 /// Splits one of our message ids, `<12 hex>-<seq>`, into sender and sequence.
 pub(super) fn parse_our_id(id: &str) -> Option<(&str, u64)> {
     let (prefix, seq) = id.split_at_checked(13)?;
-    if !prefix.ends_with('-') || !prefix[..12].bytes().all(|b| b.is_ascii_hexdigit()) {
+    let bytes: &[u8; 13] = prefix.as_bytes().try_into().ok()?;
+    // Every byte checked, no branch per byte: the check of a message from
+    // one of our peers always runs to the end (bench/receive.rs).
+    let hex = bytes[..12].iter().fold(true, |ok, b| ok & b.is_ascii_hexdigit());
+    if !hex || bytes[12] != b'-' {
         return None;
     }
     Some((prefix, parse_u64(seq)?))
@@ -54,6 +58,18 @@ fn parse_u64(s: &str) -> Option<u64> {
     let digits = s.strip_prefix('+').unwrap_or(s).as_bytes();
     if digits.is_empty() {
         return None;
+    }
+    if digits.len() <= 19 {
+        // Nineteen digits stay below 10^19 < 2^64: no overflow check per
+        // digit, and one test of them all at the end (only a number with a
+        // byte that is not a digit wraps, and it is refused).
+        let (mut n, mut bad) = (0u64, false);
+        for &b in digits {
+            let d = b.wrapping_sub(b'0');
+            bad |= d > 9;
+            n = n.wrapping_mul(10).wrapping_add(u64::from(d));
+        }
+        return (!bad).then_some(n);
     }
     let mut n = 0u64;
     for &b in digits {
@@ -116,6 +132,11 @@ mod tests {
             "18446744073709551616",
             "99999999999999999999",
             "000000000000000000000000018446744073709551615",
+            "9999999999999999999",
+            "1999999999999999999:",
+            "999999999999999999/",
+            "ÿÿÿÿÿÿÿÿÿ1",
+            "\u{7f}\u{7f}\u{7f}\u{7f}\u{7f}\u{7f}\u{7f}\u{7f}\u{7f}\u{7f}\u{7f}\u{7f}\u{7f}\u{7f}\u{7f}\u{7f}\u{7f}\u{7f}\u{7f}",
         ];
         for s in cases {
             assert_eq!(parse_u64(s), s.parse::<u64>().ok(), "{s:?}");
@@ -124,6 +145,28 @@ mod tests {
             for t in [n, n.wrapping_sub(1), n.wrapping_add(1)] {
                 assert_eq!(parse_u64(&t.to_string()), Some(t));
             }
+        }
+    }
+
+    #[test]
+    fn parse_our_id_takes_12_hex_digits_a_dash_and_a_number() {
+        assert_eq!(parse_our_id("0123456789ab-7"), Some(("0123456789ab-", 7)));
+        assert_eq!(parse_our_id("ABCDEF012345-+18"), Some(("ABCDEF012345-", 18)));
+        for id in [
+            "",
+            "0123456789ab",
+            "0123456789ab-",
+            "0123456789ab-x",
+            "0123456789abc-1",
+            "0123456789a-12",
+            "0123456789ag-1",
+            "g123456789ab-1",
+            "0123456789ab+1",
+            "0123456789aé-1",
+            "0123456789ab\u{e9}1",
+            "0123 56789ab-1",
+        ] {
+            assert_eq!(parse_our_id(id), None, "{id:?}");
         }
     }
 }
