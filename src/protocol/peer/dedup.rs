@@ -14,15 +14,23 @@ const MAX_SEEN_SENDERS: usize = 64;
 pub(super) struct Seen(Vec<(String, u64)>);
 
 impl Seen {
-    fn contains(&self, sender: &str, seq: u64) -> bool {
-        self.0.iter().any(|(s, max)| s == sender && seq <= *max)
+    /// Where `sender`'s watermark is, if it has one.
+    fn find(&self, sender: &str) -> Option<usize> {
+        self.0.iter().position(|(s, _)| s == sender)
     }
 
     /// Raises `sender`'s watermark to `seq`; a new sender past the limit
     /// forgets the oldest one.
     pub(super) fn note(&mut self, sender: &str, seq: u64) {
-        match self.0.iter_mut().find(|(s, _)| s == sender) {
-            Some((_, max)) => *max = (*max).max(seq),
+        let at = self.find(sender);
+        self.raise(at, sender, seq);
+    }
+
+    /// [`note`](Self::note), `at` being what [`find`](Self::find) gave:
+    /// the receive path looks the sender up once per message.
+    fn raise(&mut self, at: Option<usize>, sender: &str, seq: u64) {
+        match at {
+            Some(i) => self.0[i].1 = self.0[i].1.max(seq),
             None => {
                 if self.0.len() >= MAX_SEEN_SENDERS {
                     self.0.remove(0);
@@ -86,7 +94,8 @@ impl Peer {
     /// Whether message `id` was delivered before; if not, it is from now on.
     pub(super) fn is_duplicate(&mut self, id: &str) -> bool {
         let Some((sender, seq)) = parse_our_id(id) else { return false };
-        if self.seen.contains(sender, seq) {
+        let at = self.seen.find(sender);
+        if at.is_some_and(|i| seq <= self.seen.0[i].1) {
             return true;
         }
         if self.holding() {
@@ -95,7 +104,8 @@ impl Peer {
                 hold.seen_before = Some(self.seen.clone());
             }
         }
-        self.seen.note(sender, seq);
+        // The clone above keeps the order, so `at` still holds.
+        self.seen.raise(at, sender, seq);
         if self.config.persist_delivery {
             // Stored only once the event is the application's (see `Hold::seen_before`).
             self.hold_or_emit(Event::Seen { sender: sender.to_owned(), seq });
