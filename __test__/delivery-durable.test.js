@@ -47,6 +47,32 @@ describe('durable sends', () => {
     assert.deepEqual(got, [1, 2])
   })
 
+  it('fail both stages on a connection gone for good', { timeout: 30000 }, async (t) => {
+    if (!needRedis(t)) return
+    const redis = await startRedis(t)
+    const r = useResources(t)
+    let conn = null
+    const srv = await r.startServer('ours', {
+      options: { store: U.redisStore({ url: redis.url }), durable: true, resumeWindow: 50 },
+      onConnection: (c) => { conn = c },
+    })
+    const client = r.createClient('ours', { port: srv.port, host: HOST })
+    await waitHandshake('ours', client)
+    await waitUntil(() => conn !== null, 5000, 'the connection')
+    const errors = []
+    conn.on('error', (err) => errors.push(err))
+    client.disconnect()
+    // Past the resume window: the connection will not come back.
+    await delay(400)
+    const heard = []
+    conn.send('x', 1, (err, stage) => heard.push([err && err.code, stage]))
+    await waitUntil(() => heard.length === 2, 5000, 'both stages')
+    assert.deepEqual(heard, [['ERR_UHURA_CLOSED', 'persisted'], ['ERR_UHURA_CLOSED', 'acked']])
+    assert.equal(conn._acks.size, 0)
+    await delay(100)
+    assert.deepEqual(errors, [], 'a send with a callback is reported there only')
+  })
+
   it('are not persisted while the session\'s save only waits in memory for Redis (the save queue)', { timeout: 30000 }, async (t) => {
     if (!needRedis(t)) return
     const redis = await startRedis(t)

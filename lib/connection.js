@@ -352,50 +352,42 @@ SendEmitter.prototype._flush = function () {
 
 /** Hands Rust `buf[start … end)`: lines of sends and sets (src/engine/lines.rs), `\n` before each. */
 SendEmitter.prototype._write = function (buf, start, end) {
+  let lost
   try {
-    native.write(this._h, buf, start, end)
+    lost = native.write(this._h, buf, start, end)
   } catch (e) {
-    if (!/connection is closed/.test(e.message)) {
-      // Not a closed connection (the other lines were applied): report it,
-      // and leave every ack callback to its event's real fate.
-      this.emit('error', new Error(`uhura: cannot send: ${e.message}`))
-      return
-    }
-    // The connection is gone for good (a server-side connection after its
-    // disconnect): fail the ack callbacks of the events of these lines,
-    // which never reached it. Earlier events have their own fate.
-    const err = new Error(`uhura: cannot send: ${e.message}`)
-    err.code = 'ERR_UHURA_CLOSED'
-    let unreported = false
-    const text = buf.toString('utf8', start, end)
-    // JSON.stringify never writes a raw newline: a '\n' always ends a line.
-    let seq = NaN
-    for (const line of text.split('\n')) {
-      if (line === '') continue
-      const tag = line.charCodeAt(0)
-      // 'a<seq>…', 'd<seq>…', 'A…' (the number after the last one).
-      if (tag === 97 || tag === 100) seq = parseInt(line.slice(1), 10)
-      else if (tag === 65) seq++
-      else {
-        unreported = true
-        continue
-      }
-      const cb = this._acks.take(seq)
-      if (cb === undefined) {
-        unreported = true
-        continue
-      }
-      if (tag === 100) {
-        // A durable send: its persisted stage first.
-        const persisted = this._acks.takePersisted(seq)
-        if (persisted !== undefined) process.nextTick(persisted, err)
-      }
-      process.nextTick(cb, err)
-    }
-    if (this._acks.size === 0) this._acksSettled()
-    // A send without a callback, a set: the error event says they were lost.
-    if (unreported) process.nextTick(() => this.emit('error', err))
+    // Not a closed connection (the other lines were applied): report it,
+    // and leave every ack callback to its event's real fate.
+    this.emit('error', new Error(`uhura: cannot send: ${e.message}`))
+    return
   }
+  if (lost != null) this._lost(lost)
+}
+
+/**
+ * The connection is gone for good (a server-side connection after its
+ * disconnect): fails the ack callbacks of the lines Rust could not take,
+ * given as their sequence numbers (-1: a line without one). Earlier events
+ * have their own fate.
+ */
+SendEmitter.prototype._lost = function (seqs) {
+  const err = new Error('uhura: cannot send: connection is closed')
+  err.code = 'ERR_UHURA_CLOSED'
+  let unreported = false
+  for (const seq of seqs) {
+    const cb = seq < 0 ? undefined : this._acks.take(seq)
+    if (cb === undefined) {
+      unreported = true
+      continue
+    }
+    // A durable send: its persisted stage first.
+    const persisted = this._acks.takePersisted(seq)
+    if (persisted !== undefined) process.nextTick(persisted, err)
+    process.nextTick(cb, err)
+  }
+  if (this._acks.size === 0) this._acksSettled()
+  // A send without a callback, a set: the error event says they were lost.
+  if (unreported) process.nextTick(() => this.emit('error', err))
 }
 
 SendEmitter.prototype._settle = function (seq, err) {

@@ -126,6 +126,19 @@ impl Numbering {
     }
 }
 
+/// The sequence number of each line of a batch, in order (`None` for a
+/// line without one, or one that does not decode): what a batch that could
+/// not be written owes the callbacks of its sends.
+pub fn sequence_numbers(batch: &str) -> Vec<Option<u64>> {
+    let mut numbering = Numbering::default();
+    let seq_of = |line| match parse_line(line) {
+        Ok(Line::Acked { seq, .. } | Line::Durable { seq, .. }) => Some(numbering.explicit(seq)),
+        Ok(Line::AckedNext(_)) => numbering.implicit().ok(),
+        _ => None,
+    };
+    batch.split('\n').filter(|line| !line.is_empty()).map(seq_of).collect()
+}
+
 /// Formats the line back, as `index.js` writes it.
 impl fmt::Display for Line<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -162,37 +175,17 @@ mod tests {
         assert_eq!(parse_line("A").unwrap().to_string(), "A");
     }
 
-    /// The numbers of a batch's lines, as `write_lines` reads them.
-    fn numbers(batch: &str) -> Vec<Result<Option<u64>, LineError>> {
-        let mut numbering = Numbering::default();
-        let seq_of = |line| match parse_line(line).unwrap() {
-            Line::Acked { seq, .. } | Line::Durable { seq, .. } => Ok(Some(numbering.explicit(seq))),
-            Line::AckedNext(_) => numbering.implicit().map(Some),
-            _ => Ok(None),
-        };
-        batch.split('\n').map(seq_of).collect()
-    }
-
     #[test]
     fn implicit_numbers_follow_the_last_explicit_one() {
         assert_eq!(
-            numbers("a5[1]\nA[2]\ne[3]\ns[4]\nA[5]\nd9[6]\nA[7]\nr{}\na2[8]\nA[9]"),
-            [
-                Ok(Some(5)),
-                Ok(Some(6)),
-                Ok(None),
-                Ok(None),
-                Ok(Some(7)),
-                Ok(Some(9)),
-                Ok(Some(10)),
-                Ok(None),
-                Ok(Some(2)),
-                Ok(Some(3))
-            ]
+            sequence_numbers("\na5[1]\nA[2]\ne[3]\ns[4]\nA[5]\nd9[6]\nA[7]\nr{}\na2[8]\nA[9]"),
+            [Some(5), Some(6), None, None, Some(7), Some(9), Some(10), None, Some(2), Some(3)]
         );
-        // No number before it in the batch, or none after it.
-        assert_eq!(numbers("e[1]\nA[2]"), [Ok(None), Err(LineError::NoPreviousSeq)]);
-        assert_eq!(numbers("a18446744073709551615[1]\nA[2]"), [Ok(Some(u64::MAX)), Err(LineError::NoPreviousSeq)]);
+        // No number before it in the batch, or none after it; a line that
+        // does not decode has none either.
+        assert_eq!(sequence_numbers("\ne[1]\nA[2]"), [None, None]);
+        assert_eq!(sequence_numbers("\na18446744073709551615[1]\nA[2]"), [Some(u64::MAX), None]);
+        assert_eq!(sequence_numbers("\nax[1]\nq[2]\na3[3]"), [None, None, Some(3)]);
         // A refused `A` leaves the count where it was.
         let mut numbering = Numbering::default();
         assert_eq!(numbering.implicit(), Err(LineError::NoPreviousSeq));

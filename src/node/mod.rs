@@ -268,17 +268,24 @@ pub(crate) fn server_release(server: u32) -> Result<()> {
 
 /// A batch of sends and sets, one per line (see `Link::write_lines`): the
 /// UTF-8 text of `buf[start..end]`, read in place (lib/outbox.js writes it).
+/// Returns null; or, when the connection is gone for good, the sequence
+/// number of each line (-1 for a line without one), whose callbacks
+/// JavaScript then fails: the line protocol is read here only.
 #[napi(catch_unwind)]
-pub(crate) fn write(handle: u32, buf: BufferSlice, start: u32, end: u32) -> Result<()> {
+pub(crate) fn write(handle: u32, buf: BufferSlice, start: u32, end: u32) -> Result<Option<Vec<f64>>> {
     let lines = buf
         .get(start as usize..end as usize)
         .ok_or_else(|| js_err(format!("lines {start}..{end} are outside the buffer ({} bytes)", buf.len())))?;
     let lines = std::str::from_utf8(lines).map_err(|e| js_err(format!("lines are not UTF-8: {e}")))?;
-    let link = engine()?.link(handle).map_err(js_err)?;
+    let Ok(link) = engine()?.link(handle) else {
+        // JavaScript's sequence numbers are below 2^53: exact as f64.
+        let seqs = crate::engine::lines::sequence_numbers(lines);
+        return Ok(Some(seqs.into_iter().map(|seq| seq.map_or(-1.0, |s| s as f64)).collect()));
+    };
     let result = link.write_lines(handle, lines);
     #[cfg(all(unix, not(uhura_portable)))]
     uv::read_for_acks(&link);
-    result.map_err(js_err)
+    result.map(|()| None).map_err(js_err)
 }
 
 #[napi(catch_unwind)]
