@@ -200,9 +200,12 @@ function putDigits (b, p, x) {
 
 // '00' to '99': two digits per division.
 const PAIRS = Buffer.from(Array.from({ length: 100 }, (_, i) => (i < 10 ? '0' : '') + i).join(''), 'latin1')
+// 10 ** (k + 1) at k: the bounds of an int32's numbers of digits.
+const P = Int32Array.from({ length: 9 }, (_, k) => 10 ** (k + 1))
 
 function putDigits32 (b, p, x) {
-  const end = p + (x < 100000 ? (x < 100 ? (x < 10 ? 1 : 2) : x < 1000 ? 3 : x < 10000 ? 4 : 5) : x < 10000000 ? (x < 1000000 ? 6 : 7) : x < 100000000 ? 8 : x < 1000000000 ? 9 : 10)
+  // Its number of digits, in at most four comparisons.
+  const end = p + (x < P[4] ? (x < P[1] ? (x < P[0] ? 1 : 2) : x < P[2] ? 3 : x < P[3] ? 4 : 5) : x < P[6] ? (x < P[5] ? 6 : 7) : x < P[7] ? 8 : x < P[8] ? 9 : 10)
   let i = end
   while (x >= 100) {
     const q = (x / 100) | 0
