@@ -104,7 +104,7 @@ impl Peer {
                 hold.seen_before = Some(self.seen.clone());
             }
         }
-        // The clone above keeps the order, so `at` still holds.
+        // Nothing above changed `self.seen`: `at` still points at the sender.
         self.seen.raise(at, sender, seq);
         if self.config.persist_delivery {
             // Stored only once the event is the application's (see `Hold::seen_before`).
