@@ -124,6 +124,16 @@ impl Numbering {
         let seq = self.last.and_then(|s| s.checked_add(1)).ok_or(LineError::NoPreviousSeq)?;
         Ok(self.explicit(seq))
     }
+
+    /// The number of the batch's next line, `line`, if it has one: its own
+    /// (`a`, `d`) or the one after the last (`A`).
+    pub fn of(&mut self, line: &Line<'_>) -> Result<Option<u64>, LineError> {
+        Ok(match *line {
+            Line::Acked { seq, .. } | Line::Durable { seq, .. } => Some(self.explicit(seq)),
+            Line::AckedNext(_) => Some(self.implicit()?),
+            Line::Event(_) | Line::Set(_) | Line::Raw(_) => None,
+        })
+    }
 }
 
 /// The sequence number of each line of a batch, in order (`None` for a
@@ -131,11 +141,7 @@ impl Numbering {
 /// not be written owes the callbacks of its sends.
 pub fn sequence_numbers(batch: &str) -> Vec<Option<u64>> {
     let mut numbering = Numbering::default();
-    let seq_of = |line| match parse_line(line) {
-        Ok(Line::Acked { seq, .. } | Line::Durable { seq, .. }) => Some(numbering.explicit(seq)),
-        Ok(Line::AckedNext(_)) => numbering.implicit().ok(),
-        _ => None,
-    };
+    let seq_of = |line| parse_line(line).and_then(|line| numbering.of(&line)).ok().flatten();
     batch.split('\n').filter(|line| !line.is_empty()).map(seq_of).collect()
 }
 

@@ -92,11 +92,13 @@ impl Link {
         let mut numbering = Numbering::default();
         let ops = lines.split('\n').filter(|line| !line.is_empty()).filter_map(|line| {
             let write = parse_line(line).and_then(|line| {
+                let notify = numbering.of(&line)?.map(|seq| (caller, seq));
                 Ok(match line {
-                    Line::Event(args) => Write::Event { args, notify: None },
-                    Line::Acked { seq, args } => Write::Event { args, notify: Some((caller, numbering.explicit(seq))) },
-                    Line::AckedNext(args) => Write::Event { args, notify: Some((caller, numbering.implicit()?)) },
-                    Line::Durable { seq, args } => Write::Durable { args, notify: (caller, numbering.explicit(seq)) },
+                    Line::Event(args) | Line::Acked { args, .. } | Line::AckedNext(args) => {
+                        Write::Event { args, notify }
+                    }
+                    // `of` numbered it with its own `seq`.
+                    Line::Durable { seq, args } => Write::Durable { args, notify: (caller, seq) },
                     Line::Set(args) => Write::Set(args),
                     Line::Raw(json) => Write::Raw(json),
                 })
