@@ -616,8 +616,11 @@ describe('send()\'s lines written by the outbox (lib/outbox.js)', () => {
     for (let i = 0; i < 5000; i++) {
       assert.ok(outbox.putSend(emitter, -1, 3, 'e', i, long, Infinity))
       expected.push('\ne' + JSON.stringify(['e', i, long]))
-      if (i % 1000 === 0) outbox.putText(emitter, '\nr' + JSON.stringify({ é: '中'.repeat(i) }), false)
-      if (i % 1000 === 0) expected.push('\nr' + JSON.stringify({ é: '中'.repeat(i) }))
+      if (i % 1000 === 0) {
+        const raw = '\nr' + JSON.stringify({ é: '中'.repeat(i) })
+        outbox.putText(emitter, raw, false)
+        expected.push(raw)
+      }
     }
     const o = outbox.take()
     assert.ok(o.buf.length > 1024 * 1024)
